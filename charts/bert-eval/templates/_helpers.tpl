@@ -1,0 +1,282 @@
+{{/*
+Chart name, overridable with nameOverride.
+*/}}
+{{- define "bert-eval.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: <release>-<name>, or the release name alone when it
+already contains the chart name. Truncated to 63 characters (DNS label limit).
+*/}}
+{{- define "bert-eval.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version for the helm.sh/chart label.
+*/}}
+{{- define "bert-eval.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "bert-eval.labels" -}}
+helm.sh/chart: {{ include "bert-eval.chart" . }}
+{{ include "bert-eval.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: bert-eval
+{{- end }}
+
+{{/*
+Selector labels shared by every workload of the release; each workload adds
+app.kubernetes.io/component.
+*/}}
+{{- define "bert-eval.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bert-eval.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+ServiceAccount of the workers and the starter Job.
+*/}}
+{{- define "bert-eval.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bert-eval.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the dev Temporal server's Deployment and Service.
+*/}}
+{{- define "bert-eval.temporalDevName" -}}
+{{- printf "%s-temporal" (include "bert-eval.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Temporal frontend address (host:port) for the chosen temporal.mode; empty when
+it cannot be known (external mode without temporal.address).
+*/}}
+{{- define "bert-eval.temporalAddress" -}}
+{{- $t := .Values.temporal }}
+{{- if $t.address }}
+{{- $t.address }}
+{{- else if eq $t.mode "dev" }}
+{{- printf "%s.%s.svc:7233" (include "bert-eval.temporalDevName" .) .Release.Namespace }}
+{{- else if eq $t.mode "chart" }}
+{{- $prefix := ternary .Release.Name (printf "%s-temporal" .Release.Name) (contains "temporal" .Release.Name) }}
+{{- printf "%s-frontend.%s.svc:7233" $prefix .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/*
+Port of the Temporal address (digits after the last colon; 7233 otherwise).
+*/}}
+{{- define "bert-eval.temporalPort" -}}
+{{- $addr := include "bert-eval.temporalAddress" . }}
+{{- $port := regexFind "[0-9]+$" $addr }}
+{{- if and (contains ":" $addr) $port }}{{ $port }}{{ else }}7233{{ end }}
+{{- end }}
+
+{{/*
+Port of the OTLP endpoint URL (4317 when the URL names none).
+*/}}
+{{- define "bert-eval.otlpPort" -}}
+{{- $hostport := regexReplaceAll "^[a-zA-Z]+://" .Values.otel.endpoint "" | splitList "/" | first }}
+{{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" }}
+{{- default "4317" $port }}
+{{- end }}
+
+{{/*
+Image reference. Usage: include "bert-eval.image" (list $ .Values.images.eval)
+*/}}
+{{- define "bert-eval.image" -}}
+{{- $root := index . 0 }}
+{{- $image := index . 1 }}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- end }}
+
+{{/*
+Name of the shared bert_runs claim.
+*/}}
+{{- define "bert-eval.runsClaimName" -}}
+{{- default (printf "%s-runs" (include "bert-eval.fullname" .)) .Values.persistence.existingClaim }}
+{{- end }}
+
+{{/*
+Pod-level securityContext.
+*/}}
+{{- define "bert-eval.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{/*
+Container-level securityContext.
+*/}}
+{{- define "bert-eval.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/*
+Environment shared by every bert-eval process (workers and starter): Temporal
+connection, storage, telemetry. Usage:
+  include "bert-eval.commonEnv" (dict "root" $ "component" "eval-worker")
+*/}}
+{{- define "bert-eval.commonEnv" -}}
+{{- $root := .root }}
+{{- $v := $root.Values -}}
+- name: TEMPORAL_ADDRESS
+  value: {{ include "bert-eval.temporalAddress" $root | quote }}
+- name: TEMPORAL_NAMESPACE
+  value: {{ $v.temporal.namespace | quote }}
+- name: TEMPORAL_TLS
+  value: {{ $v.temporal.tls.enabled | quote }}
+{{- if and $v.temporal.tls.enabled $v.temporal.tls.existingSecret }}
+{{- if $v.temporal.tls.caKey }}
+- name: TEMPORAL_TLS_CA_FILE
+  value: {{ printf "/etc/temporal-tls/%s" $v.temporal.tls.caKey | quote }}
+{{- end }}
+{{- if $v.temporal.tls.certKey }}
+- name: TEMPORAL_TLS_CERT_FILE
+  value: {{ printf "/etc/temporal-tls/%s" $v.temporal.tls.certKey | quote }}
+- name: TEMPORAL_TLS_KEY_FILE
+  value: {{ printf "/etc/temporal-tls/%s" $v.temporal.tls.keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- if $v.temporal.apiKey.existingSecret }}
+- name: TEMPORAL_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $v.temporal.apiKey.existingSecret }}
+      key: {{ $v.temporal.apiKey.key }}
+{{- end }}
+- name: BERT_EVAL_RUNS_DIR
+  value: {{ $v.persistence.mountPath | quote }}
+{{- if $v.dataMirror.existingClaim }}
+- name: BERT_EVAL_DATA_DIR
+  value: {{ $v.dataMirror.mountPath | quote }}
+{{- end }}
+- name: BERT_EVAL_LOG_FORMAT
+  value: {{ $v.logFormat | quote }}
+- name: BERT_EVAL_METRICS_PORT
+  value: {{ $v.metrics.port | quote }}
+{{- if $v.otel.endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $v.otel.endpoint | quote }}
+{{- end }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "%s-%s" $v.otel.serviceNamePrefix .component | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=%s,k8s.pod.name=$(POD_NAME)" $root.Release.Namespace | quote }}
+- name: HF_HOME
+  value: /cache/huggingface
+- name: XDG_CACHE_HOME
+  value: /cache
+- name: MPLCONFIGDIR
+  value: /tmp/matplotlib
+- name: HOME
+  value: /tmp
+{{- end }}
+
+{{/*
+POD_NAME from the downward API; must precede commonEnv (it is referenced
+there with $(POD_NAME)).
+*/}}
+{{- define "bert-eval.podNameEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+
+{{/*
+Volume mounts shared by workers and the starter.
+*/}}
+{{- define "bert-eval.commonVolumeMounts" -}}
+- name: runs
+  mountPath: {{ .Values.persistence.mountPath }}
+- name: tmp
+  mountPath: /tmp
+- name: cache
+  mountPath: /cache
+{{- if and .Values.temporal.tls.enabled .Values.temporal.tls.existingSecret }}
+- name: temporal-tls
+  mountPath: /etc/temporal-tls
+  readOnly: true
+{{- end }}
+{{- if .Values.dataMirror.existingClaim }}
+- name: data-mirror
+  mountPath: {{ .Values.dataMirror.mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes shared by workers and the starter. Usage:
+  include "bert-eval.commonVolumes" (dict "root" $ "cacheSizeLimit" "10Gi")
+*/}}
+{{- define "bert-eval.commonVolumes" -}}
+{{- $root := .root -}}
+- name: runs
+  persistentVolumeClaim:
+    claimName: {{ include "bert-eval.runsClaimName" $root }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 1Gi
+- name: cache
+  emptyDir:
+    sizeLimit: {{ .cacheSizeLimit }}
+{{- if and $root.Values.temporal.tls.enabled $root.Values.temporal.tls.existingSecret }}
+- name: temporal-tls
+  secret:
+    secretName: {{ $root.Values.temporal.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if $root.Values.dataMirror.existingClaim }}
+- name: data-mirror
+  persistentVolumeClaim:
+    claimName: {{ $root.Values.dataMirror.existingClaim }}
+    readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+HTTP probes against the worker's metrics port.
+*/}}
+{{- define "bert-eval.workerProbes" -}}
+{{- $p := .Values.probes -}}
+startupProbe:
+  httpGet:
+    path: {{ $p.startup.path }}
+    port: metrics
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: {{ $p.liveness.path }}
+    port: metrics
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: {{ $p.readiness.path }}
+    port: metrics
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end }}
