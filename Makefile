@@ -1,0 +1,99 @@
+# --- Kubernetes ---
+# Run bert-eval on a local kind cluster (needs Docker, kind, helm, kubectl), in order:
+#   make kind-up images kind-load deploy   # cluster, images, Temporal + workers + monitoring + KEDA
+#   make experiment                        # starter Job submits manifests/experiment-configmap.yaml
+#   make chaos                             # kill the busy training worker pod; training resumes
+#   make ui                                # Temporal UI, Grafana, Prometheus on localhost
+#   make kind-down
+# charts/bert-eval/README.md walks through it, and through a cloud GPU pool.
+# manifests/ assume release `bert-eval` in namespace `bert-eval`.
+CLUSTER ?= bert-eval
+NAMESPACE ?= bert-eval
+RELEASE ?= bert-eval
+IMAGE_TAG ?= dev
+TRAINING_IMAGE ?= bert-eval-training:$(IMAGE_TAG)
+EVAL_IMAGE ?= bert-eval-eval:$(IMAGE_TAG)
+CHART ?= charts/bert-eval
+KIND_VALUES ?= $(CHART)/examples/values-kind.yaml
+MONITORING_NAMESPACE ?= monitoring
+KEDA_NAMESPACE ?= keda
+KPS_VERSION ?= 79.12.0
+KEDA_VERSION ?= 2.19.0
+TEMPORAL_UI_PORT ?= 18233
+GRAFANA_PORT ?= 13000
+PROMETHEUS_PORT ?= 19090
+PYTHON ?= .venv/bin/python
+KUBECTL = kubectl --context kind-$(CLUSTER)
+HELM = helm --kube-context kind-$(CLUSTER)
+
+.PHONY: kind-up images kind-load deploy experiment chaos ui kind-down chart-lint
+
+# The host directory shared by every node as /bert_runs (kind-config.yaml).
+# World-writable because pods run as uid 10001 and hostPath volumes ignore fsGroup.
+kind-up:
+	mkdir -p .kind/bert_runs
+	printf '*\n' > .kind/.gitignore
+	chmod 0777 .kind/bert_runs
+	kind get clusters 2>/dev/null | grep -qx '$(CLUSTER)' || \
+		kind create cluster --name $(CLUSTER) --config kind-config.yaml --wait 180s
+
+images:
+	docker build -f services/Dockerfile.training -t $(TRAINING_IMAGE) .
+	docker build -f services/Dockerfile.eval -t $(EVAL_IMAGE) .
+
+kind-load:
+	kind load docker-image --name $(CLUSTER) $(TRAINING_IMAGE) $(EVAL_IMAGE)
+
+# kube-prometheus-stack and KEDA from their public charts, then this chart
+# (its optional Temporal-chart dependency is fetched by `helm dependency build`).
+deploy:
+	helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update
+	helm repo add kedacore https://kedacore.github.io/charts --force-update
+	helm repo add temporal https://go.temporal.io/helm-charts --force-update
+	helm repo update prometheus-community kedacore temporal
+	$(HELM) upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
+		--version $(KPS_VERSION) --namespace $(MONITORING_NAMESPACE) --create-namespace \
+		-f $(CHART)/examples/kube-prometheus-stack-kind.yaml --wait --timeout 15m
+	$(HELM) upgrade --install keda kedacore/keda --version $(KEDA_VERSION) \
+		--namespace $(KEDA_NAMESPACE) --create-namespace --wait --timeout 10m
+	helm dependency build $(CHART)
+	$(KUBECTL) apply -f manifests/namespace.yaml
+	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) -f $(KIND_VALUES) \
+		--set images.training.tag=$(IMAGE_TAG) --set images.eval.tag=$(IMAGE_TAG) \
+		--set networkPolicy.kedaNamespace=$(KEDA_NAMESPACE) --wait --timeout 15m
+	$(KUBECTL) -n $(NAMESPACE) get pods -o wide
+
+experiment:
+	$(KUBECTL) -n $(NAMESPACE) delete job bert-eval-starter --ignore-not-found
+	$(KUBECTL) apply -f manifests/experiment-configmap.yaml -f manifests/starter-job.yaml
+	$(KUBECTL) -n $(NAMESPACE) logs -f --pod-running-timeout=5m job/bert-eval-starter
+
+chaos:
+	$(KUBECTL) apply -f manifests/chaos-rbac.yaml
+	$(KUBECTL) -n $(NAMESPACE) delete job bert-eval-chaos --ignore-not-found
+	$(KUBECTL) apply -f manifests/chaos-job.yaml
+	$(KUBECTL) -n $(NAMESPACE) logs -f --pod-running-timeout=5m job/bert-eval-chaos
+
+# kind also maps NodePorts: Temporal UI http://localhost:8233, Grafana http://localhost:3000.
+ui:
+	@echo "Temporal UI  http://localhost:$(TEMPORAL_UI_PORT)"
+	@echo "Grafana      http://localhost:$(GRAFANA_PORT)  (admin / see: $(KUBECTL) -n $(MONITORING_NAMESPACE) get secret kube-prometheus-stack-grafana -o jsonpath='{.data.admin-password}' | base64 -d)"
+	@echo "Prometheus   http://localhost:$(PROMETHEUS_PORT)"
+	@echo "Ctrl-C stops the port-forwards."
+	$(KUBECTL) -n $(NAMESPACE) port-forward svc/$(RELEASE)-temporal $(TEMPORAL_UI_PORT):8233 & \
+	$(KUBECTL) -n $(MONITORING_NAMESPACE) port-forward svc/kube-prometheus-stack-grafana $(GRAFANA_PORT):80 & \
+	$(KUBECTL) -n $(MONITORING_NAMESPACE) port-forward svc/kube-prometheus-stack-prometheus $(PROMETHEUS_PORT):9090 & \
+	wait
+
+kind-down:
+	kind delete cluster --name $(CLUSTER)
+
+# helm lint every profile; without a helm binary, the chart tests (embedded Helm engine) lint instead.
+chart-lint:
+	@if command -v helm >/dev/null 2>&1; then \
+		for f in $(CHART)/ci/*-values.yaml $(CHART)/examples/values-*.yaml; do \
+			echo "helm lint -f $$f"; helm lint $(CHART) -f $$f || exit 1; \
+		done; \
+	else \
+		$(PYTHON) -m pytest tests/k8s -q -k lint; \
+	fi
