@@ -244,7 +244,16 @@ def test_dev_temporal_server(rendered_profiles: dict[str, Rendered]) -> None:
     args = container["args"]
     assert args[:2] == ["server", "start-dev"]
     assert args[args.index("--ip") + 1] == "0.0.0.0"
-    assert args[args.index("--search-attribute") + 1] == "RunId=Keyword"
+    attributes = {args[i + 1] for i, arg in enumerate(args) if arg == "--search-attribute"}
+    assert "RunId=Keyword" in attributes
+    from temporalio.api.enums.v1 import IndexedValueType
+
+    from bert_eval.temporal.client import SEARCH_ATTRIBUTES  # what the core registers when it can
+
+    def cli_type(value: int) -> str:  # INDEXED_VALUE_TYPE_KEYWORD_LIST -> KeywordList
+        return IndexedValueType.Name(value).removeprefix("INDEXED_VALUE_TYPE_").title().replace("_", "")
+
+    assert {f"{name}={cli_type(kind)}" for name, kind in SEARCH_ATTRIBUTES.items()} <= attributes
     db_file = args[args.index("--db-filename") + 1]
     data_mount = next(m for m in container["volumeMounts"] if db_file.startswith(m["mountPath"] + "/"))
     data_volume = next(v for v in pod["volumes"] if v["name"] == data_mount["name"])
