@@ -245,7 +245,7 @@ def test_dev_temporal_server(rendered_profiles: dict[str, Rendered]) -> None:
     assert args[:2] == ["server", "start-dev"]
     assert args[args.index("--ip") + 1] == "0.0.0.0"
     attributes = {args[i + 1] for i, arg in enumerate(args) if arg == "--search-attribute"}
-    assert "RunId=Keyword" in attributes
+    assert "BertRunId=Keyword" in attributes
     from temporalio.api.enums.v1 import IndexedValueType
 
     from bert_eval.temporal.client import SEARCH_ATTRIBUTES  # what the core registers when it can

@@ -1,0 +1,3 @@
+from bert_eval.cli import app
+
+app()

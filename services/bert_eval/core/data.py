@@ -1,0 +1,167 @@
+"""Dataset loading (hub name, local mirror, local directory) and schema inference (run_glue rules)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+from bert_eval.core.errors import InvalidInputError
+from bert_eval.types import DatasetSchema, DatasetSpec, TaskType
+
+__all__ = ["SUPPORTED_SUFFIXES", "infer_schema", "load_splits", "resolve_dataset_dir"]
+
+SUPPORTED_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".parquet")
+# Split name aliases found in the wild (GLUE ships `dev.tsv`).
+_SPLIT_ALIASES = {"validation": ("validation", "dev", "valid", "val"), "test": ("test",), "train": ("train",)}
+# Known sentence-pair column names, in run_glue's order of preference.
+_PAIR_COLUMNS = (("sentence1", "sentence2"), ("question", "sentence"), ("question1", "question2"), ("premise", "hypothesis"))
+_SINGLE_COLUMNS = ("sentence", "text")
+_LABEL_COLUMNS = ("label", "labels", "score")
+_IGNORED_COLUMNS = {"idx", "id", "index"}
+
+
+def resolve_dataset_dir(spec: DatasetSpec, data_dir: Path | None) -> Path | None:
+    """The local directory a spec reads from: its `path`, or the mirror copy of its hub name; None for the hub."""
+    if spec.path is not None:
+        path = Path(spec.path).expanduser()
+        if not path.is_dir():
+            raise InvalidInputError(f"dataset directory {spec.path!r} does not exist")
+        return path
+    if data_dir is not None:
+        parts = [p for p in (spec.name or "").split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise InvalidInputError(f"dataset name {spec.name!r} may not contain '.' or '..' components")
+        mirrored = Path(data_dir).joinpath(*parts)
+        if spec.config:
+            mirrored = mirrored / spec.config
+        if mirrored.is_dir():
+            return mirrored
+    return None
+
+
+def load_splits(spec: DatasetSpec, splits: list[str], *, data_dir: Path | None) -> dict[str, datasets.Dataset]:
+    """Load the named splits as in-memory `datasets.Dataset`s; InvalidInputError on anything missing."""
+    directory = resolve_dataset_dir(spec, data_dir)
+    if directory is not None:
+        return {split: _load_local_split(directory, split, spec) for split in splits}
+    return _load_from_hub(spec, splits, data_dir)
+
+
+def _load_local_split(directory: Path, split: str, spec: DatasetSpec) -> datasets.Dataset:
+    if (directory / "dataset_dict.json").exists():  # a `save_to_disk` DatasetDict
+        loaded = datasets.load_from_disk(str(directory))
+        if split not in loaded:
+            raise InvalidInputError(f"dataset {spec.label!r} has no split {split!r} (has {sorted(loaded)})")
+        return loaded[split]
+    for name in _SPLIT_ALIASES.get(split, (split,)):
+        if (directory / name / "dataset_info.json").exists():  # a `save_to_disk` Dataset per split
+            return datasets.load_from_disk(str(directory / name))
+        for suffix in SUPPORTED_SUFFIXES:
+            candidate = directory / f"{name}{suffix}"
+            if candidate.is_file():
+                return datasets.Dataset.from_pandas(_read_table(candidate), preserve_index=False)
+    found = sorted(p.name for p in directory.iterdir() if p.suffix in SUPPORTED_SUFFIXES)
+    raise InvalidInputError(
+        f"dataset {spec.label!r}: no {split!r} split in {directory} "
+        f"(looked for {'/'.join(_SPLIT_ALIASES.get(split, (split,)))} with {', '.join(SUPPORTED_SUFFIXES)}; found {found})"
+    )
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        if path.suffix == ".tsv":
+            # GLUE TSVs are unquoted: a stray '"' in a sentence is text, not a quote.
+            return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
+        if path.suffix == ".csv":
+            return pd.read_csv(path, keep_default_na=False)
+        if path.suffix == ".jsonl":
+            return pd.read_json(path, lines=True)
+        if path.suffix == ".json":
+            try:
+                return pd.read_json(path)
+            except ValueError:
+                return pd.read_json(path, lines=True)
+        return pd.read_parquet(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+
+
+def _load_from_hub(spec: DatasetSpec, splits: list[str], data_dir: Path | None) -> dict[str, datasets.Dataset]:
+    name, config = spec.name or "", spec.config
+    if config is None and name.count("/") == 1 and name.split("/")[0] == "glue":
+        name, config = "nyu-mll/glue", name.split("/")[1]  # `glue/sst2` is the GLUE config `sst2`
+    try:
+        return {split: datasets.load_dataset(name, config, split=split) for split in splits}
+    except Exception as exc:  # the hub raises many types: connection, not found, bad config
+        mirror = f" and not in the local mirror {data_dir}" if data_dir else " (no local mirror BERT_EVAL_DATA_DIR set)"
+        raise InvalidInputError(
+            f"dataset {spec.label!r} could not be loaded from the hub{mirror}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
+    """Text column(s), label column, task and label set, following transformers' run_glue rules."""
+    columns = list(train.column_names)
+    if len(train) == 0:
+        raise InvalidInputError(f"dataset {spec.label!r}: the {spec.train_split!r} split is empty")
+
+    label_column = spec.label_column or next((c for c in _LABEL_COLUMNS if c in columns), None)
+    if label_column is None or label_column not in columns:
+        raise InvalidInputError(
+            f"dataset {spec.label!r}: no label column "
+            f"({'given ' + repr(spec.label_column) if spec.label_column else 'looked for ' + '/'.join(_LABEL_COLUMNS)}; "
+            f"columns are {columns}); set dataset.label_column"
+        )
+
+    if spec.text_columns:
+        missing = [c for c in spec.text_columns if c not in columns]
+        if missing:
+            raise InvalidInputError(f"dataset {spec.label!r}: text column(s) {missing} not in {columns}")
+        text_columns = tuple(spec.text_columns)
+    else:
+        text_columns = _infer_text_columns(train, columns, label_column, spec)
+
+    labels = train[label_column]
+    if any(value is None for value in labels):
+        raise InvalidInputError(f"dataset {spec.label!r}: label column {label_column!r} has missing values")
+    is_float = train.features[label_column].dtype in ("float32", "float64", "float16")
+    task = spec.task or (TaskType.regression if is_float else TaskType.classification)
+    if task is TaskType.regression:
+        return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task)
+
+    label_names = tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
+    if len(label_names) < 2:
+        raise InvalidInputError(
+            f"dataset {spec.label!r}: label column {label_column!r} has a single value {label_names}; "
+            "classification needs at least two classes"
+        )
+    return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task, label_names=label_names)
+
+
+def _label_sort_key(value: object) -> tuple[int, object]:
+    # Numbers sort numerically (so 2 < 10), then strings.
+    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))
+
+
+def _infer_text_columns(
+    train: datasets.Dataset, columns: list[str], label_column: str, spec: DatasetSpec
+) -> tuple[str, ...]:
+    for pair in _PAIR_COLUMNS:
+        if all(c in columns for c in pair):
+            return pair
+    for single in _SINGLE_COLUMNS:
+        if single in columns:
+            return (single,)
+    candidates = [
+        c
+        for c in columns
+        if c != label_column and c not in _IGNORED_COLUMNS and train.features[c].dtype in ("string", "large_string")
+    ]
+    if not candidates:
+        raise InvalidInputError(
+            f"dataset {spec.label!r}: no text column found in {columns}; set dataset.text_columns"
+        )
+    return tuple(candidates[:2])

@@ -1,0 +1,42 @@
+"""Append-only per-run event journal (`events.jsonl`): checkpoints, resumes, completion.
+
+It outlives any single attempt, so counts that span worker crashes (checkpoints saved, resumes)
+and the report's loss-curve markers come from here. A torn last line (crash mid-append) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunJournal"]
+
+
+class RunJournal:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def append(self, event: str, **fields: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"event": event, "time": time.time(), **fields}, sort_keys=True, default=str)
+        with open(self.path, "a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        events = []
+        for line in self.path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
+
+    def of_kind(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.read() if e.get("event") == event]

@@ -1,0 +1,182 @@
+"""Content-addressed dataset snapshots: the exact rows a run trains and evaluates on.
+
+`<runs_dir>/snapshots/<id>/{train.parquet, <eval_split>.parquet, manifest.json}` where `id` hashes the
+selection spec and the selected rows. Snapshots are written under a temporary name and renamed into
+place, reused when they exist, and verified (file digests) every time they are opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from bert_eval.core.data import infer_schema, load_splits
+from bert_eval.core.errors import InvalidInputError
+from bert_eval.core.fsutil import atomic_write_json, fsync_tree
+from bert_eval.core.layout import snapshots_dir
+from bert_eval.types import DatasetSchema, SnapshotInput, SnapshotResult, TaskType
+
+__all__ = ["MANIFEST", "TEXT", "TEXT_PAIR", "LABEL", "create_snapshot", "open_snapshot", "read_split"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+# Normalized column names inside a snapshot; the manifest's schema records the original ones.
+TEXT, TEXT_PAIR, LABEL = "text", "text_pair", "label"
+
+
+def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | None) -> SnapshotResult:
+    """Select the run's rows, and write (or reuse) the snapshot holding exactly them."""
+    spec = request.dataset
+    raw = load_splits(spec, [spec.train_split, request.eval_split], data_dir=data_dir)
+    schema = infer_schema(raw[spec.train_split], spec)
+
+    train = raw[spec.train_split]
+    if request.max_train_samples is not None and request.max_train_samples < len(train):
+        train = train.shuffle(seed=request.seed).select(range(request.max_train_samples))
+    evaluation = raw[request.eval_split]
+    if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
+        evaluation = evaluation.select(range(request.max_eval_samples))
+    if len(evaluation) == 0:
+        raise InvalidInputError(f"run {request.run_id}: evaluation split {request.eval_split!r} is empty")
+
+    tables = {
+        "train": _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}"),
+        request.eval_split: _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"),
+    }
+    selection = {
+        "dataset": spec.model_dump(mode="json"),
+        "max_train_samples": request.max_train_samples,
+        "eval_split": request.eval_split,
+        "max_eval_samples": request.max_eval_samples,
+        "seed": request.seed,
+        "schema": schema.model_dump(mode="json"),
+    }
+    snapshot_id = _content_id(selection, tables)
+    root = snapshots_dir(runs_dir)
+    target = root / snapshot_id
+    splits = {name: len(table) for name, table in tables.items()}
+
+    if target.exists():
+        try:
+            existing = open_snapshot(target)
+            return existing.model_copy(update={"reused": True})
+        except InvalidInputError as exc:
+            # Keep the damaged copy for inspection; never delete data.
+            aside = root / f".corrupt-{snapshot_id}-{int(time.time())}"
+            log.warning("snapshot %s failed verification (%s); moving it to %s and rebuilding", snapshot_id, exc, aside)
+            os.replace(target, aside)
+
+    staging = root / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    files = {}
+    for name, table in tables.items():
+        file = staging / f"{name}.parquet"
+        table.to_parquet(str(file))
+        files[file.name] = _sha256(file)
+    manifest = {
+        "snapshot_id": snapshot_id,
+        "selection": selection,
+        "schema": schema.model_dump(mode="json"),
+        "splits": splits,
+        "files": files,
+        "created_at": time.time(),
+    }
+    atomic_write_json(staging / MANIFEST, manifest)
+    fsync_tree(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        # Another worker published the same content first: theirs is as good as ours.
+        if not target.exists():
+            raise
+        log.info("snapshot %s was published concurrently; using the existing copy", snapshot_id)
+        _discard(staging)
+        return open_snapshot(target).model_copy(update={"reused": True})
+    return SnapshotResult(snapshot_id=snapshot_id, path=str(target), dataset_schema=schema, splits=splits)
+
+
+def open_snapshot(path: str | Path) -> SnapshotResult:
+    """Open and verify a snapshot (every file's digest must match the manifest)."""
+    path = Path(path)
+    manifest_file = path / MANIFEST
+    try:
+        manifest = json.loads(manifest_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"snapshot {path} has no readable manifest: {exc}") from exc
+    for name, digest in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise InvalidInputError(f"snapshot {path}: file {name} is missing")
+        if _sha256(file) != digest:
+            raise InvalidInputError(f"snapshot {path}: file {name} does not match its recorded digest")
+    return SnapshotResult(
+        snapshot_id=manifest["snapshot_id"],
+        path=str(path),
+        dataset_schema=DatasetSchema.model_validate(manifest["schema"]),
+        splits=manifest["splits"],
+    )
+
+
+def read_split(snapshot: SnapshotResult, split: str) -> datasets.Dataset:
+    file = Path(snapshot.path) / f"{split}.parquet"
+    if not file.is_file():
+        raise InvalidInputError(f"snapshot {snapshot.snapshot_id} has no split {split!r} (has {sorted(snapshot.splits)})")
+    return datasets.Dataset.from_parquet(str(file), keep_in_memory=True)
+
+
+def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> Any:
+    """A pandas frame with the normalized columns; labels as class ids (classification) or floats."""
+    missing = [c for c in (*schema.text_columns, schema.label_column) if c not in split.column_names]
+    if missing:
+        raise InvalidInputError(f"{where} lacks column(s) {missing} (has {split.column_names})")
+    frame = split.select_columns([*schema.text_columns, schema.label_column]).to_pandas()
+    out = frame[[schema.text_columns[0]]].rename(columns={schema.text_columns[0]: TEXT}).astype(str)
+    if len(schema.text_columns) == 2:
+        out[TEXT_PAIR] = frame[schema.text_columns[1]].astype(str)
+    labels = frame[schema.label_column]
+    if schema.task is TaskType.regression:
+        try:
+            out[LABEL] = labels.astype("float32")
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{where}: regression labels must be numbers ({exc})") from exc
+        return out
+    index = {name: i for i, name in enumerate(schema.label_names)}
+    as_text = labels.map(str)
+    unknown = sorted(set(as_text) - set(index))
+    if unknown:
+        raise InvalidInputError(
+            f"{where} has label(s) {unknown[:5]} not seen in the training split {list(schema.label_names)}"
+        )
+    out[LABEL] = as_text.map(index).astype("int64")
+    return out
+
+
+def _content_id(selection: dict[str, Any], tables: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode())
+    for name in sorted(tables):
+        digest.update(f"\0split:{name}\0".encode())
+        digest.update(tables[name].to_json(orient="records", lines=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _discard(path: Path) -> None:
+    for child in path.iterdir():
+        child.unlink()
+    path.rmdir()

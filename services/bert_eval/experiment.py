@@ -1,0 +1,140 @@
+"""Experiment files (YAML): parsing, `defaults:`/`grid:` expansion, validation with precise errors."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bert_eval.types import Experiment, RunSpec, normalize_id
+
+__all__ = ["ExperimentFileError", "expand_grid", "load_experiment", "parse_experiment"]
+
+_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid"}
+
+
+class ExperimentFileError(ValueError):
+    """The experiment file is invalid; the message names the file, the run and the field."""
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ExperimentFileError(f"cannot read experiment file {path}: {exc.strerror or exc}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ExperimentFileError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_experiment(document, source=str(path))
+
+
+def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment:
+    """Validate a parsed document into a canonical Experiment (ids assigned, unique)."""
+    if not isinstance(document, dict):
+        raise ExperimentFileError(f"{source}: expected a mapping with a 'runs:' list at the top level")
+    unknown = set(document) - _TOP_LEVEL_KEYS
+    if unknown:
+        raise ExperimentFileError(
+            f"{source}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_LEVEL_KEYS)}"
+        )
+    defaults = document.get("defaults") or {}
+    runs = document.get("runs")
+    if runs is None:
+        runs = [{}] if defaults else []
+    if not isinstance(runs, list) or not runs:
+        raise ExperimentFileError(f"{source}: 'runs:' must be a non-empty list of run configs")
+    if not isinstance(defaults, dict):
+        raise ExperimentFileError(f"{source}: 'defaults:' must be a mapping")
+
+    merged = []
+    for index, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise ExperimentFileError(f"{source}: runs[{index}] must be a mapping, got {type(run).__name__}")
+        merged.append(_deep_merge(defaults, run))
+    grid = document.get("grid")
+    if grid is not None:
+        merged = expand_grid(merged, grid, source=source)
+
+    specs = []
+    for index, run in enumerate(merged):
+        label = f"runs[{index}]" + (f" (run_id {run['run_id']!r})" if isinstance(run.get("run_id"), str) else "")
+        try:
+            specs.append(RunSpec.model_validate(run))
+        except ValidationError as exc:
+            raise ExperimentFileError(f"{source}: {label}: {_describe(exc)}") from None
+    try:
+        experiment_id = document.get("experiment_id")
+        return Experiment(experiment_id=experiment_id, runs=tuple(specs)).canonical()
+    except ValidationError as exc:
+        raise ExperimentFileError(f"{source}: {_describe(exc)}") from None
+    except ValueError as exc:
+        raise ExperimentFileError(f"{source}: {exc}") from None
+
+
+def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experiment") -> list[dict[str, Any]]:
+    """Cartesian product of `grid:` values (dotted paths, e.g. `train.learning_rate: [1e-5, 3e-5]`) per run."""
+    if not isinstance(grid, dict) or not grid:
+        raise ExperimentFileError(f"{source}: 'grid:' must map dotted field paths to non-empty lists")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ExperimentFileError(f"{source}: grid.{key} must be a non-empty list, got {values!r}")
+    keys = list(grid)
+    expanded = []
+    for run in runs:
+        for combo in itertools.product(*(grid[key] for key in keys)):
+            variant = copy.deepcopy(run)
+            for key, value in zip(keys, combo):
+                _set_dotted(variant, key, value)
+            if isinstance(run.get("run_id"), str):
+                variant["run_id"] = _grid_run_id(run["run_id"], keys, combo, source=source)
+            expanded.append(variant)
+    return expanded
+
+
+def _grid_run_id(base: str, keys: list[str], combo: tuple[Any, ...], *, source: str) -> str:
+    parts = [base] + [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in zip(keys, combo)]
+    slug = re.sub(r"[^a-z0-9.-]+", "-", "-".join(parts).lower()).strip("-.")
+    slug = re.sub(r"-{2,}", "-", slug).replace("..", ".")
+    try:
+        return normalize_id(slug[:63].rstrip("-._"))
+    except ValueError as exc:
+        raise ExperimentFileError(f"{source}: grid run id from {base!r}: {exc}") from None
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        child = node.get(part)
+        if child is None or isinstance(child, str):
+            # `dataset: glue/sst2` written as a string expands to its mapping form.
+            child = {} if child is None else {"name": child}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "value"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)

@@ -1,0 +1,57 @@
+"""The one settings object, read from the environment (and nothing else reads os.environ)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TRAINING_TASK_QUEUE = "bert-training-task-queue"
+EVAL_TASK_QUEUE = "bert-eval-task-queue"
+
+
+class TemporalSettings(BaseSettings):
+    """How to reach Temporal (`TEMPORAL_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="TEMPORAL_", extra="ignore")
+
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    api_key: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Process-wide settings (`BERT_EVAL_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="BERT_EVAL_", extra="ignore")
+
+    runs_dir: Path = Path("./bert_runs")
+    # Local mirror of hub datasets: `glue/sst2` is read from `<data_dir>/glue/sst2/` when present.
+    data_dir: Path | None = None
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    training_concurrency: int = Field(default=1, ge=1, le=64)
+    eval_concurrency: int = Field(default=4, ge=1, le=256)
+    # Heartbeat timeout of the fine-tune activity: how fast a dead worker is noticed.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    # Force CPU even when a GPU is present (tests, debugging).
+    force_cpu: bool = False
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+@functools.cache
+def get_temporal_settings() -> TemporalSettings:
+    return TemporalSettings()

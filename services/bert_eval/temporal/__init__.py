@@ -1,0 +1,1 @@
+"""Thin Temporal layer: activities wrap core calls; workflows only orchestrate."""

@@ -1,0 +1,207 @@
+"""Activities: thin wrappers over the ML core.
+
+Core calls run in a thread; the async side heartbeats (so a dead worker is noticed within the heartbeat
+timeout, whatever the core is doing), forwards cancellation and worker shutdown to the core's
+`should_stop`, and maps bad input to a non-retryable ApplicationError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from bert_eval import telemetry
+from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
+from bert_eval.core.evaluation import evaluate, load_eval_result
+from bert_eval.core.layout import RunLayout, snapshots_dir
+from bert_eval.core.modeling import pick_device
+from bert_eval.core.snapshot import create_snapshot, open_snapshot
+from bert_eval.core.training import FineTuneRequest, completed_summary, fine_tune
+from bert_eval.types import (
+    EvalResult,
+    EvalRunInput,
+    ExistingRun,
+    RunSpec,
+    SnapshotInput,
+    SnapshotResult,
+    TrainingInput,
+    TrainingProgress,
+    TrainingSummary,
+)
+
+__all__ = ["EvalActivities", "INVALID_INPUT", "TrainingActivities"]
+
+INVALID_INPUT = "InvalidInput"
+PROGRESS_SIGNAL = "report_progress"
+_HEARTBEAT_EVERY_S = 1.0
+# Each signal costs workflow history; 15 s keeps a day-long run well inside Temporal's history limit.
+_SIGNAL_EVERY_S = 15.0
+
+log = telemetry.get_logger(__name__)
+T = TypeVar("T")
+
+
+def _invalid(exc: InvalidInputError) -> ApplicationError:
+    return ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True)
+
+
+async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None]] | None = None) -> T:
+    """Run a blocking core call in a thread, heartbeating (and running `tick`) until it returns."""
+    task = asyncio.create_task(asyncio.to_thread(call))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
+        if tick is not None:
+            await tick()
+        else:
+            activity.heartbeat()
+
+
+class TrainingActivities:
+    """Activities of the GPU training pool."""
+
+    def __init__(self, *, runs_dir: Path, force_cpu: bool = False) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.device = pick_device(force_cpu)
+
+    @activity.defn(name="fine_tune")
+    async def fine_tune(self, request: TrainingInput) -> TrainingSummary:
+        info = activity.info()
+        run = request.run
+        if request.snapshot is None:
+            raise ApplicationError(f"run {run.id}: fine_tune called without a snapshot", type=INVALID_INPUT, non_retryable=True)
+        previous = None
+        if info.heartbeat_details:
+            with contextlib.suppress(ValueError, TypeError):
+                previous = TrainingProgress.model_validate(info.heartbeat_details[0])
+        stop = threading.Event()
+        latest: list[TrainingProgress] = [TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading")]
+        last_signal = [0.0, ""]
+        loop = asyncio.get_running_loop()
+
+        def on_progress(progress: TrainingProgress) -> None:
+            loop.call_soon_threadsafe(latest.__setitem__, 0, progress)
+
+        async def tick() -> None:
+            progress = latest[0].model_copy(update={"heartbeat_time": time.time()})
+            activity.heartbeat(progress.model_dump(mode="json"))
+            if activity.is_worker_shutdown():
+                stop.set()  # save a checkpoint now; another worker resumes from it
+            # The parent workflow's `progress` query is fed by signals (workflows cannot read heartbeats).
+            marker = f"{progress.phase}:{progress.last_checkpoint.step if progress.last_checkpoint else -1}"
+            if time.monotonic() - last_signal[0] >= _SIGNAL_EVERY_S or marker != last_signal[1]:
+                last_signal[0], last_signal[1] = time.monotonic(), marker
+                with contextlib.suppress(Exception):  # progress is best effort; training is not
+                    await activity.client().get_workflow_handle(info.workflow_id).signal(PROGRESS_SIGNAL, progress)
+
+        core_request = FineTuneRequest(
+            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=self.device, attempt=info.attempt, previous=previous
+        )
+        with telemetry.bind_run(
+            run_id=run.id, experiment_id=request.experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+        ):
+            log.info("fine-tune started", device=self.device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
+            work = asyncio.create_task(
+                _in_thread(lambda: fine_tune(core_request, on_progress=on_progress, should_stop=stop.is_set), tick=tick)
+            )
+            try:
+                summary = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # Cancelled (workflow cancel, or the worker giving up on graceful shutdown):
+                # stop at the next step with a checkpoint, then report the cancellation.
+                stop.set()
+                with contextlib.suppress(BaseException):
+                    await work
+                log.info("fine-tune cancelled; checkpoint saved")
+                raise
+            except InvalidInputError as exc:
+                telemetry.set_phase(run.id, "failed")
+                log.error("fine-tune rejected", error=str(exc))
+                raise _invalid(exc) from None
+            except TrainingInterrupted as exc:
+                # Worker shutdown: fail this attempt (retryable) so another worker resumes right away.
+                raise ApplicationError(str(exc), type="TrainingInterrupted") from None
+            log.info("fine-tune finished", steps=summary.steps, final_loss=summary.final_loss, resumes=summary.resumes)
+            return summary
+
+
+class EvalActivities:
+    """Activities of the CPU eval pool: snapshots, reuse checks, evaluation."""
+
+    def __init__(self, *, runs_dir: Path, data_dir: Path | None, force_cpu: bool = False) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.data_dir = data_dir
+        self.device = pick_device(force_cpu)
+
+    @activity.defn(name="snapshot_dataset")
+    async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
+        info = activity.info()
+        with telemetry.bind_run(run_id=request.run_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt):
+            with telemetry.tracer().start_as_current_span("snapshot", attributes={"run_id": request.run_id}) as span:
+                try:
+                    result = await _in_thread(lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir))
+                except InvalidInputError as exc:
+                    log.error("snapshot rejected", error=str(exc))
+                    raise _invalid(exc) from None
+                span.set_attributes({"snapshot_id": result.snapshot_id, "reused": result.reused})
+            log.info("snapshot ready", snapshot_id=result.snapshot_id, splits=result.splits, reused=result.reused)
+            return result
+
+    @activity.defn(name="find_existing_run")
+    async def find_existing_run(self, run: RunSpec) -> ExistingRun:
+        """What already exists on disk for this run; refuses a run id that holds a different spec."""
+        layout = RunLayout(self.runs_dir, run.id)
+
+        def look() -> ExistingRun:
+            from bert_eval.core.training import claim_run_dir
+
+            if not layout.root.exists():
+                return ExistingRun()
+            if layout.spec_file.exists():
+                claim_run_dir(layout, run)  # raises on a different spec; a no-op otherwise
+            summary = completed_summary(layout, run)
+            if summary is None:
+                return ExistingRun()
+            snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
+            evaluation = load_eval_result(layout, run.eval.split)
+            if evaluation is not None and evaluation.examples != snapshot.splits.get(run.eval.split):
+                evaluation = None
+            return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
+
+        try:
+            return await _in_thread(look)
+        except InvalidInputError as exc:
+            raise _invalid(exc) from None
+
+    @activity.defn(name="evaluate_model")
+    async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
+        info = activity.info()
+        with telemetry.bind_run(
+            run_id=request.run_id, experiment_id=request.experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+        ):
+            try:
+                return await _in_thread(
+                    lambda: evaluate(
+                        run_id=request.run_id,
+                        model_dir=request.model_dir,
+                        snapshot=request.snapshot,
+                        request=request.request,
+                        runs_dir=self.runs_dir,
+                        device=self.device,
+                    )
+                )
+            except InvalidInputError as exc:
+                log.error("evaluation rejected", error=str(exc))
+                raise _invalid(exc) from None
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.snapshot_dataset, self.find_existing_run, self.evaluate_model]

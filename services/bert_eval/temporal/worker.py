@@ -1,0 +1,136 @@
+"""Worker entry points: `bert-eval worker training|eval`. Side effects live here, not in the modules they run."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from enum import Enum
+
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from bert_eval import telemetry
+from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE, Settings, get_settings
+from bert_eval.temporal.activities import EvalActivities, TrainingActivities
+from bert_eval.temporal.client import connect, ensure_search_attributes
+from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
+
+__all__ = ["WorkerKind", "build_worker", "run_worker"]
+
+log = telemetry.get_logger(__name__)
+
+# Heartbeats reach the server at least this often, so cancellation reaches training within seconds.
+_MAX_HEARTBEAT_THROTTLE = timedelta(seconds=2)
+# On SIGTERM the training worker gets this long to checkpoint and hand the run back.
+_GRACEFUL_SHUTDOWN = timedelta(seconds=90)
+
+
+class WorkerKind(str, Enum):
+    training = "training"
+    eval = "eval"
+
+
+def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noqa: ANN001 (temporalio Client)
+    """The worker for one pool, wired with its workflows and activities (no I/O happens here)."""
+    if kind is WorkerKind.training:
+        activities = TrainingActivities(runs_dir=settings.runs_dir, force_cpu=settings.force_cpu)
+        return Worker(
+            client,
+            task_queue=TRAINING_TASK_QUEUE,
+            workflows=[TrainingWorkflow],
+            activities=[activities.fine_tune],
+            max_concurrent_activities=settings.training_concurrency,
+            max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
+            graceful_shutdown_timeout=_GRACEFUL_SHUTDOWN,
+        )
+    eval_activities = EvalActivities(runs_dir=settings.runs_dir, data_dir=settings.data_dir, force_cpu=settings.force_cpu)
+    return Worker(
+        client,
+        task_queue=EVAL_TASK_QUEUE,
+        workflows=[CoordinatorWorkflow, EvalWorkflow],
+        activities=eval_activities.all(),
+        activity_executor=ThreadPoolExecutor(max_workers=settings.eval_concurrency),
+        max_concurrent_activities=settings.eval_concurrency,
+        max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
+def _free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT, then shut down gracefully."""
+    settings = settings or get_settings()
+    telemetry.configure_logging(fmt=settings.log_format, level=settings.log_level)
+    telemetry.configure_tracing(service_name=f"bert-eval-{kind.value}-worker")
+    queue = TRAINING_TASK_QUEUE if kind is WorkerKind.training else EVAL_TASK_QUEUE
+
+    runtime = None
+    sdk_metrics_url = None
+    if settings.metrics_port:
+        # The SDK's own Prometheus exporter listens on loopback; our endpoint re-serves it, so a pod
+        # has one scrape target for both.
+        sdk_port = _free_local_port()
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{sdk_port}")))
+        sdk_metrics_url = f"http://127.0.0.1:{sdk_port}/metrics"
+
+    ready = threading.Event()
+    http = None
+    if settings.metrics_port:
+        http = telemetry.serve_worker_http(
+            host=settings.metrics_host, port=settings.metrics_port, ready=ready.is_set, sdk_metrics_url=sdk_metrics_url
+        )
+    telemetry.WORKER.up.labels(kind=kind.value, task_queue=queue).set(1)
+    _watch_gpu(kind.value)
+
+    client = await connect(runtime=runtime)
+    await ensure_search_attributes(client)
+    worker = build_worker(client, kind, settings)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("worker starting", kind=kind.value, task_queue=queue, runs_dir=str(settings.runs_dir), metrics_port=settings.metrics_port)
+    run_task = asyncio.create_task(worker.run())
+    ready.set()
+    stop_task = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    ready.clear()
+    if stop_task in done:
+        log.info("signal received; shutting down gracefully", kind=kind.value)
+        await worker.shutdown()
+    await run_task
+    telemetry.WORKER.up.labels(kind=kind.value, task_queue=queue).set(0)
+    if http is not None:
+        http.shutdown()
+    log.info("worker stopped", kind=kind.value)
+
+
+def _watch_gpu(kind: str) -> None:
+    import torch
+
+    present = torch.cuda.is_available()
+    telemetry.WORKER.gpu_present.labels(kind=kind).set(1 if present else 0)
+    if not present:
+        return
+
+    def sample() -> None:
+        import time
+
+        while True:
+            telemetry.WORKER.gpu_memory.labels(kind=kind).set(torch.cuda.memory_allocated())
+            time.sleep(5)
+
+    threading.Thread(target=sample, name="gpu-metrics", daemon=True).start()

@@ -1,0 +1,232 @@
+"""Workflows: orchestration only (no I/O). Deterministic; every side effect is an activity."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
+    from bert_eval.types import (
+        CoordinatorInput,
+        CoordinatorStatus,
+        EvalResult,
+        EvalRunInput,
+        ExistingRun,
+        ExperimentResult,
+        RunPhase,
+        RunResult,
+        RunSpec,
+        RunStatus,
+        SnapshotInput,
+        SnapshotResult,
+        TrainingInput,
+        TrainingProgress,
+        TrainingResult,
+        TrainingSummary,
+    )
+
+__all__ = [
+    "CoordinatorWorkflow",
+    "EvalWorkflow",
+    "EXPERIMENT_ID",
+    "RUN_ID",
+    "TrainingWorkflow",
+    "coordinator_workflow_id",
+    "eval_workflow_id",
+    "training_workflow_id",
+]
+
+# "RunId" is Temporal's own system attribute (the execution run id), hence the prefix.
+RUN_ID = SearchAttributeKey.for_keyword("BertRunId")
+EXPERIMENT_ID = SearchAttributeKey.for_keyword("BertExperimentId")
+INVALID_INPUT = "InvalidInput"
+
+_SHORT_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=[INVALID_INPUT])
+
+
+def coordinator_workflow_id(experiment_id: str) -> str:
+    return f"experiment-{experiment_id}"
+
+
+def training_workflow_id(run_id: str) -> str:
+    return f"train-{run_id}"
+
+
+def eval_workflow_id(run_id: str, split: str) -> str:
+    return f"eval-{run_id}-{split}"
+
+
+@workflow.defn
+class TrainingWorkflow:
+    """Snapshot the run's data (CPU pool), then fine-tune with checkpoints (GPU pool)."""
+
+    def __init__(self) -> None:
+        self._progress: TrainingProgress | None = None
+
+    @workflow.run
+    async def run(self, request: TrainingInput) -> TrainingResult:
+        run = request.run
+        self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
+        snapshot: SnapshotResult = await workflow.execute_activity(
+            "snapshot_dataset",
+            SnapshotInput(
+                run_id=run.id,
+                dataset=run.dataset,
+                max_train_samples=run.train.max_train_samples,
+                eval_split=run.eval.split,
+                max_eval_samples=run.eval.max_eval_samples,
+                seed=run.train.seed,
+            ),
+            result_type=SnapshotResult,
+            task_queue=EVAL_TASK_QUEUE,
+            start_to_close_timeout=timedelta(hours=2),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=_SHORT_RETRY,
+        )
+        self._progress = self._progress.model_copy(update={"phase": "loading"})
+        summary: TrainingSummary = await workflow.execute_activity(
+            "fine_tune",
+            request.model_copy(update={"snapshot": snapshot}),
+            result_type=TrainingSummary,
+            task_queue=TRAINING_TASK_QUEUE,
+            start_to_close_timeout=timedelta(days=7),
+            # A killed worker stops heartbeating: its attempt times out and another worker resumes.
+            heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=request.max_attempts,
+                non_retryable_error_types=[INVALID_INPUT],
+            ),
+        )
+        self._progress = self._progress.model_copy(
+            update={"phase": "completed", "step": summary.steps, "total_steps": summary.steps, "loss": summary.final_loss}
+        )
+        return TrainingResult(summary=summary, snapshot=snapshot)
+
+    @workflow.signal(name="report_progress")
+    def report_progress(self, progress: TrainingProgress) -> None:
+        if self._progress is None or self._progress.phase != "completed":
+            self._progress = progress
+
+    @workflow.query
+    def progress(self) -> TrainingProgress | None:
+        return self._progress
+
+
+@workflow.defn
+class EvalWorkflow:
+    """Evaluate one trained model on one split (CPU pool)."""
+
+    @workflow.run
+    async def run(self, request: EvalRunInput) -> EvalResult:
+        return await workflow.execute_activity(
+            "evaluate_model",
+            request,
+            result_type=EvalResult,
+            task_queue=EVAL_TASK_QUEUE,
+            start_to_close_timeout=timedelta(hours=6),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=_SHORT_RETRY,
+        )
+
+
+@workflow.defn
+class CoordinatorWorkflow:
+    """Train every run at once, evaluate each as soon as its training ends, report one record per run."""
+
+    def __init__(self) -> None:
+        self._status: dict[str, RunStatus] = {}
+        self._experiment_id = ""
+
+    @workflow.run
+    async def run(self, request: CoordinatorInput) -> ExperimentResult:
+        experiment = request.experiment.canonical()
+        self._experiment_id = experiment.id
+        self._status = {run.id: RunStatus(run_id=run.id) for run in experiment.runs}
+        results = await asyncio.gather(*(self._run_one(experiment.id, run, request) for run in experiment.runs))
+        return ExperimentResult(experiment_id=experiment.id, runs=list(results))
+
+    @workflow.query
+    def status(self) -> CoordinatorStatus:
+        return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()))
+
+    async def _run_one(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
+        status = self._status[run.id]
+        try:
+            existing: ExistingRun = await workflow.execute_activity(
+                "find_existing_run",
+                run,
+                result_type=ExistingRun,
+                task_queue=EVAL_TASK_QUEUE,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=_SHORT_RETRY,
+            )
+            reused = existing.summary is not None
+            if existing.summary is not None and existing.snapshot is not None:
+                training = TrainingResult(summary=existing.summary, snapshot=existing.snapshot, reused=True)
+            else:
+                status.phase = RunPhase.training
+                training = await workflow.execute_child_workflow(
+                    TrainingWorkflow.run,
+                    TrainingInput(
+                        experiment_id=experiment_id,
+                        run=run,
+                        heartbeat_timeout_s=request.heartbeat_timeout_s,
+                        max_attempts=request.max_training_attempts,
+                    ),
+                    id=training_workflow_id(run.id),
+                    task_queue=TRAINING_TASK_QUEUE,
+                    search_attributes=_run_attributes(experiment_id, run.id),
+                )
+            evaluation = existing.evaluation
+            if evaluation is None:
+                status.phase = RunPhase.evaluating
+                evaluation = await workflow.execute_child_workflow(
+                    EvalWorkflow.run,
+                    EvalRunInput(
+                        experiment_id=experiment_id,
+                        run_id=run.id,
+                        model_dir=training.summary.model_dir,
+                        snapshot=training.snapshot,
+                        request=run.eval,
+                    ),
+                    id=eval_workflow_id(run.id, run.eval.split),
+                    task_queue=EVAL_TASK_QUEUE,
+                    search_attributes=_run_attributes(experiment_id, run.id),
+                )
+        except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
+            status.phase, status.error = RunPhase.failed, _root_cause(exc)
+            workflow.logger.warning("run %s failed: %s", run.id, status.error)
+            return RunResult(run_id=run.id, status="failed", error=status.error)
+        reused = reused and existing.evaluation is not None
+        status.phase, status.reused, status.metrics = RunPhase.completed, reused, evaluation.metrics
+        return RunResult(
+            run_id=run.id,
+            status="completed",
+            reused=reused,
+            training=training.summary,
+            evaluation=evaluation,
+            metrics=evaluation.metrics,
+        )
+
+
+def _run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(RUN_ID, run_id), SearchAttributePair(EXPERIMENT_ID, experiment_id)])
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost failure's message: what actually went wrong, not the wrapping layers."""
+    message = str(exc)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, FailureError) and not isinstance(cause, (ActivityError, ChildWorkflowError)) and str(cause):
+            message = str(cause)
+        cause = cause.__cause__
+    return message

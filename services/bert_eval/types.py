@@ -1,0 +1,337 @@
+"""Typed inputs and results shared by the CLI, workflows and activities.
+
+Everything here is plain pydantic (no torch, no I/O) so workflows can import it
+through the sandbox and Temporal's pydantic data converter can carry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ID_PATTERN",
+    "CheckpointRef",
+    "CoordinatorInput",
+    "CoordinatorStatus",
+    "DatasetSpec",
+    "DatasetSchema",
+    "EvalRequest",
+    "EvalResult",
+    "EvalRunInput",
+    "ExistingRun",
+    "Experiment",
+    "ExperimentResult",
+    "RunPhase",
+    "RunResult",
+    "RunSpec",
+    "RunStatus",
+    "SnapshotInput",
+    "SnapshotResult",
+    "TaskType",
+    "TrainHyperparameters",
+    "TrainingInput",
+    "TrainingProgress",
+    "TrainingResult",
+    "TrainingSummary",
+    "normalize_id",
+]
+
+# A run id becomes a directory name, a workflow id and a Kubernetes label value:
+# lowercase DNS-label-ish, at most 63 characters, no path separators.
+ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+def normalize_id(value: str, *, what: str = "run_id") -> str:
+    """Canonical form of a run or experiment id (trimmed, lowercase), or ValueError naming the cause."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
+    canonical = value.strip().lower()
+    if not ID_PATTERN.match(canonical) or ".." in canonical:
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-63 characters from a-z, 0-9, '.', '_', '-', "
+            "starting and ending with a letter or digit (it becomes a directory and workflow id)"
+        )
+    return canonical
+
+
+def _digest(payload: Any, length: int = 8) -> str:
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskType(str, Enum):
+    classification = "classification"
+    regression = "regression"
+
+
+class DatasetSpec(_Strict):
+    """Where the data comes from and, optionally, how to read it (inferred when absent)."""
+
+    name: str | None = Field(default=None, description="hub name, e.g. glue/sst2")
+    path: str | None = Field(default=None, description="local directory with train/validation files")
+    config: str | None = Field(default=None, description="hub dataset configuration")
+    text_columns: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=2)
+    label_column: str | None = None
+    task: TaskType | None = None
+    train_split: str = "train"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> DatasetSpec:
+        if (self.name is None) == (self.path is None):
+            raise ValueError("dataset needs exactly one of 'name' (hub name) or 'path' (local directory)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path or ""
+
+
+class TrainHyperparameters(_Strict):
+    epochs: float = Field(default=1.0, gt=0, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=5e-5, gt=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0, lt=1)
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    max_seq_length: int = Field(default=128, ge=8, le=8192)
+    max_train_samples: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=42, ge=0, le=2**32 - 1)
+    checkpoint_every_steps: int = Field(default=50, ge=1)
+    checkpoint_every_seconds: float | None = Field(
+        default=300.0, gt=0, description="also checkpoint when this much time passed since the last one"
+    )
+    keep_checkpoints: int = Field(default=2, ge=1, le=100)
+    logging_steps: int = Field(default=10, ge=1)
+
+
+class EvalRequest(_Strict):
+    split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    max_eval_samples: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class RunSpec(_Strict):
+    """One fine-tune + evaluation run."""
+
+    run_id: str | None = None
+    model: str = Field(min_length=1, max_length=512)
+    dataset: DatasetSpec
+    train: TrainHyperparameters = TrainHyperparameters()
+    eval: EvalRequest = EvalRequest()
+
+    @field_validator("run_id")
+    @classmethod
+    def _valid_run_id(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_id(value)
+
+    def fingerprint(self) -> str:
+        """Digest of everything that determines the run's result (not its id)."""
+        return _digest(self.model_dump(mode="json", exclude={"run_id"}), length=16)
+
+    def with_canonical_id(self) -> RunSpec:
+        """The same spec with a run id: the given one, or one derived from the spec's content."""
+        if self.run_id is not None:
+            return self
+        return self.model_copy(update={"run_id": f"run-{self.fingerprint()[:10]}"})
+
+    @property
+    def id(self) -> str:
+        if self.run_id is None:
+            raise ValueError("run spec has no run_id yet; call with_canonical_id() first")
+        return self.run_id
+
+
+class Experiment(_Strict):
+    experiment_id: str | None = None
+    runs: tuple[RunSpec, ...] = Field(min_length=1, max_length=1000)
+
+    @field_validator("experiment_id")
+    @classmethod
+    def _valid_experiment_id(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_id(value, what="experiment_id")
+
+    def canonical(self) -> Experiment:
+        """Every run has a run id, ids are unique, and the experiment has an id."""
+        runs = tuple(run.with_canonical_id() for run in self.runs)
+        seen: dict[str, int] = {}
+        for index, run in enumerate(runs):
+            if run.id in seen:
+                raise ValueError(f"runs[{seen[run.id]}] and runs[{index}] share run_id {run.id!r}; run ids must be unique")
+            seen[run.id] = index
+        experiment_id = self.experiment_id or f"exp-{_digest([r.id for r in runs], length=10)}"
+        return Experiment(experiment_id=experiment_id, runs=runs)
+
+    @property
+    def id(self) -> str:
+        if self.experiment_id is None:
+            raise ValueError("experiment has no id yet; call canonical() first")
+        return self.experiment_id
+
+
+class DatasetSchema(_Strict):
+    """How a dataset is read, inferred (run_glue rules) or given."""
+
+    text_columns: tuple[str, ...]
+    label_column: str
+    task: TaskType
+    label_names: tuple[str, ...] = ()  # sorted label values as strings (classification only)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.task is TaskType.regression else len(self.label_names)
+
+
+class SnapshotInput(_Strict):
+    run_id: str
+    dataset: DatasetSpec
+    max_train_samples: int | None = None
+    eval_split: str = "validation"
+    max_eval_samples: int | None = None
+    seed: int = 42
+
+
+class SnapshotResult(_Strict):
+    snapshot_id: str
+    path: str
+    dataset_schema: DatasetSchema
+    splits: dict[str, int]
+    reused: bool = False
+
+
+
+class CheckpointRef(_Strict):
+    step: int
+    path: str
+
+
+class TrainingInput(_Strict):
+    experiment_id: str
+    run: RunSpec
+    snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_attempts: int = Field(default=20, ge=1, le=1000)
+
+
+class TrainingProgress(BaseModel):
+    """What a running fine-tune reports (heartbeats, progress query)."""
+
+    run_id: str
+    phase: Literal["pending", "snapshot", "loading", "training", "saving", "completed", "failed"] = "pending"
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    learning_rate: float | None = None
+    last_checkpoint: CheckpointRef | None = None
+    attempt: int = 1
+    resumed_from_step: int | None = None
+    heartbeat_time: float | None = None  # unix seconds, set when heartbeating
+
+
+class TrainingSummary(_Strict):
+    run_id: str
+    model: str
+    final_loss: float | None
+    steps: int
+    epochs: float
+    checkpoints_saved: int
+    resumes: int
+    resumed_from_steps: tuple[int, ...] = ()
+    wall_time_s: float
+    train_samples: int
+    dataset_schema: DatasetSchema
+    model_dir: str
+    snapshot_id: str
+
+
+
+class TrainingResult(_Strict):
+    summary: TrainingSummary
+    snapshot: SnapshotResult
+    reused: bool = False
+
+
+class EvalRunInput(_Strict):
+    experiment_id: str
+    run_id: str
+    model_dir: str
+    snapshot: SnapshotResult
+    request: EvalRequest
+
+
+class EvalResult(_Strict):
+    run_id: str
+    split: str
+    examples: int
+    metrics: dict[str, float]
+    duration_s: float
+    path: str
+
+
+class ExistingRun(_Strict):
+    """What a previous submission left on disk for a run (summary without evaluation = eval still due)."""
+
+    summary: TrainingSummary | None = None
+    snapshot: SnapshotResult | None = None
+    evaluation: EvalResult | None = None
+
+
+class CoordinatorInput(_Strict):
+    experiment: Experiment
+    # Workflows cannot read the environment: the submitter passes the deployment's timeouts in.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_training_attempts: int = Field(default=20, ge=1, le=1000)
+
+
+class RunPhase(str, Enum):
+    pending = "pending"
+    training = "training"
+    evaluating = "evaluating"
+    completed = "completed"
+    failed = "failed"
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    phase: RunPhase = RunPhase.pending
+    reused: bool = False
+    error: str | None = None
+    metrics: dict[str, float] = {}
+
+
+class CoordinatorStatus(BaseModel):
+    experiment_id: str
+    runs: list[RunStatus]
+
+
+class RunResult(BaseModel):
+    """One record per run, as the CLI's --json writes it."""
+
+    run_id: str
+    status: Literal["completed", "failed"]
+    reused: bool = False
+    error: str | None = None
+    training: TrainingSummary | None = None
+    evaluation: EvalResult | None = None
+    metrics: dict[str, float] = {}
+
+
+class ExperimentResult(BaseModel):
+    experiment_id: str
+    runs: list[RunResult]
