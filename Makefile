@@ -1,3 +1,40 @@
+# bert-eval: `make install`, then `make demo` (offline SST-2 + MiniLM) or `make test`.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+# The local dataset mirror (glue/sst2 lives under it); CI and tests use ../shared/data.
+BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
+export BERT_EVAL_DATA_DIR
+
+.PHONY: install test test-fast demo up clean
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+# torch is pinned first so nothing later can pull a multi-GB CUDA build.
+install: $(PYTHON)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+
+# The one test command (CI runs it): unit, chart/manifests, and integration tests against a real
+# Temporal dev server, real workers, the real Trainer and (when installed) a real Prometheus.
+test:
+	$(PYTHON) -m pytest -q
+
+# Unit and chart tests only (no Temporal server, no worker processes).
+test-fast:
+	$(PYTHON) -m pytest -q -m "not integration"
+
+# Dev server + both workers + the packaged SST-2 MiniLM experiment; prints validation metrics.
+demo:
+	$(PYTHON) -m bert_eval demo
+
+up:
+	$(PYTHON) -m bert_eval up
+
+clean:
+	rm -rf .temporal bert_runs
+
 # --- Kubernetes ---
 # Run bert-eval on a local kind cluster (needs Docker, kind, helm, kubectl), in order:
 #   make kind-up images kind-load deploy   # cluster, images, Temporal + workers + monitoring + KEDA
@@ -22,7 +59,6 @@ KEDA_VERSION ?= 2.19.0
 TEMPORAL_UI_PORT ?= 18233
 GRAFANA_PORT ?= 13000
 PROMETHEUS_PORT ?= 19090
-PYTHON ?= .venv/bin/python
 KUBECTL = kubectl --context kind-$(CLUSTER)
 HELM = helm --kube-context kind-$(CLUSTER)
 
