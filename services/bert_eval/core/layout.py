@@ -7,11 +7,18 @@ from pathlib import Path
 
 from bert_eval.types import normalize_id
 
-__all__ = ["RunLayout", "snapshots_dir"]
+__all__ = ["RunLayout", "experiment_file", "snapshots_dir"]
 
 
 def snapshots_dir(runs_dir: Path) -> Path:
     return Path(runs_dir) / "snapshots"
+
+
+def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
+    """`<runs_dir>/experiments/<experiment_id>.json`: which runs an experiment holds (for reports)."""
+    if normalize_id(experiment_id, what="experiment_id") != experiment_id:
+        raise ValueError(f"experiment_id {experiment_id!r} is not canonical")
+    return Path(runs_dir) / "experiments" / f"{experiment_id}.json"
 
 
 @dataclass(frozen=True)

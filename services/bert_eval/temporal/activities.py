@@ -21,7 +21,8 @@ from temporalio.exceptions import ApplicationError
 from bert_eval import telemetry
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
 from bert_eval.core.evaluation import evaluate, load_eval_result
-from bert_eval.core.layout import RunLayout, snapshots_dir
+from bert_eval.core.fsutil import atomic_write_json
+from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
 from bert_eval.core.snapshot import create_snapshot, open_snapshot
 from bert_eval.core.training import FineTuneRequest, completed_summary, fine_tune
@@ -29,6 +30,7 @@ from bert_eval.types import (
     EvalResult,
     EvalRunInput,
     ExistingRun,
+    Experiment,
     RunSpec,
     SnapshotInput,
     SnapshotResult,
@@ -156,6 +158,16 @@ class EvalActivities:
             log.info("snapshot ready", snapshot_id=result.snapshot_id, splits=result.splits, reused=result.reused)
             return result
 
+    @activity.defn(name="record_experiment")
+    async def record_experiment(self, experiment: Experiment) -> None:
+        """Write `experiments/<id>.json` so reports can find an experiment's runs from disk alone."""
+        payload = {
+            "experiment_id": experiment.id,
+            "run_ids": [run.id for run in experiment.runs],
+            "runs": [run.model_dump(mode="json") for run in experiment.runs],
+        }
+        await _in_thread(lambda: atomic_write_json(experiment_file(self.runs_dir, experiment.id), payload))
+
     @activity.defn(name="find_existing_run")
     async def find_existing_run(self, run: RunSpec) -> ExistingRun:
         """What already exists on disk for this run; refuses a run id that holds a different spec."""
@@ -204,4 +216,4 @@ class EvalActivities:
                 raise _invalid(exc) from None
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.snapshot_dataset, self.find_existing_run, self.evaluate_model]
+        return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model]

@@ -150,6 +150,13 @@ class CoordinatorWorkflow:
         experiment = request.experiment.canonical()
         self._experiment_id = experiment.id
         self._status = {run.id: RunStatus(run_id=run.id) for run in experiment.runs}
+        await workflow.execute_activity(
+            "record_experiment",
+            experiment,
+            task_queue=EVAL_TASK_QUEUE,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=_SHORT_RETRY,
+        )
         results = await asyncio.gather(*(self._run_one(experiment.id, run, request) for run in experiment.runs))
         return ExperimentResult(experiment_id=experiment.id, runs=list(results))
 
