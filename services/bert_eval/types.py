@@ -117,6 +117,7 @@ class TrainHyperparameters(_Strict):
         default=300.0, gt=0, description="also checkpoint when this much time passed since the last one"
     )
     keep_checkpoints: int = Field(default=2, ge=1, le=100)
+    # Progress log lines every N steps; the summary's final_loss is the mean over the last N steps.
     logging_steps: int = Field(default=10, ge=1)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import (
     DataCollatorWithPadding,
+    PrinterCallback,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -120,8 +121,10 @@ def fine_tune(
         warmup_steps=hp.warmup_ratio,
         num_train_epochs=hp.epochs,
         lr_scheduler_type="linear",
+        # Every step is logged, so each log entry is one step's exact loss: a resumed run's history
+        # (and final loss) then matches an uninterrupted one, whatever step it resumed from.
         logging_strategy="steps",
-        logging_steps=hp.logging_steps,
+        logging_steps=1,
         save_strategy="steps",
         save_steps=hp.checkpoint_every_steps,
         save_total_limit=None,  # retention is the store's job (it knows what is complete)
@@ -160,6 +163,7 @@ def fine_tune(
         run_id=run.id,
     )
     callback.trainer = trainer
+    trainer.remove_callback(PrinterCallback)  # our callback logs progress; no raw dicts on stdout
     if latest is not None:
         log.info("resuming from checkpoint", run_id=run.id, step=latest.step, path=str(latest.path))
         report.update(last_checkpoint=CheckpointRef(step=latest.step, path=str(latest.path)), resumed_from_step=latest.step)
@@ -177,11 +181,12 @@ def fine_tune(
     report.update(phase="saving", step=state.global_step)
     _publish_final_model(trainer, layout)
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    final_window = losses[-hp.logging_steps :]
     resumes = journal.of_kind("resume")
     summary = TrainingSummary(
         run_id=run.id,
         model=run.model,
-        final_loss=losses[-1] if losses else None,
+        final_loss=round(sum(final_window) / len(final_window), 6) if final_window else None,
         steps=state.global_step,
         epochs=round(float(state.epoch or 0.0), 4),
         checkpoints_saved=len(journal.of_kind("checkpoint")),
@@ -365,27 +370,31 @@ class _ProgressAndControl(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs:
             return
-        assert self.trainer is not None
-        now = time.monotonic()
-        then, step_then, tokens_then = self._window
-        elapsed = max(now - then, 1e-9)
-        samples = (state.global_step - step_then) * args.per_device_train_batch_size
-        tokens = self.trainer.real_tokens - tokens_then
-        self._window = (now, state.global_step, self.trainer.real_tokens)
         metrics = telemetry.TRAINING
         metrics.loss.labels(**self._labels).set(logs["loss"])
         if "learning_rate" in logs:
             metrics.learning_rate.labels(**self._labels).set(logs["learning_rate"])
-        metrics.samples_per_second.labels(**self._labels).set(samples / elapsed)
-        metrics.tokens_per_second.labels(**self._labels).set(tokens / elapsed)
         self.report.update(loss=float(logs["loss"]), learning_rate=logs.get("learning_rate"))
+        if state.global_step % self.run.train.logging_steps:
+            return
+        # Throughput over the logging window (one step is too noisy to be useful).
+        assert self.trainer is not None
+        now = time.monotonic()
+        then, step_then, tokens_then = self._window
+        elapsed = max(now - then, 1e-9)
+        samples_per_s = (state.global_step - step_then) * args.per_device_train_batch_size / elapsed
+        tokens_per_s = (self.trainer.real_tokens - tokens_then) / elapsed
+        self._window = (now, state.global_step, self.trainer.real_tokens)
+        metrics.samples_per_second.labels(**self._labels).set(samples_per_s)
+        metrics.tokens_per_second.labels(**self._labels).set(tokens_per_s)
         log.info(
             "training progress",
             run_id=self.run.id,
             step=state.global_step,
             total_steps=state.max_steps,
             loss=round(float(logs["loss"]), 5),
-            samples_per_s=round(samples / elapsed, 2),
+            samples_per_s=round(samples_per_s, 2),
+            tokens_per_s=round(tokens_per_s, 1),
         )
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:

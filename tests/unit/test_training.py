@@ -1,0 +1,98 @@
+"""The ML core without Temporal: resume equality, stop-with-checkpoint, refusal to mix runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
+from bert_eval.core.evaluation import evaluate
+from bert_eval.core.snapshot import create_snapshot
+from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.types import RunSpec, SnapshotInput
+
+
+def _spec(model_dir: Path, run_id: str = "core-run", **train: object) -> RunSpec:
+    hyper = dict(epochs=2, batch_size=16, learning_rate=1e-3, max_train_samples=192, max_seq_length=48, seed=3, checkpoint_every_steps=5)
+    hyper.update(train)
+    return RunSpec(run_id=run_id, model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 64})
+
+
+def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):  # noqa: ANN202
+    request = SnapshotInput(
+        run_id=spec.id, dataset=spec.dataset, max_train_samples=spec.train.max_train_samples, max_eval_samples=64, seed=spec.train.seed
+    )
+    return create_snapshot(request, runs_dir=runs_dir, data_dir=data_dir)
+
+
+def _weights(summary) -> dict:  # noqa: ANN001
+    return load_file(str(Path(summary.model_dir) / "model.safetensors"))
+
+
+def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    spec = _spec(tiny_model_dir)
+    straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
+    straight = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, straight_dir, data_dir), runs_dir=straight_dir))
+
+    snapshot = _snapshot(spec, resumed_dir, data_dir)
+    seen = []
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fine_tune(
+            FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=resumed_dir),
+            on_progress=lambda p: seen.append(p.step),
+            should_stop=lambda: bool(seen) and seen[-1] >= 13,
+        )
+    assert stopped.value.step == 13 and stopped.value.checkpoint.endswith("checkpoint-13")
+    resumed = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=resumed_dir, attempt=2))
+
+    assert (resumed.steps, resumed.resumes, resumed.resumed_from_steps) == (straight.steps, 1, (13,))
+    assert resumed.final_loss == straight.final_loss
+    a, b = _weights(straight), _weights(resumed)
+    assert all((a[k] == b[k]).all() for k in a)
+    eval_a = evaluate(run_id=spec.id, model_dir=straight.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=straight_dir)
+    eval_b = evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=resumed_dir)
+    assert eval_a.metrics == eval_b.metrics
+    # Re-running evaluation gives the same numbers.
+    assert evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=resumed_dir).metrics == eval_b.metrics
+
+
+def test_completed_training_is_not_redone(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    spec = _spec(tiny_model_dir, epochs=1)
+    snapshot = _snapshot(spec, runs_dir, data_dir)
+    first = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
+    steps = []
+    again = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=lambda p: steps.append(p.step))
+    assert again == first and steps == []
+
+
+def test_a_different_spec_never_touches_an_existing_run(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    spec = _spec(tiny_model_dir, epochs=1)
+    snapshot = _snapshot(spec, runs_dir, data_dir)
+    fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
+    run_dir = runs_dir / "runs" / spec.id
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    other = _spec(tiny_model_dir, epochs=1, learning_rate=5e-4)
+    with pytest.raises(InvalidInputError, match="core-run.*different model, dataset or hyperparameters"):
+        fine_tune(FineTuneRequest(run=other, snapshot=snapshot, runs_dir=runs_dir))
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_checkpoint_from_a_different_model_is_refused(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    spec = _spec(tiny_model_dir)
+    snapshot = _snapshot(spec, runs_dir, data_dir)
+    seen = []
+    with pytest.raises(TrainingInterrupted):
+        fine_tune(
+            FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir),
+            on_progress=lambda p: seen.append(p.step),
+            should_stop=lambda: bool(seen) and seen[-1] >= 5,
+        )
+    # Someone re-points the run at another configuration while keeping its checkpoints.
+    other = _spec(tiny_model_dir, seed=99)
+    spec_file = runs_dir / "runs" / spec.id / "spec.json"
+    spec_file.write_text(json.dumps({"fingerprint": other.fingerprint(), "spec": other.model_dump(mode="json")}))
+    with pytest.raises(InvalidInputError, match="written for a different model or configuration"):
+        fine_tune(FineTuneRequest(run=other, snapshot=snapshot, runs_dir=runs_dir))
