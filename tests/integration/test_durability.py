@@ -1,0 +1,93 @@
+"""Kill the training worker mid-run: the run resumes from its checkpoint on a new worker, same result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bert_eval.core.checkpoints import CheckpointStore
+
+from .conftest import tiny_run
+from .harness import Stack
+
+pytestmark = pytest.mark.integration
+
+# Enough steps (250) that a SIGKILL right after the first checkpoint lands mid-training.
+LONG = dict(max_train_samples=2000, batch_size=8, checkpoint_every_steps=20, learning_rate=5e-4)
+
+
+def _wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0) -> int:
+    store = CheckpointStore(runs_dir / "runs" / run_id / "checkpoints")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (latest := store.latest_complete()) is not None:
+            return latest.step
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint for {run_id} within {timeout_s}s")
+
+
+def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result(stack: Stack, tiny_model_dir: Path) -> None:
+    stack.start_worker("eval")
+    first = stack.start_worker("training")
+    outcome: dict = {}
+    experiment = {"experiment_id": "durable", "runs": [tiny_run(tiny_model_dir, "killed", **LONG)]}
+    submitter = threading.Thread(
+        target=lambda: outcome.setdefault("result", stack.run_experiment(experiment, heartbeat_timeout_s=5))
+    )
+    submitter.start()
+
+    checkpoint_step = _wait_for_checkpoint(stack.runs_dir, "killed")
+    first.kill()  # SIGKILL: no chance to save anything more
+    killed_at = json.loads(
+        (stack.runs_dir / "runs" / "killed" / "checkpoints" / f"checkpoint-{checkpoint_step}" / "trainer_state.json").read_text()
+    )["global_step"]
+    assert 0 < killed_at < 250
+    stack.start_worker("training")
+    submitter.join(timeout=400)
+    assert not submitter.is_alive(), "experiment did not finish after the replacement worker started"
+
+    [killed] = outcome["result"].runs
+    assert killed.status == "completed", killed.error
+    summary = killed.training
+    assert summary.resumes >= 1
+    assert summary.resumed_from_steps[0] >= checkpoint_step > 0  # from the checkpoint, not from step 0
+    assert summary.steps == 250
+
+    # The same spec under another run id, never interrupted: same metrics.
+    baseline = stack.run_experiment({"experiment_id": "baseline", "runs": [tiny_run(tiny_model_dir, "straight", **LONG)]})
+    [straight] = baseline.runs
+    assert straight.status == "completed" and straight.training.resumes == 0
+    assert killed.metrics == straight.metrics
+    assert summary.final_loss == straight.training.final_loss
+
+    events = [json.loads(l) for l in (stack.runs_dir / "runs" / "killed" / "events.jsonl").read_text().splitlines()]
+    resume = next(e for e in events if e["event"] == "resume")
+    assert resume["attempt"] >= 2 and resume["recovery_seconds"] is not None and resume["steps_lost"] >= 0
+
+
+def test_sigterm_checkpoints_and_hands_the_run_to_another_worker(stack: Stack, tiny_model_dir: Path) -> None:
+    stack.start_worker("eval")
+    workers = [stack.start_worker("training"), stack.start_worker("training")]
+    outcome: dict = {}
+    experiment = {"experiment_id": "drain", "runs": [tiny_run(tiny_model_dir, "drained", **LONG)]}
+    submitter = threading.Thread(
+        target=lambda: outcome.setdefault("result", stack.run_experiment(experiment, heartbeat_timeout_s=30))
+    )
+    submitter.start()
+    _wait_for_checkpoint(stack.runs_dir, "drained")
+    busy = next(w for w in workers if '"fine-tune started"' in w.log_file.read_text())
+    idle = next(w for w in workers if w is not busy)
+    assert busy.terminate(timeout_s=60) == 0  # graceful: saves a checkpoint at the next step and exits
+    store = CheckpointStore(stack.runs_dir / "runs" / "drained" / "checkpoints")
+    step_at_shutdown = store.latest_complete().step
+    submitter.join(timeout=300)
+    [run] = outcome["result"].runs
+    assert run.status == "completed", run.error
+    # Handed over at once (a 30 s heartbeat timeout never expired) from the shutdown checkpoint.
+    assert step_at_shutdown in run.training.resumed_from_steps
+    assert '"fine-tune started"' in idle.log_file.read_text()
