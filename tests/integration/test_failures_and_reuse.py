@@ -1,0 +1,112 @@
+"""Bad input fails fast and alone; resubmitting a finished experiment reuses its results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import tiny_run
+from .harness import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+    stack.start_worker("training")
+    stack.start_worker("eval")
+    no_label = tmp_path / "no-label"
+    no_label.mkdir()
+    (no_label / "train.tsv").write_text("sentence\ttarget\na\t0\nb\t1\n")
+    (no_label / "validation.tsv").write_text("sentence\ttarget\nc\t1\n")
+    runs = [
+        tiny_run(tiny_model_dir, "good"),
+        {**tiny_run(tiny_model_dir, "bad-model"), "model": str(tmp_path / "no-such-model")},
+        {**tiny_run(tiny_model_dir, "bad-dataset"), "dataset": {"path": str(no_label)}},
+    ]
+    started = time.monotonic()
+    result = stack.run_experiment({"experiment_id": "mixed", "runs": runs})
+    by_id = {r.run_id: r for r in result.runs}
+    assert by_id["good"].status == "completed" and by_id["good"].metrics
+    assert by_id["bad-model"].status == "failed"
+    assert "no-such-model" in by_id["bad-model"].error and "does not exist" in by_id["bad-model"].error
+    assert by_id["bad-dataset"].status == "failed"
+    assert "no label column" in by_id["bad-dataset"].error
+    assert time.monotonic() - started < 120
+    # Non-retryable: the failing activity ran exactly once (no retry storm).
+    assert asyncio.run(_attempts_of(stack, "train-bad-model", "fine_tune")) == [1]
+    assert asyncio.run(_attempts_of(stack, "train-bad-dataset", "snapshot_dataset")) == [1]
+
+
+async def _attempts_of(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:
+    client = await stack.client()
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+    }
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
+
+
+def test_resubmitting_a_finished_experiment_reuses_results(stack: Stack, tiny_model_dir: Path) -> None:
+    stack.start_worker("training")
+    stack.start_worker("eval")
+    experiment = {"experiment_id": "again", "runs": [tiny_run(tiny_model_dir, "once")]}
+    first = stack.run_experiment(experiment)
+    model_file = stack.runs_dir / "runs" / "once" / "model" / "model.safetensors"
+    mtime = model_file.stat().st_mtime_ns
+    second = stack.run_experiment(experiment)
+    [a], [b] = first.runs, second.runs
+    assert a.status == b.status == "completed"
+    assert not a.reused and b.reused
+    assert a.metrics == b.metrics and a.training.steps == b.training.steps
+    assert model_file.stat().st_mtime_ns == mtime  # nothing was trained or written again
+
+
+def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+    env = stack.env()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"runs": [{**tiny_run(tiny_model_dir, "x"), "run_id": "../escape"}]}))
+    started = time.monotonic()
+    rejected = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(bad)], env=env, capture_output=True, text=True)
+    assert rejected.returncode == 2 and "invalid run_id '../escape'" in rejected.stderr
+    assert time.monotonic() - started < 30
+    assert not (stack.runs_dir / "runs").exists()
+
+    stack.start_worker("training")
+    stack.start_worker("eval")
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"experiment_id": "cli", "runs": [tiny_run(tiny_model_dir, "cli-run")]}))
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(good), "--json", str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    [record] = json.loads(out.read_text())
+    assert record["run_id"] == "cli-run" and record["status"] == "completed"
+    assert {"steps", "final_loss", "resumes"} <= set(record["training"])
+    assert set(record["metrics"]) == {"accuracy", "f1", "mcc"}
+    assert "cli-run" in done.stdout + done.stderr
+
+    # Same run id, different hyperparameters: refused before submission, existing files untouched.
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({"experiment_id": "cli2", "runs": [tiny_run(tiny_model_dir, "cli-run", learning_rate=1e-4)]}))
+    refused = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(changed)], env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "already holds a run with a different" in refused.stderr
+
+    status = subprocess.run([sys.executable, "-m", "bert_eval", "status", "cli-run"], env=env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "train-cli-run" in status.stdout and "eval-cli-run-validation" in status.stdout
