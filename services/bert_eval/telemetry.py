@@ -20,7 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import structlog
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import SpanProcessor
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -33,6 +35,7 @@ __all__ = [
     "configure_tracing",
     "get_logger",
     "quiet_libraries",
+    "run_baggage",
     "serve_worker_http",
     "tracer",
 ]
@@ -106,24 +109,62 @@ def bind_run(**context: Any) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- tracing
+# run_id / experiment_id travel as W3C baggage: the Temporal TracingInterceptor propagates baggage
+# with the trace context through workflow, child-workflow and activity headers, and
+# RunAttributesProcessor copies it onto every span (Temporal's own spans included).
 
+_RUN_BAGGAGE = ("run_id", "experiment_id")
 _TRACING_CONFIGURED = False
 
 
-def configure_tracing(service_name: str) -> None:
-    """Install the SDK tracer provider; export over OTLP only when an endpoint is configured."""
+class RunAttributesProcessor(SpanProcessor):
+    """A SpanProcessor that tags every span with the run_id / experiment_id baggage in its context."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        existing = span.attributes or {}
+        for key in _RUN_BAGGAGE:
+            value = baggage.get_baggage(key, parent_context)
+            if value is not None and key not in existing:
+                span.set_attribute(key, str(value))
+
+
+
+@contextlib.contextmanager
+def run_baggage(**values: str | None) -> Iterator[None]:
+    """Spans (and Temporal calls) started in this scope carry these run identifiers. Deterministic."""
+    ctx = otel_context.get_current()
+    for key, value in values.items():
+        if value is not None:
+            ctx = baggage.set_baggage(key, value, ctx)
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def configure_tracing(service_name: str, *, exporter: Any = None) -> None:
+    """Install the SDK tracer provider. Spans are exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+    is set, to `exporter` when given (tests), and nowhere otherwise."""
     global _TRACING_CONFIGURED
-    if _TRACING_CONFIGURED:
-        return
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    if _TRACING_CONFIGURED:
+        current = trace.get_tracer_provider()
+        if exporter is not None and isinstance(current, TracerProvider):
+            current.add_span_processor(SimpleSpanProcessor(exporter))
+        return
 
     provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}))
+    provider.add_span_processor(RunAttributesProcessor())
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if exporter is not None:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     _TRACING_CONFIGURED = True
 

@@ -13,6 +13,7 @@ from temporalio.service import RPCError
 
 from bert_eval.core.layout import RunLayout
 from bert_eval.settings import EVAL_TASK_QUEUE, Settings
+from bert_eval.telemetry import run_baggage
 from bert_eval.temporal.workflows import (
     EXPERIMENT_ID,
     CoordinatorWorkflow,
@@ -52,6 +53,12 @@ def check_runs_dir(experiment: Experiment, runs_dir: Path) -> None:
 async def start_experiment(client: Client, experiment: Experiment, settings: Settings) -> WorkflowHandle:
     """Start the coordinator, or attach to it if this experiment is already running."""
     experiment = experiment.canonical()
+    # The coordinator's spans cover every run of the experiment: their run_id lists them all.
+    with run_baggage(run_id=",".join(r.id for r in experiment.runs), experiment_id=experiment.id):
+        return await _start(client, experiment, settings)
+
+
+async def _start(client: Client, experiment: Experiment, settings: Settings) -> WorkflowHandle:
     return await client.start_workflow(
         CoordinatorWorkflow.run,
         CoordinatorInput(experiment=experiment, heartbeat_timeout_s=settings.heartbeat_timeout_s),

@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePa
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from bert_eval.telemetry import run_baggage
     from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
     from bert_eval.types import (
         CoordinatorInput,
@@ -165,6 +166,11 @@ class CoordinatorWorkflow:
         return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()))
 
     async def _run_one(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
+        # Everything this run starts (children, activities) and their spans carry its run_id.
+        with run_baggage(run_id=run.id, experiment_id=experiment_id):
+            return await self._run_one_traced(experiment_id, run, request)
+
+    async def _run_one_traced(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         status = self._status[run.id]
         try:
             existing: ExistingRun = await workflow.execute_activity(
