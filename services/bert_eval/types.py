@@ -206,6 +206,18 @@ class SnapshotInput(_Strict):
     max_eval_samples: int | None = None
     seed: int = 42
 
+    @classmethod
+    def for_run(cls, run: RunSpec) -> SnapshotInput:
+        """The rows a run trains and evaluates on."""
+        return cls(
+            run_id=run.id,
+            dataset=run.dataset,
+            max_train_samples=run.train.max_train_samples,
+            eval_split=run.eval.split,
+            max_eval_samples=run.eval.max_eval_samples,
+            seed=run.train.seed,
+        )
+
 
 class SnapshotResult(_Strict):
     snapshot_id: str

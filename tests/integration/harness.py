@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -66,6 +67,28 @@ class WorkerProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             return reply.read().decode()
+
+
+class BackgroundRun:
+    def __init__(self, stack: Stack, experiment: dict[str, Any], kwargs: dict[str, Any]) -> None:
+        self._outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                self._outcome["result"] = stack.run_experiment(experiment, **kwargs)
+            except BaseException as exc:  # reported by result()
+                self._outcome["error"] = exc
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def result(self, timeout_s: float = 400.0) -> ExperimentResult:
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"experiment not finished after {timeout_s}s")
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["result"]
 
 
 @dataclass
@@ -128,6 +151,10 @@ class Stack:
             return await asyncio.wait_for(handle.result(), timeout=timeout_s)
 
         return asyncio.run(go())
+
+    def run_in_background(self, experiment: dict[str, Any], **kwargs: Any) -> BackgroundRun:
+        """Submit and wait in a thread, so the test can kill workers meanwhile."""
+        return BackgroundRun(self, experiment, kwargs)
 
     def close(self) -> None:
         for worker in self.workers:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,8 @@ pytestmark = pytest.mark.integration
 def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack: Stack, tiny_model_dir: Path) -> None:
     stack.start_worker("eval")
     workers = [stack.start_worker("training"), stack.start_worker("training")]
-    outcome: dict = {}
     experiment = {"experiment_id": "chaos", "runs": [tiny_run(tiny_model_dir, "chaotic", **LONG)]}
-    submitter = threading.Thread(
-        target=lambda: outcome.setdefault("result", stack.run_experiment(experiment, heartbeat_timeout_s=5))
-    )
-    submitter.start()
+    background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
     _wait_for_checkpoint(stack.runs_dir, "chaotic")
     busy = next(w for w in workers if '"fine-tune started"' in w.log_file.read_text())
 
@@ -40,7 +35,6 @@ def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack:
     assert busy.process.wait(timeout=10) == -9
     assert all(w.process.poll() is None for w in workers if w is not busy)
 
-    submitter.join(timeout=300)
-    [run] = outcome["result"].runs
+    [run] = background.result(timeout_s=300).runs
     assert run.status == "completed", run.error
     assert run.training.resumes >= 1 and run.training.resumed_from_steps[0] > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -34,12 +33,8 @@ def _wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0) 
 def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result(stack: Stack, tiny_model_dir: Path) -> None:
     stack.start_worker("eval")
     first = stack.start_worker("training")
-    outcome: dict = {}
     experiment = {"experiment_id": "durable", "runs": [tiny_run(tiny_model_dir, "killed", **LONG)]}
-    submitter = threading.Thread(
-        target=lambda: outcome.setdefault("result", stack.run_experiment(experiment, heartbeat_timeout_s=5))
-    )
-    submitter.start()
+    background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
 
     checkpoint_step = _wait_for_checkpoint(stack.runs_dir, "killed")
     first.kill()  # SIGKILL: no chance to save anything more
@@ -48,10 +43,7 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
     )["global_step"]
     assert 0 < killed_at < 250
     stack.start_worker("training")
-    submitter.join(timeout=400)
-    assert not submitter.is_alive(), "experiment did not finish after the replacement worker started"
-
-    [killed] = outcome["result"].runs
+    [killed] = background.result(timeout_s=400).runs
     assert killed.status == "completed", killed.error
     summary = killed.training
     assert summary.resumes >= 1
@@ -73,20 +65,15 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
 def test_sigterm_checkpoints_and_hands_the_run_to_another_worker(stack: Stack, tiny_model_dir: Path) -> None:
     stack.start_worker("eval")
     workers = [stack.start_worker("training"), stack.start_worker("training")]
-    outcome: dict = {}
     experiment = {"experiment_id": "drain", "runs": [tiny_run(tiny_model_dir, "drained", **LONG)]}
-    submitter = threading.Thread(
-        target=lambda: outcome.setdefault("result", stack.run_experiment(experiment, heartbeat_timeout_s=30))
-    )
-    submitter.start()
+    background = stack.run_in_background(experiment, heartbeat_timeout_s=30)
     _wait_for_checkpoint(stack.runs_dir, "drained")
     busy = next(w for w in workers if '"fine-tune started"' in w.log_file.read_text())
     idle = next(w for w in workers if w is not busy)
     assert busy.terminate(timeout_s=60) == 0  # graceful: saves a checkpoint at the next step and exits
     store = CheckpointStore(stack.runs_dir / "runs" / "drained" / "checkpoints")
     step_at_shutdown = store.latest_complete().step
-    submitter.join(timeout=300)
-    [run] = outcome["result"].runs
+    [run] = background.result(timeout_s=300).runs
     assert run.status == "completed", run.error
     # Handed over at once (a 30 s heartbeat timeout never expired) from the shutdown checkpoint.
     assert step_at_shutdown in run.training.resumed_from_steps

@@ -29,12 +29,7 @@ pytestmark = pytest.mark.integration
 
 def _interrupt_at_step(spec, runs_dir: Path, data_dir: Path, step: int) -> None:  # noqa: ANN001
     """Leave a checkpoint behind, as a killed worker would."""
-    snapshot = create_snapshot(
-        SnapshotInput(run_id=spec.id, dataset=spec.dataset, max_train_samples=spec.train.max_train_samples,
-                      eval_split=spec.eval.split, max_eval_samples=spec.eval.max_eval_samples, seed=spec.train.seed),
-        runs_dir=runs_dir,
-        data_dir=data_dir,
-    )
+    snapshot = create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
     seen: list[int] = []
     with pytest.raises(TrainingInterrupted):
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=lambda p: seen.append(p.step),

@@ -22,10 +22,7 @@ def _spec(model_dir: Path, run_id: str = "core-run", **train: object) -> RunSpec
 
 
 def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):  # noqa: ANN202
-    request = SnapshotInput(
-        run_id=spec.id, dataset=spec.dataset, max_train_samples=spec.train.max_train_samples, max_eval_samples=64, seed=spec.train.seed
-    )
-    return create_snapshot(request, runs_dir=runs_dir, data_dir=data_dir)
+    return create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
 
 
 def _weights(summary) -> dict:  # noqa: ANN001

@@ -75,14 +75,7 @@ class TrainingWorkflow:
         self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
         snapshot: SnapshotResult = await workflow.execute_activity(
             "snapshot_dataset",
-            SnapshotInput(
-                run_id=run.id,
-                dataset=run.dataset,
-                max_train_samples=run.train.max_train_samples,
-                eval_split=run.eval.split,
-                max_eval_samples=run.eval.max_eval_samples,
-                seed=run.train.seed,
-            ),
+            SnapshotInput.for_run(run),
             result_type=SnapshotResult,
             task_queue=EVAL_TASK_QUEUE,
             start_to_close_timeout=timedelta(hours=2),
