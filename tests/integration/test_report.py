@@ -91,19 +91,8 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, d
         run_id: RunSpec.model_validate(tiny_run(tiny_model_dir, run_id, learning_rate=lr))
         for run_id, lr in (("tiny-a", 1e-3), ("tiny-b", 5e-4), ("tiny-c", 1e-3), ("tiny-never", 1e-3))
     }
-    first = specs["tiny-a"]
-    snapshot = create_snapshot(
-        SnapshotInput(
-            run_id=first.id,
-            dataset=first.dataset,
-            max_train_samples=first.train.max_train_samples,
-            eval_split=first.eval.split,
-            max_eval_samples=first.eval.max_eval_samples,
-            seed=first.train.seed,
-        ),
-        runs_dir=runs_dir,
-        data_dir=data_dir,
-    )
+    # The runs differ only in learning rate: one snapshot holds the rows of all of them.
+    snapshot = create_snapshot(SnapshotInput.for_run(specs["tiny-a"]), runs_dir=runs_dir, data_dir=data_dir)
 
     _train(specs["tiny-a"], snapshot, runs_dir)
     # tiny-b: stopped gracefully after a checkpoint, then resumed by a second attempt.
