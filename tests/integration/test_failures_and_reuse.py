@@ -110,3 +110,17 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, t
     status = subprocess.run([sys.executable, "-m", "bert_eval", "status", "cli-run"], env=env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     assert "train-cli-run" in status.stdout and "eval-cli-run-validation" in status.stdout
+
+    # --no-wait prints the ids and returns; `status <experiment>` shows the runs.
+    queued = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(good), "--no-wait"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert queued.returncode == 0, queued.stderr
+    assert "experiment cli: workflow experiment-cli" in queued.stdout and "run cli-run" in queued.stdout
+    experiment_status = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "status", "cli"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert experiment_status.returncode == 0, experiment_status.stderr
+    assert "cli-run" in experiment_status.stdout
+    unknown = subprocess.run([sys.executable, "-m", "bert_eval", "status", "nope"], env=env, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1 and "no experiment or run 'nope'" in unknown.stderr
