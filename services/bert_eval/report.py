@@ -159,7 +159,8 @@ def _loss_curve_png(record: RunRecord) -> bytes:
         axes.axvline(step, color="#7f7f7f", linestyle=":", linewidth=1, label="checkpoint" if index == 0 else None)
     for resume in record.resumes:
         start = int(resume.get("from_step") or 0)
-        axes.axvline(start, color="#d62728", linestyle="--", linewidth=1.5, label=f"resume (attempt {resume.get('attempt', '?')})")
+        label = f"resume (attempt {resume.get('attempt', '?')})"
+        axes.axvline(start, color="#d62728", linestyle="--", linewidth=1.5, label=label)
         lost = resume.get("steps_lost")
         if lost:
             # The steps the lost attempt had done past its checkpoint, redone by the next one.
@@ -221,7 +222,13 @@ def _table(records: list[RunRecord]) -> str:
             result = record.evaluations.get(split)
             values.append(result.metrics.get(metric) if result else None)
         s = record.summary
-        values += [s.steps if s else None, s.final_loss if s else None, len(record.checkpoints), s.resumes if s else len(record.resumes), s.wall_time_s if s else None]
+        values += [
+            s.steps if s else None,
+            s.final_loss if s else None,
+            len(record.checkpoints),
+            s.resumes if s else len(record.resumes),
+            s.wall_time_s if s else None,
+        ]
         rows_values.append(values)
     headers = [header for _, _, header in columns] + ["steps", "final loss", "checkpoints", "resumes", "wall time (s)"]
     digits = [4] * len(columns) + [0, 4, 0, 0, 1]

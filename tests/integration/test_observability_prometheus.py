@@ -66,7 +66,8 @@ def prometheus_binary() -> Path:
         return binary
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     output = ""
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]):
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]
+    for command in (["apt-get", "update", "-qq"], install):
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
             output += f"$ {' '.join(command)} (exit {done.returncode})\n{done.stdout[-1500:]}{done.stderr[-1500:]}"
@@ -98,7 +99,10 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
             "scrape_configs": [
-                {"job_name": f"bert-eval-{kind}", "file_sd_configs": [{"files": [str(self._targets_file(kind))], "refresh_interval": "1s"}]}
+                {
+                    "job_name": f"bert-eval-{kind}",
+                    "file_sd_configs": [{"files": [str(self._targets_file(kind))], "refresh_interval": "1s"}],
+                }
                 for kind in ("training", "eval")
             ],
         }
@@ -343,7 +347,9 @@ async def _heartbeat_recorded(client: Any, run_id: str) -> bool:
     )
 
 
-def test_every_dashboard_panel_shows_data_from_a_real_experiment(stack: Stack, prometheus: Prometheus, tiny_model_dir: Path) -> None:
+def test_every_dashboard_panel_shows_data_from_a_real_experiment(
+    stack: Stack, prometheus: Prometheus, tiny_model_dir: Path
+) -> None:
     dashboards = _dashboards()
     started = time.time()
     training = stack.start_worker("training", wait=False, **WORKER_ENV)

@@ -72,7 +72,15 @@ class _Rows(HTMLParser):
         return self.rows[run_id][self.headers.index(header)]
 
 
-def _train(spec: RunSpec, snapshot: SnapshotResult, runs_dir: Path, *, attempt: int = 1, previous: TrainingProgress | None = None, stop_at: int | None = None) -> TrainingProgress:
+def _train(
+    spec: RunSpec,
+    snapshot: SnapshotResult,
+    runs_dir: Path,
+    *,
+    attempt: int = 1,
+    previous: TrainingProgress | None = None,
+    stop_at: int | None = None,
+) -> TrainingProgress:
     latest: list[TrainingProgress] = []
     request = FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, attempt=attempt, previous=previous)
     fine_tune(
