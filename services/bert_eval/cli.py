@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from bert_eval.chaos import chaos_app
+from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.settings import get_settings, get_temporal_settings
 from bert_eval.types import CoordinatorStatus, ExperimentResult, TrainingProgress, normalize_id
@@ -309,3 +310,4 @@ def demo(
 
 
 app.add_typer(chaos_app, name="chaos")
+app.command("report")(report_command)

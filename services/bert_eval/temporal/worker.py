@@ -123,6 +123,7 @@ def _watch_gpu(kind: str) -> None:
 
     present = torch.cuda.is_available()
     telemetry.WORKER.gpu_present.labels(kind=kind).set(1 if present else 0)
+    telemetry.WORKER.gpu_memory.labels(kind=kind).set(0)
     if not present:
         return
 
