@@ -21,7 +21,7 @@ from rich.table import Table
 from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
-from bert_eval.settings import get_settings, get_temporal_settings
+from bert_eval.settings import TemporalSettings, get_settings, get_temporal_settings
 from bert_eval.types import CoordinatorStatus, ExperimentResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
@@ -88,6 +88,10 @@ def run(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write one record per run to this file")] = None,
 ) -> None:
     """Submit an experiment; by default wait, show progress and print a results table."""
+    _run(experiment_file, wait=wait, json_out=json_out, temporal=get_temporal_settings())
+
+
+def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: TemporalSettings) -> None:
     from bert_eval.temporal.submit import SubmissionError, check_runs_dir
 
     try:
@@ -95,7 +99,7 @@ def run(
         check_runs_dir(experiment, get_settings().runs_dir)
     except (ExperimentFileError, SubmissionError) as exc:
         raise _fail(str(exc)) from None
-    result = asyncio.run(_submit(experiment, wait=wait))
+    result = asyncio.run(_submit(experiment, wait=wait, temporal=temporal))
     if result is None:
         return
     _print_results(result)
@@ -108,7 +112,7 @@ def run(
         raise typer.Exit(1)
 
 
-async def _submit(experiment, *, wait: bool) -> ExperimentResult | None:  # noqa: ANN001
+async def _submit(experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:  # noqa: ANN001
     from bert_eval import telemetry
     from bert_eval.temporal.client import connect, ensure_search_attributes
     from bert_eval.temporal.submit import start_experiment, watch
@@ -117,9 +121,9 @@ async def _submit(experiment, *, wait: bool) -> ExperimentResult | None:  # noqa
     telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
     telemetry.configure_tracing("bert-eval-cli")
     try:
-        client = await connect()
+        client = await connect(temporal)
     except RuntimeError as exc:
-        raise _fail(f"cannot reach Temporal at {get_temporal_settings().address}: {exc}") from None
+        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
     await ensure_search_attributes(client)
     experiment = experiment.canonical()
     handle = await start_experiment(client, experiment, settings)
@@ -218,10 +222,14 @@ async def _status(identifier: str) -> None:
 # --------------------------------------------------------------------------- up and demo
 
 
-def _spawn(args: list[str], name: str, log_dir: Path) -> subprocess.Popen:
+def _spawn(args: list[str], name: str, log_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class _LocalStack:
@@ -229,20 +237,25 @@ class _LocalStack:
 
     def __init__(self, *, port: int, ui_port: int, db: Path, log_dir: Path) -> None:
         self.port, self.ui_port, self.db, self.log_dir = port, ui_port, db, log_dir
+        self.address = f"127.0.0.1:{port}"
         self.processes: list[tuple[str, subprocess.Popen]] = []
 
     def __enter__(self) -> _LocalStack:
         from bert_eval.temporal.devserver import dev_server_command, wait_for_port
 
+        # Ctrl-C or SIGTERM stops everything, even where SIGINT arrives ignored (background jobs).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _interrupt)
+
         server = _spawn(dev_server_command(port=self.port, ui_port=self.ui_port, db_file=self.db), "temporal", self.log_dir)
         self.processes.append(("temporal", server))
         wait_for_port("127.0.0.1", self.port, process=server)
-        env_args = [sys.executable, "-m", "bert_eval", "worker"]
-        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{self.port}"
+        worker = [sys.executable, "-m", "bert_eval", "worker"]
+        # Workers inherit this environment (runs dir, data dir, ...) plus the server's address and
+        # one metrics port each: 9464 for training, 9465 for eval.
         for kind, metrics_port in (("training", 9464), ("eval", 9465)):
-            os.environ["BERT_EVAL_METRICS_PORT"] = os.environ.get(f"BERT_EVAL_{kind.upper()}_METRICS_PORT", str(metrics_port))
-            self.processes.append((f"{kind}-worker", _spawn([*env_args, kind], f"{kind}-worker", self.log_dir)))
-        os.environ.pop("BERT_EVAL_METRICS_PORT", None)
+            env = {**os.environ, "TEMPORAL_ADDRESS": self.address, "BERT_EVAL_METRICS_PORT": str(metrics_port)}
+            self.processes.append((f"{kind}-worker", _spawn([*worker, kind], f"{kind}-worker", self.log_dir, env)))
         console.print(
             f"Temporal on 127.0.0.1:{self.port} (UI http://127.0.0.1:{self.ui_port}); workers started; "
             f"logs in {self.log_dir}/"
@@ -301,10 +314,8 @@ def demo(
         raise _fail(str(exc)) from None
     started = time.monotonic()
     with _LocalStack(port=port, ui_port=ui_port, db=Path(".temporal/demo.db"), log_dir=Path(".temporal/logs")):
-        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
-        get_temporal_settings.cache_clear()
         try:
-            run(experiment_file, wait=True, json_out=json_out)
+            _run(experiment_file, wait=True, json_out=json_out, temporal=TemporalSettings(address=f"127.0.0.1:{port}"))
         finally:
             console.print(f"demo took {time.monotonic() - started:.0f}s")
 

@@ -25,7 +25,7 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
 from bert_eval.core.snapshot import create_snapshot, open_snapshot
-from bert_eval.core.training import FineTuneRequest, completed_summary, fine_tune
+from bert_eval.core.training import FineTuneRequest, claim_run_dir, completed_summary, fine_tune
 from bert_eval.types import (
     EvalResult,
     EvalRunInput,
@@ -174,8 +174,6 @@ class EvalActivities:
         layout = RunLayout(self.runs_dir, run.id)
 
         def look() -> ExistingRun:
-            from bert_eval.core.training import claim_run_dir
-
             if not layout.root.exists():
                 return ExistingRun()
             if layout.spec_file.exists():
