@@ -93,3 +93,22 @@ def test_checkpoint_from_a_different_model_is_refused(runs_dir: Path, tiny_model
     spec_file.write_text(json.dumps({"fingerprint": other.fingerprint(), "spec": other.model_dump(mode="json")}))
     with pytest.raises(InvalidInputError, match="written for a different model or configuration"):
         fine_tune(FineTuneRequest(run=other, snapshot=snapshot, runs_dir=runs_dir))
+
+
+def test_time_based_checkpoints_bound_lost_work_between_step_checkpoints(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    import time
+
+    spec = _spec(tiny_model_dir, epochs=1, checkpoint_every_steps=1000, checkpoint_every_seconds=0.3, keep_checkpoints=100)
+    snapshot = _snapshot(spec, runs_dir, data_dir)
+
+    def slow_step(progress) -> None:  # noqa: ANN001
+        time.sleep(0.05)  # ~50 ms a step: a save is due every ~6 steps
+
+    summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=slow_step)
+    steps = [json.loads(line)["step"] for line in (runs_dir / "runs" / spec.id / "events.jsonl").read_text().splitlines()
+             if json.loads(line)["event"] == "checkpoint"]
+    # None of these is a multiple of checkpoint_every_steps: all came from the time limit.
+    assert len(steps) >= 2 and all(0 < s < summary.steps for s in steps[:-1])
+    assert summary.checkpoints_saved == len(steps)
