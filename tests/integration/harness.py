@@ -28,6 +28,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_http(url: str, process: subprocess.Popen, log_file: Path, *, timeout_s: float) -> None:
+    """Until `url` answers 200; fails early, with the log's tail, if the process exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{log_file.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s:\n{log_file.read_text()[-4000:]}")
+
+
 @dataclass
 class WorkerProcess:
     kind: str
@@ -40,18 +56,12 @@ class WorkerProcess:
         return self.process.pid
 
     def wait_ready(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} worker exited early:\n{self.log_file.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.kind} worker not ready after {timeout_s}s:\n{self.log_file.read_text()[-4000:]}")
+        wait_for_http(f"http://127.0.0.1:{self.metrics_port}/readyz", self.process, self.log_file, timeout_s=timeout_s)
+
+    @property
+    def holds_training(self) -> bool:
+        """This worker started a fine-tune attempt (per its log)."""
+        return '"fine-tune started"' in self.log_file.read_text()
 
     def kill(self) -> None:
         if self.process.poll() is None:

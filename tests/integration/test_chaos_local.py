@@ -21,7 +21,7 @@ def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack:
     experiment = {"experiment_id": "chaos", "runs": [tiny_run(tiny_model_dir, "chaotic", **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
     _wait_for_checkpoint(stack.runs_dir, "chaotic")
-    busy = next(w for w in workers if '"fine-tune started"' in w.log_file.read_text())
+    busy = next(w for w in workers if w.holds_training)
 
     chaos = subprocess.run(
         [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "local"],

@@ -32,7 +32,7 @@ from bert_eval.core.layout import RunLayout
 from bert_eval.temporal.workflows import training_workflow_id
 
 from .conftest import tiny_run
-from .harness import Stack, WorkerProcess, free_port
+from .harness import Stack, WorkerProcess, free_port, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -122,19 +122,7 @@ class Prometheus:
             stdout=open(self.log_file, "wb"),  # noqa: SIM115 (owned by the child)
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log_file.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus not ready after 30 s:\n{self.log_file.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_for_http(f"{self.url}/-/ready", self.process, self.log_file, timeout_s=30)
 
     def _targets_file(self, kind: str) -> Path:
         return self.workdir / f"targets-{kind}.json"
