@@ -124,3 +124,18 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, t
     assert "cli-run" in experiment_status.stdout
     unknown = subprocess.run([sys.executable, "-m", "bert_eval", "status", "nope"], env=env, capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and "no experiment or run 'nope'" in unknown.stderr
+
+
+def test_a_run_already_training_elsewhere_is_reported_not_trained_twice(stack: Stack, tiny_model_dir: Path) -> None:
+    from .test_durability import LONG, _wait_for_checkpoint
+
+    stack.start_worker("training")
+    stack.start_worker("eval")
+    run = tiny_run(tiny_model_dir, "shared-run", **LONG)
+    first = stack.run_in_background({"experiment_id": "first", "runs": [run]})
+    _wait_for_checkpoint(stack.runs_dir, "shared-run")
+    [second] = stack.run_experiment({"experiment_id": "second", "runs": [run]}).runs
+    assert second.status == "failed"
+    assert "already being processed by another submission (workflow train-shared-run)" in second.error
+    [original] = first.result().runs
+    assert original.status == "completed" and original.training.resumes == 0

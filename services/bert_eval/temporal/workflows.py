@@ -7,7 +7,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from bert_eval.telemetry import run_baggage
@@ -174,7 +180,6 @@ class CoordinatorWorkflow:
                 start_to_close_timeout=timedelta(minutes=5),
                 retry_policy=_SHORT_RETRY,
             )
-            reused = existing.summary is not None
             if existing.summary is not None and existing.snapshot is not None:
                 training = TrainingResult(summary=existing.summary, snapshot=existing.snapshot, reused=True)
             else:
@@ -207,11 +212,15 @@ class CoordinatorWorkflow:
                     task_queue=EVAL_TASK_QUEUE,
                     search_attributes=_run_attributes(experiment_id, run.id),
                 )
+        except WorkflowAlreadyStartedError as exc:
+            return self._failed(
+                run.id,
+                f"run {run.id} is already being processed by another submission (workflow {exc.workflow_id}); "
+                "wait for it to finish, then resubmit to reuse its results, or choose another run_id",
+            )
         except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
-            status.phase, status.error = RunPhase.failed, _root_cause(exc)
-            workflow.logger.warning("run %s failed: %s", run.id, status.error)
-            return RunResult(run_id=run.id, status="failed", error=status.error)
-        reused = reused and existing.evaluation is not None
+            return self._failed(run.id, _root_cause(exc))
+        reused = existing.summary is not None and existing.evaluation is not None
         status.phase, status.reused, status.metrics = RunPhase.completed, reused, evaluation.metrics
         return RunResult(
             run_id=run.id,
@@ -221,6 +230,13 @@ class CoordinatorWorkflow:
             evaluation=evaluation,
             metrics=evaluation.metrics,
         )
+
+
+    def _failed(self, run_id: str, error: str) -> RunResult:
+        status = self._status[run_id]
+        status.phase, status.error = RunPhase.failed, error
+        workflow.logger.warning("run %s failed: %s", run_id, error)
+        return RunResult(run_id=run_id, status="failed", error=error)
 
 
 def _run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
