@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+
+from bert_eval.temporal.workflows import (
+    CoordinatorWorkflow,
+    TrainingWorkflow,
+    coordinator_workflow_id,
+    training_workflow_id,
+)
 
 from .conftest import tiny_run
 from .harness import Stack
@@ -32,5 +40,17 @@ def test_experiment_trains_and_evaluates_every_run(stack: Stack, tiny_model_dir:
         assert (run_dir / "model" / "config.json").is_file()
         on_disk = json.loads((run_dir / "eval-validation.json").read_text())
         assert on_disk["metrics"] == record.metrics
+    # The workflows answer queries after the fact too: coordinator status and training progress.
+    status, progress = asyncio.run(_queries(stack))
+    assert {(r.run_id, r.phase.value) for r in status.runs} == {("tiny-a", "completed"), ("tiny-b", "completed")}
+    assert all(set(r.metrics) == {"accuracy", "f1", "mcc"} for r in status.runs)
+    assert (progress.phase, progress.step, progress.total_steps) == ("completed", 16, 16)
     # Both runs selected the same rows: one content-addressed snapshot serves them.
     assert len([p for p in (stack.runs_dir / "snapshots").iterdir() if not p.name.startswith(".")]) == 1
+
+
+async def _queries(stack: Stack):  # noqa: ANN202
+    client = await stack.client()
+    status = await client.get_workflow_handle(coordinator_workflow_id("two-runs")).query(CoordinatorWorkflow.status)
+    progress = await client.get_workflow_handle(training_workflow_id("tiny-a")).query(TrainingWorkflow.progress)
+    return status, progress
