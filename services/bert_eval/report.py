@@ -293,7 +293,7 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path) -> Path:
         f"<h1>{html.escape(title)}</h1>"
         f'<p class="meta">{len(records)} runs from {html.escape(str(runs_dir))}; '
         f"generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Bold: best value in its column. "
-        "Wall time is the last training attempt's.</p>"
+        "Wall time runs from the first training attempt's start to completion, recovery included.</p>"
         f"<h2>Metrics</h2>{_table(records)}"
         f"<h2>Loss curves</h2>{note}{''.join(sections)}"
         "</body></html>\n"

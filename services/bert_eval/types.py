@@ -266,7 +266,7 @@ class TrainingSummary(_Strict):
     checkpoints_saved: int
     resumes: int
     resumed_from_steps: tuple[int, ...] = ()
-    wall_time_s: float
+    wall_time_s: float  # first attempt's start to completion, crashes and recovery included
     train_samples: int
     dataset_schema: DatasetSchema
     model_dir: str

@@ -60,6 +60,8 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
     events = [json.loads(l) for l in (stack.runs_dir / "runs" / "killed" / "events.jsonl").read_text().splitlines()]
     resume = next(e for e in events if e["event"] == "resume")
     assert resume["attempt"] >= 2 and resume["recovery_seconds"] is not None and resume["steps_lost"] >= 0
+    # Wall time spans both attempts, so the time lost to the crash is in it.
+    assert summary.wall_time_s > resume["recovery_seconds"]
 
 
 def test_sigterm_checkpoints_and_hands_the_run_to_another_worker(stack: Stack, tiny_model_dir: Path) -> None:
