@@ -8,20 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import tiny_run
 from .harness import Stack
-from .test_durability import LONG, _wait_for_checkpoint
+from .test_durability import run_on_two_training_workers
 
 pytestmark = pytest.mark.integration
 
 
 def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack: Stack, tiny_model_dir: Path) -> None:
-    stack.start_worker("eval")
-    workers = [stack.start_worker("training"), stack.start_worker("training")]
-    experiment = {"experiment_id": "chaos", "runs": [tiny_run(tiny_model_dir, "chaotic", **LONG)]}
-    background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
-    _wait_for_checkpoint(stack.runs_dir, "chaotic")
-    busy = next(w for w in workers if w.holds_training)
+    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5)
 
     chaos = subprocess.run(
         [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "local"],
@@ -33,7 +27,7 @@ def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack:
     assert chaos.returncode == 0, chaos.stderr
     assert f"killed process {busy.pid}" in chaos.stdout
     assert busy.process.wait(timeout=10) == -9
-    assert all(w.process.poll() is None for w in workers if w is not busy)
+    assert idle.process.poll() is None
 
     [run] = background.result(timeout_s=300).runs
     assert run.status == "completed", run.error

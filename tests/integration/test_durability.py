@@ -12,7 +12,7 @@ import pytest
 from bert_eval.core.checkpoints import CheckpointStore
 
 from .conftest import tiny_run
-from .harness import Stack
+from .harness import BackgroundRun, Stack, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -64,14 +64,22 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
     assert summary.wall_time_s > resume["recovery_seconds"]
 
 
-def test_sigterm_checkpoints_and_hands_the_run_to_another_worker(stack: Stack, tiny_model_dir: Path) -> None:
+def run_on_two_training_workers(
+    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float
+) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
+    """An eval worker and two training workers; a long run submitted and past its first checkpoint.
+    Returns (the training worker that holds it, the idle one, the running experiment)."""
     stack.start_worker("eval")
     workers = [stack.start_worker("training"), stack.start_worker("training")]
-    experiment = {"experiment_id": "drain", "runs": [tiny_run(tiny_model_dir, "drained", **LONG)]}
-    background = stack.run_in_background(experiment, heartbeat_timeout_s=30)
-    _wait_for_checkpoint(stack.runs_dir, "drained")
+    experiment = {"experiment_id": f"exp-{run_id}", "runs": [tiny_run(model_dir, run_id, **LONG)]}
+    background = stack.run_in_background(experiment, heartbeat_timeout_s=heartbeat_timeout_s)
+    _wait_for_checkpoint(stack.runs_dir, run_id)
     busy = next(w for w in workers if w.holds_training)
-    idle = next(w for w in workers if w is not busy)
+    return busy, next(w for w in workers if w is not busy), background
+
+
+def test_sigterm_checkpoints_and_hands_the_run_to_another_worker(stack: Stack, tiny_model_dir: Path) -> None:
+    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "drained", heartbeat_timeout_s=30)
     assert busy.terminate(timeout_s=60) == 0  # graceful: saves a checkpoint at the next step and exits
     store = CheckpointStore(stack.runs_dir / "runs" / "drained" / "checkpoints")
     step_at_shutdown = store.latest_complete().step
