@@ -105,7 +105,7 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, t
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({"experiment_id": "cli2", "runs": [tiny_run(tiny_model_dir, "cli-run", learning_rate=1e-4)]}))
     refused = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(changed)], env=env, capture_output=True, text=True)
-    assert refused.returncode == 2 and "already holds a run with a different" in refused.stderr
+    assert refused.returncode == 2 and "already holds results of a run with a different" in refused.stderr
 
     status = subprocess.run([sys.executable, "-m", "bert_eval", "status", "cli-run"], env=env, capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr

@@ -112,3 +112,13 @@ def test_time_based_checkpoints_bound_lost_work_between_step_checkpoints(
     # None of these is a multiple of checkpoint_every_steps: all came from the time limit.
     assert len(steps) >= 2 and all(0 < s < summary.steps for s in steps[:-1])
     assert summary.checkpoints_saved == len(steps)
+
+
+def test_a_run_that_failed_on_bad_input_can_be_resubmitted_fixed(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    good = _spec(tiny_model_dir, epochs=1)
+    snapshot = _snapshot(good, runs_dir, data_dir)
+    broken = good.model_copy(update={"model": str(runs_dir / "no-such-model")})
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        fine_tune(FineTuneRequest(run=broken, snapshot=snapshot, runs_dir=runs_dir))
+    # The failed run left no results, so the corrected spec may take its run id.
+    assert fine_tune(FineTuneRequest(run=good, snapshot=snapshot, runs_dir=runs_dir)).steps == 12

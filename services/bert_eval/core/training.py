@@ -6,7 +6,6 @@ one callback and stops (after saving a checkpoint) when `should_stop()` turns tr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -35,11 +34,12 @@ from bert_eval.core.fsutil import atomic_write_json, fsync_tree
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.modeling import load_for_classification
+from bert_eval.core.rundir import claim_run_dir, completed_summary
 from bert_eval.core.snapshot import read_split
 from bert_eval.core.tokenize import tokenize_split
 from bert_eval.types import CheckpointRef, RunSpec, SnapshotResult, TrainingProgress, TrainingSummary
 
-__all__ = ["FineTuneRequest", "claim_run_dir", "completed_summary", "fine_tune"]
+__all__ = ["FineTuneRequest", "fine_tune"]
 
 log = telemetry.get_logger(__name__)
 
@@ -55,30 +55,6 @@ class FineTuneRequest:
     attempt: int = 1
     # The previous attempt's last heartbeat, if any: where it stood when it was lost.
     previous: TrainingProgress | None = None
-
-
-def claim_run_dir(layout: RunLayout, run: RunSpec) -> None:
-    """Record the run's spec, or refuse if the directory belongs to a different spec (never overwrite it)."""
-    if layout.spec_file.exists():
-        recorded = json.loads(layout.spec_file.read_text())
-        if recorded.get("fingerprint") != run.fingerprint():
-            raise InvalidInputError(
-                f"run {run.id}: {layout.root} already holds a run with a different model, dataset or "
-                "hyperparameters; its files are left untouched. Choose another run_id, or delete that directory "
-                "to start over."
-            )
-        return
-    atomic_write_json(layout.spec_file, {"fingerprint": run.fingerprint(), "spec": run.model_dump(mode="json")})
-
-
-def completed_summary(layout: RunLayout, run: RunSpec) -> TrainingSummary | None:
-    """The summary of a finished training of exactly this spec, if there is one."""
-    if not (layout.summary_file.is_file() and (layout.model_dir / "config.json").is_file()):
-        return None
-    payload = json.loads(layout.summary_file.read_text())
-    if payload.get("fingerprint") != run.fingerprint():
-        return None
-    return TrainingSummary.model_validate(payload["summary"])
 
 
 def fine_tune(

@@ -25,7 +25,8 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
 from bert_eval.core.snapshot import create_snapshot, open_snapshot
-from bert_eval.core.training import FineTuneRequest, claim_run_dir, completed_summary, fine_tune
+from bert_eval.core.rundir import completed_summary, run_dir_conflict
+from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.types import (
     EvalResult,
     EvalRunInput,
@@ -176,8 +177,8 @@ class EvalActivities:
         def look() -> ExistingRun:
             if not layout.root.exists():
                 return ExistingRun()
-            if layout.spec_file.exists():
-                claim_run_dir(layout, run)  # raises on a different spec; a no-op otherwise
+            if (conflict := run_dir_conflict(layout, run)) is not None:
+                raise InvalidInputError(conflict)
             summary = completed_summary(layout, run)
             if summary is None:
                 return ExistingRun()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError
 
 from bert_eval.core.layout import RunLayout
+from bert_eval.core.rundir import run_dir_conflict
 from bert_eval.settings import EVAL_TASK_QUEUE, Settings
 from bert_eval.telemetry import run_baggage
 from bert_eval.temporal.workflows import (
@@ -38,16 +38,10 @@ class SubmissionError(ValueError):
 
 
 def check_runs_dir(experiment: Experiment, runs_dir: Path) -> None:
-    """Reject, before submitting, a run id whose directory holds a different spec (when the volume is visible here)."""
+    """Reject, before submitting, a run id whose directory holds another spec's results (when visible here)."""
     for run in experiment.runs:
-        spec_file = RunLayout(runs_dir, run.id).spec_file
-        if spec_file.is_file():
-            recorded = json.loads(spec_file.read_text()).get("fingerprint")
-            if recorded != run.fingerprint():
-                raise SubmissionError(
-                    f"run {run.id}: {spec_file.parent} already holds a run with a different model, dataset or "
-                    "hyperparameters; choose another run_id (nothing was submitted, nothing was changed)"
-                )
+        if (conflict := run_dir_conflict(RunLayout(runs_dir, run.id), run)) is not None:
+            raise SubmissionError(f"{conflict} Nothing was submitted.")
 
 
 async def start_experiment(client: Client, experiment: Experiment, settings: Settings) -> WorkflowHandle:
