@@ -28,6 +28,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, *, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def wait_for_http(url: str, process: subprocess.Popen, log_file: Path, *, timeout_s: float) -> None:
     """Until `url` answers 200; fails early, with the log's tail, if the process exits."""
     deadline = time.monotonic() + timeout_s
@@ -169,9 +180,4 @@ class Stack:
     def close(self) -> None:
         for worker in self.workers:
             worker.kill()
-        if self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
+        stop_process(self.server, timeout_s=10)

@@ -32,7 +32,7 @@ from bert_eval.core.layout import RunLayout
 from bert_eval.temporal.workflows import training_workflow_id
 
 from .conftest import tiny_run
-from .harness import Stack, WorkerProcess, free_port, wait_for_http
+from .harness import Stack, WorkerProcess, free_port, stop_process, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -165,13 +165,7 @@ class Prometheus:
         return _get(f"{self.url}/api/v1/label/{label}/values?{params}")["data"]
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout_s=20)
 
 
 def _unix(rfc3339: str) -> float:

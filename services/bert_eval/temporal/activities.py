@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,8 +52,46 @@ log = telemetry.get_logger(__name__)
 T = TypeVar("T")
 
 
-def _invalid(exc: InvalidInputError) -> ApplicationError:
-    return ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True)
+@contextlib.contextmanager
+def _activity_scope(run_id: str, experiment_id: str | None = None) -> Iterator[None]:
+    """Log lines carry the run and this attempt; bad input becomes a non-retryable failure."""
+    info = activity.info()
+    with telemetry.bind_run(
+        run_id=run_id, experiment_id=experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+    ):
+        try:
+            yield
+        except InvalidInputError as exc:
+            telemetry.set_phase(run_id, "failed")
+            log.error("input rejected", error=str(exc))
+            raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+
+
+class _ProgressRelay:
+    """Carries the training thread's latest progress to heartbeats and (throttled) workflow signals."""
+
+    def __init__(self, first: TrainingProgress, stop: threading.Event) -> None:
+        self.latest = first  # replaced from the training thread: a reference swap, safe under the GIL
+        self._stop = stop
+        self._signalled_at = 0.0
+        self._signalled_marker = ""
+
+    def update(self, progress: TrainingProgress) -> None:
+        self.latest = progress
+
+    async def tick(self) -> None:
+        progress = self.latest.model_copy(update={"heartbeat_time": time.time()})
+        activity.heartbeat(progress.model_dump(mode="json"))
+        if activity.is_worker_shutdown():
+            self._stop.set()  # save a checkpoint now; another worker resumes from it
+        # The parent workflow's `progress` query is fed by signals (workflows cannot read heartbeats):
+        # on every phase or checkpoint change, else every _SIGNAL_EVERY_S.
+        marker = f"{progress.phase}:{progress.last_checkpoint.step if progress.last_checkpoint else -1}"
+        if time.monotonic() - self._signalled_at >= _SIGNAL_EVERY_S or marker != self._signalled_marker:
+            self._signalled_at, self._signalled_marker = time.monotonic(), marker
+            with contextlib.suppress(Exception):  # progress is best effort; training is not
+                handle = activity.client().get_workflow_handle(activity.info().workflow_id)
+                await handle.signal(PROGRESS_SIGNAL, progress)
 
 
 async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None]] | None = None) -> T:
@@ -87,34 +125,14 @@ class TrainingActivities:
             with contextlib.suppress(ValueError, TypeError):
                 previous = TrainingProgress.model_validate(info.heartbeat_details[0])
         stop = threading.Event()
-        latest: list[TrainingProgress] = [TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading")]
-        last_signal = [0.0, ""]
-        loop = asyncio.get_running_loop()
-
-        def on_progress(progress: TrainingProgress) -> None:
-            loop.call_soon_threadsafe(latest.__setitem__, 0, progress)
-
-        async def tick() -> None:
-            progress = latest[0].model_copy(update={"heartbeat_time": time.time()})
-            activity.heartbeat(progress.model_dump(mode="json"))
-            if activity.is_worker_shutdown():
-                stop.set()  # save a checkpoint now; another worker resumes from it
-            # The parent workflow's `progress` query is fed by signals (workflows cannot read heartbeats).
-            marker = f"{progress.phase}:{progress.last_checkpoint.step if progress.last_checkpoint else -1}"
-            if time.monotonic() - last_signal[0] >= _SIGNAL_EVERY_S or marker != last_signal[1]:
-                last_signal[0], last_signal[1] = time.monotonic(), marker
-                with contextlib.suppress(Exception):  # progress is best effort; training is not
-                    await activity.client().get_workflow_handle(info.workflow_id).signal(PROGRESS_SIGNAL, progress)
-
+        relay = _ProgressRelay(TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading"), stop)
         core_request = FineTuneRequest(
             run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=self.device, attempt=info.attempt, previous=previous
         )
-        with telemetry.bind_run(
-            run_id=run.id, experiment_id=request.experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
-        ):
+        with _activity_scope(run.id, request.experiment_id):
             log.info("fine-tune started", device=self.device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
             work = asyncio.create_task(
-                _in_thread(lambda: fine_tune(core_request, on_progress=on_progress, should_stop=stop.is_set), tick=tick)
+                _in_thread(lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set), tick=relay.tick)
             )
             try:
                 summary = await asyncio.shield(work)
@@ -126,10 +144,6 @@ class TrainingActivities:
                     await work
                 log.info("fine-tune cancelled; checkpoint saved")
                 raise
-            except InvalidInputError as exc:
-                telemetry.set_phase(run.id, "failed")
-                log.error("fine-tune rejected", error=str(exc))
-                raise _invalid(exc) from None
             except TrainingInterrupted as exc:
                 # Worker shutdown: fail this attempt (retryable) so another worker resumes right away.
                 raise ApplicationError(str(exc), type="TrainingInterrupted") from None
@@ -147,14 +161,9 @@ class EvalActivities:
 
     @activity.defn(name="snapshot_dataset")
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
-        info = activity.info()
-        with telemetry.bind_run(run_id=request.run_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt):
+        with _activity_scope(request.run_id):
             with telemetry.tracer().start_as_current_span("snapshot", attributes={"run_id": request.run_id}) as span:
-                try:
-                    result = await _in_thread(lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir))
-                except InvalidInputError as exc:
-                    log.error("snapshot rejected", error=str(exc))
-                    raise _invalid(exc) from None
+                result = await _in_thread(lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir))
                 span.set_attributes({"snapshot_id": result.snapshot_id, "reused": result.reused})
             log.info("snapshot ready", snapshot_id=result.snapshot_id, splits=result.splits, reused=result.reused)
             return result
@@ -188,31 +197,22 @@ class EvalActivities:
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
 
-        try:
+        with _activity_scope(run.id):
             return await _in_thread(look)
-        except InvalidInputError as exc:
-            raise _invalid(exc) from None
 
     @activity.defn(name="evaluate_model")
     async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
-        info = activity.info()
-        with telemetry.bind_run(
-            run_id=request.run_id, experiment_id=request.experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
-        ):
-            try:
-                return await _in_thread(
-                    lambda: evaluate(
-                        run_id=request.run_id,
-                        model_dir=request.model_dir,
-                        snapshot=request.snapshot,
-                        request=request.request,
-                        runs_dir=self.runs_dir,
-                        device=self.device,
-                    )
+        with _activity_scope(request.run_id, request.experiment_id):
+            return await _in_thread(
+                lambda: evaluate(
+                    run_id=request.run_id,
+                    model_dir=request.model_dir,
+                    snapshot=request.snapshot,
+                    request=request.request,
+                    runs_dir=self.runs_dir,
+                    device=self.device,
                 )
-            except InvalidInputError as exc:
-                log.error("evaluation rejected", error=str(exc))
-                raise _invalid(exc) from None
+            )
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model]
