@@ -122,3 +122,12 @@ def test_a_run_that_failed_on_bad_input_can_be_resubmitted_fixed(runs_dir: Path,
         fine_tune(FineTuneRequest(run=broken, snapshot=snapshot, runs_dir=runs_dir))
     # The failed run left no results, so the corrected spec may take its run id.
     assert fine_tune(FineTuneRequest(run=good, snapshot=snapshot, runs_dir=runs_dir)).steps == 12
+
+
+def test_the_trained_model_records_its_training_sequence_length(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    spec = _spec(tiny_model_dir, epochs=1, max_seq_length=32)
+    summary = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir))
+    # Evaluation reads it from there, so it truncates exactly as training did.
+    assert AutoTokenizer.from_pretrained(summary.model_dir).model_max_length == 32

@@ -34,7 +34,6 @@ def evaluate(
     request: EvalRequest,
     runs_dir: Path,
     device: str = "cpu",
-    max_seq_length: int = 512,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Evaluate and write the result file. Same model + same snapshot ⇒ same numbers."""
@@ -52,7 +51,9 @@ def evaluate(
             raise InvalidInputError(
                 f"run {run_id}: model has {model.config.num_labels} labels but the data has {schema.num_labels}"
             )
-        split = tokenize_split(read_split(snapshot, request.split), tokenizer, max_length=max_seq_length)
+        # The trained model's tokenizer records the training max_seq_length: truncate the same way.
+        max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+        split = tokenize_split(read_split(snapshot, request.split), tokenizer, max_length=max_length)
         loader = DataLoader(split, batch_size=request.batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
         all_logits, all_labels = [], []
         with torch.inference_mode():

@@ -86,6 +86,8 @@ def fine_tune(
     schema = request.snapshot.dataset_schema
     set_seed(hp.seed)  # the classifier head's random init must be the same on every attempt
     tokenizer, model = load_for_classification(run.model, schema)
+    # Saved with the final model, so evaluation truncates exactly as training did.
+    tokenizer.model_max_length = hp.max_seq_length
     train_split = read_split(request.snapshot, "train")
     train_set = tokenize_split(train_split, tokenizer, max_length=hp.max_seq_length)
 
