@@ -22,7 +22,7 @@ from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.settings import TemporalSettings, get_settings, get_temporal_settings
-from bert_eval.types import CoordinatorStatus, ExperimentResult, TrainingProgress, normalize_id
+from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
@@ -112,7 +112,7 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
         raise typer.Exit(1)
 
 
-async def _submit(experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:  # noqa: ANN001
+async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
     from bert_eval import telemetry
     from bert_eval.temporal.client import connect, ensure_search_attributes
     from bert_eval.temporal.submit import start_experiment, watch
@@ -125,7 +125,6 @@ async def _submit(experiment, *, wait: bool, temporal: TemporalSettings) -> Expe
     except RuntimeError as exc:
         raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
     await ensure_search_attributes(client)
-    experiment = experiment.canonical()
     handle = await start_experiment(client, experiment, settings)
     print(f"experiment {experiment.id}: workflow {handle.id}")
     for spec in experiment.runs:
