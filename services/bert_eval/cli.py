@@ -1,4 +1,4 @@
-"""`bert-eval` command line: server, workers, run, status, up, demo, chaos, report."""
+"""`bert-eval` command line: server, workers, run, status, wait, up, demo, chaos, report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,7 +23,7 @@ from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.settings import TemporalSettings, get_settings, get_temporal_settings
-from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, TrainingProgress, normalize_id
+from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, RunResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
@@ -216,6 +217,88 @@ async def _status(identifier: str) -> None:
     progress = await training_progress(client, identifier)
     if progress is not None:
         out.print_json(progress.model_dump_json())
+
+
+class WaitFor(str, Enum):
+    started = "started"
+    checkpoint = "checkpoint"
+    done = "done"
+
+
+@app.command("wait")
+def wait_command(
+    experiment_id: Annotated[str, typer.Argument(help="experiment id (experiment_id in its YAML)")],
+    until: Annotated[
+        WaitFor,
+        typer.Option(help="started: the experiment exists; checkpoint: a run saved a checkpoint; done: every run ended"),
+    ] = WaitFor.done,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds before giving up (exit 1)")] = 3600.0,
+) -> None:
+    """Block until an experiment reaches a point, then print it (`done`: each run's status and `resumes: N`).
+
+    Scripts and `make demo-k8s` sequence submit -> first checkpoint -> kill -> result with it.
+    """
+    try:
+        experiment_id = normalize_id(experiment_id, what="experiment id")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    temporal = get_temporal_settings()
+    try:
+        lines = asyncio.run(asyncio.wait_for(_wait(experiment_id, until, temporal), timeout))
+    except TimeoutError:
+        raise _fail(
+            f"experiment {experiment_id}: not {until.value} after {timeout:.0f}s (Temporal at {temporal.address}). "
+            f"See `bert-eval status {experiment_id}`, or raise --timeout.",
+            code=1,
+        ) from None
+    for line in lines:
+        print(line, flush=True)
+    if until is WaitFor.done and any(": failed" in line for line in lines):
+        raise typer.Exit(1)
+
+
+async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings, *, interval_s: float = 2.0) -> list[str]:
+    from temporalio.service import RPCError
+
+    from bert_eval.temporal.client import connect
+    from bert_eval.temporal.submit import training_progress
+    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+
+    try:
+        client = await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id), result_type=ExperimentResult)
+    while True:  # the starter may not have submitted yet
+        try:
+            await handle.describe()
+            break
+        except RPCError:
+            await asyncio.sleep(interval_s)
+    if until is WaitFor.started:
+        return [f"experiment {experiment_id}: started"]
+    if until is WaitFor.checkpoint:
+        while True:
+            try:
+                status = await handle.query(CoordinatorWorkflow.status)
+            except RPCError:
+                status = None
+            for run in status.runs if status else []:
+                progress = await training_progress(client, run.run_id)
+                if progress is not None and progress.last_checkpoint is not None:
+                    return [f"run {run.run_id}: checkpoint-{progress.last_checkpoint.step}"]
+            await asyncio.sleep(interval_s)
+    result = await handle.result()
+    return [_result_line(run) for run in result.runs]
+
+
+def _result_line(run: RunResult) -> str:
+    summary = run.training
+    parts = [f"run {run.run_id}: {run.status}" + (" (reused)" if run.reused else "")]
+    if summary is not None:
+        parts += [f"steps {summary.steps}", f"resumes: {summary.resumes}"]
+    parts.append(run.error or ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
+    return ", ".join(p for p in parts if p)
 
 
 # --------------------------------------------------------------------------- up and demo

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     # Force CPU even when a GPU is present (tests, debugging).
     force_cpu: bool = False
+    # After SIGTERM, how long the worker waits for its activities (a training attempt stops at the next
+    # step and writes a final checkpoint) before cancelling them. Unset: 90 s training, 30 s eval. The
+    # chart sets it to the pod's terminationGracePeriodSeconds minus a margin, so it ends before SIGKILL.
+    graceful_shutdown_s: float | None = Field(default=None, ge=0)
 
 
 @functools.cache

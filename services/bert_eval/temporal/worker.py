@@ -19,14 +19,15 @@ from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import connect, ensure_search_attributes
 from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
 
-__all__ = ["WorkerKind", "build_worker", "run_worker"]
+__all__ = ["WorkerKind", "build_worker", "graceful_shutdown_timeout", "run_worker"]
 
 log = telemetry.get_logger(__name__)
 
 # Heartbeats reach the server at least this often, so cancellation reaches training within seconds.
 _MAX_HEARTBEAT_THROTTLE = timedelta(seconds=2)
-# On SIGTERM the training worker gets this long to checkpoint and hand the run back.
-_GRACEFUL_SHUTDOWN = timedelta(seconds=90)
+# On SIGTERM a worker gets this long to checkpoint and hand the run back, unless
+# BERT_EVAL_GRACEFUL_SHUTDOWN_S (the chart: terminationGracePeriodSeconds minus a margin) says otherwise.
+_DEFAULT_GRACEFUL_SHUTDOWN = {"training": timedelta(seconds=90), "eval": timedelta(seconds=30)}
 
 
 class WorkerKind(str, Enum):
@@ -36,6 +37,7 @@ class WorkerKind(str, Enum):
 
 def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noqa: ANN001 (temporalio Client)
     """The worker for one pool, wired with its workflows and activities (no I/O happens here)."""
+    graceful = graceful_shutdown_timeout(kind, settings)
     if kind is WorkerKind.training:
         activities = TrainingActivities(runs_dir=settings.runs_dir, force_cpu=settings.force_cpu)
         return Worker(
@@ -46,7 +48,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noq
             max_concurrent_activities=settings.training_concurrency,
             max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
-            graceful_shutdown_timeout=_GRACEFUL_SHUTDOWN,
+            graceful_shutdown_timeout=graceful,
         )
     eval_activities = EvalActivities(runs_dir=settings.runs_dir, data_dir=settings.data_dir, force_cpu=settings.force_cpu)
     return Worker(
@@ -58,8 +60,15 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noq
         max_concurrent_activities=settings.eval_concurrency,
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
-        graceful_shutdown_timeout=timedelta(seconds=30),
+        graceful_shutdown_timeout=graceful,
     )
+
+
+def graceful_shutdown_timeout(kind: WorkerKind, settings: Settings) -> timedelta:
+    """How long this worker waits for its activities after SIGTERM."""
+    if settings.graceful_shutdown_s is not None:
+        return timedelta(seconds=settings.graceful_shutdown_s)
+    return _DEFAULT_GRACEFUL_SHUTDOWN[kind.value]
 
 
 def _free_local_port() -> int:
@@ -102,7 +111,14 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    log.info("worker starting", kind=kind.value, task_queue=queue, runs_dir=str(settings.runs_dir), metrics_port=settings.metrics_port)
+    log.info(
+        "worker starting",
+        kind=kind.value,
+        task_queue=queue,
+        runs_dir=str(settings.runs_dir),
+        metrics_port=settings.metrics_port,
+        graceful_shutdown_s=graceful_shutdown_timeout(kind, settings).total_seconds(),
+    )
     run_task = asyncio.create_task(worker.run())
     ready.set()
     stop_task = asyncio.create_task(stop.wait())
