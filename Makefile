@@ -126,8 +126,7 @@ chaos:
 # no grace period (as `bert-eval chaos kill --target k8s` does), wait for the result: `resumes: 1`.
 demo-k8s: experiment
 	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until checkpoint --timeout 1800
-	$(KUBECTL) -n $(NAMESPACE) delete pod --grace-period=0 --force \
-		-l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=training-worker
+	$(KUBECTL) -n $(NAMESPACE) delete pod --grace-period=0 --force -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=training-worker
 	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until done --timeout 7200
 
 # kind also maps NodePorts: Temporal UI http://localhost:8233, Grafana http://localhost:3000.

@@ -246,15 +246,23 @@ def wait_command(
     try:
         lines = asyncio.run(asyncio.wait_for(_wait(experiment_id, until, temporal), timeout))
     except TimeoutError:
-        raise _fail(
+        _fail(
             f"experiment {experiment_id}: not {until.value} after {timeout:.0f}s (Temporal at {temporal.address}). "
-            f"See `bert-eval status {experiment_id}`, or raise --timeout.",
-            code=1,
-        ) from None
+            f"See `bert-eval status {experiment_id}`, or raise --timeout."
+        )
+        _exit_without_finalizing(1)
     for line in lines:
         print(line, flush=True)
-    if until is WaitFor.done and any(": failed" in line for line in lines):
-        raise typer.Exit(1)
+    _exit_without_finalizing(1 if until is WaitFor.done and any(": failed" in line for line in lines) else 0)
+
+
+def _exit_without_finalizing(code: int) -> None:
+    """Exit now, skipping interpreter teardown: the Temporal client's native threads can abort it
+    (`Fatal Python error: PyGILState_Release`, temporalio/sdk-python#300) and turn a finished wait into
+    exit code -6, which `make demo-k8s` would take for a failure. Output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings, *, interval_s: float = 2.0) -> list[str]:

@@ -183,7 +183,7 @@ def test_kind_config_has_a_gpu_pool_worker_and_a_cpu_worker(kind_config: dict[st
         assert not Path(mount["hostPath"]).is_absolute(), "relative to the repository root (make kind-up's cwd)"
 
 
-MAKE_TARGETS = ["kind-up", "images", "kind-load", "deploy", "experiment", "chaos", "ui", "kind-down", "chart-lint"]
+MAKE_TARGETS = ["kind-up", "images", "kind-images", "kind-load", "deploy", "experiment", "chaos", "demo-k8s", "ui", "kind-down", "chart-lint"]
 
 
 def test_makefile_kubernetes_section() -> None:
