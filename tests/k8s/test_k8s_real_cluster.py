@@ -198,6 +198,7 @@ def test_kind_profile_ships_a_collector_and_jaeger_and_points_every_pod_at_them(
     (exporter_name,) = config["service"]["pipelines"]["traces"]["exporters"]
     assert config["exporters"][exporter_name]["endpoint"] == f"{RELEASE}-jaeger.{NAMESPACE}.svc:4317"
     assert set(config["service"]["pipelines"]["traces"]["processors"]) <= set(config["processors"])
+    assert f"svc/{RELEASE}-jaeger 16686:16686" in rendered.notes
     mount = next(m for m in collector["spec"]["containers"][0]["volumeMounts"] if m["name"] == "config")
     assert collector["spec"]["containers"][0]["args"] == [f"--config={mount['mountPath']}/config.yaml"]
 
