@@ -147,8 +147,8 @@ def run_baggage(**values: str | None) -> Iterator[None]:
 def check_otlp_endpoint(value: str, *, source: str = "OTEL_EXPORTER_OTLP_ENDPOINT") -> str:
     """`value` when it is an OTLP URL with an http/https scheme and a host; ValueError naming the fix otherwise.
 
-    Without a scheme the gRPC exporter takes `collector:4317` for a scheme-less target and silently
-    sends nothing, so a missing scheme is refused instead of ignored.
+    Without a scheme the gRPC exporter dials TLS (only `http://` means plaintext), so a plaintext
+    collector such as `collector:4317` never receives a span; a missing scheme is refused instead.
     """
     from urllib.parse import urlsplit
 
