@@ -4,6 +4,7 @@ CPU image on kind, Temporal from the official chart, RWX ownership, and the kind
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -221,7 +222,11 @@ def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> N
 def _make_dry_run(*targets: str) -> list[str]:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    done = subprocess.run(["make", "-n", *targets], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    # Under `make test-fast` the parent's MAKEFLAGS/MAKELEVEL would leak in (and print directories).
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", *targets], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
