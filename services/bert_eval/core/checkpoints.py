@@ -42,6 +42,7 @@ class Checkpoint:
         return json.loads((self.path / CHECKPOINT_MANIFEST).read_text())
 
 
+# Called with the action ("publish checkpoint-50", "prune checkpoints"); refuses by raising.
 Guard = Callable[[str], AbstractContextManager[Any]]
 
 
@@ -101,9 +102,12 @@ class CheckpointStore:
         manifest_file = staging / CHECKPOINT_MANIFEST
         manifest_file.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
         target = self.directory / f"checkpoint-{step}"
-        with self._guard(f"checkpoint-{step}"):
-            # An existing step (e.g. a time-based save right after a resume) is kept untouched.
-            publish_dir(staging, target)
+        try:
+            with self._guard(f"publish checkpoint-{step}"):
+                # An existing step (e.g. a time-based save right after a resume) is kept untouched.
+                publish_dir(staging, target)
+        finally:
+            discard_dir(staging)  # already gone when published
         return Checkpoint(step, target)
 
     def complete(self) -> list[Checkpoint]:
@@ -124,7 +128,7 @@ class CheckpointStore:
     def prune(self) -> list[Path]:
         """Delete all but the newest `keep` complete checkpoints and stale staging leftovers."""
         removed = []
-        with self._guard("checkpoint pruning"):
+        with self._guard("prune checkpoints"):
             for old in self.complete()[: -self.keep]:
                 shutil.rmtree(old.path, ignore_errors=True)
                 removed.append(old.path)

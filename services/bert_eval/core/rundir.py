@@ -121,12 +121,12 @@ class AttemptFence:
         return current is not None and current.get("token") == self.token
 
     @contextlib.contextmanager
-    def publishing(self, what: str) -> Iterator[None]:
-        """Hold the run's lock while `what` is published; StaleAttemptError if this attempt is superseded."""
+    def publishing(self, action: str) -> Iterator[None]:
+        """Hold the run's lock during `action` (a publication); StaleAttemptError if this attempt is superseded."""
         with self._locked():
             current = self._current()
             if current is None or current.get("token") != self.token:
-                raise self._refused(f"publish {what}", current)
+                raise self._refused(action, current)
             yield
 
     def _refused(self, action: str, current: dict[str, Any] | None) -> StaleAttemptError:

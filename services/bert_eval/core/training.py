@@ -224,7 +224,7 @@ def _publish_results(trainer: Trainer, layout: RunLayout, fence: AttemptFence, r
     staging = layout.root / f".model-staging-{uuid.uuid4().hex[:8]}"
     try:
         trainer.save_model(str(staging))
-        with fence.publishing("the final model and summary"):
+        with fence.publishing("publish the final model and summary"):
             # An existing model was left by an attempt that died between publishing it and the summary.
             publish_dir(staging, layout.model_dir, replace=True)
             atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": trainer.state.log_history})
