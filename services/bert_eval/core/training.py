@@ -87,7 +87,10 @@ def fine_tune(
 
     schema = request.snapshot.dataset_schema
     set_seed(hp.seed)  # the classifier head's random init must be the same on every attempt
-    tokenizer, model = load_for_classification(run.model, schema)
+    try:
+        tokenizer, model = load_for_classification(run.model, schema)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"run {run.id}: {exc}") from exc
     _check_sequence_length(run, model.config)
     # Saved with the final model, so evaluation truncates exactly as training did.
     tokenizer.model_max_length = hp.max_seq_length
