@@ -56,7 +56,7 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         schema = infer_schema(raw[spec.train_split], spec)
     except InvalidInputError as exc:
         raise _for_run(exc, request.run_id) from exc.__cause__
-    log.info("dataset schema", extra={"run_id": request.run_id, "task": schema.task.value, "classes": list(schema.label_names)})
+    log.info("run %s: %s task, classes %s", request.run_id, schema.task.value, list(schema.label_names) or "-")
 
     train = raw[spec.train_split]
     if request.max_train_samples is not None and request.max_train_samples < len(train):
