@@ -199,3 +199,13 @@ def test_a_really_full_volume_during_a_checkpoint(small_volume: Path, tmp_path: 
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-5"]
     manifest = json.loads((checkpoints / "checkpoint-5" / "bert-eval-checkpoint.json").read_text())
     assert manifest["step"] == 5
+
+
+def test_an_experiment_record_is_never_written_through_a_link(tmp_path: Path, runs_dir: Path) -> None:
+    from bert_eval.core.layout import experiment_file
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (runs_dir / "experiments").symlink_to(elsewhere)
+    with pytest.raises(InvalidInputError, match="experiment exp-1: .*experiments is a symbolic link"):
+        experiment_file(runs_dir, "exp-1")

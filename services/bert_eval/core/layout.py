@@ -20,7 +20,14 @@ def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
     """`<runs_dir>/experiments/<experiment_id>.json`: which runs an experiment holds (for reports)."""
     if normalize_id(experiment_id, what="experiment_id") != experiment_id:
         raise ValueError(f"experiment_id {experiment_id!r} is not canonical")
-    return Path(runs_dir) / "experiments" / f"{experiment_id}.json"
+    path = Path(runs_dir) / "experiments" / f"{experiment_id}.json"
+    for part in (path.parent, path):
+        if part.is_symlink():
+            raise InvalidInputError(
+                f"experiment {experiment_id}: {part} is a symbolic link; refusing to write through it. "
+                "Replace it with a plain directory or file."
+            )
+    return path
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from bert_eval.core.data import check_labels, infer_schema, load_splits
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.fsutil import atomic_write_json, publish_dir
+from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.layout import snapshots_dir
 from bert_eval.types import DatasetSchema, SnapshotInput, SnapshotResult, TaskType
 
@@ -95,20 +95,24 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
 
     staging = root / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    files = {}
-    for name, table in tables.items():
-        file = staging / f"{name}.parquet"
-        table.to_parquet(str(file))
-        files[file.name] = _sha256(file)
-    manifest = {
-        "snapshot_id": snapshot_id,
-        "selection": selection,
-        "schema": schema.model_dump(mode="json"),
-        "splits": splits,
-        "files": files,
-        "created_at": time.time(),
-    }
-    atomic_write_json(staging / MANIFEST, manifest)
+    try:
+        files = {}
+        for name, table in tables.items():
+            file = staging / f"{name}.parquet"
+            table.to_parquet(str(file))
+            files[file.name] = _sha256(file)
+        manifest = {
+            "snapshot_id": snapshot_id,
+            "selection": selection,
+            "schema": schema.model_dump(mode="json"),
+            "splits": splits,
+            "files": files,
+            "created_at": time.time(),
+        }
+        atomic_write_json(staging / MANIFEST, manifest)
+    except BaseException:
+        discard_dir(staging)  # a full volume leaves no half-written snapshot behind
+        raise
     if not publish_dir(staging, target):
         # Another worker published the same content first: theirs is as good as ours.
         log.info("snapshot %s was published concurrently; using the existing copy", snapshot_id)
