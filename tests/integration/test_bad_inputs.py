@@ -175,7 +175,7 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
     assert list(outside.iterdir()) == []
     with capsys.disabled():
         print(f"\nbad-input matrix: {len(expected)} runs failed in {total_s:.1f} s in total (submission to result), all at attempt 1")
-        for run_id, (cause, where) in expected.items():
+        for run_id, (_cause, where) in expected.items():
             print(f"  {run_id:15s} caught in {where:11s} workflow {seconds[run_id]:5.1f} s  {outcomes[run_id].error[:150]}")
     assert total_s < 60  # generous: measured well under 10 s on an idle 2-core machine
 

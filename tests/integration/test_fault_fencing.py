@@ -75,7 +75,6 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     # 3. SIGKILL while a checkpoint is being written.
     killed_run = stack.run_in_background({"experiment_id": "kill-mid-save", "runs": [tiny_run(tiny_model_dir, "mid-save", **LONG)]}, heartbeat_timeout_s=5)
     previous_step, tries = _kill_while_saving(first, _store(stack, "mid-save"))
-    killed_at = time.monotonic()
     second = stack.start_worker("training")
     [mid_save] = killed_run.result(timeout_s=400).runs
     assert mid_save.status == "completed", mid_save.error
@@ -114,7 +113,6 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
             f"steps lost {resume['steps_lost']}, recovery {resume['recovery_seconds']} s, metrics identical"
             f"\nfault 4 (stale attempt): {len(refused_lines)} write(s) refused: {refused_lines[0][:220]}; metrics identical"
         )
-    del killed_at
 
 
 def test_snapshot_tampered_between_training_and_evaluation_is_detected(stack: Stack, tiny_model_dir: Path) -> None:

@@ -192,7 +192,8 @@ def test_a_really_full_volume_during_a_checkpoint(small_volume: Path, tmp_path: 
     spec = _spec(tiny_model_dir, keep_checkpoints=3)
     runs_dir = small_volume / "bert_runs"
     snapshot = _snapshot(spec, runs_dir, data_dir)
-    with pytest.raises(OSError, match=r"run safe-run: cannot write the checkpoint of step 10 .*No space left on device; the previous checkpoint \(step 5\) is intact") as failure:
+    expected = r"run safe-run: cannot write the checkpoint of step 10 .*No space left on device; the previous checkpoint \(step 5\) is intact"
+    with pytest.raises(OSError, match=expected) as failure:
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert failure.value.errno == errno.ENOSPC
     checkpoints = RunLayout(runs_dir, spec.id).checkpoints
