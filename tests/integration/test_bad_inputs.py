@@ -91,20 +91,25 @@ def _dataset(root: Path, name: str, labels: list[str]) -> dict:
 
 
 async def _final_attempts(stack: Stack, workflow_id: str) -> tuple[dict[str, list[int]], float]:
-    """(activity type -> the attempt number of each activity's last start, seconds from the workflow's
-    first to its last history event), from the workflow's history."""
+    """From the workflow's history: activity type -> the attempt number of each activity's last start,
+    and the longest time from a failed activity's scheduling to its failure (queueing included: Temporal
+    writes an activity's started event only when the attempt ends, so its time says nothing)."""
     client = await stack.client()
     scheduled: dict[int, str] = {}
+    scheduled_at: dict[int, object] = {}
     attempts: dict[str, list[int]] = {}
-    times = []
+    failed_after = [0.0]
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
-        times.append(event.event_time.ToDatetime())
         if event.HasField("activity_task_scheduled_event_attributes"):
             scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled_at[event.event_id] = event.event_time.ToDatetime()
         elif event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes
             attempts.setdefault(scheduled[started.scheduled_event_id], []).append(started.attempt)
-    return attempts, (times[-1] - times[0]).total_seconds()
+        elif event.HasField("activity_task_failed_event_attributes"):
+            began = scheduled_at[event.activity_task_failed_event_attributes.scheduled_event_id]
+            failed_after.append((event.event_time.ToDatetime() - began).total_seconds())
+    return attempts, max(failed_after)
 
 
 @pytest.mark.integration
@@ -176,8 +181,8 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
     with capsys.disabled():
         print(f"\nbad-input matrix: {len(expected)} runs failed in {total_s:.1f} s in total (submission to result), all at attempt 1")
         for run_id, (_cause, where) in expected.items():
-            print(f"  {run_id:15s} caught in {where:11s} workflow {seconds[run_id]:5.1f} s  {outcomes[run_id].error[:150]}")
-    assert total_s < 60  # generous: measured well under 10 s on an idle 2-core machine
+            print(f"  {run_id:15s} failing {where:11s} activity failed {seconds[run_id]:5.1f} s after scheduling  {outcomes[run_id].error[:130]}")
+    assert total_s < 120  # generous (load); measured 18-24 s for all nine together on a shared 2-core machine
 
 
 @pytest.mark.integration
