@@ -164,16 +164,19 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
 
 def _print_results(result: ExperimentResult) -> None:
     table = Table(title=f"experiment {result.experiment_id}: results")
-    for column in ("run", "status", "steps", "final loss", "resumes", "metrics / error"):
+    for column in ("run", "status", "steps", "final loss", "resumes", "classes", "metrics / error"):
         table.add_column(column)
     for run in result.runs:
         summary = run.training
+        schema = summary.dataset_schema if summary else None
         table.add_row(
             run.run_id,
             run.status + (" (reused)" if run.reused else ""),
             str(summary.steps) if summary else "",
             f"{summary.final_loss:.4f}" if summary and summary.final_loss is not None else "",
             str(summary.resumes) if summary else "",
+            # The label set training used (recorded in the run's training summary): a stray class shows here.
+            (",".join(schema.label_names) or schema.task.value) if schema else "",
             run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
         )
     Console().print(table)

@@ -65,6 +65,35 @@ def _digest(payload: Any, length: int = 8) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+# The fields (per nested section) that RunSpec had when fingerprints were first written to run
+# directories. Frozen: never add to it. New fields enter a fingerprint only when set to a non-default value,
+# so their default must reproduce the behaviour of the release before them.
+_FINGERPRINT_V1_FIELDS: dict[str, Any] = {
+    "model": None,
+    "dataset": {"name", "path", "config", "text_columns", "label_column", "task", "train_split"},
+    "train": {
+        "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "max_seq_length",
+        "max_train_samples", "seed", "checkpoint_every_steps", "checkpoint_every_seconds",
+        "keep_checkpoints", "logging_steps",
+    },
+    "eval": {"split", "max_eval_samples", "batch_size"},
+}
+
+
+def _canonical(full: dict[str, Any], explicit: dict[str, Any], frozen: dict[str, Any] | set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in full.items():
+        if key in frozen:
+            nested = frozen[key] if isinstance(frozen, dict) else None
+            if nested is not None and isinstance(value, dict):
+                out[key] = _canonical(value, explicit.get(key) or {}, nested)
+            else:
+                out[key] = value
+        elif key in explicit:
+            out[key] = value
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -142,8 +171,19 @@ class RunSpec(_Strict):
         return None if value is None else normalize_id(value)
 
     def fingerprint(self) -> str:
-        """Digest of everything that determines the run's result (not its id)."""
-        return _digest(self.model_dump(mode="json", exclude={"run_id"}), length=16)
+        """Digest of everything that determines the run's result (not its id), stable across releases.
+
+        The canonical form (`fingerprint_form`) always holds the fields of the first release
+        (`_FINGERPRINT_V1_FIELDS`, defaults included: a changed default changes results), and a field
+        added later only when it differs from its default. So adding an optional field whose default
+        keeps the old behaviour leaves every existing fingerprint, run directory and derived run id valid.
+        """
+        return _digest(self.fingerprint_form(), length=16)
+
+    def fingerprint_form(self) -> dict[str, Any]:
+        full = self.model_dump(mode="json", exclude={"run_id"})
+        explicit = self.model_dump(mode="json", exclude={"run_id"}, exclude_defaults=True)
+        return _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
 
     def with_canonical_id(self) -> RunSpec:
         """The same spec with a run id: the given one, or one derived from the spec's content."""

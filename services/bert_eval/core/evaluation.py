@@ -17,7 +17,7 @@ from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.metrics import compute_metrics
-from bert_eval.core.snapshot import read_split
+from bert_eval.core.snapshot import eval_table, read_split
 from bert_eval.core.tokenize import tokenize_split
 from bert_eval.types import EvalRequest, EvalResult, SnapshotResult
 
@@ -40,6 +40,8 @@ def evaluate(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InvalidInputError(f"run {run_id}: no trained model at {model_dir}")
+    layout = RunLayout(runs_dir, run_id)
+    layout.ensure_safe()  # the result file must land inside the runs directory
     schema = snapshot.dataset_schema
     started = time.monotonic()
     with telemetry.tracer().start_as_current_span(
@@ -53,7 +55,8 @@ def evaluate(
             )
         # The trained model's tokenizer records the training max_seq_length: truncate the same way.
         max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-        split = tokenize_split(read_split(snapshot, request.split), tokenizer, max_length=max_length)
+        rows = read_split(snapshot, eval_table(request.split), run_id=run_id)  # digest-verified
+        split = tokenize_split(rows, tokenizer, max_length=max_length)
         loader = DataLoader(split, batch_size=request.batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
         all_logits, all_labels = [], []
         with torch.inference_mode():
@@ -69,7 +72,6 @@ def evaluate(
         span.set_attributes({f"metric.{k}": v for k, v in metrics.items()})
 
     duration = time.monotonic() - started
-    layout = RunLayout(runs_dir, run_id)
     result = EvalResult(
         run_id=run_id,
         split=request.split,

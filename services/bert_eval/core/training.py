@@ -6,8 +6,6 @@ one callback and stops (after saving a checkpoint) when `should_stop()` turns tr
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -30,11 +28,11 @@ from transformers import (
 from bert_eval import telemetry
 from bert_eval.core.checkpoints import Checkpoint, CheckpointStore
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
-from bert_eval.core.fsutil import atomic_write_json, fsync_tree
+from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.modeling import load_for_classification
-from bert_eval.core.rundir import claim_run_dir, completed_summary
+from bert_eval.core.rundir import AttemptFence, claim_run_dir, completed_summary
 from bert_eval.core.snapshot import read_split
 from bert_eval.core.tokenize import tokenize_split
 from bert_eval.types import CheckpointRef, RunSpec, SnapshotResult, TrainingProgress, TrainingSummary
@@ -55,6 +53,8 @@ class FineTuneRequest:
     attempt: int = 1
     # The previous attempt's last heartbeat, if any: where it stood when it was lost.
     previous: TrainingProgress | None = None
+    # When this attempt was scheduled (Temporal's clock); orders attempts for write fencing. None: now.
+    scheduled_at: float | None = None
 
 
 def fine_tune(
@@ -65,7 +65,6 @@ def fine_tune(
 ) -> TrainingSummary:
     run, hp = request.run, request.run.train
     layout = RunLayout(request.runs_dir, run.id)
-    layout.root.mkdir(parents=True, exist_ok=True)
     claim_run_dir(layout, run)
     if (done := completed_summary(layout, run)) is not None:
         log.info("training already completed; reusing it", run_id=run.id, steps=done.steps)
@@ -74,10 +73,13 @@ def fine_tune(
     report = _Reporter(run.id, request.attempt, on_progress)
     report.update(phase="loading")
     telemetry.set_phase(run.id, "loading")
+    # Fencing: from here on only the newest attempt may publish checkpoints, the model, the summary.
+    fence = AttemptFence(layout, attempt=request.attempt, scheduled_at=request.scheduled_at)
+    fence.claim()
     journal = RunJournal(layout.journal_file)
     journal.append("attempt", attempt=request.attempt)
 
-    store = CheckpointStore(layout.checkpoints, keep=hp.keep_checkpoints)
+    store = CheckpointStore(layout.checkpoints, keep=hp.keep_checkpoints, guard=fence.publishing)
     latest = store.latest_complete()
     if latest is not None:
         _check_checkpoint_matches(latest, run)
@@ -85,10 +87,14 @@ def fine_tune(
 
     schema = request.snapshot.dataset_schema
     set_seed(hp.seed)  # the classifier head's random init must be the same on every attempt
-    tokenizer, model = load_for_classification(run.model, schema)
+    try:
+        tokenizer, model = load_for_classification(run.model, schema)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"run {run.id}: {exc}") from exc
+    _check_sequence_length(run, model.config)
     # Saved with the final model, so evaluation truncates exactly as training did.
     tokenizer.model_max_length = hp.max_seq_length
-    train_split = read_split(request.snapshot, "train")
+    train_split = read_split(request.snapshot, "train", run_id=run.id)
     train_set = tokenize_split(train_split, tokenizer, max_length=hp.max_seq_length)
 
     args = TrainingArguments(
@@ -157,7 +163,6 @@ def fine_tune(
         raise TrainingInterrupted(run.id, state.global_step, str(newest.path) if newest else None)
 
     report.update(phase="saving", step=state.global_step)
-    _publish_final_model(trainer, layout)
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     final_window = losses[-hp.logging_steps :]
     resumes = journal.of_kind("resume")
@@ -177,8 +182,7 @@ def fine_tune(
         model_dir=str(layout.model_dir),
         snapshot_id=request.snapshot.snapshot_id,
     )
-    atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": state.log_history})
-    atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
+    _publish_results(trainer, layout, fence, run, summary)
     journal.append("completed", step=state.global_step, attempt=request.attempt)
     telemetry.set_phase(run.id, "completed")
     report.update(phase="completed", step=state.global_step)
@@ -192,6 +196,15 @@ def _check_checkpoint_matches(checkpoint: Checkpoint, run: RunSpec) -> None:
             f"run {run.id}: checkpoint {checkpoint.path} was written for a different model or configuration "
             f"(model {manifest.get('model')!r}); refusing to resume from it. Use a new run_id, or delete "
             f"{checkpoint.path.parent} to start this run over."
+        )
+
+
+def _check_sequence_length(run: RunSpec, config: Any) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and run.train.max_seq_length > limit:
+        raise InvalidInputError(
+            f"run {run.id}: train.max_seq_length {run.train.max_seq_length} exceeds model {run.model!r}'s "
+            f"position limit (max_position_embeddings {limit}); set train.max_seq_length to {limit} or less"
         )
 
 
@@ -209,16 +222,18 @@ def _compare_with_heartbeat(run_id: str, latest: Checkpoint | None, previous: Tr
         )
 
 
-def _publish_final_model(trainer: Trainer, layout: RunLayout) -> None:
+def _publish_results(trainer: Trainer, layout: RunLayout, fence: AttemptFence, run: RunSpec, summary: TrainingSummary) -> None:
+    """Final model, loss history and summary, published only while this attempt is the current one."""
     staging = layout.root / f".model-staging-{uuid.uuid4().hex[:8]}"
-    trainer.save_model(str(staging))
-    fsync_tree(staging)
-    if layout.model_dir.exists():
-        # Left by an attempt that died between publishing the model and writing the summary.
-        stale = layout.root / f".model-stale-{uuid.uuid4().hex[:8]}"
-        os.rename(layout.model_dir, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    os.rename(staging, layout.model_dir)
+    try:
+        trainer.save_model(str(staging))
+        with fence.publishing("publish the final model and summary"):
+            # An existing model was left by an attempt that died between publishing it and the summary.
+            publish_dir(staging, layout.model_dir, replace=True)
+            atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": trainer.state.log_history})
+            atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
+    finally:
+        discard_dir(staging)
 
 
 class _Reporter:
@@ -273,16 +288,15 @@ class _CheckpointingTrainer(Trainer):
         telemetry.set_phase(self._run_id, "saving")
         started = time.monotonic()
         with telemetry.tracer().start_as_current_span("checkpoint.save", attributes={"run_id": self._run_id, "step": step}):
-            self._staging = self._store.new_staging_dir()
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                staging_root, self._staging = self._staging, None
-            written = staging_root / f"checkpoint-{step}"
-            checkpoint = self._store.publish(
-                written, step=step, manifest={"fingerprint": self._fingerprint, "model": self._model_name}
-            )
-            staging_root.rmdir()
+            with self._store.staging(step=step, owner=f"run {self._run_id}") as staging_root:
+                self._staging = staging_root
+                try:
+                    super()._save_checkpoint(model, trial)
+                finally:
+                    self._staging = None
+                checkpoint = self._store.publish(
+                    staging_root / f"checkpoint-{step}", step=step, manifest={"fingerprint": self._fingerprint, "model": self._model_name}
+                )
             self._store.prune()
         seconds = time.monotonic() - started
         size = sum(f.stat().st_size for f in checkpoint.path.rglob("*") if f.is_file())

@@ -24,7 +24,7 @@ from bert_eval.core.evaluation import evaluate, load_eval_result
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
-from bert_eval.core.snapshot import create_snapshot, open_snapshot
+from bert_eval.core.snapshot import create_snapshot, eval_table, open_snapshot
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.types import (
@@ -127,7 +127,9 @@ class TrainingActivities:
         stop = threading.Event()
         relay = _ProgressRelay(TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading"), stop)
         core_request = FineTuneRequest(
-            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=self.device, attempt=info.attempt, previous=previous
+            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=self.device, attempt=info.attempt, previous=previous,
+            # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
+            scheduled_at=info.current_attempt_scheduled_time.timestamp(),
         )
         with _activity_scope(run.id, request.experiment_id):
             log.info("fine-tune started", device=self.device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
@@ -193,7 +195,7 @@ class EvalActivities:
                 return ExistingRun()
             snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
             evaluation = load_eval_result(layout, run.eval.split)
-            if evaluation is not None and evaluation.examples != snapshot.splits.get(run.eval.split):
+            if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
 
