@@ -31,6 +31,8 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "RunStatus",
+    "PredictInput",
+    "PredictResult",
     "SnapshotInput",
     "SnapshotResult",
     "TaskType",
@@ -119,12 +121,24 @@ class TrainHyperparameters(_Strict):
     keep_checkpoints: int = Field(default=2, ge=1, le=100)
     # Progress log lines every N steps; the summary's final_loss is the mean over the last N steps.
     logging_steps: int = Field(default=10, ge=1)
+    # max_train_samples takes a seeded random subset; false takes the first N rows instead.
+    shuffle_before_select: bool = True
+    # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
+    use_gpu: bool = True
 
 
 class EvalRequest(_Strict):
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     max_eval_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
+
+
+# Fields that say where a run executes, not what it computes: left out of its fingerprint.
+_PLACEMENT_FIELDS = {"train": {"use_gpu"}, "eval": {"use_gpu"}}
+# Knobs added after runs were recorded: left out of the fingerprint at their default, so the fingerprints
+# (run directories, checkpoints, reuse) of specs that do not use them stay what they were.
+_LATER_KNOB_DEFAULTS = {"train": {"shuffle_before_select": True}}
 
 
 class RunSpec(_Strict):
@@ -143,7 +157,12 @@ class RunSpec(_Strict):
 
     def fingerprint(self) -> str:
         """Digest of everything that determines the run's result (not its id)."""
-        return _digest(self.model_dump(mode="json", exclude={"run_id"}), length=16)
+        payload = self.model_dump(mode="json", exclude={"run_id": True, **_PLACEMENT_FIELDS})
+        for section, defaults in _LATER_KNOB_DEFAULTS.items():
+            for key, default in defaults.items():
+                if payload[section].get(key) == default:
+                    del payload[section][key]
+        return _digest(payload, length=16)
 
     def with_canonical_id(self) -> RunSpec:
         """The same spec with a run id: the given one, or one derived from the spec's content."""
@@ -205,6 +224,7 @@ class SnapshotInput(_Strict):
     eval_split: str = "validation"
     max_eval_samples: int | None = None
     seed: int = 42
+    shuffle_before_select: bool = True
 
     @classmethod
     def for_run(cls, run: RunSpec) -> SnapshotInput:
@@ -216,6 +236,7 @@ class SnapshotInput(_Strict):
             eval_split=run.eval.split,
             max_eval_samples=run.eval.max_eval_samples,
             seed=run.train.seed,
+            shuffle_before_select=run.train.shuffle_before_select,
         )
 
 
@@ -239,6 +260,7 @@ class TrainingInput(_Strict):
     snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_attempts: int = Field(default=20, ge=1, le=1000)
+    expected_snapshot_id: str | None = None  # a pinned snapshot (reference input's dataset_snapshot)
 
 
 class TrainingProgress(BaseModel):
@@ -348,3 +370,29 @@ class RunResult(BaseModel):
 class ExperimentResult(BaseModel):
     experiment_id: str
     runs: list[RunResult]
+
+
+# --------------------------------------------------------------------------- predictions from a trained run
+# Field names follow the reference design's BertInferenceRequest / BertInferenceResult.
+
+
+class PredictInput(_Strict):
+    run_id: str
+    texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
+    max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
+    use_gpu: bool = True
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+    @field_validator("run_id")
+    @classmethod
+    def _valid_run_id(cls, value: str) -> str:
+        return normalize_id(value)
+
+
+class PredictResult(BaseModel):
+    run_id: str
+    texts: list[str]
+    predicted_labels: list[str]  # the dataset's own label names (regression: the predicted value as text)
+    predicted_label_ids: list[int] = []  # classification: index into the run's sorted label set
+    confidences: list[float] = []  # classification: softmax probability of the predicted label
+    scores: list[float] | None = None  # regression: the predicted values

@@ -41,7 +41,9 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
 
     train = raw[spec.train_split]
     if request.max_train_samples is not None and request.max_train_samples < len(train):
-        train = train.shuffle(seed=request.seed).select(range(request.max_train_samples))
+        if request.shuffle_before_select:
+            train = train.shuffle(seed=request.seed)
+        train = train.select(range(request.max_train_samples))
     evaluation = raw[request.eval_split]
     if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
         evaluation = evaluation.select(range(request.max_eval_samples))
@@ -60,6 +62,8 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         "seed": request.seed,
         "schema": schema.model_dump(mode="json"),
     }
+    if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
+        selection["shuffle_before_select"] = False
     snapshot_id = _content_id(selection, tables)
     root = snapshots_dir(runs_dir)
     target = root / snapshot_id
