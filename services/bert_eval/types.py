@@ -210,7 +210,7 @@ class DatasetSchema(_Strict):
     text_columns: tuple[str, ...]
     label_column: str
     task: TaskType
-    label_names: tuple[str, ...] = ()  # sorted label values as strings (classification only)
+    label_names: tuple[str, ...] = ()  # sorted label values as strings, or a ClassLabel's names (classification only)
 
     @property
     def num_labels(self) -> int:

@@ -154,7 +154,11 @@ def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> An
             raise InvalidInputError(f"{where}: regression labels must be numbers ({exc})") from exc
         return out
     index = {name: i for i, name in enumerate(schema.label_names)}
-    as_text = labels.map(str)
+    feature = split.features[schema.label_column]
+    if isinstance(feature, datasets.ClassLabel):  # class ids -> the names the schema holds
+        as_text = labels.map(lambda v: feature.int2str(v) if 0 <= v < feature.num_classes else str(v))
+    else:
+        as_text = labels.map(str)
     unknown = sorted(set(as_text) - set(index))
     if unknown:
         raise InvalidInputError(
