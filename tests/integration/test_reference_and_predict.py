@@ -130,6 +130,7 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
 
 def test_invalid_reference_input_fails_the_workflow_with_the_field_named(stack: Stack, tiny_model_dir: Path) -> None:
     stack.start_worker("eval")
+    stack.start_worker("training")
     config = _reference_config(tiny_model_dir, "bad-run")
     config["evaluation_config"]["max_seq_length"] = 128
     config["fine_tune_config"]["run_id"] = "bad-run"
@@ -144,3 +145,13 @@ def test_invalid_reference_input_fails_the_workflow_with_the_field_named(stack: 
     reply = _temporal_execute(stack, "reference-typo", {"configs": [typo]})
     assert reply["status"] == "FAILED", reply
     assert "configs.0.fine_tune_config.num_epoch: Extra inputs are not permitted" in json.dumps(reply)
+
+    # A pinned snapshot that the run's data selection does not reproduce: the run fails before training,
+    # and the coordinator fails as the reference design's does when a run fails.
+    pinned = _reference_config(tiny_model_dir, "pinned-run")
+    pinned["dataset_snapshot"] = {"snapshot_id": "0123456789abcdef", "dataset_name": "glue", "dataset_config": "sst2"}
+    reply = _temporal_execute(stack, "reference-pinned", {"configs": [pinned]})
+    assert reply["status"] == "FAILED", reply
+    message = json.dumps(reply)
+    assert "1 of 1 runs failed: run pinned-run: dataset_snapshot pins snapshot 0123456789abcdef" in message
+    assert not (stack.runs_dir / "runs" / "pinned-run" / "checkpoints").exists()

@@ -19,7 +19,6 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from bert_eval.telemetry import run_baggage
     from pydantic import ValidationError
-
     from bert_eval.experiment import describe_validation_error
     from bert_eval.reference import (
         BertEvalResult,
@@ -119,8 +118,11 @@ class TrainingWorkflow:
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=_SHORT_RETRY,
         )
-        if request.expected_snapshot_id is not None and snapshot.snapshot_id != request.expected_snapshot_id:
-            raise ApplicationError(_snapshot_mismatch(run.id, request.expected_snapshot_id, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True)
+        pinned = request.expected_snapshot_id
+        if pinned is not None and snapshot.snapshot_id != pinned:
+            raise ApplicationError(
+                _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
+            )
         self._progress = self._progress.model_copy(update={"phase": "loading"})
         summary: TrainingSummary = await workflow.execute_activity(
             "fine_tune",
@@ -213,7 +215,8 @@ class CoordinatorWorkflow:
             if record.status == "completed" and record.evaluation is not None:
                 results.append(reference_result(run, record.evaluation, reused=record.reused))
             else:
-                failures.append(f"run {record.run_id}: {record.error}")
+                error = record.error or "failed"
+                failures.append(error if error.startswith(f"run {record.run_id}") else f"run {record.run_id}: {error}")
         if failures:
             # The reference design fails the coordinator when a run fails; the other runs still finished
             # (their results are in the details, and on disk for reuse when the input is resubmitted).
