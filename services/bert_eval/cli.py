@@ -281,7 +281,7 @@ async def _predict(request):  # noqa: ANN001, ANN202 (PredictInput -> PredictRes
         cause: BaseException | None = exc
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        raise _fail(str(cause), code=1) from None
+        raise _fail(getattr(cause, "message", str(cause)), code=1) from None
 
 
 # --------------------------------------------------------------------------- up and demo

@@ -153,5 +153,6 @@ def test_invalid_reference_input_fails_the_workflow_with_the_field_named(stack: 
     reply = _temporal_execute(stack, "reference-pinned", {"configs": [pinned]})
     assert reply["status"] == "FAILED", reply
     message = json.dumps(reply)
-    assert "1 of 1 runs failed: run pinned-run: dataset_snapshot pins snapshot 0123456789abcdef" in message
+    assert "1 of 1 runs failed: " in message
+    assert "run pinned-run: dataset_snapshot pins snapshot 0123456789abcdef, but the run's data selection gives" in message
     assert not (stack.runs_dir / "runs" / "pinned-run" / "checkpoints").exists()

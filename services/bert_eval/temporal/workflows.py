@@ -216,7 +216,7 @@ class CoordinatorWorkflow:
                 results.append(reference_result(run, record.evaluation, reused=record.reused))
             else:
                 error = record.error or "failed"
-                failures.append(error if error.startswith(f"run {record.run_id}") else f"run {record.run_id}: {error}")
+                failures.append(error if f"run {record.run_id}:" in error else f"run {record.run_id}: {error}")
         if failures:
             # The reference design fails the coordinator when a run fails; the other runs still finished
             # (their results are in the details, and on disk for reuse when the input is resubmitted).
