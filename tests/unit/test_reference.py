@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 
+from bert_eval.core.snapshot import create_snapshot, read_split
 from bert_eval.experiment import parse_experiment
 from bert_eval.reference import ReferenceInputError, is_reference_input, parse_reference_input, reference_result
 from bert_eval.types import EvalResult, RunSpec, SnapshotInput
@@ -164,3 +168,18 @@ def test_result_has_the_reference_fields_and_accuracy_only_for_classification() 
     regression = evaluation.model_copy(update={"metrics": {"pearson": 0.5, "spearman": 0.4, "mse": 1.2}})
     scored = reference_result(run, regression, reused=False)
     assert scored.accuracy is None and scored.metrics["pearson"] == 0.5
+
+
+def test_shuffle_before_select_false_trains_on_the_first_rows(runs_dir: Path, data_dir: Path) -> None:
+    config = _config(fine_tune_config__shuffle_before_select=False, fine_tune_config__max_train_samples=50,
+                     fine_tune_config__max_eval_samples=20, evaluation_config={"max_eval_samples": 20})
+    (first_n,) = parse_reference_input({"configs": [config]})
+    config["fine_tune_config"]["shuffle_before_select"] = True
+    (shuffled,) = parse_reference_input({"configs": [config]})
+    with open(data_dir / "glue" / "sst2" / "train.tsv", newline="") as handle:
+        head = [row["sentence"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)][:50]
+
+    taken = create_snapshot(SnapshotInput.for_run(first_n.spec), runs_dir=runs_dir, data_dir=data_dir)
+    assert read_split(taken, "train")["text"] == head
+    sampled = create_snapshot(SnapshotInput.for_run(shuffled.spec), runs_dir=runs_dir, data_dir=data_dir)
+    assert read_split(sampled, "train")["text"] != head and sampled.snapshot_id != taken.snapshot_id
