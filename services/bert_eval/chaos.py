@@ -2,7 +2,7 @@
 
 Targets are local processes (`--target local`: SIGKILL) or pods (`--target k8s`: delete with grace
 period 0). When Temporal can be reached, the victim is a worker that holds a running training
-activity: each running `TrainingWorkflow`'s pending activities name their worker as `pid@hostname`
+activity: each running training workflow's (`CheckpointedBertTrainingWorkflow`) pending activities name their worker as `pid@hostname`
 (the SDK's default identity; in a pod the hostname is the pod name). When Temporal cannot tell,
 any training worker is chosen.
 
@@ -27,6 +27,7 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from bert_eval import telemetry
+from bert_eval.temporal.workflows import TRAINING_WORKFLOW_TYPE
 
 __all__ = [
     "BUSY_TRAINING_QUERY",
@@ -48,7 +49,7 @@ __all__ = [
 
 log = telemetry.get_logger(__name__)
 
-BUSY_TRAINING_QUERY = "WorkflowType='TrainingWorkflow' AND ExecutionStatus='Running'"
+BUSY_TRAINING_QUERY = f"WorkflowType='{TRAINING_WORKFLOW_TYPE}' AND ExecutionStatus='Running'"
 DEFAULT_SELECTOR = "app.kubernetes.io/component=training-worker"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Connecting, listing and describing together; past this the kill goes ahead without Temporal's view.

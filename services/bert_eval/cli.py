@@ -1,4 +1,4 @@
-"""`bert-eval` command line: server, workers, run, status, wait, up, demo, chaos, report."""
+"""`bert-eval` command line: server, workers, run, status, wait, predict, up, demo, chaos, report."""
 
 from __future__ import annotations
 
@@ -310,6 +310,72 @@ def _result_line(run: RunResult) -> str:
         parts += [f"steps {summary.steps}", f"resumes: {summary.resumes}"]
     parts.append(run.error or ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
     return ", ".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@app.command()
+def predict(
+    run_id: Annotated[str, typer.Argument(help="a trained run's id")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to label (sentence pairs: 'first<TAB>second')")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="more texts, one per line")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON instead of a table")] = False,
+) -> None:
+    """Label texts with a trained run's final model (on the eval pool), in the dataset's own label names."""
+    from bert_eval.types import PredictInput
+
+    all_texts = list(texts or [])
+    if file is not None:
+        try:
+            all_texts += [line for line in file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    if not all_texts:
+        raise _fail('nothing to predict: give texts (bert-eval predict RUN_ID "a text" ...) or --file FILE')
+    try:
+        request = PredictInput(run_id=run_id, texts=tuple(all_texts))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    result = asyncio.run(_predict(request))
+    if json_out:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"predictions of run {result.run_id}")
+    for column in ("text", "label", "confidence" if not result.scores else "score"):
+        table.add_column(column)
+    for index, text in enumerate(result.texts):
+        value = result.scores[index] if result.scores else result.confidences[index]
+        table.add_row(text, result.predicted_labels[index], f"{value:.4f}")
+    Console().print(table)
+
+
+async def _predict(request):  # noqa: ANN001, ANN202 (PredictInput -> PredictResult; imports kept lazy)
+    import uuid
+
+    from temporalio.client import WorkflowFailureError
+
+    from bert_eval.settings import EVAL_TASK_QUEUE
+    from bert_eval.temporal.client import connect
+    from bert_eval.temporal.workflows import PredictWorkflow, predict_workflow_id
+
+    temporal = get_temporal_settings()
+    try:
+        client = await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    try:
+        return await client.execute_workflow(
+            PredictWorkflow.run,
+            request,
+            id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12]),
+            task_queue=EVAL_TASK_QUEUE,
+        )
+    except WorkflowFailureError as exc:
+        cause: BaseException | None = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise _fail(getattr(cause, "message", str(cause)), code=1) from None
 
 
 # --------------------------------------------------------------------------- up and demo

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from bert_eval.types import Experiment, RunSpec, normalize_id
 
-__all__ = ["ExperimentFileError", "expand_grid", "load_experiment", "parse_experiment"]
+__all__ = ["ExperimentFileError", "describe_validation_error", "expand_grid", "load_experiment", "parse_experiment"]
 
 _TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid"}
 
@@ -68,12 +68,12 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
         try:
             specs.append(RunSpec.model_validate(run))
         except ValidationError as exc:
-            raise ExperimentFileError(f"{source}: {label}: {_describe(exc)}") from None
+            raise ExperimentFileError(f"{source}: {label}: {describe_validation_error(exc)}") from None
     try:
         experiment_id = document.get("experiment_id")
         return Experiment(experiment_id=experiment_id, runs=tuple(specs)).canonical()
     except ValidationError as exc:
-        raise ExperimentFileError(f"{source}: {_describe(exc)}") from None
+        raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:
         raise ExperimentFileError(f"{source}: {exc}") from None
 
@@ -131,7 +131,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "value"

@@ -27,6 +27,8 @@ __all__ = [
     "ExistingRun",
     "Experiment",
     "ExperimentResult",
+    "PredictInput",
+    "PredictResult",
     "RunPhase",
     "RunResult",
     "RunSpec",
@@ -148,12 +150,21 @@ class TrainHyperparameters(_Strict):
     keep_checkpoints: int = Field(default=2, ge=1, le=100)
     # Progress log lines every N steps; the summary's final_loss is the mean over the last N steps.
     logging_steps: int = Field(default=10, ge=1)
+    # max_train_samples takes a seeded random subset; false takes the first N rows instead.
+    shuffle_before_select: bool = True
+    # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
+    use_gpu: bool = True
 
 
 class EvalRequest(_Strict):
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     max_eval_samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=64, ge=1, le=4096)
+    use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
+
+
+# Fields that say where a run executes, not what it computes: left out of its fingerprint.
+_PLACEMENT_FIELDS = {"train": {"use_gpu"}, "eval": {"use_gpu"}}
 
 
 class RunSpec(_Strict):
@@ -181,8 +192,10 @@ class RunSpec(_Strict):
         return _digest(self.fingerprint_form(), length=16)
 
     def fingerprint_form(self) -> dict[str, Any]:
-        full = self.model_dump(mode="json", exclude={"run_id"})
-        explicit = self.model_dump(mode="json", exclude={"run_id"}, exclude_defaults=True)
+        # Placement (which device runs it) does not change what is computed.
+        exclude = {"run_id": True, **_PLACEMENT_FIELDS}
+        full = self.model_dump(mode="json", exclude=exclude)
+        explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         return _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
 
     def with_canonical_id(self) -> RunSpec:
@@ -231,7 +244,7 @@ class DatasetSchema(_Strict):
     text_columns: tuple[str, ...]
     label_column: str
     task: TaskType
-    label_names: tuple[str, ...] = ()  # sorted label values as strings (classification only)
+    label_names: tuple[str, ...] = ()  # sorted label values as strings, or a ClassLabel's names (classification only)
 
     @property
     def num_labels(self) -> int:
@@ -245,6 +258,7 @@ class SnapshotInput(_Strict):
     eval_split: str = "validation"
     max_eval_samples: int | None = None
     seed: int = 42
+    shuffle_before_select: bool = True
 
     @classmethod
     def for_run(cls, run: RunSpec) -> SnapshotInput:
@@ -256,6 +270,7 @@ class SnapshotInput(_Strict):
             eval_split=run.eval.split,
             max_eval_samples=run.eval.max_eval_samples,
             seed=run.train.seed,
+            shuffle_before_select=run.train.shuffle_before_select,
         )
 
 
@@ -279,6 +294,7 @@ class TrainingInput(_Strict):
     snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_attempts: int = Field(default=20, ge=1, le=1000)
+    expected_snapshot_id: str | None = None  # a pinned snapshot (reference input's dataset_snapshot)
 
 
 class TrainingProgress(BaseModel):
@@ -388,3 +404,29 @@ class RunResult(BaseModel):
 class ExperimentResult(BaseModel):
     experiment_id: str
     runs: list[RunResult]
+
+
+# --------------------------------------------------------------------------- predictions from a trained run
+# Field names follow the reference design's BertInferenceRequest / BertInferenceResult.
+
+
+class PredictInput(_Strict):
+    run_id: str
+    texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
+    max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
+    use_gpu: bool = True
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+    @field_validator("run_id")
+    @classmethod
+    def _valid_run_id(cls, value: str) -> str:
+        return normalize_id(value)
+
+
+class PredictResult(BaseModel):
+    run_id: str
+    texts: list[str]
+    predicted_labels: list[str]  # the dataset's own label names (regression: the predicted value as text)
+    predicted_label_ids: list[int] = []  # classification: index into the run's sorted label set
+    confidences: list[float] = []  # classification: softmax probability of the predicted label
+    scores: list[float] | None = None  # regression: the predicted values

@@ -135,7 +135,12 @@ def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
     if task is TaskType.regression:
         return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task)
 
-    label_names = tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
+    feature = train.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        # The dataset's own class names (hub GLUE: negative/positive), in class-id order.
+        label_names = tuple(feature.int2str(v) for v in sorted(set(labels)) if 0 <= v < feature.num_classes)
+    else:
+        label_names = tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
     if len(label_names) < 2:
         raise InvalidInputError(
             f"dataset {spec.label!r}: label column {label_column!r} has a single value {label_names}; "

@@ -60,7 +60,9 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
 
     train = raw[spec.train_split]
     if request.max_train_samples is not None and request.max_train_samples < len(train):
-        train = train.shuffle(seed=request.seed).select(range(request.max_train_samples))
+        if request.shuffle_before_select:
+            train = train.shuffle(seed=request.seed)
+        train = train.select(range(request.max_train_samples))
     if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
         evaluation = evaluation.select(range(request.max_eval_samples))
     if len(evaluation) == 0:
@@ -78,6 +80,8 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         "seed": request.seed,
         "schema": schema.model_dump(mode="json"),
     }
+    if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
+        selection["shuffle_before_select"] = False
     snapshot_id = _content_id(selection, tables)
     root = snapshots_dir(runs_dir)
     target = root / snapshot_id
@@ -186,7 +190,11 @@ def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> An
             raise InvalidInputError(f"{where}: regression labels must be numbers ({exc})") from exc
         return out
     index = {name: i for i, name in enumerate(schema.label_names)}
-    as_text = labels.map(str)
+    feature = split.features[schema.label_column]
+    if isinstance(feature, datasets.ClassLabel):  # class ids -> the names the schema holds
+        as_text = labels.map(lambda v: feature.int2str(v) if 0 <= v < feature.num_classes else str(v))
+    else:
+        as_text = labels.map(str)
     unknown = sorted(set(as_text) - set(index))
     if unknown:
         raise InvalidInputError(

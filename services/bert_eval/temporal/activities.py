@@ -22,6 +22,7 @@ from bert_eval import telemetry
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
 from bert_eval.core.evaluation import evaluate, load_eval_result
 from bert_eval.core.fsutil import atomic_write_json
+from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
 from bert_eval.core.snapshot import create_snapshot, eval_table, open_snapshot
@@ -32,6 +33,8 @@ from bert_eval.types import (
     EvalRunInput,
     ExistingRun,
     Experiment,
+    PredictInput,
+    PredictResult,
     RunSpec,
     SnapshotInput,
     SnapshotResult,
@@ -126,13 +129,14 @@ class TrainingActivities:
                 previous = TrainingProgress.model_validate(info.heartbeat_details[0])
         stop = threading.Event()
         relay = _ProgressRelay(TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading"), stop)
+        device = self.device if run.train.use_gpu else "cpu"
         core_request = FineTuneRequest(
-            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=self.device, attempt=info.attempt, previous=previous,
+            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device, attempt=info.attempt, previous=previous,
             # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
             scheduled_at=info.current_attempt_scheduled_time.timestamp(),
         )
         with _activity_scope(run.id, request.experiment_id):
-            log.info("fine-tune started", device=self.device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
+            log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
             work = asyncio.create_task(
                 _in_thread(lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set), tick=relay.tick)
             )
@@ -212,9 +216,26 @@ class EvalActivities:
                     snapshot=request.snapshot,
                     request=request.request,
                     runs_dir=self.runs_dir,
-                    device=self.device,
+                    device=self.device if request.request.use_gpu else "cpu",
                 )
             )
 
+    @activity.defn(name="predict")
+    async def predict(self, request: PredictInput) -> PredictResult:
+        """Label texts with a trained run's final model (eval pool)."""
+        with _activity_scope(request.run_id):
+            result = await _in_thread(
+                lambda: predict(
+                    run_id=request.run_id,
+                    texts=request.texts,
+                    runs_dir=self.runs_dir,
+                    device=self.device if request.use_gpu else "cpu",
+                    batch_size=request.batch_size,
+                    max_seq_length=request.max_seq_length,
+                )
+            )
+            log.info("predicted", texts=len(request.texts))
+            return result
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model]
+        return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model, self.predict]

@@ -17,7 +17,7 @@ from bert_eval import telemetry
 from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE, Settings, get_settings
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import connect, ensure_search_attributes
-from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
+from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, PredictWorkflow, TrainingWorkflow
 
 __all__ = ["WorkerKind", "build_worker", "graceful_shutdown_timeout", "run_worker"]
 
@@ -54,7 +54,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noq
     return Worker(
         client,
         task_queue=EVAL_TASK_QUEUE,
-        workflows=[CoordinatorWorkflow, EvalWorkflow],
+        workflows=[CoordinatorWorkflow, EvalWorkflow, PredictWorkflow],
         activities=eval_activities.all(),
         activity_executor=ThreadPoolExecutor(max_workers=settings.eval_concurrency),
         max_concurrent_activities=settings.eval_concurrency,

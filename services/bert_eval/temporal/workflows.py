@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -17,6 +18,16 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from bert_eval.telemetry import run_baggage
+    from pydantic import ValidationError
+    from bert_eval.experiment import describe_validation_error
+    from bert_eval.reference import (
+        BertEvalResult,
+        ReferenceInputError,
+        ReferenceRun,
+        is_reference_input,
+        parse_reference_input,
+        reference_result,
+    )
     from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
     from bert_eval.types import (
         CoordinatorInput,
@@ -24,7 +35,10 @@ with workflow.unsafe.imports_passed_through():
         EvalResult,
         EvalRunInput,
         ExistingRun,
+        Experiment,
         ExperimentResult,
+        PredictInput,
+        PredictResult,
         RunPhase,
         RunResult,
         RunSpec,
@@ -38,15 +52,27 @@ with workflow.unsafe.imports_passed_through():
     )
 
 __all__ = [
+    "COORDINATOR_WORKFLOW_TYPE",
     "CoordinatorWorkflow",
+    "EVAL_WORKFLOW_TYPE",
     "EvalWorkflow",
     "EXPERIMENT_ID",
+    "PREDICT_WORKFLOW_TYPE",
+    "PredictWorkflow",
     "RUN_ID",
+    "TRAINING_WORKFLOW_TYPE",
     "TrainingWorkflow",
     "coordinator_workflow_id",
     "eval_workflow_id",
+    "predict_workflow_id",
     "training_workflow_id",
 ]
+
+# Workflow type names on the wire: the reference design's, so its clients start bert-eval's workflows by name.
+COORDINATOR_WORKFLOW_TYPE = "CoordinatorWorkflow"
+TRAINING_WORKFLOW_TYPE = "CheckpointedBertTrainingWorkflow"
+EVAL_WORKFLOW_TYPE = "BertEvalWorkflow"
+PREDICT_WORKFLOW_TYPE = "PredictWorkflow"
 
 # "RunId" is Temporal's own system attribute (the execution run id), hence the prefix.
 RUN_ID = SearchAttributeKey.for_keyword("BertRunId")
@@ -68,7 +94,11 @@ def eval_workflow_id(run_id: str, split: str) -> str:
     return f"eval-{run_id}-{split}"
 
 
-@workflow.defn
+def predict_workflow_id(run_id: str, request_id: str) -> str:
+    return f"predict-{run_id}-{request_id}"
+
+
+@workflow.defn(name=TRAINING_WORKFLOW_TYPE)
 class TrainingWorkflow:
     """Snapshot the run's data (CPU pool), then fine-tune with checkpoints (GPU pool)."""
 
@@ -88,6 +118,11 @@ class TrainingWorkflow:
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=_SHORT_RETRY,
         )
+        pinned = request.expected_snapshot_id
+        if pinned is not None and snapshot.snapshot_id != pinned:
+            raise ApplicationError(
+                _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
+            )
         self._progress = self._progress.model_copy(update={"phase": "loading"})
         summary: TrainingSummary = await workflow.execute_activity(
             "fine_tune",
@@ -120,7 +155,7 @@ class TrainingWorkflow:
         return self._progress
 
 
-@workflow.defn
+@workflow.defn(name=EVAL_WORKFLOW_TYPE)
 class EvalWorkflow:
     """Evaluate one trained model on one split (CPU pool)."""
 
@@ -137,16 +172,63 @@ class EvalWorkflow:
         )
 
 
-@workflow.defn
+@workflow.defn(name=COORDINATOR_WORKFLOW_TYPE)
 class CoordinatorWorkflow:
     """Train every run at once, evaluate each as soon as its training ends, report one record per run."""
 
     def __init__(self) -> None:
         self._status: dict[str, RunStatus] = {}
         self._experiment_id = ""
+        self._snapshot_pins: dict[str, str] = {}  # run_id -> snapshot id the reference input pinned
 
+    # The input is decoded here, not by the data converter, so that invalid input fails the workflow with a
+    # message naming the field instead of failing its workflow task over and over.
     @workflow.run
-    async def run(self, request: CoordinatorInput) -> ExperimentResult:
+    async def run(self, payload: Any) -> Any:
+        """bert-eval's CoordinatorInput -> ExperimentResult; the reference's {"configs": [...]} -> list[BertEvalResult]."""
+        if is_reference_input(payload):
+            try:
+                runs = parse_reference_input(payload)
+            except ReferenceInputError as exc:
+                raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+            return await self._run_reference(runs)
+        try:
+            request = CoordinatorInput.model_validate(payload)
+        except ValidationError as exc:
+            raise ApplicationError(
+                f"invalid CoordinatorWorkflow input: {describe_validation_error(exc)} (expected bert-eval's "
+                '{"experiment": {...}} or the reference design\'s {"configs": [...]})',
+                type=INVALID_INPUT,
+                non_retryable=True,
+            ) from None
+        return await self._run_experiment(request)
+
+    async def _run_reference(self, runs: list[ReferenceRun]) -> list[BertEvalResult]:
+        self._snapshot_pins = {run.spec.id: run.snapshot_id for run in runs if run.snapshot_id is not None}
+        try:
+            experiment = Experiment(runs=tuple(run.spec for run in runs)).canonical()
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+        outcome = await self._run_experiment(CoordinatorInput(experiment=experiment))
+        results, failures = [], []
+        for run, record in zip(runs, outcome.runs):
+            if record.status == "completed" and record.evaluation is not None:
+                results.append(reference_result(run, record.evaluation, reused=record.reused))
+            else:
+                error = record.error or "failed"
+                failures.append(error if f"run {record.run_id}:" in error else f"run {record.run_id}: {error}")
+        if failures:
+            # The reference design fails the coordinator when a run fails; the other runs still finished
+            # (their results are in the details, and on disk for reuse when the input is resubmitted).
+            raise ApplicationError(
+                f"{len(failures)} of {len(runs)} runs failed: " + "; ".join(failures),
+                [r.model_dump(mode="json") for r in results],
+                type="RunsFailed",
+                non_retryable=True,
+            )
+        return results
+
+    async def _run_experiment(self, request: CoordinatorInput) -> ExperimentResult:
         experiment = request.experiment.canonical()
         self._experiment_id = experiment.id
         self._status = {run.id: RunStatus(run_id=run.id) for run in experiment.runs}
@@ -180,7 +262,10 @@ class CoordinatorWorkflow:
                 start_to_close_timeout=timedelta(minutes=5),
                 retry_policy=_SHORT_RETRY,
             )
+            pinned = self._snapshot_pins.get(run.id)
             if existing.summary is not None and existing.snapshot is not None:
+                if pinned is not None and existing.snapshot.snapshot_id != pinned:
+                    return self._failed(run.id, _snapshot_mismatch(run.id, pinned, existing.snapshot.snapshot_id))
                 training = TrainingResult(summary=existing.summary, snapshot=existing.snapshot, reused=True)
             else:
                 status.phase = RunPhase.training
@@ -191,6 +276,7 @@ class CoordinatorWorkflow:
                         run=run,
                         heartbeat_timeout_s=request.heartbeat_timeout_s,
                         max_attempts=request.max_training_attempts,
+                        expected_snapshot_id=pinned,
                     ),
                     id=training_workflow_id(run.id),
                     task_queue=TRAINING_TASK_QUEUE,
@@ -237,6 +323,31 @@ class CoordinatorWorkflow:
         status.phase, status.error = RunPhase.failed, error
         workflow.logger.warning("run %s failed: %s", run_id, error)
         return RunResult(run_id=run_id, status="failed", error=error)
+
+
+@workflow.defn(name=PREDICT_WORKFLOW_TYPE)
+class PredictWorkflow:
+    """Label texts with a trained run's final model (eval pool)."""
+
+    @workflow.run
+    async def run(self, request: PredictInput) -> PredictResult:
+        return await workflow.execute_activity(
+            "predict",
+            request,
+            result_type=PredictResult,
+            task_queue=EVAL_TASK_QUEUE,
+            start_to_close_timeout=timedelta(hours=1),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=_SHORT_RETRY,
+        )
+
+
+def _snapshot_mismatch(run_id: str, pinned: str, actual: str) -> str:
+    return (
+        f"run {run_id}: dataset_snapshot pins snapshot {pinned}, but the run's data selection gives snapshot "
+        f"{actual}; the dataset or selection (max_train_samples, max_eval_samples, split, seed) differs from the "
+        "pinned one. Restore them, or drop dataset_snapshot"
+    )
 
 
 def _run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
