@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     # Force CPU even when a GPU is present (tests, debugging).
     force_cpu: bool = False
+    # A training worker that finds no CUDA device exits at start instead of training on CPU
+    # (the chart sets it with gpu.enabled).
+    require_gpu: bool = False
 
 
 @functools.cache
