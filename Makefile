@@ -19,11 +19,11 @@ install: $(PYTHON)
 # The one test command (CI runs it): unit, chart/manifests, and integration tests against a real
 # Temporal dev server, real workers, the real Trainer and (when installed) a real Prometheus.
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not cluster"
 
 # Unit and chart tests only (no Temporal server, no worker processes).
 test-fast:
-	$(PYTHON) -m pytest -q -m "not integration"
+	$(PYTHON) -m pytest -q -m "not integration and not cluster"
 
 # Dev server + both workers + the packaged SST-2 MiniLM experiment; prints validation metrics.
 demo:
@@ -62,7 +62,7 @@ PROMETHEUS_PORT ?= 19090
 KUBECTL = kubectl --context kind-$(CLUSTER)
 HELM = helm --kube-context kind-$(CLUSTER)
 
-.PHONY: kind-up images kind-load deploy experiment chaos ui kind-down chart-lint
+.PHONY: kind-up images images-local test-cluster kind-load deploy experiment chaos ui kind-down chart-lint
 
 # The host directory shared by every node as /bert_runs (kind-config.yaml).
 # World-writable because pods run as uid 10001 and hostPath volumes ignore fsGroup.
@@ -73,9 +73,25 @@ kind-up:
 	kind get clusters 2>/dev/null | grep -qx '$(CLUSTER)' || \
 		kind create cluster --name $(CLUSTER) --config kind-config.yaml --wait 180s
 
+# Upstream bases and indexes by default; override e.g. PYTHON_IMAGE=... TRAINING_TORCH_INDEX=...
+# (the training image's default is PyPI's CUDA 13.0 torch; the CPU index makes a CPU image).
+PYTHON_IMAGE ?= python:3.11.13-slim-bookworm
+TRAINING_TORCH_INDEX ?= https://pypi.org/simple
+EVAL_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 images:
-	docker build -f services/Dockerfile.training -t $(TRAINING_IMAGE) .
-	docker build -f services/Dockerfile.eval -t $(EVAL_IMAGE) .
+	docker build -f services/Dockerfile.training --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(TRAINING_TORCH_INDEX) -t $(TRAINING_IMAGE) .
+	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
+
+# Without Docker or pullable base images (root, podman): a debootstrap Debian base, both worker
+# images (CPU torch) and a Temporal dev-server image, all in podman's storage (scripts/local-images.sh).
+images-local:
+	IMAGE_TAG=$(IMAGE_TAG) scripts/local-images.sh
+
+# The chart's own pods under `podman kube play`: submit, kill the training pod, resume (tests/cluster).
+test-cluster: images-local
+	CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf $(PYTHON) -m pytest -q -m cluster tests/cluster
 
 kind-load:
 	kind load docker-image --name $(CLUSTER) $(TRAINING_IMAGE) $(EVAL_IMAGE)

