@@ -3,11 +3,12 @@ starter Job's pod, the training worker pod killed after its first checkpoint and
 the run completed with a resume and the same metrics as an uninterrupted run of the same spec.
 
 The chart is rendered by the real Helm engine (helm-python-sdk) with the kind profile
-(examples/values-kind.yaml) plus what a user of these images sets anyway: the image names of
-`make images-local`, the starter with a small experiment, and the SST-2 mirror as `dataMirror`.
-Podman plays the rendered Temporal dev Deployment (with its data PVC), the shared runs PVC, the
-training and eval Deployments and the starter Job's pod spec unchanged, except for what podman cannot
-provide, each named here:
+(examples/values-kind.yaml) plus what a user sets anyway: the starter with a small experiment, and the
+SST-2 mirror as `dataMirror`. Podman plays the rendered Temporal dev Deployment (with its data PVC),
+the shared runs PVC, the training and eval Deployments and the starter Job's pod spec unchanged,
+except for the image names and what podman cannot provide, each named here:
+- Image names: `make images-local` stores `bert-eval-eval:dev` as `localhost/bert-eval-eval:dev`
+  (and so on); every rendered image that exists under `localhost/` is given that name.
 - Service DNS: podman has no Services, so every client pod gets a `hostAliases` entry mapping the
   Temporal Service name the chart put in TEMPORAL_ADDRESS to the Temporal pod's IP.
 - Jobs: `podman kube play` (4.3) plays no Job, so the starter Job's pod template is played as a Pod
@@ -72,13 +73,7 @@ EXPERIMENT = {
         for run_id in ("cluster-a", "cluster-b")
     ],
 }
-IMAGES = {
-    "images": {
-        "training": {"repository": "localhost/bert-eval-training", "tag": "dev"},
-        "eval": {"repository": "localhost/bert-eval-eval", "tag": "dev"},
-    },
-    "temporal": {"dev": {"image": {"repository": "localhost/temporalio/temporal"}}},
-}
+TRAINING_IMAGE = "localhost/bert-eval-training:dev"
 POD_READY_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 1500
 
@@ -222,14 +217,11 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
     started = time.monotonic()
     values = _merge(
         yaml.safe_load(KIND_VALUES.read_text()),
-        _merge(
-            IMAGES,
-            {
-                "persistence": {"hostPath": {"enabled": False}},
-                "dataMirror": {"existingClaim": DATA_CLAIM},
-                "starter": {"enabled": True, "experiment": EXPERIMENT, "extraArgs": ["--json-out", f"/bert_runs/{RESULTS}"]},
-            },
-        ),
+        {
+            "persistence": {"hostPath": {"enabled": False}},
+            "dataMirror": {"existingClaim": DATA_CLAIM},
+            "starter": {"enabled": True, "experiment": EXPERIMENT, "extraArgs": ["--json-out", f"/bert_runs/{RESULTS}"]},
+        },
     )
     objects = render_chart(values)
     temporal = _one(objects, "Deployment", "temporal")
@@ -244,10 +236,13 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
 
     # Every image the pods use is one `make images-local` built (nothing is pulled).
     for workload in (temporal, training, eval_worker, job):
-        for container in workload["spec"]["template"]["spec"]["containers"]:
-            assert podman("image", "exists", container["image"], check=False).returncode == 0, (
-                f"image {container['image']} is missing; run `make images-local`"
+        pod_spec = workload["spec"]["template"]["spec"]
+        for container in pod_spec["containers"] + pod_spec.get("initContainers", []):
+            local = f"localhost/{container['image']}"
+            assert podman("image", "exists", local, check=False).returncode == 0, (
+                f"image {local} is missing; run `make images-local`"
             )
+            container["image"] = local
 
     # Ports as the chart wires them: probes and the ServiceMonitor both go through the port named
     # `metrics`; the Service maps the ServiceMonitor's port name to that container port.
@@ -263,6 +258,12 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         for probe in ("startupProbe", "livenessProbe"):
             assert _named_port(container, container[probe]["httpGet"]["port"]) == port
         probe_ports[component] = (port, container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
+
+    # The training image (built even where a profile trains on the eval image): asked for a GPU and
+    # finding none, its worker exits at once with the reason, before it needs Temporal.
+    no_gpu = podman("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-e", "BERT_EVAL_REQUIRE_GPU=true",
+                    TRAINING_IMAGE, check=False, timeout=300)
+    assert no_gpu.returncode == 1 and "sees no CUDA device" in no_gpu.stderr, no_gpu
 
     volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
     files = {
