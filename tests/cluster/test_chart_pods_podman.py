@@ -15,6 +15,9 @@ except for the image names and what podman cannot provide, each named here:
   with the Job's name; the Job controller's retries are not exercised.
 - The kind profile's hostPath PersistentVolume: podman provides every PVC as a named volume, so
   persistence.hostPath is off and the runs PVC becomes a podman volume shared by all pods.
+- Host ports: podman 4.3 publishes every containerPort on the host (hostPort defaults to the
+  containerPort), so the two workers' metrics ports would collide; each containerPort gets a free
+  hostPort. The pods are still reached on their own IPs and containerPorts, as in a cluster.
 - Controllers: after the kill the test plays the training Deployment again (`--replace`), as the
   ReplicaSet controller would create a new pod; probes are checked by the test, not by a kubelet.
 
@@ -117,6 +120,12 @@ def _named_port(container: dict[str, Any], name: str) -> int:
     return next(p["containerPort"] for p in container["ports"] if p["name"] == name)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _dump(path: Path, *docs: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump_all(list(docs), sort_keys=False))
     return path
@@ -168,7 +177,7 @@ def _remove_everything(podman: Podman, files: list[Path], pod_labels: list[str],
         if path.exists():
             podman("kube", "down", str(path), check=False)
     for label in pod_labels:
-        for name in podman("pod", "ps", "-a", "--filter", f"label={label}", "--format", "{{.Name}}", check=False).stdout.split():
+        for name in podman("pod", "ps", "--filter", f"label={label}", "--format", "{{.Name}}", check=False).stdout.split():
             podman("pod", "rm", "--force", "--time", "0", name, check=False)
     for volume in volumes:
         podman("volume", "rm", "--force", volume, check=False)
@@ -220,7 +229,7 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         {
             "persistence": {"hostPath": {"enabled": False}},
             "dataMirror": {"existingClaim": DATA_CLAIM},
-            "starter": {"enabled": True, "experiment": EXPERIMENT, "extraArgs": ["--json-out", f"/bert_runs/{RESULTS}"]},
+            "starter": {"enabled": True, "experiment": EXPERIMENT, "extraArgs": ["--json", f"/bert_runs/{RESULTS}"]},
         },
     )
     objects = render_chart(values)
@@ -265,7 +274,8 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
                     TRAINING_IMAGE, check=False, timeout=300)
     assert no_gpu.returncode == 1 and "sees no CUDA device" in no_gpu.stderr, no_gpu
 
-    volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
+    # podman keeps a played ConfigMap as a volume of the same name.
+    volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], experiment_cm["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
     files = {
         "temporal": tmp_path / "temporal.yaml",
         "workers": tmp_path / "workers.yaml",
@@ -281,6 +291,10 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         mirror = stack.volume_path(DATA_CLAIM) / "glue" / "sst2"
         shutil.copytree(data_dir / "glue" / "sst2", mirror)
 
+        for workload in (temporal, training, eval_worker, job):
+            for container in workload["spec"]["template"]["spec"]["containers"]:
+                for port in container.get("ports", []):
+                    port.setdefault("hostPort", _free_port())
         t0 = time.monotonic()
         stack.play(_dump(files["temporal"], *temporal_pvcs, temporal))
         grpc_port = _named_port(temporal["spec"]["template"]["spec"]["containers"][0], "grpc")
@@ -377,5 +391,7 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         MEASURED["metrics (killed run = uninterrupted run)"] = json.dumps(killed["metrics"], sort_keys=True)
     finally:
         _remove_everything(podman, list(files.values()), labels, volumes)
-        leftovers = podman.out("pod", "ps", "-a", "--filter", f"label=app.kubernetes.io/instance={RELEASE}", "--format", "{{.Name}}")
+        leftovers = podman.out("pod", "ps", "--filter", f"label=app.kubernetes.io/instance={RELEASE}", "--format", "{{.Name}}")
         assert not leftovers, f"pods left behind: {leftovers}"
+        remaining = set(podman.out("volume", "ls", "--format", "{{.Name}}").split())
+        assert not remaining & set(volumes), f"volumes left behind: {remaining & set(volumes)}"
