@@ -21,9 +21,11 @@ except for the image names and what podman cannot provide, each named here:
 - Controllers: after the kill the test plays the training Deployment again (`--replace`), as the
   ReplicaSet controller would create a new pod; probes are checked by the test, not by a kubelet.
 
-Reference run: the experiment holds two runs with the same spec under two run ids; the training
-worker takes one at a time (concurrency 1), so the kill interrupts one of them and the other runs
-uninterrupted in the same images on the same pods. Both must report the same metrics and loss.
+Reference run: after the killed run completes, the starter submits the same run spec again under
+another experiment and run id (a second render of the chart, as a changed `starter.experiment` would be on
+`helm upgrade`), on the same pods and images, uninterrupted. Both must report the same metrics and loss.
+Submitting them one after the other lets the killed run resume as soon as its heartbeat times out, so
+"kill -> resumed step" is what a user waits for.
 """
 
 from __future__ import annotations
@@ -53,29 +55,30 @@ KIND_VALUES = CHART / "examples" / "values-kind.yaml"
 RELEASE = "bert-eval"
 NAMESPACE = "bert-eval"
 DATA_CLAIM = "bert-eval-sst2-mirror"
-RESULTS = "cluster-test/results.json"  # under the runs volume
 TRAIN = {
     "epochs": 1,
     "batch_size": 8,
     "learning_rate": 5.0e-5,
     "max_seq_length": 64,
-    "max_train_samples": 512,
+    "max_train_samples": 256,
     "seed": 42,
-    "checkpoint_every_steps": 8,
+    "checkpoint_every_steps": 4,
 }
-EXPERIMENT = {
-    "experiment_id": "cluster-resume",
-    "runs": [
-        {
-            "run_id": run_id,
-            "model": "sentence-transformers/all-MiniLM-L6-v2",
-            "dataset": "glue/sst2",
-            "train": TRAIN,
-            "eval": {"split": "validation", "max_eval_samples": 128},
-        }
-        for run_id in ("cluster-a", "cluster-b")
-    ],
-}
+
+
+def experiment(experiment_id: str, run_id: str) -> dict[str, Any]:
+    run = {
+        "run_id": run_id,
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "dataset": "glue/sst2",
+        "train": TRAIN,
+        "eval": {"split": "validation", "max_eval_samples": 128},
+    }
+    return {"experiment_id": experiment_id, "runs": [run]}
+
+
+KILLED = experiment("cluster-resume", "cluster-killed")
+REFERENCE = experiment("cluster-reference", "cluster-straight")
 TRAINING_IMAGE = "localhost/bert-eval-training:dev"
 POD_READY_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 1500
@@ -222,36 +225,61 @@ def _first_checkpoint(runs_dir: Path, run_ids: list[str], timeout_s: float, logs
     raise AssertionError(f"no checkpoint of {run_ids} under {runs_dir} within {timeout_s}s; training logs:\n{logs()}")
 
 
-def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, data_dir: Path, tmp_path: Path) -> None:
-    started = time.monotonic()
-    values = _merge(
+def _values(submitted: dict[str, Any]) -> dict[str, Any]:
+    """The kind profile, plus a starter for this experiment and the SST-2 mirror."""
+    return _merge(
         yaml.safe_load(KIND_VALUES.read_text()),
         {
             "persistence": {"hostPath": {"enabled": False}},
             "dataMirror": {"existingClaim": DATA_CLAIM},
-            "starter": {"enabled": True, "experiment": EXPERIMENT, "extraArgs": ["--json", f"/bert_runs/{RESULTS}"]},
+            "starter": {
+                "enabled": True,
+                "experiment": submitted,
+                "extraArgs": ["--json", f"/bert_runs/cluster-test/{submitted['experiment_id']}.json"],
+            },
         },
     )
-    objects = render_chart(values)
+
+
+def _podman_ready(podman: Podman, workload: dict[str, Any], aliases: list[dict[str, Any]] | None) -> None:
+    """The substitutions of the module docstring, applied to one workload's pod template."""
+    pod_spec = workload["spec"]["template"]["spec"]
+    for container in pod_spec["containers"] + pod_spec.get("initContainers", []):
+        local = f"localhost/{container['image']}"
+        assert podman("image", "exists", local, check=False).returncode == 0, f"image {local} is missing; run `make images-local`"
+        container["image"] = local
+        for port in container.get("ports", []):
+            port.setdefault("hostPort", _free_port())
+    if aliases:
+        pod_spec["hostAliases"] = aliases
+
+
+def _starter(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(experiment ConfigMap, the starter Job's pod template as a Pod named like the Job)."""
+    job = _one(objects, "Job", "starter")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": job["metadata"]["name"], "labels": job["spec"]["template"]["metadata"]["labels"]},
+        "spec": job["spec"]["template"]["spec"],
+    }
+    return _one(objects, "ConfigMap", "starter"), pod
+
+
+def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, data_dir: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    objects = render_chart(_values(KILLED))
+    reference_objects = render_chart(_values(REFERENCE))
     temporal = _one(objects, "Deployment", "temporal")
     temporal_pvcs = _component(objects, "PersistentVolumeClaim", "temporal")
     runs_pvc = _one(objects, "PersistentVolumeClaim", "runs-storage")
     training = _one(objects, "Deployment", "training-worker")
     eval_worker = _one(objects, "Deployment", "eval-worker")
-    job = _one(objects, "Job", "starter")
-    experiment_cm = _one(objects, "ConfigMap", "starter")
+    experiment_cm, starter_pod = _starter(objects)
+    reference_cm, reference_pod = _starter(reference_objects)
+    assert reference_pod["metadata"]["name"] != starter_pod["metadata"]["name"]  # a new experiment is a new Job
     monitor = next(o for o in objects if o["kind"] == "ServiceMonitor")
     metrics_service = _one(objects, "Service", "metrics")
-
-    # Every image the pods use is one `make images-local` built (nothing is pulled).
-    for workload in (temporal, training, eval_worker, job):
-        pod_spec = workload["spec"]["template"]["spec"]
-        for container in pod_spec["containers"] + pod_spec.get("initContainers", []):
-            local = f"localhost/{container['image']}"
-            assert podman("image", "exists", local, check=False).returncode == 0, (
-                f"image {local} is missing; run `make images-local`"
-            )
-            container["image"] = local
 
     # Ports as the chart wires them: probes and the ServiceMonitor both go through the port named
     # `metrics`; the Service maps the ServiceMonitor's port name to that container port.
@@ -264,7 +292,7 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
     probe_ports = {}
     for component, container in worker_containers.items():
         port = _named_port(container, service_port["targetPort"])
-        for probe in ("startupProbe", "livenessProbe"):
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert _named_port(container, container[probe]["httpGet"]["port"]) == port
         probe_ports[component] = (port, container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
 
@@ -276,26 +304,17 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
 
     # podman keeps a played ConfigMap as a volume of the same name.
     volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], experiment_cm["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
-    files = {
-        "temporal": tmp_path / "temporal.yaml",
-        "workers": tmp_path / "workers.yaml",
-        "training": tmp_path / "training.yaml",
-        "starter": tmp_path / "starter.yaml",
-    }
+    files = {name: tmp_path / f"{name}.yaml" for name in ("temporal", "workers", "training", "starter", "reference")}
     labels = [f"app.kubernetes.io/instance={RELEASE}"]
     _remove_everything(podman, [], labels, volumes)  # leftovers of an interrupted earlier run
     stack = Stack(podman, tmp_path)
     try:
         # The SST-2 mirror as the existing claim the chart mounts read-only at dataMirror.mountPath.
         podman("volume", "create", DATA_CLAIM)
-        mirror = stack.volume_path(DATA_CLAIM) / "glue" / "sst2"
-        shutil.copytree(data_dir / "glue" / "sst2", mirror)
+        shutil.copytree(data_dir / "glue" / "sst2", stack.volume_path(DATA_CLAIM) / "glue" / "sst2")
 
-        for workload in (temporal, training, eval_worker, job):
-            for container in workload["spec"]["template"]["spec"]["containers"]:
-                for port in container.get("ports", []):
-                    port.setdefault("hostPort", _free_port())
         t0 = time.monotonic()
+        _podman_ready(podman, temporal, None)
         stack.play(_dump(files["temporal"], *temporal_pvcs, temporal))
         grpc_port = _named_port(temporal["spec"]["template"]["spec"]["containers"][0], "grpc")
         temporal_ip = stack.pod_ip("temporal")
@@ -305,14 +324,10 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         temporal_host, _, temporal_port = _env(worker_containers["training-worker"], "TEMPORAL_ADDRESS").rpartition(":")
         assert int(temporal_port) == grpc_port
         aliases = [{"ip": temporal_ip, "hostnames": [temporal_host, temporal_host.split(".")[0]]}]
-        for workload in (training, eval_worker, job):
-            workload["spec"]["template"]["spec"]["hostAliases"] = aliases
-        starter_pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": job["metadata"]["name"], "labels": job["spec"]["template"]["metadata"]["labels"]},
-            "spec": job["spec"]["template"]["spec"],
-        }
+        for workload in (training, eval_worker):
+            _podman_ready(podman, workload, aliases)
+        for pod in (starter_pod, reference_pod):
+            _podman_ready(podman, {"spec": {"template": pod}}, aliases)
 
         _dump(files["training"], training)
         stack.play(_dump(files["workers"], runs_pvc, eval_worker))
@@ -340,8 +355,8 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         runs_dir = stack.volume_path(runs_pvc["metadata"]["name"])
         stack.play(_dump(files["starter"], experiment_cm, starter_pod))
         training_container = stack.container("training-worker", worker_containers["training-worker"]["name"])
-        run_ids = [run["run_id"] for run in EXPERIMENT["runs"]]
-        first_run, checkpoint_step = _first_checkpoint(runs_dir, run_ids, RUN_TIMEOUT_S, lambda: stack.logs(training_container))
+        [killed_run] = [run["run_id"] for run in KILLED["runs"]]
+        _, checkpoint_step = _first_checkpoint(runs_dir, [killed_run], RUN_TIMEOUT_S, lambda: stack.logs(training_container))
 
         # The kill, through the chaos command's podman target; Temporal names the busy pod.
         killed_at_wall = time.time()
@@ -358,30 +373,24 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         # A controller replaces the pod: the same Deployment, played again.
         stack.play(files["training"], replace=True)
 
-        starter_container = f"{starter_pod['metadata']['name']}-{starter_pod['spec']['containers'][0]['name']}"
-        exit_code = podman.out("wait", starter_container, timeout=RUN_TIMEOUT_S)
-        starter_logs = stack.logs(starter_container)
-        assert exit_code == "0", f"starter exited {exit_code}:\n{starter_logs}"
+        killed = _finished(stack, starter_pod, runs_dir, KILLED)
+        assert killed["training"]["resumes"] >= 1
+        assert killed["training"]["resumed_from_steps"][0] >= checkpoint_step > 0  # from a checkpoint, not step 0
+        events = [json.loads(line) for line in (runs_dir / "runs" / killed_run / "events.jsonl").read_text().splitlines()]
+        resume = next(e for e in events if e["event"] == "resume")
+        MEASURED["kill -> resumed step (heartbeat timeout 30 s included)"] = (
+            f"{resume['time'] - killed_at_wall:.0f} s (killed after checkpoint-{checkpoint_step}, resumed from step {resume.get('from_step')})"
+        )
 
-        records = json.loads((runs_dir / RESULTS).read_text())
-        for record in records:
-            assert record["status"] == "completed", record
-        # The kill hit the run training at the time (normally the one whose checkpoint was awaited).
-        [killed] = [r for r in records if r["training"]["resumes"] >= 1]
-        [straight] = [r for r in records if r is not killed]
-        killed_run = killed["run_id"]
-        assert killed["training"]["resumed_from_steps"][0] > 0  # from a checkpoint, not from step 0
+        # The same spec again, never interrupted, through the starter of a second render.
+        stack.podman("kube", "down", str(files["starter"]))
+        stack.podman("volume", "rm", "--force", experiment_cm["metadata"]["name"])
+        stack.play(_dump(files["reference"], reference_cm, reference_pod))
+        straight = _finished(stack, reference_pod, runs_dir, REFERENCE)
         assert straight["training"]["resumes"] == 0
         assert killed["metrics"] and killed["metrics"] == pytest.approx(straight["metrics"], rel=1e-6, abs=1e-9)
         assert killed["training"]["final_loss"] == pytest.approx(straight["training"]["final_loss"], rel=1e-6)
         assert killed["training"]["steps"] == straight["training"]["steps"]
-
-        events = [json.loads(line) for line in (runs_dir / "runs" / killed_run / "events.jsonl").read_text().splitlines()]
-        resume = next(e for e in events if e["event"] == "resume")
-        MEASURED["kill -> resumed step (incl. heartbeat timeout)"] = (
-            f"{resume['time'] - killed_at_wall:.0f} s (resumed {killed_run} from step {resume.get('from_step')}; "
-            f"first checkpoint seen: {first_run} step {checkpoint_step})"
-        )
 
         # The checkpoints, seen from a pod on the shared volume.
         eval_container = stack.container("eval-worker", worker_containers["eval-worker"]["name"])
@@ -395,3 +404,13 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         assert not leftovers, f"pods left behind: {leftovers}"
         remaining = set(podman.out("volume", "ls", "--format", "{{.Name}}").split())
         assert not remaining & set(volumes), f"volumes left behind: {remaining & set(volumes)}"
+
+
+def _finished(stack: Stack, starter_pod: dict[str, Any], runs_dir: Path, submitted: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the starter pod to exit 0; its one run's record from `bert-eval run --json`."""
+    container = f"{starter_pod['metadata']['name']}-{starter_pod['spec']['containers'][0]['name']}"
+    exit_code = stack.podman.out("wait", container, timeout=RUN_TIMEOUT_S)
+    assert exit_code == "0", f"starter exited {exit_code}:\n{stack.logs(container)}"
+    [record] = json.loads((runs_dir / "cluster-test" / f"{submitted['experiment_id']}.json").read_text())
+    assert record["status"] == "completed", record
+    return record
