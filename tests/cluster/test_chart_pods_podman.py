@@ -58,7 +58,7 @@ DATA_CLAIM = "bert-eval-sst2-mirror"
 TRAIN = {
     "epochs": 1,
     "batch_size": 8,
-    "learning_rate": 5.0e-5,
+    "learning_rate": 1.0e-4,
     "max_seq_length": 64,
     "max_train_samples": 256,
     "seed": 42,
