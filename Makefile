@@ -19,11 +19,11 @@ install: $(PYTHON)
 # The one test command (CI runs it): unit, chart/manifests, and integration tests against a real
 # Temporal dev server, real workers, the real Trainer and (when installed) a real Prometheus.
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not cluster"
 
 # Unit and chart tests only (no Temporal server, no worker processes).
 test-fast:
-	$(PYTHON) -m pytest -q -m "not integration"
+	$(PYTHON) -m pytest -q -m "not integration and not cluster"
 
 # Dev server + both workers + the packaged SST-2 MiniLM experiment; prints validation metrics.
 demo:
@@ -69,7 +69,7 @@ HELM = helm --kube-context kind-$(CLUSTER)
 # the shared volume, so nothing on the host needs a port-forward.
 IN_CLUSTER = $(KUBECTL) -n $(NAMESPACE) exec deploy/$(RELEASE)-eval-worker -- bert-eval
 
-.PHONY: kind-up images kind-images kind-load deploy experiment chaos demo-k8s ui kind-down chart-lint
+.PHONY: kind-up images images-local test-cluster kind-images kind-load deploy experiment chaos demo-k8s ui kind-down chart-lint
 
 # The host directory shared by every node as /bert_runs (kind-config.yaml).
 # World-writable because pods run as uid 10001 and hostPath volumes ignore fsGroup.
@@ -80,14 +80,31 @@ kind-up:
 	kind get clusters 2>/dev/null | grep -qx '$(CLUSTER)' || \
 		kind create cluster --name $(CLUSTER) --config kind-config.yaml --wait 180s
 
+# Upstream bases and indexes by default; override e.g. PYTHON_IMAGE=... TRAINING_TORCH_INDEX=...
+# (the training image's default is PyPI's CUDA 13.0 torch; the CPU index makes a CPU image).
+PYTHON_IMAGE ?= python:3.11.13-slim-bookworm
+TRAINING_TORCH_INDEX ?= https://pypi.org/simple
+EVAL_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 images:
-	docker build -f services/Dockerfile.training -t $(TRAINING_IMAGE) .
-	docker build -f services/Dockerfile.eval -t $(EVAL_IMAGE) .
+	docker build -f services/Dockerfile.training --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(TRAINING_TORCH_INDEX) -t $(TRAINING_IMAGE) .
+	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
+
+# Without Docker or pullable base images (root, podman): a debootstrap Debian base, both worker
+# images (CPU torch) and a Temporal dev-server image, all in podman's storage (scripts/local-images.sh).
+images-local:
+	IMAGE_TAG=$(IMAGE_TAG) scripts/local-images.sh
+
+# The chart's own pods under `podman kube play`: submit, kill the training pod, resume (tests/cluster).
+test-cluster: images-local
+	CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf $(PYTHON) -m pytest -q -m cluster tests/cluster
 
 # kind has no GPUs: the kind profile runs the training worker on the CPU (eval) image, so only that
 # image is built and loaded; the multi-GB CUDA image never reaches the nodes.
 kind-images:
-	docker build -f services/Dockerfile.eval -t $(EVAL_IMAGE) .
+	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
 
 kind-load:
 	kind load docker-image --name $(CLUSTER) $(EVAL_IMAGE)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # step and writes a final checkpoint) before cancelling them. Unset: 90 s training, 30 s eval. The
     # chart sets it to the pod's terminationGracePeriodSeconds minus a margin, so it ends before SIGKILL.
     graceful_shutdown_s: float | None = Field(default=None, ge=0)
+    # A training worker that finds no CUDA device exits at start instead of training on CPU
+    # (the chart sets it with gpu.enabled).
+    require_gpu: bool = False
 
 
 @functools.cache

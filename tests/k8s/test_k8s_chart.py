@@ -146,10 +146,14 @@ def test_gpu_requests_and_tolerations_only_on_training(profile: str, rendered_pr
             assert not gpu_tolerations, f"{owner['metadata']['name']} tolerates the GPU pool's taint"
             continue
         limits = spec["containers"][0]["resources"].get("limits", {})
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
         if values.get("gpu", {}).get("enabled", True):
             assert limits[gpu_resource] == values.get("gpu", {}).get("count", 1) >= 1
+            # Scheduled for a GPU: a pod that finds none must fail fast, not train on CPU.
+            assert env.get("BERT_EVAL_REQUIRE_GPU") == "true"
         else:
             assert gpu_resource not in limits
+            assert "BERT_EVAL_REQUIRE_GPU" not in env
         expected_tolerations = values.get("training", {}).get("tolerations", [{"key": "nvidia.com/gpu"}])
         assert len(gpu_tolerations) == len([t for t in expected_tolerations if t.get("key") == "nvidia.com/gpu"])
 

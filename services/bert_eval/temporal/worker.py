@@ -80,6 +80,8 @@ def _free_local_port() -> int:
 async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT, then shut down gracefully."""
     settings = settings or get_settings()
+    if kind is WorkerKind.training and settings.require_gpu:
+        _exit_unless_gpu()
     telemetry.configure_logging(fmt=settings.log_format, level=settings.log_level)
     telemetry.configure_tracing(service_name=f"bert-eval-{kind.value}-worker")
     queue = TRAINING_TASK_QUEUE if kind is WorkerKind.training else EVAL_TASK_QUEUE
@@ -132,6 +134,20 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
     if http is not None:
         http.shutdown()
     log.info("worker stopped", kind=kind.value)
+
+
+def _exit_unless_gpu() -> None:
+    """Exit at once, with one line saying why, when a GPU was asked for and torch sees none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    raise SystemExit(
+        f"bert-eval training worker: BERT_EVAL_REQUIRE_GPU is set but torch {torch.__version__} ({build}) "
+        "sees no CUDA device; run the pod on a GPU node (NVIDIA device plugin, driver >= 580 for the "
+        "CUDA 13.0 image) or unset BERT_EVAL_REQUIRE_GPU (chart: gpu.enabled=false) to train on CPU"
+    )
 
 
 def _watch_gpu(kind: str) -> None:
