@@ -114,30 +114,42 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
 
 async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
     from bert_eval import telemetry
-    from bert_eval.temporal.client import connect, ensure_search_attributes
-    from bert_eval.temporal.submit import start_experiment, watch
+    from bert_eval.temporal.client import ensure_search_attributes
+    from bert_eval.temporal.submit import missing_workers, start_experiment, watch
 
     settings = get_settings()
     telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
     telemetry.configure_tracing("bert-eval-cli")
-    try:
-        client = await connect(temporal)
-    except RuntimeError as exc:
-        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    client = await _connect_or_fail(temporal)
     await ensure_search_attributes(client)
     handle = await start_experiment(client, experiment, settings)
     print(f"experiment {experiment.id}: workflow {handle.id}")
     for spec in experiment.runs:
         print(f"  run {spec.id}")
     if not wait:
+        _warn_missing_workers(await missing_workers(client))
         return None
     with Live(console=console, refresh_per_second=2, transient=False) as live:
 
         def on_update(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> None:
             live.update(_status_table(status, progress))
 
-        result = await watch(client, handle, on_update)
+        result = await watch(client, handle, on_update, on_missing_workers=_warn_missing_workers)
     return result
+
+
+def _warn_missing_workers(lines: list[str]) -> None:
+    for line in lines:
+        console.print(f"[yellow]waiting:[/yellow] {line}")
+
+
+async def _connect_or_fail(temporal: TemporalSettings):  # noqa: ANN202 (temporalio Client, imported lazily)
+    from bert_eval.temporal.client import connect
+
+    try:
+        return await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address} (TEMPORAL_ADDRESS): {exc}") from None
 
 
 def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> Table:
@@ -189,16 +201,20 @@ def status(identifier: Annotated[str, typer.Argument(help="experiment id or run 
 
 
 async def _status(identifier: str) -> None:
+    from datetime import timedelta
+
     from temporalio.service import RPCError
 
-    from bert_eval.temporal.client import connect
-    from bert_eval.temporal.submit import find_workflows, training_progress
-    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+    from bert_eval.temporal.names import QUERY, coordinator_workflow_id
+    from bert_eval.temporal.submit import find_workflows, missing_workers, training_progress
 
-    client = await connect()
+    client = await _connect_or_fail(get_temporal_settings())
     out = Console()
+    _warn_missing_workers(await missing_workers(client))
     try:
-        state = await client.get_workflow_handle(coordinator_workflow_id(identifier)).query(CoordinatorWorkflow.status)
+        handle = client.get_workflow_handle(coordinator_workflow_id(identifier))
+        # A query needs a worker; without one it would block for the server's 30 s query timeout.
+        state = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
         progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
         out.print(_status_table(state, progress))
         return

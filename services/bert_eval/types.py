@@ -238,7 +238,10 @@ class TrainingInput(_Strict):
     run: RunSpec
     snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
     max_attempts: int = Field(default=20, ge=1, le=1000)
+    # Where the snapshot activity runs (the workflow itself runs on the training queue).
+    eval_task_queue: str = "bert-eval-task-queue"
 
 
 class TrainingProgress(BaseModel):
@@ -309,7 +312,10 @@ class CoordinatorInput(_Strict):
     experiment: Experiment
     # Workflows cannot read the environment: the submitter passes the deployment's timeouts in.
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
     max_training_attempts: int = Field(default=20, ge=1, le=1000)
+    # Where training workflows and fine-tuning run (the coordinator and evaluation run on its own queue).
+    training_task_queue: str = "bert-training-task-queue"
 
 
 class RunPhase(str, Enum):

@@ -30,6 +30,7 @@ __all__ = [
     "TransientError",
     "classify",
     "classify_os_error",
+    "unreadable_spec_error",
 ]
 
 ErrorKind = Literal["invalid_input", "transient", "deterministic"]
@@ -109,3 +110,11 @@ def classify(exc: BaseException) -> ErrorKind:
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return "transient"
     return "deterministic"
+
+
+def unreadable_spec_error(run_id: str, spec_file: object, run_dir: object, cause: BaseException) -> InvalidInputError:
+    """A run directory whose spec record (spec.json) cannot be read: nobody can tell which spec owns it."""
+    return InvalidInputError(
+        f"run {run_id}: {spec_file} is unreadable or not valid JSON ({cause}); it records which spec owns "
+        f"{run_dir}. Restore it, or delete {run_dir} to start this run over."
+    )
