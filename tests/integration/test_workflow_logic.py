@@ -181,7 +181,7 @@ def test_each_error_kind_gets_its_retry_rule_and_failures_stay_isolated(shared_s
     by_id = {r.run_id: r for r in result.runs}
     assert by_id[good].status == "completed" and by_id[good].metrics == {"accuracy": 0.75}
     # Bad input: once, and the run's record carries the root cause, not the wrapping layers.
-    assert by_id[bad].status == "failed" and by_id[bad].error == f"run {bad}: label column 'label' has missing values"
+    assert by_id[bad].status == "failed" and by_id[bad].error == f"InvalidInput: run {bad}: label column 'label' has missing values"
     assert mocks.calls[(ACTIVITY.fine_tune, bad)] == 1
     # Transient: retried with backoff until it succeeded.
     assert by_id[flaky].status == "completed" and mocks.calls[(ACTIVITY.fine_tune, flaky)] == 3
@@ -235,7 +235,8 @@ def test_a_payload_that_does_not_parse_fails_the_workflow_with_its_cause(shared_
             return failure.value, time.monotonic() - started
 
     failure, seconds = asyncio.run(go())
-    assert "validation error for CoordinatorInput" in str(failure.cause)
+    message = str(failure.cause)
+    assert "validation errors for CoordinatorInput" in message and "experiment\n  Field required" in message
     print(f"\nunparsable coordinator input: workflow failed after {seconds:.1f}s")
 
 

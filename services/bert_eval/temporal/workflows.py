@@ -102,7 +102,7 @@ async def _bounded_deterministic(run_id: str, call: Callable[[], Awaitable[T]]) 
                     f"{cause.message} (failed the same way {attempt} times; not retried further)",
                     type=DETERMINISTIC_FAILURE,
                     non_retryable=True,
-                ) from exc
+                ) from None
             workflow.logger.warning(
                 "run %s: attempt %d of %d failed (%s); trying again", run_id, attempt, DETERMINISTIC_MAX_ATTEMPTS, cause.message
             )
