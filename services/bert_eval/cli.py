@@ -21,7 +21,7 @@ from rich.table import Table
 from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
-from bert_eval.settings import TemporalSettings, get_settings, get_temporal_settings
+from bert_eval.settings import TemporalSettings, apply_offline_mode, get_settings, get_temporal_settings
 from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
@@ -61,6 +61,7 @@ def server(
 
 
 def _run_worker(kind: str) -> None:
+    apply_offline_mode(get_settings())  # before the worker module imports datasets
     from bert_eval.temporal.worker import WorkerKind, run_worker
 
     asyncio.run(run_worker(WorkerKind(kind)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -45,11 +46,21 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     # Force CPU even when a GPU is present (tests, debugging).
     force_cpu: bool = False
+    # Never contact the Hugging Face hub: models and datasets come from local paths and the mirror.
+    offline: bool = False
 
 
 @functools.cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def apply_offline_mode(settings: Settings) -> None:
+    """Put `huggingface_hub` and `datasets` in offline mode. They read these variables once, when first
+    imported, so this runs at process start, before anything imports them."""
+    if settings.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 @functools.cache
