@@ -279,11 +279,11 @@ class _LocalStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:

@@ -289,6 +289,8 @@ class EvalRunInput(_Strict):
     model_dir: str
     snapshot: SnapshotResult
     request: EvalRequest
+    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the coordinator).
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
 
 
 class EvalResult(_Strict):

@@ -13,13 +13,7 @@ from .harness import Stack, free_port, stop_process
 @pytest.fixture
 def stack(tmp_path: Path, data_dir: Path) -> Iterator[Stack]:
     """A fresh dev server (own state), runs dir and log dir per test; workers are started by the test."""
-    port = free_port()
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=log_dir / "temporal.log")
-    runs_dir = tmp_path / "bert_runs"
-    runs_dir.mkdir()
-    stack = Stack(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=server)
+    stack = Stack.start(tmp_path, data_dir)
     try:
         yield stack
     finally:

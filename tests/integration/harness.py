@@ -20,8 +20,12 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.temporal.client import connect
+from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.submit import start_experiment
 from bert_eval.types import Experiment, ExperimentResult
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_tiny_model(out: Path) -> Path:
@@ -198,6 +202,26 @@ class Stack:
     server: subprocess.Popen
     workers: list[WorkerProcess] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    db_file: Path | None = None  # the server's persistent state, when it must survive a restart
+
+    @classmethod
+    def start(cls, root: Path, data_dir: Path, *, db_file: Path | None = None) -> Stack:
+        """A fresh dev server on a free port, with a runs dir and a log dir under `root`."""
+        port = free_port()
+        log_dir, runs_dir = root / "logs", root / "bert_runs"
+        log_dir.mkdir(parents=True)
+        runs_dir.mkdir()
+        server = start_dev_server(port=port, ui_port=None, db_file=db_file, log_file=log_dir / "temporal.log")
+        return cls(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=server, db_file=db_file)
+
+    def kill_server(self) -> None:
+        self.server.kill()
+        self.server.wait(timeout=30)
+
+    def restart_server(self) -> None:
+        """Start the server again on the same port and state file."""
+        port = int(self.address.rsplit(":", 1)[1])
+        self.server = start_dev_server(port=port, ui_port=None, db_file=self.db_file, log_file=self.log_dir / "temporal.log")
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = dict(os.environ)

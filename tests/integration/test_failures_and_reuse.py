@@ -113,7 +113,7 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, t
 
 
 def test_a_run_already_training_elsewhere_is_reported_not_trained_twice(stack: Stack, tiny_model_dir: Path) -> None:
-    
+
     stack.start_worker("training")
     stack.start_worker("eval")
     run = tiny_run(tiny_model_dir, "shared-run", **LONG)

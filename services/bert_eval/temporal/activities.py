@@ -217,6 +217,7 @@ class EvalActivities:
     @activity.defn(name=ACTIVITY.evaluate_model)
     async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
         with _activity_scope(request.run_id, request.experiment_id):
+            log.info("evaluation started", split=request.request.split, model_dir=request.model_dir)
             return await _in_thread(
                 lambda: evaluate(
                     run_id=request.run_id,

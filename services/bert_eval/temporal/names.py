@@ -84,11 +84,9 @@ class TIMEOUTS:
     evaluate_start_to_close = timedelta(hours=6)
     find_existing_start_to_close = timedelta(minutes=5)
     record_experiment_start_to_close = timedelta(minutes=2)
-    # CPU-pool activities heartbeat every second; two minutes of silence means the worker is gone.
-    cpu_heartbeat = timedelta(minutes=2)
     # Transient failures and lost workers are retried without limit, backing off up to this interval.
     retry_initial = timedelta(seconds=1)
-    retry_maximum = timedelta(seconds=30)
+    retry_maximum = timedelta(seconds=10)
 
 
 def coordinator_workflow_id(experiment_id: str) -> str:

@@ -132,7 +132,7 @@ class TrainingWorkflow:
                 SnapshotInput.for_run(run),
                 task_queue=request.eval_task_queue,
                 start_to_close_timeout=TIMEOUTS.snapshot_start_to_close,
-                heartbeat_timeout=TIMEOUTS.cpu_heartbeat,
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
                 retry_policy=_RETRY,
             ),
         )
@@ -179,7 +179,7 @@ class EvalWorkflow:
                 request,
                 task_queue=workflow.info().task_queue,
                 start_to_close_timeout=TIMEOUTS.evaluate_start_to_close,
-                heartbeat_timeout=TIMEOUTS.cpu_heartbeat,
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
                 retry_policy=_RETRY,
             ),
         )
@@ -262,6 +262,7 @@ class CoordinatorWorkflow:
                         model_dir=training.summary.model_dir,
                         snapshot=training.snapshot,
                         request=run.eval,
+                        heartbeat_timeout_s=request.heartbeat_timeout_s,
                     ),
                     id=eval_workflow_id(run.id, run.eval.split),
                     task_queue=workflow.info().task_queue,
