@@ -4,6 +4,9 @@ task queue per test, and mocked activities (no training, no files)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -12,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
@@ -266,3 +270,54 @@ def test_missing_workers_are_named_per_task_queue(shared_server: str) -> None:
     nobody, served = asyncio.run(go())
     assert len(nobody) == 1 and "no worker polls task queue 'empty-" in nobody[0]
     assert served == []
+
+
+def test_cli_says_within_seconds_that_no_worker_polls(shared_server: str, tmp_path: Path) -> None:
+    """No worker at all on the default queues of this server: `run` and `status` say so, promptly."""
+    experiment = _experiment("unserved")
+    spec = tmp_path / "experiment.yaml"
+    spec.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
+    env = {**os.environ, "TEMPORAL_ADDRESS": shared_server, "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
+    cli = [sys.executable, "-m", "bert_eval"]
+
+    queued = subprocess.run([*cli, "run", str(spec), "--no-wait"], env=env, capture_output=True, text=True, timeout=120)
+    assert queued.returncode == 0, queued.stderr
+    for queue in ("bert-eval-task-queue", "bert-training-task-queue"):
+        assert f"no worker polls task queue '{queue}'" in queued.stderr
+
+    started = time.monotonic()
+    status = subprocess.run([*cli, "status", experiment.id], env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "no worker polls task queue 'bert-eval-task-queue'" in status.stderr
+    assert coordinator_workflow_id(experiment.id) in status.stdout
+    print(f"\nstatus without workers answered in {time.monotonic() - started:.1f}s (process start included)")
+
+    waiting = subprocess.Popen([*cli, "run", str(spec)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        for line in waiting.stderr:
+            seen += line
+            if "no worker polls task queue" in seen:
+                break
+        assert "no worker polls task queue 'bert-eval-task-queue'" in seen
+    finally:
+        waiting.kill()
+        waiting.wait(timeout=30)
+
+
+def test_cli_rejects_a_corrupt_spec_record_with_exit_2(tmp_path: Path) -> None:
+    """A run directory whose spec.json is corrupt: a clear message, exit 2, nothing submitted."""
+    experiment = _experiment("corrupt")
+    run_id = experiment.runs[0].id
+    run_dir = tmp_path / "runs" / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text('{"fingerprint": "trunc')
+    (run_dir / "model").mkdir()
+    spec = tmp_path / "experiment.yaml"
+    spec.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
+    rejected = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(spec)], env=env, capture_output=True, text=True, timeout=120)
+    assert rejected.returncode == 2, rejected.stderr
+    message = " ".join(rejected.stderr.split())
+    assert f"run {run_id}:" in message and "spec.json is unreadable or not valid JSON" in message and "Nothing was submitted" in message
+    assert "Traceback" not in rejected.stderr
