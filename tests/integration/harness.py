@@ -199,27 +199,30 @@ class Stack:
     runs_dir: Path
     data_dir: Path
     log_dir: Path
-    server: subprocess.Popen
+    server: subprocess.Popen | None
     workers: list[WorkerProcess] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     db_file: Path | None = None  # the server's persistent state, when it must survive a restart
 
     @classmethod
-    def start(cls, root: Path, data_dir: Path, *, db_file: Path | None = None) -> Stack:
-        """A fresh dev server on a free port, with a runs dir and a log dir under `root`."""
+    def start(cls, root: Path, data_dir: Path, *, db_file: Path | None = None, with_server: bool = True) -> Stack:
+        """A fresh dev server on a free port (or only the port, for `start_server` later), with a runs
+        dir and a log dir under `root`."""
         port = free_port()
         log_dir, runs_dir = root / "logs", root / "bert_runs"
         log_dir.mkdir(parents=True)
         runs_dir.mkdir()
-        server = start_dev_server(port=port, ui_port=None, db_file=db_file, log_file=log_dir / "temporal.log")
-        return cls(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=server, db_file=db_file)
+        stack = cls(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=None, db_file=db_file)
+        if with_server:
+            stack.start_server()
+        return stack
 
     def kill_server(self) -> None:
         self.server.kill()
         self.server.wait(timeout=30)
 
-    def restart_server(self) -> None:
-        """Start the server again on the same port and state file."""
+    def start_server(self) -> None:
+        """Start the server (again) on this stack's port and state file."""
         port = int(self.address.rsplit(":", 1)[1])
         self.server = start_dev_server(port=port, ui_port=None, db_file=self.db_file, log_file=self.log_dir / "temporal.log")
 
@@ -241,7 +244,7 @@ class Stack:
         return env
 
     def start_worker(self, kind: str, *, wait: bool = True, **env: str) -> WorkerProcess:
-        port = free_port()
+        port = int(env.pop("BERT_EVAL_METRICS_PORT", 0)) or free_port()
         log_file = self.log_dir / f"{kind}-worker-{len(self.workers)}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "bert_eval", "worker", kind],
@@ -281,7 +284,8 @@ class Stack:
     def close(self) -> None:
         for worker in self.workers:
             worker.kill()
-        stop_process(self.server, timeout_s=10)
+        if self.server is not None:
+            stop_process(self.server, timeout_s=10)
 
 
 def run_on_two_training_workers(

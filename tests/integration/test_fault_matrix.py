@@ -118,7 +118,7 @@ def test_temporal_server_killed_and_restarted_mid_experiment(tmp_path: Path, dat
         stack.kill_server()
         down_at = time.monotonic()
         time.sleep(2)
-        stack.restart_server()
+        stack.start_server()
         result = asyncio.run(_result_across_outages(stack, "experiment-server-killed", timeout_s=400))
         [run] = result.runs
         _assert_same_as_reference(run, reference)
