@@ -141,7 +141,7 @@ async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSetti
 
 def _warn_missing_workers(lines: list[str]) -> None:
     for line in lines:
-        console.print(f"[yellow]waiting:[/yellow] {line}")
+        console.print(f"[yellow]waiting:[/yellow] {line}", soft_wrap=True)
 
 
 async def _connect_or_fail(temporal: TemporalSettings):  # noqa: ANN202 (temporalio Client, imported lazily)
@@ -206,21 +206,23 @@ async def _status(identifier: str) -> None:
 
     from temporalio.service import RPCError
 
-    from bert_eval.temporal.names import QUERY, coordinator_workflow_id
+    from bert_eval.temporal.names import EVAL_TASK_QUEUE, QUERY, coordinator_workflow_id
     from bert_eval.temporal.submit import find_workflows, missing_workers, training_progress
 
     client = await _connect_or_fail(get_temporal_settings())
     out = Console()
-    _warn_missing_workers(await missing_workers(client))
-    try:
-        handle = client.get_workflow_handle(coordinator_workflow_id(identifier))
-        # A query needs a worker; without one it would block for the server's 30 s query timeout.
-        state = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
-        progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
-        out.print(_status_table(state, progress))
-        return
-    except RPCError:
-        pass
+    missing = await missing_workers(client)
+    _warn_missing_workers(missing)
+    # A query needs an eval worker (the coordinator's); without one it would only time out.
+    if not any(EVAL_TASK_QUEUE in line for line in missing):
+        try:
+            handle = client.get_workflow_handle(coordinator_workflow_id(identifier))
+            state = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
+            progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
+            out.print(_status_table(state, progress))
+            return
+        except RPCError:
+            pass
     workflows = await find_workflows(client, identifier)
     if not workflows:
         raise _fail(f"no experiment or run {identifier!r} found in namespace {client.namespace}", code=1)
