@@ -198,7 +198,17 @@ def status(identifier: Annotated[str, typer.Argument(help="experiment id or run 
         identifier = normalize_id(identifier, what="experiment or run id")
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    asyncio.run(_status(identifier))
+    try:
+        asyncio.run(_status(identifier))
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    # Everything is printed. Leave without interpreter finalization: the Temporal bridge's threads can
+    # race it and abort the process (seen about 1 run in 8 here), which would turn the answer's exit code
+    # into 134. `status` has nothing to flush at exit (no tracing, no files).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _status(identifier: str) -> None:
