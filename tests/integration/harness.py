@@ -289,13 +289,13 @@ class Stack:
 
 
 def run_on_two_training_workers(
-    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float
+    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float, spec: dict[str, Any] | None = None
 ) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
     """An eval worker and two training workers; a long run submitted and past its first checkpoint.
     Returns (the training worker that holds it, the idle one, the running experiment)."""
     stack.start_worker("eval")
     workers = [stack.start_worker("training"), stack.start_worker("training")]
-    experiment = {"experiment_id": f"exp-{run_id}", "runs": [tiny_run(model_dir, run_id, **LONG)]}
+    experiment = {"experiment_id": f"exp-{run_id}", "runs": [spec or tiny_run(model_dir, run_id, **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=heartbeat_timeout_s)
     wait_for_checkpoint(stack.runs_dir, run_id)
     busy = next(w for w in workers if w.holds_training)

@@ -61,7 +61,9 @@ def _assert_same_as_reference(result_run, reference: ExperimentResult) -> None: 
 
 def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(stack: Stack, tiny_model_dir: Path, reference: ExperimentResult) -> None:
     """Fault 2: SIGTERM on the busy training worker."""
-    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "drained", heartbeat_timeout_s=30)
+    busy, idle, background = run_on_two_training_workers(
+        stack, tiny_model_dir, "drained", heartbeat_timeout_s=30, spec=_spec(tiny_model_dir, "drained")
+    )
     terminated_at = time.monotonic()
     assert busy.terminate(timeout_s=60) == 0  # graceful: checkpoint at the next step, then exit
     step_at_shutdown = CheckpointStore(stack.runs_dir / "runs" / "drained" / "checkpoints").latest_complete().step
