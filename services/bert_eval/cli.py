@@ -33,7 +33,7 @@ DEFAULT_EXPERIMENT = "sst2-minilm.yaml"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line: paths are not split
     return typer.Exit(code)
 
 
