@@ -5,7 +5,7 @@ PYTHON ?= $(VENV)/bin/python
 BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 export BERT_EVAL_DATA_DIR
 
-.PHONY: install test test-fast demo up clean
+.PHONY: install lint test test-fast test-slow demo up clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -16,14 +16,23 @@ install: $(PYTHON)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# The one test command (CI runs it): unit, chart/manifests, and integration tests against a real
-# Temporal dev server, real workers, the real Trainer and (when installed) a real Prometheus.
-test:
+# ruff (pyflakes, pycodestyle, bugbear; pyproject.toml [tool.ruff]).
+lint:
+	$(PYTHON) -m ruff check services tests
+
+# The one test command (CI runs it): lint, then unit, replay, chart/manifests, and integration tests
+# against a real Temporal dev server, real workers, the real Trainer and (when installed) a real
+# Prometheus, including the fault matrix and the README walkthrough (marked `slow`).
+test: lint
 	$(PYTHON) -m pytest -q -m "not cluster"
 
-# Unit and chart tests only (no Temporal server, no worker processes).
-test-fast:
-	$(PYTHON) -m pytest -q -m "not integration and not cluster"
+# Lint, unit, replay and chart tests (no Temporal server, no worker processes).
+test-fast: lint
+	$(PYTHON) -m pytest -q -m "not integration and not slow and not cluster"
+
+# Only the fault matrix, soak, walkthrough and long-run tests.
+test-slow:
+	$(PYTHON) -m pytest -q -s -m slow
 
 # Dev server + both workers + the packaged SST-2 MiniLM experiment; prints validation metrics.
 demo:

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from bert_eval import telemetry
-from bert_eval.temporal.workflows import TRAINING_WORKFLOW_TYPE
+from bert_eval.temporal.names import WORKFLOW
 
 __all__ = [
     "BUSY_TRAINING_QUERY",
@@ -53,7 +53,10 @@ __all__ = [
 
 log = telemetry.get_logger(__name__)
 
-BUSY_TRAINING_QUERY = f"WorkflowType='{TRAINING_WORKFLOW_TYPE}' AND ExecutionStatus='Running'"
+# Training workflows under their current type and the one they had before (started before an upgrade).
+BUSY_TRAINING_QUERY = (
+    f"(WorkflowType='{WORKFLOW.training}' OR WorkflowType='{WORKFLOW.legacy_training}') AND ExecutionStatus='Running'"
+)
 DEFAULT_SELECTOR = "app.kubernetes.io/component=training-worker"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Connecting, listing and describing together; past this the kill goes ahead without Temporal's view.

@@ -22,7 +22,7 @@ from rich.table import Table
 from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
-from bert_eval.settings import TemporalSettings, get_settings, get_temporal_settings
+from bert_eval.settings import TemporalSettings, apply_offline_mode, get_settings, get_temporal_settings
 from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, RunResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
@@ -34,7 +34,7 @@ DEFAULT_EXPERIMENT = "sst2-minilm.yaml"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line: paths are not split
     return typer.Exit(code)
 
 
@@ -62,6 +62,7 @@ def server(
 
 
 def _run_worker(kind: str) -> None:
+    apply_offline_mode(get_settings())  # before the worker module imports datasets
     from bert_eval.temporal.worker import WorkerKind, run_worker
 
     asyncio.run(run_worker(WorkerKind(kind)))
@@ -115,30 +116,42 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
 
 async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
     from bert_eval import telemetry
-    from bert_eval.temporal.client import connect, ensure_search_attributes
-    from bert_eval.temporal.submit import start_experiment, watch
+    from bert_eval.temporal.client import ensure_search_attributes
+    from bert_eval.temporal.submit import missing_workers, start_experiment, watch
 
     settings = get_settings()
     telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
     telemetry.configure_tracing("bert-eval-cli")
-    try:
-        client = await connect(temporal)
-    except RuntimeError as exc:
-        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    client = await _connect_or_fail(temporal)
     await ensure_search_attributes(client)
     handle = await start_experiment(client, experiment, settings)
     print(f"experiment {experiment.id}: workflow {handle.id}")
     for spec in experiment.runs:
         print(f"  run {spec.id}")
     if not wait:
+        _warn_missing_workers(await missing_workers(client))
         return None
     with Live(console=console, refresh_per_second=2, transient=False) as live:
 
         def on_update(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> None:
             live.update(_status_table(status, progress))
 
-        result = await watch(client, handle, on_update)
+        result = await watch(client, handle, on_update, on_missing_workers=_warn_missing_workers)
     return result
+
+
+def _warn_missing_workers(lines: list[str]) -> None:
+    for line in lines:
+        console.print(f"[yellow]waiting:[/yellow] {line}", soft_wrap=True)
+
+
+async def _connect_or_fail(temporal: TemporalSettings):  # noqa: ANN202 (temporalio Client, imported lazily)
+    from bert_eval.temporal.client import connect
+
+    try:
+        return await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address} (TEMPORAL_ADDRESS): {exc}") from None
 
 
 def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> Table:
@@ -189,25 +202,41 @@ def status(identifier: Annotated[str, typer.Argument(help="experiment id or run 
         identifier = normalize_id(identifier, what="experiment or run id")
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    asyncio.run(_status(identifier))
+    try:
+        asyncio.run(_status(identifier))
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    # Everything is printed. Leave without interpreter finalization: the Temporal bridge's threads can
+    # race it and abort the process (seen about 1 run in 8 here), which would turn the answer's exit code
+    # into 134. `status` has nothing to flush at exit (no tracing, no files).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _status(identifier: str) -> None:
+    from datetime import timedelta
+
     from temporalio.service import RPCError
 
-    from bert_eval.temporal.client import connect
-    from bert_eval.temporal.submit import find_workflows, training_progress
-    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+    from bert_eval.temporal.names import EVAL_TASK_QUEUE, QUERY, coordinator_workflow_id
+    from bert_eval.temporal.submit import find_workflows, missing_workers, training_progress
 
-    client = await connect()
+    client = await _connect_or_fail(get_temporal_settings())
     out = Console()
-    try:
-        state = await client.get_workflow_handle(coordinator_workflow_id(identifier)).query(CoordinatorWorkflow.status)
-        progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
-        out.print(_status_table(state, progress))
-        return
-    except RPCError:
-        pass
+    missing = await missing_workers(client)
+    _warn_missing_workers(missing)
+    # A query needs an eval worker (the coordinator's); without one it would only time out.
+    if not any(EVAL_TASK_QUEUE in line for line in missing):
+        try:
+            handle = client.get_workflow_handle(coordinator_workflow_id(identifier))
+            state = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
+            progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
+            out.print(_status_table(state, progress))
+            return
+        except RPCError:
+            pass
     workflows = await find_workflows(client, identifier)
     if not workflows:
         raise _fail(f"no experiment or run {identifier!r} found in namespace {client.namespace}", code=1)
@@ -422,11 +451,11 @@ class _LocalStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:

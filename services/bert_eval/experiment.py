@@ -90,7 +90,7 @@ def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experim
     for run in runs:
         for combo in itertools.product(*(grid[key] for key in keys)):
             variant = copy.deepcopy(run)
-            for key, value in zip(keys, combo):
+            for key, value in zip(keys, combo, strict=True):
                 _set_dotted(variant, key, value)
             if isinstance(run.get("run_id"), str):
                 variant["run_id"] = _grid_run_id(run["run_id"], keys, combo, source=source)
@@ -99,7 +99,7 @@ def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experim
 
 
 def _grid_run_id(base: str, keys: list[str], combo: tuple[Any, ...], *, source: str) -> str:
-    parts = [base] + [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in zip(keys, combo)]
+    parts = [base] + [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in zip(keys, combo, strict=True)]
     slug = re.sub(r"[^a-z0-9.-]+", "-", "-".join(parts).lower()).strip("-.")
     slug = re.sub(r"-{2,}", "-", slug).replace("..", ".")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -52,11 +53,21 @@ class Settings(BaseSettings):
     # A training worker that finds no CUDA device exits at start instead of training on CPU
     # (the chart sets it with gpu.enabled).
     require_gpu: bool = False
+    # Never contact the Hugging Face hub: models and datasets come from local paths and the mirror.
+    offline: bool = False
 
 
 @functools.cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def apply_offline_mode(settings: Settings) -> None:
+    """Put `huggingface_hub` and `datasets` in offline mode. They read these variables once, when first
+    imported, so this runs at process start, before anything imports them."""
+    if settings.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 @functools.cache

@@ -293,8 +293,11 @@ class TrainingInput(_Strict):
     run: RunSpec
     snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
     max_attempts: int = Field(default=20, ge=1, le=1000)
     expected_snapshot_id: str | None = None  # a pinned snapshot (reference input's dataset_snapshot)
+    # Where the snapshot activity runs (the workflow itself runs on the training queue).
+    eval_task_queue: str = "bert-eval-task-queue"
 
 
 class TrainingProgress(BaseModel):
@@ -342,6 +345,8 @@ class EvalRunInput(_Strict):
     model_dir: str
     snapshot: SnapshotResult
     request: EvalRequest
+    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the coordinator).
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
 
 
 class EvalResult(_Strict):
@@ -365,7 +370,10 @@ class CoordinatorInput(_Strict):
     experiment: Experiment
     # Workflows cannot read the environment: the submitter passes the deployment's timeouts in.
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
     max_training_attempts: int = Field(default=20, ge=1, le=1000)
+    # Where training workflows and fine-tuning run (the coordinator and evaluation run on its own queue).
+    training_task_queue: str = "bert-training-task-queue"
 
 
 class RunPhase(str, Enum):

@@ -333,7 +333,7 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         stack.play(_dump(files["workers"], runs_pvc, eval_worker))
         stack.play(files["training"])
         ips = {component: stack.pod_ip(component) for component in worker_containers}
-        for component, (port, health, ready) in probe_ports.items():
+        for component, (port, _health, ready) in probe_ports.items():
             container = stack.container(component, worker_containers[component]["name"])
             _wait_http_ok(f"http://{ips[component]}:{port}{ready}", POD_READY_TIMEOUT_S, component, lambda c=container: stack.logs(c))
         MEASURED["pods ready (Temporal, training, eval; from first kube play)"] = f"{time.monotonic() - t0:.0f} s"

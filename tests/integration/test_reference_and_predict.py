@@ -114,7 +114,7 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
     assert predicted["run_id"] == "ref-run" and len(predicted["predicted_labels"]) == EVAL_ROWS
     assert set(predicted["predicted_labels"]) <= {"0", "1"}  # SST-2's own labels in the mirror
     assert all(0.5 <= c <= 1.0 for c in predicted["confidences"])
-    agree = sum(label == row["label"] for label, row in zip(predicted["predicted_labels"], rows))
+    agree = sum(label == row["label"] for label, row in zip(predicted["predicted_labels"], rows, strict=True))
     assert agree / EVAL_ROWS == first["accuracy"]
 
     # Texts on the command line; the table names the labels.

@@ -21,8 +21,7 @@ from bert_eval.temporal.submit import start_experiment
 from bert_eval.temporal.worker import WorkerKind, build_worker
 from bert_eval.types import SnapshotInput
 
-from .conftest import tiny_run
-from .harness import Stack, free_port
+from .harness import Stack, free_port, tiny_run
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,6 @@ value profiles, the rendered-objects wrapper, and small selectors over Kubernete
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field

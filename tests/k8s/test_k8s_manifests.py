@@ -195,7 +195,7 @@ def test_makefile_kubernetes_section() -> None:
     for variable in ("CLUSTER ?= bert-eval", "NAMESPACE ?= bert-eval", "IMAGE_TAG ?="):
         assert variable in section
     for chart in ("prometheus-community/kube-prometheus-stack", "kedacore/keda", "$(CHART)"):
-        assert f"upgrade --install" in section and chart in section
+        assert "upgrade --install" in section and chart in section
     for manifest in ("manifests/namespace.yaml", "manifests/starter-job.yaml", "manifests/chaos-job.yaml", "manifests/chaos-rbac.yaml"):
         assert manifest in section
         assert (REPO / manifest).is_file()

@@ -21,7 +21,6 @@ from k8s_support import (
     RELEASE,
     REPO,
     Rendered,
-    all_containers,
     assert_hardened,
     env_of,
     labels_match,

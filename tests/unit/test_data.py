@@ -74,9 +74,10 @@ def test_empty_dataset_and_missing_split_are_clear_errors(tmp_path: Path) -> Non
         load_splits(spec, ["validation"], data_dir=None)
 
 
-def test_unknown_dataset_names_the_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unknown_dataset_names_the_mirror(tmp_path: Path) -> None:
+    import datasets
+
+    assert datasets.config.HF_HUB_OFFLINE  # tests/conftest.py sets offline mode before the import
     with pytest.raises(InvalidInputError, match="no-such/dataset.*local mirror"):
         load_splits(DatasetSpec(name="no-such/dataset"), ["train"], data_dir=tmp_path)
 

@@ -56,7 +56,7 @@ def test_predictions_use_class_names_and_agree_with_evaluation(
     assert set(result.predicted_labels) <= {"negative", "positive"}
     assert all(0.5 <= c <= 1.0 for c in result.confidences)
     truth = [snapshot.dataset_schema.label_names[i] for i in rows["label"]]
-    agree = sum(p == t for p, t in zip(result.predicted_labels, truth))
+    agree = sum(p == t for p, t in zip(result.predicted_labels, truth, strict=True))
     assert agree / len(truth) == evaluation.metrics["accuracy"]
 
 

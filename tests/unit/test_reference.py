@@ -117,9 +117,18 @@ def test_placement_and_new_knobs_at_default_leave_the_fingerprint_unchanged() ->
         (_config(run_id="a", fine_tune_config__run_id="b"), "configs[0]: contradictory run ids (run_id='a', fine_tune_config.run_id='b')"),
         (_config(fine_tune_config__run_id="a", evaluation_config={"run_id": "b", "max_eval_samples": None}), "contradictory run ids"),
         (_config(run_id="../etc"), "configs[0]: run_id: invalid run_id '../etc'"),
-        (_config(evaluation_config={"max_seq_length": 256, "max_eval_samples": None}), "evaluation_config.max_seq_length (256) differs from fine_tune_config.max_seq_length (128)"),
-        (_config(evaluation_config={"dataset_config_name": "cola", "max_eval_samples": None}), "evaluation_config dataset 'glue/cola' differs from fine_tune_config dataset 'glue/sst2'"),
-        (_config(evaluation_config={"max_eval_samples": 100}), "fine_tune_config.max_eval_samples (None) differs from evaluation_config.max_eval_samples (100)"),
+        (
+            _config(evaluation_config={"max_seq_length": 256, "max_eval_samples": None}),
+            "evaluation_config.max_seq_length (256) differs from fine_tune_config.max_seq_length (128)",
+        ),
+        (
+            _config(evaluation_config={"dataset_config_name": "cola", "max_eval_samples": None}),
+            "evaluation_config dataset 'glue/cola' differs from fine_tune_config dataset 'glue/sst2'",
+        ),
+        (
+            _config(evaluation_config={"max_eval_samples": 100}),
+            "fine_tune_config.max_eval_samples (None) differs from evaluation_config.max_eval_samples (100)",
+        ),
         (_config(evaluation_config={"model_path": "/tmp/m", "max_eval_samples": None}), "evaluation_config.model_path is set"),
         (_config(fine_tune_config__text_pair_field="sentence2"), "text_pair_field is set without text_field"),
         (_config(fine_tune_config__task_type="ranking"), "configs.0.fine_tune_config.task_type"),
@@ -146,7 +155,8 @@ def test_empty_or_misshapen_input_is_refused() -> None:
 
 
 def test_snapshot_pin_is_carried_canonically() -> None:
-    (run,) = parse_reference_input({"configs": [_config(dataset_snapshot={"snapshot_id": "0123456789ABCDEF", "dataset_name": "glue", "dataset_config": "sst2"})]})
+    pin = {"snapshot_id": "0123456789ABCDEF", "dataset_name": "glue", "dataset_config": "sst2"}
+    (run,) = parse_reference_input({"configs": [_config(dataset_snapshot=pin)]})
     assert run.snapshot_id == "0123456789abcdef"
 
 
