@@ -25,8 +25,8 @@ import pytest
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.core.snapshot import LABEL
 
-from .conftest import tiny_run
-from .harness import Stack, WorkerProcess
+
+from .harness import Stack, WorkerProcess, tiny_run
 
 pytestmark = pytest.mark.integration
 
