@@ -12,6 +12,7 @@ snapshot's own verification only covers the files its manifest lists, so the cac
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -53,7 +54,12 @@ def tokenization_key(snapshot: SnapshotResult, split: str, tokenizer: PreTrained
     digest = hashlib.sha256(f"{_FORMAT}\0{snapshot.snapshot_id}\0{split}\0{max_length}\0{type(tokenizer).__name__}".encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        digest.update(backend.to_str().encode())  # vocabulary, normalizer, pre-tokenizer, special tokens
+        # Vocabulary, normalizer, pre-tokenizer, post-processor; not the truncation/padding state that
+        # the last call left behind (it changes with every call's arguments, not with the tokenizer).
+        content = json.loads(backend.to_str())
+        content.pop("truncation", None)
+        content.pop("padding", None)
+        digest.update(json.dumps(content, sort_keys=True).encode())
     else:
         digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     digest.update(repr(tokenizer.special_tokens_map).encode())
