@@ -132,7 +132,7 @@ class BackgroundCheckpointWriter:
         self.flush()
         blocked = state.copy_seconds + (time.monotonic() - waited_from)
         if not self._background:
-            self._write(state, blocked)
+            self._write(state, None)  # the training thread waits for all of it
             return
         self._thread = threading.Thread(
             target=self._write_catching, args=(state, blocked), name=f"checkpoint-{state.step}", daemon=True
@@ -158,7 +158,7 @@ class BackgroundCheckpointWriter:
         except BaseException as exc:  # handed to the training thread by flush()
             self._error = exc
 
-    def _write(self, state: HostState, blocked: float) -> None:
+    def _write(self, state: HostState, blocked: float | None) -> None:
         started = time.monotonic()
         staging = self._store.new_staging_dir()
         write_checkpoint_files(state, staging)
@@ -166,4 +166,5 @@ class BackgroundCheckpointWriter:
         self._store.prune()
         size = sum(f.stat().st_size for f in checkpoint.path.rglob("*") if f.is_file())
         seconds = state.copy_seconds + time.monotonic() - started
+        blocked = seconds if blocked is None else blocked
         self._on_saved(SavedCheckpoint(checkpoint=checkpoint, seconds=seconds, blocked_seconds=blocked, bytes=size))

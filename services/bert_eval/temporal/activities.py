@@ -127,7 +127,7 @@ class _PrometheusTrainingObserver(TrainingObserver):
 
     def logged(self, window: LogWindow) -> None:
         metrics = telemetry.TRAINING
-        metrics.loss.labels(**self._labels).set(window.mean_loss)
+        metrics.loss.labels(**self._labels).set(window.loss)
         metrics.learning_rate.labels(**self._labels).set(window.learning_rate)
         metrics.samples_per_second.labels(**self._labels).set(window.samples_per_s)
         metrics.tokens_per_second.labels(**self._labels).set(window.tokens_per_s)
