@@ -10,6 +10,7 @@ dynamically padded batches), tokenize.py (tokenization cached per snapshot), tra
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -147,8 +148,11 @@ def fine_tune(
             "train", attributes={"run_id": run.id, "attempt": request.attempt, "resumed_from_step": latest.step if latest else -1}
         ):
             trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
-    finally:
-        writer.flush()  # a checkpoint in flight is published (or its error raised) before we go on
+    except BaseException:
+        with contextlib.suppress(Exception):  # publish what is in flight; the training error is the one to report
+            writer.flush()
+        raise
+    writer.flush()  # a checkpoint in flight is published (or its write error raised) before we go on
 
     state = trainer.state
     if policy.stop_requested:
