@@ -288,6 +288,15 @@ class Bench:
             "background": dict(checkpoint_every_steps=s.checkpoint_every_steps),
             "synchronous": dict(checkpoint_every_steps=s.checkpoint_every_steps, background_checkpoints=False),
         }
+        # Tokenize the shared rows once first, so no variant pays for the cache the others then read.
+        from transformers import AutoTokenizer
+
+        from bert_eval.core.modeling import resolve_model
+        from bert_eval.core.tokenize import tokenized_split
+
+        warm = self.spec("ckpt-warm", model, s.checkpoint_rows, batch_size=s.ours_batch)
+        snapshot = create_snapshot(SnapshotInput.for_run(warm), runs_dir=runs_dir, data_dir=self.data_dir)
+        tokenized_split(snapshot, "train", AutoTokenizer.from_pretrained(resolve_model(model)), max_length=warm.train.max_seq_length)
         steps = 0
         for label, knobs in variants.items():
             spec = self.spec(f"ckpt-{label}", model, s.checkpoint_rows, batch_size=s.ours_batch, learning_rate=lr, keep_checkpoints=2, **knobs)
