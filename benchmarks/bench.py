@@ -498,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only or ["training", "checkpoints", "coordinator", "accuracy"])
 
     bench = Bench(sizes, work, data_dir)
+    host = machine()  # before the work: the load average at the start
     started = time.monotonic()
     print(f"bert-eval bench on {args.device} ({'quick' if args.quick else 'full'}), scratch {work}", flush=True)
     try:
@@ -515,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_at_end": os.getloadavg(),
             "device": args.device,
             "sizes": asdict(sizes),
-            "machine": machine(),
+            "machine": host,
             "total_wall_s": round(total, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "rows": [asdict(r) for r in bench.rows],
