@@ -5,7 +5,7 @@ PYTHON ?= $(VENV)/bin/python
 BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 export BERT_EVAL_DATA_DIR
 
-.PHONY: install test test-fast demo up clean bench bench-gpu
+.PHONY: install lint test test-fast test-slow demo up clean bench bench-gpu
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -16,14 +16,23 @@ install: $(PYTHON)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# The one test command (CI runs it): unit, chart/manifests, and integration tests against a real
-# Temporal dev server, real workers, the real Trainer and (when installed) a real Prometheus.
-test:
-	$(PYTHON) -m pytest -q
+# ruff (pyflakes, pycodestyle, bugbear; pyproject.toml [tool.ruff]).
+lint:
+	$(PYTHON) -m ruff check services tests
 
-# Unit and chart tests only (no Temporal server, no worker processes).
-test-fast:
-	$(PYTHON) -m pytest -q -m "not integration"
+# The one test command (CI runs it): lint, then unit, replay, chart/manifests, and integration tests
+# against a real Temporal dev server, real workers, the real Trainer and (when installed) a real
+# Prometheus, including the fault matrix and the README walkthrough (marked `slow`).
+test: lint
+	$(PYTHON) -m pytest -q -m "not cluster"
+
+# Lint, unit, replay and chart tests (no Temporal server, no worker processes).
+test-fast: lint
+	$(PYTHON) -m pytest -q -m "not integration and not slow and not cluster"
+
+# Only the fault matrix, soak, walkthrough and long-run tests.
+test-slow:
+	$(PYTHON) -m pytest -q -s -m slow
 
 # Dev server + both workers + the packaged SST-2 MiniLM experiment; prints validation metrics.
 demo:
@@ -47,11 +56,12 @@ clean:
 
 # --- Kubernetes ---
 # Run bert-eval on a local kind cluster (needs Docker, kind, helm, kubectl), in order:
-#   make kind-up images kind-load deploy   # cluster, images, Temporal + workers + monitoring + KEDA
-#   make experiment                        # starter Job submits manifests/experiment-configmap.yaml
+#   make kind-up kind-images kind-load deploy   # cluster, CPU image, Temporal + workers + monitoring + KEDA + tracing
+#   make experiment                        # starter Job submits manifests/experiment-configmap.yaml; returns once started
 #   make chaos                             # kill the busy training worker pod; training resumes
-#   make ui                                # Temporal UI, Grafana, Prometheus on localhost
+#   make ui                                # Temporal UI, Grafana, Prometheus, Jaeger on localhost
 #   make kind-down
+# or, after deploy, `make demo-k8s`: submit, wait for the first checkpoint, kill, wait, print `resumes: 1`.
 # charts/bert-eval/README.md walks through it, and through a cloud GPU pool.
 # manifests/ assume release `bert-eval` in namespace `bert-eval`.
 CLUSTER ?= bert-eval
@@ -69,10 +79,16 @@ KEDA_VERSION ?= 2.19.0
 TEMPORAL_UI_PORT ?= 18233
 GRAFANA_PORT ?= 13000
 PROMETHEUS_PORT ?= 19090
+JAEGER_PORT ?= 16686
+# experiment_id of manifests/experiment-configmap.yaml (the tests keep them equal).
+EXPERIMENT_ID ?= sst2-minilm
 KUBECTL = kubectl --context kind-$(CLUSTER)
 HELM = helm --kube-context kind-$(CLUSTER)
+# The bert-eval CLI inside the running eval worker pod: it has the release's Temporal address and
+# the shared volume, so nothing on the host needs a port-forward.
+IN_CLUSTER = $(KUBECTL) -n $(NAMESPACE) exec deploy/$(RELEASE)-eval-worker -- bert-eval
 
-.PHONY: kind-up images kind-load deploy experiment chaos ui kind-down chart-lint
+.PHONY: kind-up images images-local test-cluster kind-images kind-load deploy experiment chaos demo-k8s ui kind-down chart-lint
 
 # The host directory shared by every node as /bert_runs (kind-config.yaml).
 # World-writable because pods run as uid 10001 and hostPath volumes ignore fsGroup.
@@ -83,36 +99,58 @@ kind-up:
 	kind get clusters 2>/dev/null | grep -qx '$(CLUSTER)' || \
 		kind create cluster --name $(CLUSTER) --config kind-config.yaml --wait 180s
 
+# Upstream bases and indexes by default; override e.g. PYTHON_IMAGE=... TRAINING_TORCH_INDEX=...
+# (the training image's default is PyPI's CUDA 13.0 torch; the CPU index makes a CPU image).
+PYTHON_IMAGE ?= python:3.11.13-slim-bookworm
+TRAINING_TORCH_INDEX ?= https://pypi.org/simple
+EVAL_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 images:
-	docker build -f services/Dockerfile.training -t $(TRAINING_IMAGE) .
-	docker build -f services/Dockerfile.eval -t $(EVAL_IMAGE) .
+	docker build -f services/Dockerfile.training --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(TRAINING_TORCH_INDEX) -t $(TRAINING_IMAGE) .
+	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
+
+# Without Docker or pullable base images (root, podman): a debootstrap Debian base, both worker
+# images (CPU torch) and a Temporal dev-server image, all in podman's storage (scripts/local-images.sh).
+images-local:
+	IMAGE_TAG=$(IMAGE_TAG) scripts/local-images.sh
+
+# The chart's own pods under `podman kube play`: submit, kill the training pod, resume (tests/cluster).
+test-cluster: images-local
+	CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf $(PYTHON) -m pytest -q -m cluster tests/cluster
+
+# kind has no GPUs: the kind profile runs the training worker on the CPU (eval) image, so only that
+# image is built and loaded; the multi-GB CUDA image never reaches the nodes.
+kind-images:
+	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
 
 kind-load:
-	kind load docker-image --name $(CLUSTER) $(TRAINING_IMAGE) $(EVAL_IMAGE)
+	kind load docker-image --name $(CLUSTER) $(EVAL_IMAGE)
 
-# kube-prometheus-stack and KEDA from their public charts, then this chart
-# (its optional Temporal-chart dependency is fetched by `helm dependency build`).
+# kube-prometheus-stack and KEDA from their public charts, then this chart, which has no
+# dependencies (nothing to fetch for it; Temporal is its dev server on kind).
 deploy:
 	helm repo add prometheus-community https://prometheus-community.github.io/helm-charts --force-update
 	helm repo add kedacore https://kedacore.github.io/charts --force-update
-	helm repo add temporal https://go.temporal.io/helm-charts --force-update
-	helm repo update prometheus-community kedacore temporal
+	helm repo update prometheus-community kedacore
 	$(HELM) upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack \
 		--version $(KPS_VERSION) --namespace $(MONITORING_NAMESPACE) --create-namespace \
 		-f $(CHART)/examples/kube-prometheus-stack-kind.yaml --wait --timeout 15m
 	$(HELM) upgrade --install keda kedacore/keda --version $(KEDA_VERSION) \
 		--namespace $(KEDA_NAMESPACE) --create-namespace --wait --timeout 10m
-	helm dependency build $(CHART)
 	$(KUBECTL) apply -f manifests/namespace.yaml
 	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) -f $(KIND_VALUES) \
 		--set images.training.tag=$(IMAGE_TAG) --set images.eval.tag=$(IMAGE_TAG) \
 		--set networkPolicy.kedaNamespace=$(KEDA_NAMESPACE) --wait --timeout 15m
 	$(KUBECTL) -n $(NAMESPACE) get pods -o wide
 
+# Returns once the experiment is submitted, so `make chaos` can follow; the Job keeps watching it.
 experiment:
 	$(KUBECTL) -n $(NAMESPACE) delete job bert-eval-starter --ignore-not-found
 	$(KUBECTL) apply -f manifests/experiment-configmap.yaml -f manifests/starter-job.yaml
-	$(KUBECTL) -n $(NAMESPACE) logs -f --pod-running-timeout=5m job/bert-eval-starter
+	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until started --timeout 600
+	@echo "follow it: $(KUBECTL) -n $(NAMESPACE) logs -f job/bert-eval-starter"
 
 chaos:
 	$(KUBECTL) apply -f manifests/chaos-rbac.yaml
@@ -120,15 +158,24 @@ chaos:
 	$(KUBECTL) apply -f manifests/chaos-job.yaml
 	$(KUBECTL) -n $(NAMESPACE) logs -f --pod-running-timeout=5m job/bert-eval-chaos
 
+# The resume, end to end: submit, wait for the first checkpoint, delete the training worker pod with
+# no grace period (as `bert-eval chaos kill --target k8s` does), wait for the result: `resumes: 1`.
+demo-k8s: experiment
+	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until checkpoint --timeout 1800
+	$(KUBECTL) -n $(NAMESPACE) delete pod --grace-period=0 --force -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=training-worker
+	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until done --timeout 7200
+
 # kind also maps NodePorts: Temporal UI http://localhost:8233, Grafana http://localhost:3000.
 ui:
 	@echo "Temporal UI  http://localhost:$(TEMPORAL_UI_PORT)"
 	@echo "Grafana      http://localhost:$(GRAFANA_PORT)  (admin / see: $(KUBECTL) -n $(MONITORING_NAMESPACE) get secret kube-prometheus-stack-grafana -o jsonpath='{.data.admin-password}' | base64 -d)"
 	@echo "Prometheus   http://localhost:$(PROMETHEUS_PORT)"
+	@echo "Jaeger       http://localhost:$(JAEGER_PORT)  (traces, service bert-eval-*)"
 	@echo "Ctrl-C stops the port-forwards."
 	$(KUBECTL) -n $(NAMESPACE) port-forward svc/$(RELEASE)-temporal $(TEMPORAL_UI_PORT):8233 & \
 	$(KUBECTL) -n $(MONITORING_NAMESPACE) port-forward svc/kube-prometheus-stack-grafana $(GRAFANA_PORT):80 & \
 	$(KUBECTL) -n $(MONITORING_NAMESPACE) port-forward svc/kube-prometheus-stack-prometheus $(PROMETHEUS_PORT):9090 & \
+	$(KUBECTL) -n $(NAMESPACE) port-forward svc/$(RELEASE)-jaeger $(JAEGER_PORT):16686 & \
 	wait
 
 kind-down:

@@ -1,8 +1,10 @@
 """`bert-eval chaos kill`: kill a training worker mid-activity to show that training resumes.
 
-Targets are local processes (`--target local`: SIGKILL) or pods (`--target k8s`: delete with grace
-period 0). When Temporal can be reached, the victim is a worker that holds a running training
-activity: each running `TrainingWorkflow`'s pending activities name their worker as `pid@hostname`
+Targets are local processes (`--target local`: SIGKILL), pods (`--target k8s`: delete with grace
+period 0) or pods started by `podman kube play` (`--target podman`: SIGKILL to every container of the
+pod; bringing the pod back is the caller's job, as a controller's would be). When Temporal can be
+reached, the victim is a worker that holds a running training activity: each running training
+workflow's (`CheckpointedBertTrainingWorkflow`) pending activities name their worker as `pid@hostname`
 (the SDK's default identity; in a pod the hostname is the pod name). When Temporal cannot tell,
 any training worker is chosen.
 
@@ -13,10 +15,12 @@ The selection rules are small pure functions over plain data (`choose_local_targ
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from bert_eval import telemetry
+from bert_eval.temporal.names import WORKFLOW
 
 __all__ = [
     "BUSY_TRAINING_QUERY",
@@ -48,7 +53,10 @@ __all__ = [
 
 log = telemetry.get_logger(__name__)
 
-BUSY_TRAINING_QUERY = "WorkflowType='TrainingWorkflow' AND ExecutionStatus='Running'"
+# Training workflows under their current type and the one they had before (started before an upgrade).
+BUSY_TRAINING_QUERY = (
+    f"(WorkflowType='{WORKFLOW.training}' OR WorkflowType='{WORKFLOW.legacy_training}') AND ExecutionStatus='Running'"
+)
 DEFAULT_SELECTOR = "app.kubernetes.io/component=training-worker"
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Connecting, listing and describing together; past this the kill goes ahead without Temporal's view.
@@ -58,6 +66,7 @@ TEMPORAL_LOOKUP_TIMEOUT_S = 15.0
 class Target(str, Enum):
     local = "local"
     k8s = "k8s"
+    podman = "podman"
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,30 @@ def _kill_one_pod(
     return Kill(kind="pod", name=f"{namespace}/{pod.name}", reason=reason)
 
 
+# --------------------------------------------------------------------------- podman pods
+
+
+def _podman_pod_candidates(selector: str) -> list[PodCandidate]:
+    """Pods whose labels match every `key=value` of the selector (`podman kube play` copies the
+    pod template's labels onto the pod)."""
+    filters = [f"--filter=label={term.strip()}" for term in selector.split(",") if term.strip()]
+    listed = subprocess.run(
+        ["podman", "pod", "ps", "--format", "json", *filters], check=True, capture_output=True, text=True
+    ).stdout
+    return [PodCandidate(name=pod["Name"], phase=pod["Status"]) for pod in json.loads(listed or "[]")]
+
+
+def _kill_one_podman_pod(selector: str, busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random) -> Kill | None:
+    choice = choose_pod_target(_podman_pod_candidates(selector), busy, prefer_busy=prefer_busy, rng=rng)
+    if choice is None:
+        log.warning("no training worker pod found in podman", selector=selector)
+        return None
+    pod, reason = choice
+    subprocess.run(["podman", "pod", "kill", "--signal", "KILL", pod.name], check=True, capture_output=True, text=True)
+    log.info("killed podman training worker pod", pod=pod.name, status=pod.phase, reason=reason)
+    return Kill(kind="pod", name=f"podman/{pod.name}", reason=reason)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -363,6 +396,8 @@ def kill_training_workers(
         if target is Target.k8s:
             assert pod_api is not None and namespace is not None
             kill = _kill_one_pod(pod_api, namespace, selector, busy, prefer_busy=prefer_busy, rng=rng)
+        elif target is Target.podman:
+            kill = _kill_one_podman_pod(selector, busy, prefer_busy=prefer_busy, rng=rng)
         else:
             kill = _kill_one_local(busy, prefer_busy=prefer_busy, rng=rng)
         if kill is not None:
@@ -377,11 +412,11 @@ chaos_app = typer.Typer(help="Fault injection: kill training workers to watch tr
 
 @chaos_app.command("kill")
 def kill(
-    target: Annotated[Target, typer.Option(help="local processes or Kubernetes pods")] = Target.local,
+    target: Annotated[Target, typer.Option(help="local processes, Kubernetes pods or podman pods")] = Target.local,
     namespace: Annotated[
         str | None, typer.Option(help="k8s: namespace of the pods (default: this pod's namespace, else `default`)")
     ] = None,
-    selector: Annotated[str, typer.Option(help="k8s: label selector of training worker pods")] = DEFAULT_SELECTOR,
+    selector: Annotated[str, typer.Option(help="k8s, podman: label selector of training worker pods")] = DEFAULT_SELECTOR,
     every: Annotated[float, typer.Option(min=0, help="seconds between kills when --times > 1")] = 60.0,
     times: Annotated[int, typer.Option(min=1, help="how many kills")] = 1,
     prefer_busy: Annotated[

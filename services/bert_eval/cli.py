@@ -1,4 +1,4 @@
-"""`bert-eval` command line: server, workers, run, status, up, demo, chaos, report."""
+"""`bert-eval` command line: server, workers, run, status, wait, predict, up, demo, chaos, report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,8 +22,8 @@ from rich.table import Table
 from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
-from bert_eval.settings import TemporalSettings, get_settings, get_temporal_settings
-from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, TrainingProgress, normalize_id
+from bert_eval.settings import TemporalSettings, apply_offline_mode, get_settings, get_temporal_settings
+from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, RunResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
@@ -33,7 +34,7 @@ DEFAULT_EXPERIMENT = "sst2-minilm.yaml"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line: paths are not split
     return typer.Exit(code)
 
 
@@ -61,6 +62,7 @@ def server(
 
 
 def _run_worker(kind: str) -> None:
+    apply_offline_mode(get_settings())  # before the worker module imports datasets
     from bert_eval.temporal.worker import WorkerKind, run_worker
 
     asyncio.run(run_worker(WorkerKind(kind)))
@@ -114,30 +116,42 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
 
 async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
     from bert_eval import telemetry
-    from bert_eval.temporal.client import connect, ensure_search_attributes
-    from bert_eval.temporal.submit import start_experiment, watch
+    from bert_eval.temporal.client import ensure_search_attributes
+    from bert_eval.temporal.submit import missing_workers, start_experiment, watch
 
     settings = get_settings()
     telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
     telemetry.configure_tracing("bert-eval-cli")
-    try:
-        client = await connect(temporal)
-    except RuntimeError as exc:
-        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    client = await _connect_or_fail(temporal)
     await ensure_search_attributes(client)
     handle = await start_experiment(client, experiment, settings)
     print(f"experiment {experiment.id}: workflow {handle.id}")
     for spec in experiment.runs:
         print(f"  run {spec.id}")
     if not wait:
+        _warn_missing_workers(await missing_workers(client))
         return None
     with Live(console=console, refresh_per_second=2, transient=False) as live:
 
         def on_update(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> None:
             live.update(_status_table(status, progress))
 
-        result = await watch(client, handle, on_update)
+        result = await watch(client, handle, on_update, on_missing_workers=_warn_missing_workers)
     return result
+
+
+def _warn_missing_workers(lines: list[str]) -> None:
+    for line in lines:
+        console.print(f"[yellow]waiting:[/yellow] {line}", soft_wrap=True)
+
+
+async def _connect_or_fail(temporal: TemporalSettings):  # noqa: ANN202 (temporalio Client, imported lazily)
+    from bert_eval.temporal.client import connect
+
+    try:
+        return await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address} (TEMPORAL_ADDRESS): {exc}") from None
 
 
 def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> Table:
@@ -163,16 +177,19 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
 
 def _print_results(result: ExperimentResult) -> None:
     table = Table(title=f"experiment {result.experiment_id}: results")
-    for column in ("run", "status", "steps", "final loss", "resumes", "metrics / error"):
+    for column in ("run", "status", "steps", "final loss", "resumes", "classes", "metrics / error"):
         table.add_column(column)
     for run in result.runs:
         summary = run.training
+        schema = summary.dataset_schema if summary else None
         table.add_row(
             run.run_id,
             run.status + (" (reused)" if run.reused else ""),
             str(summary.steps) if summary else "",
             f"{summary.final_loss:.4f}" if summary and summary.final_loss is not None else "",
             str(summary.resumes) if summary else "",
+            # The label set training used (recorded in the run's training summary): a stray class shows here.
+            (",".join(schema.label_names) or schema.task.value) if schema else "",
             run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
         )
     Console().print(table)
@@ -185,25 +202,41 @@ def status(identifier: Annotated[str, typer.Argument(help="experiment id or run 
         identifier = normalize_id(identifier, what="experiment or run id")
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    asyncio.run(_status(identifier))
+    try:
+        asyncio.run(_status(identifier))
+        code = 0
+    except typer.Exit as exc:
+        code = exc.exit_code
+    # Everything is printed. Leave without interpreter finalization: the Temporal bridge's threads can
+    # race it and abort the process (seen about 1 run in 8 here), which would turn the answer's exit code
+    # into 134. `status` has nothing to flush at exit (no tracing, no files).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _status(identifier: str) -> None:
+    from datetime import timedelta
+
     from temporalio.service import RPCError
 
-    from bert_eval.temporal.client import connect
-    from bert_eval.temporal.submit import find_workflows, training_progress
-    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+    from bert_eval.temporal.names import EVAL_TASK_QUEUE, QUERY, coordinator_workflow_id
+    from bert_eval.temporal.submit import find_workflows, missing_workers, training_progress
 
-    client = await connect()
+    client = await _connect_or_fail(get_temporal_settings())
     out = Console()
-    try:
-        state = await client.get_workflow_handle(coordinator_workflow_id(identifier)).query(CoordinatorWorkflow.status)
-        progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
-        out.print(_status_table(state, progress))
-        return
-    except RPCError:
-        pass
+    missing = await missing_workers(client)
+    _warn_missing_workers(missing)
+    # A query needs an eval worker (the coordinator's); without one it would only time out.
+    if not any(EVAL_TASK_QUEUE in line for line in missing):
+        try:
+            handle = client.get_workflow_handle(coordinator_workflow_id(identifier))
+            state = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
+            progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
+            out.print(_status_table(state, progress))
+            return
+        except RPCError:
+            pass
     workflows = await find_workflows(client, identifier)
     if not workflows:
         raise _fail(f"no experiment or run {identifier!r} found in namespace {client.namespace}", code=1)
@@ -216,6 +249,162 @@ async def _status(identifier: str) -> None:
     progress = await training_progress(client, identifier)
     if progress is not None:
         out.print_json(progress.model_dump_json())
+
+
+class WaitFor(str, Enum):
+    started = "started"
+    checkpoint = "checkpoint"
+    done = "done"
+
+
+@app.command("wait")
+def wait_command(
+    experiment_id: Annotated[str, typer.Argument(help="experiment id (experiment_id in its YAML)")],
+    until: Annotated[
+        WaitFor,
+        typer.Option(help="started: the experiment exists; checkpoint: a run saved a checkpoint; done: every run ended"),
+    ] = WaitFor.done,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds before giving up (exit 1)")] = 3600.0,
+) -> None:
+    """Block until an experiment reaches a point, then print it (`done`: each run's status and `resumes: N`).
+
+    Scripts and `make demo-k8s` sequence submit -> first checkpoint -> kill -> result with it.
+    """
+    try:
+        experiment_id = normalize_id(experiment_id, what="experiment id")
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    temporal = get_temporal_settings()
+    try:
+        lines = asyncio.run(asyncio.wait_for(_wait(experiment_id, until, temporal), timeout))
+    except TimeoutError:
+        _fail(
+            f"experiment {experiment_id}: not {until.value} after {timeout:.0f}s (Temporal at {temporal.address}). "
+            f"See `bert-eval status {experiment_id}`, or raise --timeout."
+        )
+        _exit_without_finalizing(1)
+    for line in lines:
+        print(line, flush=True)
+    _exit_without_finalizing(1 if until is WaitFor.done and any(": failed" in line for line in lines) else 0)
+
+
+def _exit_without_finalizing(code: int) -> None:
+    """Exit now, skipping interpreter teardown: the Temporal client's native threads can abort it
+    (`Fatal Python error: PyGILState_Release`, temporalio/sdk-python#300) and turn a finished wait into
+    exit code -6, which `make demo-k8s` would take for a failure. Output is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings, *, interval_s: float = 2.0) -> list[str]:
+    from temporalio.service import RPCError
+
+    from bert_eval.temporal.client import connect
+    from bert_eval.temporal.submit import training_progress
+    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+
+    try:
+        client = await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id), result_type=ExperimentResult)
+    while True:  # the starter may not have submitted yet
+        try:
+            await handle.describe()
+            break
+        except RPCError:
+            await asyncio.sleep(interval_s)
+    if until is WaitFor.started:
+        return [f"experiment {experiment_id}: started"]
+    if until is WaitFor.checkpoint:
+        while True:
+            try:
+                status = await handle.query(CoordinatorWorkflow.status)
+            except RPCError:
+                status = None
+            for run in status.runs if status else []:
+                progress = await training_progress(client, run.run_id)
+                if progress is not None and progress.last_checkpoint is not None:
+                    return [f"run {run.run_id}: checkpoint-{progress.last_checkpoint.step}"]
+            await asyncio.sleep(interval_s)
+    result = await handle.result()
+    return [_result_line(run) for run in result.runs]
+
+
+def _result_line(run: RunResult) -> str:
+    summary = run.training
+    parts = [f"run {run.run_id}: {run.status}" + (" (reused)" if run.reused else "")]
+    if summary is not None:
+        parts += [f"steps {summary.steps}", f"resumes: {summary.resumes}"]
+    parts.append(run.error or ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
+    return ", ".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+@app.command()
+def predict(
+    run_id: Annotated[str, typer.Argument(help="a trained run's id")],
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to label (sentence pairs: 'first<TAB>second')")] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", help="more texts, one per line")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON instead of a table")] = False,
+) -> None:
+    """Label texts with a trained run's final model (on the eval pool), in the dataset's own label names."""
+    from bert_eval.types import PredictInput
+
+    all_texts = list(texts or [])
+    if file is not None:
+        try:
+            all_texts += [line for line in file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    if not all_texts:
+        raise _fail('nothing to predict: give texts (bert-eval predict RUN_ID "a text" ...) or --file FILE')
+    try:
+        request = PredictInput(run_id=run_id, texts=tuple(all_texts))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    result = asyncio.run(_predict(request))
+    if json_out:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"predictions of run {result.run_id}")
+    for column in ("text", "label", "confidence" if not result.scores else "score"):
+        table.add_column(column)
+    for index, text in enumerate(result.texts):
+        value = result.scores[index] if result.scores else result.confidences[index]
+        table.add_row(text, result.predicted_labels[index], f"{value:.4f}")
+    Console().print(table)
+
+
+async def _predict(request):  # noqa: ANN001, ANN202 (PredictInput -> PredictResult; imports kept lazy)
+    import uuid
+
+    from temporalio.client import WorkflowFailureError
+
+    from bert_eval.settings import EVAL_TASK_QUEUE
+    from bert_eval.temporal.client import connect
+    from bert_eval.temporal.workflows import PredictWorkflow, predict_workflow_id
+
+    temporal = get_temporal_settings()
+    try:
+        client = await connect(temporal)
+    except RuntimeError as exc:
+        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
+    try:
+        return await client.execute_workflow(
+            PredictWorkflow.run,
+            request,
+            id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12]),
+            task_queue=EVAL_TASK_QUEUE,
+        )
+    except WorkflowFailureError as exc:
+        cause: BaseException | None = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise _fail(getattr(cause, "message", str(cause)), code=1) from None
 
 
 # --------------------------------------------------------------------------- up and demo
@@ -262,11 +451,11 @@ class _LocalStack:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
-        for name, process in reversed(self.processes):
+        for _name, process in reversed(self.processes):
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from bert_eval.types import Experiment, RunSpec, normalize_id
 
-__all__ = ["ExperimentFileError", "expand_grid", "load_experiment", "parse_experiment"]
+__all__ = ["ExperimentFileError", "describe_validation_error", "expand_grid", "load_experiment", "parse_experiment"]
 
 _TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid"}
 
@@ -68,12 +68,12 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
         try:
             specs.append(RunSpec.model_validate(run))
         except ValidationError as exc:
-            raise ExperimentFileError(f"{source}: {label}: {_describe(exc)}") from None
+            raise ExperimentFileError(f"{source}: {label}: {describe_validation_error(exc)}") from None
     try:
         experiment_id = document.get("experiment_id")
         return Experiment(experiment_id=experiment_id, runs=tuple(specs)).canonical()
     except ValidationError as exc:
-        raise ExperimentFileError(f"{source}: {_describe(exc)}") from None
+        raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:
         raise ExperimentFileError(f"{source}: {exc}") from None
 
@@ -90,7 +90,7 @@ def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experim
     for run in runs:
         for combo in itertools.product(*(grid[key] for key in keys)):
             variant = copy.deepcopy(run)
-            for key, value in zip(keys, combo):
+            for key, value in zip(keys, combo, strict=True):
                 _set_dotted(variant, key, value)
             if isinstance(run.get("run_id"), str):
                 variant["run_id"] = _grid_run_id(run["run_id"], keys, combo, source=source)
@@ -99,7 +99,7 @@ def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experim
 
 
 def _grid_run_id(base: str, keys: list[str], combo: tuple[Any, ...], *, source: str) -> str:
-    parts = [base] + [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in zip(keys, combo)]
+    parts = [base] + [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in zip(keys, combo, strict=True)]
     slug = re.sub(r"[^a-z0-9.-]+", "-", "-".join(parts).lower()).strip("-.")
     slug = re.sub(r"-{2,}", "-", slug).replace("..", ".")
     try:
@@ -131,7 +131,7 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "value"

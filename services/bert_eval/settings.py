@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -45,11 +46,28 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     # Force CPU even when a GPU is present (tests, debugging).
     force_cpu: bool = False
+    # After SIGTERM, how long the worker waits for its activities (a training attempt stops at the next
+    # step and writes a final checkpoint) before cancelling them. Unset: 90 s training, 30 s eval. The
+    # chart sets it to the pod's terminationGracePeriodSeconds minus a margin, so it ends before SIGKILL.
+    graceful_shutdown_s: float | None = Field(default=None, ge=0)
+    # A training worker that finds no CUDA device exits at start instead of training on CPU
+    # (the chart sets it with gpu.enabled).
+    require_gpu: bool = False
+    # Never contact the Hugging Face hub: models and datasets come from local paths and the mirror.
+    offline: bool = False
 
 
 @functools.cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def apply_offline_mode(settings: Settings) -> None:
+    """Put `huggingface_hub` and `datasets` in offline mode. They read these variables once, when first
+    imported, so this runs at process start, before anything imports them."""
+    if settings.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 @functools.cache

@@ -31,6 +31,7 @@ __all__ = [
     "TRAINING",
     "WORKER",
     "bind_run",
+    "check_otlp_endpoint",
     "configure_logging",
     "configure_tracing",
     "get_logger",
@@ -143,6 +144,23 @@ def run_baggage(**values: str | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+def check_otlp_endpoint(value: str, *, source: str = "OTEL_EXPORTER_OTLP_ENDPOINT") -> str:
+    """`value` when it is an OTLP URL with an http/https scheme and a host; ValueError naming the fix otherwise.
+
+    Without a scheme the gRPC exporter dials TLS (only `http://` means plaintext), so a plaintext
+    collector such as `collector:4317` never receives a span; a missing scheme is refused instead.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{source}={value!r} is not an OTLP endpoint URL: it needs a scheme and a host, e.g. "
+            "http://otel-collector.observability:4317 (https:// for TLS). Fix the variable or unset it to disable export."
+        )
+    return value
+
+
 def configure_tracing(service_name: str, *, exporter: Any = None) -> None:
     """Install the SDK tracer provider. Spans are exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
     is set, to `exporter` when given (tests), and nowhere otherwise."""
@@ -157,9 +175,13 @@ def configure_tracing(service_name: str, *, exporter: Any = None) -> None:
             current.add_span_processor(SimpleSpanProcessor(exporter))
         return
 
+    endpoints = {name: os.environ.get(name, "") for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}
+    for name, value in endpoints.items():
+        if value:
+            check_otlp_endpoint(value, source=name)
     provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}))
     provider.add_span_processor(RunAttributesProcessor())
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+    if any(endpoints.values()):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -27,6 +27,8 @@ __all__ = [
     "ExistingRun",
     "Experiment",
     "ExperimentResult",
+    "PredictInput",
+    "PredictResult",
     "RunPhase",
     "RunResult",
     "RunSpec",
@@ -63,6 +65,45 @@ def normalize_id(value: str, *, what: str = "run_id") -> str:
 def _digest(payload: Any, length: int = 8) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+# The fields (per nested section) that RunSpec had when fingerprints were first written to run
+# directories. Frozen: never add to it. New fields enter a fingerprint only when set to a non-default value,
+# so their default must reproduce the behaviour of the release before them.
+_FINGERPRINT_V1_FIELDS: dict[str, Any] = {
+    "model": None,
+    "dataset": {"name", "path", "config", "text_columns", "label_column", "task", "train_split"},
+    "train": {
+        "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "max_seq_length",
+        "max_train_samples", "seed", "checkpoint_every_steps", "checkpoint_every_seconds",
+        "keep_checkpoints", "logging_steps",
+    },
+    "eval": {"split", "max_eval_samples", "batch_size"},
+}
+
+
+# First-release fields whose default has changed since, with the first release's default. A spec that
+# leaves one at today's default is fingerprinted with the old value, so its fingerprint (and run directory,
+# derived run id) stays what it was: these defaults changed how a run is executed (checkpoint cadence,
+# evaluation batch size), not what it computes.
+_FINGERPRINT_V1_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {"checkpoint_every_steps": 50},
+    "eval": {"batch_size": 64},
+}
+
+
+def _canonical(full: dict[str, Any], explicit: dict[str, Any], frozen: dict[str, Any] | set[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in full.items():
+        if key in frozen:
+            nested = frozen[key] if isinstance(frozen, dict) else None
+            if nested is not None and isinstance(value, dict):
+                out[key] = _canonical(value, explicit.get(key) or {}, nested)
+            else:
+                out[key] = value
+        elif key in explicit:
+            out[key] = value
+    return out
 
 
 class _Strict(BaseModel):
@@ -122,6 +163,10 @@ class TrainHyperparameters(_Strict):
     # Progress log lines (and the one host read of the loss) every N steps; the history still holds every
     # step's loss, and the summary's final_loss is the mean over the last N steps.
     logging_steps: int = Field(default=10, ge=1)
+    # max_train_samples takes a seeded random subset; false takes the first N rows instead.
+    shuffle_before_select: bool = True
+    # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
+    use_gpu: bool = True
     # --- speed knobs; each can be turned off (core/training_args.py applies them per device) ---
     dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8); off: pad to max_seq_length")
     group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
@@ -141,6 +186,11 @@ class EvalRequest(_Strict):
     sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
     dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
+    use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
+
+
+# Fields that say where a run executes, not what it computes: left out of its fingerprint.
+_PLACEMENT_FIELDS = {"train": {"use_gpu"}, "eval": {"use_gpu"}}
 
 
 class RunSpec(_Strict):
@@ -158,8 +208,26 @@ class RunSpec(_Strict):
         return None if value is None else normalize_id(value)
 
     def fingerprint(self) -> str:
-        """Digest of everything that determines the run's result (not its id)."""
-        return _digest(self.model_dump(mode="json", exclude={"run_id"}), length=16)
+        """Digest of everything that determines the run's result (not its id), stable across releases.
+
+        The canonical form (`fingerprint_form`) always holds the fields of the first release
+        (`_FINGERPRINT_V1_FIELDS`, defaults included: a changed default changes results), and a field
+        added later only when it differs from its default. So adding an optional field whose default
+        keeps the old behaviour leaves every existing fingerprint, run directory and derived run id valid.
+        """
+        return _digest(self.fingerprint_form(), length=16)
+
+    def fingerprint_form(self) -> dict[str, Any]:
+        # Placement (which device runs it) does not change what is computed.
+        exclude = {"run_id": True, **_PLACEMENT_FIELDS}
+        full = self.model_dump(mode="json", exclude=exclude)
+        explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
+        form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
+        for section, defaults in _FINGERPRINT_V1_DEFAULTS.items():
+            for name, old_default in defaults.items():
+                if name not in (explicit.get(section) or {}):
+                    form[section][name] = old_default
+        return form
 
     def with_canonical_id(self) -> RunSpec:
         """The same spec with a run id: the given one, or one derived from the spec's content."""
@@ -207,7 +275,7 @@ class DatasetSchema(_Strict):
     text_columns: tuple[str, ...]
     label_column: str
     task: TaskType
-    label_names: tuple[str, ...] = ()  # sorted label values as strings (classification only)
+    label_names: tuple[str, ...] = ()  # sorted label values as strings, or a ClassLabel's names (classification only)
 
     @property
     def num_labels(self) -> int:
@@ -221,6 +289,7 @@ class SnapshotInput(_Strict):
     eval_split: str = "validation"
     max_eval_samples: int | None = None
     seed: int = 42
+    shuffle_before_select: bool = True
 
     @classmethod
     def for_run(cls, run: RunSpec) -> SnapshotInput:
@@ -232,6 +301,7 @@ class SnapshotInput(_Strict):
             eval_split=run.eval.split,
             max_eval_samples=run.eval.max_eval_samples,
             seed=run.train.seed,
+            shuffle_before_select=run.train.shuffle_before_select,
         )
 
 
@@ -254,7 +324,11 @@ class TrainingInput(_Strict):
     run: RunSpec
     snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
     max_attempts: int = Field(default=20, ge=1, le=1000)
+    expected_snapshot_id: str | None = None  # a pinned snapshot (reference input's dataset_snapshot)
+    # Where the snapshot activity runs (the workflow itself runs on the training queue).
+    eval_task_queue: str = "bert-eval-task-queue"
 
 
 class TrainingProgress(BaseModel):
@@ -302,6 +376,8 @@ class EvalRunInput(_Strict):
     model_dir: str
     snapshot: SnapshotResult
     request: EvalRequest
+    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the coordinator).
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
 
 
 class EvalResult(_Strict):
@@ -325,7 +401,10 @@ class CoordinatorInput(_Strict):
     experiment: Experiment
     # Workflows cannot read the environment: the submitter passes the deployment's timeouts in.
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
     max_training_attempts: int = Field(default=20, ge=1, le=1000)
+    # Where training workflows and fine-tuning run (the coordinator and evaluation run on its own queue).
+    training_task_queue: str = "bert-training-task-queue"
 
 
 class RunPhase(str, Enum):
@@ -364,3 +443,29 @@ class RunResult(BaseModel):
 class ExperimentResult(BaseModel):
     experiment_id: str
     runs: list[RunResult]
+
+
+# --------------------------------------------------------------------------- predictions from a trained run
+# Field names follow the reference design's BertInferenceRequest / BertInferenceResult.
+
+
+class PredictInput(_Strict):
+    run_id: str
+    texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
+    max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
+    use_gpu: bool = True
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+    @field_validator("run_id")
+    @classmethod
+    def _valid_run_id(cls, value: str) -> str:
+        return normalize_id(value)
+
+
+class PredictResult(BaseModel):
+    run_id: str
+    texts: list[str]
+    predicted_labels: list[str]  # the dataset's own label names (regression: the predicted value as text)
+    predicted_label_ids: list[int] = []  # classification: index into the run's sorted label set
+    confidences: list[float] = []  # classification: softmax probability of the predicted label
+    scores: list[float] | None = None  # regression: the predicted values

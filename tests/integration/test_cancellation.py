@@ -13,9 +13,7 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.submit import start_experiment
 
-from .conftest import tiny_run
-from .harness import Stack
-from .test_durability import LONG, _wait_for_checkpoint
+from .harness import LONG, Stack, tiny_run, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +26,7 @@ def test_cancel_stops_training_with_a_checkpoint_within_seconds(stack: Stack, ti
     async def go() -> tuple[float, WorkflowExecutionStatus | None]:
         client = await stack.client()
         handle = await start_experiment(client, experiment, stack.settings())
-        await asyncio.to_thread(_wait_for_checkpoint, stack.runs_dir, "stopped")
+        await asyncio.to_thread(wait_for_checkpoint, stack.runs_dir, "stopped")
         cancelled_at = time.monotonic()
         await handle.cancel()
         while '"fine-tune cancelled' not in training.log_file.read_text():

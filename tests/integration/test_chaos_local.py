@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Stack
-from .test_durability import run_on_two_training_workers
+from .harness import Stack, run_on_two_training_workers
 
 pytestmark = pytest.mark.integration
 

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from bert_eval.core.checkpoints import CheckpointStore
 
-from .conftest import tiny_run
-from .harness import BackgroundRun, Stack, WorkerProcess
+from .harness import LONG, Stack, tiny_run, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
-
-# Enough steps (250) that a SIGKILL right after the first checkpoint lands mid-training.
-LONG = dict(max_train_samples=2000, batch_size=8, checkpoint_every_steps=20, learning_rate=5e-4)
-
-
-def _wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0) -> int:
-    store = CheckpointStore(runs_dir / "runs" / run_id / "checkpoints")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (latest := store.latest_complete()) is not None:
-            return latest.step
-        time.sleep(0.05)
-    raise TimeoutError(f"no checkpoint for {run_id} within {timeout_s}s")
 
 
 def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result(stack: Stack, tiny_model_dir: Path) -> None:
@@ -36,7 +19,7 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
     experiment = {"experiment_id": "durable", "runs": [tiny_run(tiny_model_dir, "killed", **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
 
-    checkpoint_step = _wait_for_checkpoint(stack.runs_dir, "killed")
+    checkpoint_step = wait_for_checkpoint(stack.runs_dir, "killed")
     first.kill()  # SIGKILL: no chance to save anything more
     killed_at = json.loads(
         (stack.runs_dir / "runs" / "killed" / "checkpoints" / f"checkpoint-{checkpoint_step}" / "trainer_state.json").read_text()
@@ -57,34 +40,8 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
     assert killed.metrics == straight.metrics
     assert summary.final_loss == straight.training.final_loss
 
-    events = [json.loads(l) for l in (stack.runs_dir / "runs" / "killed" / "events.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (stack.runs_dir / "runs" / "killed" / "events.jsonl").read_text().splitlines()]
     resume = next(e for e in events if e["event"] == "resume")
     assert resume["attempt"] >= 2 and resume["recovery_seconds"] is not None and resume["steps_lost"] >= 0
     # Wall time spans both attempts, so the time lost to the crash is in it.
     assert summary.wall_time_s > resume["recovery_seconds"]
-
-
-def run_on_two_training_workers(
-    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float
-) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
-    """An eval worker and two training workers; a long run submitted and past its first checkpoint.
-    Returns (the training worker that holds it, the idle one, the running experiment)."""
-    stack.start_worker("eval")
-    workers = [stack.start_worker("training"), stack.start_worker("training")]
-    experiment = {"experiment_id": f"exp-{run_id}", "runs": [tiny_run(model_dir, run_id, **LONG)]}
-    background = stack.run_in_background(experiment, heartbeat_timeout_s=heartbeat_timeout_s)
-    _wait_for_checkpoint(stack.runs_dir, run_id)
-    busy = next(w for w in workers if w.holds_training)
-    return busy, next(w for w in workers if w is not busy), background
-
-
-def test_sigterm_checkpoints_and_hands_the_run_to_another_worker(stack: Stack, tiny_model_dir: Path) -> None:
-    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "drained", heartbeat_timeout_s=30)
-    assert busy.terminate(timeout_s=60) == 0  # graceful: saves a checkpoint at the next step and exits
-    store = CheckpointStore(stack.runs_dir / "runs" / "drained" / "checkpoints")
-    step_at_shutdown = store.latest_complete().step
-    [run] = background.result(timeout_s=300).runs
-    assert run.status == "completed", run.error
-    # Handed over at once (a 30 s heartbeat timeout never expired) from the shutdown checkpoint.
-    assert step_at_shutdown in run.training.resumed_from_steps
-    assert idle.holds_training

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import tiny_run
-from .harness import Stack
+from .harness import LONG, Stack, activity_attempts, tiny_run, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -40,25 +39,12 @@ def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(stack: Stack, tiny
     assert "no label column" in by_id["bad-dataset"].error
     assert time.monotonic() - started < 120
     # Non-retryable: the failing activity ran exactly once (no retry storm).
-    assert asyncio.run(_attempts_of(stack, "train-bad-model", "fine_tune")) == [1]
-    assert asyncio.run(_attempts_of(stack, "train-bad-dataset", "snapshot_dataset")) == [1]
+    assert asyncio.run(_attempts(stack, "train-bad-model", "fine_tune")) == [1]
+    assert asyncio.run(_attempts(stack, "train-bad-dataset", "snapshot_dataset")) == [1]
 
 
-async def _attempts_of(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:
-    client = await stack.client()
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    scheduled = {
-        e.event_id
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
-    }
-    return [
-        e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
-        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    ]
+async def _attempts(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:
+    return await activity_attempts(await stack.client(), workflow_id, activity_type)
 
 
 def test_resubmitting_a_finished_experiment_reuses_results(stack: Stack, tiny_model_dir: Path) -> None:
@@ -127,13 +113,12 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, t
 
 
 def test_a_run_already_training_elsewhere_is_reported_not_trained_twice(stack: Stack, tiny_model_dir: Path) -> None:
-    from .test_durability import LONG, _wait_for_checkpoint
 
     stack.start_worker("training")
     stack.start_worker("eval")
     run = tiny_run(tiny_model_dir, "shared-run", **LONG)
     first = stack.run_in_background({"experiment_id": "first", "runs": [run]})
-    _wait_for_checkpoint(stack.runs_dir, "shared-run")
+    wait_for_checkpoint(stack.runs_dir, "shared-run")
     [second] = stack.run_experiment({"experiment_id": "second", "runs": [run]}).runs
     assert second.status == "failed"
     assert "already being processed by another submission (workflow train-shared-run)" in second.error

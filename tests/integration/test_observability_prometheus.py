@@ -31,8 +31,7 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.layout import RunLayout
 from bert_eval.temporal.workflows import training_workflow_id
 
-from .conftest import tiny_run
-from .harness import Stack, WorkerProcess, free_port, stop_process, wait_for_http
+from .harness import Stack, WorkerProcess, free_port, stop_process, tiny_run, wait_for_http
 
 pytestmark = pytest.mark.integration
 

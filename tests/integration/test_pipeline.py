@@ -15,8 +15,7 @@ from bert_eval.temporal.workflows import (
     training_workflow_id,
 )
 
-from .conftest import tiny_run
-from .harness import Stack
+from .harness import Stack, tiny_run
 
 pytestmark = pytest.mark.integration
 

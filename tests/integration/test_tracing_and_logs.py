@@ -21,8 +21,7 @@ from bert_eval.temporal.submit import start_experiment
 from bert_eval.temporal.worker import WorkerKind, build_worker
 from bert_eval.types import SnapshotInput
 
-from .conftest import tiny_run
-from .harness import Stack, free_port
+from .harness import Stack, free_port, tiny_run
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +67,11 @@ def test_one_experiment_is_one_trace_with_run_ids(tmp_path: Path, tiny_model_dir
     for expected in (
         "StartWorkflow:CoordinatorWorkflow",
         "RunWorkflow:CoordinatorWorkflow",
-        "StartChildWorkflow:TrainingWorkflow",
-        "RunWorkflow:TrainingWorkflow",
+        "StartChildWorkflow:CheckpointedBertTrainingWorkflow",
+        "RunWorkflow:CheckpointedBertTrainingWorkflow",
         "RunActivity:snapshot_dataset",
         "RunActivity:fine_tune",
-        "RunWorkflow:EvalWorkflow",
+        "RunWorkflow:BertEvalWorkflow",
         "RunActivity:evaluate_model",
         "snapshot",
         "train",

@@ -3,8 +3,6 @@ value profiles, the rendered-objects wrapper, and small selectors over Kubernete
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,11 +43,11 @@ def _file_profiles() -> dict[str, dict[str, Any]]:
     return profiles
 
 
-# Profiles not worth a file of their own. temporal.mode=chart renders this chart's templates only:
-# the official Temporal chart is a dependency that is not vendored (no network here).
+# Profiles not worth a file of their own. temporal.mode=chart points the workers at the official
+# Temporal chart's release (installed next to this chart, never a dependency of it).
 INLINE_PROFILES: dict[str, dict[str, Any]] = {
     "temporal-external-plain": {"temporal": {"mode": "external", "address": "temporal.example.internal:7233"}},
-    "temporal-chart": {"temporal": {"mode": "chart", "chart": {"enabled": True}}, "autoscaling": {"mode": "keda"}},
+    "temporal-chart": {"temporal": {"mode": "chart"}, "autoscaling": {"mode": "keda"}},
     "monitoring-on-defaults": {"monitoring": {"enabled": True}},
 }
 

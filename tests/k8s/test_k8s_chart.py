@@ -28,6 +28,8 @@ from k8s_support import (
 )
 
 profile_names = pytest.mark.parametrize("profile", list(PROFILES))
+# Pods the chart runs that are not bert-eval processes (no Temporal client, no bert-eval env).
+NOT_BERT_EVAL_PROCESSES = {"temporal", "otel-collector", "jaeger"}
 STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by")
 
 
@@ -144,10 +146,14 @@ def test_gpu_requests_and_tolerations_only_on_training(profile: str, rendered_pr
             assert not gpu_tolerations, f"{owner['metadata']['name']} tolerates the GPU pool's taint"
             continue
         limits = spec["containers"][0]["resources"].get("limits", {})
+        env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
         if values.get("gpu", {}).get("enabled", True):
             assert limits[gpu_resource] == values.get("gpu", {}).get("count", 1) >= 1
+            # Scheduled for a GPU: a pod that finds none must fail fast, not train on CPU.
+            assert env.get("BERT_EVAL_REQUIRE_GPU") == "true"
         else:
             assert gpu_resource not in limits
+            assert "BERT_EVAL_REQUIRE_GPU" not in env
         expected_tolerations = values.get("training", {}).get("tolerations", [{"key": "nvidia.com/gpu"}])
         assert len(gpu_tolerations) == len([t for t in expected_tolerations if t.get("key") == "nvidia.com/gpu"])
 
@@ -272,7 +278,7 @@ def test_dev_temporal_server(rendered_profiles: dict[str, Rendered]) -> None:
     [
         ("temporal-external-plain", "temporal.example.internal:7233"),
         ("ci/external-tls", "temporal.example.internal:7233"),
-        ("temporal-chart", f"{RELEASE}-temporal-frontend.{NAMESPACE}.svc:7233"),
+        ("temporal-chart", "temporal-frontend.temporal.svc:7233"),
     ],
 )
 def test_non_dev_modes_render_no_dev_server_and_point_workers_at_temporal(
@@ -303,12 +309,21 @@ def test_temporal_credentials_come_from_secrets(rendered_profiles: dict[str, Ren
             assert env[name]["value"].startswith(mount["mountPath"] + "/")
 
 
+def expected_otlp_endpoint(rendered: Rendered) -> str | None:
+    """otel.endpoint, else the in-chart collector when tracing is on, else none."""
+    if endpoint := rendered.values.get("otel", {}).get("endpoint"):
+        return endpoint
+    if rendered.values.get("tracing", {}).get("enabled"):
+        return f"http://{RELEASE}-otel-collector.{NAMESPACE}.svc:4317"
+    return None
+
+
 @profile_names
 def test_every_bert_eval_pod_gets_the_process_contract_env(profile: str, rendered_profiles: dict[str, Rendered]) -> None:
     rendered = rendered_profiles[profile]
-    otel = rendered.values.get("otel", {}).get("endpoint")
+    otel = expected_otlp_endpoint(rendered)
     for owner, template in rendered.pod_templates():
-        if template["metadata"]["labels"].get("app.kubernetes.io/component") == "temporal":
+        if template["metadata"]["labels"].get("app.kubernetes.io/component") in NOT_BERT_EVAL_PROCESSES:
             continue
         for container in template["spec"]["containers"]:
             names = [e["name"] for e in container.get("env", [])]
@@ -500,7 +515,11 @@ def test_dev_temporal_accepts_grpc_from_every_bert_eval_client(
         named = {p["name"]: p["containerPort"] for p in temporal["spec"]["containers"][0]["ports"]}
         assert named["grpc"] == 7233
         pod_peers = [peer["podSelector"]["matchLabels"] for peer in rule["from"] if "podSelector" in peer]
-        clients = [t for _, t in rendered.pod_templates() if t is not temporal]
+        clients = [
+            t
+            for _, t in rendered.pod_templates()
+            if t["metadata"]["labels"]["app.kubernetes.io/component"] not in NOT_BERT_EVAL_PROCESSES
+        ]
         clients += [t for docs in manifest_objects.values() for _, t in pod_templates(docs)]
         assert clients
         for template in clients:
@@ -525,7 +544,7 @@ def test_worker_network_policy(profile: str, rendered_profiles: dict[str, Render
     assert 53 in egress_ports
     address = env_of(worker_templates[0]["spec"]["containers"][0])["TEMPORAL_ADDRESS"]["value"]
     assert int(address.rsplit(":", 1)[1]) in egress_ports
-    if endpoint := rendered.values.get("otel", {}).get("endpoint"):
+    if endpoint := expected_otlp_endpoint(rendered):
         assert int(re.search(r":(\d+)", endpoint.split("//")[-1]).group(1)) in egress_ports
 
 
@@ -575,8 +594,36 @@ INVALID = [
     ),
     ({"temporal": {"mode": "external"}}, "temporal.mode=external requires temporal.address"),
     ({"gpu": {"enabled": True, "count": 0}}, "gpu.enabled=true with gpu.count=0"),
-    ({"temporal": {"mode": "chart"}}, "also set temporal.chart.enabled=true"),
-    ({"temporal": {"chart": {"enabled": True}}}, "temporal.chart.enabled=true installs the official Temporal chart"),
+    # The official Temporal chart is no dependency any more: its old switch is refused, not ignored.
+    ({"temporal": {"chart": {"enabled": True}}}, "additional properties 'enabled' not allowed"),
+    (
+        {"temporal": {"mode": "external", "address": "t:7233", "tls": {"enabled": True}}, "autoscaling": {"mode": "keda"}},
+        "autoscaling.mode=keda with server-only TLS",
+    ),
+    (
+        {
+            "temporal": {"mode": "external", "address": "t:7233", "tls": {"enabled": True, "existingSecret": "ca-only", "certKey": ""}},
+            "autoscaling": {"mode": "keda"},
+        },
+        "autoscaling.mode=keda with server-only TLS",
+    ),
+    (
+        {
+            "temporal": {
+                "mode": "external",
+                "address": "t:7233",
+                "tls": {"enabled": True, "existingSecret": "ca-only", "certKey": ""},
+                "apiKey": {"existingSecret": "k"},
+            },
+            "autoscaling": {"mode": "keda"},
+        },
+        "ignores the CA when it authenticates with an API key",
+    ),
+    ({"training": {"terminationGracePeriodSeconds": 20}}, "training.terminationGracePeriodSeconds=20 must exceed training.shutdownMarginSeconds=30"),
+    ({"eval": {"shutdownMarginSeconds": 60}}, "eval.terminationGracePeriodSeconds=60 must exceed eval.shutdownMarginSeconds=60"),
+    ({"otel": {"endpoint": "otel-collector.observability:4317"}}, "/otel/endpoint"),
+    ({"training": {"topologySpreadConstraints": [{"maxSkew": 1}]}}, "/training/topologySpreadConstraints/0"),
+    ({"starter": {"podLabels": {"team": 7}}}, "/starter/podLabels/team"),
     (
         {"temporal": {"mode": "external", "address": "t:7233", "apiKey": {"existingSecret": "k"}}},
         "Temporal accepts API keys over TLS only",
@@ -606,15 +653,13 @@ def test_invalid_values_fail_with_a_clear_message(values: dict[str, Any], messag
 # --------------------------------------------------------------------------- chart metadata and lint
 
 
-def test_temporal_chart_is_a_conditional_dependency() -> None:
+def test_chart_has_no_dependency_to_fetch() -> None:
+    # `helm install` refuses a chart whose declared dependencies are missing from charts/, whatever
+    # their condition: with none declared, dev mode installs offline and `make deploy` fetches nothing.
     chart = yaml.safe_load((CHART_SRC / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
-    (dependency,) = chart["dependencies"]
-    assert dependency["name"] == "temporal"
-    assert dependency["repository"] == "https://go.temporal.io/helm-charts"
-    assert dependency["condition"] == "temporal.chart.enabled"
-    values = yaml.safe_load((CHART_SRC / "values.yaml").read_text())
-    assert values["temporal"]["chart"]["enabled"] is False
+    assert not chart.get("dependencies")
+    assert not (CHART_SRC / "Chart.lock").exists() and not (CHART_SRC / "charts").exists()
 
 
 @pytest.mark.parametrize("profile", ["defaults", *[p for p in PROFILES if p.startswith(("ci/", "examples/"))]])
@@ -624,9 +669,7 @@ def test_helm_lint_has_no_errors(profile: str, chart_dir) -> None:  # noqa: ANN0
     report = helm.lint(chart_dir, PROFILES[profile], namespace=NAMESPACE, kube_version="v1.33.0")
     assert not report["errors"], report
     problems = [m for m in report["messages"] if m["severity"] >= 2]
-    # The Temporal chart tarball is fetched by `helm dependency build`, which needs the network.
-    allowed = [m for m in problems if "missing these dependencies: temporal" in m["error"]]
-    assert problems == allowed, problems
+    assert not problems, problems
 
 
 def _schema_node(schema: dict[str, Any], path: list[str]) -> dict[str, Any] | None:

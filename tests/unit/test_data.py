@@ -74,9 +74,10 @@ def test_empty_dataset_and_missing_split_are_clear_errors(tmp_path: Path) -> Non
         load_splits(spec, ["validation"], data_dir=None)
 
 
-def test_unknown_dataset_names_the_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_unknown_dataset_names_the_mirror(tmp_path: Path) -> None:
+    import datasets
+
+    assert datasets.config.HF_HUB_OFFLINE  # tests/conftest.py sets offline mode before the import
     with pytest.raises(InvalidInputError, match="no-such/dataset.*local mirror"):
         load_splits(DatasetSpec(name="no-such/dataset"), ["train"], data_dir=tmp_path)
 
@@ -84,3 +85,38 @@ def test_unknown_dataset_names_the_mirror(tmp_path: Path, monkeypatch: pytest.Mo
 def test_mirror_names_cannot_escape_the_mirror(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="may not contain"):
         load_splits(DatasetSpec(name="../etc"), ["train"], data_dir=tmp_path)
+
+
+def _labels_file(tmp_path: Path, suffix: str, labels: list[str]) -> DatasetSpec:
+    rows = "\n".join(f"sentence {i}{',' if suffix == '.csv' else chr(9)}{label}" for i, label in enumerate(labels))
+    sep = "," if suffix == ".csv" else "\t"
+    (tmp_path / f"train{suffix}").write_text(f"sentence{sep}label\n{rows}\n")
+    return DatasetSpec(path=str(tmp_path))
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv"])
+@pytest.mark.parametrize(
+    ("labels", "cause"),
+    [
+        (["0", "1", "", "1"], r"1 row\(s\) have a missing, NaN or empty label \(row indices 2\)"),
+        (["0", "1", "NaN", "0"], r"1 row\(s\) have a missing, NaN or empty label \(row indices 2\)"),
+        (["0", "1", "positive", "0"], r"labels mix kinds \(number e.g. '0', word e.g. 'positive'\)"),
+    ],
+)
+def test_missing_nan_and_mixed_labels_never_become_classes(tmp_path: Path, suffix: str, labels: list[str], cause: str) -> None:
+    spec = _labels_file(tmp_path, suffix, labels)
+    with pytest.raises(InvalidInputError, match=rf"split 'train', label column 'label': {cause}"):
+        infer_schema(load_splits(spec, ["train"], data_dir=None)["train"], spec)
+
+
+def test_jsonl_null_and_nan_labels_are_missing(tmp_path: Path) -> None:
+    rows = [{"text": "a", "label": 0}, {"text": "b", "label": 1}, {"text": "c", "label": None}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    spec = DatasetSpec(path=str(tmp_path))
+    with pytest.raises(InvalidInputError, match=r"missing, NaN or empty label \(row indices 2\)"):
+        infer_schema(load_splits(spec, ["train"], data_dir=None)["train"], spec)
+
+
+def test_clean_word_labels_are_one_kind(tmp_path: Path) -> None:
+    spec = _labels_file(tmp_path, ".tsv", ["pos", "neg", "neg"])
+    assert infer_schema(load_splits(spec, ["train"], data_dir=None)["train"], spec).label_names == ("neg", "pos")

@@ -78,9 +78,18 @@ it cannot be known (external mode without temporal.address).
 {{- else if eq $t.mode "dev" }}
 {{- printf "%s.%s.svc:7233" (include "bert-eval.temporalDevName" .) .Release.Namespace }}
 {{- else if eq $t.mode "chart" }}
-{{- $prefix := ternary .Release.Name (printf "%s-temporal" .Release.Name) (contains "temporal" .Release.Name) }}
-{{- printf "%s-frontend.%s.svc:7233" $prefix .Release.Namespace }}
+{{- printf "%s-frontend.%s.svc:7233" (include "bert-eval.temporalChartFullname" .) $t.chart.namespace }}
 {{- end }}
+{{- end }}
+
+{{/*
+Resource name prefix of the official Temporal chart's release (temporal.mode=chart):
+the release name, or <release>-temporal when the release name lacks "temporal"
+(the official chart's own fullname rule).
+*/}}
+{{- define "bert-eval.temporalChartFullname" -}}
+{{- $release := .Values.temporal.chart.releaseName }}
+{{- ternary $release (printf "%s-temporal" $release) (contains "temporal" $release) }}
 {{- end }}
 
 {{/*
@@ -93,10 +102,22 @@ Port of the Temporal address (digits after the last colon; 7233 otherwise).
 {{- end }}
 
 {{/*
+OTLP endpoint URL of bert-eval pods: otel.endpoint, else the in-chart
+collector when tracing.enabled, else empty (no export).
+*/}}
+{{- define "bert-eval.otlpEndpoint" -}}
+{{- if .Values.otel.endpoint }}
+{{- .Values.otel.endpoint }}
+{{- else if .Values.tracing.enabled }}
+{{- printf "http://%s-otel-collector.%s.svc:4317" (include "bert-eval.fullname" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/*
 Port of the OTLP endpoint URL (4317 when the URL names none).
 */}}
 {{- define "bert-eval.otlpPort" -}}
-{{- $hostport := regexReplaceAll "^[a-zA-Z]+://" .Values.otel.endpoint "" | splitList "/" | first }}
+{{- $hostport := regexReplaceAll "^[a-zA-Z]+://" (include "bert-eval.otlpEndpoint" .) "" | splitList "/" | first }}
 {{- $port := regexFind ":[0-9]+$" $hostport | trimPrefix ":" }}
 {{- default "4317" $port }}
 {{- end }}
@@ -174,9 +195,9 @@ connection, storage, telemetry. Usage:
   value: {{ $v.logFormat | quote }}
 - name: BERT_EVAL_METRICS_PORT
   value: {{ $v.metrics.port | quote }}
-{{- if $v.otel.endpoint }}
+{{- with include "bert-eval.otlpEndpoint" $root }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
-  value: {{ $v.otel.endpoint | quote }}
+  value: {{ . | quote }}
 {{- end }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "%s-%s" $v.otel.serviceNamePrefix .component | quote }}
@@ -279,4 +300,76 @@ readinessProbe:
   periodSeconds: {{ $p.readiness.periodSeconds }}
   timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
   failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end }}
+
+{{/*
+Pod-level settings platform teams add per workload (training, eval, starter):
+priority, runtime class, topology spread. Usage:
+  include "bert-eval.podPlatformFields" .Values.training | nindent 6
+*/}}
+{{- define "bert-eval.podPlatformFields" -}}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+BERT_EVAL_GRACEFUL_SHUTDOWN_S: how long the worker waits for its activities
+after SIGTERM: the pod's terminationGracePeriodSeconds minus
+shutdownMarginSeconds, so the final checkpoint and the process exit happen
+before the kubelet's SIGKILL. Usage: include "bert-eval.gracefulShutdownEnv" .Values.training
+*/}}
+{{- define "bert-eval.gracefulShutdownEnv" -}}
+- name: BERT_EVAL_GRACEFUL_SHUTDOWN_S
+  value: {{ sub (int .terminationGracePeriodSeconds) (int .shutdownMarginSeconds) | quote }}
+{{- end }}
+
+{{/*
+persistence.volumePermissions: an init container that hands the shared
+volume's root to the pods' uid/gid where the storage driver ignores fsGroup.
+Root with CHOWN/FOWNER only; needs a `baseline` namespace.
+*/}}
+{{- define "bert-eval.volumePermissionsInit" -}}
+{{- if .Values.persistence.volumePermissions.enabled }}
+{{- $uid := int .Values.podSecurityContext.runAsUser }}
+{{- $gid := int (default .Values.podSecurityContext.runAsGroup .Values.podSecurityContext.fsGroup) }}
+initContainers:
+  - name: volume-permissions
+    image: {{ include "bert-eval.image" (list . .Values.images.eval) }}
+    imagePullPolicy: {{ .Values.images.eval.pullPolicy }}
+    command:
+      - sh
+      - -c
+      - {{ printf "chown %d:%d %s && chmod 2775 %s" $uid $gid .Values.persistence.mountPath .Values.persistence.mountPath | quote }}
+    resources:
+      requests:
+        cpu: 10m
+        memory: 32Mi
+      limits:
+        memory: 64Mi
+    securityContext:
+      runAsNonRoot: false
+      runAsUser: 0
+      runAsGroup: 0
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      capabilities:
+        drop:
+          - ALL
+        add:
+          - CHOWN
+          - FOWNER
+      seccompProfile:
+        type: RuntimeDefault
+    volumeMounts:
+      - name: runs
+        mountPath: {{ .Values.persistence.mountPath }}
+{{- end }}
 {{- end }}

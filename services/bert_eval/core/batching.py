@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-__all__ = ["PAD_MULTIPLE", "SeededLengthGroupedSampler", "padding_collator"]
+__all__ = [
+    "BATCHING_KEY", "LEGACY_SCHEME", "PAD_MULTIPLE", "BatchingScheme", "SeededLengthGroupedSampler", "padding_collator", "scheme_collator",
+]
 
 # Tensor cores (and CPU vector units) work on multiples of 8; the extra padding is at most 7 tokens.
 PAD_MULTIPLE = 8
@@ -39,6 +43,53 @@ class SeededLengthGroupedSampler(Sampler[int]):
         generator = torch.Generator()
         generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+# The checkpoint-manifest key that records how a run's batches were formed.
+BATCHING_KEY = "batching"
+_PADDINGS = ("longest", "multiple-of-8", "max_length")
+
+
+@dataclass(frozen=True)
+class BatchingScheme:
+    """How batches are formed: the data order (length-grouped or the Trainer's random sampler) and padding.
+
+    Recorded in every checkpoint's manifest, and read back on resume, so a run keeps the scheme it
+    started with even when the defaults change between releases: the rest of the run sees the same
+    sequence of batches it would have seen uninterrupted.
+    """
+
+    group_by_length: bool
+    padding: str  # "longest" (previous release), "multiple-of-8" (dynamic), "max_length"
+
+    def __post_init__(self) -> None:
+        if self.padding not in _PADDINGS:
+            raise ValueError(f"unknown padding {self.padding!r} (one of {_PADDINGS})")
+
+    @classmethod
+    def for_new_run(cls, *, group_by_length: bool, dynamic_padding: bool) -> BatchingScheme:
+        return cls(group_by_length=group_by_length, padding="multiple-of-8" if dynamic_padding else "max_length")
+
+    @classmethod
+    def of_checkpoint(cls, manifest: Mapping[str, Any]) -> BatchingScheme:
+        """The scheme a checkpoint was written with; one without the marker predates it (LEGACY_SCHEME)."""
+        recorded = manifest.get(BATCHING_KEY)
+        if recorded is None:
+            return LEGACY_SCHEME
+        return cls(group_by_length=bool(recorded["group_by_length"]), padding=str(recorded["padding"]))
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"group_by_length": self.group_by_length, "padding": self.padding}
+
+
+# The release before length-grouped batches: the Trainer's random sampler, each batch padded to its longest row.
+LEGACY_SCHEME = BatchingScheme(group_by_length=False, padding="longest")
+
+
+def scheme_collator(scheme: BatchingScheme, tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> DataCollatorWithPadding:
+    if scheme.padding == "longest":
+        return DataCollatorWithPadding(tokenizer)
+    return padding_collator(tokenizer, dynamic=scheme.padding == "multiple-of-8", max_length=max_length)
 
 
 def padding_collator(tokenizer: PreTrainedTokenizerBase, *, dynamic: bool, max_length: int) -> DataCollatorWithPadding:

@@ -3,7 +3,7 @@
 The training thread only copies (model weights, optimizer and scheduler state, RNG states, the
 trainer state with its log history) into host memory; a writer thread serializes them in the
 Trainer's checkpoint layout (so `Trainer.train(resume_from_checkpoint=...)` reads them as its own),
-and the CheckpointStore fsyncs and publishes them atomically, as before. One save is in flight at a
+and the CheckpointStore fsyncs and publishes them atomically, as before, under the run's attempt fence. One save is in flight at a
 time: a save due while the previous one is still being written waits for it (that wait is reported
 as the time the step was blocked). A write error surfaces on the training thread at the next save or
 at `flush()`, so a failing volume fails the attempt instead of silently losing checkpoints.
@@ -121,8 +121,10 @@ class BackgroundCheckpointWriter:
         manifest: dict[str, Any],
         on_saved: Callable[[SavedCheckpoint], None],
         background: bool = True,
+        owner: str = "checkpoint writer",
     ) -> None:
         self._store, self._manifest, self._on_saved = store, manifest, on_saved
+        self._owner = owner  # names the run in a write error ("run <id>")
         self._background = background
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -160,9 +162,14 @@ class BackgroundCheckpointWriter:
 
     def _write(self, state: HostState, blocked: float | None) -> None:
         started = time.monotonic()
-        staging = self._store.new_staging_dir()
-        write_checkpoint_files(state, staging)
-        checkpoint = self._store.publish(staging, step=state.step, manifest=self._manifest)
+        # The store's staging scope removes the staging directory whatever happens and turns a full or
+        # read-only volume into one clear error; publish and prune go through the store's guard (the
+        # run's attempt fence), so a superseded attempt's writer publishes and deletes nothing.
+        with self._store.staging(step=state.step, owner=self._owner) as staging_root:
+            directory = staging_root / f"checkpoint-{state.step}"
+            directory.mkdir()
+            write_checkpoint_files(state, directory)
+            checkpoint = self._store.publish(directory, step=state.step, manifest=self._manifest)
         self._store.prune()
         size = sum(f.stat().st_size for f in checkpoint.path.rglob("*") if f.is_file())
         seconds = state.copy_seconds + time.monotonic() - started

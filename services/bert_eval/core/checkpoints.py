@@ -2,22 +2,29 @@
 
 A checkpoint is a directory `checkpoint-<step>` holding whatever the trainer saved plus a manifest
 written last. It is assembled under a `.staging-*` name, fsynced, and renamed into place, so a crash
-mid-save leaves only a staging directory, which is never mistaken for a checkpoint.
+mid-save leaves only a staging directory, which is never mistaken for a checkpoint. A save that fails
+(full or read-only volume) removes its staging directory and leaves the previous checkpoint as it was.
+Publication and pruning run inside an optional `guard` (the run's attempt fence), so only the current
+attempt of a run can add or remove checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bert_eval.core.fsutil import fsync_dir, fsync_tree
+from bert_eval.core.fsutil import discard_dir, publish_dir
 
 __all__ = ["CHECKPOINT_MANIFEST", "Checkpoint", "CheckpointStore"]
 
@@ -35,12 +42,53 @@ class Checkpoint:
         return json.loads((self.path / CHECKPOINT_MANIFEST).read_text())
 
 
+# Called with the action ("publish checkpoint-50", "prune checkpoints"); refuses by raising.
+Guard = Callable[[str], AbstractContextManager[Any]]
+
+
 class CheckpointStore:
-    def __init__(self, directory: Path, *, keep: int = 2) -> None:
+    def __init__(self, directory: Path, *, keep: int = 2, guard: Guard | None = None) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.directory = Path(directory)
         self.keep = keep
+        self._guard: Guard = guard or (lambda what: contextlib.nullcontext())
+
+    @contextlib.contextmanager
+    def staging(self, *, step: int, owner: str) -> Iterator[Path]:
+        """A fresh staging directory for the checkpoint of `step`, always removed on exit. A write that
+        fails raises OSError naming `owner`, the cause and the intact previous checkpoint."""
+        try:
+            staging = self.new_staging_dir()
+        except OSError as exc:
+            raise self._write_failure(exc, exc.errno, step, owner) from exc
+        try:
+            yield staging
+        except OSError as exc:
+            raise self._write_failure(exc, exc.errno, step, owner) from exc
+        except Exception as exc:
+            # Writers below (torch, safetensors) wrap ENOSPC/EROFS in their own types: ask the volume.
+            if (cause := _volume_condition(self.directory)) is None:
+                raise
+            raise self._write_failure(exc, cause, step, owner) from exc
+        finally:
+            discard_dir(staging)
+
+    def _write_failure(self, exc: BaseException, code: int | None, step: int, owner: str) -> OSError:
+        previous = self.latest_complete()
+        kept = f"the previous checkpoint (step {previous.step}) is intact" if previous else "no earlier checkpoint exists"
+        fix = {
+            errno.ENOSPC: "free space on the runs volume or grow it",
+            errno.EDQUOT: "free space on the runs volume or raise its quota",
+            errno.EROFS: "mount the runs volume read-write",
+            errno.EACCES: "give the worker's user write access to the runs volume",
+        }.get(code or 0, "check the runs volume")
+        reason = os.strerror(code) if code else str(exc)
+        return OSError(
+            code or errno.EIO,
+            f"{owner}: cannot write the checkpoint of step {step} under {self.directory}: {reason}; {kept} and no "
+            f"partial checkpoint was left. {fix.capitalize()}; the run resumes from the last checkpoint when retried",
+        )
 
     def new_staging_dir(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -53,15 +101,13 @@ class CheckpointStore:
         payload = {**manifest, "step": step, "saved_at": time.time()}
         manifest_file = staging / CHECKPOINT_MANIFEST
         manifest_file.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        fsync_tree(staging)
         target = self.directory / f"checkpoint-{step}"
-        if target.exists():
-            # The same step was already saved (e.g. a time-based save right after a resume):
-            # keep the published one untouched rather than replacing it in place.
-            shutil.rmtree(staging)
-            return Checkpoint(step, target)
-        os.rename(staging, target)
-        fsync_dir(self.directory)
+        try:
+            with self._guard(f"publish checkpoint-{step}"):
+                # An existing step (e.g. a time-based save right after a resume) is kept untouched.
+                publish_dir(staging, target)
+        finally:
+            discard_dir(staging)  # already gone when published
         return Checkpoint(step, target)
 
     def complete(self) -> list[Checkpoint]:
@@ -82,9 +128,10 @@ class CheckpointStore:
     def prune(self) -> list[Path]:
         """Delete all but the newest `keep` complete checkpoints and stale staging leftovers."""
         removed = []
-        for old in self.complete()[: -self.keep]:
-            shutil.rmtree(old.path, ignore_errors=True)
-            removed.append(old.path)
+        with self._guard("prune checkpoints"):
+            for old in self.complete()[: -self.keep]:
+                shutil.rmtree(old.path, ignore_errors=True)
+                removed.append(old.path)
         now = time.time()
         for child in self.directory.glob(".staging-*"):
             try:
@@ -94,3 +141,16 @@ class CheckpointStore:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _volume_condition(path: Path) -> int | None:
+    """ENOSPC or EROFS when the volume holding `path` is full or read-only, else None."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    if stats.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if stats.f_bavail == 0:
+        return errno.ENOSPC
+    return None

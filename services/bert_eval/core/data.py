@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
@@ -11,7 +13,7 @@ import pandas as pd
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.types import DatasetSchema, DatasetSpec, TaskType
 
-__all__ = ["SUPPORTED_SUFFIXES", "infer_schema", "load_splits", "resolve_dataset_dir"]
+__all__ = ["SUPPORTED_SUFFIXES", "check_labels", "infer_schema", "load_splits", "resolve_dataset_dir"]
 
 SUPPORTED_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".parquet")
 # Split name aliases found in the wild (GLUE ships `dev.tsv`).
@@ -21,6 +23,8 @@ _PAIR_COLUMNS = (("sentence1", "sentence2"), ("question", "sentence"), ("questio
 _SINGLE_COLUMNS = ("sentence", "text")
 _LABEL_COLUMNS = ("label", "labels", "score")
 _IGNORED_COLUMNS = {"idx", "id", "index"}
+# Label cells that mean "no value" in exported tables; never a class.
+_MISSING_LABEL_TEXT = {"", "nan", "na", "n/a", "null", "none", "?"}
 
 
 def resolve_dataset_dir(spec: DatasetSpec, data_dir: Path | None) -> Path | None:
@@ -125,20 +129,68 @@ def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
         text_columns = _infer_text_columns(train, columns, label_column, spec)
 
     labels = train[label_column]
-    if any(value is None for value in labels):
-        raise InvalidInputError(f"dataset {spec.label!r}: label column {label_column!r} has missing values")
     is_float = train.features[label_column].dtype in ("float32", "float64", "float16")
     task = spec.task or (TaskType.regression if is_float else TaskType.classification)
+    check_labels(labels, task, f"dataset {spec.label!r}: split {spec.train_split!r}, label column {label_column!r}")
     if task is TaskType.regression:
         return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task)
 
-    label_names = tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
+    feature = train.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        # The dataset's own class names (hub GLUE: negative/positive), in class-id order.
+        label_names = tuple(feature.int2str(v) for v in sorted(set(labels)) if 0 <= v < feature.num_classes)
+    else:
+        label_names = tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
     if len(label_names) < 2:
         raise InvalidInputError(
             f"dataset {spec.label!r}: label column {label_column!r} has a single value {label_names}; "
             "classification needs at least two classes"
         )
     return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task, label_names=label_names)
+
+
+def check_labels(values: Sequence[object], task: TaskType, where: str) -> None:
+    """InvalidInputError unless every label is present and of one kind: a missing, NaN or empty label,
+    or a column mixing numbers and words, would otherwise become an extra class and change the metrics."""
+    missing = [i for i, value in enumerate(values) if _is_missing(value)]
+    if missing:
+        rows = ", ".join(str(i) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InvalidInputError(
+            f"{where}: {len(missing)} row(s) have a missing, NaN or empty label (row indices {rows}); "
+            "fix or drop those rows"
+        )
+    kinds = {_label_kind(value) for value in values}
+    if task is TaskType.regression and kinds != {"number"}:
+        words = sorted({str(v) for v in values if _label_kind(v) != "number"})[:5]
+        raise InvalidInputError(f"{where}: regression labels must all be numbers; found {words}")
+    if len(kinds) > 1:
+        examples = {kind: next(str(v) for v in values if _label_kind(v) == kind) for kind in sorted(kinds)}
+        raise InvalidInputError(
+            f"{where}: labels mix kinds ({', '.join(f'{k} e.g. {v!r}' for k, v in examples.items())}); "
+            "use one consistent set of label values"
+        )
+
+
+def _is_missing(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in _MISSING_LABEL_TEXT
+
+
+def _label_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return "word"
+        return "number"
+    return type(value).__name__
 
 
 def _label_sort_key(value: object) -> tuple[int, object]:

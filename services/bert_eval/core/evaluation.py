@@ -24,6 +24,7 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.metrics import compute_metrics
 from bert_eval.core.batching import padding_collator
+from bert_eval.core.snapshot import eval_table
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.types import EvalRequest, EvalResult, SnapshotResult
 
@@ -46,6 +47,8 @@ def evaluate(
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InvalidInputError(f"run {run_id}: no trained model at {model_dir}")
+    layout = RunLayout(runs_dir, run_id)
+    layout.ensure_safe()  # the result file must land inside the runs directory
     schema = snapshot.dataset_schema
     started = time.monotonic()
     with telemetry.tracer().start_as_current_span(
@@ -59,7 +62,8 @@ def evaluate(
             )
         # The trained model's tokenizer records the training max_seq_length: truncate the same way.
         max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
-        split = tokenized_split(snapshot, request.split, tokenizer, max_length=max_length)
+        # Digest-verified rows (also on a tokenization-cache hit).
+        split = tokenized_split(snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id)
         # Stable sort: equal lengths keep their order, so the batches (and the numbers) are reproducible.
         order = np.argsort(split[LENGTH], kind="stable") if request.sort_by_length else np.arange(len(split))
         split = split.remove_columns(LENGTH).select(order)
@@ -83,7 +87,6 @@ def evaluate(
         span.set_attributes({f"metric.{k}": v for k, v in metrics.items()})
 
     duration = time.monotonic() - started
-    layout = RunLayout(runs_dir, run_id)
     result = EvalResult(
         run_id=run_id,
         split=request.split,

@@ -1,14 +1,21 @@
-"""Durable file writes: temp name, fsync, rename. Nothing is ever overwritten half-way."""
+"""Durable file writes: temp name, fsync, rename. Nothing is ever overwritten half-way.
+
+`publish_dir` is the one way a directory (checkpoint, snapshot, final model) is put into place:
+staging directory -> fsync of every file and directory in it -> rename -> fsync of the parent, so after
+a crash the target is either absent or complete, and the rename itself survives a power loss.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text", "fsync_dir", "fsync_tree"]
+__all__ = ["atomic_write_json", "atomic_write_text", "discard_dir", "fsync_dir", "fsync_tree", "publish_dir"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,6 +36,46 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
+
+
+def publish_dir(staging: Path, target: Path, *, replace: bool = False) -> bool:
+    """Rename a fully written `staging` directory to `target` durably; True when it was published.
+
+    An existing `target` is kept (False, `staging` discarded) unless `replace`, in which case it is
+    moved aside first and deleted after the new one is in place. `staging` must be a sibling of `target`
+    (same filesystem: the rename is atomic). On any error `staging` is removed; `target` is untouched.
+    """
+    staging, target = Path(staging), Path(target)
+    try:
+        fsync_tree(staging)
+        aside = None
+        if target.exists():
+            if not replace:
+                discard_dir(staging)
+                return False
+            aside = target.parent / f".replaced-{target.name}-{uuid.uuid4().hex[:8]}"
+            os.rename(target, aside)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if aside is not None:
+                os.rename(aside, target)  # put the previous one back
+            elif target.exists():  # published concurrently by another writer: theirs is as good
+                discard_dir(staging)
+                return False
+            raise
+        fsync_dir(target.parent)
+    except BaseException:
+        discard_dir(staging)
+        raise
+    if aside is not None:
+        discard_dir(aside)
+    return True
+
+
+def discard_dir(path: Path) -> None:
+    """Remove a staging or superseded directory; a missing one is fine."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bert_eval.core.errors import InvalidInputError
 from bert_eval.types import normalize_id
 
 __all__ = ["RunLayout", "experiment_file", "snapshots_dir"]
@@ -18,7 +20,14 @@ def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
     """`<runs_dir>/experiments/<experiment_id>.json`: which runs an experiment holds (for reports)."""
     if normalize_id(experiment_id, what="experiment_id") != experiment_id:
         raise ValueError(f"experiment_id {experiment_id!r} is not canonical")
-    return Path(runs_dir) / "experiments" / f"{experiment_id}.json"
+    path = Path(runs_dir) / "experiments" / f"{experiment_id}.json"
+    for part in (path.parent, path):
+        if part.is_symlink():
+            raise InvalidInputError(
+                f"experiment {experiment_id}: {part} is a symbolic link; refusing to write through it. "
+                "Replace it with a plain directory or file."
+            )
+    return path
 
 
 @dataclass(frozen=True)
@@ -61,5 +70,37 @@ class RunLayout:
     def history_file(self) -> Path:
         return self.root / "training-history.json"
 
+    @property
+    def attempt_file(self) -> Path:
+        return self.root / "attempt.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
     def eval_file(self, split: str) -> Path:
         return self.root / f"eval-{split}.json"
+
+    def escape(self) -> str | None:
+        """Why this run's directory is not safe to use (a symlink, or resolving outside the runs
+        directory), or None. Every writer checks it first, so no spec can make a worker write elsewhere."""
+        expected = Path(self.runs_dir).resolve() / "runs" / self.run_id
+        for path in (self.root.parent, self.root, self.spec_file, self.checkpoints, self.model_dir,
+                     self.summary_file, self.history_file, self.journal_file, self.attempt_file, self.lock_file):
+            if path.is_symlink():
+                return (
+                    f"run {self.run_id}: {path} is a symbolic link (to {os.readlink(path)}); refusing to read or write "
+                    f"through it, so nothing lands outside {self.runs_dir}. Replace it with a plain directory or file, "
+                    "or use another run_id."
+                )
+        if self.root.exists() and self.root.resolve() != expected:
+            return f"run {self.run_id}: {self.root} resolves to {self.root.resolve()}, outside {expected.parent}; use another run_id."
+        return None
+
+    def ensure_safe(self) -> None:
+        """Create the run directory if needed; InvalidInputError if it is (or leads) outside the runs directory."""
+        if (problem := self.escape()) is not None:
+            raise InvalidInputError(problem)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if (problem := self.escape()) is not None:  # raced with someone creating a link
+            raise InvalidInputError(problem)

@@ -25,6 +25,10 @@ BUNDLED_MODELS = {
 def resolve_model(name: str) -> str:
     """A local directory for `name` when one exists (the path itself, or bundled weights); else the hub name."""
     path = Path(name).expanduser()
+    if path.exists() and not path.is_dir():
+        raise InvalidInputError(
+            f"model {name!r} is a file, not a model directory; give the directory holding config.json and the weights"
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise InvalidInputError(f"model directory {name!r} has no config.json")

@@ -1,13 +1,19 @@
 """Content-addressed dataset snapshots: the exact rows a run trains and evaluates on.
 
-`<runs_dir>/snapshots/<id>/{train.parquet, <eval_split>.parquet, manifest.json}` where `id` hashes the
+`<runs_dir>/snapshots/<id>/{train.parquet, <eval table>.parquet, manifest.json}` where `id` hashes the
 selection spec and the selected rows. Snapshots are written under a temporary name and renamed into
-place, reused when they exist, and verified (file digests) every time they are opened.
+place, reused when they exist, and verified (file digests) every time they are opened and every time
+rows are read from them: the bytes training and evaluation use are the bytes that were hashed.
+
+The training table is always `train`; the evaluation table is named after its split, except that an
+evaluation on the `train` split is stored apart as `train@eval` (the whole train split, read on its own),
+so it can never replace the rows the run trains on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,40 +23,54 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 
-from bert_eval.core.data import infer_schema, load_splits
+from bert_eval.core.data import check_labels, infer_schema, load_splits
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.fsutil import atomic_write_json, fsync_tree
+from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.layout import snapshots_dir
 from bert_eval.types import DatasetSchema, SnapshotInput, SnapshotResult, TaskType
 
-__all__ = ["MANIFEST", "TEXT", "TEXT_PAIR", "LABEL", "create_snapshot", "open_snapshot", "read_split"]
+__all__ = ["MANIFEST", "TEXT", "TEXT_PAIR", "LABEL", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 # Normalized column names inside a snapshot; the manifest's schema records the original ones.
 TEXT, TEXT_PAIR, LABEL = "text", "text_pair", "label"
+TRAIN_TABLE = "train"
+
+
+def eval_table(split: str) -> str:
+    """The snapshot table an evaluation on `split` reads ('@' cannot occur in a split name)."""
+    return f"{split}@eval" if split == TRAIN_TABLE else split
 
 
 def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | None) -> SnapshotResult:
     """Select the run's rows, and write (or reuse) the snapshot holding exactly them."""
     spec = request.dataset
-    raw = load_splits(spec, [spec.train_split, request.eval_split], data_dir=data_dir)
-    schema = infer_schema(raw[spec.train_split], spec)
+    try:
+        raw = load_splits(spec, [spec.train_split], data_dir=data_dir)
+        # Read on its own even when it names the training split: the eval table never aliases training's.
+        evaluation = load_splits(spec, [request.eval_split], data_dir=data_dir)[request.eval_split]
+        schema = infer_schema(raw[spec.train_split], spec)
+    except InvalidInputError as exc:
+        raise _for_run(exc, request.run_id) from exc.__cause__
+    log.info("run %s: %s task, classes %s", request.run_id, schema.task.value, list(schema.label_names) or "-")
 
     train = raw[spec.train_split]
     if request.max_train_samples is not None and request.max_train_samples < len(train):
-        train = train.shuffle(seed=request.seed).select(range(request.max_train_samples))
-    evaluation = raw[request.eval_split]
+        if request.shuffle_before_select:
+            train = train.shuffle(seed=request.seed)
+        train = train.select(range(request.max_train_samples))
     if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
         evaluation = evaluation.select(range(request.max_eval_samples))
     if len(evaluation) == 0:
         raise InvalidInputError(f"run {request.run_id}: evaluation split {request.eval_split!r} is empty")
 
     tables = {
-        "train": _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}"),
-        request.eval_split: _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"),
+        TRAIN_TABLE: _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}"),
+        eval_table(request.eval_split): _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"),
     }
     selection = {
         "dataset": spec.model_dump(mode="json"),
@@ -60,6 +80,8 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         "seed": request.seed,
         "schema": schema.model_dump(mode="json"),
     }
+    if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
+        selection["shuffle_before_select"] = False
     snapshot_id = _content_id(selection, tables)
     root = snapshots_dir(runs_dir)
     target = root / snapshot_id
@@ -77,29 +99,27 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
 
     staging = root / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    files = {}
-    for name, table in tables.items():
-        file = staging / f"{name}.parquet"
-        table.to_parquet(str(file))
-        files[file.name] = _sha256(file)
-    manifest = {
-        "snapshot_id": snapshot_id,
-        "selection": selection,
-        "schema": schema.model_dump(mode="json"),
-        "splits": splits,
-        "files": files,
-        "created_at": time.time(),
-    }
-    atomic_write_json(staging / MANIFEST, manifest)
-    fsync_tree(staging)
     try:
-        os.rename(staging, target)
-    except OSError:
+        files = {}
+        for name, table in tables.items():
+            file = staging / f"{name}.parquet"
+            table.to_parquet(str(file))
+            files[file.name] = _sha256(file)
+        manifest = {
+            "snapshot_id": snapshot_id,
+            "selection": selection,
+            "schema": schema.model_dump(mode="json"),
+            "splits": splits,
+            "files": files,
+            "created_at": time.time(),
+        }
+        atomic_write_json(staging / MANIFEST, manifest)
+    except BaseException:
+        discard_dir(staging)  # a full volume leaves no half-written snapshot behind
+        raise
+    if not publish_dir(staging, target):
         # Another worker published the same content first: theirs is as good as ours.
-        if not target.exists():
-            raise
         log.info("snapshot %s was published concurrently; using the existing copy", snapshot_id)
-        _discard(staging)
         return open_snapshot(target).model_copy(update={"reused": True})
     return SnapshotResult(snapshot_id=snapshot_id, path=str(target), dataset_schema=schema, splits=splits)
 
@@ -126,11 +146,30 @@ def open_snapshot(path: str | Path) -> SnapshotResult:
     )
 
 
-def read_split(snapshot: SnapshotResult, split: str) -> datasets.Dataset:
-    file = Path(snapshot.path) / f"{split}.parquet"
+def read_split(snapshot: SnapshotResult, table: str, *, run_id: str | None = None) -> datasets.Dataset:
+    """The rows of one snapshot table, verified against the manifest's digest (the very bytes parsed)."""
+    owner = f"run {run_id}: " if run_id else ""
+    root = Path(snapshot.path)
+    file = root / f"{table}.parquet"
     if not file.is_file():
-        raise InvalidInputError(f"snapshot {snapshot.snapshot_id} has no split {split!r} (has {sorted(snapshot.splits)})")
-    return datasets.Dataset.from_parquet(str(file), keep_in_memory=True)
+        raise InvalidInputError(f"{owner}snapshot {snapshot.snapshot_id} has no table {table!r} (has {sorted(snapshot.splits)})")
+    try:
+        recorded = json.loads((root / MANIFEST).read_text())["files"][file.name]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"{owner}snapshot {root} has no readable manifest entry for {file.name}: {exc}") from exc
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise InvalidInputError(
+            f"{owner}snapshot {snapshot.snapshot_id}: {file.name} changed after the snapshot was taken (its digest no "
+            f"longer matches the manifest), so these are not the rows the run was defined on. Delete {root} and "
+            "resubmit to rebuild the snapshot from the source data."
+        )
+    return datasets.Dataset(pq.read_table(io.BytesIO(data)))
+
+
+def _for_run(exc: InvalidInputError, run_id: str) -> InvalidInputError:
+    message = str(exc)
+    return exc if message.startswith(f"run {run_id}:") else InvalidInputError(f"run {run_id}: {message}")
 
 
 def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> Any:
@@ -143,6 +182,7 @@ def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> An
     if len(schema.text_columns) == 2:
         out[TEXT_PAIR] = frame[schema.text_columns[1]].astype(str)
     labels = frame[schema.label_column]
+    check_labels(labels.tolist(), schema.task, where)
     if schema.task is TaskType.regression:
         try:
             out[LABEL] = labels.astype("float32")
@@ -150,7 +190,11 @@ def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> An
             raise InvalidInputError(f"{where}: regression labels must be numbers ({exc})") from exc
         return out
     index = {name: i for i, name in enumerate(schema.label_names)}
-    as_text = labels.map(str)
+    feature = split.features[schema.label_column]
+    if isinstance(feature, datasets.ClassLabel):  # class ids -> the names the schema holds
+        as_text = labels.map(lambda v: feature.int2str(v) if 0 <= v < feature.num_classes else str(v))
+    else:
+        as_text = labels.map(str)
     unknown = sorted(set(as_text) - set(index))
     if unknown:
         raise InvalidInputError(
@@ -174,9 +218,3 @@ def _sha256(file: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _discard(path: Path) -> None:
-    for child in path.iterdir():
-        child.unlink()
-    path.rmdir()

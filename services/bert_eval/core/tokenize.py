@@ -67,20 +67,32 @@ def tokenization_key(snapshot: SnapshotResult, split: str, tokenizer: PreTrained
 
 
 def tokenized_split(
-    snapshot: SnapshotResult, split: str, tokenizer: PreTrainedTokenizerBase, *, max_length: int, cache: bool = True
+    snapshot: SnapshotResult,
+    table: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    cache: bool = True,
+    run_id: str | None = None,
 ) -> datasets.Dataset:
-    """The snapshot's split, tokenized; read from the cache beside the snapshot when it is there."""
+    """A snapshot table, tokenized; read from the cache beside the snapshot when it is there.
+
+    The table's rows are read (digest-verified against the snapshot manifest) even on a cache hit: the
+    cache is keyed by the snapshot id, so a table edited after the snapshot was taken must still fail
+    the run instead of being served from a cache built on the original bytes.
+    """
+    rows = read_split(snapshot, table, run_id=run_id)
     if not cache:
-        return tokenize_split(read_split(snapshot, split), tokenizer, max_length=max_length)
-    key = tokenization_key(snapshot, split, tokenizer, max_length=max_length)
+        return tokenize_split(rows, tokenizer, max_length=max_length)
+    key = tokenization_key(snapshot, table, tokenizer, max_length=max_length)
     root = Path(snapshot.path) / _CACHE_DIR
-    target = root / f"{split}-{key}"
+    target = root / f"{table}-{key}"
     if target.is_dir():
         try:
             return datasets.load_from_disk(str(target), keep_in_memory=True)
         except (OSError, ValueError) as exc:
             log.warning("tokenization cache unreadable; tokenizing again", path=str(target), error=str(exc))
-    encoded = tokenize_split(read_split(snapshot, split), tokenizer, max_length=max_length)
+    encoded = tokenize_split(rows, tokenizer, max_length=max_length)
     try:
         _publish(encoded, root, target)
     except OSError as exc:  # a read-only or full volume costs speed, not the run

@@ -11,8 +11,6 @@ dynamically padded batches), tokenize.py (tokenization cached per snapshot), tra
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -27,16 +25,16 @@ from transformers import PrinterCallback, Trainer, set_seed
 from transformers.trainer_utils import seed_worker
 
 from bert_eval import telemetry
-from bert_eval.core.batching import SeededLengthGroupedSampler, padding_collator
+from bert_eval.core.batching import BATCHING_KEY, BatchingScheme, SeededLengthGroupedSampler, scheme_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, SavedCheckpoint
 from bert_eval.core.checkpoints import Checkpoint, CheckpointStore
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
-from bert_eval.core.fsutil import atomic_write_json, fsync_tree
+from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.modeling import load_for_classification
 from bert_eval.core.observer import CheckpointEvent, TrainingObserver
-from bert_eval.core.rundir import claim_run_dir, completed_summary
+from bert_eval.core.rundir import AttemptFence, claim_run_dir, completed_summary
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.training_args import device_plan, training_arguments
 from bert_eval.core.training_callbacks import CheckpointPolicy, ProgressCallback, ProgressReporter, Reporter, StepHistory
@@ -56,6 +54,8 @@ class FineTuneRequest:
     attempt: int = 1
     # The previous attempt's last heartbeat, if any: where it stood when it was lost.
     previous: TrainingProgress | None = None
+    # When this attempt was scheduled (Temporal's clock); orders attempts for write fencing. None: now.
+    scheduled_at: float | None = None
 
 
 def fine_tune(
@@ -68,7 +68,6 @@ def fine_tune(
     run, hp = request.run, request.run.train
     observer = observer or TrainingObserver()
     layout = RunLayout(request.runs_dir, run.id)
-    layout.root.mkdir(parents=True, exist_ok=True)
     claim_run_dir(layout, run)
     if (done := completed_summary(layout, run)) is not None:
         log.info("training already completed; reusing it", run_id=run.id, steps=done.steps)
@@ -77,10 +76,13 @@ def fine_tune(
     report = Reporter(run.id, request.attempt, on_progress)
     report.update(phase="loading")
     observer.phase("loading")
+    # Fencing: from here on only the newest attempt may publish checkpoints, the model, the summary.
+    fence = AttemptFence(layout, attempt=request.attempt, scheduled_at=request.scheduled_at)
+    fence.claim()
     journal = RunJournal(layout.journal_file)
     journal.append("attempt", attempt=request.attempt)
 
-    store = CheckpointStore(layout.checkpoints, keep=hp.keep_checkpoints)
+    store = CheckpointStore(layout.checkpoints, keep=hp.keep_checkpoints, guard=fence.publishing)
     latest = store.latest_complete()
     if latest is not None:
         _check_checkpoint_matches(latest, run)
@@ -88,25 +90,51 @@ def fine_tune(
 
     schema = request.snapshot.dataset_schema
     set_seed(hp.seed)  # the classifier head's random init must be the same on every attempt
-    tokenizer, model = load_for_classification(run.model, schema)
+    try:
+        tokenizer, model = load_for_classification(run.model, schema)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"run {run.id}: {exc}") from exc
+    _check_sequence_length(run, model.config)
     # Saved with the final model, so evaluation truncates exactly as training did.
     tokenizer.model_max_length = hp.max_seq_length
-    train_set = tokenized_split(request.snapshot, "train", tokenizer, max_length=hp.max_seq_length, cache=hp.cache_tokenization)
+    # Digest-verified rows (also on a tokenization-cache hit).
+    train_set = tokenized_split(
+        request.snapshot, "train", tokenizer, max_length=hp.max_seq_length, cache=hp.cache_tokenization, run_id=run.id
+    )
     lengths = train_set[LENGTH]
     train_set = train_set.remove_columns(LENGTH)
 
     plan = device_plan(hp, request.device, bf16_supported=request.device == "cuda" and torch.cuda.is_bf16_supported())
     args = training_arguments(hp, plan, output_dir=layout.checkpoints)
+    # A resumed run keeps the batching its checkpoint was written with (a checkpoint of the release
+    # before length grouping has no marker and continues that release's order and padding).
+    scheme = (
+        BatchingScheme.of_checkpoint(latest.manifest())
+        if latest is not None
+        else BatchingScheme.for_new_run(group_by_length=plan.group_by_length, dynamic_padding=plan.dynamic_padding)
+    )
+    if latest is not None and not latest.manifest().get(BATCHING_KEY):
+        log.info(
+            "checkpoint predates the batching marker; resuming with the previous release's batching",
+            run_id=run.id, step=latest.step, **scheme.to_manifest(),
+        )
 
     def saved(event: SavedCheckpoint) -> None:  # on the writer's thread
         ref = CheckpointRef(step=event.checkpoint.step, path=str(event.checkpoint.path))
-        journal.append("checkpoint", step=ref.step, seconds=round(event.seconds, 3), blocked_seconds=round(event.blocked_seconds, 3), bytes=event.bytes, path=ref.path)
-        observer.checkpoint_saved(CheckpointEvent(step=ref.step, path=ref.path, seconds=event.seconds, blocked_seconds=event.blocked_seconds, bytes=event.bytes))
+        seconds, blocked = round(event.seconds, 3), round(event.blocked_seconds, 3)
+        journal.append("checkpoint", step=ref.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=ref.path)
+        observer.checkpoint_saved(
+            CheckpointEvent(step=ref.step, path=ref.path, seconds=event.seconds, blocked_seconds=event.blocked_seconds, bytes=event.bytes)
+        )
         report.update(last_checkpoint=ref)
-        log.info("checkpoint saved", run_id=run.id, step=ref.step, seconds=round(event.seconds, 3), blocked_s=round(event.blocked_seconds, 3), bytes=event.bytes)
+        log.info("checkpoint saved", run_id=run.id, step=ref.step, seconds=seconds, blocked_s=blocked, bytes=event.bytes)
 
     writer = BackgroundCheckpointWriter(
-        store, manifest={"fingerprint": run.fingerprint(), "model": run.model}, on_saved=saved, background=hp.background_checkpoints
+        store,
+        manifest={"fingerprint": run.fingerprint(), "model": run.model, BATCHING_KEY: scheme.to_manifest()},
+        on_saved=saved,
+        background=hp.background_checkpoints,
+        owner=f"run {run.id}",
     )
     history = StepHistory(run_id=run.id, logging_steps=hp.logging_steps, report=report, observer=observer)
     policy = CheckpointPolicy(
@@ -130,12 +158,12 @@ def fine_tune(
         model=model,
         args=args,
         train_dataset=train_set,
-        data_collator=padding_collator(tokenizer, dynamic=plan.dynamic_padding, max_length=hp.max_seq_length),
+        data_collator=scheme_collator(scheme, tokenizer, max_length=hp.max_seq_length),
         processing_class=tokenizer,
         # Progress first (resume figures, step reports), then the history, then the policy (flushes it).
         callbacks=[progress, history, policy],
         history=history,
-        lengths=lengths if plan.group_by_length else None,
+        lengths=lengths if scheme.group_by_length else None,
     )
     history.bind(trainer)
     policy.bind(trainer)
@@ -162,7 +190,6 @@ def fine_tune(
 
     report.update(phase="saving", step=state.global_step)
     observer.phase("saving")
-    _publish_final_model(trainer, layout)
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     final_window = losses[-hp.logging_steps :]
     resumes = journal.of_kind("resume")
@@ -182,8 +209,7 @@ def fine_tune(
         model_dir=str(layout.model_dir),
         snapshot_id=request.snapshot.snapshot_id,
     )
-    atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": state.log_history})
-    atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
+    _publish_results(trainer, layout, fence, run, summary)
     journal.append("completed", step=state.global_step, attempt=request.attempt)
     observer.phase("completed")
     report.update(phase="completed", step=state.global_step)
@@ -197,6 +223,15 @@ def _check_checkpoint_matches(checkpoint: Checkpoint, run: RunSpec) -> None:
             f"run {run.id}: checkpoint {checkpoint.path} was written for a different model or configuration "
             f"(model {manifest.get('model')!r}); refusing to resume from it. Use a new run_id, or delete "
             f"{checkpoint.path.parent} to start this run over."
+        )
+
+
+def _check_sequence_length(run: RunSpec, config: Any) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and run.train.max_seq_length > limit:
+        raise InvalidInputError(
+            f"run {run.id}: train.max_seq_length {run.train.max_seq_length} exceeds model {run.model!r}'s "
+            f"position limit (max_position_embeddings {limit}); set train.max_seq_length to {limit} or less"
         )
 
 
@@ -214,16 +249,18 @@ def _compare_with_heartbeat(run_id: str, latest: Checkpoint | None, previous: Tr
         )
 
 
-def _publish_final_model(trainer: Trainer, layout: RunLayout) -> None:
+def _publish_results(trainer: Trainer, layout: RunLayout, fence: AttemptFence, run: RunSpec, summary: TrainingSummary) -> None:
+    """Final model, loss history and summary, published only while this attempt is the current one."""
     staging = layout.root / f".model-staging-{uuid.uuid4().hex[:8]}"
-    trainer.save_model(str(staging))
-    fsync_tree(staging)
-    if layout.model_dir.exists():
-        # Left by an attempt that died between publishing the model and writing the summary.
-        stale = layout.root / f".model-stale-{uuid.uuid4().hex[:8]}"
-        os.rename(layout.model_dir, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    os.rename(staging, layout.model_dir)
+    try:
+        trainer.save_model(str(staging))
+        with fence.publishing("publish the final model and summary"):
+            # An existing model was left by an attempt that died between publishing it and the summary.
+            publish_dir(staging, layout.model_dir, replace=True)
+            atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": trainer.state.log_history})
+            atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
+    finally:
+        discard_dir(staging)
 
 
 class _FastTrainer(Trainer):

@@ -173,7 +173,7 @@ class StepHistory(TrainerCallback):
             return
         losses = torch.stack(self._losses[-len(self._steps) :]).float().cpu().tolist()
         tokens = float(torch.stack(self._tokens).sum().item()) if self._tokens else 0.0
-        for (step, epoch, learning_rate), loss in zip(self._steps, losses):
+        for (step, epoch, learning_rate), loss in zip(self._steps, losses, strict=True):
             state.log_history.append({"step": step, "epoch": epoch, "loss": round(loss, 6), "learning_rate": learning_rate})
         now = time.monotonic()
         elapsed = max(now - self._window_started, 1e-9)

@@ -2,7 +2,11 @@
 
 Core calls run in a thread; the async side heartbeats (so a dead worker is noticed within the heartbeat
 timeout, whatever the core is doing), forwards cancellation and worker shutdown to the core's
-`should_stop`, and maps bad input to a non-retryable ApplicationError.
+`should_stop`, and maps each core error to a retry decision (see core/errors.py):
+bad input fails at once, a transient outage retries with backoff, a deterministic failure fails the
+activity and the workflow runs it again a bounded number of times.
+Heartbeats carry the training progress; they are the only progress channel (no signals), and
+`activity.heartbeat` only queues the details, so it never waits on an RPC.
 """
 
 from __future__ import annotations
@@ -19,20 +23,24 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from bert_eval import telemetry
-from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
+from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TrainingInterrupted, classify
 from bert_eval.core.evaluation import evaluate, load_eval_result
 from bert_eval.core.fsutil import atomic_write_json
+from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
 from bert_eval.core.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
-from bert_eval.core.snapshot import create_snapshot, open_snapshot
+from bert_eval.core.snapshot import create_snapshot, eval_table, open_snapshot
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
+from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.types import (
     EvalResult,
     EvalRunInput,
     ExistingRun,
     Experiment,
+    PredictInput,
+    PredictResult,
     RunSpec,
     SnapshotInput,
     SnapshotResult,
@@ -41,13 +49,9 @@ from bert_eval.types import (
     TrainingSummary,
 )
 
-__all__ = ["EvalActivities", "INVALID_INPUT", "TrainingActivities"]
+__all__ = ["EvalActivities", "TrainingActivities"]
 
-INVALID_INPUT = "InvalidInput"
-PROGRESS_SIGNAL = "report_progress"
 _HEARTBEAT_EVERY_S = 1.0
-# Each signal costs workflow history; 15 s keeps a day-long run well inside Temporal's history limit.
-_SIGNAL_EVERY_S = 15.0
 
 log = telemetry.get_logger(__name__)
 T = TypeVar("T")
@@ -55,27 +59,44 @@ T = TypeVar("T")
 
 @contextlib.contextmanager
 def _activity_scope(run_id: str, experiment_id: str | None = None) -> Iterator[None]:
-    """Log lines carry the run and this attempt; bad input becomes a non-retryable failure."""
+    """Log lines carry the run and this attempt; a core error becomes an ApplicationError whose type
+    and retryability follow its class (core/errors.py); messages always name the run."""
     info = activity.info()
     with telemetry.bind_run(
         run_id=run_id, experiment_id=experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
     ):
         try:
             yield
-        except InvalidInputError as exc:
-            telemetry.set_phase(run_id, "failed")
-            log.error("input rejected", error=str(exc))
-            raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+        except (ApplicationError, TrainingInterrupted, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # every other error is classified: the retry decision depends on it
+            raise _application_error(run_id, exc) from None
+
+
+def _application_error(run_id: str, exc: Exception) -> ApplicationError:
+    kind = classify(exc)
+    message = str(exc) or type(exc).__name__
+    if f"run {run_id}" not in message:
+        message = f"run {run_id}: {message}"
+    if kind == "invalid_input":
+        telemetry.set_phase(run_id, "failed")
+        log.error("input rejected", error=message)
+        return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)
+    if kind == "transient":
+        log.warning("transient failure; retrying with backoff", error=message, error_type=type(exc).__name__)
+        return ApplicationError(message, type=TRANSIENT_FAILURE)
+    if not isinstance(exc, DeterministicFailure):
+        message = f"{message} ({type(exc).__name__})"
+    log.error("attempt failed", error=message, error_type=type(exc).__name__)
+    return ApplicationError(message, type=DETERMINISTIC_FAILURE, non_retryable=True)
 
 
 class _ProgressRelay:
-    """Carries the training thread's latest progress to heartbeats and (throttled) workflow signals."""
+    """Carries the training thread's latest progress to heartbeats."""
 
     def __init__(self, first: TrainingProgress, stop: threading.Event) -> None:
         self.latest = first  # replaced from the training thread: a reference swap, safe under the GIL
         self._stop = stop
-        self._signalled_at = 0.0
-        self._signalled_marker = ""
 
     def update(self, progress: TrainingProgress) -> None:
         self.latest = progress
@@ -85,14 +106,6 @@ class _ProgressRelay:
         activity.heartbeat(progress.model_dump(mode="json"))
         if activity.is_worker_shutdown():
             self._stop.set()  # save a checkpoint now; another worker resumes from it
-        # The parent workflow's `progress` query is fed by signals (workflows cannot read heartbeats):
-        # on every phase or checkpoint change, else every _SIGNAL_EVERY_S.
-        marker = f"{progress.phase}:{progress.last_checkpoint.step if progress.last_checkpoint else -1}"
-        if time.monotonic() - self._signalled_at >= _SIGNAL_EVERY_S or marker != self._signalled_marker:
-            self._signalled_at, self._signalled_marker = time.monotonic(), marker
-            with contextlib.suppress(Exception):  # progress is best effort; training is not
-                handle = activity.client().get_workflow_handle(activity.info().workflow_id)
-                await handle.signal(PROGRESS_SIGNAL, progress)
 
 
 async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None]] | None = None) -> T:
@@ -163,7 +176,7 @@ class TrainingActivities:
         self.runs_dir = Path(runs_dir)
         self.device = pick_device(force_cpu)
 
-    @activity.defn(name="fine_tune")
+    @activity.defn(name=ACTIVITY.fine_tune)
     async def fine_tune(self, request: TrainingInput) -> TrainingSummary:
         info = activity.info()
         run = request.run
@@ -175,12 +188,15 @@ class TrainingActivities:
                 previous = TrainingProgress.model_validate(info.heartbeat_details[0])
         stop = threading.Event()
         relay = _ProgressRelay(TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading"), stop)
+        device = self.device if run.train.use_gpu else "cpu"
         core_request = FineTuneRequest(
-            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=self.device, attempt=info.attempt, previous=previous
+            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device, attempt=info.attempt, previous=previous,
+            # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
+            scheduled_at=info.current_attempt_scheduled_time.timestamp(),
         )
         observer = _PrometheusTrainingObserver(run.id, run.model)
         with _activity_scope(run.id, request.experiment_id):
-            log.info("fine-tune started", device=self.device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
+            log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
             work = asyncio.create_task(
                 _in_thread(
                     lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer),
@@ -199,7 +215,7 @@ class TrainingActivities:
                 raise
             except TrainingInterrupted as exc:
                 # Worker shutdown: fail this attempt (retryable) so another worker resumes right away.
-                raise ApplicationError(str(exc), type="TrainingInterrupted") from None
+                raise ApplicationError(str(exc), type=TRAINING_INTERRUPTED) from None
             log.info("fine-tune finished", steps=summary.steps, final_loss=summary.final_loss, resumes=summary.resumes)
             return summary
 
@@ -212,7 +228,7 @@ class EvalActivities:
         self.data_dir = data_dir
         self.device = pick_device(force_cpu)
 
-    @activity.defn(name="snapshot_dataset")
+    @activity.defn(name=ACTIVITY.snapshot_dataset)
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
         with _activity_scope(request.run_id):
             with telemetry.tracer().start_as_current_span("snapshot", attributes={"run_id": request.run_id}) as span:
@@ -221,7 +237,7 @@ class EvalActivities:
             log.info("snapshot ready", snapshot_id=result.snapshot_id, splits=result.splits, reused=result.reused)
             return result
 
-    @activity.defn(name="record_experiment")
+    @activity.defn(name=ACTIVITY.record_experiment)
     async def record_experiment(self, experiment: Experiment) -> None:
         """Write `experiments/<id>.json` so reports can find an experiment's runs from disk alone."""
         payload = {
@@ -231,7 +247,7 @@ class EvalActivities:
         }
         await _in_thread(lambda: atomic_write_json(experiment_file(self.runs_dir, experiment.id), payload))
 
-    @activity.defn(name="find_existing_run")
+    @activity.defn(name=ACTIVITY.find_existing_run)
     async def find_existing_run(self, run: RunSpec) -> ExistingRun:
         """What already exists on disk for this run; refuses a run id that holds a different spec."""
         layout = RunLayout(self.runs_dir, run.id)
@@ -239,23 +255,26 @@ class EvalActivities:
         def look() -> ExistingRun:
             if not layout.root.exists():
                 return ExistingRun()
-            if (conflict := run_dir_conflict(layout, run)) is not None:
+            # A corrupt spec.json is a conflict too: retrying would read the same bytes.
+            conflict = run_dir_conflict(layout, run)
+            if conflict is not None:
                 raise InvalidInputError(conflict)
             summary = completed_summary(layout, run)
             if summary is None:
                 return ExistingRun()
             snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
             evaluation = load_eval_result(layout, run.eval.split)
-            if evaluation is not None and evaluation.examples != snapshot.splits.get(run.eval.split):
+            if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
 
         with _activity_scope(run.id):
             return await _in_thread(look)
 
-    @activity.defn(name="evaluate_model")
+    @activity.defn(name=ACTIVITY.evaluate_model)
     async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
         with _activity_scope(request.run_id, request.experiment_id):
+            log.info("evaluation started", split=request.request.split, model_dir=request.model_dir)
             result = await _in_thread(
                 lambda: evaluate(
                     run_id=request.run_id,
@@ -263,11 +282,28 @@ class EvalActivities:
                     snapshot=request.snapshot,
                     request=request.request,
                     runs_dir=self.runs_dir,
-                    device=self.device,
+                    device=self.device if request.request.use_gpu else "cpu",
                 )
             )
             _record_eval_metrics(result)
             return result
 
+    @activity.defn(name=ACTIVITY.predict)
+    async def predict(self, request: PredictInput) -> PredictResult:
+        """Label texts with a trained run's final model (eval pool)."""
+        with _activity_scope(request.run_id):
+            result = await _in_thread(
+                lambda: predict(
+                    run_id=request.run_id,
+                    texts=request.texts,
+                    runs_dir=self.runs_dir,
+                    device=self.device if request.use_gpu else "cpu",
+                    batch_size=request.batch_size,
+                    max_seq_length=request.max_seq_length,
+                )
+            )
+            log.info("predicted", texts=len(request.texts))
+            return result
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model]
+        return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model, self.predict]

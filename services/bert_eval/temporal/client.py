@@ -13,10 +13,11 @@ from temporalio.runtime import Runtime
 
 from bert_eval import telemetry
 from bert_eval.settings import TemporalSettings, get_temporal_settings
+from bert_eval.temporal.names import SEARCH_ATTRIBUTE_NAMES
 
 __all__ = ["SEARCH_ATTRIBUTES", "connect", "ensure_search_attributes"]
 
-SEARCH_ATTRIBUTES = {"BertRunId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "BertExperimentId": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+SEARCH_ATTRIBUTES = {name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in SEARCH_ATTRIBUTE_NAMES}
 
 log = telemetry.get_logger(__name__)
 

@@ -10,6 +10,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from bert_eval.temporal.names import SEARCH_ATTRIBUTE_NAMES
+
 __all__ = ["DevServerError", "dev_server_command", "find_temporal_binary", "start_dev_server", "wait_for_port"]
 
 
@@ -37,10 +39,7 @@ def dev_server_command(*, port: int, ui_port: int | None, db_file: Path | None, 
         ip,
         "--port",
         str(port),
-        "--search-attribute",
-        "BertRunId=Keyword",
-        "--search-attribute",
-        "BertExperimentId=Keyword",
+        *(arg for name in SEARCH_ATTRIBUTE_NAMES for arg in ("--search-attribute", f"{name}=Keyword")),
         "--log-level",
         "warn",
     ]

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.rundir import run_dir_conflict
-from bert_eval.settings import EVAL_TASK_QUEUE, Settings
+from bert_eval.settings import Settings
 from bert_eval.telemetry import run_baggage
-from bert_eval.temporal.workflows import (
+from bert_eval.temporal.names import (
+    ACTIVITY,
+    EVAL_TASK_QUEUE,
     EXPERIMENT_ID,
-    CoordinatorWorkflow,
-    TrainingWorkflow,
+    QUERY,
+    RUN_ID,
+    TRAINING_TASK_QUEUE,
+    WORKFLOW,
     coordinator_workflow_id,
     training_workflow_id,
 )
@@ -30,7 +39,20 @@ from bert_eval.types import (
     TrainingProgress,
 )
 
-__all__ = ["SubmissionError", "check_runs_dir", "find_workflows", "start_experiment", "training_progress", "watch"]
+__all__ = [
+    "SubmissionError",
+    "check_runs_dir",
+    "find_workflows",
+    "missing_workers",
+    "start_experiment",
+    "training_progress",
+    "watch",
+]
+
+# Which worker serves each task queue, for the "nobody polls" message.
+_QUEUE_WORKERS = {EVAL_TASK_QUEUE: "bert-eval worker eval", TRAINING_TASK_QUEUE: "bert-eval worker training"}
+# A poller that has not polled for this long is gone (long polls last about a minute).
+_POLLER_STALE_S = 90.0
 
 
 class SubmissionError(ValueError):
@@ -40,7 +62,9 @@ class SubmissionError(ValueError):
 def check_runs_dir(experiment: Experiment, runs_dir: Path) -> None:
     """Reject, before submitting, a run id whose directory holds another spec's results (when visible here)."""
     for run in experiment.runs:
-        if (conflict := run_dir_conflict(RunLayout(runs_dir, run.id), run)) is not None:
+        layout = RunLayout(runs_dir, run.id)
+        conflict = run_dir_conflict(layout, run)  # a corrupt spec.json is a conflict too
+        if conflict is not None:
             raise SubmissionError(f"{conflict} Nothing was submitted.")
 
 
@@ -54,7 +78,8 @@ async def start_experiment(client: Client, experiment: Experiment, settings: Set
 
 async def _start(client: Client, experiment: Experiment, settings: Settings) -> WorkflowHandle:
     return await client.start_workflow(
-        CoordinatorWorkflow.run,
+        # By name, not by class: the CLI does not import the workflows (and, through them, torch).
+        WORKFLOW.coordinator,
         CoordinatorInput(experiment=experiment, heartbeat_timeout_s=settings.heartbeat_timeout_s),
         id=coordinator_workflow_id(experiment.id),
         task_queue=EVAL_TASK_QUEUE,
@@ -64,17 +89,37 @@ async def _start(client: Client, experiment: Experiment, settings: Settings) -> 
     )
 
 
+async def missing_workers(client: Client, queues: tuple[str, ...] = (EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE)) -> list[str]:
+    """One line per task queue that no live worker polls (a run waiting on it would wait forever)."""
+    lines = []
+    for queue in queues:
+        live = False
+        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            reply = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind),
+                timeout=timedelta(seconds=10),
+            )
+            now = time.time()
+            live = live or any(now - p.last_access_time.ToSeconds() < _POLLER_STALE_S for p in reply.pollers)
+        if not live:
+            lines.append(
+                f"no worker polls task queue {queue!r} in namespace {client.namespace!r}: runs wait until one "
+                f"starts (`{_QUEUE_WORKERS.get(queue, 'bert-eval worker')}` with TEMPORAL_ADDRESS pointing here)"
+            )
+    return lines
+
+
 async def training_progress(client: Client, run_id: str) -> TrainingProgress | None:
     """Live progress: the fine-tune activity's latest heartbeat, else the workflow's `progress` query."""
     handle = client.get_workflow_handle(training_workflow_id(run_id))
     try:
-        description = await handle.describe()
+        description = await handle.describe(rpc_timeout=timedelta(seconds=10))
         for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name == "fine_tune" and pending.heartbeat_details.payloads:
+            if pending.activity_type.name == ACTIVITY.fine_tune and pending.heartbeat_details.payloads:
                 values = await client.data_converter.decode(pending.heartbeat_details.payloads, [TrainingProgress])
                 if values:
                     return values[0]
-        return await handle.query(TrainingWorkflow.progress)
+        return await handle.query(QUERY.progress, result_type=TrainingProgress, rpc_timeout=timedelta(seconds=5))
     except RPCError:
         return None
 
@@ -85,12 +130,26 @@ async def watch(
     on_update: Callable[[CoordinatorStatus, dict[str, TrainingProgress]], None],
     *,
     interval_s: float = 2.0,
+    on_missing_workers: Callable[[list[str]], None] | None = None,
+    workers_check_every_s: float = 10.0,
 ) -> ExperimentResult:
-    """Poll status (and live training progress) until the coordinator returns its result."""
+    """Poll status (and live training progress) until the coordinator returns its result; report task
+    queues without workers (at once, then whenever that changes)."""
     result_task = asyncio.create_task(handle.result())
+    checked_at, reported = -workers_check_every_s, None
     while not result_task.done():
+        if on_missing_workers is not None and time.monotonic() - checked_at >= workers_check_every_s:
+            checked_at = time.monotonic()
+            try:
+                missing = await missing_workers(client)
+            except RPCError:
+                missing = reported
+            if missing != reported:
+                on_missing_workers(missing or [])
+                reported = missing
         try:
-            status = await handle.query(CoordinatorWorkflow.status)
+            # Bounded: a query waits for a worker, and there may be none (reported above).
+            status = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
         except RPCError:
             status = None
         if status is not None and status.runs:
@@ -105,7 +164,7 @@ async def watch(
 
 async def find_workflows(client: Client, identifier: str) -> list[tuple[str, str, WorkflowExecutionStatus | None]]:
     """Workflows of an experiment id or a run id: (workflow id, type, status)."""
-    query = f'BertRunId = "{identifier}" OR BertExperimentId = "{identifier}"'
+    query = f'{RUN_ID.name} = "{identifier}" OR {EXPERIMENT_ID.name} = "{identifier}"'
     found = []
     async for execution in client.list_workflows(query):
         found.append((execution.id, execution.workflow_type, execution.status))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import socket
 import threading
@@ -14,19 +15,30 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from bert_eval import telemetry
-from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE, Settings, get_settings
+from bert_eval.settings import Settings, TemporalSettings, get_settings, get_temporal_settings
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import connect, ensure_search_attributes
-from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
+from bert_eval.temporal.names import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
+from bert_eval.temporal.workflows import (
+    CoordinatorWorkflow,
+    EvalWorkflow,
+    LegacyEvalWorkflow,
+    LegacyTrainingWorkflow,
+    PredictWorkflow,
+    TrainingWorkflow,
+)
 
-__all__ = ["WorkerKind", "build_worker", "run_worker"]
+__all__ = ["WorkerKind", "build_worker", "graceful_shutdown_timeout", "run_worker"]
 
 log = telemetry.get_logger(__name__)
 
 # Heartbeats reach the server at least this often, so cancellation reaches training within seconds.
 _MAX_HEARTBEAT_THROTTLE = timedelta(seconds=2)
-# On SIGTERM the training worker gets this long to checkpoint and hand the run back.
-_GRACEFUL_SHUTDOWN = timedelta(seconds=90)
+# On SIGTERM a worker gets this long to checkpoint and hand the run back, unless
+# BERT_EVAL_GRACEFUL_SHUTDOWN_S (the chart: terminationGracePeriodSeconds minus a margin) says otherwise.
+_DEFAULT_GRACEFUL_SHUTDOWN = {"training": timedelta(seconds=90), "eval": timedelta(seconds=30)}
+# A worker that starts before Temporal (usual in a cluster) retries the connection, backing off to this.
+_CONNECT_RETRY_MAX_S = 10.0
 
 
 class WorkerKind(str, Enum):
@@ -36,30 +48,38 @@ class WorkerKind(str, Enum):
 
 def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noqa: ANN001 (temporalio Client)
     """The worker for one pool, wired with its workflows and activities (no I/O happens here)."""
+    graceful = graceful_shutdown_timeout(kind, settings)
     if kind is WorkerKind.training:
         activities = TrainingActivities(runs_dir=settings.runs_dir, force_cpu=settings.force_cpu)
         return Worker(
             client,
             task_queue=TRAINING_TASK_QUEUE,
-            workflows=[TrainingWorkflow],
+            workflows=[TrainingWorkflow, LegacyTrainingWorkflow],
             activities=[activities.fine_tune],
             max_concurrent_activities=settings.training_concurrency,
             max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
-            graceful_shutdown_timeout=_GRACEFUL_SHUTDOWN,
+            graceful_shutdown_timeout=graceful,
         )
     eval_activities = EvalActivities(runs_dir=settings.runs_dir, data_dir=settings.data_dir, force_cpu=settings.force_cpu)
     return Worker(
         client,
         task_queue=EVAL_TASK_QUEUE,
-        workflows=[CoordinatorWorkflow, EvalWorkflow],
+        workflows=[CoordinatorWorkflow, EvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
         activities=eval_activities.all(),
         activity_executor=ThreadPoolExecutor(max_workers=settings.eval_concurrency),
         max_concurrent_activities=settings.eval_concurrency,
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
-        graceful_shutdown_timeout=timedelta(seconds=30),
+        graceful_shutdown_timeout=graceful,
     )
+
+
+def graceful_shutdown_timeout(kind: WorkerKind, settings: Settings) -> timedelta:
+    """How long this worker waits for its activities after SIGTERM."""
+    if settings.graceful_shutdown_s is not None:
+        return timedelta(seconds=settings.graceful_shutdown_s)
+    return _DEFAULT_GRACEFUL_SHUTDOWN[kind.value]
 
 
 def _free_local_port() -> int:
@@ -71,6 +91,8 @@ def _free_local_port() -> int:
 async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT, then shut down gracefully."""
     settings = settings or get_settings()
+    if kind is WorkerKind.training and settings.require_gpu:
+        _exit_unless_gpu()
     telemetry.configure_logging(fmt=settings.log_format, level=settings.log_level)
     telemetry.configure_tracing(service_name=f"bert-eval-{kind.value}-worker")
     queue = TRAINING_TASK_QUEUE if kind is WorkerKind.training else EVAL_TASK_QUEUE
@@ -87,22 +109,33 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
     ready = threading.Event()
     http = None
     if settings.metrics_port:
-        http = telemetry.serve_worker_http(
-            host=settings.metrics_host, port=settings.metrics_port, ready=ready.is_set, sdk_metrics_url=sdk_metrics_url
-        )
+        http = _serve_http(settings, ready=ready.is_set, sdk_metrics_url=sdk_metrics_url)
     telemetry.WORKER.up.labels(kind=kind.value, task_queue=queue).set(1)
     _watch_gpu(kind.value)
-
-    client = await connect(runtime=runtime)
-    await ensure_search_attributes(client)
-    worker = build_worker(client, kind, settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    log.info("worker starting", kind=kind.value, task_queue=queue, runs_dir=str(settings.runs_dir), metrics_port=settings.metrics_port)
+    client = await _connect_with_retry(get_temporal_settings(), runtime=runtime, stop=stop)
+    if client is None:
+        if http is not None:
+            http.shutdown()
+        log.info("worker stopped before Temporal was reachable", kind=kind.value)
+        return
+    await ensure_search_attributes(client)
+    worker = build_worker(client, kind, settings)
+
+    metrics_port = http.server_address[1] if http is not None else None
+    log.info(
+        "worker starting",
+        kind=kind.value,
+        task_queue=queue,
+        runs_dir=str(settings.runs_dir),
+        metrics_port=metrics_port,
+        graceful_shutdown_s=graceful_shutdown_timeout(kind, settings).total_seconds(),
+    )
     run_task = asyncio.create_task(worker.run())
     ready.set()
     stop_task = asyncio.create_task(stop.wait())
@@ -116,6 +149,61 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
     if http is not None:
         http.shutdown()
     log.info("worker stopped", kind=kind.value)
+
+
+def _exit_unless_gpu() -> None:
+    """Exit at once, with one line saying why, when a GPU was asked for and torch sees none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    raise SystemExit(
+        f"bert-eval training worker: BERT_EVAL_REQUIRE_GPU is set but torch {torch.__version__} ({build}) "
+        "sees no CUDA device; run the pod on a GPU node (NVIDIA device plugin, driver >= 580 for the "
+        "CUDA 13.0 image) or unset BERT_EVAL_REQUIRE_GPU (chart: gpu.enabled=false) to train on CPU"
+    )
+
+
+def _serve_http(settings: Settings, *, ready, sdk_metrics_url: str | None):  # noqa: ANN001, ANN202
+    """The worker's /metrics, /healthz, /readyz. When the configured port is taken (several workers on
+    one machine), a free port is used instead and logged."""
+    try:
+        return telemetry.serve_worker_http(
+            host=settings.metrics_host, port=settings.metrics_port, ready=ready, sdk_metrics_url=sdk_metrics_url
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+    http = telemetry.serve_worker_http(host=settings.metrics_host, port=0, ready=ready, sdk_metrics_url=sdk_metrics_url)
+    log.warning(
+        f"metrics port {settings.metrics_port} is in use; serving /metrics, /healthz, /readyz on port "
+        f"{http.server_address[1]} instead (set BERT_EVAL_METRICS_PORT to choose one)",
+        requested_port=settings.metrics_port,
+        metrics_port=http.server_address[1],
+    )
+    return http
+
+
+async def _connect_with_retry(temporal: TemporalSettings, *, runtime: Runtime | None, stop: asyncio.Event):  # noqa: ANN202
+    """Connect, retrying with backoff (one log line per attempt) until Temporal answers or `stop` is set."""
+    delay, attempt = 1.0, 1
+    while True:
+        try:
+            return await connect(temporal, runtime=runtime)
+        except RuntimeError as exc:  # the SDK's connection error
+            reason = str(exc).splitlines()[0][:200]
+            log.warning(
+                f"cannot reach Temporal at {temporal.address} (attempt {attempt}): {reason}; retrying in {delay:.0f}s",
+                address=temporal.address,
+                attempt=attempt,
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+            return None
+        except asyncio.TimeoutError:
+            pass
+        delay, attempt = min(delay * 2, _CONNECT_RETRY_MAX_S), attempt + 1
 
 
 def _watch_gpu(kind: str) -> None:

@@ -1,12 +1,18 @@
-"""Workflows: orchestration only (no I/O). Deterministic; every side effect is an activity."""
+"""Workflows: orchestration only (no I/O). Deterministic; every side effect is an activity.
+
+Changing what these workflows do changes their command sequence: follow docs/versioning.md
+(`workflow.patched`, then record a new history under tests/replay/histories/).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -16,15 +22,45 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from bert_eval.core.errors import DETERMINISTIC_MAX_ATTEMPTS
+    from bert_eval.experiment import describe_validation_error
+    from bert_eval.reference import (
+        BertEvalResult,
+        ReferenceInputError,
+        ReferenceRun,
+        is_reference_input,
+        parse_reference_input,
+        reference_result,
+    )
     from bert_eval.telemetry import run_baggage
-    from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
+    from bert_eval.temporal.activities import EvalActivities, TrainingActivities
+    from bert_eval.temporal.names import (
+        DETERMINISTIC_FAILURE,
+        EXPERIMENT_ID,
+        INVALID_INPUT,
+        LEGACY_PROGRESS_SIGNAL,
+        PATCH,
+        QUERY,
+        RUN_ID,
+        TIMEOUTS,
+        WORKFLOW,
+        coordinator_workflow_id,
+        eval_workflow_id,
+        predict_workflow_id,
+        training_workflow_id,
+    )
     from bert_eval.types import (
         CoordinatorInput,
         CoordinatorStatus,
         EvalResult,
         EvalRunInput,
         ExistingRun,
+        Experiment,
         ExperimentResult,
+        PredictInput,
+        PredictResult,
         RunPhase,
         RunResult,
         RunSpec,
@@ -41,36 +77,63 @@ __all__ = [
     "CoordinatorWorkflow",
     "EvalWorkflow",
     "EXPERIMENT_ID",
+    "LEGACY_WORKFLOWS",
+    "PredictWorkflow",
     "RUN_ID",
     "TrainingWorkflow",
     "coordinator_workflow_id",
     "eval_workflow_id",
+    "predict_workflow_id",
     "training_workflow_id",
 ]
 
-# "RunId" is Temporal's own system attribute (the execution run id), hence the prefix.
-RUN_ID = SearchAttributeKey.for_keyword("BertRunId")
-EXPERIMENT_ID = SearchAttributeKey.for_keyword("BertExperimentId")
-INVALID_INPUT = "InvalidInput"
+T = TypeVar("T")
 
-_SHORT_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=[INVALID_INPUT])
-
-
-def coordinator_workflow_id(experiment_id: str) -> str:
-    return f"experiment-{experiment_id}"
-
-
-def training_workflow_id(run_id: str) -> str:
-    return f"train-{run_id}"
-
-
-def eval_workflow_id(run_id: str, split: str) -> str:
-    return f"eval-{run_id}-{split}"
+# Lost workers (SIGKILL, heartbeat timeout) and transient outages retry without limit, with backoff;
+# bad input never retries; a deterministic failure fails the activity at once and
+# `_bounded_deterministic` decides whether to run it again.
+_RETRY = RetryPolicy(
+    initial_interval=TIMEOUTS.retry_initial,
+    backoff_coefficient=2.0,
+    maximum_interval=TIMEOUTS.retry_maximum,
+    maximum_attempts=0,
+    non_retryable_error_types=[INVALID_INPUT, DETERMINISTIC_FAILURE],
+)
+# A payload that does not parse into the workflow's input fails the workflow, not its task (which
+# Temporal would retry forever while the client waits).
+_FAIL_WORKFLOW_ON = [ValidationError]
 
 
-@workflow.defn
+async def _bounded_deterministic(run_id: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run an activity; when it fails deterministically, run it again up to DETERMINISTIC_MAX_ATTEMPTS
+    times in all (a new activity each time, so lost-worker retries inside each stay unlimited)."""
+    for attempt in range(1, DETERMINISTIC_MAX_ATTEMPTS + 1):
+        try:
+            return await call()
+        except ActivityError as exc:
+            cause = exc.cause
+            if not (isinstance(cause, ApplicationError) and cause.type == DETERMINISTIC_FAILURE):
+                raise
+            if attempt >= DETERMINISTIC_MAX_ATTEMPTS:
+                raise ApplicationError(
+                    f"{cause.message} (failed the same way {attempt} times; not retried further)",
+                    type=DETERMINISTIC_FAILURE,
+                    non_retryable=True,
+                ) from None
+            workflow.logger.warning(
+                "run %s: attempt %d of %d failed (%s); trying again", run_id, attempt, DETERMINISTIC_MAX_ATTEMPTS, cause.message
+            )
+            await workflow.sleep(timedelta(seconds=2**attempt))
+    raise AssertionError("unreachable")
+
+
+@workflow.defn(name=WORKFLOW.training, failure_exception_types=_FAIL_WORKFLOW_ON)
 class TrainingWorkflow:
-    """Snapshot the run's data (CPU pool), then fine-tune with checkpoints (GPU pool)."""
+    """Snapshot the run's data (CPU pool), then fine-tune with checkpoints (GPU pool).
+
+    Live training progress is the fine-tune activity's heartbeat (clients read it with describe):
+    no signals, so the history stays a few dozen events however long the run.
+    """
 
     def __init__(self) -> None:
         self._progress: TrainingProgress | None = None
@@ -79,30 +142,33 @@ class TrainingWorkflow:
     async def run(self, request: TrainingInput) -> TrainingResult:
         run = request.run
         self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
-        snapshot: SnapshotResult = await workflow.execute_activity(
-            "snapshot_dataset",
-            SnapshotInput.for_run(run),
-            result_type=SnapshotResult,
-            task_queue=EVAL_TASK_QUEUE,
-            start_to_close_timeout=timedelta(hours=2),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=_SHORT_RETRY,
+        snapshot: SnapshotResult = await _bounded_deterministic(
+            run.id,
+            lambda: workflow.execute_activity_method(
+                EvalActivities.snapshot_dataset,
+                SnapshotInput.for_run(run),
+                task_queue=request.eval_task_queue,
+                start_to_close_timeout=TIMEOUTS.snapshot_start_to_close,
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
+                retry_policy=_RETRY,
+            ),
         )
+        pinned = request.expected_snapshot_id
+        if pinned is not None and snapshot.snapshot_id != pinned:
+            raise ApplicationError(
+                _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
+            )
         self._progress = self._progress.model_copy(update={"phase": "loading"})
-        summary: TrainingSummary = await workflow.execute_activity(
-            "fine_tune",
-            request.model_copy(update={"snapshot": snapshot}),
-            result_type=TrainingSummary,
-            task_queue=TRAINING_TASK_QUEUE,
-            start_to_close_timeout=timedelta(days=7),
-            # A killed worker stops heartbeating: its attempt times out and another worker resumes.
-            heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=30),
-                maximum_attempts=request.max_attempts,
-                non_retryable_error_types=[INVALID_INPUT],
+        summary: TrainingSummary = await _bounded_deterministic(
+            run.id,
+            lambda: workflow.execute_activity_method(
+                TrainingActivities.fine_tune,
+                request.model_copy(update={"snapshot": snapshot}),
+                task_queue=workflow.info().task_queue,
+                start_to_close_timeout=TIMEOUTS.fine_tune_start_to_close,
+                # A killed worker stops heartbeating: its attempt times out and another worker resumes.
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
+                retry_policy=_RETRY,
             ),
         )
         self._progress = self._progress.model_copy(
@@ -110,57 +176,113 @@ class TrainingWorkflow:
         )
         return TrainingResult(summary=summary, snapshot=snapshot)
 
-    @workflow.signal(name="report_progress")
+    @workflow.signal(name=LEGACY_PROGRESS_SIGNAL)
     def report_progress(self, progress: TrainingProgress) -> None:
+        """Kept so histories recorded before heartbeat-only progress still replay; nothing sends it now."""
         if self._progress is None or self._progress.phase != "completed":
             self._progress = progress
 
-    @workflow.query
+    @workflow.query(name=QUERY.progress)
     def progress(self) -> TrainingProgress | None:
+        """The workflow's phase; step-level progress is in the fine-tune activity's heartbeat."""
         return self._progress
 
 
-@workflow.defn
+@workflow.defn(name=WORKFLOW.eval, failure_exception_types=_FAIL_WORKFLOW_ON)
 class EvalWorkflow:
     """Evaluate one trained model on one split (CPU pool)."""
 
     @workflow.run
     async def run(self, request: EvalRunInput) -> EvalResult:
-        return await workflow.execute_activity(
-            "evaluate_model",
-            request,
-            result_type=EvalResult,
-            task_queue=EVAL_TASK_QUEUE,
-            start_to_close_timeout=timedelta(hours=6),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=_SHORT_RETRY,
+        return await _bounded_deterministic(
+            request.run_id,
+            lambda: workflow.execute_activity_method(
+                EvalActivities.evaluate_model,
+                request,
+                task_queue=workflow.info().task_queue,
+                start_to_close_timeout=TIMEOUTS.evaluate_start_to_close,
+                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
+                retry_policy=_RETRY,
+            ),
         )
 
 
-@workflow.defn
+@workflow.defn(name=WORKFLOW.coordinator, failure_exception_types=_FAIL_WORKFLOW_ON)
 class CoordinatorWorkflow:
     """Train every run at once, evaluate each as soon as its training ends, report one record per run."""
 
     def __init__(self) -> None:
         self._status: dict[str, RunStatus] = {}
         self._experiment_id = ""
+        self._snapshot_pins: dict[str, str] = {}  # run_id -> snapshot id the reference input pinned
 
+    # The input is decoded here, not by the data converter, so that invalid input fails the workflow with a
+    # message naming the field instead of failing its workflow task over and over.
     @workflow.run
-    async def run(self, request: CoordinatorInput) -> ExperimentResult:
-        experiment = request.experiment.canonical()
+    async def run(self, payload: Any) -> Any:
+        """bert-eval's CoordinatorInput -> ExperimentResult; the reference's {"configs": [...]} -> list[BertEvalResult]."""
+        if is_reference_input(payload):
+            try:
+                runs = parse_reference_input(payload)
+            except ReferenceInputError as exc:
+                raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+            return await self._run_reference(runs)
+        try:
+            request = CoordinatorInput.model_validate(payload)
+        except ValidationError as exc:
+            raise ApplicationError(
+                f"invalid CoordinatorWorkflow input: {describe_validation_error(exc)} (expected bert-eval's "
+                '{"experiment": {...}} or the reference design\'s {"configs": [...]})',
+                type=INVALID_INPUT,
+                non_retryable=True,
+            ) from None
+        return await self._run_experiment(request)
+
+    async def _run_reference(self, runs: list[ReferenceRun]) -> list[BertEvalResult]:
+        self._snapshot_pins = {run.spec.id: run.snapshot_id for run in runs if run.snapshot_id is not None}
+        try:
+            experiment = Experiment(runs=tuple(run.spec for run in runs)).canonical()
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+        outcome = await self._run_experiment(CoordinatorInput(experiment=experiment))
+        results, failures = [], []
+        for run, record in zip(runs, outcome.runs, strict=True):
+            if record.status == "completed" and record.evaluation is not None:
+                results.append(reference_result(run, record.evaluation, reused=record.reused))
+            else:
+                error = record.error or "failed"
+                failures.append(error if f"run {record.run_id}:" in error else f"run {record.run_id}: {error}")
+        if failures:
+            # The reference design fails the coordinator when a run fails; the other runs still finished
+            # (their results are in the details, and on disk for reuse when the input is resubmitted).
+            raise ApplicationError(
+                f"{len(failures)} of {len(runs)} runs failed: " + "; ".join(failures),
+                [r.model_dump(mode="json") for r in results],
+                type="RunsFailed",
+                non_retryable=True,
+            )
+        return results
+
+    async def _run_experiment(self, request: CoordinatorInput) -> ExperimentResult:
+        try:
+            experiment = request.experiment.canonical()
+        except ValueError as exc:
+            # An invalid experiment fails the workflow with its cause (a plain exception would fail
+            # the workflow task instead, retried forever while the client waits).
+            raise ApplicationError(f"invalid experiment: {exc}", type=INVALID_INPUT, non_retryable=True) from None
         self._experiment_id = experiment.id
         self._status = {run.id: RunStatus(run_id=run.id) for run in experiment.runs}
-        await workflow.execute_activity(
-            "record_experiment",
+        await workflow.execute_activity_method(
+            EvalActivities.record_experiment,
             experiment,
-            task_queue=EVAL_TASK_QUEUE,
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=_SHORT_RETRY,
+            task_queue=workflow.info().task_queue,
+            start_to_close_timeout=TIMEOUTS.record_experiment_start_to_close,
+            retry_policy=_RETRY,
         )
         results = await asyncio.gather(*(self._run_one(experiment.id, run, request) for run in experiment.runs))
         return ExperimentResult(experiment_id=experiment.id, runs=list(results))
 
-    @workflow.query
+    @workflow.query(name=QUERY.status)
     def status(self) -> CoordinatorStatus:
         return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()))
 
@@ -172,44 +294,53 @@ class CoordinatorWorkflow:
     async def _run_one_traced(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         status = self._status[run.id]
         try:
-            existing: ExistingRun = await workflow.execute_activity(
-                "find_existing_run",
-                run,
-                result_type=ExistingRun,
-                task_queue=EVAL_TASK_QUEUE,
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=_SHORT_RETRY,
+            existing: ExistingRun = await _bounded_deterministic(
+                run.id,
+                lambda: workflow.execute_activity_method(
+                    EvalActivities.find_existing_run,
+                    run,
+                    task_queue=workflow.info().task_queue,
+                    start_to_close_timeout=TIMEOUTS.find_existing_start_to_close,
+                    retry_policy=_RETRY,
+                ),
             )
+            pinned = self._snapshot_pins.get(run.id)
             if existing.summary is not None and existing.snapshot is not None:
+                if pinned is not None and existing.snapshot.snapshot_id != pinned:
+                    return self._failed(run.id, _snapshot_mismatch(run.id, pinned, existing.snapshot.snapshot_id))
                 training = TrainingResult(summary=existing.summary, snapshot=existing.snapshot, reused=True)
             else:
                 status.phase = RunPhase.training
                 training = await workflow.execute_child_workflow(
-                    TrainingWorkflow.run,
+                    _child_type(WORKFLOW.training, WORKFLOW.legacy_training),
                     TrainingInput(
                         experiment_id=experiment_id,
                         run=run,
                         heartbeat_timeout_s=request.heartbeat_timeout_s,
-                        max_attempts=request.max_training_attempts,
+                        eval_task_queue=workflow.info().task_queue,
+                        expected_snapshot_id=pinned,
                     ),
+                    result_type=TrainingResult,
                     id=training_workflow_id(run.id),
-                    task_queue=TRAINING_TASK_QUEUE,
+                    task_queue=request.training_task_queue,
                     search_attributes=_run_attributes(experiment_id, run.id),
                 )
             evaluation = existing.evaluation
             if evaluation is None:
                 status.phase = RunPhase.evaluating
                 evaluation = await workflow.execute_child_workflow(
-                    EvalWorkflow.run,
+                    _child_type(WORKFLOW.eval, WORKFLOW.legacy_eval),
                     EvalRunInput(
                         experiment_id=experiment_id,
                         run_id=run.id,
                         model_dir=training.summary.model_dir,
                         snapshot=training.snapshot,
                         request=run.eval,
+                        heartbeat_timeout_s=request.heartbeat_timeout_s,
                     ),
+                    result_type=EvalResult,
                     id=eval_workflow_id(run.id, run.eval.split),
-                    task_queue=EVAL_TASK_QUEUE,
+                    task_queue=workflow.info().task_queue,
                     search_attributes=_run_attributes(experiment_id, run.id),
                 )
         except WorkflowAlreadyStartedError as exc:
@@ -231,12 +362,64 @@ class CoordinatorWorkflow:
             metrics=evaluation.metrics,
         )
 
-
     def _failed(self, run_id: str, error: str) -> RunResult:
         status = self._status[run_id]
         status.phase, status.error = RunPhase.failed, error
         workflow.logger.warning("run %s failed: %s", run_id, error)
         return RunResult(run_id=run_id, status="failed", error=error)
+
+
+@workflow.defn(name=WORKFLOW.predict, failure_exception_types=_FAIL_WORKFLOW_ON)
+class PredictWorkflow:
+    """Label texts with a trained run's final model (eval pool)."""
+
+    @workflow.run
+    async def run(self, request: PredictInput) -> PredictResult:
+        return await workflow.execute_activity_method(
+            EvalActivities.predict,
+            request,
+            task_queue=workflow.info().task_queue,
+            start_to_close_timeout=TIMEOUTS.predict_start_to_close,
+            heartbeat_timeout=TIMEOUTS.predict_heartbeat,
+            retry_policy=_RETRY,
+        )
+
+
+# The types the previous release registered its children under. Workers keep serving them, so child
+# workflows started before an upgrade finish on the new workers, and recorded histories replay.
+@workflow.defn(name=WORKFLOW.legacy_training, failure_exception_types=_FAIL_WORKFLOW_ON)
+class LegacyTrainingWorkflow(TrainingWorkflow):
+    """`TrainingWorkflow` under its pre-reference-names type."""
+
+    @workflow.run
+    async def run(self, request: TrainingInput) -> TrainingResult:
+        return await super().run(request)
+
+
+@workflow.defn(name=WORKFLOW.legacy_eval, failure_exception_types=_FAIL_WORKFLOW_ON)
+class LegacyEvalWorkflow(EvalWorkflow):
+    """`EvalWorkflow` under its pre-reference-names type."""
+
+    @workflow.run
+    async def run(self, request: EvalRunInput) -> EvalResult:
+        return await super().run(request)
+
+
+LEGACY_WORKFLOWS = (LegacyTrainingWorkflow, LegacyEvalWorkflow)
+
+
+def _child_type(current: str, legacy: str) -> str:
+    """Children get the reference design's type names; a coordinator started before that change (its
+    history has no marker) keeps starting the old ones, so its replay stays deterministic."""
+    return current if workflow.patched(PATCH.reference_type_names) else legacy
+
+
+def _snapshot_mismatch(run_id: str, pinned: str, actual: str) -> str:
+    return (
+        f"run {run_id}: dataset_snapshot pins snapshot {pinned}, but the run's data selection gives snapshot "
+        f"{actual}; the dataset or selection (max_train_samples, max_eval_samples, split, seed) differs from the "
+        "pinned one. Restore them, or drop dataset_snapshot"
+    )
 
 
 def _run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:

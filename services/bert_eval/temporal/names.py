@@ -1,0 +1,121 @@
+"""Names shared across process boundaries: workflows, activities, queries, search attributes, error
+types, task queues, default timeouts. Workers, clients, the dev server and tests all read them here.
+
+Changing a value here changes what running workflows and recorded histories refer to: see
+docs/versioning.md before renaming anything.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import SearchAttributeKey
+
+from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TrainingInterrupted, TransientError
+from bert_eval.settings import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
+
+__all__ = [
+    "ACTIVITY",
+    "DETERMINISTIC_FAILURE",
+    "EVAL_TASK_QUEUE",
+    "EXPERIMENT_ID",
+    "INVALID_INPUT",
+    "LEGACY_PROGRESS_SIGNAL",
+    "PATCH",
+    "QUERY",
+    "RUN_ID",
+    "SEARCH_ATTRIBUTE_NAMES",
+    "TIMEOUTS",
+    "TRAINING_INTERRUPTED",
+    "TRAINING_TASK_QUEUE",
+    "TRANSIENT_FAILURE",
+    "WORKFLOW",
+    "coordinator_workflow_id",
+    "eval_workflow_id",
+    "predict_workflow_id",
+    "training_workflow_id",
+]
+
+
+class WORKFLOW:
+    """Workflow type names: the reference design's, so its clients start bert-eval's workflows by name."""
+
+    coordinator = "CoordinatorWorkflow"
+    training = "CheckpointedBertTrainingWorkflow"
+    eval = "BertEvalWorkflow"
+    predict = "PredictWorkflow"
+    # What the children were registered as before (still served: see workflows.LEGACY_WORKFLOWS).
+    legacy_training = "TrainingWorkflow"
+    legacy_eval = "EvalWorkflow"
+
+
+class PATCH:
+    """`workflow.patched` ids (docs/versioning.md): each marks one change of a command sequence."""
+
+    # Children started under the reference design's type names instead of the class names.
+    reference_type_names = "reference-type-names"
+
+
+class QUERY:
+    """Query names: the coordinator's per-run status, a training workflow's phase."""
+
+    status = "status"
+    progress = "progress"
+
+
+# Kept only so histories recorded when training progress was signalled still replay (nothing sends it).
+LEGACY_PROGRESS_SIGNAL = "report_progress"
+
+
+class ACTIVITY:
+    """Activity type names."""
+
+    fine_tune = "fine_tune"
+    snapshot_dataset = "snapshot_dataset"
+    record_experiment = "record_experiment"
+    find_existing_run = "find_existing_run"
+    evaluate_model = "evaluate_model"
+    predict = "predict"
+
+
+# Error types carried by ApplicationError.type (the core's error classes name them).
+INVALID_INPUT = InvalidInputError.error_type
+TRANSIENT_FAILURE = TransientError.error_type
+DETERMINISTIC_FAILURE = DeterministicFailure.error_type
+TRAINING_INTERRUPTED = TrainingInterrupted.error_type
+
+# Search attributes. "RunId" is Temporal's own system attribute (the execution run id), hence the prefix.
+RUN_ID = SearchAttributeKey.for_keyword("BertRunId")
+EXPERIMENT_ID = SearchAttributeKey.for_keyword("BertExperimentId")
+SEARCH_ATTRIBUTE_NAMES = (RUN_ID.name, EXPERIMENT_ID.name)
+
+
+class TIMEOUTS:
+    """Default activity timeouts and retry intervals."""
+
+    snapshot_start_to_close = timedelta(hours=2)
+    fine_tune_start_to_close = timedelta(days=7)
+    evaluate_start_to_close = timedelta(hours=6)
+    find_existing_start_to_close = timedelta(minutes=5)
+    record_experiment_start_to_close = timedelta(minutes=2)
+    predict_start_to_close = timedelta(hours=1)
+    predict_heartbeat = timedelta(minutes=2)
+    # Transient failures and lost workers are retried without limit, backing off up to this interval.
+    retry_initial = timedelta(seconds=1)
+    retry_maximum = timedelta(seconds=10)
+
+
+def coordinator_workflow_id(experiment_id: str) -> str:
+    return f"experiment-{experiment_id}"
+
+
+def training_workflow_id(run_id: str) -> str:
+    return f"train-{run_id}"
+
+
+def eval_workflow_id(run_id: str, split: str) -> str:
+    return f"eval-{run_id}-{split}"
+
+
+def predict_workflow_id(run_id: str, request_id: str) -> str:
+    return f"predict-{run_id}-{request_id}"

@@ -1,0 +1,56 @@
+"""Settings the chart passes through the environment: the workers' graceful-shutdown wait and the OTLP
+endpoint (which must carry a scheme)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from bert_eval import telemetry
+from bert_eval.settings import Settings
+from bert_eval.temporal.worker import WorkerKind, graceful_shutdown_timeout
+
+
+def test_graceful_shutdown_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chart sets BERT_EVAL_GRACEFUL_SHUTDOWN_S = terminationGracePeriodSeconds - shutdownMarginSeconds.
+    monkeypatch.setenv("BERT_EVAL_GRACEFUL_SHUTDOWN_S", "270")
+    settings = Settings()
+    assert graceful_shutdown_timeout(WorkerKind.training, settings) == timedelta(seconds=270)
+    assert graceful_shutdown_timeout(WorkerKind.eval, settings) == timedelta(seconds=270)
+
+
+def test_graceful_shutdown_defaults_per_worker_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BERT_EVAL_GRACEFUL_SHUTDOWN_S", raising=False)
+    settings = Settings()
+    assert graceful_shutdown_timeout(WorkerKind.training, settings) == timedelta(seconds=90)
+    assert graceful_shutdown_timeout(WorkerKind.eval, settings) == timedelta(seconds=30)
+
+
+def test_negative_graceful_shutdown_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BERT_EVAL_GRACEFUL_SHUTDOWN_S", "-5")
+    with pytest.raises(ValidationError, match="graceful_shutdown_s"):
+        Settings()
+
+
+@pytest.mark.parametrize("endpoint", ["http://otel-collector.observability:4317", "https://collector.example.com", "http://10.0.0.7:4317/"])
+def test_otlp_endpoints_with_a_scheme_are_accepted(endpoint: str) -> None:
+    assert telemetry.check_otlp_endpoint(endpoint) == endpoint
+
+
+@pytest.mark.parametrize("endpoint", ["otel-collector.observability:4317", "localhost:4317", "grpc://collector:4317", "http://"])
+def test_otlp_endpoints_without_scheme_or_host_are_refused_with_the_fix(endpoint: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        telemetry.check_otlp_endpoint(endpoint, source="OTEL_EXPORTER_OTLP_ENDPOINT")
+    message = str(caught.value)
+    assert f"OTEL_EXPORTER_OTLP_ENDPOINT={endpoint!r}" in message
+    assert "http://otel-collector.observability:4317" in message
+
+
+def test_tracing_setup_refuses_a_scheme_less_endpoint_before_exporting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(telemetry, "_TRACING_CONFIGURED", False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "otel-collector:4317")
+    with pytest.raises(ValueError, match="needs a scheme and a host"):
+        telemetry.configure_tracing("bert-eval-test")
+    assert telemetry._TRACING_CONFIGURED is False
