@@ -21,7 +21,7 @@ from bert_eval.cli import app
 from bert_eval.core.snapshot import eval_table
 from bert_eval.temporal.workflows import coordinator_workflow_id, training_workflow_id
 
-from .conftest import tiny_run
+from .harness import tiny_run
 from .harness import Stack
 
 

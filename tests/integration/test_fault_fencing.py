@@ -25,7 +25,7 @@ import pytest
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.core.snapshot import LABEL
 
-from .conftest import tiny_run
+from .harness import tiny_run
 from .harness import Stack, WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import tiny_run
+from .harness import tiny_run
 from .harness import Stack
 from .test_durability import LONG
 
