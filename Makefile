@@ -5,7 +5,7 @@ PYTHON ?= $(VENV)/bin/python
 BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 export BERT_EVAL_DATA_DIR
 
-.PHONY: install lint test test-fast test-slow demo up clean
+.PHONY: install lint test test-fast test-slow demo up clean bench bench-gpu
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -18,7 +18,7 @@ install: $(PYTHON)
 
 # ruff (pyflakes, pycodestyle, bugbear; pyproject.toml [tool.ruff]).
 lint:
-	$(PYTHON) -m ruff check services tests
+	$(PYTHON) -m ruff check services tests benchmarks
 
 # The one test command (CI runs it): lint, then unit, replay, chart/manifests, and integration tests
 # against a real Temporal dev server, real workers, the real Trainer and (when installed) a real
@@ -40,6 +40,16 @@ demo:
 
 up:
 	$(PYTHON) -m bert_eval up
+
+# Side-by-side benchmarks (common recipe vs ours, checkpoints, coordinator vs direct, recovery, 100 runs):
+# prints a table with ratios, writes benchmarks/results/latest-cpu.json. Under 15 minutes on 2 CPU cores.
+bench:
+	$(PYTHON) benchmarks/bench.py --device cpu
+
+# The same code paths on CUDA (bert-base-size random init for throughput, MiniLM for accuracy);
+# sized for a 15-minute GPU lease including start-up. Writes benchmarks/results/latest-cuda.json.
+bench-gpu:
+	$(PYTHON) benchmarks/bench.py --device cuda
 
 clean:
 	rm -rf .temporal bert_runs

@@ -82,6 +82,16 @@ _FINGERPRINT_V1_FIELDS: dict[str, Any] = {
 }
 
 
+# First-release fields whose default has changed since, with the first release's default. A spec that
+# leaves one at today's default is fingerprinted with the old value, so its fingerprint (and run directory,
+# derived run id) stays what it was: these defaults changed how a run is executed (checkpoint cadence,
+# evaluation batch size), not what it computes.
+_FINGERPRINT_V1_DEFAULTS: dict[str, dict[str, Any]] = {
+    "train": {"checkpoint_every_steps": 50},
+    "eval": {"batch_size": 64},
+}
+
+
 def _canonical(full: dict[str, Any], explicit: dict[str, Any], frozen: dict[str, Any] | set[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in full.items():
@@ -143,23 +153,39 @@ class TrainHyperparameters(_Strict):
     max_seq_length: int = Field(default=128, ge=8, le=8192)
     max_train_samples: int | None = Field(default=None, ge=1)
     seed: int = Field(default=42, ge=0, le=2**32 - 1)
-    checkpoint_every_steps: int = Field(default=50, ge=1)
+    # Checkpoints are time-based by default (a step count means very different wall times on a CPU and a
+    # GPU); set checkpoint_every_steps to also save every N steps. Neither changes a run's result.
+    checkpoint_every_steps: int | None = Field(default=None, ge=1)
     checkpoint_every_seconds: float | None = Field(
-        default=300.0, gt=0, description="also checkpoint when this much time passed since the last one"
+        default=300.0, gt=0, description="checkpoint when this much time passed since the last one"
     )
     keep_checkpoints: int = Field(default=2, ge=1, le=100)
-    # Progress log lines every N steps; the summary's final_loss is the mean over the last N steps.
+    # Progress log lines (and the one host read of the loss) every N steps; the history still holds every
+    # step's loss, and the summary's final_loss is the mean over the last N steps.
     logging_steps: int = Field(default=10, ge=1)
     # max_train_samples takes a seeded random subset; false takes the first N rows instead.
     shuffle_before_select: bool = True
     # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
     use_gpu: bool = True
+    # --- speed knobs; each can be turned off (core/training_args.py applies them per device) ---
+    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8); off: pad to max_seq_length")
+    group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
+    bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
+    fused_optimizer: bool = Field(default=True, description="fused AdamW kernel on CUDA (plain AdamW on CPU)")
+    torch_compile: bool = Field(default=False, description="torch.compile the model (long warm-up; pays off on long GPU runs)")
+    dataloader_workers: int | None = Field(default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU")
+    cache_tokenization: bool = Field(default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot")
+    background_checkpoints: bool = Field(default=True, description="copy state to host memory, write and fsync it off the training thread")
 
 
 class EvalRequest(_Strict):
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     max_eval_samples: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=64, ge=1, le=4096)
+    # Sorted by length with dynamic padding, large batches cost no accuracy and little memory.
+    batch_size: int = Field(default=256, ge=1, le=4096)
+    sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
+    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8)")
+    bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
     use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
 
 
@@ -196,7 +222,12 @@ class RunSpec(_Strict):
         exclude = {"run_id": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
-        return _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
+        form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
+        for section, defaults in _FINGERPRINT_V1_DEFAULTS.items():
+            for name, old_default in defaults.items():
+                if name not in (explicit.get(section) or {}):
+                    form[section][name] = old_default
+        return form
 
     def with_canonical_id(self) -> RunSpec:
         """The same spec with a run id: the given one, or one derived from the spec's content."""

@@ -21,7 +21,6 @@ from bert_eval.cli import app
 from bert_eval.core.snapshot import eval_table
 from bert_eval.temporal.workflows import coordinator_workflow_id, training_workflow_id
 
-
 from .harness import Stack, tiny_run
 
 

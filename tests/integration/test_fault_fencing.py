@@ -25,7 +25,6 @@ import pytest
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.core.snapshot import LABEL
 
-
 from .harness import Stack, WorkerProcess, tiny_run
 
 pytestmark = pytest.mark.integration

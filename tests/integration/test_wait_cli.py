@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .harness import LONG, Stack, tiny_run
 
-from .harness import Stack, tiny_run
-from .test_durability import LONG
 
 pytestmark = pytest.mark.integration
 

@@ -129,7 +129,10 @@ def test_a_stale_attempt_beside_a_newer_one_writes_nothing(runs_dir: Path, tiny_
     usurped: list[AttemptFence] = []
 
     def newer_attempt_starts(progress) -> None:  # noqa: ANN001
-        if progress.step >= 6 and not usurped:  # after checkpoint-5, the run is handed to attempt 2
+        # Once checkpoint-5 is published, the run is handed to attempt 2. Checkpoints are written in the
+        # background, so the published checkpoint (not the step count) says when that is.
+        published = progress.last_checkpoint.step if progress.last_checkpoint else 0
+        if published >= 5 and not usurped:
             usurped.append(AttemptFence(layout, attempt=2))
             usurped[0].claim()
 

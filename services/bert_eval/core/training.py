@@ -1,47 +1,48 @@
-"""Fine-tuning with the Hugging Face Trainer: atomic checkpoints, resume, bounded lost work.
+"""Fine-tuning with the Hugging Face Trainer: the fast path per device, background checkpoints, exact resume.
 
 `fine_tune()` is callable from a test or a notebook with plain arguments. It reports progress through
-one callback and stops (after saving a checkpoint) when `should_stop()` turns true.
+one callback (`on_progress`), metrics-worthy events through a `TrainingObserver`, and stops (after
+publishing a checkpoint) when `should_stop()` turns true. The pieces live beside it:
+training_args.py (hyperparameters + device → TrainingArguments), batching.py (length-grouped,
+dynamically padded batches), tokenize.py (tokenization cached per snapshot), training_callbacks.py
+(progress, per-step history, checkpoint policy) and checkpoint_writer.py (saves off the training thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    DataCollatorWithPadding,
-    PrinterCallback,
-    Trainer,
-    TrainerCallback,
-    TrainerControl,
-    TrainerState,
-    TrainingArguments,
-    set_seed,
-)
+from torch.utils.data import DataLoader
+from transformers import PrinterCallback, Trainer, set_seed
+from transformers.trainer_utils import seed_worker
 
 from bert_eval import telemetry
+from bert_eval.core.batching import BATCHING_KEY, BatchingScheme, SeededLengthGroupedSampler, scheme_collator
+from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, SavedCheckpoint
 from bert_eval.core.checkpoints import Checkpoint, CheckpointStore
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
 from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.modeling import load_for_classification
+from bert_eval.core.observer import CheckpointEvent, TrainingObserver
 from bert_eval.core.rundir import AttemptFence, claim_run_dir, completed_summary
-from bert_eval.core.snapshot import read_split
-from bert_eval.core.tokenize import tokenize_split
+from bert_eval.core.tokenize import LENGTH, tokenized_split
+from bert_eval.core.training_args import device_plan, training_arguments
+from bert_eval.core.training_callbacks import CheckpointPolicy, ProgressCallback, ProgressReporter, Reporter, StepHistory
 from bert_eval.types import CheckpointRef, RunSpec, SnapshotResult, TrainingProgress, TrainingSummary
 
 __all__ = ["FineTuneRequest", "fine_tune"]
 
 log = telemetry.get_logger(__name__)
-
-ProgressCallback = Callable[[TrainingProgress], None]
 
 
 @dataclass(frozen=True)
@@ -62,17 +63,19 @@ def fine_tune(
     *,
     on_progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    observer: TrainingObserver | None = None,
 ) -> TrainingSummary:
     run, hp = request.run, request.run.train
+    observer = observer or TrainingObserver()
     layout = RunLayout(request.runs_dir, run.id)
     claim_run_dir(layout, run)
     if (done := completed_summary(layout, run)) is not None:
         log.info("training already completed; reusing it", run_id=run.id, steps=done.steps)
         return done
 
-    report = _Reporter(run.id, request.attempt, on_progress)
+    report = Reporter(run.id, request.attempt, on_progress)
     report.update(phase="loading")
-    telemetry.set_phase(run.id, "loading")
+    observer.phase("loading")
     # Fencing: from here on only the newest attempt may publish checkpoints, the model, the summary.
     fence = AttemptFence(layout, attempt=request.attempt, scheduled_at=request.scheduled_at)
     fence.claim()
@@ -94,75 +97,99 @@ def fine_tune(
     _check_sequence_length(run, model.config)
     # Saved with the final model, so evaluation truncates exactly as training did.
     tokenizer.model_max_length = hp.max_seq_length
-    train_split = read_split(request.snapshot, "train", run_id=run.id)
-    train_set = tokenize_split(train_split, tokenizer, max_length=hp.max_seq_length)
-
-    args = TrainingArguments(
-        output_dir=str(layout.checkpoints),
-        per_device_train_batch_size=hp.batch_size,
-        learning_rate=hp.learning_rate,
-        weight_decay=hp.weight_decay,
-        warmup_steps=hp.warmup_ratio,
-        num_train_epochs=hp.epochs,
-        lr_scheduler_type="linear",
-        # Every step is logged, so each log entry is one step's exact loss: a resumed run's history
-        # (and final loss) then matches an uninterrupted one, whatever step it resumed from.
-        logging_strategy="steps",
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=hp.checkpoint_every_steps,
-        save_total_limit=None,  # retention is the store's job (it knows what is complete)
-        eval_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        log_level="error",
-        seed=hp.seed,
-        data_seed=hp.seed,
-        use_cpu=request.device == "cpu",
-        bf16=request.device == "cuda" and torch.cuda.is_bf16_supported(),
-        dataloader_num_workers=0,
+    # Digest-verified rows (also on a tokenization-cache hit).
+    train_set = tokenized_split(
+        request.snapshot, "train", tokenizer, max_length=hp.max_seq_length, cache=hp.cache_tokenization, run_id=run.id
     )
-    callback = _ProgressAndControl(
-        run=run,
-        report=report,
+    lengths = train_set[LENGTH]
+    train_set = train_set.remove_columns(LENGTH)
+
+    plan = device_plan(hp, request.device, bf16_supported=request.device == "cuda" and torch.cuda.is_bf16_supported())
+    args = training_arguments(hp, plan, output_dir=layout.checkpoints)
+    # A resumed run keeps the batching its checkpoint was written with (a checkpoint of the release
+    # before length grouping has no marker and continues that release's order and padding).
+    scheme = (
+        BatchingScheme.of_checkpoint(latest.manifest())
+        if latest is not None
+        else BatchingScheme.for_new_run(group_by_length=plan.group_by_length, dynamic_padding=plan.dynamic_padding)
+    )
+    if latest is not None and not latest.manifest().get(BATCHING_KEY):
+        log.info(
+            "checkpoint predates the batching marker; resuming with the previous release's batching",
+            run_id=run.id, step=latest.step, **scheme.to_manifest(),
+        )
+
+    def saved(event: SavedCheckpoint) -> None:  # on the writer's thread
+        ref = CheckpointRef(step=event.checkpoint.step, path=str(event.checkpoint.path))
+        seconds, blocked = round(event.seconds, 3), round(event.blocked_seconds, 3)
+        journal.append("checkpoint", step=ref.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=ref.path)
+        observer.checkpoint_saved(
+            CheckpointEvent(step=ref.step, path=ref.path, seconds=event.seconds, blocked_seconds=event.blocked_seconds, bytes=event.bytes)
+        )
+        report.update(last_checkpoint=ref)
+        log.info("checkpoint saved", run_id=run.id, step=ref.step, seconds=seconds, blocked_s=blocked, bytes=event.bytes)
+
+    writer = BackgroundCheckpointWriter(
+        store,
+        manifest={"fingerprint": run.fingerprint(), "model": run.model, BATCHING_KEY: scheme.to_manifest()},
+        on_saved=saved,
+        background=hp.background_checkpoints,
+        owner=f"run {run.id}",
+    )
+    history = StepHistory(run_id=run.id, logging_steps=hp.logging_steps, report=report, observer=observer)
+    policy = CheckpointPolicy(
+        run_id=run.id,
+        every_steps=hp.checkpoint_every_steps,
+        every_seconds=hp.checkpoint_every_seconds,
         should_stop=should_stop or (lambda: False),
-        checkpoint_every_s=hp.checkpoint_every_seconds,
+        history=history,
+        writer=writer,
+    )
+    progress = ProgressReporter(
+        run_id=run.id,
+        attempt=request.attempt,
+        report=report,
+        observer=observer,
+        journal=journal,
         resumed_from=latest.step if latest else None,
         previous=request.previous,
-        journal=journal,
-        attempt=request.attempt,
     )
-    trainer = _CheckpointingTrainer(
+    trainer = _FastTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=scheme_collator(scheme, tokenizer, max_length=hp.max_seq_length),
         processing_class=tokenizer,
-        callbacks=[callback],
-        store=store,
-        fingerprint=run.fingerprint(),
-        model_name=run.model,
-        journal=journal,
-        report=report,
-        run_id=run.id,
+        # Progress first (resume figures, step reports), then the history, then the policy (flushes it).
+        callbacks=[progress, history, policy],
+        history=history,
+        lengths=lengths if scheme.group_by_length else None,
     )
-    callback.trainer = trainer
-    trainer.remove_callback(PrinterCallback)  # our callback logs progress; no raw dicts on stdout
+    history.bind(trainer)
+    policy.bind(trainer)
+    trainer.remove_callback(PrinterCallback)  # our callbacks log progress; no raw dicts on stdout
     if latest is not None:
         log.info("resuming from checkpoint", run_id=run.id, step=latest.step, path=str(latest.path))
         report.update(last_checkpoint=CheckpointRef(step=latest.step, path=str(latest.path)), resumed_from_step=latest.step)
-    with telemetry.tracer().start_as_current_span(
-        "train", attributes={"run_id": run.id, "attempt": request.attempt, "resumed_from_step": latest.step if latest else -1}
-    ):
-        trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
+    try:
+        with telemetry.tracer().start_as_current_span(
+            "train", attributes={"run_id": run.id, "attempt": request.attempt, "resumed_from_step": latest.step if latest else -1}
+        ):
+            trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
+    except BaseException:
+        with contextlib.suppress(Exception):  # publish what is in flight; the training error is the one to report
+            writer.flush()
+        raise
+    writer.flush()  # a checkpoint in flight is published (or its write error raised) before we go on
 
     state = trainer.state
-    if callback.stop_requested:
+    if policy.stop_requested:
         newest = store.latest_complete()
-        telemetry.set_phase(run.id, "interrupted")
+        observer.phase("interrupted")
         raise TrainingInterrupted(run.id, state.global_step, str(newest.path) if newest else None)
 
     report.update(phase="saving", step=state.global_step)
+    observer.phase("saving")
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     final_window = losses[-hp.logging_steps :]
     resumes = journal.of_kind("resume")
@@ -184,7 +211,7 @@ def fine_tune(
     )
     _publish_results(trainer, layout, fence, run, summary)
     journal.append("completed", step=state.global_step, attempt=request.attempt)
-    telemetry.set_phase(run.id, "completed")
+    observer.phase("completed")
     report.update(phase="completed", step=state.global_step)
     return summary
 
@@ -236,205 +263,39 @@ def _publish_results(trainer: Trainer, layout: RunLayout, fence: AttemptFence, r
         discard_dir(staging)
 
 
-class _Reporter:
-    """Holds the latest TrainingProgress and forwards every change to the caller's callback."""
+class _FastTrainer(Trainer):
+    """Trainer that hands each step's loss to the StepHistory and batches rows of similar length.
 
-    def __init__(self, run_id: str, attempt: int, sink: ProgressCallback | None) -> None:
-        self.progress = TrainingProgress(run_id=run_id, attempt=attempt)
-        self._sink = sink
+    Only public, documented override points: `training_step` and `get_train_dataloader`.
+    """
 
-    def update(self, **changes: Any) -> None:
-        self.progress = self.progress.model_copy(update=changes)
-        if self._sink is not None:
-            self._sink(self.progress)
-
-
-class _CheckpointingTrainer(Trainer):
-    """Trainer whose checkpoints are staged, fsynced and renamed into place by the CheckpointStore."""
-
-    def __init__(
-        self,
-        *args: Any,
-        store: CheckpointStore,
-        fingerprint: str,
-        model_name: str,
-        journal: RunJournal,
-        report: _Reporter,
-        run_id: str,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, history: StepHistory, lengths: list[int] | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._store, self._fingerprint, self._model_name = store, fingerprint, model_name
-        self._journal, self._report, self._run_id = journal, report, run_id
-        self._staging: Path | None = None
-        self.real_tokens = 0
-        self.last_save_time = time.monotonic()
-
-    def _get_output_dir(self, trial: Any) -> str:
-        if self._staging is not None:
-            return str(self._staging)
-        return super()._get_output_dir(trial)
+        self._history = history
+        self._lengths = lengths
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
-        mask = inputs.get("attention_mask")
-        if mask is not None:
-            self.real_tokens += int(mask.sum())
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._history.record(loss, inputs)
+        return loss
 
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        step = self.state.global_step
-        labels = {"run_id": self._run_id, "model": self._model_name}
-        self._report.update(phase="saving", step=step)
-        telemetry.set_phase(self._run_id, "saving")
-        started = time.monotonic()
-        with telemetry.tracer().start_as_current_span("checkpoint.save", attributes={"run_id": self._run_id, "step": step}):
-            with self._store.staging(step=step, owner=f"run {self._run_id}") as staging_root:
-                self._staging = staging_root
-                try:
-                    super()._save_checkpoint(model, trial)
-                finally:
-                    self._staging = None
-                checkpoint = self._store.publish(
-                    staging_root / f"checkpoint-{step}", step=step, manifest={"fingerprint": self._fingerprint, "model": self._model_name}
-                )
-            self._store.prune()
-        seconds = time.monotonic() - started
-        size = sum(f.stat().st_size for f in checkpoint.path.rglob("*") if f.is_file())
-        telemetry.TRAINING.checkpoint_seconds.labels(**labels).observe(seconds)
-        telemetry.TRAINING.checkpoint_bytes.labels(**labels).set(size)
-        telemetry.TRAINING.checkpoints.labels(**labels).inc()
-        self._journal.append("checkpoint", step=step, seconds=round(seconds, 3), bytes=size, path=str(checkpoint.path))
-        self.last_save_time = time.monotonic()
-        telemetry.set_phase(self._run_id, "training")
-        self._report.update(phase="training", last_checkpoint=CheckpointRef(step=step, path=str(checkpoint.path)))
-        log.info("checkpoint saved", run_id=self._run_id, step=step, seconds=round(seconds, 3), bytes=size)
-
-
-class _ProgressAndControl(TrainerCallback):
-    """Progress reports, time-based checkpoints, stop requests, throughput and resume figures."""
-
-    def __init__(
-        self,
-        *,
-        run: RunSpec,
-        report: _Reporter,
-        should_stop: Callable[[], bool],
-        checkpoint_every_s: float | None,
-        resumed_from: int | None,
-        previous: TrainingProgress | None,
-        journal: RunJournal,
-        attempt: int,
-    ) -> None:
-        self.run, self.report, self.should_stop = run, report, should_stop
-        self.checkpoint_every_s = checkpoint_every_s
-        self.resumed_from, self.previous = resumed_from, previous
-        self.journal, self.attempt = journal, attempt
-        self.trainer: _CheckpointingTrainer | None = None
-        self.stop_requested = False
-        self._first_step_seen = False
-        self._window = (time.monotonic(), 0, 0)  # (time, step, real tokens) at the last log
-        self._labels = {"run_id": run.id, "model": run.model}
-        self._epoch_span: Any = None
-
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        telemetry.TRAINING.total_steps.labels(**self._labels).set(state.max_steps)
-        telemetry.set_phase(self.run.id, "training")
-        self.report.update(phase="training", total_steps=state.max_steps, step=state.global_step)
-        self._window = (time.monotonic(), state.global_step, 0)
-
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        if not self._first_step_seen:
-            self._first_step_seen = True
-            if self.resumed_from is not None:
-                self._record_resume(state)
-        telemetry.TRAINING.step.labels(**self._labels).set(state.global_step)
-        telemetry.TRAINING.epoch.labels(**self._labels).set(state.epoch or 0.0)
-        self.report.update(step=state.global_step, epoch=round(float(state.epoch or 0.0), 4))
-        assert self.trainer is not None
-        if self.checkpoint_every_s and time.monotonic() - self.trainer.last_save_time >= self.checkpoint_every_s:
-            control.should_save = True  # bound the work a crash can lose, whatever the step rate
-        if not self.stop_requested and self.should_stop():
-            self.stop_requested = True
-            control.should_save = True
-            control.should_training_stop = True
-            log.info("stop requested; saving a checkpoint and stopping", run_id=self.run.id, step=state.global_step)
-
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None, **kw: Any) -> None:
-        logs = logs or {}
-        if "loss" not in logs:
-            return
-        metrics = telemetry.TRAINING
-        metrics.loss.labels(**self._labels).set(logs["loss"])
-        if "learning_rate" in logs:
-            metrics.learning_rate.labels(**self._labels).set(logs["learning_rate"])
-        self.report.update(loss=float(logs["loss"]), learning_rate=logs.get("learning_rate"))
-        if state.global_step % self.run.train.logging_steps:
-            return
-        # Throughput over the logging window (one step is too noisy to be useful).
-        assert self.trainer is not None
-        now = time.monotonic()
-        then, step_then, tokens_then = self._window
-        elapsed = max(now - then, 1e-9)
-        samples_per_s = (state.global_step - step_then) * args.per_device_train_batch_size / elapsed
-        tokens_per_s = (self.trainer.real_tokens - tokens_then) / elapsed
-        self._window = (now, state.global_step, self.trainer.real_tokens)
-        metrics.samples_per_second.labels(**self._labels).set(samples_per_s)
-        metrics.tokens_per_second.labels(**self._labels).set(tokens_per_s)
-        log.info(
-            "training progress",
-            run_id=self.run.id,
-            step=state.global_step,
-            total_steps=state.max_steps,
-            loss=round(float(logs["loss"]), 5),
-            samples_per_s=round(samples_per_s, 2),
-            tokens_per_s=round(tokens_per_s, 1),
+    def get_train_dataloader(self) -> DataLoader:
+        if self._lengths is None:
+            return super().get_train_dataloader()
+        args = self.args
+        batch_size = args.train_batch_size
+        sampler = SeededLengthGroupedSampler(self._lengths, batch_size=batch_size * args.gradient_accumulation_steps, seed=args.data_seed or args.seed)
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=args.dataloader_pin_memory,
+            persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers > 0 else None,
+            drop_last=args.dataloader_drop_last,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
         )
-
-    def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        self._end_epoch_span()
-        self._epoch_span = telemetry.tracer().start_span(
-            "epoch", attributes={"run_id": self.run.id, "epoch": int(state.epoch or 0), "start_step": state.global_step}
-        )
-
-    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        self._end_epoch_span()
-
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        self._end_epoch_span()
-
-    def _end_epoch_span(self) -> None:
-        if self._epoch_span is not None:
-            self._epoch_span.end()
-            self._epoch_span = None
-
-    def _record_resume(self, state: TrainerState) -> None:
-        recovery_s = steps_lost = None
-        if self.previous is not None:
-            if self.previous.heartbeat_time is not None:
-                recovery_s = round(time.time() - self.previous.heartbeat_time, 3)
-            steps_lost = max(self.previous.step - (self.resumed_from or 0), 0)
-        metrics = telemetry.TRAINING
-        metrics.resumes.labels(**self._labels).inc()
-        if recovery_s is not None:
-            metrics.recovery_seconds.labels(**self._labels).set(recovery_s)
-        if steps_lost is not None:
-            metrics.steps_lost.labels(**self._labels).set(steps_lost)
-        self.journal.append(
-            "resume",
-            from_step=self.resumed_from,
-            attempt=self.attempt,
-            recovery_seconds=recovery_s,
-            steps_lost=steps_lost,
-        )
-        with telemetry.tracer().start_as_current_span(
-            "resume",
-            attributes={
-                "run_id": self.run.id,
-                "from_step": self.resumed_from or 0,
-                "attempt": self.attempt,
-                "recovery_seconds": recovery_s if recovery_s is not None else -1.0,
-                "steps_lost": steps_lost if steps_lost is not None else -1,
-            },
-        ):
-            pass
-        log.info("resumed", run_id=self.run.id, from_step=self.resumed_from, recovery_s=recovery_s, steps_lost=steps_lost)
+        return self.accelerator.prepare(loader)

@@ -29,6 +29,7 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
+from bert_eval.core.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
 from bert_eval.core.snapshot import create_snapshot, eval_table, open_snapshot
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
 from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
@@ -120,6 +121,54 @@ async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None
             activity.heartbeat()
 
 
+class _PrometheusTrainingObserver(TrainingObserver):
+    """The fine-tune core's observer events as this worker's Prometheus metrics."""
+
+    def __init__(self, run_id: str, model: str) -> None:
+        self._run_id = run_id
+        self._labels = {"run_id": run_id, "model": model}
+
+    def phase(self, phase: str) -> None:
+        telemetry.set_phase(self._run_id, phase)
+
+    def started(self, total_steps: int) -> None:
+        telemetry.TRAINING.total_steps.labels(**self._labels).set(total_steps)
+
+    def step(self, step: int, epoch: float) -> None:
+        telemetry.TRAINING.step.labels(**self._labels).set(step)
+        telemetry.TRAINING.epoch.labels(**self._labels).set(epoch)
+
+    def logged(self, window: LogWindow) -> None:
+        metrics = telemetry.TRAINING
+        metrics.loss.labels(**self._labels).set(window.loss)
+        metrics.learning_rate.labels(**self._labels).set(window.learning_rate)
+        metrics.samples_per_second.labels(**self._labels).set(window.samples_per_s)
+        metrics.tokens_per_second.labels(**self._labels).set(window.tokens_per_s)
+
+    def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        metrics = telemetry.TRAINING
+        metrics.checkpoint_seconds.labels(**self._labels).observe(event.seconds)
+        metrics.checkpoint_bytes.labels(**self._labels).set(event.bytes)
+        metrics.checkpoints.labels(**self._labels).inc()
+
+    def resumed(self, event: ResumeEvent) -> None:
+        metrics = telemetry.TRAINING
+        metrics.resumes.labels(**self._labels).inc()
+        if event.recovery_seconds is not None:
+            metrics.recovery_seconds.labels(**self._labels).set(event.recovery_seconds)
+        if event.steps_lost is not None:
+            metrics.steps_lost.labels(**self._labels).set(event.steps_lost)
+
+
+def _record_eval_metrics(result: EvalResult) -> None:
+    labels = {"run_id": result.run_id, "split": result.split}
+    telemetry.EVAL.examples.labels(**labels).set(result.examples)
+    telemetry.EVAL.examples_per_second.labels(**labels).set(result.examples / max(result.duration_s, 1e-9))
+    telemetry.EVAL.duration.labels(**labels).observe(result.duration_s)
+    for name, value in result.metrics.items():
+        telemetry.EVAL.metric.labels(metric=name, **labels).set(value)
+
+
 class TrainingActivities:
     """Activities of the GPU training pool."""
 
@@ -145,10 +194,14 @@ class TrainingActivities:
             # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
             scheduled_at=info.current_attempt_scheduled_time.timestamp(),
         )
+        observer = _PrometheusTrainingObserver(run.id, run.model)
         with _activity_scope(run.id, request.experiment_id):
             log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
             work = asyncio.create_task(
-                _in_thread(lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set), tick=relay.tick)
+                _in_thread(
+                    lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer),
+                    tick=relay.tick,
+                )
             )
             try:
                 summary = await asyncio.shield(work)
@@ -222,7 +275,7 @@ class EvalActivities:
     async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
         with _activity_scope(request.run_id, request.experiment_id):
             log.info("evaluation started", split=request.request.split, model_dir=request.model_dir)
-            return await _in_thread(
+            result = await _in_thread(
                 lambda: evaluate(
                     run_id=request.run_id,
                     model_dir=request.model_dir,
@@ -232,6 +285,8 @@ class EvalActivities:
                     device=self.device if request.request.use_gpu else "cpu",
                 )
             )
+            _record_eval_metrics(result)
+            return result
 
     @activity.defn(name=ACTIVITY.predict)
     async def predict(self, request: PredictInput) -> PredictResult:

@@ -1,0 +1,195 @@
+"""The fast path's pieces: per-device arguments, length-grouped batches, tokenization cache,
+background checkpoints, the observer, and evaluation that does not depend on its batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bert_eval import telemetry
+from bert_eval.core.batching import SeededLengthGroupedSampler, padding_collator
+from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
+from bert_eval.core.checkpoints import CheckpointStore
+from bert_eval.core.evaluation import evaluate
+from bert_eval.core.observer import CheckpointEvent, LogWindow, TrainingObserver
+from bert_eval.core.snapshot import create_snapshot
+from bert_eval.core.tokenize import LENGTH, tokenized_split
+from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.training_args import device_plan, scaled_learning_rate, training_arguments
+from bert_eval.types import EvalRequest, RunSpec, SnapshotInput, TrainHyperparameters
+
+
+def _spec(model_dir: Path, run_id: str = "fast-run", **train: object) -> RunSpec:
+    hyper = dict(epochs=1, batch_size=16, learning_rate=1e-3, max_train_samples=160, max_seq_length=48, seed=3)
+    hyper.update(train)
+    return RunSpec(run_id=run_id, model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 96})
+
+
+def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):  # noqa: ANN202
+    return create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
+
+
+def test_gpu_only_features_are_chosen_per_device_and_each_can_be_turned_off(tmp_path: Path) -> None:
+    defaults = TrainHyperparameters()
+    cpu = device_plan(defaults, "cpu", bf16_supported=True)
+    cuda = device_plan(defaults, "cuda", bf16_supported=True)
+    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory) == (False, False, 0, False)
+    assert (cuda.bf16, cuda.fused_optimizer, cuda.dataloader_workers, cuda.pin_memory) == (True, True, 2, True)
+    assert not device_plan(defaults, "cuda", bf16_supported=False).bf16
+
+    off = TrainHyperparameters(
+        bf16=False, fused_optimizer=False, dataloader_workers=0, dynamic_padding=False, group_by_length=False, torch_compile=False
+    )
+    plan = device_plan(off, "cuda", bf16_supported=True)
+    assert (plan.bf16, plan.fused_optimizer, plan.dataloader_workers, plan.dynamic_padding, plan.group_by_length) == (
+        False, False, 0, False, False
+    )
+    # (CUDA TrainingArguments cannot be built without a GPU; `make bench-gpu` runs that path.)
+    args = training_arguments(defaults, cpu, output_dir=tmp_path)
+    assert args.optim.value == "adamw_torch" and not args.bf16 and args.use_cpu
+    # No per-step host reads from the Trainer itself; checkpoints come from the background writer.
+    assert args.logging_nan_inf_filter is False
+    assert args.save_strategy.value == "no" and args.logging_strategy.value == "no"
+    assert scaled_learning_rate(32) == pytest.approx(5e-5) and scaled_learning_rate(256) == pytest.approx(5e-5 * 8**0.5)
+
+
+def test_length_grouped_batches_depend_only_on_seed_and_epoch_and_pad_less() -> None:
+    generator = torch.Generator().manual_seed(0)
+    lengths = (torch.randint(4, 60, (640,), generator=generator)).tolist()
+    sampler = SeededLengthGroupedSampler(lengths, batch_size=16, seed=7)
+    sampler.set_epoch(1)
+    first = list(sampler)
+    again = SeededLengthGroupedSampler(lengths, batch_size=16, seed=7)
+    again.set_epoch(1)
+    assert list(again) == first and sorted(first) == list(range(640))
+    sampler.set_epoch(2)
+    assert list(sampler) != first
+
+    def padded_tokens(order: list[int]) -> int:
+        return sum(16 * max(lengths[i] for i in order[k : k + 16]) for k in range(0, len(order), 16))
+
+    shuffled = torch.randperm(640, generator=torch.Generator().manual_seed(1)).tolist()
+    assert padded_tokens(first) < 0.8 * padded_tokens(shuffled)
+
+
+def test_dynamic_padding_rounds_up_to_a_multiple_of_8_and_can_pad_to_max_length(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    rows = [tokenizer("a short one"), tokenizer("a slightly longer sentence than that")]
+    dynamic = padding_collator(tokenizer, dynamic=True, max_length=64)(rows)["input_ids"]
+    fixed = padding_collator(tokenizer, dynamic=False, max_length=64)(rows)["input_ids"]
+    assert dynamic.shape[1] % 8 == 0 and dynamic.shape[1] < 64
+    assert fixed.shape[1] == 64
+
+
+def test_tokenization_is_cached_beside_the_snapshot_per_tokenizer_and_length(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    spec = _spec(tiny_model_dir)
+    snapshot = _snapshot(spec, runs_dir, data_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    first = tokenized_split(snapshot, "train", tokenizer, max_length=48)
+    cached = sorted(p.name for p in (Path(snapshot.path) / "tokenized").iterdir())
+    assert len(cached) == 1 and cached[0].startswith("train-")
+    again = tokenized_split(snapshot, "train", tokenizer, max_length=48)
+    assert again["input_ids"] == first["input_ids"] and again[LENGTH] == [len(ids) for ids in first["input_ids"]]
+    shorter = tokenized_split(snapshot, "train", tokenizer, max_length=16)
+    assert max(shorter[LENGTH]) <= 16 and len(list((Path(snapshot.path) / "tokenized").iterdir())) == 2
+    # A damaged cache entry is re-tokenized, not trusted.
+    for file in (Path(snapshot.path) / "tokenized" / cached[0]).iterdir():
+        file.write_bytes(b"garbage")
+    assert tokenized_split(snapshot, "train", tokenizer, max_length=48)["input_ids"] == first["input_ids"]
+
+
+def _host_state(step: int) -> HostState:
+    return HostState(
+        step=step, weights={"w": torch.ones(3)}, optimizer={"state": {}}, scheduler={}, rng={}, trainer_state="{}", config="{}", copy_seconds=0.0
+    )
+
+
+def test_background_writer_publishes_atomically_and_reports_write_errors_on_the_training_thread(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "checkpoints", keep=2)
+    saved = []
+    writer = BackgroundCheckpointWriter(store, manifest={"fingerprint": "f"}, on_saved=saved.append)
+    writer.save(_host_state(5))
+    writer.flush()
+    [checkpoint] = store.complete()
+    assert checkpoint.step == 5 and checkpoint.manifest()["fingerprint"] == "f"
+    assert (checkpoint.path / "model.safetensors").is_file() and saved[0].bytes > 0
+
+    broken = BackgroundCheckpointWriter(store, manifest={"fingerprint": "f"}, on_saved=saved.append)
+    bad = _host_state(9)
+    object.__setattr__(bad, "weights", {"w": "not a tensor"})
+    broken.save(bad)
+    with pytest.raises(ValueError):  # safetensors refuses the non-tensor, on the writer's thread
+        broken.flush()
+    assert [c.step for c in store.complete()] == [5]  # nothing half-written was published
+    assert not list(store.directory.glob(".staging-*"))
+
+
+class _Recorder(TrainingObserver):
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.windows: list[LogWindow] = []
+        self.checkpoints: list[CheckpointEvent] = []
+
+    def phase(self, phase: str) -> None:
+        self.phases.append(phase)
+
+    def logged(self, window: LogWindow) -> None:
+        self.windows.append(window)
+
+    def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        self.checkpoints.append(event)
+
+
+def test_history_keeps_every_step_while_the_loss_is_read_once_per_logging_window(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    spec = _spec(tiny_model_dir, logging_steps=4, checkpoint_every_steps=6)
+    recorder = _Recorder()
+    summary = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir), observer=recorder)
+    history = json.loads((runs_dir / "runs" / spec.id / "training-history.json").read_text())["log_history"]
+    losses = [entry for entry in history if "loss" in entry]
+    assert [entry["step"] for entry in losses] == list(range(1, summary.steps + 1))
+    # Windows end at multiples of logging_steps, at checkpoints (6) and at the end (10).
+    assert [w.step for w in recorder.windows] == [4, 6, 8, 10]
+    assert summary.final_loss == pytest.approx(sum(e["loss"] for e in losses[-4:]) / 4, abs=1e-6)
+    assert [c.step for c in recorder.checkpoints] == [6] and recorder.checkpoints[0].blocked_seconds <= recorder.checkpoints[0].seconds
+    assert recorder.phases == ["loading", "training", "saving", "completed"]
+    # The core wrote no Prometheus series of its own: that is the activity layer's job.
+    assert telemetry.REGISTRY.get_sample_value("bert_eval_training_step", {"run_id": spec.id, "model": spec.model}) is None
+
+
+def test_the_common_recipe_path_trains_the_same_number_of_steps(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+    spec = _spec(
+        tiny_model_dir, run_id="recipe", dynamic_padding=False, group_by_length=False, cache_tokenization=False,
+        background_checkpoints=False, checkpoint_every_steps=5, logging_steps=1,
+    )
+    summary = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir))
+    assert summary.steps == 10 and summary.checkpoints_saved == 2
+    assert not (Path(_snapshot(spec, runs_dir, data_dir).path) / "tokenized").exists()
+
+
+def test_evaluation_numbers_do_not_depend_on_sorting_batching_or_padding(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    spec = _spec(tiny_model_dir, run_id="eval-run")
+    snapshot = _snapshot(spec, runs_dir, data_dir)
+    summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
+    fast = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=EvalRequest(max_eval_samples=96), runs_dir=runs_dir)
+    plain = evaluate(
+        run_id=spec.id,
+        model_dir=summary.model_dir,
+        snapshot=snapshot,
+        request=EvalRequest(max_eval_samples=96, batch_size=7, sort_by_length=False, dynamic_padding=False),
+        runs_dir=runs_dir,
+    )
+    assert fast.examples == plain.examples == 96
+    assert fast.metrics == pytest.approx(plain.metrics, abs=1e-6)
