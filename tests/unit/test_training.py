@@ -10,19 +10,17 @@ from safetensors.torch import load_file
 
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
 from bert_eval.core.evaluation import evaluate
-from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.types import RunSpec, SnapshotInput
+from bert_eval.types import RunSpec
+
+from .core_support import core_snapshot, core_spec
 
 
 def _spec(model_dir: Path, run_id: str = "core-run", **train: object) -> RunSpec:
-    hyper = dict(epochs=2, batch_size=16, learning_rate=1e-3, max_train_samples=192, max_seq_length=48, seed=3, checkpoint_every_steps=5)
-    hyper.update(train)
-    return RunSpec(run_id=run_id, model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 64})
+    return core_spec(model_dir, run_id, **{"epochs": 2, **train})
 
 
-def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):  # noqa: ANN202
-    return create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
+_snapshot = core_snapshot
 
 
 def _weights(summary) -> dict:  # noqa: ANN001
