@@ -267,7 +267,10 @@ def test_missing_workers_are_named_per_task_queue(shared_server: str) -> None:
         client = await connect(TemporalSettings(address=shared_server))
         nobody = await missing_workers(client, (f"empty-{uuid.uuid4()}",))
         async with workers(shared_server, Mocks()) as (client, eval_queue, training_queue):
-            served = await missing_workers(client, (eval_queue, training_queue))
+            # A worker counts once its first poll has reached the server (a moment after it starts).
+            deadline = time.monotonic() + 30
+            while (served := await missing_workers(client, (eval_queue, training_queue))) and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
         return nobody, served
 
     nobody, served = asyncio.run(go())

@@ -236,7 +236,8 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
     assert training_image == eval_image == "bert-eval-eval:dev"
     commands = _make_dry_run("kind-images", "kind-load")
     assert commands == [
-        "docker build -f services/Dockerfile.eval -t bert-eval-eval:dev .",
+        "docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm \\",
+        "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t bert-eval-eval:dev .",
         "kind load docker-image --name bert-eval bert-eval-eval:dev",
     ]
     # The GKE/EKS profiles keep the CUDA training image.

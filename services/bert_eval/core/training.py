@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from opentelemetry import context as otel_context
 from torch.utils.data import DataLoader
 from transformers import PrinterCallback, Trainer, set_seed
 from transformers.trainer_utils import seed_worker
@@ -119,9 +120,19 @@ def fine_tune(
             run_id=run.id, step=latest.step, **scheme.to_manifest(),
         )
 
+    train_context: list[Any] = []  # the `train` span's context, for the writer thread's spans
+
     def saved(event: SavedCheckpoint) -> None:  # on the writer's thread
         ref = CheckpointRef(step=event.checkpoint.step, path=str(event.checkpoint.path))
         seconds, blocked = round(event.seconds, 3), round(event.blocked_seconds, 3)
+        # The save ran across two threads; its span covers copy + write + publish, under `train`.
+        ended_ns = time.time_ns()
+        telemetry.tracer().start_span(
+            "checkpoint.save",
+            context=train_context[0] if train_context else None,
+            attributes={"run_id": run.id, "step": ref.step, "blocked_seconds": blocked, "bytes": event.bytes},
+            start_time=ended_ns - int(event.seconds * 1e9),
+        ).end(end_time=ended_ns)
         journal.append("checkpoint", step=ref.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=ref.path)
         observer.checkpoint_saved(
             CheckpointEvent(step=ref.step, path=ref.path, seconds=event.seconds, blocked_seconds=event.blocked_seconds, bytes=event.bytes)
@@ -175,6 +186,7 @@ def fine_tune(
         with telemetry.tracer().start_as_current_span(
             "train", attributes={"run_id": run.id, "attempt": request.attempt, "resumed_from_step": latest.step if latest else -1}
         ):
+            train_context.append(otel_context.get_current())
             trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
     except BaseException:
         with contextlib.suppress(Exception):  # publish what is in flight; the training error is the one to report
