@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
+from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.names import training_workflow_id
 from bert_eval.temporal.submit import start_experiment
@@ -66,8 +66,12 @@ def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(stack: Stack, tiny_
     )
     terminated_at = time.monotonic()
     assert busy.terminate(timeout_s=60) == 0  # graceful: checkpoint at the next step, then exit
-    step_at_shutdown = CheckpointStore(stack.runs_dir / "runs" / "drained" / "checkpoints").latest_complete().step
     [run] = background.result(timeout_s=300).runs
+    # The terminated attempt's last checkpoint, from the run's journal: by the time the old process has
+    # exited, the next attempt may already have published newer ones.
+    events = [json.loads(line) for line in (stack.runs_dir / "runs" / "drained" / "events.jsonl").read_text().splitlines()]
+    second_attempt = next(i for i, e in enumerate(events) if e["event"] == "attempt" and e.get("attempt") == 2)
+    step_at_shutdown = [e["step"] for e in events[:second_attempt] if e["event"] == "checkpoint"][-1]
     _assert_same_as_reference(run, reference)
     [resume] = _resume_events(stack.runs_dir, "drained")
     assert resume["from_step"] == step_at_shutdown and resume["steps_lost"] == 0
