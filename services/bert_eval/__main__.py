@@ -1,3 +1,3 @@
-from bert_eval.cli import app
+from bert_eval.cli import main
 
-app()
+main()

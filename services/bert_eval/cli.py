@@ -510,3 +510,18 @@ def demo(
 
 app.add_typer(chaos_app, name="chaos")
 app.command("report")(report_command)
+
+
+def main() -> None:
+    """Console entry point (`bert-eval`, `python -m bert_eval`): the command, then an exit that skips
+    interpreter finalization, where the Temporal client's native threads can abort the process
+    (temporalio/sdk-python#300) and turn a finished `run` into exit -6. In-process callers use `app`."""
+    try:
+        app()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    _exit_without_finalizing(code if isinstance(code, int) else 0)
