@@ -301,8 +301,7 @@ async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings, 
     from temporalio.service import RPCError
 
     from bert_eval.temporal.client import connect
-    from bert_eval.temporal.submit import training_progress
-    from bert_eval.temporal.workflows import CoordinatorWorkflow, coordinator_workflow_id
+    from bert_eval.temporal.workflows import coordinator_workflow_id
 
     try:
         client = await connect(temporal)
@@ -318,18 +317,54 @@ async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings, 
     if until is WaitFor.started:
         return [f"experiment {experiment_id}: started"]
     if until is WaitFor.checkpoint:
-        while True:
-            try:
-                status = await handle.query(CoordinatorWorkflow.status)
-            except RPCError:
-                status = None
-            for run in status.runs if status else []:
-                progress = await training_progress(client, run.run_id)
-                if progress is not None and progress.last_checkpoint is not None:
-                    return [f"run {run.run_id}: checkpoint-{progress.last_checkpoint.step}"]
-            await asyncio.sleep(interval_s)
+        return await _wait_for_checkpoint(client, handle, experiment_id, interval_s=interval_s)
     result = await handle.result()
     return [_result_line(run) for run in result.runs]
+
+
+async def _wait_for_checkpoint(client, handle, experiment_id: str, *, interval_s: float) -> list[str]:  # noqa: ANN001
+    """The first run known to have saved a checkpoint: live from its fine-tune heartbeat, or, when its
+    training ended between two polls (small runs on fast hardware do), from the training result.
+    Fails if the experiment ends with no checkpoint, instead of waiting out --timeout."""
+    from datetime import timedelta
+
+    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+    from temporalio.service import RPCError
+
+    from bert_eval.temporal.names import training_workflow_id
+    from bert_eval.temporal.submit import training_progress
+    from bert_eval.temporal.workflows import CoordinatorWorkflow
+    from bert_eval.types import RunPhase, TrainingResult
+
+    while True:
+        # Read whether the experiment had ended *before* reading its runs: then a miss below is final.
+        ended = (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+        try:
+            status = await handle.query(CoordinatorWorkflow.status)
+        except RPCError:
+            status = None
+        for run in status.runs if status else []:
+            progress = await training_progress(client, run.run_id)
+            if progress is not None and progress.last_checkpoint is not None:
+                return [f"run {run.run_id}: checkpoint-{progress.last_checkpoint.step}"]
+            if run.phase in (RunPhase.evaluating, RunPhase.completed):
+                training = client.get_workflow_handle(training_workflow_id(run.run_id), result_type=TrainingResult)
+                try:
+                    summary = (await training.result(rpc_timeout=timedelta(seconds=10))).summary
+                except (RPCError, WorkflowFailureError):
+                    continue
+                if summary.checkpoints_saved:
+                    return [
+                        f"run {run.run_id}: checkpoint saved, training already ended "
+                        f"(steps {summary.steps}, checkpoints {summary.checkpoints_saved})"
+                    ]
+        if ended:
+            raise _fail(
+                f"experiment {experiment_id}: ended before any run saved a checkpoint. "
+                f"See `bert-eval status {experiment_id}`.",
+                code=1,
+            )
+        await asyncio.sleep(interval_s)
 
 
 def _result_line(run: RunResult) -> str:

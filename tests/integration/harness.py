@@ -243,11 +243,18 @@ class Stack:
         env.update(overrides)
         return env
 
-    def start_worker(self, kind: str, *, wait: bool = True, **env: str) -> WorkerProcess:
+    def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, **env: str) -> WorkerProcess:
+        """A real worker process; `step_pace_s` > 0 makes each training step last at least that long
+        (paced_worker.py), so a kill "mid-training" lands mid-training on any machine."""
         port = int(env.pop("BERT_EVAL_METRICS_PORT", 0)) or free_port()
         log_file = self.log_dir / f"{kind}-worker-{len(self.workers)}.log"
+        if step_pace_s > 0:
+            command = [sys.executable, str(Path(__file__).with_name("paced_worker.py")), "worker", kind]
+            env["BERT_EVAL_TEST_STEP_PACE_S"] = str(step_pace_s)
+        else:
+            command = [sys.executable, "-m", "bert_eval", "worker", kind]
         process = subprocess.Popen(
-            [sys.executable, "-m", "bert_eval", "worker", kind],
+            command,
             env=self.env(BERT_EVAL_METRICS_PORT=str(port), **env),
             stdout=open(log_file, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
