@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -22,7 +23,7 @@ from rich.table import Table
 from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
-from bert_eval.settings import TemporalSettings, apply_offline_mode, get_settings, get_temporal_settings
+from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
 from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, RunResult, TrainingProgress, normalize_id
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
@@ -62,7 +63,11 @@ def server(
 
 
 def _run_worker(kind: str) -> None:
-    apply_offline_mode(get_settings())  # before the worker module imports datasets
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise _fail(f"invalid settings: {describe_settings_error(exc)}") from None
+    apply_offline_mode(settings)  # before the worker module imports datasets
     from bert_eval.temporal.worker import WorkerKind, run_worker
 
     asyncio.run(run_worker(WorkerKind(kind)))

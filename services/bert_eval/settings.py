@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRAINING_TASK_QUEUE = "bert-training-task-queue"
@@ -40,7 +40,10 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
-    training_concurrency: int = Field(default=1, ge=1, le=64)
+    # One fine-tune per training worker process: the HF Trainer keeps process-wide Accelerate state
+    # (AcceleratorState, GradientState) that a second Trainer in the same process resets under the
+    # first (seen: `AcceleratorState object has no attribute distributed_type`). Scale with replicas.
+    training_concurrency: int = Field(default=1, ge=1)
     eval_concurrency: int = Field(default=4, ge=1, le=256)
     # Heartbeat timeout of the fine-tune activity: how fast a dead worker is noticed.
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
@@ -56,10 +59,32 @@ class Settings(BaseSettings):
     # Never contact the Hugging Face hub: models and datasets come from local paths and the mirror.
     offline: bool = False
 
+    @field_validator("training_concurrency")
+    @classmethod
+    def _one_fine_tune_per_process(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(
+                f"a training worker runs one fine-tune at a time, not {value}: the Hugging Face Trainer keeps "
+                "process-wide Accelerate state that concurrent Trainers in one process reset under each other. "
+                "Run more training worker processes (chart: training.replicas) instead"
+            )
+        return value
+
 
 @functools.cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def describe_settings_error(exc: ValidationError, prefix: str = "BERT_EVAL_") -> str:
+    """One line per invalid setting, named as the environment variable that holds it."""
+    lines = []
+    for error in exc.errors():
+        name = prefix + "_".join(str(part) for part in error["loc"]).upper()
+        value = error.get("input")
+        shown = f"={value}" if isinstance(value, (str, int, float)) else ""
+        lines.append(f"{name}{shown}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)
 
 
 def apply_offline_mode(settings: Settings) -> None:

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from bert_eval import telemetry
-from bert_eval.settings import Settings
+from bert_eval.settings import Settings, describe_settings_error
 from bert_eval.temporal.worker import WorkerKind, graceful_shutdown_timeout
 
 
@@ -54,3 +54,34 @@ def test_tracing_setup_refuses_a_scheme_less_endpoint_before_exporting(monkeypat
     with pytest.raises(ValueError, match="needs a scheme and a host"):
         telemetry.configure_tracing("bert-eval-test")
     assert telemetry._TRACING_CONFIGURED is False
+
+
+def test_a_training_worker_refuses_concurrent_fine_tunes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two HF Trainers in one process reset each other's Accelerate state (seen in the 100-run
+    benchmark: `AcceleratorState object has no attribute distributed_type`): refuse, and say why."""
+    monkeypatch.setenv("BERT_EVAL_TRAINING_CONCURRENCY", "4")
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    message = describe_settings_error(raised.value)
+    assert message.startswith("BERT_EVAL_TRAINING_CONCURRENCY=4: a training worker runs one fine-tune at a time")
+    assert "training.replicas" in message
+
+
+def test_the_worker_names_each_invalid_setting_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from bert_eval.cli import app
+    from bert_eval.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setenv("BERT_EVAL_METRICS_PORT", "999999")
+    monkeypatch.setenv("BERT_EVAL_TRAINING_CONCURRENCY", "2")
+    try:
+        result = CliRunner().invoke(app, ["worker", "training"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "invalid settings: BERT_EVAL_METRICS_PORT=999999: Input should be less than or equal to 65535; " in output
+    assert "BERT_EVAL_TRAINING_CONCURRENCY=2: a training worker runs one fine-tune at a time" in output
+    assert "Traceback" not in output

@@ -65,7 +65,9 @@ def evaluate(
         # Digest-verified rows (also on a tokenization-cache hit).
         split = tokenized_split(snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id)
         # Stable sort: equal lengths keep their order, so the batches (and the numbers) are reproducible.
-        order = np.argsort(split[LENGTH], kind="stable") if request.sort_by_length else np.arange(len(split))
+        # The lengths as one Arrow column (3 ms for 67k rows; `split[LENGTH]` formats row by row: 0.5 s).
+        lengths = split.with_format("arrow")[LENGTH].to_numpy()
+        order = np.argsort(lengths, kind="stable") if request.sort_by_length else np.arange(len(split))
         split = split.remove_columns(LENGTH).select(order)
         collator = padding_collator(tokenizer, dynamic=request.dynamic_padding, max_length=max_length)
         loader = DataLoader(split, batch_size=request.batch_size, shuffle=False, collate_fn=collator, pin_memory=device == "cuda")

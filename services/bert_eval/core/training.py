@@ -102,7 +102,7 @@ def fine_tune(
     train_set = tokenized_split(
         request.snapshot, "train", tokenizer, max_length=hp.max_seq_length, cache=hp.cache_tokenization, run_id=run.id
     )
-    lengths = train_set[LENGTH]
+    lengths = train_set.with_format("arrow")[LENGTH].to_pylist()  # one column read, not row by row
     train_set = train_set.remove_columns(LENGTH)
 
     plan = device_plan(hp, request.device, bf16_supported=request.device == "cuda" and torch.cuda.is_bf16_supported())
