@@ -90,7 +90,7 @@ class Sizes:
 # Sized for the shared 2-core CI/dev machine (under 15 minutes even when other jobs load it).
 CPU = Sizes(
     device="cpu", throughput_model="minilm", train_rows=128, recipe_batches=(16, 32), ours_batch=32, eval_rows=256,
-    checkpoint_rows=160, checkpoint_every_steps=2, coordinator_rows=128, tiny_runs=100,
+    checkpoint_rows=160, checkpoint_every_steps=2, coordinator_rows=512, tiny_runs=100,
 )
 QUICK = Sizes(
     device="cpu", throughput_model="minilm", train_rows=96, recipe_batches=(16,), ours_batch=32, eval_rows=128,
@@ -210,36 +210,35 @@ class Bench:
     def bench_training_and_eval(self) -> None:
         s = self.sizes
         model = self.throughput_model()
-        runs_dir = self.fresh("training")
         dataset = self.throughput_dataset()
+        lr = scaled_learning_rate(s.ours_batch)
+        specs = {
+            **{
+                f"recipe-b{batch}": self.spec(f"recipe-b{batch}", model, s.train_rows, eval_rows=s.eval_rows, dataset=dataset, batch_size=batch, **RECIPE)
+                for batch in s.recipe_batches
+            },
+            "ours": self.spec("ours", model, s.train_rows, eval_rows=s.eval_rows, dataset=dataset, batch_size=s.ours_batch, learning_rate=lr),
+        }
+        # Two rounds, the sides alternating (recipe b16, b32, ours, recipe b16, ...), each in a fresh runs
+        # directory (nothing reused, the tokenization cache written again); each side keeps its fastest
+        # round, so a load spike on a shared machine does not decide a ratio.
         samples: dict[str, float] = {}
         steady: dict[str, float | None] = {}
-        for batch in s.recipe_batches:
-            spec = self.spec(f"recipe-b{batch}", model, s.train_rows, eval_rows=s.eval_rows, dataset=dataset, batch_size=batch, **RECIPE)
-            summary, wall, _ = self.train(spec, runs_dir)
-            samples[f"recipe-b{batch}"] = summary.train_samples / wall
-            steady[f"recipe-b{batch}"] = self.last_steady_rate
-            self.raw[f"train.recipe-b{batch}"] = {
-                "wall_s": wall,
-                "steps": summary.steps,
-                "samples_per_s": samples[f"recipe-b{batch}"],
-                "steady_samples_per_s": self.last_steady_rate,
-                "checkpoints": summary.checkpoints_saved,
-            }
-        lr = scaled_learning_rate(s.ours_batch)
-        ours = self.spec("ours", model, s.train_rows, eval_rows=s.eval_rows, dataset=dataset, batch_size=s.ours_batch, learning_rate=lr)
-        summary, wall, snapshot = self.train(ours, runs_dir)
-        samples["ours"] = summary.train_samples / wall
-        steady["ours"] = self.last_steady_rate
-        self.raw["train.ours"] = {
-            "wall_s": wall,
-            "steps": summary.steps,
-            "samples_per_s": samples["ours"],
-            "steady_samples_per_s": self.last_steady_rate,
-            "checkpoints": summary.checkpoints_saved,
-            "batch": s.ours_batch,
-            "learning_rate": lr,
-        }
+        for round_ in range(2):
+            runs_dir = self.fresh(f"training-{round_}")
+            for label, spec in specs.items():
+                summary, wall, snapshot = self.train(spec, runs_dir)
+                if label == "ours":
+                    ours_run = (summary, snapshot)  # evaluated below
+                rate = summary.train_samples / wall
+                self.raw.setdefault(f"train.{label}", {"walls_s": []})["walls_s"].append(wall)
+                if rate > samples.get(label, 0.0):
+                    samples[label], steady[label] = rate, self.last_steady_rate
+                    self.raw[f"train.{label}"].update(
+                        wall_s=wall, steps=summary.steps, samples_per_s=rate, steady_samples_per_s=self.last_steady_rate,
+                        checkpoints=summary.checkpoints_saved, batch=spec.train.batch_size, learning_rate=spec.train.learning_rate,
+                    )
+        summary, snapshot = ours_run
         for batch in s.recipe_batches:
             self.add(Row(
                 f"training samples/s, ours (batch {s.ours_batch}) vs recipe batch {batch}", samples["ours"], samples[f"recipe-b{batch}"], "samples/s",
