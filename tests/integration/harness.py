@@ -184,6 +184,10 @@ class BackgroundRun:
         self._thread = threading.Thread(target=target, daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def result(self, timeout_s: float = 400.0) -> ExperimentResult:
         self._thread.join(timeout=timeout_s)
         if self._thread.is_alive():

@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
-from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST
+from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.names import training_workflow_id
 from bert_eval.temporal.submit import start_experiment
@@ -147,26 +147,66 @@ async def _result_across_outages(stack: Stack, workflow_id: str, *, timeout_s: f
             await asyncio.sleep(1)
 
 
+def _training_now(worker) -> str | None:  # noqa: ANN001 (harness WorkerProcess)
+    """The run whose fine-tune this live worker is in, per its log (None: idle, or its last one ended)."""
+    if worker.process.poll() is not None:
+        return None
+    current = None
+    for line in worker.log_file.read_text().splitlines():
+        if '"fine-tune started"' in line:
+            current = json.loads(line)["run_id"]
+        elif current and ('"fine-tune finished"' in line or '"attempt failed"' in line):
+            current = None
+    return current
+
+
+def _newest_checkpoint(stack: Stack, run_id: str) -> int:
+    latest = CheckpointStore(stack.runs_dir / "runs" / run_id / "checkpoints").latest_complete()
+    return latest.step if latest is not None else 0
+
+
 def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack, tiny_model_dir: Path, reference: ExperimentResult) -> None:
-    """Fault 7: a 4-run experiment; the busy training worker is SIGKILLed 20 times at random moments."""
+    """Fault 7: a 4-run experiment; the busy training worker is SIGKILLed 20 times: every other kill at
+    a random moment (loading, training, saving), the others right after a run wrote a checkpoint it
+    had not been killed at before, mid-training, so those runs must resume from that checkpoint."""
     rng = random.Random(9)
+    pace = {"step_pace_s": 0.02}  # >= 5 s of training per run on any machine: kills land mid-training
     stack.start_worker("eval")
-    workers = [stack.start_worker("training"), stack.start_worker("training")]
+    workers = [stack.start_worker("training", **pace), stack.start_worker("training", **pace)]
     run_ids = [f"soak-{i}" for i in range(4)]
     background = stack.run_in_background(
         {"experiment_id": "soak", "runs": [_spec(tiny_model_dir, run_id) for run_id in run_ids]}, heartbeat_timeout_s=2
     )
+    killed_at: dict[str, int] = {}  # run -> the checkpoint step of its last checkpoint-gated kill
+    must_resume: list[tuple[str, int]] = []
     kills, started = 0, time.monotonic()
     while kills < 20 and time.monotonic() - started < 900:
-        time.sleep(rng.uniform(0.5, 4.0))
-        busy = [w for w in workers if w.process.poll() is None and w.holds_training]
-        if not busy:
+        victim = None
+        if kills % 2 == 0:
+            time.sleep(rng.uniform(0.5, 4.0))
+            busy = [w for w in workers if w.process.poll() is None and w.holds_training]
+            victim = rng.choice(busy) if busy else None
+        else:
+            # A checkpoint past the last gated kill, and at least 40 steps before the end (250 steps).
+            deadline = time.monotonic() + 120
+            while victim is None and time.monotonic() < deadline and background.running:
+                for worker in workers:
+                    run_id = _training_now(worker)
+                    step = _newest_checkpoint(stack, run_id) if run_id else 0
+                    if run_id and killed_at.get(run_id, 0) < step <= 200:
+                        victim, killed_at[run_id] = worker, step
+                        must_resume.append((run_id, step))
+                        break
+                else:
+                    time.sleep(0.05)
+        if victim is None:
+            if not background.running:
+                break
             continue
-        victim = rng.choice(busy)
         victim.kill()
         kills += 1
         workers.remove(victim)
-        workers.append(stack.start_worker("training", wait=False))
+        workers.append(stack.start_worker("training", wait=False, **pace))
     result = background.result(timeout_s=900)
     assert kills == 20, f"only {kills} kills landed before the experiment finished"
     for run in result.runs:
@@ -174,11 +214,16 @@ def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack
         for checkpoint in (stack.runs_dir / "runs" / run.run_id / "checkpoints").glob("checkpoint-*"):
             assert (checkpoint / CHECKPOINT_MANIFEST).is_file(), f"{checkpoint} has no manifest"
             json.loads((checkpoint / CHECKPOINT_MANIFEST).read_text())
+    resumed_from = {run_id: [e["from_step"] or 0 for e in _resume_events(stack.runs_dir, run_id)] for run_id in run_ids}
+    assert len(must_resume) == 10
+    for run_id, step in must_resume:  # each gated kill lost at most the steps since that checkpoint
+        assert any(from_step >= step for from_step in resumed_from[run_id]), (run_id, step, resumed_from[run_id])
     resumes = {run.run_id: run.training.resumes for run in result.runs}
     lost = [e["steps_lost"] for run_id in run_ids for e in _resume_events(stack.runs_dir, run_id)]
     recovery = [e["recovery_seconds"] for run_id in run_ids for e in _resume_events(stack.runs_dir, run_id) if e["recovery_seconds"] >= 0]
     print(
-        f"\nfault 7 (soak): {kills} kills, 4/4 completed in {time.monotonic() - started:.0f}s, resumes {resumes}, "
+        f"\nfault 7 (soak): {kills} kills (10 right after a checkpoint), 4/4 completed in {time.monotonic() - started:.0f}s, "
+        f"resumes {resumes}, resumed from checkpoints {resumed_from}, "
         f"steps lost max {max(lost, default=0)} total {sum(lost)}, recovery max {max(recovery, default=0):.1f}s"
     )
 
