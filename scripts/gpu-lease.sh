@@ -38,7 +38,8 @@ esac
 [ -n "${OUT:-}" ] || die "OUT is not set: on the device the tool sets it; elsewhere set OUT=/some/empty/dir"
 mkdir -p "$OUT"
 [ -d "$KIT/whl" ] && [ -d "$KIT/data/glue/sst2" ] && [ -d "$KIT/tokenizer" ] \
-    || die "$ROOT/$KIT is missing or incomplete: run \`make gpu-kit\` before the lease and call run with carry [\".gpu\"]"
+    || die "$KIT is missing or incomplete: run \`make gpu-kit\` before the lease and call run with carry [\".gpu\"]"
+KIT=$(cd "$KIT" && pwd)
 command -v "$PYTHON" >/dev/null 2>&1 || die "no Python '$PYTHON' (set PYTHON)"
 
 # Modules the kit provides (the device image lacks them, or has other versions), and the rest of what
@@ -59,14 +60,14 @@ lease() {
         export PYTHONPATH="$ROOT/services"
     fi
     export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-    export BERT_EVAL_DATA_DIR="$ROOT/$KIT/data"
+    export BERT_EVAL_DATA_DIR="$KIT/data"
     # Everything the bench and the libraries write goes to $OUT or /tmp; nothing is downloaded. The hub
     # cache stays where it is: a copy of the pretrained MiniLM there would let the accuracy row run.
     export HF_DATASETS_CACHE=/tmp/gpu-lease/datasets TRITON_CACHE_DIR=/tmp/gpu-lease/triton TORCHINDUCTOR_CACHE_DIR=/tmp/gpu-lease/inductor
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
     phase "importing the modules the benchmark needs"
-    "$PYTHON" - "$CHECK_KIT_ONLY" "$ROOT/$KIT/tokenizer" $KIT_MODULES -- $DEVICE_MODULES <<'EOF'
+    "$PYTHON" - "$CHECK_KIT_ONLY" "$KIT/tokenizer" $KIT_MODULES -- $DEVICE_MODULES <<'EOF'
 import importlib
 import importlib.metadata
 import sys
@@ -132,7 +133,7 @@ EOF
     # shellcheck disable=SC2086  # GPU_LEASE_ARGS is a list of arguments
     local rc=0
     timeout --signal=INT --kill-after=20 "$BENCH_TIMEOUT_S" \
-        "$PYTHON" benchmarks/bench.py --device "$DEVICE" --out "$OUT/latest-$DEVICE.json" --tokenizer "$ROOT/$KIT/tokenizer" $BENCH_ARGS \
+        "$PYTHON" benchmarks/bench.py --device "$DEVICE" --out "$OUT/latest-$DEVICE.json" --tokenizer "$KIT/tokenizer" $BENCH_ARGS \
         || rc=$?
     case $rc in
         0) phase "done: $OUT/latest-$DEVICE.json, $OUT/bench-gpu.log" ;;
