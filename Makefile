@@ -5,7 +5,7 @@ PYTHON ?= $(VENV)/bin/python
 BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 export BERT_EVAL_DATA_DIR
 
-.PHONY: install lint test test-fast test-slow demo up clean bench bench-gpu
+.PHONY: install lint test test-fast test-slow demo up clean bench bench-gpu gpu-kit
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -50,6 +50,11 @@ bench:
 # sized for a 15-minute GPU lease including start-up. Writes benchmarks/results/latest-cuda.json.
 bench-gpu:
 	$(PYTHON) benchmarks/bench.py --device cuda
+
+# Before a GPU lease: builds .gpu/ (the wheels the device image lacks, SST-2, the MiniLM tokenizer) for
+# scripts/gpu-lease.sh, the one command run on the device (README "GPU rows").
+gpu-kit:
+	PYTHON=$(PYTHON) scripts/gpu-kit.sh
 
 clean:
 	rm -rf .temporal bert_runs

