@@ -4,6 +4,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 
 
@@ -58,3 +60,36 @@ def test_prune_keeps_the_newest_and_removes_stale_staging(tmp_path: Path) -> Non
 def test_manifest_is_written_last_inside_the_published_directory(tmp_path: Path) -> None:
     path = _save(CheckpointStore(tmp_path), 7)
     assert (path / CHECKPOINT_MANIFEST).is_file() and path.name == "checkpoint-7"
+
+
+def test_a_prune_killed_mid_delete_leaves_nothing_that_looks_like_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in the soak test: a worker SIGKILLed while pruning left `checkpoint-40` with its manifest and
+    optimizer state gone, and no later prune removed it. Now the directory leaves the checkpoint names
+    in one rename before its files go, and the next prune removes the rest (also old-style debris)."""
+    import shutil
+
+    store = CheckpointStore(tmp_path, keep=2)
+    for step in (10, 20, 30):
+        _save(store, step)
+    # What the old in-place delete could leave: an older checkpoint directory without its manifest.
+    debris = tmp_path / "checkpoint-5"
+    debris.mkdir()
+    (debris / "model.bin").write_text("half deleted")
+
+    def killed(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        raise SystemExit("SIGKILL")  # the process dies inside the delete
+
+    with monkeypatch.context() as patched:
+        patched.setattr(shutil, "rmtree", killed)
+        try:
+            store.prune()
+        except SystemExit:
+            pass
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-30", "checkpoint-5"]
+    [trash] = tmp_path.glob(".trash-*")
+    assert trash.name.startswith(".trash-checkpoint-10-")
+    assert store.latest_complete().step == 30
+
+    store.prune()  # the next attempt's prune
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-20", "checkpoint-30"]
+    assert [c.step for c in store.complete()] == [20, 30]

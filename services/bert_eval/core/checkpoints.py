@@ -29,6 +29,7 @@ from bert_eval.core.fsutil import discard_dir, publish_dir
 __all__ = ["CHECKPOINT_MANIFEST", "Checkpoint", "CheckpointStore"]
 
 CHECKPOINT_MANIFEST = "bert-eval-checkpoint.json"
+_TRASH = ".trash-"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 _STALE_STAGING_S = 3600.0
 
@@ -126,12 +127,23 @@ class CheckpointStore:
         return complete[-1] if complete else None
 
     def prune(self) -> list[Path]:
-        """Delete all but the newest `keep` complete checkpoints and stale staging leftovers."""
+        """Delete all but the newest `keep` complete checkpoints, stale staging leftovers, and what an
+        interrupted prune left behind."""
         removed = []
         with self._guard("prune checkpoints"):
-            for old in self.complete()[: -self.keep]:
-                shutil.rmtree(old.path, ignore_errors=True)
-                removed.append(old.path)
+            complete = self.complete()
+            for old in complete[: -self.keep]:
+                removed.append(self._discard(old.path))
+            if complete:
+                # A prune killed mid-delete by a release that deleted in place left `checkpoint-N` with
+                # its manifest gone: never resumable (only whole directories are published), so debris.
+                for child in self.directory.iterdir():
+                    match = _NAME.match(child.name)
+                    if match and int(match.group(1)) < complete[-1].step and not (child / CHECKPOINT_MANIFEST).exists():
+                        removed.append(self._discard(child))
+            for child in self.directory.glob(f"{_TRASH}*"):
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
         now = time.time()
         for child in self.directory.glob(".staging-*"):
             try:
@@ -141,6 +153,18 @@ class CheckpointStore:
             except FileNotFoundError:
                 continue
         return removed
+
+    def _discard(self, path: Path) -> Path:
+        """Move `path` out of the checkpoint names (one atomic rename), then delete it: a worker killed
+        mid-delete leaves a `.trash-*` directory for the next prune, never a `checkpoint-N` with files
+        missing (seen in the soak test: a 12 MB half-deleted directory that no later prune removed)."""
+        trash = self.directory / f"{_TRASH}{path.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return path
+        shutil.rmtree(trash, ignore_errors=True)
+        return path
 
 
 def _volume_condition(path: Path) -> int | None:
