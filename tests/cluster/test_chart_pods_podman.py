@@ -60,9 +60,12 @@ TRAIN = {
     "batch_size": 8,
     "learning_rate": 1.0e-4,
     "max_seq_length": 64,
-    "max_train_samples": 256,
+    # 192 steps, a checkpoint every 24: on an idle 2-core machine MiniLM trains ~7 steps/s here, and the
+    # kill lands ~5 s (the chaos command's start and its Temporal lookup) after the first checkpoint, so
+    # the run must still be training well past that. With 256 rows it could end first (CI, 2026-11-30).
+    "max_train_samples": 1536,
     "seed": 42,
-    "checkpoint_every_steps": 4,
+    "checkpoint_every_steps": 24,
 }
 
 
@@ -367,7 +370,8 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         )
         assert chaos.returncode == 0, chaos.stdout + chaos.stderr
         assert f"podman/{stack.pod('training-worker')}" in chaos.stdout
-        assert "holds a running training activity" in chaos.stdout, chaos.stdout
+        ended = (runs_dir / "runs" / killed_run / "training-summary.json").exists()
+        assert "holds a running training activity" in chaos.stdout, (chaos.stdout, f"training already ended: {ended}")
         state = podman.out("inspect", training_container, "--format", "{{.State.Status}}")
         assert state != "running", f"training container still {state} after the kill"
         # A controller replaces the pod: the same Deployment, played again.
