@@ -171,7 +171,7 @@ class TrainHyperparameters(_Strict):
     dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8); off: pad to max_seq_length")
     group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
-    fused_optimizer: bool = Field(default=True, description="fused AdamW kernel on CUDA (plain AdamW on CPU)")
+    fused_optimizer: bool = Field(default=True, description="fused AdamW kernel (CUDA and CPU); false: the per-tensor AdamW loop")
     torch_compile: bool = Field(default=False, description="torch.compile the model (long warm-up; pays off on long GPU runs)")
     dataloader_workers: int | None = Field(default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU")
     cache_tokenization: bool = Field(default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot")

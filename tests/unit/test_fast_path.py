@@ -32,11 +32,11 @@ def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):  # noqa: ANN202
     return create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
 
 
-def test_gpu_only_features_are_chosen_per_device_and_each_can_be_turned_off(tmp_path: Path) -> None:
+def test_fast_path_features_are_chosen_per_device_and_each_can_be_turned_off(tmp_path: Path) -> None:
     defaults = TrainHyperparameters()
     cpu = device_plan(defaults, "cpu", bf16_supported=True)
     cuda = device_plan(defaults, "cuda", bf16_supported=True)
-    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory) == (False, False, 0, False)
+    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory) == (False, True, 0, False)
     assert (cuda.bf16, cuda.fused_optimizer, cuda.dataloader_workers, cuda.pin_memory) == (True, True, 2, True)
     assert not device_plan(defaults, "cuda", bf16_supported=False).bf16
 
@@ -49,7 +49,9 @@ def test_gpu_only_features_are_chosen_per_device_and_each_can_be_turned_off(tmp_
     )
     # (CUDA TrainingArguments cannot be built without a GPU; `make bench-gpu` runs that path.)
     args = training_arguments(defaults, cpu, output_dir=tmp_path)
-    assert args.optim.value == "adamw_torch" and not args.bf16 and args.use_cpu
+    assert args.optim.value == "adamw_torch_fused" and not args.bf16 and args.use_cpu
+    plain = training_arguments(off, device_plan(off, "cpu"), output_dir=tmp_path)
+    assert plain.optim.value == "adamw_torch" and device_plan(off, "cpu").fused_optimizer is False
     # No per-step host reads from the Trainer itself; checkpoints come from the background writer.
     assert args.logging_nan_inf_filter is False
     assert args.save_strategy.value == "no" and args.logging_strategy.value == "no"
