@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_cancel_stops_training_with_a_checkpoint_within_seconds(stack: Stack, tiny_model_dir: Path) -> None:
-    training = stack.start_worker("training")
+    # Paced: unpaced, the tiny run's 250 steps take ~2 s on an idle machine, less than a cancel
+    # needs to travel (heartbeat throttle 2 s); at 0.05 s a step the cancel lands mid-training.
+    training = stack.start_worker("training", step_pace_s=0.05)
     stack.start_worker("eval")
     experiment = parse_experiment({"experiment_id": "cancelled", "runs": [tiny_run(tiny_model_dir, "stopped", **LONG)]})
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result(stack: Stack, tiny_model_dir: Path) -> None:
     stack.start_worker("eval")
-    first = stack.start_worker("training")
+    first = stack.start_worker("training", step_pace_s=0.02)  # the kill lands mid-training on a fast machine too
     experiment = {"experiment_id": "durable", "runs": [tiny_run(tiny_model_dir, "killed", **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
 

@@ -109,8 +109,17 @@ class _ProgressRelay:
 
 
 async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None]] | None = None) -> T:
-    """Run a blocking core call in a thread, heartbeating (and running `tick`) until it returns."""
+    """Run a blocking core call in a thread, heartbeating (and running `tick`) until it returns.
+
+    The first heartbeat goes out at once: an attempt lost within its first second (a small run reaches
+    its first checkpoint that fast) still leaves the server its details, so the retry can say how long
+    recovery took instead of "unknown".
+    """
     task = asyncio.create_task(asyncio.to_thread(call))
+    if tick is not None:
+        await tick()
+    else:
+        activity.heartbeat()
     while True:
         done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_EVERY_S)
         if done:
