@@ -116,18 +116,14 @@ async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None
     recovery took instead of "unknown".
     """
     task = asyncio.create_task(asyncio.to_thread(call))
-    if tick is not None:
-        await tick()
-    else:
-        activity.heartbeat()
     while True:
-        done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_EVERY_S)
-        if done:
-            return task.result()
         if tick is not None:
             await tick()
         else:
             activity.heartbeat()
+        done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
 
 
 class _PrometheusTrainingObserver(TrainingObserver):
