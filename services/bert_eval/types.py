@@ -90,6 +90,12 @@ _FINGERPRINT_V1_DEFAULTS: dict[str, dict[str, Any]] = {
     "train": {"checkpoint_every_steps": 50},
     "eval": {"batch_size": 64},
 }
+# Defaults of releases between the first and today. A spec is stored (spec.json, workflow inputs in
+# flight during an upgrade) with every field written out, so a run submitted then holds that release's
+# default explicitly; it is fingerprinted like today's default, as it was then.
+_FINGERPRINT_FORMER_DEFAULTS: dict[str, dict[str, set[Any]]] = {
+    "eval": {"batch_size": {256}},
+}
 
 
 def _canonical(full: dict[str, Any], explicit: dict[str, Any], frozen: dict[str, Any] | set[str]) -> dict[str, Any]:
@@ -181,8 +187,9 @@ class TrainHyperparameters(_Strict):
 class EvalRequest(_Strict):
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     max_eval_samples: int | None = Field(default=None, ge=1)
-    # Sorted by length with dynamic padding, large batches cost no accuracy and little memory.
-    batch_size: int = Field(default=256, ge=1, le=4096)
+    # Rows are sorted by length and padded per batch, so a batch costs no accuracy however large; what
+    # suits a device differs (core/evaluation.py: eval_batch_size).
+    batch_size: int | None = Field(default=None, ge=1, le=4096, description="None: 256 on CUDA, 64 on CPU")
     sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
     dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
@@ -224,8 +231,9 @@ class RunSpec(_Strict):
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
         for section, defaults in _FINGERPRINT_V1_DEFAULTS.items():
+            former = _FINGERPRINT_FORMER_DEFAULTS.get(section, {})
             for name, old_default in defaults.items():
-                if name not in (explicit.get(section) or {}):
+                if name not in (explicit.get(section) or {}) or form[section][name] in former.get(name, ()):
                     form[section][name] = old_default
         return form
 

@@ -13,7 +13,7 @@ from bert_eval import telemetry
 from bert_eval.core.batching import SeededLengthGroupedSampler, padding_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
 from bert_eval.core.checkpoints import CheckpointStore
-from bert_eval.core.evaluation import evaluate
+from bert_eval.core.evaluation import eval_batch_size, evaluate
 from bert_eval.core.observer import CheckpointEvent, LogWindow, TrainingObserver
 from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.tokenize import LENGTH, tokenized_split
@@ -195,3 +195,10 @@ def test_evaluation_numbers_do_not_depend_on_sorting_batching_or_padding(
     )
     assert fast.examples == plain.examples == 96
     assert fast.metrics == pytest.approx(plain.metrics, abs=1e-6)
+
+
+def test_evaluation_batch_size_defaults_per_device_and_an_explicit_one_is_kept() -> None:
+    # CPU: 64 rows (larger batches page-fault their activations in and out); CUDA: 256.
+    assert eval_batch_size(EvalRequest(), "cpu") == 64
+    assert eval_batch_size(EvalRequest(), "cuda") == eval_batch_size(EvalRequest(), "cuda:1") == 256
+    assert eval_batch_size(EvalRequest(batch_size=7), "cpu") == eval_batch_size(EvalRequest(batch_size=7), "cuda") == 7

@@ -74,3 +74,12 @@ def test_adding_an_optional_field_with_a_default_keeps_every_fingerprint() -> No
 
 def test_the_run_id_is_not_part_of_the_fingerprint() -> None:
     assert RunSpec.model_validate({**SPEC, "run_id": "other"}).fingerprint() == PINNED
+
+
+def test_evaluation_batch_defaults_of_every_release_keep_the_fingerprint() -> None:
+    # The first release's default (64), the last release's (256, written out in its spec.json and in
+    # workflow inputs in flight during an upgrade) and today's (None: chosen per device) are one run.
+    for batch in (None, 64, 256):
+        spec = RunSpec.model_validate({**SPEC, "eval": {**SPEC["eval"], "batch_size": batch}})
+        assert spec.fingerprint() == PINNED, batch
+    assert RunSpec.model_validate({**SPEC, "eval": {**SPEC["eval"], "batch_size": 128}}).fingerprint() != PINNED
