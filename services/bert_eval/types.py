@@ -174,7 +174,7 @@ class TrainHyperparameters(_Strict):
     # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
     use_gpu: bool = True
     # --- speed knobs; each can be turned off (core/training_args.py applies them per device) ---
-    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8); off: pad to max_seq_length")
+    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (CUDA: to a multiple of 8); off: pad to max_seq_length")
     group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
     fused_optimizer: bool = Field(default=True, description="fused AdamW kernel (CUDA and CPU); false: the per-tensor AdamW loop")
@@ -191,7 +191,7 @@ class EvalRequest(_Strict):
     # suits a device differs (core/evaluation.py: eval_batch_size).
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="None: 256 on CUDA, 64 on CPU")
     sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
-    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (multiple of 8)")
+    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (on CUDA: rounded up to a multiple of 8)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
     use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bert_eval import telemetry
-from bert_eval.core.batching import SeededLengthGroupedSampler, padding_collator
+from bert_eval.core.batching import SeededLengthGroupedSampler, dynamic_padding, padding_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.evaluation import eval_batch_size, evaluate
@@ -36,16 +36,16 @@ def test_fast_path_features_are_chosen_per_device_and_each_can_be_turned_off(tmp
     defaults = TrainHyperparameters()
     cpu = device_plan(defaults, "cpu", bf16_supported=True)
     cuda = device_plan(defaults, "cuda", bf16_supported=True)
-    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory) == (False, True, 0, False)
-    assert (cuda.bf16, cuda.fused_optimizer, cuda.dataloader_workers, cuda.pin_memory) == (True, True, 2, True)
+    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory, cpu.padding) == (False, True, 0, False, "longest")
+    assert (cuda.bf16, cuda.fused_optimizer, cuda.dataloader_workers, cuda.pin_memory, cuda.padding) == (True, True, 2, True, "multiple-of-8")
     assert not device_plan(defaults, "cuda", bf16_supported=False).bf16
 
     off = TrainHyperparameters(
         bf16=False, fused_optimizer=False, dataloader_workers=0, dynamic_padding=False, group_by_length=False, torch_compile=False
     )
     plan = device_plan(off, "cuda", bf16_supported=True)
-    assert (plan.bf16, plan.fused_optimizer, plan.dataloader_workers, plan.dynamic_padding, plan.group_by_length) == (
-        False, False, 0, False, False
+    assert (plan.bf16, plan.fused_optimizer, plan.dataloader_workers, plan.padding, plan.group_by_length) == (
+        False, False, 0, "max_length", False
     )
     # (CUDA TrainingArguments cannot be built without a GPU; `make bench-gpu` runs that path.)
     args = training_arguments(defaults, cpu, output_dir=tmp_path)
@@ -77,15 +77,22 @@ def test_length_grouped_batches_depend_only_on_seed_and_epoch_and_pad_less() -> 
     assert padded_tokens(first) < 0.8 * padded_tokens(shuffled)
 
 
-def test_dynamic_padding_rounds_up_to_a_multiple_of_8_and_can_pad_to_max_length(tiny_model_dir: Path) -> None:
+def test_dynamic_padding_pads_to_the_longest_row_rounded_to_8_on_cuda_and_can_pad_to_max_length(tiny_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    rows = [tokenizer("a short one"), tokenizer("a slightly longer sentence than that")]
-    dynamic = padding_collator(tokenizer, dynamic=True, max_length=64)(rows)["input_ids"]
-    fixed = padding_collator(tokenizer, dynamic=False, max_length=64)(rows)["input_ids"]
-    assert dynamic.shape[1] % 8 == 0 and dynamic.shape[1] < 64
+    rows = [tokenizer("a short one"), tokenizer("a slightly longer sentence than that one")]
+    longest = max(len(row["input_ids"]) for row in rows)
+    assert longest % 8 != 0  # so the rounding shows
+    assert dynamic_padding("cpu") == "longest" and dynamic_padding("cuda:0") == "multiple-of-8"
+    cpu = padding_collator(tokenizer, padding=dynamic_padding("cpu"), max_length=64)(rows)["input_ids"]
+    cuda = padding_collator(tokenizer, padding=dynamic_padding("cuda"), max_length=64)(rows)["input_ids"]
+    fixed = padding_collator(tokenizer, padding="max_length", max_length=64)(rows)["input_ids"]
+    assert cpu.shape[1] == longest
+    assert cuda.shape[1] % 8 == 0 and longest < cuda.shape[1] < 64
     assert fixed.shape[1] == 64
+    with pytest.raises(ValueError, match="unknown padding"):
+        padding_collator(tokenizer, padding="multiple-of-7", max_length=64)
 
 
 def test_tokenization_is_cached_beside_the_snapshot_per_tokenizer_and_length(

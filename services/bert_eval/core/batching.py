@@ -12,11 +12,20 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 __all__ = [
-    "BATCHING_KEY", "LEGACY_SCHEME", "PAD_MULTIPLE", "BatchingScheme", "SeededLengthGroupedSampler", "padding_collator", "scheme_collator",
+    "BATCHING_KEY", "LEGACY_SCHEME", "PAD_MULTIPLE", "BatchingScheme", "SeededLengthGroupedSampler", "dynamic_padding",
+    "padding_collator", "scheme_collator",
 ]
 
-# Tensor cores (and CPU vector units) work on multiples of 8; the extra padding is at most 7 tokens.
+# Tensor cores work on multiples of 8; the extra padding is at most 7 tokens.
 PAD_MULTIPLE = 8
+
+
+def dynamic_padding(device: str) -> str:
+    """How a batch is padded to its longest row on a device: rounded up to a multiple of 8 on CUDA
+    (tensor-core shapes), not rounded on CPU. On a CPU the sequence length only sets how many rows a GEMM
+    has, and rounding SST-2's 13-token rows up to 8 computes 24% more tokens at batch 32 (length-grouped:
+    76% of the tokens are real, 94.5% without rounding); MiniLM trained 1.09x faster without it."""
+    return "multiple-of-8" if device.startswith("cuda") else "longest"
 
 
 class SeededLengthGroupedSampler(Sampler[int]):
@@ -60,15 +69,15 @@ class BatchingScheme:
     """
 
     group_by_length: bool
-    padding: str  # "longest" (previous release), "multiple-of-8" (dynamic), "max_length"
+    padding: str  # "longest" (CPU; and the release before length grouping), "multiple-of-8" (CUDA), "max_length" (off)
 
     def __post_init__(self) -> None:
         if self.padding not in _PADDINGS:
             raise ValueError(f"unknown padding {self.padding!r} (one of {_PADDINGS})")
 
     @classmethod
-    def for_new_run(cls, *, group_by_length: bool, dynamic_padding: bool) -> BatchingScheme:
-        return cls(group_by_length=group_by_length, padding="multiple-of-8" if dynamic_padding else "max_length")
+    def for_new_run(cls, *, group_by_length: bool, padding: str) -> BatchingScheme:
+        return cls(group_by_length=group_by_length, padding=padding)
 
     @classmethod
     def of_checkpoint(cls, manifest: Mapping[str, Any]) -> BatchingScheme:
@@ -87,13 +96,16 @@ LEGACY_SCHEME = BatchingScheme(group_by_length=False, padding="longest")
 
 
 def scheme_collator(scheme: BatchingScheme, tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> DataCollatorWithPadding:
-    if scheme.padding == "longest":
+    return padding_collator(tokenizer, padding=scheme.padding, max_length=max_length)
+
+
+def padding_collator(tokenizer: PreTrainedTokenizerBase, *, padding: str, max_length: int) -> DataCollatorWithPadding:
+    """Pad each batch to its longest row ("longest"), rounded up to a multiple of 8 ("multiple-of-8"), or
+    every row to max_length ("max_length")."""
+    if padding == "longest":
         return DataCollatorWithPadding(tokenizer)
-    return padding_collator(tokenizer, dynamic=scheme.padding == "multiple-of-8", max_length=max_length)
-
-
-def padding_collator(tokenizer: PreTrainedTokenizerBase, *, dynamic: bool, max_length: int) -> DataCollatorWithPadding:
-    """Dynamic: pad each batch to its longest row, rounded up to a multiple of 8. Else pad every row to max_length."""
-    if dynamic:
+    if padding == "multiple-of-8":
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=PAD_MULTIPLE)
-    return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length)
+    if padding == "max_length":
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length)
+    raise ValueError(f"unknown padding {padding!r} (one of {_PADDINGS})")

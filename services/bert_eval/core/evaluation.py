@@ -1,8 +1,8 @@
 """Batched inference-mode evaluation of a trained model on a snapshot split; writes `eval-<split>.json`.
 
 The fast path (each part switchable in EvalRequest): rows sorted by length so each batch pads little,
-batches padded per batch to a multiple of 8 (large on CUDA, 64 rows on CPU: `eval_batch_size`), bf16
-autocast on CUDA. Logits are put back in the
+each batch padded to its longest row (on CUDA rounded up to a multiple of 8), batches large on CUDA and
+64 rows on CPU (`eval_batch_size`), bf16 autocast on CUDA. Logits are put back in the
 split's order before the metrics, so the numbers do not depend on the batching.
 """
 
@@ -24,7 +24,7 @@ from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.metrics import compute_metrics
-from bert_eval.core.batching import padding_collator
+from bert_eval.core.batching import dynamic_padding, padding_collator
 from bert_eval.core.snapshot import eval_table
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.types import EvalRequest, EvalResult, SnapshotResult
@@ -85,7 +85,8 @@ def evaluate(
         lengths = split.with_format("arrow")[LENGTH].to_numpy()
         order = np.argsort(lengths, kind="stable") if request.sort_by_length else np.arange(len(split))
         split = split.remove_columns(LENGTH).select(order)
-        collator = padding_collator(tokenizer, dynamic=request.dynamic_padding, max_length=max_length)
+        padding = dynamic_padding(device) if request.dynamic_padding else "max_length"
+        collator = padding_collator(tokenizer, padding=padding, max_length=max_length)
         loader = DataLoader(split, batch_size=eval_batch_size(request, device), shuffle=False, collate_fn=collator, pin_memory=device == "cuda")
         bf16 = request.bf16 and device == "cuda" and torch.cuda.is_bf16_supported()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -112,7 +112,7 @@ def fine_tune(
     scheme = (
         BatchingScheme.of_checkpoint(latest.manifest())
         if latest is not None
-        else BatchingScheme.for_new_run(group_by_length=plan.group_by_length, dynamic_padding=plan.dynamic_padding)
+        else BatchingScheme.for_new_run(group_by_length=plan.group_by_length, padding=plan.padding)
     )
     if latest is not None and not latest.manifest().get(BATCHING_KEY):
         log.info(
