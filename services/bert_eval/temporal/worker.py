@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import signal
 import socket
 import threading
@@ -126,6 +127,7 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
         return
     await ensure_search_attributes(client)
     worker = build_worker(client, kind, settings)
+    _freeze_startup_heap()
 
     metrics_port = http.server_address[1] if http is not None else None
     log.info(
@@ -149,6 +151,15 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
     if http is not None:
         http.shutdown()
     log.info("worker stopped", kind=kind.value)
+
+
+def _freeze_startup_heap() -> None:
+    """Exempt what start-up built (modules, the SDK, the worker: ~535k objects, kept for the process's
+    life) from the garbage collector's full scans. The Trainer runs one (`gc.collect()`) as it sets up
+    each run: 0.27 s a run in the training worker, not counting the ones Python triggers itself. Objects
+    created later, those of each run, are collected as before; reference counting frees frozen ones."""
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_unless_gpu() -> None:
