@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,14 +111,18 @@ class _ProgressRelay:
             self._stop.set()  # save a checkpoint now; another worker resumes from it
 
 
-async def _in_thread(call: Callable[[], T], *, tick: Callable[[], Awaitable[None]] | None = None) -> T:
-    """Run a blocking core call in a thread, heartbeating (and running `tick`) until it returns.
+async def _in_thread(
+    call: Callable[[], T], *, tick: Callable[[], Awaitable[None]] | None = None, executor: Executor | None = None
+) -> T:
+    """Run a blocking core call in a thread (of `executor`, else the loop's default pool), heartbeating
+    (and running `tick`) until it returns.
 
     The first heartbeat goes out at once: an attempt lost within its first second (a small run reaches
     its first checkpoint that fast) still leaves the server its details, so the retry can say how long
     recovery took instead of "unknown".
     """
-    task = asyncio.create_task(asyncio.to_thread(call))
+    context = contextvars.copy_context()  # the activity's log and trace context, as asyncio.to_thread does
+    task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(executor, functools.partial(context.run, call)))
     while True:
         if tick is not None:
             await tick()
@@ -180,6 +187,11 @@ class TrainingActivities:
     def __init__(self, *, runs_dir: Path, force_cpu: bool = False) -> None:
         self.runs_dir = Path(runs_dir)
         self.device = pick_device(force_cpu)
+        # Every run trains on this one thread. Each thread that runs torch ops keeps its own OpenMP pool;
+        # with more pool threads than CPUs, libgomp stops spinning between parallel regions and sleeps
+        # instead. From the loop's default pool, a fine-tune landed on a second thread now and then (after
+        # ~50 short runs), and MiniLM then trained 1.15-1.2x slower on 2 CPUs for the worker's life.
+        self._training_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert-eval-training")
 
     @activity.defn(name=ACTIVITY.fine_tune)
     async def fine_tune(self, request: TrainingInput) -> TrainingSummary:
@@ -206,6 +218,7 @@ class TrainingActivities:
                 _in_thread(
                     lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer),
                     tick=relay.tick,
+                    executor=self._training_thread,
                 )
             )
             try:
