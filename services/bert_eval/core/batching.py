@@ -13,7 +13,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 __all__ = [
     "BATCHING_KEY", "LEGACY_SCHEME", "PAD_MULTIPLE", "BatchingScheme", "SeededLengthGroupedSampler", "dynamic_padding",
-    "padding_collator", "scheme_collator",
+    "padding_collator",
 ]
 
 # Tensor cores work on multiples of 8; the extra padding is at most 7 tokens.
@@ -93,10 +93,6 @@ class BatchingScheme:
 
 # The release before length-grouped batches: the Trainer's random sampler, each batch padded to its longest row.
 LEGACY_SCHEME = BatchingScheme(group_by_length=False, padding="longest")
-
-
-def scheme_collator(scheme: BatchingScheme, tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> DataCollatorWithPadding:
-    return padding_collator(tokenizer, padding=scheme.padding, max_length=max_length)
 
 
 def padding_collator(tokenizer: PreTrainedTokenizerBase, *, padding: str, max_length: int) -> DataCollatorWithPadding:

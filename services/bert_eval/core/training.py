@@ -26,7 +26,7 @@ from transformers import PrinterCallback, Trainer, set_seed
 from transformers.trainer_utils import seed_worker
 
 from bert_eval import telemetry
-from bert_eval.core.batching import BATCHING_KEY, BatchingScheme, SeededLengthGroupedSampler, scheme_collator
+from bert_eval.core.batching import BATCHING_KEY, BatchingScheme, SeededLengthGroupedSampler, padding_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, SavedCheckpoint
 from bert_eval.core.checkpoints import Checkpoint, CheckpointStore
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
@@ -169,7 +169,7 @@ def fine_tune(
         model=model,
         args=args,
         train_dataset=train_set,
-        data_collator=scheme_collator(scheme, tokenizer, max_length=hp.max_seq_length),
+        data_collator=padding_collator(tokenizer, padding=scheme.padding, max_length=hp.max_seq_length),
         processing_class=tokenizer,
         # Progress first (resume figures, step reports), then the history, then the policy (flushes it).
         callbacks=[progress, history, policy],

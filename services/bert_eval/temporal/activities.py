@@ -122,7 +122,7 @@ async def _in_thread(
     recovery took instead of "unknown".
     """
     context = contextvars.copy_context()  # the activity's log and trace context, as asyncio.to_thread does
-    task = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(executor, functools.partial(context.run, call)))
+    task = asyncio.get_running_loop().run_in_executor(executor, functools.partial(context.run, call))
     while True:
         if tick is not None:
             await tick()
