@@ -245,6 +245,12 @@ class EvalActivities:
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
         self.device = pick_device(force_cpu)
+        # Evaluations and predictions run one at a time, on this one thread; the other activities (snapshots,
+        # reuse checks) keep running beside them. Concurrent evaluations share the same CPUs anyway (4 at
+        # once took as long as 4 in a row: 14.5 s vs 14.2 s, but the first result came after 14 s instead
+        # of 3.5 s), and every thread that has run torch keeps an OpenMP pool: with idle pools of other
+        # threads alive, a lone evaluation ran ~7% slower on 2 CPUs (see TrainingActivities).
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert-eval-model")
 
     @activity.defn(name=ACTIVITY.snapshot_dataset)
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
@@ -301,7 +307,8 @@ class EvalActivities:
                     request=request.request,
                     runs_dir=self.runs_dir,
                     device=self.device if request.request.use_gpu else "cpu",
-                )
+                ),
+                executor=self._model_thread,
             )
             _record_eval_metrics(result)
             return result
@@ -318,7 +325,8 @@ class EvalActivities:
                     device=self.device if request.use_gpu else "cpu",
                     batch_size=request.batch_size,
                     max_seq_length=request.max_seq_length,
-                )
+                ),
+                executor=self._model_thread,
             )
             log.info("predicted", texts=len(request.texts))
             return result

@@ -8,7 +8,6 @@ import gc
 import signal
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from enum import Enum
 
@@ -68,7 +67,6 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noq
         task_queue=EVAL_TASK_QUEUE,
         workflows=[CoordinatorWorkflow, EvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
         activities=eval_activities.all(),
-        activity_executor=ThreadPoolExecutor(max_workers=settings.eval_concurrency),
         max_concurrent_activities=settings.eval_concurrency,
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
