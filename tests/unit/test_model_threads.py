@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from temporalio.testing import ActivityEnvironment
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bert_eval.temporal import activities
 from bert_eval.temporal.activities import EvalActivities
@@ -19,7 +21,7 @@ from .core_support import core_snapshot, core_spec
 
 
 def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_other_activities(
-    monkeypatch: pytest.MonkeyPatch, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
     ran: list[tuple[str, float, float]] = []  # (thread, started, ended) of each real evaluation
     real_evaluate = activities.evaluate
@@ -31,11 +33,16 @@ def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_othe
         return result
 
     monkeypatch.setattr(activities, "evaluate", recorded)
+    # A classifier saved with its head, so every evaluation loads the same weights.
+    model_dir = tmp_path / "classifier"
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(model_dir)
     eval_pool = EvalActivities(runs_dir=runs_dir, data_dir=data_dir, force_cpu=True)
     spec = core_spec(tiny_model_dir, "evaluated")
     snapshot = core_snapshot(spec, runs_dir, data_dir)
     requests = [
-        EvalRunInput(experiment_id="threads", run_id=f"evaluated-{i}", model_dir=str(tiny_model_dir), snapshot=snapshot, request=spec.eval)
+        EvalRunInput(experiment_id="threads", run_id=f"evaluated-{i}", model_dir=str(model_dir), snapshot=snapshot, request=spec.eval)
         for i in range(3)
     ]
     other_spec = core_spec(tiny_model_dir, "snapshotted", max_train_samples=64)
