@@ -85,8 +85,7 @@ def evaluate(
         lengths = split.with_format("arrow")[LENGTH].to_numpy()
         order = np.argsort(lengths, kind="stable") if request.sort_by_length else np.arange(len(split))
         split = split.remove_columns(LENGTH).select(order)
-        padding = dynamic_padding(device) if request.dynamic_padding else "max_length"
-        collator = padding_collator(tokenizer, padding=padding, max_length=max_length)
+        collator = padding_collator(tokenizer, padding=dynamic_padding(device, enabled=request.dynamic_padding), max_length=max_length)
         loader = DataLoader(split, batch_size=eval_batch_size(request, device), shuffle=False, collate_fn=collator, pin_memory=device == "cuda")
         bf16 = request.bf16 and device == "cuda" and torch.cuda.is_bf16_supported()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -54,7 +54,7 @@ def device_plan(hp: TrainHyperparameters, device: str, *, bf16_supported: bool =
         fused_optimizer=hp.fused_optimizer,  # pick_device gives "cuda" or "cpu": torch has the kernel on both
         dataloader_workers=workers,
         pin_memory=cuda,
-        padding=dynamic_padding(device) if hp.dynamic_padding else "max_length",
+        padding=dynamic_padding(device, enabled=hp.dynamic_padding),
         group_by_length=hp.group_by_length,
         torch_compile=hp.torch_compile,
     )
