@@ -57,7 +57,9 @@ from bert_eval.core.observer import LogWindow, TrainingObserver  # noqa: E402
 from bert_eval.core.snapshot import create_snapshot  # noqa: E402
 from bert_eval.core.training import FineTuneRequest, fine_tune  # noqa: E402
 from bert_eval.core.training_args import scaled_learning_rate  # noqa: E402
-from bert_eval.types import EvalRequest, RunSpec, SnapshotInput, TrainingSummary  # noqa: E402
+from bert_eval.core.records import TrainingSummary  # noqa: E402
+from bert_eval.core.snapshot import SnapshotInput  # noqa: E402
+from bert_eval.spec import EvalRequest, RunSpec  # noqa: E402
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 # Rounds of each side in the coordinator row after its warm-up round: one side's rounds vary by up to 10%

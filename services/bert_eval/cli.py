@@ -24,7 +24,9 @@ from bert_eval.chaos import chaos_app
 from bert_eval.report import report_command
 from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
-from bert_eval.types import CoordinatorStatus, Experiment, ExperimentResult, RunResult, TrainingProgress, normalize_id
+from bert_eval.core.records import TrainingProgress
+from bert_eval.spec import Experiment, normalize_id
+from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
@@ -339,7 +341,7 @@ async def _wait_for_checkpoint(client, handle, experiment_id: str, *, interval_s
     from bert_eval.temporal.names import training_workflow_id
     from bert_eval.temporal.submit import training_progress
     from bert_eval.temporal.workflows import CoordinatorWorkflow
-    from bert_eval.types import RunPhase, TrainingResult
+    from bert_eval.temporal.payloads import RunPhase, TrainingResult
 
     while True:
         # Read whether the experiment had ended *before* reading its runs: then a miss below is final.
@@ -392,7 +394,7 @@ def predict(
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON instead of a table")] = False,
 ) -> None:
     """Label texts with a trained run's final model (on the eval pool), in the dataset's own label names."""
-    from bert_eval.types import PredictInput
+    from bert_eval.temporal.payloads import PredictInput
 
     all_texts = list(texts or [])
     if file is not None:

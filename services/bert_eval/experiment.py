@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bert_eval.types import Experiment, RunSpec, normalize_id
+from bert_eval.spec import Experiment, RunSpec, normalize_id
 
 __all__ = ["ExperimentFileError", "describe_validation_error", "expand_grid", "load_experiment", "parse_experiment"]
 

@@ -25,7 +25,8 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.fsutil import atomic_write_text
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout, experiment_file
-from bert_eval.types import EvalResult, TrainingSummary, normalize_id
+from bert_eval.core.records import EvalResult, TrainingSummary
+from bert_eval.spec import normalize_id
 
 __all__ = ["ReportError", "RunRecord", "collect_run", "report_command", "write_report"]
 

@@ -1,10 +1,10 @@
-"""Logging, metrics and tracing, set up in one place. Everything else asks this module for them.
+"""Logging and tracing, set up in one place. Everything else asks this module for a logger or a tracer.
 
 - Logs: structlog, JSON lines in containers (or when BERT_EVAL_LOG_FORMAT=json), pretty on a terminal;
   `bind_run()` puts run_id / experiment_id / workflow id / attempt on every line in its scope.
-- Metrics: prometheus-client objects below, all labelled by run_id; `serve_worker_http()` exposes them
-  together with the Temporal SDK's own metrics and health endpoints on one port.
 - Traces: OpenTelemetry; exported over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+
+Metrics are the workers' concern and live in `bert_eval.temporal.metrics`: importing the core registers none.
 """
 
 from __future__ import annotations
@@ -13,23 +13,15 @@ import contextlib
 import logging
 import os
 import sys
-import threading
-import urllib.request
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import SpanProcessor
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = [
-    "EVAL",
-    "TRAINING",
-    "WORKER",
     "bind_run",
     "check_otlp_endpoint",
     "configure_logging",
@@ -37,7 +29,6 @@ __all__ = [
     "get_logger",
     "quiet_libraries",
     "run_baggage",
-    "serve_worker_http",
     "tracer",
 ]
 
@@ -193,143 +184,3 @@ def configure_tracing(service_name: str, *, exporter: Any = None) -> None:
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer("bert_eval")
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-class _TrainingMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("run_id", "model")
-        self.step = Gauge("bert_eval_training_step", "Latest optimizer step", labels, registry=registry)
-        self.total_steps = Gauge("bert_eval_training_total_steps", "Planned optimizer steps", labels, registry=registry)
-        self.epoch = Gauge("bert_eval_training_epoch", "Fractional epoch", labels, registry=registry)
-        self.loss = Gauge("bert_eval_training_loss", "Training loss (last logging window)", labels, registry=registry)
-        self.learning_rate = Gauge("bert_eval_training_learning_rate", "Current learning rate", labels, registry=registry)
-        self.samples_per_second = Gauge(
-            "bert_eval_training_samples_per_second", "Training throughput in examples/s", labels, registry=registry
-        )
-        self.tokens_per_second = Gauge(
-            "bert_eval_training_tokens_per_second",
-            "Training throughput in real (non-padding) tokens/s",
-            labels,
-            registry=registry,
-        )
-        self.checkpoint_seconds = Histogram(
-            "bert_eval_checkpoint_save_seconds",
-            "Time to write and publish one checkpoint",
-            labels,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
-            registry=registry,
-        )
-        self.checkpoint_bytes = Gauge(
-            "bert_eval_checkpoint_size_bytes", "Size of the newest checkpoint", labels, registry=registry
-        )
-        self.checkpoints = Counter(
-            "bert_eval_checkpoints_written", "Checkpoints written by this worker", labels, registry=registry
-        )
-        self.resumes = Counter(
-            "bert_eval_training_resumes", "Times a run resumed from a checkpoint on this worker", labels, registry=registry
-        )
-        self.recovery_seconds = Gauge(
-            "bert_eval_resume_recovery_seconds",
-            "Seconds from the previous attempt's last heartbeat to the first new step, for the latest resume",
-            labels,
-            registry=registry,
-        )
-        self.steps_lost = Gauge(
-            "bert_eval_resume_steps_lost",
-            "Steps the previous attempt had done beyond the checkpoint it resumed from, for the latest resume",
-            labels,
-            registry=registry,
-        )
-        self.phase = Gauge(
-            "bert_eval_run_phase",
-            "1 for the phase a run is in on this worker (loading, training, saving, completed, failed, interrupted)",
-            ("run_id", "phase"),
-            registry=registry,
-        )
-
-
-class _EvalMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ("run_id", "split")
-        self.examples_per_second = Gauge(
-            "bert_eval_eval_examples_per_second", "Evaluation throughput", labels, registry=registry
-        )
-        self.examples = Gauge("bert_eval_eval_examples", "Examples evaluated", labels, registry=registry)
-        self.metric = Gauge(
-            "bert_eval_eval_metric", "Evaluation metric value", ("run_id", "split", "metric"), registry=registry
-        )
-        self.duration = Histogram(
-            "bert_eval_eval_duration_seconds",
-            "Evaluation wall time",
-            labels,
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
-            registry=registry,
-        )
-
-
-class _WorkerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.up = Gauge("bert_eval_worker_up", "1 while the worker process runs", ("kind", "task_queue"), registry=registry)
-        self.gpu_present = Gauge("bert_eval_worker_gpu_present", "1 when a CUDA GPU is visible", ("kind",), registry=registry)
-        self.gpu_memory = Gauge(
-            "bert_eval_worker_gpu_memory_bytes", "GPU memory allocated by this process", ("kind",), registry=registry
-        )
-
-
-TRAINING = _TrainingMetrics(REGISTRY)
-EVAL = _EvalMetrics(REGISTRY)
-WORKER = _WorkerMetrics(REGISTRY)
-
-
-def set_phase(run_id: str, phase: str) -> None:
-    """Exactly one phase series is 1 per run on this worker."""
-    for known in ("loading", "training", "saving", "completed", "failed", "interrupted"):
-        TRAINING.phase.labels(run_id=run_id, phase=known).set(1 if known == phase else 0)
-
-
-# --------------------------------------------------------------------------- worker HTTP endpoint
-
-
-def serve_worker_http(
-    *,
-    host: str,
-    port: int,
-    ready: Callable[[], bool],
-    sdk_metrics_url: str | None = None,
-) -> ThreadingHTTPServer:
-    """One port per worker: /metrics (ours + the Temporal SDK's), /healthz (alive), /readyz (polling)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path.startswith("/metrics"):
-                body = generate_latest(REGISTRY)
-                if sdk_metrics_url:
-                    with contextlib.suppress(OSError):
-                        with urllib.request.urlopen(sdk_metrics_url, timeout=2) as response:
-                            body += b"\n" + response.read()
-                self._reply(200, body, CONTENT_TYPE_LATEST)
-            elif self.path.startswith("/healthz"):
-                self._reply(200, b"ok\n", "text/plain")
-            elif self.path.startswith("/readyz"):
-                ok = ready()
-                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
-            else:
-                self._reply(404, b"not found\n", "text/plain")
-
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:  # scrapes every few seconds are not news
-            return
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
-    return server

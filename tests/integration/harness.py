@@ -22,7 +22,8 @@ from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.temporal.client import connect
 from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.submit import start_experiment
-from bert_eval.types import Experiment, ExperimentResult
+from bert_eval.spec import Experiment
+from bert_eval.temporal.payloads import ExperimentResult
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ import sys
 import time
 
 from bert_eval.cli import main
-from bert_eval.core.training_callbacks import ProgressReporter
+from bert_eval.core.training_callbacks import ProgressEvents
 
 
 def _paced(on_step_end, pace_s: float):  # noqa: ANN001, ANN202
@@ -27,6 +27,6 @@ def _paced(on_step_end, pace_s: float):  # noqa: ANN001, ANN202
 
 
 if __name__ == "__main__":
-    ProgressReporter.on_step_end = _paced(ProgressReporter.on_step_end, float(os.environ["BERT_EVAL_TEST_STEP_PACE_S"]))
+    ProgressEvents.on_step_end = _paced(ProgressEvents.on_step_end, float(os.environ["BERT_EVAL_TEST_STEP_PACE_S"]))
     sys.argv[0] = "bert-eval"
     main()

@@ -20,7 +20,7 @@ from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.names import training_workflow_id
 from bert_eval.temporal.submit import start_experiment
-from bert_eval.types import ExperimentResult
+from bert_eval.temporal.payloads import ExperimentResult
 
 from .harness import LONG, Stack, activity_attempts, run_on_two_training_workers, tiny_run, wait_for_checkpoint
 

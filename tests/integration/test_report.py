@@ -25,7 +25,9 @@ from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.report import report_command, write_report
 from bert_eval.settings import get_settings
-from bert_eval.types import RunSpec, SnapshotInput, SnapshotResult, TrainingProgress
+from bert_eval.core.records import SnapshotResult, TrainingProgress
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import RunSpec
 
 from .harness import tiny_run
 

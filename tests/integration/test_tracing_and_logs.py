@@ -19,7 +19,7 @@ from bert_eval.temporal.client import connect
 from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.submit import start_experiment
 from bert_eval.temporal.worker import WorkerKind, build_worker
-from bert_eval.types import SnapshotInput
+from bert_eval.core.snapshot import SnapshotInput
 
 from .harness import Stack, free_port, tiny_run
 

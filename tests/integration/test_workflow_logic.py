@@ -23,27 +23,15 @@ from temporalio.worker import Worker
 from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TransientError
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import TemporalSettings
-from bert_eval.temporal.activities import _activity_scope
+from bert_eval.temporal.activities import FineTuneInput, _activity_scope
 from bert_eval.temporal.client import connect
 from bert_eval.temporal.names import ACTIVITY, WORKFLOW, coordinator_workflow_id, training_workflow_id
 from bert_eval.temporal.submit import missing_workers, training_progress
 from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
-from bert_eval.types import (
-    CoordinatorInput,
-    DatasetSchema,
-    EvalResult,
-    EvalRunInput,
-    ExistingRun,
-    Experiment,
-    ExperimentResult,
-    RunSpec,
-    SnapshotInput,
-    SnapshotResult,
-    TaskType,
-    TrainingInput,
-    TrainingProgress,
-    TrainingSummary,
-)
+from bert_eval.core.records import DatasetSchema, EvalResult, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import Experiment, RunSpec, TaskType
+from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult, TrainingInput
 
 from .harness import tiny_run
 
@@ -98,7 +86,7 @@ class Mocks:
             return _evaluation(request.run_id)
 
         @activity.defn(name=ACTIVITY.fine_tune)
-        async def fine_tune(request: TrainingInput) -> TrainingSummary:
+        async def fine_tune(request: FineTuneInput) -> TrainingSummary:
             run_id = request.run.id
             self.calls[(ACTIVITY.fine_tune, run_id)] += 1
             with _activity_scope(run_id):  # the real mapping from core errors to retry decisions

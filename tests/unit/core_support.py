@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bert_eval.core.snapshot import create_snapshot
-from bert_eval.types import RunSpec, SnapshotInput, SnapshotResult
+from bert_eval.core.records import SnapshotResult
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import RunSpec
 
 
 def core_spec(model_dir: Path, run_id: str, **train: object) -> RunSpec:

@@ -16,7 +16,8 @@ from bert_eval.core.errors import TrainingInterrupted
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.types import RunSpec, SnapshotInput
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import RunSpec
 
 
 def _spec(model_dir: Path) -> RunSpec:

@@ -9,7 +9,7 @@ import pytest
 
 from bert_eval.core.data import infer_schema, load_splits
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.types import DatasetSpec, TaskType
+from bert_eval.spec import DatasetSpec, TaskType
 
 
 def test_sst2_from_the_local_mirror_is_single_sentence_binary(data_dir: Path) -> None:

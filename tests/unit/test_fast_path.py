@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bert_eval import telemetry
+import prometheus_client
 from bert_eval.core.batching import SeededLengthGroupedSampler, dynamic_padding, padding_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
 from bert_eval.core.checkpoints import CheckpointStore
@@ -19,7 +19,8 @@ from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.core.training_args import device_plan, scaled_learning_rate, training_arguments
-from bert_eval.types import EvalRequest, RunSpec, SnapshotInput, TrainHyperparameters
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import EvalRequest, RunSpec, TrainHyperparameters
 
 
 def _spec(model_dir: Path, run_id: str = "fast-run", **train: object) -> RunSpec:
@@ -173,7 +174,7 @@ def test_history_keeps_every_step_while_the_loss_is_read_once_per_logging_window
     assert [c.step for c in recorder.checkpoints] == [6] and recorder.checkpoints[0].blocked_seconds <= recorder.checkpoints[0].seconds
     assert recorder.phases == ["loading", "training", "saving", "completed"]
     # The core wrote no Prometheus series of its own: that is the activity layer's job.
-    assert telemetry.REGISTRY.get_sample_value("bert_eval_training_step", {"run_id": spec.id, "model": spec.model}) is None
+    assert prometheus_client.REGISTRY.get_sample_value("bert_eval_training_step", {"run_id": spec.id, "model": spec.model}) is None
 
 
 def test_the_common_recipe_path_trains_the_same_number_of_steps(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:

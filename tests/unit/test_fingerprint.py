@@ -9,7 +9,7 @@ from pydantic import Field
 
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.rundir import run_dir_conflict
-from bert_eval.types import RunSpec, TrainHyperparameters
+from bert_eval.spec import RunSpec, TrainHyperparameters
 
 SPEC = {
     "run_id": "pinned",

@@ -14,7 +14,8 @@ from bert_eval.core.evaluation import evaluate
 from bert_eval.core.inference import predict
 from bert_eval.core.snapshot import create_snapshot, read_split
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.types import RunSpec, SnapshotInput
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import RunSpec
 
 
 def _sst2_with_class_names(data_dir: Path, out: Path) -> Path:

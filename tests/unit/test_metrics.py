@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bert_eval.core.metrics import compute_metrics
-from bert_eval.types import TaskType
+from bert_eval.spec import TaskType
 
 
 def test_binary_classification_metrics() -> None:

@@ -15,7 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bert_eval.temporal import activities
 from bert_eval.temporal.activities import EvalActivities
-from bert_eval.types import EvalRunInput, SnapshotInput
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.temporal.payloads import EvalRunInput
 
 from .core_support import core_snapshot, core_spec
 

@@ -9,8 +9,10 @@ import pytest
 
 from bert_eval.core.snapshot import create_snapshot, read_split
 from bert_eval.experiment import parse_experiment
-from bert_eval.reference import ReferenceInputError, is_reference_input, parse_reference_input, reference_result
-from bert_eval.types import EvalResult, RunSpec, SnapshotInput
+from bert_eval.reference_compat import ReferenceInputError, is_reference_input, parse_reference_input, reference_result
+from bert_eval.core.records import EvalResult
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import RunSpec
 
 
 def _config(**overrides: object) -> dict:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bert_eval.cli import _print_results
-from bert_eval.types import DatasetSchema, ExperimentResult, RunResult, TaskType, TrainingSummary
+from bert_eval.core.records import DatasetSchema, TrainingSummary
+from bert_eval.spec import TaskType
+from bert_eval.temporal.payloads import ExperimentResult, RunResult
 
 
 def test_the_class_set_is_printed_with_the_results(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ from bert_eval.core.evaluation import evaluate
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.rundir import AttemptFence, StaleAttemptError, run_dir_conflict
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.types import RunSpec
+from bert_eval.spec import RunSpec
 
 from .core_support import core_snapshot, core_spec
 

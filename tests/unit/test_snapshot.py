@@ -7,7 +7,8 @@ import pytest
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.snapshot import LABEL, TEXT, create_snapshot, eval_table, open_snapshot, read_split
-from bert_eval.types import DatasetSpec, SnapshotInput
+from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.spec import DatasetSpec
 
 
 def _request(**overrides: object) -> SnapshotInput:

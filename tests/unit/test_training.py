@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
 from bert_eval.core.evaluation import evaluate
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.types import RunSpec
+from bert_eval.spec import RunSpec
 
 from .core_support import core_snapshot, core_spec
 

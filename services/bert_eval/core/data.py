@@ -11,7 +11,8 @@ import datasets
 import pandas as pd
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.types import DatasetSchema, DatasetSpec, TaskType
+from bert_eval.core.records import DatasetSchema
+from bert_eval.spec import DatasetSpec, TaskType
 
 __all__ = ["SUPPORTED_SUFFIXES", "check_labels", "infer_schema", "load_splits", "resolve_dataset_dir"]
 

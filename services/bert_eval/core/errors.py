@@ -19,6 +19,7 @@ decision, so the core never imports Temporal.
 from __future__ import annotations
 
 import errno
+import re
 from typing import ClassVar, Literal
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "TransientError",
     "classify",
     "classify_os_error",
+    "naming_run",
 ]
 
 ErrorKind = Literal["invalid_input", "transient", "deterministic"]
@@ -64,6 +66,11 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, run_id: str, step: int, checkpoint: str | None) -> None:
         self.run_id, self.step, self.checkpoint = run_id, step, checkpoint
         super().__init__(f"run {run_id}: training stopped at step {step} on request; checkpoint {checkpoint or 'none'}")
+
+
+def naming_run(run_id: str, message: str) -> str:
+    """`message`, prefixed with `run <run_id>: ` unless it already names the run."""
+    return message if re.search(rf"\brun {re.escape(run_id)}\b", message) else f"run {run_id}: {message}"
 
 
 # Errnos of a network or shared-volume outage: the same call can succeed later.

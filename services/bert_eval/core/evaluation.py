@@ -27,7 +27,8 @@ from bert_eval.core.metrics import compute_metrics
 from bert_eval.core.batching import dynamic_padding, padding_collator
 from bert_eval.core.snapshot import eval_table
 from bert_eval.core.tokenize import LENGTH, tokenized_split
-from bert_eval.types import EvalRequest, EvalResult, SnapshotResult
+from bert_eval.core.records import EvalResult, SnapshotResult
+from bert_eval.spec import EvalRequest
 
 __all__ = ["eval_batch_size", "evaluate", "load_eval_result"]
 

@@ -11,7 +11,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.layout import RunLayout
-from bert_eval.types import PredictResult, TaskType, TrainingSummary
+from bert_eval.core.records import PredictResult, TrainingSummary
+from bert_eval.spec import TaskType
 
 __all__ = ["PAIR_SEPARATOR", "predict"]
 

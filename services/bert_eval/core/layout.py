@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.types import normalize_id
+from bert_eval.spec import normalize_id
 
 __all__ = ["RunLayout", "experiment_file", "snapshots_dir"]
 

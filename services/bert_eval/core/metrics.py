@@ -6,7 +6,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, mean_squared_error
 
-from bert_eval.types import TaskType
+from bert_eval.spec import TaskType
 
 __all__ = ["classification_metrics", "compute_metrics", "regression_metrics"]
 

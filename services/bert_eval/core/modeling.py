@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.types import DatasetSchema, TaskType
+from bert_eval.core.records import DatasetSchema
+from bert_eval.spec import TaskType
 
 __all__ = ["BUNDLED_MODELS", "load_for_classification", "pick_device", "resolve_model"]
 

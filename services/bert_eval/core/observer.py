@@ -1,16 +1,22 @@
-"""What a fine-tune tells the outside world besides its progress: the observer interface.
+"""What a fine-tune tells the outside world: one stream of events, `TrainingObserver`.
 
-The core calls these methods; it never writes metrics itself. The activity layer implements them as
-Prometheus metrics (temporal/activities.py); a test or notebook can record them, or pass nothing.
-All methods are called on the training thread except `checkpoint_saved`, which the background
-checkpoint writer calls from its own thread.
+The core emits each event once, to one observer. `ProgressTracker` folds the events into the run's
+`TrainingProgress` (what heartbeats and the CLI show); `Observers` fans one stream out to several
+observers (the tracker and, in a worker, the Prometheus metrics). All methods are called on the
+training thread except `checkpoint_saved`, which the background checkpoint writer calls from its own.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CheckpointEvent", "LogWindow", "ResumeEvent", "TrainingObserver"]
+from bert_eval.core.records import CheckpointRef, TrainingProgress
+
+__all__ = ["CheckpointEvent", "LogWindow", "Observers", "ProgressCallback", "ProgressTracker", "ResumeEvent", "TrainingObserver"]
+
+ProgressCallback = Callable[[TrainingProgress], None]
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ class TrainingObserver:
     def phase(self, phase: str) -> None:
         """loading, training, saving, completed, interrupted."""
 
-    def started(self, total_steps: int) -> None:
-        pass
+    def started(self, total_steps: int, step: int) -> None:
+        """Training starts (at `step` > 0 when resuming) towards `total_steps`."""
 
     def step(self, step: int, epoch: float) -> None:
         pass
@@ -62,3 +68,77 @@ class TrainingObserver:
 
     def resumed(self, event: ResumeEvent) -> None:
         pass
+
+
+class Observers(TrainingObserver):
+    """Forwards every event to each observer, in order."""
+
+    def __init__(self, *observers: TrainingObserver) -> None:
+        self._observers = observers
+
+    def phase(self, phase: str) -> None:
+        for observer in self._observers:
+            observer.phase(phase)
+
+    def started(self, total_steps: int, step: int) -> None:
+        for observer in self._observers:
+            observer.started(total_steps, step)
+
+    def step(self, step: int, epoch: float) -> None:
+        for observer in self._observers:
+            observer.step(step, epoch)
+
+    def logged(self, window: LogWindow) -> None:
+        for observer in self._observers:
+            observer.logged(window)
+
+    def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        for observer in self._observers:
+            observer.checkpoint_saved(event)
+
+    def resumed(self, event: ResumeEvent) -> None:
+        for observer in self._observers:
+            observer.resumed(event)
+
+
+class ProgressTracker(TrainingObserver):
+    """The run's latest `TrainingProgress`, built from the events; each change goes to `on_change`.
+
+    Updated from the training thread and the checkpoint writer's thread, hence the lock.
+    """
+
+    def __init__(
+        self, run_id: str, *, attempt: int, resuming_from: CheckpointRef | None = None, on_change: ProgressCallback | None = None
+    ) -> None:
+        self.progress = TrainingProgress(
+            run_id=run_id,
+            attempt=attempt,
+            phase="loading",
+            last_checkpoint=resuming_from,
+            resumed_from_step=resuming_from.step if resuming_from else None,
+        )
+        self._on_change = on_change
+        self._lock = threading.Lock()
+
+    def _update(self, **changes: object) -> None:
+        with self._lock:
+            self.progress = self.progress.model_copy(update=changes)
+            progress = self.progress
+        if self._on_change is not None:
+            self._on_change(progress)
+
+    def phase(self, phase: str) -> None:
+        if phase in ("loading", "training", "saving", "completed", "failed"):
+            self._update(phase=phase)
+
+    def started(self, total_steps: int, step: int) -> None:
+        self._update(phase="training", total_steps=total_steps, step=step)
+
+    def step(self, step: int, epoch: float) -> None:
+        self._update(step=step, epoch=epoch)
+
+    def logged(self, window: LogWindow) -> None:
+        self._update(loss=window.loss, learning_rate=window.learning_rate)
+
+    def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        self._update(last_checkpoint=CheckpointRef(step=event.step, path=event.path))

@@ -24,7 +24,8 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout
-from bert_eval.types import RunSpec, TrainingSummary
+from bert_eval.core.records import TrainingSummary
+from bert_eval.spec import RunSpec
 
 __all__ = ["AttemptFence", "StaleAttemptError", "claim_run_dir", "completed_summary", "run_dir_conflict"]
 

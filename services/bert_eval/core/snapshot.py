@@ -24,14 +24,16 @@ from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
 
 from bert_eval.core.data import check_labels, infer_schema, load_splits
-from bert_eval.core.errors import InvalidInputError
+from bert_eval.core.errors import InvalidInputError, naming_run
 from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.layout import snapshots_dir
-from bert_eval.types import DatasetSchema, SnapshotInput, SnapshotResult, TaskType
+from bert_eval.core.records import DatasetSchema, SnapshotResult
+from bert_eval.spec import DatasetSpec, RunSpec, TaskType
 
-__all__ = ["MANIFEST", "TEXT", "TEXT_PAIR", "LABEL", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
+__all__ = ["LABEL", "MANIFEST", "TEXT", "TEXT_PAIR", "SnapshotInput", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,33 @@ MANIFEST = "manifest.json"
 # Normalized column names inside a snapshot; the manifest's schema records the original ones.
 TEXT, TEXT_PAIR, LABEL = "text", "text_pair", "label"
 TRAIN_TABLE = "train"
+
+
+class SnapshotInput(BaseModel):
+    """The rows a run trains and evaluates on: the dataset and the selection from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    dataset: DatasetSpec
+    max_train_samples: int | None = None
+    eval_split: str = "validation"
+    max_eval_samples: int | None = None
+    seed: int = 42
+    shuffle_before_select: bool = True
+
+    @classmethod
+    def for_run(cls, run: RunSpec) -> SnapshotInput:
+        """The rows a run trains and evaluates on."""
+        return cls(
+            run_id=run.id,
+            dataset=run.dataset,
+            max_train_samples=run.train.max_train_samples,
+            eval_split=run.eval.split,
+            max_eval_samples=run.eval.max_eval_samples,
+            seed=run.train.seed,
+            shuffle_before_select=run.train.shuffle_before_select,
+        )
 
 
 def eval_table(split: str) -> str:
@@ -168,8 +197,8 @@ def read_split(snapshot: SnapshotResult, table: str, *, run_id: str | None = Non
 
 
 def _for_run(exc: InvalidInputError, run_id: str) -> InvalidInputError:
-    message = str(exc)
-    return exc if message.startswith(f"run {run_id}:") else InvalidInputError(f"run {run_id}: {message}")
+    message = naming_run(run_id, str(exc))
+    return exc if message == str(exc) else InvalidInputError(message)
 
 
 def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> Any:

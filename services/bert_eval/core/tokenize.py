@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from bert_eval import telemetry
 from bert_eval.core.fsutil import fsync_dir, fsync_tree
 from bert_eval.core.snapshot import LABEL, TEXT, TEXT_PAIR, read_split
-from bert_eval.types import SnapshotResult
+from bert_eval.core.records import SnapshotResult
 
 __all__ = ["LENGTH", "tokenization_key", "tokenize_split", "tokenized_split"]
 

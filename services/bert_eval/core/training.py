@@ -1,11 +1,11 @@
 """Fine-tuning with the Hugging Face Trainer: the fast path per device, background checkpoints, exact resume.
 
-`fine_tune()` is callable from a test or a notebook with plain arguments. It reports progress through
-one callback (`on_progress`), metrics-worthy events through a `TrainingObserver`, and stops (after
-publishing a checkpoint) when `should_stop()` turns true. The pieces live beside it:
-training_args.py (hyperparameters + device → TrainingArguments), batching.py (length-grouped,
-dynamically padded batches), tokenize.py (tokenization cached per snapshot), training_callbacks.py
-(progress, per-step history, checkpoint policy) and checkpoint_writer.py (saves off the training thread).
+`fine_tune()` is callable from a test or a notebook with plain arguments. It reads top to bottom as
+its steps: resolve (claim the run, find the checkpoint to resume from), load (model, tokenized rows),
+plan (device, arguments, batching), train, summarize and publish. It reports every event once, to one
+`TrainingObserver` (the progress callback is fed from the same events), and stops after publishing a
+checkpoint when `should_stop()` turns true. The pieces live beside it: training_args.py, batching.py,
+tokenize.py, training_callbacks.py and checkpoint_writer.py.
 """
 
 from __future__ import annotations
@@ -19,27 +19,37 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from opentelemetry import context as otel_context
 from torch.utils.data import DataLoader
-from transformers import PrinterCallback, Trainer, set_seed
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
 from transformers.trainer_utils import seed_worker
 
 from bert_eval import telemetry
 from bert_eval.core.batching import BATCHING_KEY, BatchingScheme, SeededLengthGroupedSampler, padding_collator
-from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, SavedCheckpoint
+from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter
 from bert_eval.core.checkpoints import Checkpoint, CheckpointStore
-from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
+from bert_eval.core.errors import InvalidInputError, TrainingInterrupted, naming_run
 from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.modeling import load_for_classification
-from bert_eval.core.observer import CheckpointEvent, TrainingObserver
+from bert_eval.core.observer import Observers, ProgressCallback, ProgressTracker, TrainingObserver
+from bert_eval.core.records import CheckpointRef, SnapshotResult, TrainingProgress, TrainingSummary
 from bert_eval.core.rundir import AttemptFence, claim_run_dir, completed_summary
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.training_args import device_plan, training_arguments
-from bert_eval.core.training_callbacks import CheckpointPolicy, ProgressCallback, ProgressReporter, Reporter, StepHistory
-from bert_eval.types import CheckpointRef, RunSpec, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.training_callbacks import CheckpointPolicy, CheckpointRecorder, ProgressEvents, StepHistory
+from bert_eval.spec import RunSpec
 
 __all__ = ["FineTuneRequest", "fine_tune"]
 
@@ -66,88 +76,139 @@ def fine_tune(
     should_stop: Callable[[], bool] | None = None,
     observer: TrainingObserver | None = None,
 ) -> TrainingSummary:
-    run, hp = request.run, request.run.train
-    observer = observer or TrainingObserver()
+    run = request.run
     layout = RunLayout(request.runs_dir, run.id)
     claim_run_dir(layout, run)
     if (done := completed_summary(layout, run)) is not None:
         log.info("training already completed; reusing it", run_id=run.id, steps=done.steps)
         return done
 
-    report = Reporter(run.id, request.attempt, on_progress)
-    report.update(phase="loading")
-    observer.phase("loading")
-    # Fencing: from here on only the newest attempt may publish checkpoints, the model, the summary.
+    resume = _resolve(request, layout)
+    tracker = ProgressTracker(run.id, attempt=request.attempt, resuming_from=resume.checkpoint_ref, on_change=on_progress)
+    events = Observers(tracker, observer) if observer is not None else tracker
+    events.phase("loading")
+    loaded = _load(request)
+    plan = _plan(request, layout, loaded, resume)
+    training = _trainer(request, loaded, plan, resume, events, should_stop)
+    state = _train(run.id, training, resume, request.attempt)
+    if training.policy.stop_requested:
+        newest = resume.store.latest_complete()
+        events.phase("interrupted")
+        raise TrainingInterrupted(run.id, state.global_step, str(newest.path) if newest else None)
+
+    events.phase("saving")
+    summary = _summarize(request, layout, state, resume.journal, train_samples=len(loaded.train_set))
+    _publish(training.trainer, layout, resume.fence, run, summary)
+    resume.journal.append("completed", step=state.global_step, attempt=request.attempt)
+    events.phase("completed")
+    return summary
+
+
+@dataclass(frozen=True)
+class _Resume:
+    """This attempt's hold on the run directory, and the checkpoint it continues from (None: step 0)."""
+
+    fence: AttemptFence
+    journal: RunJournal
+    store: CheckpointStore
+    latest: Checkpoint | None
+
+    @property
+    def checkpoint_ref(self) -> CheckpointRef | None:
+        return CheckpointRef(step=self.latest.step, path=str(self.latest.path)) if self.latest else None
+
+
+def _resolve(request: FineTuneRequest, layout: RunLayout) -> _Resume:
+    """Fence the run directory for this attempt and find the newest complete checkpoint to resume from."""
+    run = request.run
+    # From here on only the newest attempt may publish checkpoints, the model, the summary.
     fence = AttemptFence(layout, attempt=request.attempt, scheduled_at=request.scheduled_at)
     fence.claim()
     journal = RunJournal(layout.journal_file)
     journal.append("attempt", attempt=request.attempt)
-
-    store = CheckpointStore(layout.checkpoints, keep=hp.keep_checkpoints, guard=fence.publishing)
+    store = CheckpointStore(layout.checkpoints, keep=run.train.keep_checkpoints, guard=fence.publishing)
     latest = store.latest_complete()
     if latest is not None:
         _check_checkpoint_matches(latest, run)
     _compare_with_heartbeat(run.id, latest, request.previous)
+    return _Resume(fence=fence, journal=journal, store=store, latest=latest)
 
-    schema = request.snapshot.dataset_schema
+
+@dataclass(frozen=True)
+class _Loaded:
+    tokenizer: PreTrainedTokenizerBase
+    model: PreTrainedModel
+    train_set: datasets.Dataset
+    lengths: list[int]  # each training row's token count, for length-grouped batches
+
+
+def _load(request: FineTuneRequest) -> _Loaded:
+    """The model with a head for the snapshot's labels, and the training rows, tokenized."""
+    run, hp = request.run, request.run.train
     set_seed(hp.seed)  # the classifier head's random init must be the same on every attempt
     try:
-        tokenizer, model = load_for_classification(run.model, schema)
+        tokenizer, model = load_for_classification(run.model, request.snapshot.dataset_schema)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"run {run.id}: {exc}") from exc
+        raise InvalidInputError(naming_run(run.id, str(exc))) from exc
     _check_sequence_length(run, model.config)
     # Saved with the final model, so evaluation truncates exactly as training did.
     tokenizer.model_max_length = hp.max_seq_length
-    # Digest-verified rows (also on a tokenization-cache hit).
     train_set = tokenized_split(
         request.snapshot, "train", tokenizer, max_length=hp.max_seq_length, cache=hp.cache_tokenization, run_id=run.id
     )
     lengths = train_set.with_format("arrow")[LENGTH].to_pylist()  # one column read, not row by row
-    train_set = train_set.remove_columns(LENGTH)
+    return _Loaded(tokenizer=tokenizer, model=model, train_set=train_set.remove_columns(LENGTH), lengths=lengths)
 
-    plan = device_plan(hp, request.device, bf16_supported=request.device == "cuda" and torch.cuda.is_bf16_supported())
-    args = training_arguments(hp, plan, output_dir=layout.checkpoints)
-    # A resumed run keeps the batching its checkpoint was written with (a checkpoint of the release
-    # before length grouping has no marker and continues that release's order and padding).
-    scheme = (
-        BatchingScheme.of_checkpoint(latest.manifest())
-        if latest is not None
-        else BatchingScheme.for_new_run(group_by_length=plan.group_by_length, padding=plan.padding)
-    )
-    if latest is not None and not latest.manifest().get(BATCHING_KEY):
-        log.info(
-            "checkpoint predates the batching marker; resuming with the previous release's batching",
-            run_id=run.id, step=latest.step, **scheme.to_manifest(),
-        )
 
-    train_context: list[Any] = []  # the `train` span's context, for the writer thread's spans
+@dataclass(frozen=True)
+class _Plan:
+    args: TrainingArguments
+    scheme: BatchingScheme
 
-    def saved(event: SavedCheckpoint) -> None:  # on the writer's thread
-        ref = CheckpointRef(step=event.checkpoint.step, path=str(event.checkpoint.path))
-        seconds, blocked = round(event.seconds, 3), round(event.blocked_seconds, 3)
-        # The save ran across two threads; its span covers copy + write + publish, under `train`.
-        ended_ns = time.time_ns()
-        telemetry.tracer().start_span(
-            "checkpoint.save",
-            context=train_context[0] if train_context else None,
-            attributes={"run_id": run.id, "step": ref.step, "blocked_seconds": blocked, "bytes": event.bytes},
-            start_time=ended_ns - int(event.seconds * 1e9),
-        ).end(end_time=ended_ns)
-        journal.append("checkpoint", step=ref.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=ref.path)
-        observer.checkpoint_saved(
-            CheckpointEvent(step=ref.step, path=ref.path, seconds=event.seconds, blocked_seconds=event.blocked_seconds, bytes=event.bytes)
-        )
-        report.update(last_checkpoint=ref)
-        log.info("checkpoint saved", run_id=run.id, step=ref.step, seconds=seconds, blocked_s=blocked, bytes=event.bytes)
 
+def _plan(request: FineTuneRequest, layout: RunLayout, loaded: _Loaded, resume: _Resume) -> _Plan:
+    """Trainer arguments for the device, and the batching."""
+    run, hp = request.run, request.run.train
+    device = device_plan(hp, request.device, bf16_supported=request.device == "cuda" and torch.cuda.is_bf16_supported())
+    # A resumed run keeps the batching its checkpoint was written with (a checkpoint from before length
+    # grouping has no marker and continues with that release's order and padding).
+    if resume.latest is None:
+        scheme = BatchingScheme.for_new_run(group_by_length=device.group_by_length, padding=device.padding)
+    else:
+        scheme = BatchingScheme.of_checkpoint(resume.latest.manifest())
+        if not resume.latest.manifest().get(BATCHING_KEY):
+            log.info("checkpoint predates the batching marker; resuming with the earlier batching", run_id=run.id,
+                     step=resume.latest.step, **scheme.to_manifest())
+    return _Plan(args=training_arguments(hp, device, output_dir=layout.checkpoints), scheme=scheme)
+
+
+@dataclass(frozen=True)
+class _Training:
+    trainer: _FastTrainer
+    policy: CheckpointPolicy
+    writer: BackgroundCheckpointWriter
+    recorder: CheckpointRecorder
+
+
+def _trainer(
+    request: FineTuneRequest,
+    loaded: _Loaded,
+    plan: _Plan,
+    resume: _Resume,
+    events: TrainingObserver,
+    should_stop: Callable[[], bool] | None,
+) -> _Training:
+    """The Trainer with our callbacks, and the checkpoint writer they save through."""
+    run, hp = request.run, request.run.train
+    recorder = CheckpointRecorder(run_id=run.id, journal=resume.journal, observer=events)
     writer = BackgroundCheckpointWriter(
-        store,
-        manifest={"fingerprint": run.fingerprint(), "model": run.model, BATCHING_KEY: scheme.to_manifest()},
-        on_saved=saved,
+        resume.store,
+        manifest={"fingerprint": run.fingerprint(), "model": run.model, BATCHING_KEY: plan.scheme.to_manifest()},
+        on_saved=recorder,
         background=hp.background_checkpoints,
         owner=f"run {run.id}",
     )
-    history = StepHistory(run_id=run.id, logging_steps=hp.logging_steps, report=report, observer=observer)
+    history = StepHistory(run_id=run.id, logging_steps=hp.logging_steps, observer=events)
     policy = CheckpointPolicy(
         run_id=run.id,
         every_steps=hp.checkpoint_every_steps,
@@ -156,56 +217,57 @@ def fine_tune(
         history=history,
         writer=writer,
     )
-    progress = ProgressReporter(
+    progress = ProgressEvents(
         run_id=run.id,
         attempt=request.attempt,
-        report=report,
-        observer=observer,
-        journal=journal,
-        resumed_from=latest.step if latest else None,
+        observer=events,
+        journal=resume.journal,
+        resumed_from=resume.latest.step if resume.latest else None,
         previous=request.previous,
     )
     trainer = _FastTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        data_collator=padding_collator(tokenizer, padding=scheme.padding, max_length=hp.max_seq_length),
-        processing_class=tokenizer,
-        # Progress first (resume figures, step reports), then the history, then the policy (flushes it).
+        model=loaded.model,
+        args=plan.args,
+        train_dataset=loaded.train_set,
+        data_collator=padding_collator(loaded.tokenizer, padding=plan.scheme.padding, max_length=hp.max_seq_length),
+        processing_class=loaded.tokenizer,
+        # Progress first (resume figures, step events), then the history, then the policy (flushes it).
         callbacks=[progress, history, policy],
         history=history,
-        lengths=lengths if scheme.group_by_length else None,
+        lengths=loaded.lengths if plan.scheme.group_by_length else None,
     )
     history.bind(trainer)
     policy.bind(trainer)
     trainer.remove_callback(PrinterCallback)  # our callbacks log progress; no raw dicts on stdout
+    return _Training(trainer=trainer, policy=policy, writer=writer, recorder=recorder)
+
+
+def _train(run_id: str, training: _Training, resume: _Resume, attempt: int) -> TrainerState:
+    """Run the Trainer (from the resume checkpoint, if any); every checkpoint in flight is published before
+    this returns or raises."""
+    latest, writer = resume.latest, training.writer
     if latest is not None:
-        log.info("resuming from checkpoint", run_id=run.id, step=latest.step, path=str(latest.path))
-        report.update(last_checkpoint=CheckpointRef(step=latest.step, path=str(latest.path)), resumed_from_step=latest.step)
+        log.info("resuming from checkpoint", run_id=run_id, step=latest.step, path=str(latest.path))
     try:
         with telemetry.tracer().start_as_current_span(
-            "train", attributes={"run_id": run.id, "attempt": request.attempt, "resumed_from_step": latest.step if latest else -1}
+            "train", attributes={"run_id": run_id, "attempt": attempt, "resumed_from_step": latest.step if latest else -1}
         ):
-            train_context.append(otel_context.get_current())
-            trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
+            training.recorder.train_context = otel_context.get_current()
+            training.trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
     except BaseException:
         with contextlib.suppress(Exception):  # publish what is in flight; the training error is the one to report
             writer.flush()
         raise
     writer.flush()  # a checkpoint in flight is published (or its write error raised) before we go on
+    return training.trainer.state
 
-    state = trainer.state
-    if policy.stop_requested:
-        newest = store.latest_complete()
-        observer.phase("interrupted")
-        raise TrainingInterrupted(run.id, state.global_step, str(newest.path) if newest else None)
 
-    report.update(phase="saving", step=state.global_step)
-    observer.phase("saving")
+def _summarize(request: FineTuneRequest, layout: RunLayout, state: TrainerState, journal: RunJournal, *, train_samples: int) -> TrainingSummary:
+    run, hp = request.run, request.run.train
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     final_window = losses[-hp.logging_steps :]
     resumes = journal.of_kind("resume")
-    summary = TrainingSummary(
+    return TrainingSummary(
         run_id=run.id,
         model=run.model,
         final_loss=round(sum(final_window) / len(final_window), 6) if final_window else None,
@@ -216,16 +278,25 @@ def fine_tune(
         resumed_from_steps=tuple(int(e["from_step"]) for e in resumes),
         # From the first attempt's start: time lost to crashes and recovery counts too.
         wall_time_s=round(time.time() - min(e["time"] for e in journal.of_kind("attempt")), 3),
-        train_samples=len(train_set),
-        dataset_schema=schema,
+        train_samples=train_samples,
+        dataset_schema=request.snapshot.dataset_schema,
         model_dir=str(layout.model_dir),
         snapshot_id=request.snapshot.snapshot_id,
     )
-    _publish_results(trainer, layout, fence, run, summary)
-    journal.append("completed", step=state.global_step, attempt=request.attempt)
-    observer.phase("completed")
-    report.update(phase="completed", step=state.global_step)
-    return summary
+
+
+def _publish(trainer: Trainer, layout: RunLayout, fence: AttemptFence, run: RunSpec, summary: TrainingSummary) -> None:
+    """Final model, loss history and summary, published only while this attempt is the current one."""
+    staging = layout.root / f".model-staging-{uuid.uuid4().hex[:8]}"
+    try:
+        trainer.save_model(str(staging))
+        with fence.publishing("publish the final model and summary"):
+            # An existing model was left by an attempt that died between publishing it and the summary.
+            publish_dir(staging, layout.model_dir, replace=True)
+            atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": trainer.state.log_history})
+            atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
+    finally:
+        discard_dir(staging)
 
 
 def _check_checkpoint_matches(checkpoint: Checkpoint, run: RunSpec) -> None:
@@ -261,24 +332,12 @@ def _compare_with_heartbeat(run_id: str, latest: Checkpoint | None, previous: Tr
         )
 
 
-def _publish_results(trainer: Trainer, layout: RunLayout, fence: AttemptFence, run: RunSpec, summary: TrainingSummary) -> None:
-    """Final model, loss history and summary, published only while this attempt is the current one."""
-    staging = layout.root / f".model-staging-{uuid.uuid4().hex[:8]}"
-    try:
-        trainer.save_model(str(staging))
-        with fence.publishing("publish the final model and summary"):
-            # An existing model was left by an attempt that died between publishing it and the summary.
-            publish_dir(staging, layout.model_dir, replace=True)
-            atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": trainer.state.log_history})
-            atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
-    finally:
-        discard_dir(staging)
-
-
 class _FastTrainer(Trainer):
-    """Trainer that hands each step's loss to the StepHistory and batches rows of similar length.
+    """The Trainer with two overrides, both documented override points:
 
-    Only public, documented override points: `training_step` and `get_train_dataloader`.
+    - `training_step`: hands each step's loss tensor to StepHistory (no callback sees it without a host sync);
+    - `get_train_dataloader`: batches rows of similar length with a seeded sampler, so a resume replays the
+      same batches (the Trainer's own length-grouped sampler draws from the global RNG).
     """
 
     def __init__(self, *args: Any, history: StepHistory, lengths: list[int] | None, **kwargs: Any) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import TrainingArguments
 
 from bert_eval.core.batching import dynamic_padding
-from bert_eval.types import TrainHyperparameters
+from bert_eval.spec import TrainHyperparameters
 
 __all__ = ["DevicePlan", "device_plan", "scaled_learning_rate", "training_arguments"]
 

@@ -1,17 +1,17 @@
 """The fine-tune's Trainer callbacks, one job each, all through public Trainer hooks.
 
-- `ProgressReporter`: the run's TrainingProgress (heartbeats), step/epoch to the observer, resume
-  figures, epoch spans.
+- `ProgressEvents`: start, step and resume events to the observer (resume figures in the journal
+  too), epoch spans.
 - `StepHistory`: every step's loss, kept on the device and read once per logging window (no per-step
   host sync), written into the Trainer's log history as one entry per step. A checkpoint flushes it
   first, so a resumed run's history (and final loss) equals an uninterrupted one's.
 - `CheckpointPolicy`: saves on time (default), on steps (optional) and on a stop request, through the
   background checkpoint writer.
+- `CheckpointRecorder`: what happens once a checkpoint is published (journal, span, event, log line).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,68 +20,43 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from bert_eval import telemetry
-from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, capture_host_state
+from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, SavedCheckpoint, capture_host_state
 from bert_eval.core.journal import RunJournal
-from bert_eval.core.observer import LogWindow, ResumeEvent, TrainingObserver
-from bert_eval.types import TrainingProgress
+from bert_eval.core.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
+from bert_eval.core.records import TrainingProgress
 
-__all__ = ["CheckpointPolicy", "ProgressReporter", "Reporter", "StepHistory"]
+__all__ = ["CheckpointPolicy", "CheckpointRecorder", "ProgressEvents", "StepHistory"]
 
 log = telemetry.get_logger(__name__)
 
-ProgressCallback = Callable[[TrainingProgress], None]
 
-
-class Reporter:
-    """Holds the latest TrainingProgress and forwards every change to the caller's callback.
-
-    Updated from the training thread and the checkpoint writer's thread, hence the lock.
-    """
-
-    def __init__(self, run_id: str, attempt: int, sink: ProgressCallback | None) -> None:
-        self.progress = TrainingProgress(run_id=run_id, attempt=attempt)
-        self._sink = sink
-        self._lock = threading.Lock()
-
-    def update(self, **changes: Any) -> None:
-        with self._lock:
-            self.progress = self.progress.model_copy(update=changes)
-            progress = self.progress
-        if self._sink is not None:
-            self._sink(progress)
-
-
-class ProgressReporter(TrainerCallback):
+class ProgressEvents(TrainerCallback):
     def __init__(
         self,
         *,
         run_id: str,
         attempt: int,
-        report: Reporter,
         observer: TrainingObserver,
         journal: RunJournal,
         resumed_from: int | None,
         previous: TrainingProgress | None,
     ) -> None:
         self.run_id, self.attempt = run_id, attempt
-        self.report, self.observer, self.journal = report, observer, journal
+        self.observer, self.journal = observer, journal
         self.resumed_from, self.previous = resumed_from, previous
         self._first_step_seen = False
         self._epoch_span: Any = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
-        self.observer.started(state.max_steps)
+        self.observer.started(state.max_steps, state.global_step)
         self.observer.phase("training")
-        self.report.update(phase="training", total_steps=state.max_steps, step=state.global_step)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         if not self._first_step_seen:
             self._first_step_seen = True
             if self.resumed_from is not None:
                 self._record_resume()
-        epoch = round(float(state.epoch or 0.0), 4)
-        self.observer.step(state.global_step, epoch)
-        self.report.update(step=state.global_step, epoch=epoch)
+        self.observer.step(state.global_step, round(float(state.epoch or 0.0), 4))
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         self._end_epoch_span()
@@ -129,9 +104,9 @@ class ProgressReporter(TrainerCallback):
 class StepHistory(TrainerCallback):
     """Per-step losses on the device, drained into `state.log_history` every `logging_steps` steps."""
 
-    def __init__(self, *, run_id: str, logging_steps: int, report: Reporter, observer: TrainingObserver) -> None:
+    def __init__(self, *, run_id: str, logging_steps: int, observer: TrainingObserver) -> None:
         self.run_id, self.logging_steps = run_id, logging_steps
-        self.report, self.observer = report, observer
+        self.observer = observer
         self._losses: list[torch.Tensor] = []
         self._tokens: list[torch.Tensor] = []
         self._rows = 0
@@ -189,7 +164,6 @@ class StepHistory(TrainerCallback):
         self._losses, self._tokens, self._steps, self._rows = [], [], [], 0
         self._window_started = now
         self.observer.logged(window)
-        self.report.update(loss=window.loss, learning_rate=learning_rate)
         log.info(
             "training progress",
             run_id=self.run_id,
@@ -248,3 +222,32 @@ class CheckpointPolicy(TrainerCallback):
         self.history.flush(state)  # the checkpoint's log history must reach its step
         self.writer.save(capture_host_state(self._trainer))
         self._last_save = time.monotonic()
+
+
+class CheckpointRecorder:
+    """Called (on the writer's thread) once a checkpoint is published: journal, span, event, log line."""
+
+    def __init__(self, *, run_id: str, journal: RunJournal, observer: TrainingObserver) -> None:
+        self.run_id, self.journal, self.observer = run_id, journal, observer
+        self.train_context: Any = None  # the `train` span's context: checkpoint spans nest under it
+
+    def __call__(self, saved: SavedCheckpoint) -> None:
+        event = CheckpointEvent(
+            step=saved.checkpoint.step,
+            path=str(saved.checkpoint.path),
+            seconds=saved.seconds,
+            blocked_seconds=saved.blocked_seconds,
+            bytes=saved.bytes,
+        )
+        seconds, blocked = round(event.seconds, 3), round(event.blocked_seconds, 3)
+        # The save ran across two threads: the span covers copy + write + publish.
+        ended_ns = time.time_ns()
+        telemetry.tracer().start_span(
+            "checkpoint.save",
+            context=self.train_context,
+            attributes={"run_id": self.run_id, "step": event.step, "blocked_seconds": blocked, "bytes": event.bytes},
+            start_time=ended_ns - int(event.seconds * 1e9),
+        ).end(end_time=ended_ns)
+        self.journal.append("checkpoint", step=event.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=event.path)
+        self.observer.checkpoint_saved(event)
+        log.info("checkpoint saved", run_id=self.run_id, step=event.step, seconds=seconds, blocked_s=blocked, bytes=event.bytes)

@@ -7,6 +7,8 @@ bad input fails at once, a transient outage retries with backoff, a deterministi
 activity and the workflow runs it again a bounded number of times.
 Heartbeats carry the training progress; they are the only progress channel (no signals), and
 `activity.heartbeat` only queues the details, so it never waits on an RPC.
+
+Each activity takes one typed input, defined beside it where the core has no type of its own.
 """
 
 from __future__ import annotations
@@ -22,42 +24,59 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from bert_eval import telemetry
-from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TrainingInterrupted, classify
+from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TrainingInterrupted, classify, naming_run
 from bert_eval.core.evaluation import evaluate, load_eval_result
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
-from bert_eval.core.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
-from bert_eval.core.snapshot import create_snapshot, eval_table, open_snapshot
+from bert_eval.core.records import EvalResult, PredictResult, SnapshotResult, TrainingProgress, TrainingSummary
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
-from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot, eval_table, open_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.types import (
-    EvalResult,
-    EvalRunInput,
-    ExistingRun,
-    Experiment,
-    PredictInput,
-    PredictResult,
-    RunSpec,
-    SnapshotInput,
-    SnapshotResult,
-    TrainingInput,
-    TrainingProgress,
-    TrainingSummary,
-)
+from bert_eval.spec import Experiment, RunSpec
+from bert_eval.temporal import metrics
+from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
+from bert_eval.temporal.payloads import EvalRunInput, ExistingRun, PredictInput
 
-__all__ = ["EvalActivities", "TrainingActivities"]
-
-_HEARTBEAT_EVERY_S = 1.0
+__all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
 log = telemetry.get_logger(__name__)
 T = TypeVar("T")
+
+# What the training workflow sent as the fine-tune input before FineTuneInput: read, then dropped, so an
+# attempt scheduled by an earlier release still runs after an upgrade.
+_TRAINING_INPUT_ONLY = frozenset({"heartbeat_timeout_s", "max_attempts", "expected_snapshot_id", "eval_task_queue"})
+
+
+class FineTuneInput(BaseModel):
+    """Input of the fine-tune activity: the run and the snapshot it trains on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experiment_id: str
+    run: RunSpec
+    snapshot: SnapshotResult
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_training_input(cls, value: Any) -> Any:
+        if isinstance(value, dict) and _TRAINING_INPUT_ONLY.intersection(value):
+            return {k: v for k, v in value.items() if k not in _TRAINING_INPUT_ONLY}
+        return value
+
+
+def _heartbeat_period_s() -> float:
+    """Half the activity's heartbeat timeout (a beat is never the one that arrives late), and no longer than
+    the worker's heartbeat throttle: beating less often than the SDK sends would delay progress and cancels."""
+    timeout = activity.info().heartbeat_timeout
+    throttle = TIMEOUTS.heartbeat_throttle.total_seconds()
+    return min(timeout.total_seconds() / 2, throttle) if timeout else throttle
 
 
 @contextlib.contextmanager
@@ -78,11 +97,9 @@ def _activity_scope(run_id: str, experiment_id: str | None = None) -> Iterator[N
 
 def _application_error(run_id: str, exc: Exception) -> ApplicationError:
     kind = classify(exc)
-    message = str(exc) or type(exc).__name__
-    if f"run {run_id}" not in message:
-        message = f"run {run_id}: {message}"
+    message = naming_run(run_id, str(exc) or type(exc).__name__)
     if kind == "invalid_input":
-        telemetry.set_phase(run_id, "failed")
+        metrics.set_phase(run_id, "failed")
         log.error("input rejected", error=message)
         return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)
     if kind == "transient":
@@ -121,6 +138,7 @@ async def _in_thread(
     its first checkpoint that fast) still leaves the server its details, so the retry can say how long
     recovery took instead of "unknown".
     """
+    period = _heartbeat_period_s()
     context = contextvars.copy_context()  # the activity's log and trace context, as asyncio.to_thread does
     task = asyncio.get_running_loop().run_in_executor(executor, functools.partial(context.run, call))
     while True:
@@ -128,57 +146,9 @@ async def _in_thread(
             await tick()
         else:
             activity.heartbeat()
-        done, _ = await asyncio.wait({task}, timeout=_HEARTBEAT_EVERY_S)
+        done, _ = await asyncio.wait({task}, timeout=period)
         if done:
             return task.result()
-
-
-class _PrometheusTrainingObserver(TrainingObserver):
-    """The fine-tune core's observer events as this worker's Prometheus metrics."""
-
-    def __init__(self, run_id: str, model: str) -> None:
-        self._run_id = run_id
-        self._labels = {"run_id": run_id, "model": model}
-
-    def phase(self, phase: str) -> None:
-        telemetry.set_phase(self._run_id, phase)
-
-    def started(self, total_steps: int) -> None:
-        telemetry.TRAINING.total_steps.labels(**self._labels).set(total_steps)
-
-    def step(self, step: int, epoch: float) -> None:
-        telemetry.TRAINING.step.labels(**self._labels).set(step)
-        telemetry.TRAINING.epoch.labels(**self._labels).set(epoch)
-
-    def logged(self, window: LogWindow) -> None:
-        metrics = telemetry.TRAINING
-        metrics.loss.labels(**self._labels).set(window.loss)
-        metrics.learning_rate.labels(**self._labels).set(window.learning_rate)
-        metrics.samples_per_second.labels(**self._labels).set(window.samples_per_s)
-        metrics.tokens_per_second.labels(**self._labels).set(window.tokens_per_s)
-
-    def checkpoint_saved(self, event: CheckpointEvent) -> None:
-        metrics = telemetry.TRAINING
-        metrics.checkpoint_seconds.labels(**self._labels).observe(event.seconds)
-        metrics.checkpoint_bytes.labels(**self._labels).set(event.bytes)
-        metrics.checkpoints.labels(**self._labels).inc()
-
-    def resumed(self, event: ResumeEvent) -> None:
-        metrics = telemetry.TRAINING
-        metrics.resumes.labels(**self._labels).inc()
-        if event.recovery_seconds is not None:
-            metrics.recovery_seconds.labels(**self._labels).set(event.recovery_seconds)
-        if event.steps_lost is not None:
-            metrics.steps_lost.labels(**self._labels).set(event.steps_lost)
-
-
-def _record_eval_metrics(result: EvalResult) -> None:
-    labels = {"run_id": result.run_id, "split": result.split}
-    telemetry.EVAL.examples.labels(**labels).set(result.examples)
-    telemetry.EVAL.examples_per_second.labels(**labels).set(result.examples / max(result.duration_s, 1e-9))
-    telemetry.EVAL.duration.labels(**labels).observe(result.duration_s)
-    for name, value in result.metrics.items():
-        telemetry.EVAL.metric.labels(metric=name, **labels).set(value)
 
 
 class TrainingActivities:
@@ -187,18 +157,14 @@ class TrainingActivities:
     def __init__(self, *, runs_dir: Path, force_cpu: bool = False) -> None:
         self.runs_dir = Path(runs_dir)
         self.device = pick_device(force_cpu)
-        # Every run trains on this one thread. Each thread that runs torch ops keeps its own OpenMP pool;
-        # with more pool threads than CPUs, libgomp stops spinning between parallel regions and sleeps
-        # instead. From the loop's default pool, a fine-tune landed on a second thread now and then (after
-        # ~50 short runs), and MiniLM then trained 1.15-1.2x slower on 2 CPUs for the worker's life.
+        # Every run trains on this one thread: each thread that runs torch keeps its own OpenMP pool, and
+        # idle pools of other threads slow training (docs/performance.md, "one model thread").
         self._training_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert-eval-training")
 
     @activity.defn(name=ACTIVITY.fine_tune)
-    async def fine_tune(self, request: TrainingInput) -> TrainingSummary:
+    async def fine_tune(self, request: FineTuneInput) -> TrainingSummary:
         info = activity.info()
         run = request.run
-        if request.snapshot is None:
-            raise ApplicationError(f"run {run.id}: fine_tune called without a snapshot", type=INVALID_INPUT, non_retryable=True)
         previous = None
         if info.heartbeat_details:
             with contextlib.suppress(ValueError, TypeError):
@@ -211,7 +177,7 @@ class TrainingActivities:
             # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
             scheduled_at=info.current_attempt_scheduled_time.timestamp(),
         )
-        observer = _PrometheusTrainingObserver(run.id, run.model)
+        observer = metrics.PrometheusTrainingObserver(run.id, run.model)
         with _activity_scope(run.id, request.experiment_id):
             log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
             work = asyncio.create_task(
@@ -245,11 +211,9 @@ class EvalActivities:
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
         self.device = pick_device(force_cpu)
-        # Evaluations and predictions run one at a time, on this one thread; the other activities (snapshots,
-        # reuse checks) keep running beside them. Concurrent evaluations share the same CPUs anyway (4 at
-        # once took as long as 4 in a row: 14.5 s vs 14.2 s, but the first result came after 14 s instead
-        # of 3.5 s), and every thread that has run torch keeps an OpenMP pool: with idle pools of other
-        # threads alive, a lone evaluation ran ~7% slower on 2 CPUs (see TrainingActivities).
+        # Evaluations and predictions run one at a time, on this one thread (as training does: one OpenMP
+        # pool); snapshots and reuse checks run beside them. Concurrent evaluations would share the same
+        # CPUs, so one at a time delivers the first result sooner for the same total.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert-eval-model")
 
     @activity.defn(name=ACTIVITY.snapshot_dataset)
@@ -310,7 +274,7 @@ class EvalActivities:
                 ),
                 executor=self._model_thread,
             )
-            _record_eval_metrics(result)
+            metrics.record_eval_metrics(result)
             return result
 
     @activity.defn(name=ACTIVITY.predict)

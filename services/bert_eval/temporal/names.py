@@ -54,6 +54,8 @@ class PATCH:
 
     # Children started under the reference design's type names instead of the class names.
     reference_type_names = "reference-type-names"
+    # The coordinator takes each run's snapshot before starting its training child (the child took it).
+    snapshot_in_coordinator = "snapshot-in-coordinator"
 
 
 class QUERY:
@@ -100,6 +102,8 @@ class TIMEOUTS:
     record_experiment_start_to_close = timedelta(minutes=2)
     predict_start_to_close = timedelta(hours=1)
     predict_heartbeat = timedelta(minutes=2)
+    # Workers send heartbeats at least this often, so progress and cancellation reach training within seconds.
+    heartbeat_throttle = timedelta(seconds=2)
     # Transient failures and lost workers are retried without limit, backing off up to this interval.
     retry_initial = timedelta(seconds=1)
     retry_maximum = timedelta(seconds=10)

@@ -30,14 +30,9 @@ from bert_eval.temporal.names import (
     coordinator_workflow_id,
     training_workflow_id,
 )
-from bert_eval.types import (
-    CoordinatorInput,
-    CoordinatorStatus,
-    Experiment,
-    ExperimentResult,
-    RunPhase,
-    TrainingProgress,
-)
+from bert_eval.core.records import TrainingProgress
+from bert_eval.spec import Experiment
+from bert_eval.temporal.payloads import CoordinatorInput, CoordinatorStatus, ExperimentResult, RunPhase
 
 __all__ = [
     "SubmissionError",

@@ -15,10 +15,11 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from bert_eval import telemetry
+from bert_eval.temporal import metrics
 from bert_eval.settings import Settings, TemporalSettings, get_settings, get_temporal_settings
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import connect, ensure_search_attributes
-from bert_eval.temporal.names import EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE
+from bert_eval.temporal.names import EVAL_TASK_QUEUE, TIMEOUTS, TRAINING_TASK_QUEUE
 from bert_eval.temporal.workflows import (
     CoordinatorWorkflow,
     EvalWorkflow,
@@ -32,8 +33,7 @@ __all__ = ["WorkerKind", "build_worker", "graceful_shutdown_timeout", "run_worke
 
 log = telemetry.get_logger(__name__)
 
-# Heartbeats reach the server at least this often, so cancellation reaches training within seconds.
-_MAX_HEARTBEAT_THROTTLE = timedelta(seconds=2)
+_MAX_HEARTBEAT_THROTTLE = TIMEOUTS.heartbeat_throttle
 # On SIGTERM a worker gets this long to checkpoint and hand the run back, unless
 # BERT_EVAL_GRACEFUL_SHUTDOWN_S (the chart: terminationGracePeriodSeconds minus a margin) says otherwise.
 _DEFAULT_GRACEFUL_SHUTDOWN = {"training": timedelta(seconds=90), "eval": timedelta(seconds=30)}
@@ -109,7 +109,7 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
     http = None
     if settings.metrics_port:
         http = _serve_http(settings, ready=ready.is_set, sdk_metrics_url=sdk_metrics_url)
-    telemetry.WORKER.up.labels(kind=kind.value, task_queue=queue).set(1)
+    metrics.WORKER.up.labels(kind=kind.value, task_queue=queue).set(1)
     _watch_gpu(kind.value)
 
     stop = asyncio.Event()
@@ -145,7 +145,7 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
         log.info("signal received; shutting down gracefully", kind=kind.value)
         await worker.shutdown()
     await run_task
-    telemetry.WORKER.up.labels(kind=kind.value, task_queue=queue).set(0)
+    metrics.WORKER.up.labels(kind=kind.value, task_queue=queue).set(0)
     if http is not None:
         http.shutdown()
     log.info("worker stopped", kind=kind.value)
@@ -178,13 +178,13 @@ def _serve_http(settings: Settings, *, ready, sdk_metrics_url: str | None):  # n
     """The worker's /metrics, /healthz, /readyz. When the configured port is taken (several workers on
     one machine), a free port is used instead and logged."""
     try:
-        return telemetry.serve_worker_http(
+        return metrics.serve_worker_http(
             host=settings.metrics_host, port=settings.metrics_port, ready=ready, sdk_metrics_url=sdk_metrics_url
         )
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-    http = telemetry.serve_worker_http(host=settings.metrics_host, port=0, ready=ready, sdk_metrics_url=sdk_metrics_url)
+    http = metrics.serve_worker_http(host=settings.metrics_host, port=0, ready=ready, sdk_metrics_url=sdk_metrics_url)
     log.warning(
         f"metrics port {settings.metrics_port} is in use; serving /metrics, /healthz, /readyz on port "
         f"{http.server_address[1]} instead (set BERT_EVAL_METRICS_PORT to choose one)",
@@ -219,8 +219,8 @@ def _watch_gpu(kind: str) -> None:
     import torch
 
     present = torch.cuda.is_available()
-    telemetry.WORKER.gpu_present.labels(kind=kind).set(1 if present else 0)
-    telemetry.WORKER.gpu_memory.labels(kind=kind).set(0)
+    metrics.WORKER.gpu_present.labels(kind=kind).set(1 if present else 0)
+    metrics.WORKER.gpu_memory.labels(kind=kind).set(0)
     if not present:
         return
 
@@ -228,7 +228,7 @@ def _watch_gpu(kind: str) -> None:
         import time
 
         while True:
-            telemetry.WORKER.gpu_memory.labels(kind=kind).set(torch.cuda.memory_allocated())
+            metrics.WORKER.gpu_memory.labels(kind=kind).set(torch.cuda.memory_allocated())
             time.sleep(5)
 
     threading.Thread(target=sample, name="gpu-metrics", daemon=True).start()

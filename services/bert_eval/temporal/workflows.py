@@ -24,18 +24,20 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from bert_eval.core.errors import DETERMINISTIC_MAX_ATTEMPTS
-    from bert_eval.experiment import describe_validation_error
-    from bert_eval.reference import (
+    from bert_eval.core.errors import DETERMINISTIC_MAX_ATTEMPTS, naming_run
+    from bert_eval.core.records import EvalResult, PredictResult, SnapshotResult, TrainingProgress, TrainingSummary
+    from bert_eval.core.snapshot import SnapshotInput
+    from bert_eval.reference_compat import (
         BertEvalResult,
+        CoordinatorWorkflowInput,
         ReferenceInputError,
         ReferenceRun,
-        is_reference_input,
-        parse_reference_input,
         reference_result,
+        to_run_specs,
     )
+    from bert_eval.spec import Experiment, RunSpec
     from bert_eval.telemetry import run_baggage
-    from bert_eval.temporal.activities import EvalActivities, TrainingActivities
+    from bert_eval.temporal.activities import EvalActivities, FineTuneInput, TrainingActivities
     from bert_eval.temporal.names import (
         DETERMINISTIC_FAILURE,
         EXPERIMENT_ID,
@@ -51,26 +53,19 @@ with workflow.unsafe.imports_passed_through():
         predict_workflow_id,
         training_workflow_id,
     )
-    from bert_eval.types import (
+    from bert_eval.temporal.payloads import (
         CoordinatorInput,
+        CoordinatorRequest,
         CoordinatorStatus,
-        EvalResult,
         EvalRunInput,
         ExistingRun,
-        Experiment,
         ExperimentResult,
         PredictInput,
-        PredictResult,
         RunPhase,
         RunResult,
-        RunSpec,
         RunStatus,
-        SnapshotInput,
-        SnapshotResult,
         TrainingInput,
-        TrainingProgress,
         TrainingResult,
-        TrainingSummary,
     )
 
 __all__ = [
@@ -104,6 +99,29 @@ _RETRY = RetryPolicy(
 _FAIL_WORKFLOW_ON = [ValidationError]
 
 
+async def _activity(
+    run_id: str,
+    method: Callable[[Any, Any], Awaitable[T]],
+    arg: Any,
+    *,
+    start_to_close: timedelta,
+    heartbeat_timeout: timedelta | None = None,
+    task_queue: str | None = None,
+) -> T:
+    """One activity call of a run, with the retry rules above (deterministic failures bounded)."""
+    return await _bounded_deterministic(
+        run_id,
+        lambda: workflow.execute_activity_method(
+            method,
+            arg,
+            task_queue=task_queue or workflow.info().task_queue,
+            start_to_close_timeout=start_to_close,
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=_RETRY,
+        ),
+    )
+
+
 async def _bounded_deterministic(run_id: str, call: Callable[[], Awaitable[T]]) -> T:
     """Run an activity; when it fails deterministically, run it again up to DETERMINISTIC_MAX_ATTEMPTS
     times in all (a new activity each time, so lost-worker retries inside each stay unlimited)."""
@@ -127,9 +145,22 @@ async def _bounded_deterministic(run_id: str, call: Callable[[], Awaitable[T]]) 
     raise AssertionError("unreachable")
 
 
+async def _snapshot(run: RunSpec, *, heartbeat_timeout_s: float, task_queue: str | None = None) -> SnapshotResult:
+    """The run's data snapshot, taken by the eval pool."""
+    return await _activity(
+        run.id,
+        EvalActivities.snapshot_dataset,
+        SnapshotInput.for_run(run),
+        task_queue=task_queue,
+        start_to_close=TIMEOUTS.snapshot_start_to_close,
+        heartbeat_timeout=timedelta(seconds=heartbeat_timeout_s),
+    )
+
+
 @workflow.defn(name=WORKFLOW.training, failure_exception_types=_FAIL_WORKFLOW_ON)
 class TrainingWorkflow:
-    """Snapshot the run's data (CPU pool), then fine-tune with checkpoints (GPU pool).
+    """Fine-tune one run with checkpoints (GPU pool) on the snapshot its input carries (taken first, on
+    the eval pool, when the input has none).
 
     Live training progress is the fine-tune activity's heartbeat (clients read it with describe):
     no signals, so the history stays a few dozen events however long the run.
@@ -141,35 +172,23 @@ class TrainingWorkflow:
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
         run = request.run
-        self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
-        snapshot: SnapshotResult = await _bounded_deterministic(
-            run.id,
-            lambda: workflow.execute_activity_method(
-                EvalActivities.snapshot_dataset,
-                SnapshotInput.for_run(run),
-                task_queue=request.eval_task_queue,
-                start_to_close_timeout=TIMEOUTS.snapshot_start_to_close,
-                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
-                retry_policy=_RETRY,
-            ),
-        )
+        snapshot = request.snapshot
+        if snapshot is None:
+            self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
+            snapshot = await _snapshot(run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue)
         pinned = request.expected_snapshot_id
         if pinned is not None and snapshot.snapshot_id != pinned:
             raise ApplicationError(
                 _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
             )
-        self._progress = self._progress.model_copy(update={"phase": "loading"})
-        summary: TrainingSummary = await _bounded_deterministic(
+        self._progress = TrainingProgress(run_id=run.id, phase="loading")
+        summary: TrainingSummary = await _activity(
             run.id,
-            lambda: workflow.execute_activity_method(
-                TrainingActivities.fine_tune,
-                request.model_copy(update={"snapshot": snapshot}),
-                task_queue=workflow.info().task_queue,
-                start_to_close_timeout=TIMEOUTS.fine_tune_start_to_close,
-                # A killed worker stops heartbeating: its attempt times out and another worker resumes.
-                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
-                retry_policy=_RETRY,
-            ),
+            TrainingActivities.fine_tune,
+            FineTuneInput(experiment_id=request.experiment_id, run=run, snapshot=snapshot),
+            start_to_close=TIMEOUTS.fine_tune_start_to_close,
+            # A killed worker stops heartbeating: its attempt times out and another worker resumes.
+            heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
         )
         self._progress = self._progress.model_copy(
             update={"phase": "completed", "step": summary.steps, "total_steps": summary.steps, "loss": summary.final_loss}
@@ -194,49 +213,34 @@ class EvalWorkflow:
 
     @workflow.run
     async def run(self, request: EvalRunInput) -> EvalResult:
-        return await _bounded_deterministic(
+        return await _activity(
             request.run_id,
-            lambda: workflow.execute_activity_method(
-                EvalActivities.evaluate_model,
-                request,
-                task_queue=workflow.info().task_queue,
-                start_to_close_timeout=TIMEOUTS.evaluate_start_to_close,
-                heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
-                retry_policy=_RETRY,
-            ),
+            EvalActivities.evaluate_model,
+            request,
+            start_to_close=TIMEOUTS.evaluate_start_to_close,
+            heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
         )
 
 
 @workflow.defn(name=WORKFLOW.coordinator, failure_exception_types=_FAIL_WORKFLOW_ON)
 class CoordinatorWorkflow:
-    """Train every run at once, evaluate each as soon as its training ends, report one record per run."""
+    """Snapshot and train every run at once, evaluate each as soon as its training ends, report one record per run."""
 
     def __init__(self) -> None:
         self._status: dict[str, RunStatus] = {}
         self._experiment_id = ""
         self._snapshot_pins: dict[str, str] = {}  # run_id -> snapshot id the reference input pinned
 
-    # The input is decoded here, not by the data converter, so that invalid input fails the workflow with a
-    # message naming the field instead of failing its workflow task over and over.
     @workflow.run
-    async def run(self, payload: Any) -> Any:
+    async def run(self, request: CoordinatorRequest) -> ExperimentResult | list[BertEvalResult]:
         """bert-eval's CoordinatorInput -> ExperimentResult; the reference's {"configs": [...]} -> list[BertEvalResult]."""
-        if is_reference_input(payload):
+        if isinstance(request.root, CoordinatorWorkflowInput):
             try:
-                runs = parse_reference_input(payload)
+                runs = to_run_specs(request.root)
             except ReferenceInputError as exc:
                 raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
             return await self._run_reference(runs)
-        try:
-            request = CoordinatorInput.model_validate(payload)
-        except ValidationError as exc:
-            raise ApplicationError(
-                f"invalid CoordinatorWorkflow input: {describe_validation_error(exc)} (expected bert-eval's "
-                '{"experiment": {...}} or the reference design\'s {"configs": [...]})',
-                type=INVALID_INPUT,
-                non_retryable=True,
-            ) from None
-        return await self._run_experiment(request)
+        return await self._run_experiment(request.root)
 
     async def _run_reference(self, runs: list[ReferenceRun]) -> list[BertEvalResult]:
         self._snapshot_pins = {run.spec.id: run.snapshot_id for run in runs if run.snapshot_id is not None}
@@ -250,8 +254,7 @@ class CoordinatorWorkflow:
             if record.status == "completed" and record.evaluation is not None:
                 results.append(reference_result(run, record.evaluation, reused=record.reused))
             else:
-                error = record.error or "failed"
-                failures.append(error if f"run {record.run_id}:" in error else f"run {record.run_id}: {error}")
+                failures.append(naming_run(record.run_id, record.error or "failed"))
         if failures:
             # The reference design fails the coordinator when a run fails; the other runs still finished
             # (their results are in the details, and on disk for reuse when the input is resubmitted).
@@ -289,68 +292,69 @@ class CoordinatorWorkflow:
     async def _run_one(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         # Everything this run starts (children, activities) and their spans carry its run_id.
         with run_baggage(run_id=run.id, experiment_id=experiment_id):
-            return await self._run_one_traced(experiment_id, run, request)
+            try:
+                return await self._run_one_traced(experiment_id, run, request)
+            except WorkflowAlreadyStartedError as exc:
+                return self._failed(
+                    run.id,
+                    f"run {run.id} is already being processed by another submission (workflow {exc.workflow_id}); "
+                    "wait for it to finish, then resubmit to reuse its results, or choose another run_id",
+                )
+            except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
+                return self._failed(run.id, _root_cause(exc))
 
     async def _run_one_traced(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         status = self._status[run.id]
-        try:
-            existing: ExistingRun = await _bounded_deterministic(
-                run.id,
-                lambda: workflow.execute_activity_method(
-                    EvalActivities.find_existing_run,
-                    run,
-                    task_queue=workflow.info().task_queue,
-                    start_to_close_timeout=TIMEOUTS.find_existing_start_to_close,
-                    retry_policy=_RETRY,
+        existing: ExistingRun = await _activity(
+            run.id, EvalActivities.find_existing_run, run, start_to_close=TIMEOUTS.find_existing_start_to_close
+        )
+        pinned = self._snapshot_pins.get(run.id)
+        if existing.summary is not None and existing.snapshot is not None:
+            if pinned is not None and existing.snapshot.snapshot_id != pinned:
+                return self._failed(run.id, _snapshot_mismatch(run.id, pinned, existing.snapshot.snapshot_id))
+            training = TrainingResult(summary=existing.summary, snapshot=existing.snapshot, reused=True)
+        else:
+            status.phase = RunPhase.training
+            snapshot = None
+            # The data is snapshotted here, on this (eval) queue, before the training child starts; children
+            # of coordinators started earlier take it themselves.
+            if workflow.patched(PATCH.snapshot_in_coordinator):
+                snapshot = await _snapshot(run, heartbeat_timeout_s=request.heartbeat_timeout_s)
+                if pinned is not None and snapshot.snapshot_id != pinned:
+                    return self._failed(run.id, _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id))
+            training = await workflow.execute_child_workflow(
+                _child_type(WORKFLOW.training, WORKFLOW.legacy_training),
+                TrainingInput(
+                    experiment_id=experiment_id,
+                    run=run,
+                    snapshot=snapshot,
+                    heartbeat_timeout_s=request.heartbeat_timeout_s,
+                    eval_task_queue=workflow.info().task_queue,
+                    expected_snapshot_id=pinned,
                 ),
+                result_type=TrainingResult,
+                id=training_workflow_id(run.id),
+                task_queue=request.training_task_queue,
+                search_attributes=_run_attributes(experiment_id, run.id),
             )
-            pinned = self._snapshot_pins.get(run.id)
-            if existing.summary is not None and existing.snapshot is not None:
-                if pinned is not None and existing.snapshot.snapshot_id != pinned:
-                    return self._failed(run.id, _snapshot_mismatch(run.id, pinned, existing.snapshot.snapshot_id))
-                training = TrainingResult(summary=existing.summary, snapshot=existing.snapshot, reused=True)
-            else:
-                status.phase = RunPhase.training
-                training = await workflow.execute_child_workflow(
-                    _child_type(WORKFLOW.training, WORKFLOW.legacy_training),
-                    TrainingInput(
-                        experiment_id=experiment_id,
-                        run=run,
-                        heartbeat_timeout_s=request.heartbeat_timeout_s,
-                        eval_task_queue=workflow.info().task_queue,
-                        expected_snapshot_id=pinned,
-                    ),
-                    result_type=TrainingResult,
-                    id=training_workflow_id(run.id),
-                    task_queue=request.training_task_queue,
-                    search_attributes=_run_attributes(experiment_id, run.id),
-                )
-            evaluation = existing.evaluation
-            if evaluation is None:
-                status.phase = RunPhase.evaluating
-                evaluation = await workflow.execute_child_workflow(
-                    _child_type(WORKFLOW.eval, WORKFLOW.legacy_eval),
-                    EvalRunInput(
-                        experiment_id=experiment_id,
-                        run_id=run.id,
-                        model_dir=training.summary.model_dir,
-                        snapshot=training.snapshot,
-                        request=run.eval,
-                        heartbeat_timeout_s=request.heartbeat_timeout_s,
-                    ),
-                    result_type=EvalResult,
-                    id=eval_workflow_id(run.id, run.eval.split),
-                    task_queue=workflow.info().task_queue,
-                    search_attributes=_run_attributes(experiment_id, run.id),
-                )
-        except WorkflowAlreadyStartedError as exc:
-            return self._failed(
-                run.id,
-                f"run {run.id} is already being processed by another submission (workflow {exc.workflow_id}); "
-                "wait for it to finish, then resubmit to reuse its results, or choose another run_id",
+        evaluation = existing.evaluation
+        if evaluation is None:
+            status.phase = RunPhase.evaluating
+            evaluation = await workflow.execute_child_workflow(
+                _child_type(WORKFLOW.eval, WORKFLOW.legacy_eval),
+                EvalRunInput(
+                    experiment_id=experiment_id,
+                    run_id=run.id,
+                    model_dir=training.summary.model_dir,
+                    snapshot=training.snapshot,
+                    request=run.eval,
+                    heartbeat_timeout_s=request.heartbeat_timeout_s,
+                ),
+                result_type=EvalResult,
+                id=eval_workflow_id(run.id, run.eval.split),
+                task_queue=workflow.info().task_queue,
+                search_attributes=_run_attributes(experiment_id, run.id),
             )
-        except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
-            return self._failed(run.id, _root_cause(exc))
         reused = existing.summary is not None and existing.evaluation is not None
         status.phase, status.reused, status.metrics = RunPhase.completed, reused, evaluation.metrics
         return RunResult(

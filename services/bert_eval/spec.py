@@ -1,7 +1,9 @@
-"""Typed inputs and results shared by the CLI, workflows and activities.
+"""What a user asks for: runs, experiments, their ids and fingerprints.
 
-Everything here is plain pydantic (no torch, no I/O) so workflows can import it
-through the sandbox and Temporal's pydantic data converter can carry it.
+Plain pydantic (no torch, no I/O): the CLI, the reference-design mapping, workflows (through the
+sandbox) and the core all read these types. A run's fingerprint is the digest of everything that
+determines its result; it names run directories and derived run ids, so it must stay stable across
+releases (see `RunSpec.fingerprint`).
 """
 
 from __future__ import annotations
@@ -9,38 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ID_PATTERN",
-    "CheckpointRef",
-    "CoordinatorInput",
-    "CoordinatorStatus",
     "DatasetSpec",
-    "DatasetSchema",
     "EvalRequest",
-    "EvalResult",
-    "EvalRunInput",
-    "ExistingRun",
     "Experiment",
-    "ExperimentResult",
-    "PredictInput",
-    "PredictResult",
-    "RunPhase",
-    "RunResult",
     "RunSpec",
-    "RunStatus",
-    "SnapshotInput",
-    "SnapshotResult",
     "TaskType",
     "TrainHyperparameters",
-    "TrainingInput",
-    "TrainingProgress",
-    "TrainingResult",
-    "TrainingSummary",
+    "digest",
+    "duplicate_run_id",
     "normalize_id",
 ]
 
@@ -62,7 +48,17 @@ def normalize_id(value: str, *, what: str = "run_id") -> str:
     return canonical
 
 
-def _digest(payload: Any, length: int = 8) -> str:
+def duplicate_run_id(run_ids: Iterable[str]) -> tuple[int, int, str] | None:
+    """The first run id given twice, as (index of its first use, index of the repeat, id); None if all differ."""
+    seen: dict[str, int] = {}
+    for index, run_id in enumerate(run_ids):
+        if run_id in seen:
+            return seen[run_id], index, run_id
+        seen[run_id] = index
+    return None
+
+
+def digest(payload: Any, length: int = 8) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
@@ -222,7 +218,7 @@ class RunSpec(_Strict):
         added later only when it differs from its default. So adding an optional field whose default
         keeps the old behaviour leaves every existing fingerprint, run directory and derived run id valid.
         """
-        return _digest(self.fingerprint_form(), length=16)
+        return digest(self.fingerprint_form(), length=16)
 
     def fingerprint_form(self) -> dict[str, Any]:
         # Placement (which device runs it) does not change what is computed.
@@ -262,12 +258,10 @@ class Experiment(_Strict):
     def canonical(self) -> Experiment:
         """Every run has a run id, ids are unique, and the experiment has an id."""
         runs = tuple(run.with_canonical_id() for run in self.runs)
-        seen: dict[str, int] = {}
-        for index, run in enumerate(runs):
-            if run.id in seen:
-                raise ValueError(f"runs[{seen[run.id]}] and runs[{index}] share run_id {run.id!r}; run ids must be unique")
-            seen[run.id] = index
-        experiment_id = self.experiment_id or f"exp-{_digest([r.id for r in runs], length=10)}"
+        if (repeated := duplicate_run_id(run.id for run in runs)) is not None:
+            first, again, run_id = repeated
+            raise ValueError(f"runs[{first}] and runs[{again}] share run_id {run_id!r}; run ids must be unique")
+        experiment_id = self.experiment_id or f"exp-{digest([r.id for r in runs], length=10)}"
         return Experiment(experiment_id=experiment_id, runs=runs)
 
     @property
@@ -275,205 +269,3 @@ class Experiment(_Strict):
         if self.experiment_id is None:
             raise ValueError("experiment has no id yet; call canonical() first")
         return self.experiment_id
-
-
-class DatasetSchema(_Strict):
-    """How a dataset is read, inferred (run_glue rules) or given."""
-
-    text_columns: tuple[str, ...]
-    label_column: str
-    task: TaskType
-    label_names: tuple[str, ...] = ()  # sorted label values as strings, or a ClassLabel's names (classification only)
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.task is TaskType.regression else len(self.label_names)
-
-
-class SnapshotInput(_Strict):
-    run_id: str
-    dataset: DatasetSpec
-    max_train_samples: int | None = None
-    eval_split: str = "validation"
-    max_eval_samples: int | None = None
-    seed: int = 42
-    shuffle_before_select: bool = True
-
-    @classmethod
-    def for_run(cls, run: RunSpec) -> SnapshotInput:
-        """The rows a run trains and evaluates on."""
-        return cls(
-            run_id=run.id,
-            dataset=run.dataset,
-            max_train_samples=run.train.max_train_samples,
-            eval_split=run.eval.split,
-            max_eval_samples=run.eval.max_eval_samples,
-            seed=run.train.seed,
-            shuffle_before_select=run.train.shuffle_before_select,
-        )
-
-
-class SnapshotResult(_Strict):
-    snapshot_id: str
-    path: str
-    dataset_schema: DatasetSchema
-    splits: dict[str, int]
-    reused: bool = False
-
-
-
-class CheckpointRef(_Strict):
-    step: int
-    path: str
-
-
-class TrainingInput(_Strict):
-    experiment_id: str
-    run: RunSpec
-    snapshot: SnapshotResult | None = None  # filled by TrainingWorkflow after its snapshot activity
-    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
-    max_attempts: int = Field(default=20, ge=1, le=1000)
-    expected_snapshot_id: str | None = None  # a pinned snapshot (reference input's dataset_snapshot)
-    # Where the snapshot activity runs (the workflow itself runs on the training queue).
-    eval_task_queue: str = "bert-eval-task-queue"
-
-
-class TrainingProgress(BaseModel):
-    """What a running fine-tune reports (heartbeats, progress query)."""
-
-    run_id: str
-    phase: Literal["pending", "snapshot", "loading", "training", "saving", "completed", "failed"] = "pending"
-    step: int = 0
-    total_steps: int = 0
-    epoch: float = 0.0
-    loss: float | None = None
-    learning_rate: float | None = None
-    last_checkpoint: CheckpointRef | None = None
-    attempt: int = 1
-    resumed_from_step: int | None = None
-    heartbeat_time: float | None = None  # unix seconds, set when heartbeating
-
-
-class TrainingSummary(_Strict):
-    run_id: str
-    model: str
-    final_loss: float | None
-    steps: int
-    epochs: float
-    checkpoints_saved: int
-    resumes: int
-    resumed_from_steps: tuple[int, ...] = ()
-    wall_time_s: float  # first attempt's start to completion, crashes and recovery included
-    train_samples: int
-    dataset_schema: DatasetSchema
-    model_dir: str
-    snapshot_id: str
-
-
-
-class TrainingResult(_Strict):
-    summary: TrainingSummary
-    snapshot: SnapshotResult
-    reused: bool = False
-
-
-class EvalRunInput(_Strict):
-    experiment_id: str
-    run_id: str
-    model_dir: str
-    snapshot: SnapshotResult
-    request: EvalRequest
-    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the coordinator).
-    heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
-
-
-class EvalResult(_Strict):
-    run_id: str
-    split: str
-    examples: int
-    metrics: dict[str, float]
-    duration_s: float
-    path: str
-
-
-class ExistingRun(_Strict):
-    """What a previous submission left on disk for a run (summary without evaluation = eval still due)."""
-
-    summary: TrainingSummary | None = None
-    snapshot: SnapshotResult | None = None
-    evaluation: EvalResult | None = None
-
-
-class CoordinatorInput(_Strict):
-    experiment: Experiment
-    # Workflows cannot read the environment: the submitter passes the deployment's timeouts in.
-    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    # No longer read: lost workers retry without limit (core/errors.py); kept so recorded inputs parse.
-    max_training_attempts: int = Field(default=20, ge=1, le=1000)
-    # Where training workflows and fine-tuning run (the coordinator and evaluation run on its own queue).
-    training_task_queue: str = "bert-training-task-queue"
-
-
-class RunPhase(str, Enum):
-    pending = "pending"
-    training = "training"
-    evaluating = "evaluating"
-    completed = "completed"
-    failed = "failed"
-
-
-class RunStatus(BaseModel):
-    run_id: str
-    phase: RunPhase = RunPhase.pending
-    reused: bool = False
-    error: str | None = None
-    metrics: dict[str, float] = {}
-
-
-class CoordinatorStatus(BaseModel):
-    experiment_id: str
-    runs: list[RunStatus]
-
-
-class RunResult(BaseModel):
-    """One record per run, as the CLI's --json writes it."""
-
-    run_id: str
-    status: Literal["completed", "failed"]
-    reused: bool = False
-    error: str | None = None
-    training: TrainingSummary | None = None
-    evaluation: EvalResult | None = None
-    metrics: dict[str, float] = {}
-
-
-class ExperimentResult(BaseModel):
-    experiment_id: str
-    runs: list[RunResult]
-
-
-# --------------------------------------------------------------------------- predictions from a trained run
-# Field names follow the reference design's BertInferenceRequest / BertInferenceResult.
-
-
-class PredictInput(_Strict):
-    run_id: str
-    texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
-    max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
-    use_gpu: bool = True
-    batch_size: int = Field(default=64, ge=1, le=4096)
-
-    @field_validator("run_id")
-    @classmethod
-    def _valid_run_id(cls, value: str) -> str:
-        return normalize_id(value)
-
-
-class PredictResult(BaseModel):
-    run_id: str
-    texts: list[str]
-    predicted_labels: list[str]  # the dataset's own label names (regression: the predicted value as text)
-    predicted_label_ids: list[int] = []  # classification: index into the run's sorted label set
-    confidences: list[float] = []  # classification: softmax probability of the predicted label
-    scores: list[float] | None = None  # regression: the predicted values

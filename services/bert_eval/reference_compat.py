@@ -15,15 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bert_eval.experiment import describe_validation_error
-from bert_eval.types import (
-    DatasetSpec,
-    EvalRequest,
-    EvalResult,
-    RunSpec,
-    TaskType,
-    TrainHyperparameters,
-    normalize_id,
-)
+from bert_eval.core.records import EvalResult
+from bert_eval.spec import DatasetSpec, EvalRequest, RunSpec, TaskType, TrainHyperparameters, duplicate_run_id, normalize_id
 
 __all__ = [
     "BertEvalRequest",
@@ -153,14 +146,12 @@ def parse_reference_input(payload: Any) -> list[ReferenceRun]:
 
 def to_run_specs(request: CoordinatorWorkflowInput) -> list[ReferenceRun]:
     runs = [_map_config(index, config) for index, config in enumerate(request.configs)]
-    seen: dict[str, int] = {}
-    for index, run in enumerate(runs):
-        if run.spec.id in seen:
-            raise ReferenceInputError(
-                f"configs[{seen[run.spec.id]}] and configs[{index}] share run_id {run.spec.id!r}; "
-                "run ids must be unique (give each config its own run_id, or change one config)"
-            )
-        seen[run.spec.id] = index
+    if (repeated := duplicate_run_id(run.spec.id for run in runs)) is not None:
+        first, again, run_id = repeated
+        raise ReferenceInputError(
+            f"configs[{first}] and configs[{again}] share run_id {run_id!r}; "
+            "run ids must be unique (give each config its own run_id, or change one config)"
+        )
     return runs
 
 

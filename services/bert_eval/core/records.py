@@ -1,0 +1,105 @@
+"""What the ML core produces: dataset schemas, snapshots, training progress and summaries, evaluation
+and prediction results.
+
+Plain pydantic (no torch, no I/O), so the Temporal layer carries them as activity results and workflows
+import them through the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bert_eval.spec import TaskType
+
+__all__ = [
+    "CheckpointRef",
+    "DatasetSchema",
+    "EvalResult",
+    "PredictResult",
+    "SnapshotResult",
+    "TrainingProgress",
+    "TrainingSummary",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSchema(_Strict):
+    """How a dataset is read, inferred (run_glue rules) or given."""
+
+    text_columns: tuple[str, ...]
+    label_column: str
+    task: TaskType
+    label_names: tuple[str, ...] = ()  # sorted label values as strings, or a ClassLabel's names (classification only)
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.task is TaskType.regression else len(self.label_names)
+
+
+class SnapshotResult(_Strict):
+    snapshot_id: str
+    path: str
+    dataset_schema: DatasetSchema
+    splits: dict[str, int]
+    reused: bool = False
+
+
+
+class CheckpointRef(_Strict):
+    step: int
+    path: str
+
+
+class TrainingProgress(BaseModel):
+    """What a running fine-tune reports (heartbeats, progress query)."""
+
+    run_id: str
+    phase: Literal["pending", "snapshot", "loading", "training", "saving", "completed", "failed"] = "pending"
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    learning_rate: float | None = None
+    last_checkpoint: CheckpointRef | None = None
+    attempt: int = 1
+    resumed_from_step: int | None = None
+    heartbeat_time: float | None = None  # unix seconds, set when heartbeating
+
+
+class TrainingSummary(_Strict):
+    run_id: str
+    model: str
+    final_loss: float | None
+    steps: int
+    epochs: float
+    checkpoints_saved: int
+    resumes: int
+    resumed_from_steps: tuple[int, ...] = ()
+    wall_time_s: float  # first attempt's start to completion, crashes and recovery included
+    train_samples: int
+    dataset_schema: DatasetSchema
+    model_dir: str
+    snapshot_id: str
+
+
+class EvalResult(_Strict):
+    run_id: str
+    split: str
+    examples: int
+    metrics: dict[str, float]
+    duration_s: float
+    path: str
+
+
+class PredictResult(BaseModel):
+    run_id: str
+    texts: list[str]
+    predicted_labels: list[str]  # the dataset's own label names (regression: the predicted value as text)
+    predicted_label_ids: list[int] = []  # classification: index into the run's sorted label set
+    confidences: list[float] = []  # classification: softmax probability of the predicted label
+    scores: list[float] | None = None  # regression: the predicted values

@@ -1,0 +1,176 @@
+"""What workflows take, return and answer: workflow inputs and results, and query state.
+
+Plain pydantic, carried by Temporal's pydantic data converter. Workflow inputs outlive releases (a
+workflow started by one release is replayed and finished by the next), so a field is never removed
+from a payload that may be in flight without `_RETIRED` taking its place: retired fields are accepted
+and dropped when an old payload is read.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
+from temporalio.exceptions import ApplicationError
+
+from bert_eval.core.records import EvalResult, SnapshotResult, TrainingSummary
+from bert_eval.experiment import describe_validation_error
+from bert_eval.reference_compat import CoordinatorWorkflowInput, is_reference_input
+from bert_eval.spec import EvalRequest, Experiment, RunSpec, normalize_id
+from bert_eval.temporal.names import EVAL_TASK_QUEUE, INVALID_INPUT, TRAINING_TASK_QUEUE
+
+__all__ = [
+    "CoordinatorInput",
+    "CoordinatorRequest",
+    "CoordinatorStatus",
+    "EvalRunInput",
+    "ExistingRun",
+    "ExperimentResult",
+    "PredictInput",
+    "RunPhase",
+    "RunResult",
+    "RunStatus",
+    "TrainingInput",
+    "TrainingResult",
+]
+
+# Fields earlier releases wrote into workflow inputs that nothing reads any more.
+_RETIRED = frozenset({"max_attempts", "max_training_attempts"})
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, value: Any) -> Any:
+        if isinstance(value, dict) and _RETIRED.intersection(value):
+            return {k: v for k, v in value.items() if k not in _RETIRED}
+        return value
+
+
+class CoordinatorInput(_Payload):
+    """bert-eval's own input to `CoordinatorWorkflow` (the reference design's shape is accepted too)."""
+
+    experiment: Experiment
+    # Workflows cannot read the environment: the submitter passes the deployment's settings in.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Where training workflows and fine-tuning run (the coordinator and evaluation run on its own queue).
+    training_task_queue: str = TRAINING_TASK_QUEUE
+
+
+class CoordinatorRequest(RootModel[CoordinatorInput | CoordinatorWorkflowInput]):
+    """What `CoordinatorWorkflow` accepts: bert-eval's `{"experiment": ...}` or the reference design's
+    `{"configs": [...]}`.
+
+    Input that is neither fails the workflow at once (not its task, which Temporal would retry while the
+    client waits) with one message naming the fields.
+    """
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _one_shape(cls, value: Any) -> Any:
+        if isinstance(value, (CoordinatorInput, CoordinatorWorkflowInput)):
+            return value
+        shape: type[BaseModel] = CoordinatorWorkflowInput if is_reference_input(value) else CoordinatorInput
+        try:
+            return shape.model_validate(value)
+        except ValidationError as exc:
+            # Not a ValueError: pydantic passes it through, and the workflow fails with it as is.
+            raise ApplicationError(
+                f"invalid CoordinatorWorkflow input: {describe_validation_error(exc)} (expected bert-eval's "
+                '{"experiment": {...}} or the reference design\'s {"configs": [...]})',
+                type=INVALID_INPUT,
+                non_retryable=True,
+            ) from None
+
+
+class TrainingInput(_Payload):
+    """Input of `CheckpointedBertTrainingWorkflow`: one run to fine-tune."""
+
+    experiment_id: str
+    run: RunSpec
+    # The run's data snapshot. The coordinator takes it before starting the workflow; a workflow started
+    # without one (directly, or by a coordinator of an earlier release) takes it on `eval_task_queue`.
+    snapshot: SnapshotResult | None = None
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    expected_snapshot_id: str | None = None  # a pinned snapshot (the reference input's dataset_snapshot)
+    eval_task_queue: str = EVAL_TASK_QUEUE
+
+
+class TrainingResult(_Payload):
+    summary: TrainingSummary
+    snapshot: SnapshotResult
+    reused: bool = False
+
+
+class EvalRunInput(_Payload):
+    """Input of `BertEvalWorkflow` and of its evaluate activity: one trained model on one split."""
+
+    experiment_id: str
+    run_id: str
+    model_dir: str
+    snapshot: SnapshotResult
+    request: EvalRequest
+    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the coordinator).
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+
+
+class ExistingRun(_Payload):
+    """What a previous submission left on disk for a run (summary without evaluation = eval still due)."""
+
+    summary: TrainingSummary | None = None
+    snapshot: SnapshotResult | None = None
+    evaluation: EvalResult | None = None
+
+
+class RunPhase(str, Enum):
+    pending = "pending"
+    training = "training"
+    evaluating = "evaluating"
+    completed = "completed"
+    failed = "failed"
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    phase: RunPhase = RunPhase.pending
+    reused: bool = False
+    error: str | None = None
+    metrics: dict[str, float] = {}
+
+
+class CoordinatorStatus(BaseModel):
+    experiment_id: str
+    runs: list[RunStatus]
+
+
+class RunResult(BaseModel):
+    """One record per run, as the CLI's --json writes it."""
+
+    run_id: str
+    status: Literal["completed", "failed"]
+    reused: bool = False
+    error: str | None = None
+    training: TrainingSummary | None = None
+    evaluation: EvalResult | None = None
+    metrics: dict[str, float] = {}
+
+
+class ExperimentResult(BaseModel):
+    experiment_id: str
+    runs: list[RunResult]
+
+
+class PredictInput(_Payload):
+    run_id: str
+    texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
+    max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
+    use_gpu: bool = True
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+    @field_validator("run_id")
+    @classmethod
+    def _valid_run_id(cls, value: str) -> str:
+        return normalize_id(value)
