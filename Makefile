@@ -16,9 +16,12 @@ install: $(PYTHON)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e '.[test]'
 
-# ruff (pyflakes, pycodestyle, bugbear; pyproject.toml [tool.ruff]).
+# ruff (pyflakes, pycodestyle, bugbear, import order, dead noqa), mypy over the package, the import
+# contracts between layers (pyproject.toml [tool.ruff], [tool.mypy], [tool.importlinter]).
 lint:
 	$(PYTHON) -m ruff check services tests benchmarks
+	$(PYTHON) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 # The one test command (CI runs it): lint, then unit, replay, chart/manifests, and integration tests
 # against a real Temporal dev server, real workers, the real Trainer and (when installed) a real
