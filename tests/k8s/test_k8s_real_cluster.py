@@ -282,15 +282,13 @@ def test_temporal_chart_mode_points_at_the_official_release_in_its_own_namespace
 def test_official_chart_recipe_configures_a_datastore_and_the_default_namespace() -> None:
     recipe = yaml.safe_load((CHART_SRC / "examples" / "temporal-official-chart-values.yaml").read_text())
     persistence = recipe["server"]["config"]["persistence"]
-    for store in ("default", "visibility"):
-        assert persistence[store]["driver"] == "sql"
-        sql = persistence[store]["sql"]
-        assert sql["driver"] == "postgres12" and sql["host"] and sql["existingSecret"] and "password" not in sql
+    for store in (persistence["defaultStore"], persistence["visibilityStore"]):
+        sql = persistence["datastores"][store]["sql"]
+        assert sql["pluginName"] == "postgres12" and sql["connectAddr"] and sql["existingSecret"] and "password" not in sql
     namespaces = recipe["server"]["config"]["namespaces"]
     assert namespaces["create"] is True
     values = yaml.safe_load((CHART_SRC / "values.yaml").read_text())
     assert {"name": values["temporal"]["namespace"], "retention": "7d"} in namespaces["namespace"]
-    assert all(recipe[bundled]["enabled"] is False for bundled in ("cassandra", "mysql", "postgresql", "elasticsearch"))
     readme = (CHART_SRC / "README.md").read_text()
     assert "examples/temporal-official-chart-values.yaml" in readme and "enforce=baseline" in readme
 
