@@ -80,7 +80,10 @@ KIND_VALUES ?= $(CHART)/examples/values-kind.yaml
 MONITORING_NAMESPACE ?= monitoring
 KEDA_NAMESPACE ?= keda
 KPS_VERSION ?= 79.12.0
-KEDA_VERSION ?= 2.19.0
+# 2.20: its temporal scaler reads an unversioned queue's backlog with DescribeTaskQueue(ReportStats),
+# which the dev server (Temporal 1.32, CLI 1.9.1) serves; 2.17-2.19 call DescribeTaskQueueEnhanced,
+# the versioning-v2 API Temporal deprecated.
+KEDA_VERSION ?= 2.20.0
 TEMPORAL_UI_PORT ?= 18233
 GRAFANA_PORT ?= 13000
 PROMETHEUS_PORT ?= 19090
