@@ -83,7 +83,10 @@ KIND_VALUES ?= $(CHART)/examples/values-kind.yaml
 MONITORING_NAMESPACE ?= monitoring
 KEDA_NAMESPACE ?= keda
 KPS_VERSION ?= 79.12.0
-KEDA_VERSION ?= 2.19.0
+# 2.20: its temporal scaler reads an unversioned queue's backlog with DescribeTaskQueue(ReportStats),
+# which the dev server (Temporal 1.32, CLI 1.9.1) serves; 2.17-2.19 call DescribeTaskQueueEnhanced,
+# the versioning-v2 API Temporal deprecated.
+KEDA_VERSION ?= 2.20.0
 TEMPORAL_UI_PORT ?= 18233
 GRAFANA_PORT ?= 13000
 PROMETHEUS_PORT ?= 19090
@@ -112,10 +115,13 @@ kind-up:
 PYTHON_IMAGE ?= python:3.11.13-slim-bookworm
 TRAINING_TORCH_INDEX ?= https://pypi.org/simple
 EVAL_TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Built for the nodes' platform, not the build machine's (an arm64 laptop would otherwise push
+# images amd64 GPU nodes cannot run): PLATFORM=linux/arm64 for Graviton/Ampere pools.
+PLATFORM ?= linux/amd64
 images:
-	docker build -f services/Dockerfile.training --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	docker build --platform $(PLATFORM) -f services/Dockerfile.training --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 		--build-arg TORCH_INDEX_URL=$(TRAINING_TORCH_INDEX) -t $(TRAINING_IMAGE) .
-	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	docker build --platform $(PLATFORM) -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
 
 # Without Docker or pullable base images (root, podman): a debootstrap Debian base, both worker
@@ -130,11 +136,16 @@ test-cluster: images-local
 # kind has no GPUs: the kind profile runs the training worker on the CPU (eval) image, so only that
 # image is built and loaded; the multi-GB CUDA image never reaches the nodes.
 kind-images:
-	docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	docker build --platform $(PLATFORM) -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
 
+# Through an archive: `kind load docker-image` fails with Docker's containerd image store (the
+# default from Docker 29) when the image has no content for every platform of its index.
 kind-load:
-	kind load docker-image --name $(CLUSTER) $(EVAL_IMAGE)
+	mkdir -p .kind
+	docker save --platform $(PLATFORM) -o .kind/eval-image.tar $(EVAL_IMAGE)
+	kind load image-archive --name $(CLUSTER) .kind/eval-image.tar
+	rm -f .kind/eval-image.tar
 
 # kube-prometheus-stack and KEDA from their public charts, then this chart, which has no
 # dependencies (nothing to fetch for it; Temporal is its dev server on kind).
@@ -168,10 +179,18 @@ chaos:
 
 # The resume, end to end: submit, wait for the first checkpoint, delete the training worker pod with
 # no grace period (as `bert-eval chaos kill --target k8s` does), wait for the result: `resumes: 1`.
-demo-k8s: experiment
-	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until checkpoint --timeout 1800
+# Every demo submits manifests/experiment-configmap.yaml under fresh ids (experiment and run ids end in
+# -<DEMO_ID>), so it follows the experiment it submitted: an earlier one of the same id would be
+# found finished, and its runs reused instead of trained.
+DEMO_ID := $(shell date +%s)
+demo-k8s:
+	$(KUBECTL) -n $(NAMESPACE) delete job bert-eval-starter --ignore-not-found
+	sed -e 's/^\(    experiment_id: .*\)$$/\1-$(DEMO_ID)/' -e 's/^\(      - run_id: .*\)$$/\1-$(DEMO_ID)/' manifests/experiment-configmap.yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) apply -f manifests/starter-job.yaml
+	$(IN_CLUSTER) wait $(EXPERIMENT_ID)-$(DEMO_ID) --until started --timeout 600
+	$(IN_CLUSTER) wait $(EXPERIMENT_ID)-$(DEMO_ID) --until checkpoint --timeout 1800
 	$(KUBECTL) -n $(NAMESPACE) delete pod --grace-period=0 --force -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=training-worker
-	$(IN_CLUSTER) wait $(EXPERIMENT_ID) --until done --timeout 7200
+	$(IN_CLUSTER) wait $(EXPERIMENT_ID)-$(DEMO_ID) --until done --timeout 7200
 
 # kind also maps NodePorts: Temporal UI http://localhost:8233, Grafana http://localhost:3000.
 ui:

@@ -49,6 +49,7 @@ __all__ = [
     "is_training_worker_argv",
     "kill_training_workers",
     "parse_worker_identity",
+    "release_selector",
 ]
 
 log = telemetry.get_logger(__name__)
@@ -58,6 +59,11 @@ BUSY_TRAINING_QUERY = (
     f"(WorkflowType='{WORKFLOW.training}' OR WorkflowType='{WORKFLOW.legacy_training}') AND ExecutionStatus='Running'"
 )
 DEFAULT_SELECTOR = "app.kubernetes.io/component=training-worker"
+
+
+def release_selector(selector: str, release: str | None) -> str:
+    """The selector narrowed to one Helm release's pods (its app.kubernetes.io/instance label)."""
+    return f"{selector},app.kubernetes.io/instance={release}" if release else selector
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Connecting, listing and describing together; past this the kill goes ahead without Temporal's view.
 TEMPORAL_LOOKUP_TIMEOUT_S = 15.0
@@ -215,11 +221,14 @@ def choose_pod_target(
 async def _lookup_busy_identities() -> set[WorkerIdentity]:
     from temporalio.service import RPCError
 
+    from bert_eval.settings import get_settings, task_queues
     from bert_eval.temporal.client import connect
 
     client = await connect()
     found: set[WorkerIdentity] = set()
-    async for execution in client.list_workflows(BUSY_TRAINING_QUERY):
+    # Only this deployment's training queue: other releases on the namespace use other prefixes.
+    query = f"{BUSY_TRAINING_QUERY} AND TaskQueue='{task_queues(get_settings())[0]}'"
+    async for execution in client.list_workflows(query):
         try:
             description = await client.get_workflow_handle(execution.id, run_id=execution.run_id).describe()
         except RPCError:  # finished between listing and describing
@@ -417,6 +426,9 @@ def kill(
         str | None, typer.Option(help="k8s: namespace of the pods (default: this pod's namespace, else `default`)")
     ] = None,
     selector: Annotated[str, typer.Option(help="k8s, podman: label selector of training worker pods")] = DEFAULT_SELECTOR,
+    release: Annotated[
+        str | None, typer.Option(help="k8s, podman: only pods of this Helm release (app.kubernetes.io/instance)")
+    ] = None,
     every: Annotated[float, typer.Option(min=0, help="seconds between kills when --times > 1")] = 60.0,
     times: Annotated[int, typer.Option(min=1, help="how many kills")] = 1,
     prefer_busy: Annotated[
@@ -428,7 +440,8 @@ def kill(
 
     telemetry.configure_logging(fmt=get_settings().log_format)
     kills = kill_training_workers(
-        target=target, namespace=namespace, selector=selector, times=times, every_s=every, prefer_busy=prefer_busy
+        target=target, namespace=namespace, selector=release_selector(selector, release),
+        times=times, every_s=every, prefer_busy=prefer_busy,
     )
     for done in kills:
         typer.echo(f"killed {done.kind} {done.name}: {done.reason}")

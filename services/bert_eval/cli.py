@@ -123,14 +123,17 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
 
 async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
     from bert_eval import telemetry
-    from bert_eval.temporal.client import ensure_search_attributes
+    from bert_eval.temporal.client import MissingSearchAttributesError, ensure_search_attributes
     from bert_eval.temporal.submit import missing_workers, start_experiment, watch
 
     settings = get_settings()
     telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
     telemetry.configure_tracing("bert-eval-cli")
     client = await _connect_or_fail(temporal)
-    await ensure_search_attributes(client)
+    try:
+        await ensure_search_attributes(client)
+    except MissingSearchAttributesError as exc:
+        raise _fail(str(exc)) from None
     handle = await start_experiment(client, experiment, settings)
     print(f"experiment {experiment.id}: workflow {handle.id}")
     for spec in experiment.runs:
@@ -426,7 +429,7 @@ async def _predict(request):  # noqa: ANN001, ANN202 (PredictInput -> PredictRes
 
     from temporalio.client import WorkflowFailureError
 
-    from bert_eval.settings import EVAL_TASK_QUEUE
+    from bert_eval.settings import task_queues
     from bert_eval.temporal.client import connect
     from bert_eval.temporal.workflows import PredictWorkflow, predict_workflow_id
 
@@ -440,7 +443,7 @@ async def _predict(request):  # noqa: ANN001, ANN202 (PredictInput -> PredictRes
             PredictWorkflow.run,
             request,
             id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12]),
-            task_queue=EVAL_TASK_QUEUE,
+            task_queue=task_queues(get_settings())[1],
         )
     except WorkflowFailureError as exc:
         cause: BaseException | None = exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRAINING_TASK_QUEUE = "bert-training-task-queue"
 EVAL_TASK_QUEUE = "bert-eval-task-queue"
+# A task-queue prefix is a DNS-label-like name (it also names Kubernetes objects and Prometheus label values).
+_TASK_QUEUE_PREFIX = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 
 
 class TemporalSettings(BaseSettings):
@@ -26,6 +29,8 @@ class TemporalSettings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     api_key: SecretStr | None = None
+    # TLS server name (SNI and certificate verification) when it differs from the address's host.
+    tls_server_name: str | None = None
 
 
 class Settings(BaseSettings):
@@ -58,6 +63,19 @@ class Settings(BaseSettings):
     require_gpu: bool = False
     # Never contact the Hugging Face hub: models and datasets come from local paths and the mirror.
     offline: bool = False
+    # Prefix of both task queues (`<prefix>-bert-training-task-queue`), so releases sharing one Temporal
+    # namespace do not take each other's tasks. Empty: the plain queue names.
+    task_queue_prefix: str = ""
+
+    @field_validator("task_queue_prefix")
+    @classmethod
+    def _dns_label_prefix(cls, value: str) -> str:
+        if value and not _TASK_QUEUE_PREFIX.fullmatch(value):
+            raise ValueError(
+                f"task-queue prefix {value!r} must be 1-40 lowercase letters, digits or '-', starting and ending "
+                "with a letter or digit (e.g. `team-a`); leave it empty for the plain queue names"
+            )
+        return value
 
     @field_validator("training_concurrency")
     @classmethod
@@ -69,6 +87,12 @@ class Settings(BaseSettings):
                 "Run more training worker processes (chart: training.replicas) instead"
             )
         return value
+
+
+def task_queues(settings: Settings) -> tuple[str, str]:
+    """(training queue, eval queue) of this deployment: the plain names, or both behind the prefix."""
+    prefix = f"{settings.task_queue_prefix}-" if settings.task_queue_prefix else ""
+    return prefix + TRAINING_TASK_QUEUE, prefix + EVAL_TASK_QUEUE
 
 
 @functools.cache

@@ -478,15 +478,17 @@ def test_dashboard_configmaps(profile: str, rendered_profiles: dict[str, Rendere
         assert not dashboards
         return
     assert len(dashboards) == len(files)
-    sources = {json.loads(f.read_text())["uid"] for f in files if "uid" in json.loads(f.read_text())}
     seen = set()
     for config_map in dashboards:
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         (payload,) = config_map["data"].values()
         model = json.loads(payload)
         assert isinstance(model, dict) and model.get("title"), "a Grafana dashboard model has a title"
+        assert "__BERT_EVAL_" not in payload  # every placeholder filled for this release
         seen.add(model.get("uid"))
-    assert sources <= seen
+    # One per file, each a UID of this release (file name + hash of namespace/release, <= 40 characters).
+    assert {uid.rsplit("-", 1)[0] for uid in seen} == {f.stem for f in files}
+    assert all(len(uid) <= 40 for uid in seen)
 
 
 def test_repo_dashboards_are_grafana_models() -> None:

@@ -235,11 +235,19 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
     eval_image = _pod(rendered, "eval-worker")["spec"]["containers"][0]["image"]
     assert training_image == eval_image == "bert-eval-eval:dev"
     commands = _make_dry_run("kind-images", "kind-load")
+    # For the nodes' platform, and loaded through an archive (Docker 29's containerd image store
+    # breaks `kind load docker-image`).
     assert commands == [
-        "docker build -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm \\",
+        "docker build --platform linux/amd64 -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm \\",
         "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t bert-eval-eval:dev .",
-        "kind load docker-image --name bert-eval bert-eval-eval:dev",
+        "mkdir -p .kind",
+        "docker save --platform linux/amd64 -o .kind/eval-image.tar bert-eval-eval:dev",
+        "kind load image-archive --name bert-eval .kind/eval-image.tar",
+        "rm -f .kind/eval-image.tar",
     ]
+    arm = _make_dry_run("images", "kind-load", "PLATFORM=linux/arm64")
+    assert sum("docker build --platform linux/arm64 " in c for c in arm) == 2
+    assert "docker save --platform linux/arm64 -o .kind/eval-image.tar bert-eval-eval:dev" in arm
     # The GKE/EKS profiles keep the CUDA training image.
     gke = _pod(rendered_profiles["examples/gke"], "training-worker")["spec"]["containers"][0]["image"]
     assert "bert-eval-training" in gke
@@ -274,15 +282,13 @@ def test_temporal_chart_mode_points_at_the_official_release_in_its_own_namespace
 def test_official_chart_recipe_configures_a_datastore_and_the_default_namespace() -> None:
     recipe = yaml.safe_load((CHART_SRC / "examples" / "temporal-official-chart-values.yaml").read_text())
     persistence = recipe["server"]["config"]["persistence"]
-    for store in ("default", "visibility"):
-        assert persistence[store]["driver"] == "sql"
-        sql = persistence[store]["sql"]
-        assert sql["driver"] == "postgres12" and sql["host"] and sql["existingSecret"] and "password" not in sql
+    for store in (persistence["defaultStore"], persistence["visibilityStore"]):
+        sql = persistence["datastores"][store]["sql"]
+        assert sql["pluginName"] == "postgres12" and sql["connectAddr"] and sql["existingSecret"] and "password" not in sql
     namespaces = recipe["server"]["config"]["namespaces"]
     assert namespaces["create"] is True
     values = yaml.safe_load((CHART_SRC / "values.yaml").read_text())
     assert {"name": values["temporal"]["namespace"], "retention": "7d"} in namespaces["namespace"]
-    assert all(recipe[bundled]["enabled"] is False for bundled in ("cassandra", "mysql", "postgresql", "elasticsearch"))
     readme = (CHART_SRC / "README.md").read_text()
     assert "examples/temporal-official-chart-values.yaml" in readme and "enforce=baseline" in readme
 
@@ -345,12 +351,23 @@ def test_make_demo_k8s_submits_waits_for_a_checkpoint_kills_and_waits_for_the_re
             eval_labels = rendered.workload("eval-worker")["spec"]["template"]["metadata"]["labels"]
             assert labels_match(selector, training) and not labels_match(selector, eval_labels)
             assert "--grace-period=0" in command
-        elif "apply -f manifests/experiment-configmap.yaml -f manifests/starter-job.yaml" in command:
+        elif command.startswith("sed ") and "manifests/experiment-configmap.yaml" in command:
             order.append("submit")
-    assert order == ["submit", "wait:started", "wait:checkpoint", "kill", "wait:done"]
+            # What the demo applies: the example experiment under ids of its own.
+            sed = command.split(" | ")[0]
+            applied = subprocess.run(["sh", "-c", sed], cwd=REPO, capture_output=True, text=True, check=True).stdout
+            submitted = yaml.safe_load(yaml.safe_load(applied)["data"]["experiment.yaml"])
+        elif "apply -f manifests/starter-job.yaml" in command:
+            order.append("starter")
+    assert order == ["submit", "starter", "wait:started", "wait:checkpoint", "kill", "wait:done"]
     (config_map,) = manifest_objects["experiment-configmap.yaml"]
-    experiment_id = yaml.safe_load(config_map["data"]["experiment.yaml"])["experiment_id"]
-    assert {w["experiment_id"] for w in waits} == {experiment_id}
+    original = yaml.safe_load(config_map["data"]["experiment.yaml"])
+    # Fresh ids: an earlier experiment of the example's id cannot answer the waits.
+    assert submitted["experiment_id"] != original["experiment_id"]
+    assert submitted["experiment_id"].startswith(original["experiment_id"] + "-")
+    suffix = submitted["experiment_id"].removeprefix(original["experiment_id"])
+    assert [r["run_id"] for r in submitted["runs"]] == [r["run_id"] + suffix for r in original["runs"]]
+    assert {w["experiment_id"] for w in waits} == {submitted["experiment_id"]}
     # The starter Job keeps waiting in the cluster, so the demo never blocks on it.
     starter = next(o for o in manifest_objects["starter-job.yaml"] if o["kind"] == "Job")
     assert starter["spec"]["template"]["spec"]["containers"][0]["args"][0] == "run"

@@ -54,3 +54,17 @@ def test_podman_target_filters_on_every_selector_term(fake_podman: Path, monkeyp
     calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
     assert {"--filter=label=app.kubernetes.io/component=nothing-here", "--filter=label=tier=x"} <= set(calls[0])
     assert [k.name for k in kills] in (["podman/bert-eval-training-worker-pod-0"], ["podman/bert-eval-training-worker-pod-1"])
+
+
+def test_release_option_limits_the_kill_to_that_releases_pods(fake_podman: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bert_eval.chaos import chaos_app
+
+    done = CliRunner().invoke(chaos_app, ["--target", "podman", "--release", "team-a", "--any"])
+    assert done.exit_code == 0, done.output
+    calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
+    assert {
+        "--filter=label=app.kubernetes.io/component=training-worker",
+        "--filter=label=app.kubernetes.io/instance=team-a",
+    } <= set(calls[0])

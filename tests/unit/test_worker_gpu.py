@@ -21,6 +21,8 @@ def test_training_worker_requiring_gpu_exits_without_one() -> None:
         "BERT_EVAL_METRICS_PORT": "0",
         # Nothing listens here: the worker must fail before it tries to connect.
         "TEMPORAL_ADDRESS": "127.0.0.1:9",
+        # Where the training image looks for the node's driver (GKE's mount).
+        "LD_LIBRARY_PATH": "/usr/local/nvidia/lib64",
     }
     env.pop("BERT_EVAL_FORCE_CPU", None)
     done = subprocess.run(
@@ -32,6 +34,7 @@ def test_training_worker_requiring_gpu_exits_without_one() -> None:
     assert len(lines) == 1, done.stderr
     assert "BERT_EVAL_REQUIRE_GPU is set" in lines[0] and "sees no CUDA device" in lines[0]
     assert "gpu.enabled=false" in lines[0]
+    assert "LD_LIBRARY_PATH=/usr/local/nvidia/lib64" in lines[0]  # the path it searched
 
 
 def test_require_gpu_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

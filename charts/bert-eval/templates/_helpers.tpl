@@ -93,6 +93,15 @@ the release name, or <release>-temporal when the release name lacks "temporal"
 {{- end }}
 
 {{/*
+A task queue of this release: the name behind taskQueuePrefix. Usage:
+  include "bert-eval.taskQueue" (list $ "bert-eval-task-queue")
+*/}}
+{{- define "bert-eval.taskQueue" -}}
+{{- $root := index . 0 }}
+{{- with $root.Values.taskQueuePrefix }}{{ . }}-{{ end }}{{ index . 1 }}
+{{- end }}
+
+{{/*
 Port of the Temporal address (digits after the last colon; 7233 otherwise).
 */}}
 {{- define "bert-eval.temporalPort" -}}
@@ -166,6 +175,14 @@ connection, storage, telemetry. Usage:
   value: {{ $v.temporal.namespace | quote }}
 - name: TEMPORAL_TLS
   value: {{ $v.temporal.tls.enabled | quote }}
+{{- if and $v.temporal.tls.enabled $v.temporal.tls.serverName }}
+- name: TEMPORAL_TLS_SERVER_NAME
+  value: {{ $v.temporal.tls.serverName | quote }}
+{{- end }}
+{{- with $v.taskQueuePrefix }}
+- name: BERT_EVAL_TASK_QUEUE_PREFIX
+  value: {{ . | quote }}
+{{- end }}
 {{- if and $v.temporal.tls.enabled $v.temporal.tls.existingSecret }}
 {{- if $v.temporal.tls.caKey }}
 - name: TEMPORAL_TLS_CA_FILE

@@ -17,7 +17,7 @@ from temporalio.service import RPCError
 
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.rundir import run_dir_conflict
-from bert_eval.settings import Settings
+from bert_eval.settings import Settings, get_settings, task_queues
 from bert_eval.telemetry import run_baggage
 from bert_eval.temporal.names import (
     ACTIVITY,
@@ -46,8 +46,13 @@ __all__ = [
 
 # Which worker serves each task queue, for the "nobody polls" message.
 _QUEUE_WORKERS = {EVAL_TASK_QUEUE: "bert-eval worker eval", TRAINING_TASK_QUEUE: "bert-eval worker training"}
+
 # A poller that has not polled for this long is gone (long polls last about a minute).
 _POLLER_STALE_S = 90.0
+
+
+def _worker_command(queue: str) -> str:
+    return next((command for name, command in _QUEUE_WORKERS.items() if queue.endswith(name)), "bert-eval worker")
 
 
 class SubmissionError(ValueError):
@@ -72,22 +77,26 @@ async def start_experiment(client: Client, experiment: Experiment, settings: Set
 
 
 async def _start(client: Client, experiment: Experiment, settings: Settings) -> WorkflowHandle:
+    training_queue, eval_queue = task_queues(settings)
     return await client.start_workflow(
         # By name, not by class: the CLI does not import the workflows (and, through them, torch).
         WORKFLOW.coordinator,
-        CoordinatorInput(experiment=experiment, heartbeat_timeout_s=settings.heartbeat_timeout_s),
+        CoordinatorInput(
+            experiment=experiment, heartbeat_timeout_s=settings.heartbeat_timeout_s, training_task_queue=training_queue
+        ),
         id=coordinator_workflow_id(experiment.id),
-        task_queue=EVAL_TASK_QUEUE,
+        task_queue=eval_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(EXPERIMENT_ID, experiment.id)]),
         result_type=ExperimentResult,
     )
 
 
-async def missing_workers(client: Client, queues: tuple[str, ...] = (EVAL_TASK_QUEUE, TRAINING_TASK_QUEUE)) -> list[str]:
-    """One line per task queue that no live worker polls (a run waiting on it would wait forever)."""
+async def missing_workers(client: Client, queues: tuple[str, ...] | None = None) -> list[str]:
+    """One line per task queue that no live worker polls (a run waiting on it would wait forever); by
+    default this deployment's two queues (BERT_EVAL_TASK_QUEUE_PREFIX)."""
     lines = []
-    for queue in queues:
+    for queue in queues or tuple(reversed(task_queues(get_settings()))):
         live = False
         for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
             reply = await client.workflow_service.describe_task_queue(
@@ -99,7 +108,7 @@ async def missing_workers(client: Client, queues: tuple[str, ...] = (EVAL_TASK_Q
         if not live:
             lines.append(
                 f"no worker polls task queue {queue!r} in namespace {client.namespace!r}: runs wait until one "
-                f"starts (`{_QUEUE_WORKERS.get(queue, 'bert-eval worker')}` with TEMPORAL_ADDRESS pointing here)"
+                f"starts (`{_worker_command(queue)}` with TEMPORAL_ADDRESS pointing here)"
             )
     return lines
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import os
 import signal
 import socket
 import threading
@@ -15,11 +16,11 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from bert_eval import telemetry
+from bert_eval.settings import Settings, TemporalSettings, get_settings, get_temporal_settings, task_queues
 from bert_eval.temporal import metrics
-from bert_eval.settings import Settings, TemporalSettings, get_settings, get_temporal_settings
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
-from bert_eval.temporal.client import connect, ensure_search_attributes
-from bert_eval.temporal.names import EVAL_TASK_QUEUE, TIMEOUTS, TRAINING_TASK_QUEUE
+from bert_eval.temporal.client import MissingSearchAttributesError, connect, ensure_search_attributes
+from bert_eval.temporal.names import TIMEOUTS
 from bert_eval.temporal.workflows import (
     CoordinatorWorkflow,
     EvalWorkflow,
@@ -49,11 +50,12 @@ class WorkerKind(str, Enum):
 def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noqa: ANN001 (temporalio Client)
     """The worker for one pool, wired with its workflows and activities (no I/O happens here)."""
     graceful = graceful_shutdown_timeout(kind, settings)
+    training_queue, eval_queue = task_queues(settings)
     if kind is WorkerKind.training:
         activities = TrainingActivities(runs_dir=settings.runs_dir, force_cpu=settings.force_cpu)
         return Worker(
             client,
-            task_queue=TRAINING_TASK_QUEUE,
+            task_queue=training_queue,
             workflows=[TrainingWorkflow, LegacyTrainingWorkflow],
             activities=[activities.fine_tune],
             max_concurrent_activities=settings.training_concurrency,
@@ -64,7 +66,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noq
     eval_activities = EvalActivities(runs_dir=settings.runs_dir, data_dir=settings.data_dir, force_cpu=settings.force_cpu)
     return Worker(
         client,
-        task_queue=EVAL_TASK_QUEUE,
+        task_queue=eval_queue,
         workflows=[CoordinatorWorkflow, EvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
         activities=eval_activities.all(),
         max_concurrent_activities=settings.eval_concurrency,
@@ -94,7 +96,7 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
         _exit_unless_gpu()
     telemetry.configure_logging(fmt=settings.log_format, level=settings.log_level)
     telemetry.configure_tracing(service_name=f"bert-eval-{kind.value}-worker")
-    queue = TRAINING_TASK_QUEUE if kind is WorkerKind.training else EVAL_TASK_QUEUE
+    queue = task_queues(settings)[0 if kind is WorkerKind.training else 1]
 
     runtime = None
     sdk_metrics_url = None
@@ -123,7 +125,10 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
             http.shutdown()
         log.info("worker stopped before Temporal was reachable", kind=kind.value)
         return
-    await ensure_search_attributes(client)
+    try:
+        await ensure_search_attributes(client)
+    except MissingSearchAttributesError as exc:
+        raise SystemExit(f"bert-eval {kind.value} worker: {exc}") from None
     worker = build_worker(client, kind, settings)
     _freeze_startup_heap()
 
@@ -167,9 +172,13 @@ def _exit_unless_gpu() -> None:
     if torch.cuda.is_available():
         return
     build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+    # The driver's libcuda.so.1 comes from the node: the loader's cache, or LD_LIBRARY_PATH (GKE mounts
+    # it at /usr/local/nvidia/lib64 and sets nothing; the training image puts that path there).
+    searched = os.environ.get("LD_LIBRARY_PATH") or "(unset)"
     raise SystemExit(
         f"bert-eval training worker: BERT_EVAL_REQUIRE_GPU is set but torch {torch.__version__} ({build}) "
-        "sees no CUDA device; run the pod on a GPU node (NVIDIA device plugin, driver >= 580 for the "
+        f"sees no CUDA device (driver library libcuda.so.1 searched in LD_LIBRARY_PATH={searched} and the "
+        "ldconfig cache); run the pod on a GPU node (NVIDIA device plugin, driver >= 580 for the "
         "CUDA 13.0 image) or unset BERT_EVAL_REQUIRE_GPU (chart: gpu.enabled=false) to train on CPU"
     )
 
