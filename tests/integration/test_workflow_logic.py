@@ -31,7 +31,7 @@ from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, Trai
 from bert_eval.core.records import DatasetSchema, EvalResult, SnapshotResult, TrainingProgress, TrainingSummary
 from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.spec import Experiment, RunSpec, TaskType
-from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult, TrainingInput
+from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult
 
 from .harness import tiny_run
 
