@@ -304,7 +304,8 @@ def kubernetes_core_api() -> PodApi:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.CoreV1Api()
+    api: PodApi = client.CoreV1Api()  # type: ignore[assignment]  # its generated signatures spell out every keyword
+    return api
 
 
 def default_namespace(namespace_file: Path = IN_CLUSTER_NAMESPACE_FILE) -> str:

@@ -222,7 +222,7 @@ class RunSpec(_Strict):
 
     def fingerprint_form(self) -> dict[str, Any]:
         # Placement (which device runs it) does not change what is computed.
-        exclude = {"run_id": True, **_PLACEMENT_FIELDS}
+        exclude: dict[str, Any] = {"run_id": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)

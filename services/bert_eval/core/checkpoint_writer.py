@@ -86,6 +86,7 @@ def capture_host_state(trainer: Trainer) -> HostState:
     started = time.monotonic()
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
     weights = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model.state_dict().items()}
+    assert trainer.optimizer is not None and trainer.lr_scheduler is not None, "called before the Trainer built them"
     optimizer = _to_host(trainer.optimizer.state_dict())
     scheduler = _to_host(trainer.lr_scheduler.state_dict())
     trainer_state = json.dumps(dataclasses.asdict(trainer.state), indent=2, sort_keys=True) + "\n"

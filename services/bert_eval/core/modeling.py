@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -51,6 +52,7 @@ def load_for_classification(
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer + sequence-classification model with a head sized for the schema's labels."""
     source = resolve_model(name)
+    head: dict[str, Any]
     if schema.task is TaskType.regression:
         head = {"num_labels": 1, "problem_type": "regression"}
     else:

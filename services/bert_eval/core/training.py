@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import torch
 from opentelemetry import context as otel_context
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -358,7 +358,7 @@ class _FastTrainer(Trainer):
         sampler = SeededLengthGroupedSampler(self._lengths, batch_size=batch_size * args.gradient_accumulation_steps, seed=args.data_seed or args.seed)
         workers = args.dataloader_num_workers
         loader = DataLoader(
-            self.train_dataset,
+            cast(Dataset, self.train_dataset),  # the datasets.Dataset given at construction (indexable, sized)
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=self.data_collator,

@@ -131,7 +131,7 @@ class StepHistory(TrainerCallback):
 
     def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         # Before the scheduler steps: the rate this step used (a host value, no sync).
-        assert self._trainer is not None
+        assert self._trainer is not None and self._trainer.lr_scheduler is not None
         self._learning_rate = float(self._trainer.lr_scheduler.get_last_lr()[0])
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:

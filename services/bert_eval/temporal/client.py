@@ -38,9 +38,6 @@ async def connect(
 ) -> Client:
     """A client with the pydantic data converter and OpenTelemetry tracing (one trace per experiment)."""
     settings = settings or get_temporal_settings()
-    kwargs = {"runtime": runtime} if runtime is not None else {}
-    if identity:
-        kwargs["identity"] = identity
     return await Client.connect(
         settings.address,
         namespace=settings.namespace,
@@ -48,7 +45,8 @@ async def connect(
         tls=_tls(settings),
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor(telemetry.tracer())],
-        **kwargs,
+        runtime=runtime,
+        identity=identity,
     )
 
 
