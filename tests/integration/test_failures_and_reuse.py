@@ -40,11 +40,23 @@ def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(stack: Stack, tiny
     assert time.monotonic() - started < 120
     # Non-retryable: the failing activity ran exactly once (no retry storm).
     assert asyncio.run(_attempts(stack, "train-bad-model", "fine_tune")) == [1]
-    assert asyncio.run(_attempts(stack, "train-bad-dataset", "snapshot_dataset")) == [1]
+    # The coordinator snapshots each run (3 runs, one attempt each); the bad dataset's run never starts training.
+    assert asyncio.run(_attempts(stack, "experiment-mixed", "snapshot_dataset")) == [1, 1, 1]
+    assert not asyncio.run(_workflow_exists(stack, "train-bad-dataset"))
 
 
 async def _attempts(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:
     return await activity_attempts(await stack.client(), workflow_id, activity_type)
+
+
+async def _workflow_exists(stack: Stack, workflow_id: str) -> bool:
+    from temporalio.service import RPCError
+
+    try:
+        await (await stack.client()).get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return False
+    return True
 
 
 def test_resubmitting_a_finished_experiment_reuses_results(stack: Stack, tiny_model_dir: Path) -> None:
