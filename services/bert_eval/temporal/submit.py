@@ -1,17 +1,22 @@
-"""Client-side operations the CLI and starter Job use: submit, watch, look up status."""
+"""Client-side operations the CLI and starter Job use: submit, watch, wait, predict, look up status.
+
+Each returns data (or raises); printing is the caller's.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -28,19 +33,32 @@ from bert_eval.temporal.names import (
     TRAINING_TASK_QUEUE,
     WORKFLOW,
     coordinator_workflow_id,
+    predict_workflow_id,
     training_workflow_id,
 )
-from bert_eval.core.records import TrainingProgress
+from bert_eval.core.records import PredictResult, TrainingProgress, TrainingSummary
 from bert_eval.spec import Experiment
-from bert_eval.temporal.payloads import CoordinatorInput, CoordinatorStatus, ExperimentResult, RunPhase
+from bert_eval.temporal.payloads import (
+    CoordinatorInput,
+    CoordinatorStatus,
+    ExperimentResult,
+    PredictInput,
+    RunPhase,
+    TrainingResult,
+)
 
 __all__ = [
+    "SavedCheckpoint",
     "SubmissionError",
     "check_runs_dir",
+    "experiment_status",
     "find_workflows",
     "missing_workers",
+    "predict",
     "start_experiment",
     "training_progress",
+    "wait_for_checkpoint",
+    "wait_until_started",
     "watch",
 ]
 
@@ -128,6 +146,20 @@ async def training_progress(client: Client, run_id: str) -> TrainingProgress | N
         return None
 
 
+async def experiment_status(
+    client: Client, experiment_id: str
+) -> tuple[CoordinatorStatus, dict[str, TrainingProgress]] | None:
+    """The coordinator's per-run status and each run's live training progress; None when no such
+    experiment answers (not found, or no eval worker to run the query)."""
+    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id))
+    try:
+        status = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
+    except RPCError:
+        return None
+    progress = {run.run_id: p for run in status.runs if (p := await training_progress(client, run.run_id))}
+    return status, progress
+
+
 async def watch(
     client: Client,
     handle: WorkflowHandle,
@@ -141,6 +173,7 @@ async def watch(
     queues without workers (at once, then whenever that changes)."""
     result_task = asyncio.create_task(handle.result())
     checked_at, reported = -workers_check_every_s, None
+    missing: list[str] | None
     while not result_task.done():
         if on_missing_workers is not None and time.monotonic() - checked_at >= workers_check_every_s:
             checked_at = time.monotonic()
@@ -173,3 +206,69 @@ async def find_workflows(client: Client, identifier: str) -> list[tuple[str, str
     async for execution in client.list_workflows(query):
         found.append((execution.id, execution.workflow_type, execution.status))
     return found
+
+
+async def wait_until_started(
+    client: Client, experiment_id: str, *, interval_s: float = 2.0
+) -> WorkflowHandle[object, ExperimentResult]:
+    """The experiment's coordinator, once it exists (its starter may not have submitted it yet)."""
+    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id), result_type=ExperimentResult)
+    while True:
+        try:
+            await handle.describe()
+            return handle
+        except RPCError:
+            await asyncio.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """A run known to have saved a checkpoint: `step` read live from its fine-tune heartbeat, or, when its
+    training had already ended, `summary` from the training result instead."""
+
+    run_id: str
+    step: int | None = None
+    summary: TrainingSummary | None = None
+
+
+async def wait_for_checkpoint(
+    client: Client, handle: WorkflowHandle, *, interval_s: float = 2.0
+) -> SavedCheckpoint | None:
+    """The first run of the experiment seen to have saved a checkpoint. Training can end between two
+    polls (small runs on fast hardware), so ended runs are read from their training result. None once
+    the experiment has ended with no checkpoint anywhere, instead of waiting forever."""
+    while True:
+        # Read whether the experiment had ended *before* reading its runs: then a miss below is final.
+        ended = (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+        try:
+            status = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
+        except RPCError:
+            status = None
+        for run in status.runs if status else []:
+            progress = await training_progress(client, run.run_id)
+            if progress is not None and progress.last_checkpoint is not None:
+                return SavedCheckpoint(run.run_id, step=progress.last_checkpoint.step)
+            if run.phase in (RunPhase.evaluating, RunPhase.completed):
+                training = client.get_workflow_handle(training_workflow_id(run.run_id), result_type=TrainingResult)
+                try:
+                    summary = (await training.result(rpc_timeout=timedelta(seconds=10))).summary
+                except (RPCError, WorkflowFailureError):
+                    continue
+                if summary.checkpoints_saved:
+                    return SavedCheckpoint(run.run_id, summary=summary)
+        if ended:
+            return None
+        await asyncio.sleep(interval_s)
+
+
+async def predict(client: Client, request: PredictInput) -> PredictResult:
+    """Label texts with a trained run's final model, on the eval pool. Raises `WorkflowFailureError`
+    (its root cause says why: `bert_eval.temporal.failures.root_cause`)."""
+    return await client.execute_workflow(
+        # By name, like the coordinator: the CLI does not import the workflows.
+        WORKFLOW.predict,
+        request,
+        id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12]),
+        task_queue=task_queues(get_settings())[1],
+        result_type=PredictResult,
+    )

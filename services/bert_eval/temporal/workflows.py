@@ -17,7 +17,6 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
-    FailureError,
     WorkflowAlreadyStartedError,
 )
 
@@ -38,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from bert_eval.spec import Experiment, RunSpec
     from bert_eval.telemetry import run_baggage
     from bert_eval.temporal.activities import EvalActivities, FineTuneInput, TrainingActivities
+    from bert_eval.temporal.failures import root_cause
     from bert_eval.temporal.names import (
         DETERMINISTIC_FAILURE,
         EXPERIMENT_ID,
@@ -301,7 +301,7 @@ class CoordinatorWorkflow:
                     "wait for it to finish, then resubmit to reuse its results, or choose another run_id",
                 )
             except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
-                return self._failed(run.id, _root_cause(exc))
+                return self._failed(run.id, root_cause(exc))
 
     async def _run_one_traced(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         status = self._status[run.id]
@@ -429,13 +429,3 @@ def _snapshot_mismatch(run_id: str, pinned: str, actual: str) -> str:
 def _run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(RUN_ID, run_id), SearchAttributePair(EXPERIMENT_ID, experiment_id)])
 
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost failure's message: what actually went wrong, not the wrapping layers."""
-    message = str(exc)
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, FailureError) and not isinstance(cause, (ActivityError, ChildWorkflowError)) and str(cause):
-            message = str(cause)
-        cause = cause.__cause__
-    return message
