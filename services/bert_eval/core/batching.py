@@ -22,10 +22,9 @@ PAD_MULTIPLE = 8
 
 def dynamic_padding(device: str, *, enabled: bool = True) -> str:
     """How a batch is padded to its longest row on a device: rounded up to a multiple of 8 on CUDA
-    (tensor-core shapes), not rounded on CPU. On a CPU the sequence length only sets how many rows a GEMM
-    has, and rounding SST-2's 13-token rows up to 8 computes 24% more tokens at batch 32 (length-grouped:
-    76% of the tokens are real, 94.5% without rounding); MiniLM trained 1.09x faster without it.
-    Not `enabled` (the run turned dynamic padding off): every row padded to max_length."""
+    (tensor-core shapes), not rounded on CPU, where the sequence length only sets how many rows a GEMM has
+    and the rounding is extra work (docs/performance.md). Not `enabled` (the run turned dynamic padding
+    off): every row padded to max_length."""
     if not enabled:
         return "max_length"
     return "multiple-of-8" if device.startswith("cuda") else "longest"

@@ -3,10 +3,10 @@
 The training thread only copies (model weights, optimizer and scheduler state, RNG states, the
 trainer state with its log history) into host memory; a writer thread serializes them in the
 Trainer's checkpoint layout (so `Trainer.train(resume_from_checkpoint=...)` reads them as its own),
-and the CheckpointStore fsyncs and publishes them atomically, as before, under the run's attempt fence. One save is in flight at a
-time: a save due while the previous one is still being written waits for it (that wait is reported
-as the time the step was blocked). A write error surfaces on the training thread at the next save or
-at `flush()`, so a failing volume fails the attempt instead of silently losing checkpoints.
+and the CheckpointStore fsyncs and publishes them atomically under the run's attempt fence. One save is
+in flight at a time: a save due while the previous one is still being written waits for it (that wait
+is reported as the time the step was blocked). A write error surfaces on the training thread at the
+next save or at `flush()`, so a failing volume fails the attempt instead of silently losing checkpoints.
 """
 
 from __future__ import annotations

@@ -135,8 +135,8 @@ class CheckpointStore:
             for old in complete[: -self.keep]:
                 removed.append(self._discard(old.path))
             if complete:
-                # A prune killed mid-delete by a release that deleted in place left `checkpoint-N` with
-                # its manifest gone: never resumable (only whole directories are published), so debris.
+                # Older releases deleted in place: a prune killed mid-delete left `checkpoint-N` with its
+                # manifest gone, never resumable (only whole directories are published), so debris.
                 for child in self.directory.iterdir():
                     match = _NAME.match(child.name)
                     if match and int(match.group(1)) < complete[-1].step and not (child / CHECKPOINT_MANIFEST).exists():
@@ -156,8 +156,8 @@ class CheckpointStore:
 
     def _discard(self, path: Path) -> Path:
         """Move `path` out of the checkpoint names (one atomic rename), then delete it: a worker killed
-        mid-delete leaves a `.trash-*` directory for the next prune, never a `checkpoint-N` with files
-        missing (seen in the soak test: a 12 MB half-deleted directory that no later prune removed)."""
+        mid-delete leaves a `.trash-*` directory for the next prune, never a `checkpoint-N` with part of
+        its files gone."""
         trash = self.directory / f"{_TRASH}{path.name}-{uuid.uuid4().hex[:8]}"
         try:
             os.rename(path, trash)

@@ -130,7 +130,7 @@ def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
         text_columns = _infer_text_columns(train, columns, label_column, spec)
 
     # One Arrow column to a list (honours a selection's indices); `train[column]` would go through
-    # datasets' per-row formatting: 1.2 s of a 1.7 s SST-2 snapshot.
+    # datasets' per-row formatting, most of a snapshot's time (docs/performance.md).
     labels = train.with_format("arrow")[label_column].to_pylist()
     is_float = train.features[label_column].dtype in ("float32", "float64", "float16")
     task = spec.task or (TaskType.regression if is_float else TaskType.classification)

@@ -1,69 +1,71 @@
 #!/usr/bin/env bash
-# The one command a session runs on a lent GPU machine (README "GPU rows"), after `make gpu-kit` here:
-#   run(command="bash scripts/gpu-lease.sh", carry=[".gpu"], timeout_s=590)
-# It installs .gpu/whl into /tmp/site (no network there), prints nvidia-smi and the library versions,
-# imports every module the benchmark needs (a missing one fails here, in seconds, not minutes into the
-# lease), then runs `benchmarks/bench.py --device cuda` on .gpu/data and .gpu/tokenizer. Back under $OUT:
-# latest-cuda.json (rows, skipped rows, raw figures) and bench-gpu.log (everything printed here).
-# The bench gets GPU_LEASE_BENCH_TIMEOUT_S (default 480 s) and then an interrupt, so it writes the rows
-# it has before the call's limit.
+# `make bench-gpu` for a GPU box without network access (docs/performance.md, "GPU benchmark").
+# On a machine with network access, run `make gpu-kit`; copy the working tree with its .gpu/ to the GPU
+# box; there, with the Python that has torch (CUDA):
+#   OUT=/path/to/results PYTHON=python3 bash scripts/gpu-bench.sh
+# It installs .gpu/whl into /tmp/site (nothing is downloaded), prints nvidia-smi and the library
+# versions, imports every module the benchmark needs (a missing one fails here, in seconds, not minutes
+# into the run), then runs `benchmarks/bench.py --device cuda` on .gpu/data and .gpu/tokenizer. Written
+# to $OUT: latest-cuda.json (rows, skipped rows, raw figures) and bench-gpu.log (everything printed here).
+# The bench gets GPU_BENCH_TIMEOUT_S (default 480 s) and then an interrupt, so it still writes the rows
+# it has measured when the box is only yours for a fixed time.
 #
 # Switches (for trying the flow elsewhere):
-#   GPU_LEASE_DEVICE=cpu GPU_LEASE_ARGS=--quick   the same flow on CPU with the quick sizes
-#   GPU_LEASE_INSTALL=0                           use PYTHON's own packages, install nothing
-#   PYTHON=/path/to/python                        default python3 (on the device: the one with torch)
+#   GPU_BENCH_DEVICE=cpu GPU_BENCH_ARGS=--quick   the same flow on CPU with the quick sizes
+#   GPU_BENCH_INSTALL=0                           use PYTHON's own packages, install nothing
+#   PYTHON=/path/to/python                        default python3 (on the GPU box: the one with torch)
 #   --check-kit                                   install the kit, import everything the bench needs except
 #                                                 torch, then stop (to try the kit under a Python 3.12 that has
-#                                                 the device image's other packages but no torch)
+#                                                 the GPU image's other packages but no torch)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 KIT=${GPU_KIT_DIR:-.gpu}
-SITE=${GPU_LEASE_SITE:-/tmp/site}
+SITE=${GPU_BENCH_SITE:-/tmp/site}
 PYTHON=${PYTHON:-python3}
-DEVICE=${GPU_LEASE_DEVICE:-cuda}
-BENCH_ARGS=${GPU_LEASE_ARGS:-}
-INSTALL=${GPU_LEASE_INSTALL:-1}
-BENCH_TIMEOUT_S=${GPU_LEASE_BENCH_TIMEOUT_S:-480}
+DEVICE=${GPU_BENCH_DEVICE:-cuda}
+BENCH_ARGS=${GPU_BENCH_ARGS:-}
+INSTALL=${GPU_BENCH_INSTALL:-1}
+BENCH_TIMEOUT_S=${GPU_BENCH_TIMEOUT_S:-480}
 CHECK_KIT_ONLY=0
 
-die() { echo "gpu-lease: $*" >&2; exit 2; }
+die() { echo "gpu-bench: $*" >&2; exit 2; }
 
 case "${1:-}" in
     "") ;;
     --check-kit) CHECK_KIT_ONLY=1 ;;
     *) die "unknown argument '$1' (the only one is --check-kit)" ;;
 esac
-[ -n "${OUT:-}" ] || die "OUT is not set: on the device the tool sets it; elsewhere set OUT=/some/empty/dir"
+[ -n "${OUT:-}" ] || die "OUT is not set: set OUT=/some/empty/dir (latest-cuda.json and bench-gpu.log go there)"
 mkdir -p "$OUT"
 [ -d "$KIT/whl" ] && [ -d "$KIT/data/glue/sst2" ] && [ -d "$KIT/tokenizer" ] \
-    || die "$KIT is missing or incomplete: run \`make gpu-kit\` before the lease and call run with carry [\".gpu\"]"
+    || die "$KIT is missing or incomplete: run \`make gpu-kit\` on a machine with network access and copy .gpu/ here with the tree"
 KIT=$(cd "$KIT" && pwd)
 command -v "$PYTHON" >/dev/null 2>&1 || die "no Python '$PYTHON' (set PYTHON)"
 
-# Modules the kit provides (the device image lacks them, or has other versions), and the rest of what
-# benchmarks/bench.py imports on the rows that run there (the device image has these).
+# Modules the kit provides (the GPU image lacks them, or has other versions), and the rest of what
+# benchmarks/bench.py imports on the rows that run there (the GPU image has these).
 KIT_MODULES="transformers datasets dill multiprocess fsspec pydantic pydantic_core annotated_types typing_inspection typing_extensions structlog opentelemetry.trace opentelemetry.sdk.trace opentelemetry.semconv"
 DEVICE_MODULES="numpy pandas pyarrow scipy.stats sklearn.metrics safetensors tokenizers huggingface_hub prometheus_client yaml regex tqdm xxhash"
 
 phase() { echo; echo "== $(date -u +%H:%M:%S) (+${SECONDS}s) $*"; }
 
-lease() {
-    phase "gpu-lease on $(uname -n) ($(nproc) CPUs), $("$PYTHON" --version 2>&1) at $(command -v "$PYTHON")"
+gpu_bench() {
+    phase "gpu-bench on $(uname -n) ($(nproc) CPUs), $("$PYTHON" --version 2>&1) at $(command -v "$PYTHON")"
     if [ "$INSTALL" = 1 ]; then
         phase "installing $(ls "$KIT"/whl/*.whl | wc -l) wheels from $KIT/whl into $SITE"
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$KIT"/whl/*.whl
         export PYTHONPATH="$SITE:$ROOT/services"
     else
-        phase "GPU_LEASE_INSTALL=0: using $PYTHON's own packages"
+        phase "GPU_BENCH_INSTALL=0: using $PYTHON's own packages"
         export PYTHONPATH="$ROOT/services"
     fi
     export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
     export BERT_EVAL_DATA_DIR="$KIT/data"
     # Everything the bench and the libraries write goes to $OUT or /tmp; nothing is downloaded. The hub
     # cache stays where it is: a copy of the pretrained MiniLM there would let the accuracy row run.
-    export HF_DATASETS_CACHE=/tmp/gpu-lease/datasets TRITON_CACHE_DIR=/tmp/gpu-lease/triton TORCHINDUCTOR_CACHE_DIR=/tmp/gpu-lease/inductor
+    export HF_DATASETS_CACHE=/tmp/gpu-bench/datasets TRITON_CACHE_DIR=/tmp/gpu-bench/triton TORCHINDUCTOR_CACHE_DIR=/tmp/gpu-bench/inductor
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
     phase "importing the modules the benchmark needs"
@@ -85,7 +87,7 @@ for name in kit_modules + device_modules:
         continue
     print(f"  {name:28s} {getattr(module, '__version__', '')}  {getattr(module, '__file__', '')}")
 if failed:
-    sys.exit("gpu-lease: these modules do not import:\n  " + "\n  ".join(failed))
+    sys.exit("gpu-bench: these modules do not import:\n  " + "\n  ".join(failed))
 for dist in ("transformers", "datasets", "huggingface_hub", "tokenizers", "accelerate", "torch"):
     try:
         print(f"  version {dist}: {importlib.metadata.version(dist)}")
@@ -115,7 +117,7 @@ if not check_kit_only:
     print(f"  torch {torch.__version__}, CUDA {torch.version.cuda}, cuda available: {torch.cuda.is_available()}")
     if torch.cuda.is_available():
         print(f"  device {torch.cuda.get_device_name(0)}, bf16: {torch.cuda.is_bf16_supported()}")
-    # What bench.py imports at its top and in the rows that run on the device.
+    # What bench.py imports at its top and in the rows that run on the GPU.
     for name in ("bert_eval.core.training", "bert_eval.core.evaluation", "bert_eval.core.snapshot", "bert_eval.core.metrics",
                  "transformers.trainer", "accelerate"):
         importlib.import_module(name)
@@ -130,7 +132,7 @@ EOF
     if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi; else echo "nvidia-smi: not found on this machine"; fi
 
     phase "benchmarks/bench.py --device $DEVICE $BENCH_ARGS (interrupted after ${BENCH_TIMEOUT_S}s)"
-    # shellcheck disable=SC2086  # GPU_LEASE_ARGS is a list of arguments
+    # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of arguments
     local rc=0
     timeout --signal=INT --kill-after=20 "$BENCH_TIMEOUT_S" \
         "$PYTHON" benchmarks/bench.py --device "$DEVICE" --out "$OUT/latest-$DEVICE.json" --tokenizer "$KIT/tokenizer" $BENCH_ARGS \
@@ -144,4 +146,4 @@ EOF
 }
 
 set -o pipefail
-lease 2>&1 | tee "$OUT/bench-gpu.log"
+gpu_bench 2>&1 | tee "$OUT/bench-gpu.log"
