@@ -1,0 +1,40 @@
+"""Helpers for tests that evaluate saved models: a tiny classifier (or regressor) with its head saved, a
+small regression dataset, and an evaluation of a model under a run id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from bert_eval.core.evaluation import evaluate
+from bert_eval.types import EvalResult, RunSpec, SnapshotResult
+
+from .core_support import core_snapshot
+
+
+def saved_head_model(tiny_model_dir: Path, out: Path, *, seed: int, num_labels: int = 2) -> Path:
+    """The tiny BERT with a random head drawn from `seed`, saved with it: every load gives the same model."""
+    torch.manual_seed(seed)
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=num_labels).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(out)
+    return out
+
+
+def regression_dataset(data_dir: Path, out: Path, *, rows: int = 80) -> Path:
+    """SST-2 sentences with a float score (the sentiment label plus a fraction): a regression task."""
+    frame = pd.read_csv(data_dir / "glue" / "sst2" / "validation.tsv", sep="\t", quoting=3, keep_default_na=False).head(2 * rows)
+    frame["label"] = frame["label"].astype(float) * 4 + (frame.index % 5) / 5
+    out.mkdir(parents=True, exist_ok=True)
+    frame.iloc[:rows].to_csv(out / "train.csv", index=False)
+    frame.iloc[rows:].to_csv(out / "validation.csv", index=False)
+    return out
+
+
+def evaluated_run(spec: RunSpec, model_dir: Path, runs_dir: Path, data_dir: Path) -> tuple[EvalResult, SnapshotResult]:
+    """Snapshot the spec's rows and evaluate `model_dir` on them as run `spec.id`."""
+    snapshot = core_snapshot(spec, runs_dir, data_dir)
+    result = evaluate(run_id=spec.id, model_dir=model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir)
+    return result, snapshot
