@@ -15,17 +15,39 @@ from bert_eval.types import EvalResult, RunSpec, SnapshotResult
 from .core_support import core_snapshot
 
 
-def saved_head_model(tiny_model_dir: Path, out: Path, *, seed: int, num_labels: int = 2) -> Path:
-    """The tiny BERT with a random head drawn from `seed`, saved with it: every load gives the same model."""
+def saved_head_model(tiny_model_dir: Path, out: Path, data_dir: Path, *, seed: int, num_labels: int = 2) -> Path:
+    """The tiny BERT with a head drawn from `seed` whose outputs vary from row to row, saved with it.
+
+    A random BERT's pooled output barely differs between sentences, so a random head gives every row the
+    same class. This head reads the pooled output along a random direction, centred and scaled on SST-2
+    validation sentences, so about half the rows get each class (or the scores spread out)."""
     torch.manual_seed(seed)
-    AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=num_labels).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=num_labels).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    sentences = _validation(data_dir)["sentence"].head(256).tolist()
+    with torch.no_grad():
+        pooled = model.bert(**tokenizer(sentences, padding=True, truncation=True, return_tensors="pt")).pooler_output
+        direction = torch.randn(pooled.shape[1])
+        scores = pooled @ direction
+        weight, bias = direction / scores.std(), -scores.median() / scores.std()
+        if num_labels == 1:
+            model.classifier.weight.copy_(weight[None, :])
+            model.classifier.bias.fill_(bias)
+        else:
+            model.classifier.weight.copy_(torch.stack([-weight, weight]))
+            model.classifier.bias.copy_(torch.stack([-bias, bias]))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
+
+
+def _validation(data_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(data_dir / "glue" / "sst2" / "validation.tsv", sep="\t", quoting=3, keep_default_na=False)
 
 
 def regression_dataset(data_dir: Path, out: Path, *, rows: int = 80) -> Path:
     """SST-2 sentences with a float score (the sentiment label plus a fraction): a regression task."""
-    frame = pd.read_csv(data_dir / "glue" / "sst2" / "validation.tsv", sep="\t", quoting=3, keep_default_na=False).head(2 * rows)
+    frame = _validation(data_dir).head(2 * rows)
     frame["label"] = frame["label"].astype(float) * 4 + (frame.index % 5) / 5
     out.mkdir(parents=True, exist_ok=True)
     frame.iloc[:rows].to_csv(out / "train.csv", index=False)

@@ -23,7 +23,7 @@ from .eval_support import evaluated_run, regression_dataset, saved_head_model
 def test_an_evaluation_keeps_predictions_that_reproduce_its_metrics(
     tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
-    model = saved_head_model(tiny_model_dir, tmp_path / "classifier", seed=1)
+    model = saved_head_model(tiny_model_dir, tmp_path / "classifier", data_dir, seed=1)
     spec = core_spec(tiny_model_dir, "kept")
     result, snapshot = evaluated_run(spec, model, runs_dir, data_dir)
     layout = RunLayout(runs_dir, spec.id)
@@ -34,6 +34,7 @@ def test_an_evaluation_keeps_predictions_that_reproduce_its_metrics(
     assert predictions.task is TaskType.classification and predictions.label_names == ("0", "1")
     np.testing.assert_array_equal(predictions.rows, np.arange(64))
     np.testing.assert_array_equal(predictions.labels, gold)
+    assert 0 < predictions.predicted.mean() < 1  # both classes predicted: the rows are not all alike
     np.testing.assert_array_equal(predictions.predicted, np.argmax(predictions.probabilities, axis=1))
     np.testing.assert_allclose(predictions.probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert classification_metrics(predictions.predicted, predictions.labels, num_labels=2) == result.metrics
@@ -45,7 +46,7 @@ def test_an_evaluation_keeps_predictions_that_reproduce_its_metrics(
 def test_a_regression_evaluation_keeps_scores_and_no_probabilities(
     tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
-    model = saved_head_model(tiny_model_dir, tmp_path / "regressor", seed=1, num_labels=1)
+    model = saved_head_model(tiny_model_dir, tmp_path / "regressor", data_dir, seed=1, num_labels=1)
     dataset = regression_dataset(data_dir, tmp_path / "scores")
     spec = RunSpec(run_id="scored", model=str(model), dataset={"path": str(dataset)}, eval={"max_eval_samples": 40})
     result, _ = evaluated_run(spec, model, runs_dir, data_dir)
@@ -59,7 +60,7 @@ def test_a_regression_evaluation_keeps_scores_and_no_probabilities(
 def test_a_crash_before_the_result_leaves_predictions_without_a_result_never_the_reverse(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
-    model = saved_head_model(tiny_model_dir, tmp_path / "classifier", seed=1)
+    model = saved_head_model(tiny_model_dir, tmp_path / "classifier", data_dir, seed=1)
     spec = core_spec(tiny_model_dir, "crashed")
     layout = RunLayout(runs_dir, spec.id)
 
@@ -90,8 +91,8 @@ def test_replaced_or_missing_predictions_are_refused_with_the_fix(
     tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
 ) -> None:
     spec_a, spec_b = core_spec(tiny_model_dir, "first"), core_spec(tiny_model_dir, "second")
-    evaluated_run(spec_a, saved_head_model(tiny_model_dir, tmp_path / "a", seed=1), runs_dir, data_dir)
-    evaluated_run(spec_b, saved_head_model(tiny_model_dir, tmp_path / "b", seed=2), runs_dir, data_dir)
+    evaluated_run(spec_a, saved_head_model(tiny_model_dir, tmp_path / "a", data_dir, seed=1), runs_dir, data_dir)
+    evaluated_run(spec_b, saved_head_model(tiny_model_dir, tmp_path / "b", data_dir, seed=2), runs_dir, data_dir)
     first, second = RunLayout(runs_dir, "first"), RunLayout(runs_dir, "second")
 
     first.predictions_file("validation").write_bytes(second.predictions_file("validation").read_bytes())

@@ -41,6 +41,7 @@ __all__ = [
     "McNemarTest",
     "MetricInterval",
     "RunComparison",
+    "check_comparable",
     "compare_configs",
     "compare_runs",
     "default_metric",
@@ -51,7 +52,7 @@ __all__ = [
     "summarize_seeds",
 ]
 
-BOOTSTRAP_SEED = 16_2024
+BOOTSTRAP_SEED = 162024  # fixed: the same predictions always give the same intervals
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -222,7 +223,7 @@ def compare_runs(
 ) -> RunComparison:
     """A against B on the rows both were evaluated on. ValueError (naming both runs) when they were
     evaluated on different rows or are not the same kind of task."""
-    _check_comparable(a, b)
+    check_comparable(a, b)
     metric = metric or default_metric(a.task)
     score = _scorer(a, metric)
 
@@ -283,7 +284,8 @@ def compare_runs(
     )
 
 
-def _check_comparable(a: Predictions, b: Predictions) -> None:
+def check_comparable(a: Predictions, b: Predictions) -> None:
+    """ValueError naming both runs unless they are the same task evaluated on the same rows."""
     if a.task is not b.task:
         raise ValueError(
             f"run {a.run_id} is a {a.task.value} run and run {b.run_id} a {b.task.value} run: their metrics do not "
