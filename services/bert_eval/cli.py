@@ -457,6 +457,26 @@ def demo(
             console.print(f"demo took {time.monotonic() - started:.0f}s")
 
 
+@app.command("compare")
+def compare_command(
+    a: Annotated[str, typer.Argument(metavar="A", help="a run id, or a configuration: [NAME=]RUN,RUN,... (one run per seed)")],
+    b: Annotated[str, typer.Argument(metavar="B", help="the run or configuration to compare A with, written the same way")],
+    split: Annotated[str, typer.Option("--split", help="the evaluation split both sides were evaluated on")] = "validation",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric to compare on; default: accuracy, or pearson for regression")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole comparison record as JSON")] = False,
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
+) -> None:
+    """Is A better than B? Confidence intervals and a paired test, from the runs' kept predictions."""
+    from bert_eval.compare import compare, parse_side
+
+    try:
+        (a_name, a_runs), (b_name, b_runs) = parse_side(a), parse_side(b)
+        found = compare(runs_dir or get_settings().runs_dir, a_runs, b_runs, split=split, metric=metric, a_name=a_name, b_name=b_name)
+    except ValueError as exc:  # InvalidInputError and pydantic's ValidationError (bad settings) included
+        raise _fail(" ".join(str(exc).split())) from None
+    print(json.dumps(found.to_json(), indent=2) if as_json else found.sentence)
+
+
 app.add_typer(chaos_app, name="chaos")
 app.command("report")(report_command)
 

@@ -1,4 +1,5 @@
-"""Batched inference-mode evaluation of a trained model on a snapshot split; writes `eval-<split>.json`.
+"""Batched inference-mode evaluation of a trained model on a snapshot split; writes `eval-<split>.json`
+and, before it, the per-example `predictions-<split>.parquet` (core/predictions.py).
 
 The fast path (each part switchable in EvalRequest): rows sorted by length so each batch pads little,
 each batch padded to its longest row (on CUDA rounded up to a multiple of 8), batches large on CUDA and
@@ -25,6 +26,7 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.metrics import compute_metrics
 from bert_eval.core.batching import dynamic_padding, padding_collator
+from bert_eval.core.predictions import write_predictions
 from bert_eval.core.snapshot import eval_table
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.records import EvalResult, SnapshotResult
@@ -106,6 +108,8 @@ def evaluate(
         span.set_attributes({f"metric.{k}": v for k, v in metrics.items()})
 
     duration = time.monotonic() - started
+    # Predictions first: the result that records their digest is published only once they are in place.
+    predictions_sha256 = write_predictions(layout, request.split, snapshot=snapshot, logits=logits, labels=labels)
     result = EvalResult(
         run_id=run_id,
         split=request.split,
@@ -113,6 +117,8 @@ def evaluate(
         metrics=metrics,
         duration_s=round(duration, 3),
         path=str(layout.eval_file(request.split)),
+        predictions_path=str(layout.predictions_file(request.split)),
+        predictions_sha256=predictions_sha256,
     )
     atomic_write_json(layout.eval_file(request.split), result.model_dump(mode="json"))
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "atomic_write_text", "discard_dir", "fsync_dir", "fsync_tree", "publish_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "discard_dir", "fsync_dir", "fsync_tree", "publish_dir"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -79,11 +79,15 @@ def discard_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -32,7 +32,8 @@ def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """`<runs_dir>/runs/<run_id>/{spec.json, checkpoints/, model/, training-summary.json, eval-<split>.json}`."""
+    """`<runs_dir>/runs/<run_id>/{spec.json, checkpoints/, model/, training-summary.json, eval-<split>.json,
+    predictions-<split>.parquet}`."""
 
     runs_dir: Path
     run_id: str
@@ -80,6 +81,10 @@ class RunLayout:
 
     def eval_file(self, split: str) -> Path:
         return self.root / f"eval-{split}.json"
+
+    def predictions_file(self, split: str) -> Path:
+        """Per-example predictions of the evaluation that `eval_file(split)` summarizes."""
+        return self.root / f"predictions-{split}.parquet"
 
     def escape(self) -> str | None:
         """Why this run's directory is not safe to use (a symlink, or resolving outside the runs

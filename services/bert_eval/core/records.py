@@ -94,6 +94,9 @@ class EvalResult(_Strict):
     metrics: dict[str, float]
     duration_s: float
     path: str
+    # The per-example predictions (core/predictions.py), written before this record; absent in older results.
+    predictions_path: str | None = None
+    predictions_sha256: str | None = None
 
 
 class PredictResult(BaseModel):

@@ -1,0 +1,106 @@
+"""`compare` on a runs directory of real evaluations: two runs, two configurations, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bert_eval.cli import app
+from bert_eval.compare import compare, parse_side
+from bert_eval.core.evaluation import load_eval_result
+from bert_eval.core.layout import RunLayout
+from bert_eval.core.rundir import claim_run_dir
+from bert_eval.spec import EvalRequest
+
+from .core_support import core_spec
+from .eval_support import evaluated_run, saved_head_model
+
+SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, data_dir: Path) -> Path:
+    """Configurations `base` and `large`, one run per training seed (a different random head each), all
+    evaluated on the same 64 rows; and `short`, evaluated on 32 of them."""
+    root = tmp_path_factory.mktemp("compare")
+    runs_dir = root / "runs-dir"
+    for config, head_offset in (("base", 0), ("large", 10)):
+        for seed in SEEDS:
+            spec = core_spec(tiny_model_dir, f"{config}-s{seed}", seed=seed)
+            claim_run_dir(RunLayout(runs_dir, spec.id), spec)  # records the spec, and so the seed
+            model = saved_head_model(tiny_model_dir, root / spec.id, data_dir, seed=seed + head_offset)
+            evaluated_run(spec, model, runs_dir, data_dir)
+    short = core_spec(tiny_model_dir, "short").model_copy(update={"eval": EvalRequest(max_eval_samples=32)})
+    evaluated_run(short, saved_head_model(tiny_model_dir, root / "short", data_dir, seed=1), runs_dir, data_dir)
+    return runs_dir
+
+
+def _cli(*args: str) -> object:
+    return CliRunner().invoke(app, ["compare", *args])
+
+
+def _accuracy(runs_dir: Path, run_id: str) -> float:
+    return load_eval_result(RunLayout(runs_dir, run_id), "validation").metrics["accuracy"]
+
+
+def test_two_runs_are_compared_over_their_evaluation_rows(runs: Path) -> None:
+    result = _cli("base-s1", "large-s1", "--runs-dir", str(runs))
+    assert result.exit_code == 0, result.output
+    sentence = result.stdout.strip()
+    assert "base-s1" in sentence and "large-s1" in sentence and " on accuracy " in sentence and "64 examples" in sentence
+
+    result = _cli("base-s1", "large-s1", "--runs-dir", str(runs), "--json")
+    record = json.loads(result.stdout)
+    assert record["kind"] == "runs" and record["split"] == "validation" and record["examples"] == 64
+    assert record["sentence"] == sentence
+    assert record["a_value"]["value"] == _accuracy(runs, "base-s1")
+    assert record["difference"]["value"] == pytest.approx(_accuracy(runs, "base-s1") - _accuracy(runs, "large-s1"))
+    assert record["mcnemar"]["p_value"] == record["p_value"]
+    assert record["mcnemar"]["a_only_correct"] + record["mcnemar"]["b_only_correct"] > 0  # the runs disagree on some rows
+
+    # The same comparison through the function: the record the command printed.
+    assert compare(runs, ["base-s1"], ["large-s1"]).to_json() == record
+
+
+def test_two_configurations_are_compared_seed_by_seed(runs: Path) -> None:
+    result = _cli("base-s3,base-s1,base-s2", "ours=large-s1,large-s2,large-s3", "--json", "--runs-dir", str(runs))
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["kind"] == "configs" and record["paired_by"] == "seed"
+    assert (record["a"]["name"], record["b"]["name"]) == ("base", "ours")
+    # Put in seed order, whatever order they were given in.
+    assert record["a"]["values"] == [_accuracy(runs, f"base-s{s}") for s in SEEDS]
+    assert record["differences"] == pytest.approx([_accuracy(runs, f"base-s{s}") - _accuracy(runs, f"large-s{s}") for s in SEEDS])
+    assert "run at least 6 seeds" in record["sentence"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "extra", "message"),
+    [
+        ("base-s1", "nope", [], "run nope has no evaluation of split 'validation'"),
+        ("base-s1", "short", [], "runs base-s1 and short were evaluated on different rows"),
+        ("base-s1", "large-s1", ["--split", "test"], "run base-s1 has no evaluation of split 'test' (it has eval-validation.json)"),
+        ("base-s1", "large-s1", ["--metric", "pearson"], "run base-s1: classification runs have no metric 'pearson'"),
+        ("base-s1", "large-s1,large-s2", [], "configuration base-s1 has 1 runs and large has 2"),
+        ("base-s1,base-s1", "large-s1,large-s2", [], "side A lists run base-s1 more than once"),
+        ("Bad/Id", "large-s1", [], "invalid run_id 'Bad/Id'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_the_cause(runs: Path, a: str, b: str, extra: list[str], message: str) -> None:
+    result = _cli(a, b, "--runs-dir", str(runs), *extra)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_runs_directory_without_runs_is_named(tmp_path: Path) -> None:
+    result = _cli("a", "b", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2 and f"no runs under {tmp_path}" in result.stderr
+
+
+def test_a_side_is_a_run_or_a_named_group_of_runs() -> None:
+    assert parse_side("run-1") == (None, ["run-1"])
+    assert parse_side("base=r1, r2,") == ("base", ["r1", "r2"])
