@@ -28,7 +28,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest's
 
 
 class Podman:
-    """`podman` with this project's containers.conf (runc, ulimits the sandbox allows)."""
+    """`podman` with this project's containers.conf (runc, ulimits a machine without CAP_SYS_RESOURCE allows)."""
 
     def __init__(self) -> None:
         self.env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}

@@ -1,4 +1,4 @@
-"""The fault matrix (issue 9): real worker processes, a real Temporal server, the tiny model.
+"""The fault matrix: real worker processes, a real Temporal server, the tiny model.
 
 Each test prints what it measured (steps lost, seconds to recover, attempts) with `-s`.
 Item 1 (SIGKILL at a random step) is test_durability.py; items 3, 4, 8, 10 live with the core's tests.

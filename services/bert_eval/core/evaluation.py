@@ -37,11 +37,9 @@ __all__ = ["eval_batch_size", "evaluate", "load_eval_result"]
 log = telemetry.get_logger(__name__)
 
 
-# Rows per batch when the request leaves it open. On CUDA a large batch keeps the device busy. On CPU a
-# GEMM is as efficient at 64 rows, and larger batches make activations of over 32 MiB (MiniLM's
-# feed-forward at 256 rows x 64 tokens: 100 MiB), which glibc maps and unmaps on every use: MiniLM on
-# SST-2's 872 validation rows took 4.95 s at 256 (575k page faults), 4.0 s at 128, 3.5 s at 64 and 32
-# (under 10k), in one process, alternated.
+# Rows per batch when the request leaves it open: large on CUDA to keep the device busy; 64 on CPU, where a
+# GEMM is as efficient at 64 rows and larger batches' activations are mapped and unmapped by glibc on every
+# use (docs/performance.md).
 EVAL_BATCH = {"cuda": 256, "cpu": 64}
 
 
@@ -84,7 +82,7 @@ def evaluate(
         # Digest-verified rows (also on a tokenization-cache hit).
         split = tokenized_split(snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id)
         # Stable sort: equal lengths keep their order, so the batches (and the numbers) are reproducible.
-        # The lengths as one Arrow column (3 ms for 67k rows; `split[LENGTH]` formats row by row: 0.5 s).
+        # The lengths as one Arrow column; `split[LENGTH]` would format row by row.
         lengths = split.with_format("arrow")[LENGTH].to_numpy()
         order = np.argsort(lengths, kind="stable") if request.sort_by_length else np.arange(len(split))
         split = split.remove_columns(LENGTH).select(order)

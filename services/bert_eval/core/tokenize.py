@@ -47,7 +47,7 @@ def tokenize_split(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, 
         return encoded
 
     # In memory, so datasets' own cache is never used: a fresh fingerprint spares it hashing `encode`
-    # (the tokenizer with it) through dill, 0.1-0.2 s per call, more than tokenizing SST-2's 128-row runs.
+    # (the tokenizer with it) through dill, which costs more than tokenizing a small run.
     return split.map(
         encode, batched=True, remove_columns=split.column_names, keep_in_memory=True, new_fingerprint=uuid.uuid4().hex
     )

@@ -157,10 +157,9 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
 
 
 def _freeze_startup_heap() -> None:
-    """Exempt what start-up built (modules, the SDK, the worker: ~535k objects, kept for the process's
-    life) from the garbage collector's full scans. The Trainer runs one (`gc.collect()`) as it sets up
-    each run: 0.27 s a run in the training worker, not counting the ones Python triggers itself. Objects
-    created later, those of each run, are collected as before; reference counting frees frozen ones."""
+    """Exempt what start-up built (modules, the SDK, the worker; kept for the process's life) from the
+    garbage collector's full scans, which the Trainer runs as it sets up each run (docs/performance.md).
+    Objects created later are collected as usual; reference counting frees frozen ones."""
     gc.collect()
     gc.freeze()
 
