@@ -32,6 +32,7 @@ from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
 from bert_eval.core.records import TrainingProgress
 from bert_eval.spec import Experiment, normalize_id
+from bert_eval.core.records import ExperimentSummary
 from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
         return
     _print_results(result)
     if json_out is not None:
-        records = [run.model_dump(mode="json") for run in result.runs]
+        records = _json_records(result)
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"results written to {json_out}")
@@ -200,13 +201,16 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
 
 def _print_results(result: ExperimentResult) -> None:
     table = Table(title=f"experiment {result.experiment_id}: results")
-    for column in ("run", "status", "steps", "final loss", "resumes", "classes", "metrics / error"):
+    intervals = {r.run_id: r for r in result.summary.runs} if result.summary else {}
+    for column in ("run", "config", "status", "steps", "final loss", "resumes", "classes", "metrics / error", "95% CI"):
         table.add_column(column)
     for run in result.runs:
         summary = run.training
         schema = summary.dataset_schema if summary else None
+        interval = intervals.get(run.run_id)
         table.add_row(
             run.run_id,
+            run.config or "",
             run.status + (" (reused)" if run.reused else ""),
             str(summary.steps) if summary else "",
             f"{summary.final_loss:.4f}" if summary and summary.final_loss is not None else "",
@@ -214,8 +218,52 @@ def _print_results(result: ExperimentResult) -> None:
             # The label set training used (recorded in the run's training summary): a stray class shows here.
             (",".join(schema.label_names) or schema.task.value) if schema else "",
             run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
+            _interval_text(interval.metric, interval.low, interval.high) if interval else "",
         )
     Console().print(table)
+    if result.summary is not None and any(c.n > 1 for c in result.summary.configs):
+        Console().print(_configs_table(result.summary))
+
+
+def _interval_text(metric: str, low: float | None, high: float | None) -> str:
+    return f"{metric} [{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+
+
+def _configs_table(summary: ExperimentSummary) -> Table:
+    """One row per configuration: its metric over seeds, and whether it is (not significantly worse than) the best."""
+    table = Table(title=f"configurations on {summary.split} (mean over seeds, 95% t-interval of the mean)")
+    for column in ("config", "seeds", "metric", "mean ± std", "95% CI", "min / max", "vs best"):
+        table.add_column(column)
+    for config in summary.configs:
+        spread = f" ± {config.std:.4f}" if config.std is not None else ""
+        vs_best = config.mark or ""
+        if config.p_value is not None and config.mark != "best":
+            vs_best += f" (p = {config.p_value:.3g})"
+        table.add_row(
+            config.config,
+            str(config.n),
+            config.metric,
+            f"{config.mean:.4f}{spread}",
+            _interval_text(config.metric, config.low, config.high).removeprefix(f"{config.metric} "),
+            f"{config.min:.4f} / {config.max:.4f}",
+            vs_best,
+        )
+    return table
+
+
+def _json_records(result: ExperimentResult) -> list[dict[str, object]]:
+    """One record per run (as before), with the run's interval and its configuration's statistics."""
+    summary = result.summary
+    intervals = {r.run_id: r.model_dump(mode="json") for r in summary.runs} if summary else {}
+    configs = {c.config: c.model_dump(mode="json") for c in summary.configs} if summary else {}
+    records = []
+    for run in result.runs:
+        record = run.model_dump(mode="json")
+        interval = intervals.get(run.run_id)
+        record["interval"] = interval
+        record["config_stats"] = configs.get(interval["config"]) if interval else None
+        records.append(record)
+    return records
 
 
 @app.command()
@@ -242,6 +290,8 @@ async def _status(identifier: str) -> None:
         found = await experiment_status(client, identifier)
         if found is not None:
             out.print(_status_table(*found))
+            if found[0].summary is not None and found[0].summary.configs:
+                out.print(_configs_table(found[0].summary))
             return
     workflows = await find_workflows(client, identifier)
     if not workflows:

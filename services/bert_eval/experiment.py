@@ -1,4 +1,4 @@
-"""Experiment files (YAML): parsing, `defaults:`/`grid:` expansion, validation with precise errors."""
+"""Experiment files (YAML): parsing, `defaults:`/`grid:`/`seeds:` expansion, validation with precise errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bert_eval.spec import Experiment, RunSpec, normalize_id
+from bert_eval.spec import Experiment, RunSpec, TrainHyperparameters, normalize_id
 
-__all__ = ["ExperimentFileError", "describe_validation_error", "expand_grid", "load_experiment", "parse_experiment"]
+__all__ = ["MAX_SEEDS", "ExperimentFileError", "describe_validation_error", "expand_grid", "expand_seeds", "load_experiment", "parse_experiment"]
+
+# A configuration's replicates: enough for a tight interval, few enough that a typo is not 10,000 runs.
+MAX_SEEDS = 100
 
 _TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid"}
 
@@ -61,14 +64,20 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
     grid = document.get("grid")
     if grid is not None:
         merged = expand_grid(merged, grid, source=source)
+    merged, replicates = expand_seeds(merged, source=source)
 
     specs = []
     for index, run in enumerate(merged):
         label = f"runs[{index}]" + (f" (run_id {run['run_id']!r})" if isinstance(run.get("run_id"), str) else "")
         try:
-            specs.append(RunSpec.model_validate(run))
+            spec = RunSpec.model_validate(run)
         except ValidationError as exc:
             raise ExperimentFileError(f"{source}: {label}: {describe_validation_error(exc)}") from None
+        if index in replicates and spec.config is None:
+            # Unnamed replicates: the configuration is named after everything but the seed.
+            seedless = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": 0})})
+            spec = spec.model_copy(update={"config": f"cfg-{seedless.fingerprint()[:10]}"})
+        specs.append(spec)
     try:
         experiment_id = document.get("experiment_id")
         return Experiment(experiment_id=experiment_id, runs=tuple(specs)).canonical()
@@ -96,6 +105,53 @@ def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experim
                 variant["run_id"] = _grid_run_id(run["run_id"], keys, combo, source=source)
             expanded.append(variant)
     return expanded
+
+
+def expand_seeds(runs: list[dict[str, Any]], *, source: str = "experiment") -> tuple[list[dict[str, Any]], set[int]]:
+    """One run per seed for each run with `seeds:` (a count N: the run's train.seed and the N-1 after it; or
+    a list of seeds), all of one configuration. Returns the runs and the indices of the replicates."""
+    expanded: list[dict[str, Any]] = []
+    replicates: set[int] = set()
+    for index, run in enumerate(runs):
+        if "seeds" not in run:
+            expanded.append(run)
+            continue
+        where = f"{source}: runs[{index}]" + (f" (run_id {run['run_id']!r})" if isinstance(run.get("run_id"), str) else "")
+        base = run.get("train", {}).get("seed", TrainHyperparameters.model_fields["seed"].default)
+        seeds = _seed_list(run["seeds"], base, where=where)
+        for seed in seeds:
+            variant = copy.deepcopy(run)
+            del variant["seeds"]
+            _set_dotted(variant, "train.seed", seed)
+            if isinstance(run.get("run_id"), str):
+                variant["run_id"] = _seeded_run_id(run["run_id"], seed, where=where)
+                variant.setdefault("config", run["run_id"])
+            replicates.add(len(expanded))
+            expanded.append(variant)
+    return expanded, replicates
+
+
+def _seed_list(value: Any, base: Any, *, where: str) -> list[int]:
+    if isinstance(value, bool) or not isinstance(value, (int, list)):
+        raise ExperimentFileError(f"{where}: seeds must be a count from 1 to {MAX_SEEDS} or a list of seeds, got {value!r}")
+    if isinstance(value, int):
+        if not 1 <= value <= MAX_SEEDS:
+            raise ExperimentFileError(f"{where}: seeds must be from 1 to {MAX_SEEDS}, got {value}")
+        if isinstance(base, bool) or not isinstance(base, int):
+            raise ExperimentFileError(f"{where}: train.seed must be a whole number to count seeds from, got {base!r}")
+        return [base + offset for offset in range(value)]
+    if not 1 <= len(value) <= MAX_SEEDS or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value):
+        raise ExperimentFileError(f"{where}: seeds must list 1 to {MAX_SEEDS} whole numbers >= 0, got {value!r}")
+    if len(set(value)) != len(value):
+        raise ExperimentFileError(f"{where}: seeds lists a seed twice: {value!r}")
+    return list(value)
+
+
+def _seeded_run_id(base: str, seed: int, *, where: str) -> str:
+    try:
+        return normalize_id(f"{base}-s{seed}")
+    except ValueError as exc:
+        raise ExperimentFileError(f"{where}: the run id of seed {seed}: {exc} (shorten run_id)") from None
 
 
 def _grid_run_id(base: str, keys: list[str], combo: tuple[Any, ...], *, source: str) -> str:

@@ -4,7 +4,8 @@
 writes (RunLayout): the loss history (`training-history.json`, or the newest checkpoint's
 `trainer_state.json` while a run is unfinished), checkpoint and resume events (`events.jsonl`), the
 training summary and the `eval-<split>.json` files. It draws one loss curve per run with checkpoint and
-resume markers, and a runs × metrics table. A run with missing or unreadable artifacts gets a row that
+resume markers, a runs × metrics table, and, when the experiment's statistics are on disk
+(`experiments/<id>.summary.json`), each run's and each configuration's 95% interval. A run with missing or unreadable artifacts gets a row that
 says what state it is in; it never stops the report.
 """
 
@@ -25,7 +26,7 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.fsutil import atomic_write_text
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout, experiment_file
-from bert_eval.core.records import EvalResult, TrainingSummary
+from bert_eval.core.records import EvalResult, ExperimentSummary, TrainingSummary
 from bert_eval.spec import normalize_id
 
 __all__ = ["ReportError", "RunRecord", "collect_run", "report_command", "write_report"]
@@ -296,6 +297,7 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path) -> Path:
         f"generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Bold: best value in its column. "
         "Wall time runs from the first training attempt's start to completion, recovery included.</p>"
         f"<h2>Metrics</h2>{_table(records)}"
+        f"{_summary_tables(runs_dir, experiment_id)}"
         f"<h2>Loss curves</h2>{note}{''.join(sections)}"
         "</body></html>\n"
     )
@@ -303,6 +305,38 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path) -> Path:
     atomic_write_text(report, document)
     report.chmod(0o644)  # a page to share; the temporary file it was renamed from was private
     return report
+
+
+def _summary_tables(runs_dir: Path, experiment_id: str) -> str:
+    """Intervals per run and per configuration, from the statistics the coordinator wrote (if any)."""
+    path = experiment_file(runs_dir, experiment_id).with_name(f"{experiment_id}.summary.json")
+    try:
+        summary = ExperimentSummary.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return ""
+
+    def interval(low: float | None, high: float | None) -> str:
+        return f"[{low:.4f}, {high:.4f}]" if low is not None and high is not None else "–"
+
+    runs = "".join(
+        f"<tr><td>{html.escape(r.run_id)}</td><td>{html.escape(r.config)}</td><td>{html.escape(r.metric)}</td>"
+        f"<td>{r.value:.4f}</td><td>{interval(r.low, r.high)}</td></tr>"
+        for r in summary.runs
+    )
+    configs = "".join(
+        f"<tr><td>{html.escape(c.config)}</td><td>{c.n}</td><td>{html.escape(c.metric)}</td><td>{c.mean:.4f}</td>"
+        f"<td>{'' if c.std is None else f'{c.std:.4f}'}</td><td>{interval(c.low, c.high)}</td>"
+        f"<td>{c.min:.4f} / {c.max:.4f}</td><td>{html.escape(c.mark or '')}</td></tr>"
+        for c in summary.configs
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("config", "seeds", "metric", "mean", "std", "95% CI of the mean", "min / max", "vs best"))
+    return (
+        f"<h2>Configurations on {html.escape(summary.split)}</h2>"
+        f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{configs}</tbody></table>'
+        "<h2>Runs: 95% bootstrap interval over evaluation examples</h2>"
+        '<table class="metrics"><thead><tr><th>run</th><th>config</th><th>metric</th><th>value</th><th>95% CI</th></tr></thead>'
+        f"<tbody>{runs}</tbody></table>"
+    )
 
 
 # --------------------------------------------------------------------------- CLI

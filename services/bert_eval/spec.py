@@ -200,6 +200,9 @@ class RunSpec(_Strict):
     """One fine-tune + evaluation run."""
 
     run_id: str | None = None
+    # The configuration this run is a replicate of (`seeds:` gives every seed's run the same one); statistics
+    # over seeds are per configuration. A label, not part of what the run computes.
+    config: str | None = None
     model: str = Field(min_length=1, max_length=512)
     dataset: DatasetSpec
     train: TrainHyperparameters = TrainHyperparameters()
@@ -209,6 +212,16 @@ class RunSpec(_Strict):
     @classmethod
     def _valid_run_id(cls, value: str | None) -> str | None:
         return None if value is None else normalize_id(value)
+
+    @field_validator("config")
+    @classmethod
+    def _valid_config(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_id(value, what="config")
+
+    @property
+    def config_name(self) -> str:
+        """The configuration's name: the one given, else the run's own id (a run alone is its own configuration)."""
+        return self.config or self.id
 
     def fingerprint(self) -> str:
         """Digest of everything that determines the run's result (not its id), stable across releases.
@@ -222,7 +235,7 @@ class RunSpec(_Strict):
 
     def fingerprint_form(self) -> dict[str, Any]:
         # Placement (which device runs it) does not change what is computed.
-        exclude: dict[str, Any] = {"run_id": True, **_PLACEMENT_FIELDS}
+        exclude: dict[str, Any] = {"run_id": True, "config": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)

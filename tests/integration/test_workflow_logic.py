@@ -28,10 +28,10 @@ from bert_eval.temporal.client import connect
 from bert_eval.temporal.names import ACTIVITY, WORKFLOW, coordinator_workflow_id, training_workflow_id
 from bert_eval.temporal.submit import missing_workers, training_progress
 from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
-from bert_eval.core.records import DatasetSchema, EvalResult, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.records import DatasetSchema, EvalResult, ExperimentSummary, SnapshotResult, TrainingProgress, TrainingSummary
 from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.spec import Experiment, RunSpec, TaskType
-from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult
+from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult, SummaryInput
 
 from .harness import tiny_run
 
@@ -97,7 +97,12 @@ class Mocks:
                     await asyncio.sleep(0.2)
             return _summary(run_id)
 
-        return [record_experiment, find_existing_run, snapshot_dataset, evaluate_model], [fine_tune]
+        @activity.defn(name=ACTIVITY.summarize_experiment)
+        async def summarize_experiment(request: SummaryInput) -> ExperimentSummary:
+            self.calls[(ACTIVITY.summarize_experiment, request.experiment_id)] += 1
+            return ExperimentSummary(split="validation", notes=[f"{len(request.runs)} completed runs"])
+
+        return [record_experiment, find_existing_run, snapshot_dataset, evaluate_model, summarize_experiment], [fine_tune]
 
 
 @asynccontextmanager
@@ -148,6 +153,9 @@ def test_completed_runs_are_reused_without_training_or_evaluation(shared_server:
     assert by_id[half].status == "completed" and not by_id[half].reused
     assert mocks.calls[(ACTIVITY.fine_tune, done)] == mocks.calls[(ACTIVITY.fine_tune, half)] == 0
     assert mocks.calls[(ACTIVITY.evaluate_model, done)] == 0 and mocks.calls[(ACTIVITY.evaluate_model, half)] == 1
+    # The statistics are computed once, over both completed runs, and travel with the result.
+    assert mocks.calls[(ACTIVITY.summarize_experiment, experiment.id)] == 1
+    assert result.summary is not None and result.summary.notes == ["2 completed runs"]
 
 
 def test_each_error_kind_gets_its_retry_rule_and_failures_stay_isolated(shared_server: str) -> None:

@@ -15,9 +15,12 @@ from bert_eval.spec import TaskType
 
 __all__ = [
     "CheckpointRef",
+    "ConfigStats",
     "DatasetSchema",
     "EvalResult",
+    "ExperimentSummary",
     "PredictResult",
+    "RunInterval",
     "SnapshotResult",
     "TrainingProgress",
     "TrainingSummary",
@@ -106,3 +109,40 @@ class PredictResult(BaseModel):
     predicted_label_ids: list[int] = []  # classification: index into the run's sorted label set
     confidences: list[float] = []  # classification: softmax probability of the predicted label
     scores: list[float] | None = None  # regression: the predicted values
+
+
+class RunInterval(BaseModel):
+    """A run's metric with its 95% bootstrap interval over the evaluation examples."""
+
+    run_id: str
+    config: str
+    metric: str
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+class ConfigStats(BaseModel):
+    """One configuration's metric over its seeds, and where it stands against the best configuration."""
+
+    config: str
+    metric: str
+    runs: list[str]
+    n: int
+    mean: float
+    std: float | None = None
+    min: float
+    max: float
+    low: float | None = None  # 95% t-interval of the mean over seeds (None with one seed)
+    high: float | None = None
+    mark: str | None = None  # best | not significantly worse | significantly worse | untested
+    p_value: float | None = None  # one-sided Welch t-test against the best configuration
+
+
+class ExperimentSummary(BaseModel):
+    """Statistics over an experiment's completed runs (`summarize_experiment` activity)."""
+
+    split: str
+    configs: list[ConfigStats] = []
+    runs: list[RunInterval] = []
+    notes: list[str] = []

@@ -35,14 +35,15 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.modeling import pick_device
-from bert_eval.core.records import EvalResult, PredictResult, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.records import EvalResult, ExperimentSummary, PredictResult, SnapshotResult, TrainingProgress, TrainingSummary
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
 from bert_eval.core.snapshot import SnapshotInput, create_snapshot, eval_table, open_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
 from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
-from bert_eval.temporal.payloads import EvalRunInput, ExistingRun, PredictInput
+from bert_eval.core.summary import RunOutcome, summarize_runs
+from bert_eval.temporal.payloads import EvalRunInput, ExistingRun, PredictInput, SummaryInput
 
 __all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
@@ -295,5 +296,27 @@ class EvalActivities:
             log.info("predicted", texts=len(request.texts))
             return result
 
+    @activity.defn(name=ACTIVITY.summarize_experiment)
+    async def summarize_experiment(self, request: SummaryInput) -> ExperimentSummary:
+        """Intervals per run and per configuration from the runs' kept predictions; written beside the
+        experiment's record (`experiments/<id>.summary.json`) for reports."""
+        outcomes = [RunOutcome(run_id=r.run_id, config=r.config, split=r.split, metrics=r.metrics) for r in request.runs]
+
+        def summarize() -> ExperimentSummary:
+            summary = summarize_runs(outcomes, runs_dir=self.runs_dir)
+            record = experiment_file(self.runs_dir, request.experiment_id)
+            atomic_write_json(record.with_name(f"{request.experiment_id}.summary.json"), summary.model_dump(mode="json"))
+            return summary
+
+        with telemetry.bind_run(experiment_id=request.experiment_id):
+            return await _in_thread(summarize)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.record_experiment, self.snapshot_dataset, self.find_existing_run, self.evaluate_model, self.predict]
+        return [
+            self.record_experiment,
+            self.snapshot_dataset,
+            self.find_existing_run,
+            self.evaluate_model,
+            self.predict,
+            self.summarize_experiment,
+        ]

@@ -56,6 +56,8 @@ class PATCH:
     reference_type_names = "reference-type-names"
     # The coordinator takes each run's snapshot before starting its training child (the child took it).
     snapshot_in_coordinator = "snapshot-in-coordinator"
+    # The coordinator ends with the summarize_experiment activity (intervals per run and configuration).
+    experiment_summary = "experiment-summary"
 
 
 class QUERY:
@@ -78,6 +80,7 @@ class ACTIVITY:
     find_existing_run = "find_existing_run"
     evaluate_model = "evaluate_model"
     predict = "predict"
+    summarize_experiment = "summarize_experiment"
 
 
 # Error types carried by ApplicationError.type (the core's error classes name them).
@@ -102,6 +105,7 @@ class TIMEOUTS:
     record_experiment_start_to_close = timedelta(minutes=2)
     predict_start_to_close = timedelta(hours=1)
     predict_heartbeat = timedelta(minutes=2)
+    summarize_start_to_close = timedelta(minutes=30)
     # Workers send heartbeats at least this often, so progress and cancellation reach training within seconds.
     heartbeat_throttle = timedelta(seconds=2)
     # Transient failures and lost workers are retried without limit, backing off up to this interval.

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 from temporalio.exceptions import ApplicationError
 
-from bert_eval.core.records import EvalResult, SnapshotResult, TrainingSummary
+from bert_eval.core.records import EvalResult, ExperimentSummary, SnapshotResult, TrainingSummary
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import CoordinatorWorkflowInput, is_reference_input
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, normalize_id
@@ -31,6 +31,8 @@ __all__ = [
     "RunPhase",
     "RunResult",
     "RunStatus",
+    "SummaryInput",
+    "SummaryRun",
     "TrainingInput",
     "TrainingResult",
 ]
@@ -135,6 +137,7 @@ class RunPhase(str, Enum):
 
 class RunStatus(BaseModel):
     run_id: str
+    config: str | None = None
     phase: RunPhase = RunPhase.pending
     reused: bool = False
     error: str | None = None
@@ -144,12 +147,14 @@ class RunStatus(BaseModel):
 class CoordinatorStatus(BaseModel):
     experiment_id: str
     runs: list[RunStatus]
+    summary: ExperimentSummary | None = None  # once every run has ended
 
 
 class RunResult(BaseModel):
     """One record per run, as the CLI's --json writes it."""
 
     run_id: str
+    config: str | None = None
     status: Literal["completed", "failed"]
     reused: bool = False
     error: str | None = None
@@ -161,6 +166,21 @@ class RunResult(BaseModel):
 class ExperimentResult(BaseModel):
     experiment_id: str
     runs: list[RunResult]
+    summary: ExperimentSummary | None = None
+
+
+class SummaryRun(_Payload):
+    run_id: str
+    config: str
+    split: str
+    metrics: dict[str, float]
+
+
+class SummaryInput(_Payload):
+    """Input of the `summarize_experiment` activity: the experiment's completed runs."""
+
+    experiment_id: str
+    runs: tuple[SummaryRun, ...]
 
 
 class PredictInput(_Payload):

@@ -24,7 +24,14 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from bert_eval.core.errors import DETERMINISTIC_MAX_ATTEMPTS, naming_run
-    from bert_eval.core.records import EvalResult, PredictResult, SnapshotResult, TrainingProgress, TrainingSummary
+    from bert_eval.core.records import (
+        EvalResult,
+        ExperimentSummary,
+        PredictResult,
+        SnapshotResult,
+        TrainingProgress,
+        TrainingSummary,
+    )
     from bert_eval.core.snapshot import SnapshotInput
     from bert_eval.reference_compat import (
         BertEvalResult,
@@ -64,6 +71,8 @@ with workflow.unsafe.imports_passed_through():
         RunPhase,
         RunResult,
         RunStatus,
+        SummaryInput,
+        SummaryRun,
         TrainingInput,
         TrainingResult,
     )
@@ -230,6 +239,7 @@ class CoordinatorWorkflow:
         self._status: dict[str, RunStatus] = {}
         self._experiment_id = ""
         self._snapshot_pins: dict[str, str] = {}  # run_id -> snapshot id the reference input pinned
+        self._summary: ExperimentSummary | None = None
 
     @workflow.run
     async def run(self, request: CoordinatorRequest) -> ExperimentResult | list[BertEvalResult]:
@@ -274,7 +284,7 @@ class CoordinatorWorkflow:
             # the workflow task instead, retried forever while the client waits).
             raise ApplicationError(f"invalid experiment: {exc}", type=INVALID_INPUT, non_retryable=True) from None
         self._experiment_id = experiment.id
-        self._status = {run.id: RunStatus(run_id=run.id) for run in experiment.runs}
+        self._status = {run.id: RunStatus(run_id=run.id, config=run.config) for run in experiment.runs}
         await workflow.execute_activity_method(
             EvalActivities.record_experiment,
             experiment,
@@ -283,11 +293,35 @@ class CoordinatorWorkflow:
             retry_policy=_RETRY,
         )
         results = await asyncio.gather(*(self._run_one(experiment.id, run, request) for run in experiment.runs))
-        return ExperimentResult(experiment_id=experiment.id, runs=list(results))
+        summary = None
+        if workflow.patched(PATCH.experiment_summary):
+            summary = await self._summarize(experiment, results)
+        return ExperimentResult(experiment_id=experiment.id, runs=list(results), summary=summary)
+
+    async def _summarize(self, experiment: Experiment, results: list[RunResult]) -> ExperimentSummary | None:
+        """Statistics over the completed runs; an experiment's results stand without them if they fail."""
+        specs = {run.id: run for run in experiment.runs}
+        completed = tuple(
+            SummaryRun(run_id=r.run_id, config=specs[r.run_id].config_name, split=r.evaluation.split, metrics=r.metrics)
+            for r in results
+            if r.status == "completed" and r.evaluation is not None
+        )
+        if not completed:
+            return None
+        try:
+            self._summary = await _activity(
+                experiment.id,
+                EvalActivities.summarize_experiment,
+                SummaryInput(experiment_id=experiment.id, runs=completed),
+                start_to_close=TIMEOUTS.summarize_start_to_close,
+            )
+        except ActivityError as exc:
+            workflow.logger.warning("experiment %s: no statistics: %s", experiment.id, root_cause(exc))
+        return self._summary
 
     @workflow.query(name=QUERY.status)
     def status(self) -> CoordinatorStatus:
-        return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()))
+        return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()), summary=self._summary)
 
     async def _run_one(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         # Everything this run starts (children, activities) and their spans carry its run_id.
@@ -359,6 +393,7 @@ class CoordinatorWorkflow:
         status.phase, status.reused, status.metrics = RunPhase.completed, reused, evaluation.metrics
         return RunResult(
             run_id=run.id,
+            config=run.config,
             status="completed",
             reused=reused,
             training=training.summary,
@@ -370,7 +405,7 @@ class CoordinatorWorkflow:
         status = self._status[run_id]
         status.phase, status.error = RunPhase.failed, error
         workflow.logger.warning("run %s failed: %s", run_id, error)
-        return RunResult(run_id=run_id, status="failed", error=error)
+        return RunResult(run_id=run_id, config=status.config, status="failed", error=error)
 
 
 @workflow.defn(name=WORKFLOW.predict, failure_exception_types=_FAIL_WORKFLOW_ON)
