@@ -5,7 +5,7 @@ PYTHON ?= $(VENV)/bin/python
 BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 export BERT_EVAL_DATA_DIR
 
-.PHONY: install lint test test-fast test-slow demo up clean bench bench-gpu gpu-kit
+.PHONY: install lint test test-fast test-slow demo demo-seeds up clean bench bench-gpu gpu-kit
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -40,6 +40,12 @@ test-slow:
 # Dev server + both workers + the packaged SST-2 MiniLM experiment; prints validation metrics.
 demo:
 	$(PYTHON) -m bert_eval demo
+
+# Two learning rates x three seeds (MiniLM, 1,000 SST-2 sentences each): per-configuration means with 95%
+# intervals, each run's bootstrap interval, and whether the better configuration is significantly better.
+demo-seeds:
+	$(PYTHON) -m bert_eval demo --experiment services/bert_eval/experiments/sst2-minilm-seeds.yaml \
+		--json bert_runs/demo-seeds-results.json
 
 up:
 	$(PYTHON) -m bert_eval up

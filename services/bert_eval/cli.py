@@ -114,7 +114,9 @@ def run(
     _run(experiment_file, wait=wait, json_out=json_out, temporal=get_temporal_settings())
 
 
-def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: TemporalSettings) -> None:
+def _run(
+    experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: TemporalSettings, compare_configs: bool = False
+) -> None:
     from bert_eval.temporal.submit import SubmissionError, check_runs_dir
 
     try:
@@ -126,6 +128,8 @@ def _run(experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: 
     if result is None:
         return
     _print_results(result)
+    if compare_configs:
+        _print_config_comparison(result, get_settings().runs_dir)
     if json_out is not None:
         records = _json_records(result)
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +227,25 @@ def _print_results(result: ExperimentResult) -> None:
     Console().print(table)
     if result.summary is not None and any(c.n > 1 for c in result.summary.configs):
         Console().print(_configs_table(result.summary))
+
+
+def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
+    """The two best configurations (two seeds or more each) compared seed by seed, in one line."""
+    from bert_eval.compare import compare
+    from bert_eval.core.stats import higher_is_better
+
+    summary = result.summary
+    configs = [c for c in summary.configs if c.n > 1] if summary else []
+    if summary is None or len(configs) < 2 or "," in summary.split:
+        return
+    ranked = sorted(configs, key=lambda c: c.mean, reverse=higher_is_better(configs[0].metric))
+    best, second = ranked[0], ranked[1]
+    try:
+        found = compare(runs_dir, best.runs, second.runs, split=summary.split, metric=best.metric, a_name=best.config, b_name=second.config)
+    except ValueError as exc:
+        console.print(f"[yellow]no comparison:[/yellow] {exc}", soft_wrap=True)
+        return
+    Console().print(found.sentence, soft_wrap=True)
 
 
 def _interval_text(metric: str, low: float | None, high: float | None) -> str:
@@ -502,7 +525,13 @@ def demo(
     started = time.monotonic()
     with _local_stack(port=port, ui_port=ui_port, db=Path(".temporal/demo.db")):
         try:
-            _run(experiment_file, wait=True, json_out=json_out, temporal=TemporalSettings(address=f"127.0.0.1:{port}"))
+            _run(
+                experiment_file,
+                wait=True,
+                json_out=json_out,
+                temporal=TemporalSettings(address=f"127.0.0.1:{port}"),
+                compare_configs=True,
+            )
         finally:
             console.print(f"demo took {time.monotonic() - started:.0f}s")
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "ID_PATTERN",
+    "RUN_MODEL_PREFIX",
     "DatasetSpec",
     "EvalRequest",
     "Experiment",
@@ -29,6 +30,9 @@ __all__ = [
     "duplicate_run_id",
     "normalize_id",
 ]
+
+# `model: {run: RUN_ID}` is held as this prefix and the run id.
+RUN_MODEL_PREFIX = "run:"
 
 # A run id becomes a directory name, a workflow id and a Kubernetes label value:
 # lowercase DNS-label-ish, at most 63 characters, no path separators.
@@ -181,6 +185,8 @@ class TrainHyperparameters(_Strict):
 
 
 class EvalRequest(_Strict):
+    # Another dataset to evaluate on (a cell of the evaluation matrix); None: the run's own dataset.
+    dataset: DatasetSpec | None = None
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     max_eval_samples: int | None = Field(default=None, ge=1)
     # Rows are sorted by length and padded per batch, so a batch costs no accuracy however large; what
@@ -203,10 +209,54 @@ class RunSpec(_Strict):
     # The configuration this run is a replicate of (`seeds:` gives every seed's run the same one); statistics
     # over seeds are per configuration. A label, not part of what the run computes.
     config: str | None = None
+    # A hub name, a local directory, or `run:<run_id>` (written `model: {run: RUN_ID}`: another run's final
+    # model, for eval-only runs).
     model: str = Field(min_length=1, max_length=512)
     dataset: DatasetSpec
     train: TrainHyperparameters = TrainHyperparameters()
+    # Evaluate the model as given, without training (written `train: null`).
+    eval_only: bool = False
     eval: EvalRequest = EvalRequest()
+    # More evaluations of the same model (`eval:` written as a list: its first entry is `eval`). Each
+    # (model, dataset, split) cell is evaluated once and reused, and they are not part of the fingerprint:
+    # adding one to a finished experiment evaluates the new cells and trains nothing.
+    evals: tuple[EvalRequest, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, value: Any) -> Any:
+        """`eval:` as a list, `train: null`, `model: {run: RUN_ID}`."""
+        if not isinstance(value, dict):
+            return value
+        value = dict(value)
+        if isinstance(value.get("eval"), list):
+            entries = value["eval"]
+            if not entries:
+                raise ValueError("eval: an empty list; give at least one evaluation (e.g. [{split: validation}])")
+            value["eval"], value["evals"] = entries[0], (*entries[1:], *value.get("evals", ()))
+        if "train" in value and value["train"] is None:
+            del value["train"]
+            value["eval_only"] = True
+        model = value.get("model")
+        if isinstance(model, dict):
+            if set(model) != {"run"} or not isinstance(model["run"], str):
+                raise ValueError(f"model: a mapping must be {{run: RUN_ID}} (another run's final model), got {model!r}")
+            value["model"] = RUN_MODEL_PREFIX + normalize_id(model["run"], what="model.run")
+        return value
+
+    @model_validator(mode="after")
+    def _run_models_are_evaluated_only(self) -> RunSpec:
+        if self.model.startswith(RUN_MODEL_PREFIX) and not self.eval_only:
+            raise ValueError(
+                f"model: {{run: {self.model.removeprefix(RUN_MODEL_PREFIX)}}} evaluates another run's final model; "
+                "set train: null (an eval-only run)"
+            )
+        return self
+
+    @property
+    def evaluations(self) -> tuple[EvalRequest, ...]:
+        """Every evaluation of the run, the primary one (`eval`) first."""
+        return (self.eval, *self.evals)
 
     @field_validator("run_id")
     @classmethod
@@ -235,7 +285,7 @@ class RunSpec(_Strict):
 
     def fingerprint_form(self) -> dict[str, Any]:
         # Placement (which device runs it) does not change what is computed.
-        exclude: dict[str, Any] = {"run_id": True, "config": True, **_PLACEMENT_FIELDS}
+        exclude: dict[str, Any] = {"run_id": True, "config": True, "evals": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
