@@ -66,7 +66,8 @@ def test_only_the_selected_rows_labels_must_be_the_models(tmp_path: Path, runs_d
 
 def test_a_task_mismatch_between_model_and_data_is_refused(tmp_path: Path, runs_dir: Path) -> None:
     classes = _dataset(tmp_path / "classes", [0, 1, 1])
-    with pytest.raises(InvalidInputError, match=r"run judge: the model is a regression model but split 'validation' .* holds classification labels \(inferred .* set dataset.task"):
+    refusal = r"run judge: the model is a regression model but split 'validation' .* holds classification labels \(inferred .* set dataset.task"
+    with pytest.raises(InvalidInputError, match=refusal):
         create_snapshot(_eval_only(classes, _model()), runs_dir=runs_dir, data_dir=None)
     scores = _dataset(tmp_path / "scores", [0.5, 1.25, 3.0])
     with pytest.raises(InvalidInputError, match=r"run judge: the model is a classification model but .* holds regression labels"):

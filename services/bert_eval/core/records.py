@@ -112,6 +112,8 @@ class EvalResult(_Strict):
     # The per-example predictions (core/predictions.py), written before this record; absent in older results.
     predictions_path: str | None = None
     predictions_sha256: str | None = None
+    # True when an existing evaluation of the same model on the same rows was returned (core/cells.py).
+    reused: bool = False
 
 
 class PredictResult(BaseModel):
