@@ -107,7 +107,10 @@ def load_cell(cell: CellLayout, snapshot: SnapshotResult) -> EvalResult | None:
     if problem is not None:
         aside = cell.root.parent / f".corrupt-{cell.name}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
         log.warning("evaluation cell failed verification; moving it aside and evaluating again", cell=cell.name, problem=problem, aside=str(aside))
-        os.replace(cell.root, aside)
+        try:
+            os.replace(cell.root, aside)
+        except FileNotFoundError:
+            pass  # another worker moved it aside first
         return None
     # Paths as seen from this worker (the volume may be mounted elsewhere than where the cell was written).
     return result.model_copy(update={"path": str(cell.eval_file), "predictions_path": str(cell.predictions_file)})
