@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     runs_dir: Path = Path("./bert_runs")
     # Local mirror of hub datasets: `glue/sst2` is read from `<data_dir>/glue/sst2/` when present.
     data_dir: Path | None = None
+    # A read-only mirror of model directories: an evaluation's model `org/name` is read from `<models_dir>/org/name/`,
+    # and a reference-design model_path may name a directory inside it (or inside runs_dir, nowhere else).
+    models_dir: Path | None = None
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -14,7 +14,7 @@ from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.records import DatasetSchema
 from bert_eval.spec import DatasetSpec, TaskType
 
-__all__ = ["SUPPORTED_SUFFIXES", "check_labels", "infer_schema", "load_splits", "resolve_dataset_dir"]
+__all__ = ["SUPPORTED_SUFFIXES", "check_labels", "infer_columns", "infer_schema", "label_values", "load_splits", "resolve_dataset_dir"]
 
 SUPPORTED_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".parquet")
 # Split name aliases found in the wild (GLUE ships `dev.tsv`).
@@ -109,14 +109,29 @@ def _load_from_hub(spec: DatasetSpec, splits: list[str], data_dir: Path | None) 
 
 def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
     """Text column(s), label column, task and label set, following transformers' run_glue rules."""
-    columns = list(train.column_names)
-    if len(train) == 0:
-        raise InvalidInputError(f"dataset {spec.label!r}: the {spec.train_split!r} split is empty")
+    text_columns, label_column, task = infer_columns(train, spec, split=spec.train_split)
+    if task is TaskType.regression:
+        return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task)
+    label_names = label_values(train, label_column)
+    if len(label_names) < 2:
+        raise InvalidInputError(
+            f"dataset {spec.label!r}: label column {label_column!r} has a single value {label_names}; "
+            "classification needs at least two classes"
+        )
+    return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task, label_names=label_names)
+
+
+def infer_columns(rows: datasets.Dataset, spec: DatasetSpec, *, split: str) -> tuple[tuple[str, ...], str, TaskType]:
+    """(text column(s), label column, task) of the `split` rows, given in the spec or inferred (run_glue
+    rules); every label is checked (present, one kind)."""
+    columns = list(rows.column_names)
+    if len(rows) == 0:
+        raise InvalidInputError(f"dataset {spec.label!r}: the {split!r} split is empty")
 
     label_column = spec.label_column or next((c for c in _LABEL_COLUMNS if c in columns), None)
     if label_column is None or label_column not in columns:
         raise InvalidInputError(
-            f"dataset {spec.label!r}: no label column "
+            f"dataset {spec.label!r}: no label column in split {split!r} "
             f"({'given ' + repr(spec.label_column) if spec.label_column else 'looked for ' + '/'.join(_LABEL_COLUMNS)}; "
             f"columns are {columns}); set dataset.label_column"
         )
@@ -124,32 +139,31 @@ def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
     if spec.text_columns:
         missing = [c for c in spec.text_columns if c not in columns]
         if missing:
-            raise InvalidInputError(f"dataset {spec.label!r}: text column(s) {missing} not in {columns}")
+            raise InvalidInputError(
+                f"dataset {spec.label!r}: text column(s) {missing} not in split {split!r} ({columns}); check dataset.text_columns"
+            )
         text_columns = tuple(spec.text_columns)
     else:
-        text_columns = _infer_text_columns(train, columns, label_column, spec)
+        text_columns = _infer_text_columns(rows, columns, label_column, spec)
 
-    # One Arrow column to a list (honours a selection's indices); `train[column]` would go through
+    # One Arrow column to a list (honours a selection's indices); `rows[column]` would go through
     # datasets' per-row formatting, most of a snapshot's time (docs/performance.md).
-    labels = train.with_format("arrow")[label_column].to_pylist()
-    is_float = train.features[label_column].dtype in ("float32", "float64", "float16")
+    labels = rows.with_format("arrow")[label_column].to_pylist()
+    is_float = rows.features[label_column].dtype in ("float32", "float64", "float16")
     task = spec.task or (TaskType.regression if is_float else TaskType.classification)
-    check_labels(labels, task, f"dataset {spec.label!r}: split {spec.train_split!r}, label column {label_column!r}")
-    if task is TaskType.regression:
-        return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task)
+    check_labels(labels, task, f"dataset {spec.label!r}: split {split!r}, label column {label_column!r}")
+    return text_columns, label_column, task
 
-    feature = train.features[label_column]
+
+def label_values(rows: datasets.Dataset, label_column: str) -> tuple[str, ...]:
+    """The distinct class labels of `rows` as names: a ClassLabel's names in class-id order, else the
+    values as text, numbers in numeric order (so 2 < 10)."""
+    labels = rows.with_format("arrow")[label_column].to_pylist()
+    feature = rows.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         # The dataset's own class names (hub GLUE: negative/positive), in class-id order.
-        label_names = tuple(feature.int2str(v) for v in sorted(set(labels)) if 0 <= v < feature.num_classes)
-    else:
-        label_names = tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
-    if len(label_names) < 2:
-        raise InvalidInputError(
-            f"dataset {spec.label!r}: label column {label_column!r} has a single value {label_names}; "
-            "classification needs at least two classes"
-        )
-    return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task, label_names=label_names)
+        return tuple(feature.int2str(v) for v in sorted(set(labels)) if 0 <= v < feature.num_classes)
+    return tuple(str(v) for v in sorted(set(labels), key=_label_sort_key))
 
 
 def check_labels(values: Sequence[object], task: TaskType, where: str) -> None:

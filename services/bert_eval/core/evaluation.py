@@ -5,6 +5,9 @@ The fast path (each part switchable in EvalRequest): rows sorted by length so ea
 each batch padded to its longest row (on CUDA rounded up to a multiple of 8), batches large on CUDA and
 64 rows on CPU (`eval_batch_size`), bf16 autocast on CUDA. Logits are put back in the
 split's order before the metrics, so the numbers do not depend on the batching.
+
+`infer` is the one implementation of that loop; `evaluate` (a run's evaluation) and
+core/cells.py (an evaluation cell shared by every run asking for the same model and rows) publish its output.
 """
 
 from __future__ import annotations
@@ -13,26 +16,27 @@ import contextlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bert_eval import telemetry
+from bert_eval.core.batching import dynamic_padding, padding_collator
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout
 from bert_eval.core.metrics import compute_metrics
-from bert_eval.core.batching import dynamic_padding, padding_collator
+from bert_eval.core.modeling import load_trained
 from bert_eval.core.predictions import write_predictions
+from bert_eval.core.records import EvalResult, SnapshotResult
 from bert_eval.core.snapshot import eval_table
 from bert_eval.core.tokenize import LENGTH, tokenized_split
-from bert_eval.core.records import EvalResult, SnapshotResult
 from bert_eval.spec import EvalRequest
 
-__all__ = ["eval_batch_size", "evaluate", "load_eval_result"]
+__all__ = ["Inference", "eval_batch_size", "evaluate", "infer", "load_eval_result", "result_record"]
 
 log = telemetry.get_logger(__name__)
 
@@ -48,6 +52,16 @@ def eval_batch_size(request: EvalRequest, device: str) -> int:
     if request.batch_size is not None:
         return request.batch_size
     return EVAL_BATCH["cuda" if device.startswith("cuda") else "cpu"]
+
+
+@dataclass(frozen=True, eq=False)
+class Inference:
+    """A model's outputs on a snapshot's evaluation table, in the table's row order."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    metrics: dict[str, float]
+    duration_s: float
 
 
 def evaluate(
@@ -66,17 +80,41 @@ def evaluate(
         raise InvalidInputError(f"run {run_id}: no trained model at {model_dir}")
     layout = RunLayout(runs_dir, run_id)
     layout.ensure_safe()  # the result file must land inside the runs directory
+    outputs = infer(run_id=run_id, model_dir=model_dir, snapshot=snapshot, request=request, device=device, on_batch=on_batch)
+    # Predictions first: the result that records their digest is published only once they are in place.
+    predictions_sha256 = write_predictions(layout, request.split, snapshot=snapshot, logits=outputs.logits, labels=outputs.labels)
+    result = EvalResult(
+        run_id=run_id,
+        split=request.split,
+        examples=len(outputs.labels),
+        metrics=outputs.metrics,
+        duration_s=outputs.duration_s,
+        path=str(layout.eval_file(request.split)),
+        predictions_path=str(layout.predictions_file(request.split)),
+        predictions_sha256=predictions_sha256,
+    )
+    atomic_write_json(layout.eval_file(request.split), result_record(result))
+
+    log.info("evaluation done", run_id=run_id, split=request.split, examples=result.examples, **outputs.metrics)
+    return result
+
+
+def infer(
+    *,
+    run_id: str,
+    model_dir: str | Path,
+    snapshot: SnapshotResult,
+    request: EvalRequest,
+    device: str = "cpu",
+    on_batch: Callable[[int, int], None] | None = None,
+    span_attributes: dict[str, str] | None = None,
+) -> Inference:
+    """Run the model over the snapshot's evaluation table of `request.split` and compute the metrics; writes nothing."""
     schema = snapshot.dataset_schema
     started = time.monotonic()
-    with telemetry.tracer().start_as_current_span(
-        "evaluate", attributes={"run_id": run_id, "split": request.split}
-    ) as span:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).to(device).eval()
-        if model.config.num_labels != schema.num_labels:
-            raise InvalidInputError(
-                f"run {run_id}: model has {model.config.num_labels} labels but the data has {schema.num_labels}"
-            )
+    attributes = {"run_id": run_id, "split": request.split, **(span_attributes or {})}
+    with telemetry.tracer().start_as_current_span("evaluate", attributes=attributes) as span:
+        tokenizer, model = load_trained(model_dir, schema, run_id=run_id, device=device)
         # The trained model's tokenizer records the training max_seq_length: truncate the same way.
         max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         # Digest-verified rows (also on a tokenization-cache hit).
@@ -104,24 +142,12 @@ def evaluate(
         logits[order], labels[order] = sorted_logits, sorted_labels
         metrics = compute_metrics(logits, labels, task=schema.task, num_labels=schema.num_labels)
         span.set_attributes({f"metric.{k}": v for k, v in metrics.items()})
+    return Inference(logits=logits, labels=labels, metrics=metrics, duration_s=round(time.monotonic() - started, 3))
 
-    duration = time.monotonic() - started
-    # Predictions first: the result that records their digest is published only once they are in place.
-    predictions_sha256 = write_predictions(layout, request.split, snapshot=snapshot, logits=logits, labels=labels)
-    result = EvalResult(
-        run_id=run_id,
-        split=request.split,
-        examples=len(labels),
-        metrics=metrics,
-        duration_s=round(duration, 3),
-        path=str(layout.eval_file(request.split)),
-        predictions_path=str(layout.predictions_file(request.split)),
-        predictions_sha256=predictions_sha256,
-    )
-    atomic_write_json(layout.eval_file(request.split), result.model_dump(mode="json"))
 
-    log.info("evaluation done", run_id=run_id, split=request.split, examples=len(labels), **metrics)
-    return result
+def result_record(result: EvalResult) -> dict[str, object]:
+    """What a result file holds: the result, less `reused` (a property of one call, not of the evaluation)."""
+    return result.model_dump(mode="json", exclude={"reused"})
 
 
 def load_eval_result(layout: RunLayout, split: str) -> EvalResult | None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.layout import RunLayout
-from bert_eval.core.records import PredictResult, TrainingSummary
+from bert_eval.core.modeling import load_trained
+from bert_eval.core.records import PredictResult
+from bert_eval.core.rundir import trained_summary
 from bert_eval.spec import TaskType
 
 __all__ = ["PAIR_SEPARATOR", "predict"]
@@ -33,15 +33,8 @@ def predict(
     if not texts:
         raise InvalidInputError(f"run {run_id}: no texts to predict")
     layout = RunLayout(runs_dir, run_id)
-    summary = _trained_summary(layout)
-    schema = summary.dataset_schema
-    tokenizer = AutoTokenizer.from_pretrained(str(layout.model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(layout.model_dir)).to(device).eval()
-    if model.config.num_labels != schema.num_labels:
-        raise InvalidInputError(
-            f"run {run_id}: the saved model has {model.config.num_labels} outputs but the run's data has "
-            f"{schema.num_labels}; {layout.model_dir} does not belong to this run's training"
-        )
+    schema = trained_summary(layout).dataset_schema
+    tokenizer, model = load_trained(layout.model_dir, schema, run_id=run_id, device=device)
     # The saved tokenizer records the training max_seq_length (see training.fine_tune).
     max_length = min(max_seq_length or tokenizer.model_max_length, model.config.max_position_embeddings)
     first, second = _split_pairs(run_id, list(texts), pair=len(schema.text_columns) == 2)
@@ -79,24 +72,6 @@ def predict(
         predicted_label_ids=label_ids.tolist(),
         confidences=[round(c, 6) for c in confidence.tolist()],
     )
-
-
-def _trained_summary(layout: RunLayout) -> TrainingSummary:
-    run_id = layout.run_id
-    if not layout.root.is_dir():
-        raise InvalidInputError(
-            f"run {run_id}: no such run under {layout.runs_dir}; check the id (`bert-eval status {run_id}`) "
-            "and that this worker's BERT_EVAL_RUNS_DIR is the volume the run trained on"
-        )
-    if not (layout.summary_file.is_file() and (layout.model_dir / "config.json").is_file()):
-        raise InvalidInputError(
-            f"run {run_id}: training has not finished (no final model in {layout.model_dir}); "
-            f"wait for it (`bert-eval status {run_id}`) or resubmit its experiment"
-        )
-    try:
-        return TrainingSummary.model_validate(json.loads(layout.summary_file.read_text())["summary"])
-    except (ValueError, KeyError) as exc:
-        raise InvalidInputError(f"run {run_id}: unreadable training summary {layout.summary_file}: {exc}") from exc
 
 
 def _split_pairs(run_id: str, texts: list[str], *, pair: bool) -> tuple[list[str], list[str] | None]:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.spec import normalize_id
 
-__all__ = ["RunLayout", "experiment_file", "snapshots_dir"]
+__all__ = ["CellLayout", "RunLayout", "evals_dir", "experiment_file", "snapshots_dir"]
 
 
 def snapshots_dir(runs_dir: Path) -> Path:
     return Path(runs_dir) / "snapshots"
+
+
+def evals_dir(runs_dir: Path) -> Path:
+    """`<runs_dir>/evals/`: evaluation cells, one per (model digest, snapshot, split)."""
+    return Path(runs_dir) / "evals"
 
 
 def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
@@ -107,5 +113,69 @@ class RunLayout:
         if (problem := self.escape()) is not None:
             raise InvalidInputError(problem)
         self.root.mkdir(parents=True, exist_ok=True)
+        if (problem := self.escape()) is not None:  # raced with someone creating a link
+            raise InvalidInputError(problem)
+
+
+# A model digest and a snapshot id are 16 hex digits; a split name is what EvalRequest.split accepts.
+_DIGEST = re.compile(r"[0-9a-f]{16}")
+_SPLIT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """`<runs_dir>/evals/<model_digest>-<snapshot_id>-<split>/{eval.json, predictions.parquet}`: the one
+    evaluation of a model (by content) on a snapshot's evaluation table, shared by every run that asks for it."""
+
+    runs_dir: Path
+    model_digest: str
+    snapshot_id: str
+    split: str
+
+    def __post_init__(self) -> None:
+        # Each part becomes part of a directory name: nothing may lead elsewhere.
+        for what, value, pattern in (
+            ("model digest", self.model_digest, _DIGEST),
+            ("snapshot id", self.snapshot_id, _DIGEST),
+            ("split", self.split, _SPLIT),
+        ):
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise ValueError(f"evaluation cell: {what} {value!r} must match {pattern.pattern}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.model_digest}-{self.snapshot_id}-{self.split}"
+
+    @property
+    def root(self) -> Path:
+        return evals_dir(self.runs_dir) / self.name
+
+    @property
+    def eval_file(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def predictions_file(self) -> Path:
+        return self.root / "predictions.parquet"
+
+    def escape(self) -> str | None:
+        """Why this cell's directory is not safe to use (a symbolic link, or resolving outside the runs
+        directory), or None; as RunLayout.escape."""
+        expected = Path(self.runs_dir).resolve() / "evals" / self.name
+        for path in (self.root.parent, self.root, self.eval_file, self.predictions_file):
+            if path.is_symlink():
+                return (
+                    f"evaluation cell {self.name}: {path} is a symbolic link (to {os.readlink(path)}); refusing to read or "
+                    f"write through it, so nothing lands outside {self.runs_dir}. Replace it with a plain directory or file."
+                )
+        if self.root.exists() and self.root.resolve() != expected:
+            return f"evaluation cell {self.name}: {self.root} resolves to {self.root.resolve()}, outside {expected.parent}."
+        return None
+
+    def ensure_safe(self) -> None:
+        """Create `<runs_dir>/evals/` if needed; InvalidInputError if the cell is (or leads) outside the runs directory."""
+        if (problem := self.escape()) is not None:
+            raise InvalidInputError(problem)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         if (problem := self.escape()) is not None:  # raced with someone creating a link
             raise InvalidInputError(problem)

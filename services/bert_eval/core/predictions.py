@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -28,11 +29,11 @@ from scipy.special import softmax
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.fsutil import atomic_write_bytes
 from bert_eval.core.layout import RunLayout
-from bert_eval.core.snapshot import eval_table, read_split
 from bert_eval.core.records import EvalResult, SnapshotResult
+from bert_eval.core.snapshot import eval_table, read_split
 from bert_eval.spec import TaskType
 
-__all__ = ["Predictions", "load_predictions", "rows_digest", "write_predictions"]
+__all__ = ["Predictions", "encode_predictions", "load_predictions", "predictions_intact", "rows_digest", "write_predictions"]
 
 ROW, LABEL, PREDICTION, PROBABILITIES = "row", "label", "prediction", "probabilities"
 _METADATA_KEY = b"bert_eval.predictions"
@@ -77,11 +78,18 @@ def write_predictions(
 ) -> str:
     """Publish the predictions of an evaluation of `split` (logits and labels in table order); returns
     the file's sha256, which the evaluation result records."""
+    data = encode_predictions(run_id=layout.run_id, split=split, snapshot=snapshot, logits=logits, labels=labels)
+    atomic_write_bytes(layout.predictions_file(split), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_predictions(*, run_id: str, split: str, snapshot: SnapshotResult, logits: np.ndarray, labels: np.ndarray) -> bytes:
+    """The predictions file's bytes (parquet) for an evaluation of `split` by run `run_id`."""
     schema = snapshot.dataset_schema
-    table_rows = read_split(snapshot, eval_table(split), run_id=layout.run_id)
+    table_rows = read_split(snapshot, eval_table(split), run_id=run_id)
     if len(table_rows) != len(labels):
         raise InvalidInputError(
-            f"run {layout.run_id}: {len(labels)} predictions for the {len(table_rows)} rows of split {split!r} "
+            f"run {run_id}: {len(labels)} predictions for the {len(table_rows)} rows of split {split!r} "
             f"in snapshot {snapshot.snapshot_id}; evaluate the whole table"
         )
     columns: dict[str, Any] = {ROW: pa.array(np.arange(len(labels), dtype=np.int64))}
@@ -96,7 +104,7 @@ def write_predictions(
         columns[PROBABILITIES] = pa.FixedSizeListArray.from_arrays(pa.array(probabilities.reshape(-1)), schema.num_labels)
     metadata = {
         "format": _FORMAT,
-        "run_id": layout.run_id,
+        "run_id": run_id,
         "split": split,
         "snapshot_id": snapshot.snapshot_id,
         "rows_digest": rows_digest(table_rows),
@@ -106,9 +114,18 @@ def write_predictions(
     table = pa.table(columns).replace_schema_metadata({_METADATA_KEY: json.dumps(metadata).encode()})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    data = buffer.getvalue()
-    atomic_write_bytes(layout.predictions_file(split), data)
-    return hashlib.sha256(data).hexdigest()
+    return buffer.getvalue()
+
+
+def predictions_intact(file: Path, result: EvalResult) -> bool:
+    """Whether `file` holds the predictions `result` records (its sha256); False when it is missing or was replaced."""
+    if result.predictions_sha256 is None:
+        return False
+    try:
+        data = Path(file).read_bytes()
+    except OSError:
+        return False
+    return hashlib.sha256(data).hexdigest() == result.predictions_sha256
 
 
 def load_predictions(layout: RunLayout, split: str) -> Predictions:

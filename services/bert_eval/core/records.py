@@ -19,6 +19,7 @@ __all__ = [
     "DatasetSchema",
     "EvalResult",
     "ExperimentSummary",
+    "ModelInfo",
     "PredictResult",
     "RunInterval",
     "SnapshotResult",
@@ -51,6 +52,20 @@ class SnapshotResult(_Strict):
     splits: dict[str, int]
     reused: bool = False
 
+
+class ModelInfo(_Strict):
+    """A model as evaluation sees it (core/modeling.py: describe_model): where it is, what it holds, what it predicts."""
+
+    path: str  # resolved local directory holding config.json and the weights
+    digest: str  # 16 hex digits of sha256 over the directory's files (relative names and contents)
+    task: TaskType
+    label_names: tuple[str, ...] = ()  # classification: config.id2label in class-id order; empty for regression
+    max_position_embeddings: int | None = None
+    run_id: str | None = None  # set when the model is a run's final model
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.task is TaskType.regression else len(self.label_names)
 
 
 class CheckpointRef(_Strict):
@@ -100,6 +115,8 @@ class EvalResult(_Strict):
     # The per-example predictions (core/predictions.py), written before this record; absent in older results.
     predictions_path: str | None = None
     predictions_sha256: str | None = None
+    # True when an existing evaluation of the same model on the same rows was returned (core/cells.py).
+    reused: bool = False
 
 
 class PredictResult(BaseModel):

@@ -27,7 +27,7 @@ from bert_eval.core.layout import RunLayout
 from bert_eval.core.records import TrainingSummary
 from bert_eval.spec import RunSpec
 
-__all__ = ["AttemptFence", "StaleAttemptError", "claim_run_dir", "completed_summary", "run_dir_conflict"]
+__all__ = ["AttemptFence", "StaleAttemptError", "claim_run_dir", "completed_summary", "run_dir_conflict", "trained_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,26 @@ def completed_summary(layout: RunLayout, run: RunSpec) -> TrainingSummary | None
     if payload.get("fingerprint") != run.fingerprint():
         return None
     return TrainingSummary.model_validate(payload["summary"])
+
+
+def trained_summary(layout: RunLayout) -> TrainingSummary:
+    """The summary of the run's finished training, whatever its spec; InvalidInputError naming the run and
+    what to do when there is no such run, or its training has not finished (still training, or failed)."""
+    run_id = layout.run_id
+    if not layout.root.is_dir():
+        raise InvalidInputError(
+            f"run {run_id}: no such run under {layout.runs_dir}; check the id (`bert-eval status {run_id}`) "
+            "and that this worker's BERT_EVAL_RUNS_DIR is the volume the run trained on"
+        )
+    if not (layout.summary_file.is_file() and (layout.model_dir / "config.json").is_file()):
+        raise InvalidInputError(
+            f"run {run_id}: training has not finished (no final model in {layout.model_dir}): it is still training "
+            f"or it failed; wait for it (`bert-eval status {run_id}`) or resubmit its experiment"
+        )
+    try:
+        return TrainingSummary.model_validate(json.loads(layout.summary_file.read_text())["summary"])
+    except (ValueError, KeyError) as exc:
+        raise InvalidInputError(f"run {run_id}: unreadable training summary {layout.summary_file}: {exc}") from exc
 
 
 class AttemptFence:

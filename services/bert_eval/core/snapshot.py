@@ -8,6 +8,10 @@ rows are read from them: the bytes training and evaluation use are the bytes tha
 The training table is always `train`; the evaluation table is named after its split, except that an
 evaluation on the `train` split is stored apart as `train@eval` (the whole train split, read on its own),
 so it can never replace the rows the run trains on.
+
+An eval-only snapshot (`train_table=False`, `SnapshotInput.for_model`) holds just the evaluation table, for
+evaluating a model as given: its columns and task come from the evaluation split itself, and its label
+names are the model's, so label ids index the model's classes.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from bert_eval.core.data import check_labels, infer_schema, load_splits
+from bert_eval.core.data import check_labels, infer_columns, infer_schema, label_values, load_splits
 from bert_eval.core.errors import InvalidInputError, naming_run
 from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.layout import snapshots_dir
-from bert_eval.core.records import DatasetSchema, SnapshotResult
+from bert_eval.core.records import DatasetSchema, ModelInfo, SnapshotResult
 from bert_eval.spec import DatasetSpec, RunSpec, TaskType
 
 __all__ = ["LABEL", "MANIFEST", "TEXT", "TEXT_PAIR", "SnapshotInput", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
@@ -55,6 +59,43 @@ class SnapshotInput(BaseModel):
     max_eval_samples: int | None = None
     seed: int = 42
     shuffle_before_select: bool = True
+    # False: an eval-only snapshot (no training table) for a model as given, whose task and (classification)
+    # class names, in class-id order, are `task` and `label_names`.
+    train_table: bool = True
+    task: TaskType | None = None
+    label_names: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _model_labels_only_for_eval_only(self) -> SnapshotInput:
+        run = f"run {self.run_id}"
+        if self.train_table:
+            if self.task is not None or self.label_names is not None:
+                raise ValueError(f"{run}: task and label_names describe the model of an eval-only snapshot; set train_table false")
+            return self
+        if self.task is None:
+            raise ValueError(f"{run}: an eval-only snapshot needs the model's task")
+        if self.task is TaskType.classification and not self.label_names:
+            raise ValueError(f"{run}: an eval-only snapshot of a classifier needs the model's label_names")
+        if self.task is TaskType.regression and self.label_names:
+            raise ValueError(f"{run}: a regression model has no label_names")
+        if self.max_train_samples is not None:
+            raise ValueError(f"{run}: max_train_samples selects training rows; an eval-only snapshot has none")
+        return self
+
+    @classmethod
+    def for_model(
+        cls, *, run_id: str, dataset: DatasetSpec, model: ModelInfo, eval_split: str = "validation", max_eval_samples: int | None = None
+    ) -> SnapshotInput:
+        """The rows an evaluation of `model` (as given, no training) reads: one split, labelled with the model's classes."""
+        return cls(
+            run_id=run_id,
+            dataset=dataset,
+            eval_split=eval_split,
+            max_eval_samples=max_eval_samples,
+            train_table=False,
+            task=model.task,
+            label_names=model.label_names if model.task is TaskType.classification else None,
+        )
 
     @classmethod
     def for_run(cls, run: RunSpec) -> SnapshotInput:
@@ -77,40 +118,10 @@ def eval_table(split: str) -> str:
 
 def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | None) -> SnapshotResult:
     """Select the run's rows, and write (or reuse) the snapshot holding exactly them."""
-    spec = request.dataset
-    try:
-        raw = load_splits(spec, [spec.train_split], data_dir=data_dir)
-        # Read on its own even when it names the training split: the eval table never aliases training's.
-        evaluation = load_splits(spec, [request.eval_split], data_dir=data_dir)[request.eval_split]
-        schema = infer_schema(raw[spec.train_split], spec)
-    except InvalidInputError as exc:
-        raise _for_run(exc, request.run_id) from exc.__cause__
-    log.info("run %s: %s task, classes %s", request.run_id, schema.task.value, list(schema.label_names) or "-")
-
-    train = raw[spec.train_split]
-    if request.max_train_samples is not None and request.max_train_samples < len(train):
-        if request.shuffle_before_select:
-            train = train.shuffle(seed=request.seed)
-        train = train.select(range(request.max_train_samples))
-    if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
-        evaluation = evaluation.select(range(request.max_eval_samples))
-    if len(evaluation) == 0:
-        raise InvalidInputError(f"run {request.run_id}: evaluation split {request.eval_split!r} is empty")
-
-    tables = {
-        TRAIN_TABLE: _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}"),
-        eval_table(request.eval_split): _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"),
-    }
-    selection = {
-        "dataset": spec.model_dump(mode="json"),
-        "max_train_samples": request.max_train_samples,
-        "eval_split": request.eval_split,
-        "max_eval_samples": request.max_eval_samples,
-        "seed": request.seed,
-        "schema": schema.model_dump(mode="json"),
-    }
-    if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
-        selection["shuffle_before_select"] = False
+    if request.train_table:
+        schema, tables, selection = _training_rows(request, data_dir)
+    else:
+        schema, tables, selection = _eval_only_rows(request, data_dir)
     snapshot_id = _content_id(selection, tables)
     root = snapshots_dir(runs_dir)
     target = root / snapshot_id
@@ -151,6 +162,105 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         log.info("snapshot %s was published concurrently; using the existing copy", snapshot_id)
         return open_snapshot(target).model_copy(update={"reused": True})
     return SnapshotResult(snapshot_id=snapshot_id, path=str(target), dataset_schema=schema, splits=splits)
+
+
+def _training_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:
+    """(schema, normalized tables, selection) of a run that trains: schema from the training split."""
+    spec = request.dataset
+    try:
+        raw = load_splits(spec, [spec.train_split], data_dir=data_dir)
+        # Read on its own even when it names the training split: the eval table never aliases training's.
+        evaluation = _load_eval_split(request, data_dir)
+        schema = infer_schema(raw[spec.train_split], spec)
+    except InvalidInputError as exc:
+        raise _for_run(exc, request.run_id) from exc.__cause__
+    log.info("run %s: %s task, classes %s", request.run_id, schema.task.value, list(schema.label_names) or "-")
+
+    train = raw[spec.train_split]
+    if request.max_train_samples is not None and request.max_train_samples < len(train):
+        if request.shuffle_before_select:
+            train = train.shuffle(seed=request.seed)
+        train = train.select(range(request.max_train_samples))
+    if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
+        evaluation = evaluation.select(range(request.max_eval_samples))
+    if len(evaluation) == 0:
+        raise InvalidInputError(f"run {request.run_id}: evaluation split {request.eval_split!r} is empty")
+
+    tables = {
+        TRAIN_TABLE: _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}"),
+        eval_table(request.eval_split): _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"),
+    }
+    selection = {
+        "dataset": spec.model_dump(mode="json"),
+        "max_train_samples": request.max_train_samples,
+        "eval_split": request.eval_split,
+        "max_eval_samples": request.max_eval_samples,
+        "seed": request.seed,
+        "schema": schema.model_dump(mode="json"),
+    }
+    if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
+        selection["shuffle_before_select"] = False
+    return schema, tables, selection
+
+
+def _eval_only_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:
+    """(schema, normalized tables, selection) of an eval-only snapshot: the evaluation split alone."""
+    spec = request.dataset
+    evaluation = _load_eval_split(request, data_dir)
+    if request.max_eval_samples is not None and request.max_eval_samples < len(evaluation):
+        evaluation = evaluation.select(range(request.max_eval_samples))
+    if len(evaluation) == 0:
+        raise InvalidInputError(f"run {request.run_id}: evaluation split {request.eval_split!r} is empty")
+    try:
+        schema = _model_schema(evaluation, request)
+    except InvalidInputError as exc:
+        raise _for_run(exc, request.run_id) from exc.__cause__
+    log.info("run %s: eval-only snapshot, %s model, classes %s", request.run_id, schema.task.value, list(schema.label_names) or "-")
+    tables = {eval_table(request.eval_split): _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}")}
+    selection = {
+        "dataset": spec.model_dump(mode="json"),
+        "eval_split": request.eval_split,
+        "max_eval_samples": request.max_eval_samples,
+        "schema": schema.model_dump(mode="json"),  # the model's task and class names
+        "train_table": False,
+    }
+    return schema, tables, selection
+
+
+def _model_schema(evaluation: datasets.Dataset, request: SnapshotInput) -> DatasetSchema:
+    """The evaluation split's columns with the model's task and classes; InvalidInputError when the data's
+    task differs from the model's or the data holds labels the model does not predict."""
+    spec, split, run = request.dataset, request.eval_split, f"run {request.run_id}"
+    model_task = request.task
+    assert model_task is not None  # SnapshotInput's validator: eval-only snapshots carry the model's task
+    text_columns, label_column, data_task = infer_columns(evaluation, spec, split=split)
+    if data_task is not model_task:
+        hint = "" if spec.task is not None else f" (inferred from the label values; set dataset.task if they mean {model_task.value})"
+        raise InvalidInputError(
+            f"{run}: the model is a {model_task.value} model but split {split!r} of dataset {spec.label!r} holds "
+            f"{data_task.value} labels{hint}; evaluate it on {model_task.value} data"
+        )
+    if model_task is TaskType.regression:
+        return DatasetSchema(text_columns=text_columns, label_column=label_column, task=model_task)
+    model_labels = tuple(request.label_names or ())
+    data_labels = label_values(evaluation, label_column)
+    unknown = [label for label in data_labels if label not in model_labels]
+    if unknown:
+        raise InvalidInputError(
+            f"{run}: split {split!r} of dataset {spec.label!r} has label(s) {unknown[:10]} that the model does not "
+            f"predict: the data's labels are {list(data_labels)[:20]}, the model's {list(model_labels)} (its "
+            "config.id2label). Evaluate a model trained on these labels, or a dataset labelled with the model's names"
+        )
+    return DatasetSchema(text_columns=text_columns, label_column=label_column, task=model_task, label_names=model_labels)
+
+
+def _load_eval_split(request: SnapshotInput, data_dir: Path | None) -> datasets.Dataset:
+    """The evaluation split, read on its own; a split the dataset lacks fails at once, on one line."""
+    try:
+        return load_splits(request.dataset, [request.eval_split], data_dir=data_dir)[request.eval_split]
+    except InvalidInputError as exc:
+        message = " ".join(str(exc).split())
+        raise InvalidInputError(naming_run(request.run_id, f"evaluation split {request.eval_split!r}: {message}")) from exc.__cause__
 
 
 def open_snapshot(path: str | Path) -> SnapshotResult:
@@ -205,7 +315,8 @@ def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> An
     """A pandas frame with the normalized columns; labels as class ids (classification) or floats."""
     missing = [c for c in (*schema.text_columns, schema.label_column) if c not in split.column_names]
     if missing:
-        raise InvalidInputError(f"{where} lacks column(s) {missing} (has {split.column_names})")
+        fields = sorted({"dataset.label_column" if c == schema.label_column else "dataset.text_columns" for c in missing})
+        raise InvalidInputError(f"{where} lacks column(s) {missing} (has {split.column_names}); check {' and '.join(fields)}")
     frame = split.select_columns([*schema.text_columns, schema.label_column]).to_pandas()
     out = frame[[schema.text_columns[0]]].rename(columns={schema.text_columns[0]: TEXT}).astype(str)
     if len(schema.text_columns) == 2:
