@@ -251,6 +251,11 @@ class RunSpec(_Strict):
                 f"model: {{run: {self.model.removeprefix(RUN_MODEL_PREFIX)}}} evaluates another run's final model; "
                 "set train: null (an eval-only run)"
             )
+        if self.eval.dataset is not None and not self.eval_only:
+            raise ValueError(
+                "eval: the first evaluation of a trained run is on its own dataset (a split of it); list evaluations "
+                "on other datasets after it"
+            )
         return self
 
     @property

@@ -33,7 +33,15 @@ from bert_eval.core.records import EvalResult, SnapshotResult
 from bert_eval.core.snapshot import eval_table, read_split
 from bert_eval.spec import TaskType
 
-__all__ = ["Predictions", "encode_predictions", "load_predictions", "predictions_intact", "rows_digest", "write_predictions"]
+__all__ = [
+    "Predictions",
+    "encode_predictions",
+    "load_predictions",
+    "predictions_intact",
+    "predictions_of",
+    "rows_digest",
+    "write_predictions",
+]
 
 ROW, LABEL, PREDICTION, PROBABILITIES = "row", "label", "prediction", "probabilities"
 _METADATA_KEY = b"bert_eval.predictions"
@@ -156,6 +164,24 @@ def load_predictions(layout: RunLayout, split: str) -> Predictions:
             f"{run}: {file.name} does not match the digest {eval_file.name} records (it was replaced after the "
             f"evaluation, or a later evaluation stopped before writing its result); {again}"
         )
+    return _decode(data)
+
+
+def predictions_of(result: EvalResult) -> Predictions:
+    """The predictions an evaluation result records (a run's evaluation or a cell), verified by their digest."""
+    owner = f"run {result.run_id}: evaluation of {result.split!r}"
+    if result.predictions_path is None or result.predictions_sha256 is None:
+        raise InvalidInputError(f"{owner} was made before per-example predictions were kept; evaluate it again")
+    try:
+        data = Path(result.predictions_path).read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{owner}: its predictions {result.predictions_path} are unreadable ({exc}); evaluate it again") from None
+    if hashlib.sha256(data).hexdigest() != result.predictions_sha256:
+        raise InvalidInputError(f"{owner}: {result.predictions_path} does not match the digest its result records; evaluate it again")
+    return _decode(data)
+
+
+def _decode(data: bytes) -> Predictions:
     table = pq.read_table(io.BytesIO(data))
     metadata = json.loads((table.schema.metadata or {})[_METADATA_KEY])
     task = TaskType(metadata["task"])

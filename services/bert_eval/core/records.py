@@ -137,6 +137,8 @@ class RunInterval(BaseModel):
     value: float
     low: float | None = None
     high: float | None = None
+    dataset: str | None = None
+    split: str | None = None
 
 
 class ConfigStats(BaseModel):
@@ -161,5 +163,6 @@ class ExperimentSummary(BaseModel):
 
     split: str
     configs: list[ConfigStats] = []
-    runs: list[RunInterval] = []
+    runs: list[RunInterval] = []  # each run's primary evaluation
+    matrix: list[RunInterval] = []  # every evaluation of every run: models x evaluation sets
     notes: list[str] = []

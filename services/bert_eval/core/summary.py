@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.predictions import load_predictions
-from bert_eval.core.records import ConfigStats, ExperimentSummary, RunInterval
+from bert_eval.core.predictions import predictions_of
+from bert_eval.core.records import ConfigStats, EvalResult, ExperimentSummary, RunInterval
 from bert_eval.core.stats import default_metric, mark_best, metric_interval, summarize_seeds
 from bert_eval.spec import TaskType
 
@@ -23,33 +21,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """A completed run: its configuration and the metrics of its evaluation on `split`."""
+    """A completed run: its configuration, its primary evaluation, and its other cells (dataset, evaluation)."""
 
     run_id: str
     config: str
-    split: str
-    metrics: dict[str, float]
+    dataset: str
+    evaluation: EvalResult
+    cells: tuple[tuple[str, EvalResult], ...] = ()
 
 
-def summarize_runs(runs: Sequence[RunOutcome], *, runs_dir: Path) -> ExperimentSummary:
+def summarize_runs(runs: Sequence[RunOutcome]) -> ExperimentSummary:
     notes: list[str] = []
     intervals: list[RunInterval] = []
+    matrix: list[RunInterval] = []
     for run in runs:
-        metric = _headline_metric(run.metrics)
-        if metric is None:
-            notes.append(f"run {run.run_id}: no metrics on {run.split}")
-            continue
-        try:
-            predictions = load_predictions(RunLayout(runs_dir, run.run_id), run.split)
-        except InvalidInputError as exc:
-            # Evaluated before predictions were kept (or they were removed): the value, without an interval.
-            notes.append(f"run {run.run_id}: no interval ({exc})")
-            intervals.append(RunInterval(run_id=run.run_id, config=run.config, metric=metric, value=run.metrics[metric]))
-            continue
-        found = metric_interval(predictions, metric)
-        intervals.append(
-            RunInterval(run_id=run.run_id, config=run.config, metric=metric, value=found.value, low=found.low, high=found.high)
-        )
+        primary = _interval(run, run.dataset, run.evaluation, notes)
+        if primary is not None:
+            intervals.append(primary)
+        matrix += [cell for dataset, evaluation in run.cells if (cell := _interval(run, dataset, evaluation, notes)) is not None]
 
     configs: dict[tuple[str, str], list[RunInterval]] = {}
     for interval in intervals:
@@ -78,7 +67,30 @@ def summarize_runs(runs: Sequence[RunOutcome], *, runs_dir: Path) -> ExperimentS
                 p_value=mark.p_value if mark else None,
             )
         )
-    return ExperimentSummary(split=",".join(sorted({run.split for run in runs})), configs=stats, runs=intervals, notes=notes)
+    return ExperimentSummary(
+        split=",".join(sorted({run.evaluation.split for run in runs})),
+        configs=stats,
+        runs=intervals,
+        matrix=intervals + matrix,
+        notes=notes,
+    )
+
+
+def _interval(run: RunOutcome, dataset: str, evaluation: EvalResult, notes: list[str]) -> RunInterval | None:
+    """One evaluation's headline metric with its bootstrap interval over the evaluation's examples."""
+    metric = _headline_metric(evaluation.metrics)
+    if metric is None:
+        notes.append(f"run {run.run_id}: no metrics on {dataset} {evaluation.split}")
+        return None
+    where = {"run_id": run.run_id, "config": run.config, "dataset": dataset, "split": evaluation.split, "metric": metric}
+    try:
+        predictions = predictions_of(evaluation)
+    except InvalidInputError as exc:
+        # Evaluated before predictions were kept (or they were removed): the value, without an interval.
+        notes.append(f"run {run.run_id}: no interval on {dataset} {evaluation.split} ({exc})")
+        return RunInterval(**where, value=evaluation.metrics[metric])
+    found = metric_interval(predictions, metric)
+    return RunInterval(**where, value=found.value, low=found.low, high=found.high)
 
 
 def _headline_metric(metrics: dict[str, float]) -> str | None:

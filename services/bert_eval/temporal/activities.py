@@ -34,8 +34,17 @@ from bert_eval.core.evaluation import evaluate, load_eval_result
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
-from bert_eval.core.modeling import pick_device
-from bert_eval.core.records import EvalResult, ExperimentSummary, PredictResult, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.cells import evaluate_cell
+from bert_eval.core.modeling import describe_model, pick_device
+from bert_eval.core.records import (
+    EvalResult,
+    ExperimentSummary,
+    ModelInfo,
+    PredictResult,
+    SnapshotResult,
+    TrainingProgress,
+    TrainingSummary,
+)
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
 from bert_eval.core.snapshot import SnapshotInput, create_snapshot, eval_table, open_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
@@ -43,7 +52,7 @@ from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
 from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
 from bert_eval.core.summary import RunOutcome, summarize_runs
-from bert_eval.temporal.payloads import EvalRunInput, ExistingRun, PredictInput, SummaryInput
+from bert_eval.temporal.payloads import CellInput, EvalRunInput, ExistingRun, ModelSourceInput, PredictInput, SummaryInput
 
 __all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
@@ -208,9 +217,10 @@ class TrainingActivities:
 class EvalActivities:
     """Activities of the CPU eval pool: snapshots, reuse checks, evaluation."""
 
-    def __init__(self, *, runs_dir: Path, data_dir: Path | None, force_cpu: bool = False) -> None:
+    def __init__(self, *, runs_dir: Path, data_dir: Path | None, models_dir: Path | None = None, force_cpu: bool = False) -> None:
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
+        self.models_dir = models_dir
         self.device = pick_device(force_cpu)
         # Evaluations and predictions run one at a time, on this one thread (as training does: one OpenMP
         # pool); snapshots and reuse checks run beside them. Concurrent evaluations would share the same
@@ -296,14 +306,49 @@ class EvalActivities:
             log.info("predicted", texts=len(request.texts))
             return result
 
+    @activity.defn(name=ACTIVITY.describe_model)
+    async def describe_model(self, request: ModelSourceInput) -> ModelInfo:
+        """Where a run's model is, its digest (which keys its evaluation cells) and its classes."""
+        with _activity_scope(request.run_id):
+            return await _in_thread(lambda: describe_model(request.source, runs_dir=self.runs_dir, models_dir=self.models_dir))
+
+    @activity.defn(name=ACTIVITY.evaluate_cell)
+    async def evaluate_cell(self, request: CellInput) -> EvalResult:
+        """One cell of the evaluation matrix: evaluated once per (model, rows, split), reused after that."""
+        with _activity_scope(request.run_id, request.experiment_id):
+            log.info("evaluation cell started", split=request.request.split, model_digest=request.model.digest)
+            result = await _in_thread(
+                lambda: evaluate_cell(
+                    run_id=request.run_id,
+                    model=request.model,
+                    snapshot=request.snapshot,
+                    request=request.request,
+                    runs_dir=self.runs_dir,
+                    device=self.device if request.request.use_gpu else "cpu",
+                ),
+                executor=self._model_thread,
+            )
+            if not result.reused:
+                metrics.record_eval_metrics(result)
+            return result
+
     @activity.defn(name=ACTIVITY.summarize_experiment)
     async def summarize_experiment(self, request: SummaryInput) -> ExperimentSummary:
         """Intervals per run and per configuration from the runs' kept predictions; written beside the
         experiment's record (`experiments/<id>.summary.json`) for reports."""
-        outcomes = [RunOutcome(run_id=r.run_id, config=r.config, split=r.split, metrics=r.metrics) for r in request.runs]
+        outcomes = [
+            RunOutcome(
+                run_id=r.run_id,
+                config=r.config,
+                dataset=r.dataset,
+                evaluation=r.evaluation,
+                cells=tuple((c.dataset, c.evaluation) for c in r.cells),
+            )
+            for r in request.runs
+        ]
 
         def summarize() -> ExperimentSummary:
-            summary = summarize_runs(outcomes, runs_dir=self.runs_dir)
+            summary = summarize_runs(outcomes)
             record = experiment_file(self.runs_dir, request.experiment_id)
             atomic_write_json(record.with_name(f"{request.experiment_id}.summary.json"), summary.model_dump(mode="json"))
             return summary
@@ -318,5 +363,7 @@ class EvalActivities:
             self.find_existing_run,
             self.evaluate_model,
             self.predict,
+            self.describe_model,
+            self.evaluate_cell,
             self.summarize_experiment,
         ]

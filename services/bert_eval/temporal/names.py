@@ -81,6 +81,8 @@ class ACTIVITY:
     evaluate_model = "evaluate_model"
     predict = "predict"
     summarize_experiment = "summarize_experiment"
+    describe_model = "describe_model"
+    evaluate_cell = "evaluate_cell"
 
 
 # Error types carried by ApplicationError.type (the core's error classes name them).

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 from temporalio.exceptions import ApplicationError
 
-from bert_eval.core.records import EvalResult, ExperimentSummary, SnapshotResult, TrainingSummary
+from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import CoordinatorWorkflowInput, is_reference_input
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, normalize_id
@@ -25,8 +25,11 @@ __all__ = [
     "CoordinatorRequest",
     "CoordinatorStatus",
     "EvalRunInput",
+    "CellInput",
     "ExistingRun",
     "ExperimentResult",
+    "MatrixCell",
+    "ModelSourceInput",
     "PredictInput",
     "RunPhase",
     "RunResult",
@@ -150,6 +153,13 @@ class CoordinatorStatus(BaseModel):
     summary: ExperimentSummary | None = None  # once every run has ended
 
 
+class MatrixCell(BaseModel):
+    """One evaluation of the matrix: a model on a dataset's split."""
+
+    dataset: str
+    evaluation: EvalResult
+
+
 class RunResult(BaseModel):
     """One record per run, as the CLI's --json writes it."""
 
@@ -158,8 +168,9 @@ class RunResult(BaseModel):
     status: Literal["completed", "failed"]
     reused: bool = False
     error: str | None = None
-    training: TrainingSummary | None = None
-    evaluation: EvalResult | None = None
+    training: TrainingSummary | None = None  # None for an eval-only run
+    evaluation: EvalResult | None = None  # the run's first (primary) evaluation; `metrics` are its metrics
+    cells: list[MatrixCell] = []  # the run's other evaluations (the evaluation matrix)
     metrics: dict[str, float] = {}
 
 
@@ -172,8 +183,9 @@ class ExperimentResult(BaseModel):
 class SummaryRun(_Payload):
     run_id: str
     config: str
-    split: str
-    metrics: dict[str, float]
+    dataset: str
+    evaluation: EvalResult  # the run's primary evaluation
+    cells: tuple[MatrixCell, ...] = ()
 
 
 class SummaryInput(_Payload):
@@ -181,6 +193,23 @@ class SummaryInput(_Payload):
 
     experiment_id: str
     runs: tuple[SummaryRun, ...]
+
+
+class ModelSourceInput(_Payload):
+    """Input of the `describe_model` activity: the model a run evaluates, as its spec names it."""
+
+    run_id: str
+    source: str  # a directory, a hub name, or `run:<RUN_ID>`
+
+
+class CellInput(_Payload):
+    """Input of the `evaluate_cell` activity: one cell of the evaluation matrix."""
+
+    experiment_id: str
+    run_id: str
+    model: ModelInfo
+    snapshot: SnapshotResult
+    request: EvalRequest
 
 
 class PredictInput(_Payload):

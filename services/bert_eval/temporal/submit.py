@@ -21,7 +21,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError
 
 from bert_eval.core.layout import RunLayout
-from bert_eval.core.rundir import run_dir_conflict
+from bert_eval.core.errors import InvalidInputError
+from bert_eval.core.rundir import run_dir_conflict, trained_summary
 from bert_eval.settings import Settings, get_settings, task_queues
 from bert_eval.telemetry import run_baggage
 from bert_eval.temporal.names import (
@@ -37,7 +38,7 @@ from bert_eval.temporal.names import (
     training_workflow_id,
 )
 from bert_eval.core.records import PredictResult, TrainingProgress, TrainingSummary
-from bert_eval.spec import Experiment
+from bert_eval.spec import RUN_MODEL_PREFIX, Experiment
 from bert_eval.temporal.payloads import (
     CoordinatorInput,
     CoordinatorStatus,
@@ -78,12 +79,20 @@ class SubmissionError(ValueError):
 
 
 def check_runs_dir(experiment: Experiment, runs_dir: Path) -> None:
-    """Reject, before submitting, a run id whose directory holds another spec's results (when visible here)."""
-    for run in experiment.runs:
+    """Reject, before submitting, a run id whose directory holds another spec's results, and an eval-only run
+    of another run's model whose training has not finished (when the runs directory is visible here)."""
+    in_experiment = {run.id for run in experiment.runs if not run.eval_only}
+    for index, run in enumerate(experiment.runs):
         layout = RunLayout(runs_dir, run.id)
         conflict = run_dir_conflict(layout, run)  # a corrupt spec.json is a conflict too
         if conflict is not None:
             raise SubmissionError(f"{conflict} Nothing was submitted.")
+        source = run.model.removeprefix(RUN_MODEL_PREFIX)
+        if run.model.startswith(RUN_MODEL_PREFIX) and source not in in_experiment and (Path(runs_dir) / "runs").is_dir():
+            try:
+                trained_summary(RunLayout(runs_dir, source))
+            except InvalidInputError as exc:
+                raise SubmissionError(f"runs[{index}] (run_id {run.id!r}): model: {exc} Nothing was submitted.") from None
 
 
 async def start_experiment(client: Client, experiment: Experiment, settings: Settings) -> WorkflowHandle:

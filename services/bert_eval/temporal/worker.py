@@ -63,7 +63,9 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noq
             default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
             graceful_shutdown_timeout=graceful,
         )
-    eval_activities = EvalActivities(runs_dir=settings.runs_dir, data_dir=settings.data_dir, force_cpu=settings.force_cpu)
+    eval_activities = EvalActivities(
+        runs_dir=settings.runs_dir, data_dir=settings.data_dir, models_dir=settings.models_dir, force_cpu=settings.force_cpu
+    )
     return Worker(
         client,
         task_queue=eval_queue,

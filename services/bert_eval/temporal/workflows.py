@@ -7,7 +7,7 @@ Changing what these workflows do changes their command sequence: follow docs/ver
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from bert_eval.core.records import (
         EvalResult,
         ExperimentSummary,
+        ModelInfo,
         PredictResult,
         SnapshotResult,
         TrainingProgress,
@@ -41,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         reference_result,
         to_run_specs,
     )
-    from bert_eval.spec import Experiment, RunSpec
+    from bert_eval.spec import RUN_MODEL_PREFIX, EvalRequest, Experiment, RunSpec
     from bert_eval.telemetry import run_baggage
     from bert_eval.temporal.activities import EvalActivities, FineTuneInput, TrainingActivities
     from bert_eval.temporal.failures import root_cause
@@ -64,9 +65,12 @@ with workflow.unsafe.imports_passed_through():
         CoordinatorInput,
         CoordinatorRequest,
         CoordinatorStatus,
+        CellInput,
         EvalRunInput,
         ExistingRun,
         ExperimentResult,
+        MatrixCell,
+        ModelSourceInput,
         PredictInput,
         RunPhase,
         RunResult,
@@ -302,7 +306,13 @@ class CoordinatorWorkflow:
         """Statistics over the completed runs; an experiment's results stand without them if they fail."""
         specs = {run.id: run for run in experiment.runs}
         completed = tuple(
-            SummaryRun(run_id=r.run_id, config=specs[r.run_id].config_name, split=r.evaluation.split, metrics=r.metrics)
+            SummaryRun(
+                run_id=r.run_id,
+                config=specs[r.run_id].config_name,
+                dataset=(specs[r.run_id].eval.dataset or specs[r.run_id].dataset).label,
+                evaluation=r.evaluation,
+                cells=tuple(r.cells),
+            )
             for r in results
             if r.status == "completed" and r.evaluation is not None
         )
@@ -339,6 +349,25 @@ class CoordinatorWorkflow:
 
     async def _run_one_traced(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         status = self._status[run.id]
+        if run.eval_only:
+            source = self._status.get(run.model.removeprefix(RUN_MODEL_PREFIX)) if run.model.startswith(RUN_MODEL_PREFIX) else None
+            if source is not None and source is not status:
+                # The model is another run of this experiment: evaluate it once that run's training has ended.
+                await workflow.wait_condition(lambda: source.phase in (RunPhase.evaluating, RunPhase.completed, RunPhase.failed))
+                if source.phase is RunPhase.failed:
+                    return self._failed(run.id, f"run {run.id}: its model is run {source.run_id}'s, and that run failed")
+            status.phase = RunPhase.evaluating
+            primary, *others = await self._cells(experiment_id, run, run.model, run.evaluations, request)
+            status.phase, status.reused, status.metrics = RunPhase.completed, primary.evaluation.reused, primary.evaluation.metrics
+            return RunResult(
+                run_id=run.id,
+                config=run.config,
+                status="completed",
+                reused=all(cell.evaluation.reused for cell in (primary, *others)),
+                evaluation=primary.evaluation,
+                cells=others,
+                metrics=primary.evaluation.metrics,
+            )
         existing: ExistingRun = await _activity(
             run.id, EvalActivities.find_existing_run, run, start_to_close=TIMEOUTS.find_existing_start_to_close
         )
@@ -389,7 +418,8 @@ class CoordinatorWorkflow:
                 task_queue=workflow.info().task_queue,
                 search_attributes=_run_attributes(experiment_id, run.id),
             )
-        reused = existing.summary is not None and existing.evaluation is not None
+        cells = await self._cells(experiment_id, run, RUN_MODEL_PREFIX + run.id, run.evals, request) if run.evals else []
+        reused = existing.summary is not None and existing.evaluation is not None and all(c.evaluation.reused for c in cells)
         status.phase, status.reused, status.metrics = RunPhase.completed, reused, evaluation.metrics
         return RunResult(
             run_id=run.id,
@@ -398,8 +428,43 @@ class CoordinatorWorkflow:
             reused=reused,
             training=training.summary,
             evaluation=evaluation,
+            cells=cells,
             metrics=evaluation.metrics,
         )
+
+    async def _cells(
+        self, experiment_id: str, run: RunSpec, source: str, entries: Sequence[EvalRequest], request: CoordinatorInput
+    ) -> list[MatrixCell]:
+        """Evaluations of the model `source` names (evaluation-matrix cells), each on its own snapshot."""
+        model: ModelInfo = await _activity(
+            run.id,
+            EvalActivities.describe_model,
+            ModelSourceInput(run_id=run.id, source=source),
+            start_to_close=TIMEOUTS.find_existing_start_to_close,
+        )
+        heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
+
+        async def cell(entry: EvalRequest) -> MatrixCell:
+            dataset = entry.dataset or run.dataset
+            snapshot: SnapshotResult = await _activity(
+                run.id,
+                EvalActivities.snapshot_dataset,
+                SnapshotInput.for_model(
+                    run_id=run.id, dataset=dataset, model=model, eval_split=entry.split, max_eval_samples=entry.max_eval_samples
+                ),
+                start_to_close=TIMEOUTS.snapshot_start_to_close,
+                heartbeat_timeout=heartbeat,
+            )
+            evaluation: EvalResult = await _activity(
+                run.id,
+                EvalActivities.evaluate_cell,
+                CellInput(experiment_id=experiment_id, run_id=run.id, model=model, snapshot=snapshot, request=entry),
+                start_to_close=TIMEOUTS.evaluate_start_to_close,
+                heartbeat_timeout=heartbeat,
+            )
+            return MatrixCell(dataset=dataset.label, evaluation=evaluation)
+
+        return list(await asyncio.gather(*(cell(entry) for entry in entries)))
 
     def _failed(self, run_id: str, error: str) -> RunResult:
         status = self._status[run_id]

@@ -1,0 +1,75 @@
+"""The evaluation matrix and eval-only runs through the real workers: cells evaluated once, reused by any
+run of the same model on the same rows, and a finished experiment extended by one dataset evaluates only
+the new cells."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .harness import Stack, tiny_run
+
+pytestmark = pytest.mark.integration
+
+
+def _other_dataset(data_dir: Path, out: Path, rows: slice) -> Path:
+    """A local dataset of SST-2 validation rows the runs never train on (a validation file only)."""
+    lines = (data_dir / "glue" / "sst2" / "validation.tsv").read_text().splitlines()
+    out.mkdir()
+    (out / "validation.tsv").write_text("\n".join([lines[0], *lines[1:][rows]]) + "\n")
+    return out
+
+
+def test_matrix_cells_are_evaluated_once_and_extended_with_only_the_new_ones(
+    stack: Stack, tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    stack.start_worker("training")
+    stack.start_worker("eval")
+    first = _other_dataset(data_dir, tmp_path / "first", slice(200, 260))
+    second = _other_dataset(data_dir, tmp_path / "second", slice(300, 340))
+    trained = tiny_run(tiny_model_dir, "base", max_train_samples=64)
+    trained["eval"] = [{"split": "validation", "max_eval_samples": 64}, {"dataset": {"path": str(first)}, "split": "validation"}]
+    # An eval-only run of the trained run's model, on the same other dataset: the same cell.
+    again = {"run_id": "base-again", "model": {"run": "base"}, "dataset": {"path": str(first)}, "train": None}
+    experiment = {"experiment_id": "matrix", "runs": [trained, again]}
+
+    result = stack.run_experiment(experiment)
+    base, evaluated = result.runs
+    assert (base.status, evaluated.status) == ("completed", "completed"), (base.error, evaluated.error)
+    assert base.training is not None and evaluated.training is None
+    [cell] = base.cells
+    assert cell.dataset == str(first) and cell.evaluation.examples == 60
+    # One of the two evaluations of (base's model, first dataset) computed the cell, the other reused it.
+    assert sorted([cell.evaluation.reused, evaluated.evaluation.reused]) == [False, True]
+    assert evaluated.metrics == cell.evaluation.metrics
+    assert len(list((stack.runs_dir / "evals").iterdir())) == 1
+
+    # Statistics per evaluation: the matrix holds every (run, dataset, split) with its interval.
+    matrix = {(m.run_id, m.dataset): m for m in result.summary.matrix}
+    assert set(matrix) == {("base", "glue/sst2"), ("base", str(first)), ("base-again", str(first))}
+    assert all(m.low is not None and m.low <= m.value <= m.high for m in matrix.values())
+
+    # Add one dataset to the finished experiment: nothing trains, only the new cell is evaluated.
+    trained["eval"].append({"dataset": {"path": str(second)}, "split": "validation"})
+    extended = stack.run_experiment(experiment)
+    base2 = extended.runs[0]
+    assert base2.training is not None and base2.training == base.training  # reused, not retrained
+    assert [c.evaluation.reused for c in base2.cells] == [True, False]
+    assert base2.cells[1].evaluation.examples == 40
+    assert len(list((stack.runs_dir / "evals").iterdir())) == 2
+
+
+def test_an_eval_only_run_of_an_unknown_run_is_refused_before_submission(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({"runs": [{"run_id": "orphan", "model": {"run": "never-trained"}, "dataset": "glue/sst2", "train": None}]}))
+    (stack.runs_dir / "runs").mkdir(exist_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(path)], env=stack.env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "run_id 'orphan'" in done.stderr and "run never-trained: no such run" in done.stderr
+    assert done.stderr.count("\n") == 1
