@@ -26,9 +26,11 @@ __all__ = [
     "CoordinatorWorkflowInput",
     "DatasetSnapshotRef",
     "ReferenceInputError",
+    "ReferenceEvaluation",
     "ReferenceRun",
     "is_reference_input",
     "parse_reference_input",
+    "reference_evaluation",
     "reference_result",
     "to_run_specs",
 ]
@@ -155,9 +157,9 @@ def to_run_specs(request: CoordinatorWorkflowInput) -> list[ReferenceRun]:
     return runs
 
 
-def reference_result(run: ReferenceRun, evaluation: EvalResult, *, reused: bool) -> BertEvalResult:
+def reference_result(run: ReferenceRun | ReferenceEvaluation, evaluation: EvalResult, *, reused: bool) -> BertEvalResult:
     return BertEvalResult(
-        run_id=run.spec.id,
+        run_id=run.spec.id if isinstance(run, ReferenceRun) else evaluation.run_id,
         dataset_name=run.dataset_name,
         dataset_config_name=run.dataset_config_name,
         split=evaluation.split,
@@ -165,6 +167,50 @@ def reference_result(run: ReferenceRun, evaluation: EvalResult, *, reused: bool)
         accuracy=evaluation.metrics.get("accuracy"),
         metrics=evaluation.metrics,
         reused=reused,
+    )
+
+
+class ReferenceEvaluation(BaseModel):
+    """A reference `BertEvalRequest` (a direct BertEvalWorkflow call) mapped onto bert-eval: the model to
+    resolve, the dataset and the evaluation. The model is evaluated at the sequence length it was trained
+    with (its saved tokenizer records it), so `max_seq_length` and `seed` do not change the result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str | None
+    model_path: str
+    dataset: DatasetSpec
+    request: EvalRequest
+    dataset_name: str
+    dataset_config_name: str | None
+
+
+def reference_evaluation(request: BertEvalRequest) -> ReferenceEvaluation:
+    """Validate a direct evaluation request: a model (`model_path`, or the run `run_id` names) and a split."""
+    try:
+        run_id = normalize_id(request.run_id) if request.run_id is not None else None
+    except ValueError as exc:
+        raise ReferenceInputError(f"run_id: {exc}") from None
+    model_path = request.model_path or run_id
+    if model_path is None:
+        raise ReferenceInputError(
+            "BertEvalRequest names no model: give model_path (./bert_runs/<run_id>, a run id, or a model directory "
+            "inside the runs volume or the models mirror) or the run_id of a trained run"
+        )
+    try:
+        dataset = DatasetSpec(**_dataset_source(request.dataset_name, request.dataset_config_name))
+        evaluation = EvalRequest(
+            split=request.split, max_eval_samples=request.max_eval_samples, batch_size=request.batch_size, use_gpu=request.use_gpu
+        )
+    except ValidationError as exc:
+        raise ReferenceInputError(f"invalid BertEvalRequest: {describe_validation_error(exc)}") from None
+    return ReferenceEvaluation(
+        run_id=run_id,
+        model_path=model_path,
+        dataset=dataset,
+        request=evaluation,
+        dataset_name=request.dataset_name,
+        dataset_config_name=request.dataset_config_name,
     )
 
 

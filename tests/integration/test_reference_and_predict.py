@@ -51,12 +51,12 @@ def _reference_config(model_dir: Path, run_id: str | None) -> dict:
     }
 
 
-def _temporal_execute(stack: Stack, workflow_id: str, payload: dict) -> dict:
+def _temporal_execute(stack: Stack, workflow_id: str, payload: dict, workflow_type: str = "CoordinatorWorkflow") -> dict:
     """`temporal workflow execute --type CoordinatorWorkflow ...`, as a reference client's operator would run it."""
     command = [
         str(find_temporal_binary()),
         "workflow", "execute",
-        "--type", "CoordinatorWorkflow",
+        "--type", workflow_type,
         "--task-queue", "bert-eval-task-queue",
         "--workflow-id", workflow_id,
         "--input", json.dumps(payload),
@@ -102,6 +102,25 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
     assert again["status"] == "COMPLETED", again
     assert [r["reused"] for r in again["result"]] == [True, True]
     assert [r["accuracy"] for r in again["result"]] == [r["accuracy"] for r in results]
+
+    # The reference client's direct BertEvalWorkflow call evaluates an existing model: the run's final model,
+    # named as the reference design names it, on the same rows gives the same accuracy, as a BertEvalResult.
+    request = {
+        "run_id": "ref-run", "dataset_name": "glue", "dataset_config_name": "sst2", "split": "validation",
+        "max_eval_samples": EVAL_ROWS, "max_seq_length": 64, "batch_size": 32, "use_gpu": False,
+        "model_path": "./bert_runs/ref-run", "seed": 42,
+    }  # fmt: skip
+    direct = _temporal_execute(stack, "reference-eval", request, "BertEvalWorkflow")
+    assert direct["status"] == "COMPLETED", direct
+    evaluated = direct["result"]
+    assert (evaluated["run_id"], evaluated["num_examples"], evaluated["split"]) == ("ref-run", EVAL_ROWS, "validation")
+    assert evaluated["accuracy"] == first["accuracy"] and evaluated["reused"] is False
+    again = _temporal_execute(stack, "reference-eval-again", {**request, "model_path": "ref-run"}, "BertEvalWorkflow")
+    assert again["status"] == "COMPLETED" and again["result"]["reused"] is True, again
+    # A model_path outside the runs volume (and the models mirror) is refused, naming what is allowed.
+    refused = _temporal_execute(stack, "reference-eval-outside", {**request, "model_path": "/etc"}, "BertEvalWorkflow")
+    assert refused["status"] == "FAILED", refused
+    assert "outside the runs directory" in json.dumps(refused)
 
     # Predictions on the evaluated rows (the first EVAL_ROWS of SST-2 validation) agree with the evaluation.
     with open(data_dir / "glue" / "sst2" / "validation.tsv", newline="") as handle:

@@ -35,7 +35,7 @@ from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.inference import predict
 from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
 from bert_eval.core.cells import evaluate_cell
-from bert_eval.core.modeling import describe_model, pick_device
+from bert_eval.core.modeling import describe_model, pick_device, resolve_reference_model_path
 from bert_eval.core.records import (
     EvalResult,
     ExperimentSummary,
@@ -309,8 +309,14 @@ class EvalActivities:
     @activity.defn(name=ACTIVITY.describe_model)
     async def describe_model(self, request: ModelSourceInput) -> ModelInfo:
         """Where a run's model is, its digest (which keys its evaluation cells) and its classes."""
+        def describe() -> ModelInfo:
+            source = request.source
+            if request.reference_path:
+                source = resolve_reference_model_path(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
+            return describe_model(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
+
         with _activity_scope(request.run_id):
-            return await _in_thread(lambda: describe_model(request.source, runs_dir=self.runs_dir, models_dir=self.models_dir))
+            return await _in_thread(describe)
 
     @activity.defn(name=ACTIVITY.evaluate_cell)
     async def evaluate_cell(self, request: CellInput) -> EvalResult:

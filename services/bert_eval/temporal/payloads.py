@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
 from bert_eval.experiment import describe_validation_error
-from bert_eval.reference_compat import CoordinatorWorkflowInput, is_reference_input
+from bert_eval.reference_compat import BertEvalRequest, CoordinatorWorkflowInput, is_reference_input
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, normalize_id
 from bert_eval.temporal.names import EVAL_TASK_QUEUE, INVALID_INPUT, TRAINING_TASK_QUEUE
 
@@ -25,6 +25,7 @@ __all__ = [
     "CoordinatorRequest",
     "CoordinatorStatus",
     "EvalRunInput",
+    "EvalWorkflowRequest",
     "CellInput",
     "ExistingRun",
     "ExperimentResult",
@@ -76,19 +77,8 @@ class CoordinatorRequest(RootModel[CoordinatorInput | CoordinatorWorkflowInput])
     @field_validator("root", mode="before")
     @classmethod
     def _one_shape(cls, value: Any) -> Any:
-        if isinstance(value, (CoordinatorInput, CoordinatorWorkflowInput)):
-            return value
-        shape: type[BaseModel] = CoordinatorWorkflowInput if is_reference_input(value) else CoordinatorInput
-        try:
-            return shape.model_validate(value)
-        except ValidationError as exc:
-            # Not a ValueError: pydantic passes it through, and the workflow fails with it as is.
-            raise ApplicationError(
-                f"invalid CoordinatorWorkflow input: {describe_validation_error(exc)} (expected bert-eval's "
-                '{"experiment": {...}} or the reference design\'s {"configs": [...]})',
-                type=INVALID_INPUT,
-                non_retryable=True,
-            ) from None
+        shape = CoordinatorWorkflowInput if is_reference_input(value) else CoordinatorInput
+        return _parse(value, shape, workflow="CoordinatorWorkflow", expected='bert-eval\'s {"experiment": {...}} or the reference design\'s {"configs": [...]}')
 
 
 class TrainingInput(_Payload):
@@ -200,6 +190,9 @@ class ModelSourceInput(_Payload):
 
     run_id: str
     source: str  # a directory, a hub name, or `run:<RUN_ID>`
+    # `source` is a reference-design `model_path` (`./bert_runs/<run_id>`, a run id, or a directory that
+    # must lie inside the runs volume or the models mirror).
+    reference_path: bool = False
 
 
 class CellInput(_Payload):
@@ -223,3 +216,28 @@ class PredictInput(_Payload):
     @classmethod
     def _valid_run_id(cls, value: str) -> str:
         return normalize_id(value)
+
+
+class EvalWorkflowRequest(RootModel[EvalRunInput | BertEvalRequest]):
+    """What `BertEvalWorkflow` accepts: the coordinator's `EvalRunInput`, or the reference design's
+    `BertEvalRequest` from a client that evaluates an existing model directly. Input that is neither fails the
+    workflow at once, naming the fields."""
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _one_shape(cls, value: Any) -> Any:
+        shape = EvalRunInput if isinstance(value, dict) and "model_dir" in value else BertEvalRequest
+        return _parse(value, shape, workflow="BertEvalWorkflow", expected="the reference design's BertEvalRequest or bert-eval's EvalRunInput")
+
+
+def _parse(value: Any, shape: type[BaseModel], *, workflow: str, expected: str) -> Any:
+    """`value` as `shape`; invalid input raises an ApplicationError (not a ValueError: pydantic passes it
+    through), so the workflow fails with one message naming the fields instead of failing its task."""
+    if isinstance(value, BaseModel):
+        return value
+    try:
+        return shape.model_validate(value)
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"invalid {workflow} input: {describe_validation_error(exc)} (expected {expected})", type=INVALID_INPUT, non_retryable=True
+        ) from None

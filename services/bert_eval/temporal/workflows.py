@@ -35,10 +35,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from bert_eval.core.snapshot import SnapshotInput
     from bert_eval.reference_compat import (
+        BertEvalRequest,
         BertEvalResult,
         CoordinatorWorkflowInput,
         ReferenceInputError,
         ReferenceRun,
+        reference_evaluation,
         reference_result,
         to_run_specs,
     )
@@ -67,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         CoordinatorStatus,
         CellInput,
         EvalRunInput,
+        EvalWorkflowRequest,
         ExistingRun,
         ExperimentResult,
         MatrixCell,
@@ -222,10 +225,16 @@ class TrainingWorkflow:
 
 @workflow.defn(name=WORKFLOW.eval, failure_exception_types=_FAIL_WORKFLOW_ON)
 class EvalWorkflow:
-    """Evaluate one trained model on one split (CPU pool)."""
+    """Evaluate one trained model on one split (CPU pool): a run's model for the coordinator, or any model a
+    reference-design client names in a `BertEvalRequest`."""
 
     @workflow.run
-    async def run(self, request: EvalRunInput) -> EvalResult:
+    async def run(self, request: EvalWorkflowRequest) -> EvalResult | BertEvalResult:
+        if isinstance(request.root, BertEvalRequest):
+            return await self._run_reference(request.root)
+        return await self._evaluate_run(request.root)
+
+    async def _evaluate_run(self, request: EvalRunInput) -> EvalResult:
         return await _activity(
             request.run_id,
             EvalActivities.evaluate_model,
@@ -233,6 +242,39 @@ class EvalWorkflow:
             start_to_close=TIMEOUTS.evaluate_start_to_close,
             heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
         )
+
+    async def _run_reference(self, request: BertEvalRequest) -> BertEvalResult:
+        """The model `model_path` (or `run_id`) names, evaluated as a cell of the evaluation matrix."""
+        try:
+            wanted = reference_evaluation(request)
+        except ReferenceInputError as exc:
+            raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
+        label = wanted.run_id or "model-path"
+        model: ModelInfo = await _activity(
+            label,
+            EvalActivities.describe_model,
+            ModelSourceInput(run_id=label, source=wanted.model_path, reference_path=True),
+            start_to_close=TIMEOUTS.find_existing_start_to_close,
+        )
+        run_id = wanted.run_id or model.run_id or f"model-{model.digest[:10]}"
+        snapshot: SnapshotResult = await _activity(
+            run_id,
+            EvalActivities.snapshot_dataset,
+            SnapshotInput.for_model(
+                run_id=run_id, dataset=wanted.dataset, model=model, eval_split=wanted.request.split,
+                max_eval_samples=wanted.request.max_eval_samples,
+            ),
+            start_to_close=TIMEOUTS.snapshot_start_to_close,
+            heartbeat_timeout=TIMEOUTS.predict_heartbeat,
+        )
+        evaluation: EvalResult = await _activity(
+            run_id,
+            EvalActivities.evaluate_cell,
+            CellInput(experiment_id=workflow.info().workflow_id, run_id=run_id, model=model, snapshot=snapshot, request=wanted.request),
+            start_to_close=TIMEOUTS.evaluate_start_to_close,
+            heartbeat_timeout=TIMEOUTS.predict_heartbeat,
+        )
+        return reference_result(wanted, evaluation, reused=evaluation.reused)
 
 
 @workflow.defn(name=WORKFLOW.coordinator, failure_exception_types=_FAIL_WORKFLOW_ON)
@@ -505,8 +547,8 @@ class LegacyEvalWorkflow(EvalWorkflow):
     """`EvalWorkflow` under its pre-reference-names type."""
 
     @workflow.run
-    async def run(self, request: EvalRunInput) -> EvalResult:
-        return await super().run(request)
+    async def run(self, request: EvalRunInput) -> EvalResult:  # type: ignore[override]  # the old type took only this
+        return await self._evaluate_run(request)
 
 
 LEGACY_WORKFLOWS = (LegacyTrainingWorkflow, LegacyEvalWorkflow)
