@@ -73,3 +73,57 @@ def test_an_eval_only_run_of_an_unknown_run_is_refused_before_submission(stack: 
     assert done.returncode == 2, done.stderr
     assert "run_id 'orphan'" in done.stderr and "run never-trained: no such run" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
+    stack: Stack, tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    import time
+
+    from bert_eval.core.cells import evaluate_cell
+    from bert_eval.core.modeling import describe_model
+    from bert_eval.core.snapshot import SnapshotInput, create_snapshot
+    from bert_eval.spec import DatasetSpec, EvalRequest
+
+    stack.start_worker("training")
+    eval_worker = stack.start_worker("eval")
+    assert stack.run_experiment({"experiment_id": "trained", "runs": [tiny_run(tiny_model_dir, "base", max_train_samples=64)]}).runs[0].status == "completed"
+    datasets = [_other_dataset(data_dir, tmp_path / f"set-{i}", slice(150 * i, 150 * (i + 1))) for i in range(5)]
+    matrix = {
+        "experiment_id": "matrix-under-fire",
+        "runs": [{"run_id": "cells", "model": {"run": "base"}, "dataset": {"path": str(d)}, "train": None} for d in datasets[:1]],
+    }
+    matrix["runs"][0]["eval"] = [{"dataset": {"path": str(d)}, "split": "validation"} for d in datasets]
+    background = stack.run_in_background(matrix)
+    evals = stack.runs_dir / "evals"
+    deadline = time.monotonic() + 180
+    while not (evals.is_dir() and any(not p.name.startswith(".") for p in evals.iterdir())):
+        assert time.monotonic() < deadline and background.running, "no evaluation cell was published"
+        time.sleep(0.05)
+    eval_worker.kill()  # SIGKILL: mid-matrix, the coordinator and the evaluations with it
+    stack.start_worker("eval")
+    result = background.result(timeout_s=300)
+
+    [run] = result.runs
+    assert run.status == "completed", run.error
+    cells = [run.evaluation, *(c.evaluation for c in run.cells)]
+    assert [c.examples for c in cells] == [150] * 5
+    published = sorted(p.name for p in evals.iterdir() if not p.name.startswith("."))
+    assert len(published) == 5  # no cell missing
+    # None computed twice: each cell's computation is logged once across both eval workers.
+    logs = "".join(w.log_file.read_text() for w in stack.workers if w.kind == "eval")
+    assert sorted(name for name in published if logs.count(f'"cell": "{name}"') and '"evaluation cell done"' in logs) == published
+    for name in published:
+        done_lines = [line for line in logs.splitlines() if '"evaluation cell done"' in line and f'"cell": "{name}"' in line]
+        assert len(done_lines) == 1, (name, done_lines)
+    # Identical numbers: each cell against the same model evaluated undisturbed, in-process, elsewhere.
+    fresh = tmp_path / "fresh-runs"
+    model = describe_model("run:base", runs_dir=stack.runs_dir, models_dir=None)
+    for dataset, cell in zip(datasets, cells, strict=True):
+        snapshot = create_snapshot(
+            SnapshotInput.for_model(run_id="check", dataset=DatasetSpec(path=str(dataset)), model=model, eval_split="validation"),
+            runs_dir=fresh,
+            data_dir=data_dir,
+        )
+        undisturbed = evaluate_cell(run_id="check", model=model, snapshot=snapshot, request=EvalRequest(), runs_dir=fresh)
+        assert undisturbed.metrics == cell.metrics
