@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from k8s_support import (
     CHART_SRC,
     KUBE_VERSION,
@@ -46,7 +45,7 @@ def _pod(rendered: Rendered, component: str) -> dict[str, Any]:
 STARTER = {"starter": {"enabled": True}}
 
 
-def _starter_name(render, values: dict[str, Any], **kwargs: Any) -> str:  # noqa: ANN001
+def _starter_name(render, values: dict[str, Any], **kwargs: Any) -> str:
     return render(values, **kwargs).workload("starter")["metadata"]["name"]
 
 
@@ -63,14 +62,14 @@ def _starter_name(render, values: dict[str, Any], **kwargs: Any) -> str:  # noqa
     ],
     ids=["args", "image-tag", "image-repository", "env", "config-env", "temporal-namespace", "resources"],
 )
-def test_starter_job_name_changes_with_its_pod_spec(render, change: dict[str, Any]) -> None:  # noqa: ANN001
+def test_starter_job_name_changes_with_its_pod_spec(render, change: dict[str, Any]) -> None:
     # A Job's pod template is immutable: `helm upgrade` with any pod change must create a new Job.
     before, after = render(STARTER), render(change)
     assert before.workload("starter")["spec"]["template"] != after.workload("starter")["spec"]["template"]
     assert _starter_name(render, STARTER) != _starter_name(render, change)
 
 
-def test_starter_job_name_is_stable_and_fits_a_dns_label(render) -> None:  # noqa: ANN001
+def test_starter_job_name_is_stable_and_fits_a_dns_label(render) -> None:
     assert _starter_name(render, STARTER) == _starter_name(render, {"starter": {"enabled": True}})
     long_release = "a-release-name-that-is-long-enough-to-truncate-bert-eval"
     name = _starter_name(render, STARTER, name=long_release)
@@ -101,7 +100,7 @@ PLATFORM = {
 }
 
 
-def test_platform_fields_reach_every_bert_eval_pod_spec(render, helm_chart) -> None:  # noqa: ANN001
+def test_platform_fields_reach_every_bert_eval_pod_spec(render, helm_chart) -> None:
     values = {
         "imagePullSecrets": [{"name": "registry-creds"}],
         "training": PLATFORM,
@@ -140,7 +139,7 @@ def test_platform_fields_are_absent_unless_set(rendered_profiles: dict[str, Rend
 # --------------------------------------------------------------------------- graceful shutdown
 
 
-def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_profiles: dict[str, Rendered]) -> None:  # noqa: ANN001
+def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_profiles: dict[str, Rendered]) -> None:
     defaults = rendered_profiles["defaults"]
     for component, grace in (("training-worker", 120), ("eval-worker", 60)):
         spec = _pod(defaults, component)["spec"]
@@ -158,7 +157,7 @@ def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_p
 # --------------------------------------------------------------------------- KEDA over TLS
 
 
-def test_keda_with_a_client_certificate_gets_tls_material_it_uses(render) -> None:  # noqa: ANN001
+def test_keda_with_a_client_certificate_gets_tls_material_it_uses(render) -> None:
     values = {
         "temporal": {"mode": "external", "address": "temporal.example.internal:7233", "tls": {"enabled": True, "existingSecret": "mtls"}},
         "autoscaling": {"mode": "keda"},
@@ -209,7 +208,7 @@ def test_tracing_is_off_unless_asked_for(rendered_profiles: dict[str, Rendered])
         assert not rendered.component("Deployment", "otel-collector") and not rendered.component("Deployment", "jaeger")
 
 
-def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> None:  # noqa: ANN001
+def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> None:
     rendered = render({"tracing": {"enabled": True}, "otel": {"endpoint": "https://otlp.example.com:4317"}})
     env = env_of(_pod(rendered, "training-worker")["spec"]["containers"][0])
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "https://otlp.example.com:4317"
@@ -263,7 +262,7 @@ def test_make_deploy_fetches_no_chart_for_bert_eval() -> None:
     assert "examples/values-kind.yaml" in install
 
 
-def test_temporal_chart_mode_points_at_the_official_release_in_its_own_namespace(render) -> None:  # noqa: ANN001
+def test_temporal_chart_mode_points_at_the_official_release_in_its_own_namespace(render) -> None:
     rendered = render({"temporal": {"mode": "chart", "chart": {"releaseName": "temporal", "namespace": "temporal"}}})
     env = env_of(_pod(rendered, "training-worker")["spec"]["containers"][0])
     assert env["TEMPORAL_ADDRESS"]["value"] == "temporal-frontend.temporal.svc:7233"
@@ -306,7 +305,7 @@ def test_gke_filestore_volume_is_handed_to_uid_10001_by_fsgroup(rendered_profile
         assert "initContainers" not in spec  # restricted PSA: no root init step by default
 
 
-def test_volume_permissions_init_hands_the_volume_root_to_the_pod_user(render) -> None:  # noqa: ANN001
+def test_volume_permissions_init_hands_the_volume_root_to_the_pod_user(render) -> None:
     rendered = render({"persistence": {"volumePermissions": {"enabled": True}, "mountPath": "/data/runs"}})
     _validate(rendered)
     for component in ("training-worker", "eval-worker"):
