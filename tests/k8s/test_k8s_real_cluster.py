@@ -4,9 +4,7 @@ CPU image on kind, Temporal from the official chart, RWX ownership, and the kind
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from typing import Any
 
@@ -23,6 +21,7 @@ from k8s_support import (
     assert_hardened,
     env_of,
     labels_match,
+    make_dry_run,
     parse_bert_eval_command,
 )
 
@@ -217,23 +216,12 @@ def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> N
 # --------------------------------------------------------------------------- kind: the CPU image
 
 
-def _make_dry_run(*targets: str) -> list[str]:
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
-    # Under `make test-fast` the parent's MAKEFLAGS/MAKELEVEL would leak in (and print directories).
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
-    done = subprocess.run(
-        ["make", "-n", "--no-print-directory", *targets], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True
-    )
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
-
-
 def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(rendered_profiles: dict[str, Rendered]) -> None:
     rendered = rendered_profiles["examples/kind"]
     training_image = _pod(rendered, "training-worker")["spec"]["containers"][0]["image"]
     eval_image = _pod(rendered, "eval-worker")["spec"]["containers"][0]["image"]
     assert training_image == eval_image == "bert-eval-eval:dev"
-    commands = _make_dry_run("kind-images", "kind-load")
+    commands = make_dry_run("kind-images", "kind-load")
     # For the nodes' platform, and loaded through an archive (Docker 29's containerd image store
     # breaks `kind load docker-image`).
     assert commands == [
@@ -244,7 +232,7 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
         "kind load image-archive --name bert-eval .kind/eval-image.tar",
         "rm -f .kind/eval-image.tar",
     ]
-    arm = _make_dry_run("images", "kind-load", "PLATFORM=linux/arm64")
+    arm = make_dry_run("images", "kind-load", "PLATFORM=linux/arm64")
     assert sum("docker build --platform linux/arm64 " in c for c in arm) == 2
     assert "docker save --platform linux/arm64 -o .kind/eval-image.tar bert-eval-eval:dev" in arm
     # The GKE/EKS profiles keep the CUDA training image.
@@ -256,7 +244,7 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
 
 
 def test_make_deploy_fetches_no_chart_for_bert_eval() -> None:
-    commands = _make_dry_run("deploy")
+    commands = make_dry_run("deploy")
     assert not [c for c in commands if "dependency" in c or "go.temporal.io" in c], commands
     (install,) = [c for c in commands if "upgrade --install bert-eval charts/bert-eval" in c]
     assert "examples/values-kind.yaml" in install
@@ -324,7 +312,7 @@ def test_volume_permissions_init_hands_the_volume_root_to_the_pod_user(render) -
 
 
 def test_make_experiment_returns_once_submitted() -> None:
-    commands = _make_dry_run("experiment")
+    commands = make_dry_run("experiment")
     assert not [c for c in commands if "logs -f" in c and not c.startswith("echo")], commands
     assert any(c.endswith("bert-eval wait sst2-minilm --until started --timeout 600") for c in commands)
 
@@ -332,7 +320,7 @@ def test_make_experiment_returns_once_submitted() -> None:
 def test_make_demo_k8s_submits_waits_for_a_checkpoint_kills_and_waits_for_the_resume(
     rendered_profiles: dict[str, Rendered], manifest_objects: dict[str, list[dict[str, Any]]]
 ) -> None:
-    commands = _make_dry_run("demo-k8s")
+    commands = make_dry_run("demo-k8s")
     rendered = rendered_profiles["examples/kind"]
     eval_deployment = rendered.workload("eval-worker")["metadata"]["name"]
     in_cluster = f"kubectl --context kind-bert-eval -n {NAMESPACE} exec deploy/{eval_deployment} -- bert-eval "
