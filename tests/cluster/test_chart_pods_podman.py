@@ -26,6 +26,9 @@ another experiment and run id (a second render of the chart, as a changed `start
 `helm upgrade`), on the same pods and images, uninterrupted. Both must report the same metrics and loss.
 Submitting them one after the other lets the killed run resume as soon as its heartbeat times out, so
 "kill -> resumed step" is what a user waits for.
+
+The training image, with GKE's driver mount (/usr/local/nvidia/lib64) present but empty: the dynamic
+loader searches it for libcuda.so.1, and with BERT_EVAL_REQUIRE_GPU=1 the worker exits naming that path.
 """
 
 from __future__ import annotations
@@ -94,11 +97,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+def render_chart(values: dict[str, Any], release: str = RELEASE) -> list[dict[str, Any]]:
     import helm_python as helm
 
     with helm.Chart.load(CHART) as chart:
-        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        files = chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
     objects = []
     for path, text in sorted(files.items()):
         if not path.endswith("NOTES.txt"):
@@ -138,25 +141,21 @@ def _dump(path: Path, *docs: dict[str, Any]) -> Path:
 
 
 class Stack:
-    """The played pods: names, IPs, and the host path of the shared runs volume."""
+    """One release's played pods: names, IPs, and the host path of its runs volume."""
 
-    def __init__(self, podman: Podman, workdir: Path) -> None:
+    def __init__(self, podman: Podman, release: str = RELEASE) -> None:
         self.podman = podman
-        self.workdir = workdir
-        self.played: list[Path] = []
-        self.volumes: list[str] = []
+        self.release = release
 
     def play(self, path: Path, *, replace: bool = False) -> None:
         self.podman("kube", "play", *(["--replace"] if replace else []), str(path), timeout=600)
-        if path not in self.played:
-            self.played.append(path)
 
     def pod(self, component: str) -> str:
         names = self.podman.out(
             "pod", "ps", "--filter", f"label=app.kubernetes.io/component={component}",
-            "--filter", f"label=app.kubernetes.io/instance={RELEASE}", "--format", "{{.Name}}",
+            "--filter", f"label=app.kubernetes.io/instance={self.release}", "--format", "{{.Name}}",
         ).split()
-        assert len(names) == 1, f"expected one {component} pod, found {names}"
+        assert len(names) == 1, f"expected one {component} pod of release {self.release}, found {names}"
         return names[0]
 
     def container(self, component: str, name: str) -> str:
@@ -228,9 +227,9 @@ def _first_checkpoint(runs_dir: Path, run_ids: list[str], timeout_s: float, logs
     raise AssertionError(f"no checkpoint of {run_ids} under {runs_dir} within {timeout_s}s; training logs:\n{logs()}")
 
 
-def _values(submitted: dict[str, Any]) -> dict[str, Any]:
-    """The kind profile, plus a starter for this experiment and the SST-2 mirror."""
-    return _merge(
+def _values(submitted: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kind profile, plus a starter for this experiment, the SST-2 mirror and any overrides."""
+    values = _merge(
         yaml.safe_load(KIND_VALUES.read_text()),
         {
             "persistence": {"hostPath": {"enabled": False}},
@@ -242,6 +241,7 @@ def _values(submitted: dict[str, Any]) -> dict[str, Any]:
             },
         },
     )
+    return _merge(values, overrides or {})
 
 
 def _podman_ready(podman: Podman, workload: dict[str, Any], aliases: list[dict[str, Any]] | None) -> None:
@@ -299,18 +299,12 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
             assert _named_port(container, container[probe]["httpGet"]["port"]) == port
         probe_ports[component] = (port, container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
 
-    # The training image (built even where a profile trains on the eval image): asked for a GPU and
-    # finding none, its worker exits at once with the reason, before it needs Temporal.
-    no_gpu = podman("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-e", "BERT_EVAL_REQUIRE_GPU=true",
-                    TRAINING_IMAGE, check=False, timeout=300)
-    assert no_gpu.returncode == 1 and "sees no CUDA device" in no_gpu.stderr, no_gpu
-
     # podman keeps a played ConfigMap as a volume of the same name.
     volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], experiment_cm["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
     files = {name: tmp_path / f"{name}.yaml" for name in ("temporal", "workers", "training", "starter", "reference")}
     labels = [f"app.kubernetes.io/instance={RELEASE}"]
     _remove_everything(podman, [], labels, volumes)  # leftovers of an interrupted earlier run
-    stack = Stack(podman, tmp_path)
+    stack = Stack(podman)
     try:
         # The SST-2 mirror as the existing claim the chart mounts read-only at dataMirror.mountPath.
         podman("volume", "create", DATA_CLAIM)
@@ -418,3 +412,31 @@ def _finished(stack: Stack, starter_pod: dict[str, Any], runs_dir: Path, submitt
     [record] = json.loads((runs_dir / "cluster-test" / f"{submitted['experiment_id']}.json").read_text())
     assert record["status"] == "completed", record
     return record
+
+
+# --------------------------------------------------------------------------- the training image on a GKE GPU node
+
+# Where GKE's device plugin mounts the node's NVIDIA driver libraries, without setting any environment.
+GKE_DRIVER_DIR = "/usr/local/nvidia/lib64"
+
+
+def test_training_image_searches_the_gke_driver_directory_and_names_it_without_a_gpu(podman: Podman, tmp_path: Path) -> None:
+    # The training image (built even where a profile trains on the eval image) with GKE's driver mount,
+    # here empty: a node whose driver is missing, or a pod that got no GPU.
+    driver_dir = tmp_path / "nvidia-lib64"
+    driver_dir.mkdir()
+    run = ["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-v", f"{driver_dir}:{GKE_DRIVER_DIR}:ro"]
+    env = dict(item.split("=", 1) for item in json.loads(podman.out("image", "inspect", TRAINING_IMAGE, "--format", "{{json .Config.Env}}")))
+    library_path = env.get("LD_LIBRARY_PATH", "")
+    assert GKE_DRIVER_DIR in library_path.split(":"), f"{TRAINING_IMAGE} has LD_LIBRARY_PATH={library_path!r}"
+
+    # The dynamic loader, asked for the driver library as torch asks for it, looks in the mounted directory.
+    load = "import ctypes\ntry:\n    ctypes.CDLL('libcuda.so.1')\nexcept OSError as exc:\n    print(exc)"
+    loader = podman(*run, "-e", "LD_DEBUG=libs", "--entrypoint", "python", TRAINING_IMAGE, "-c", load, check=False, timeout=120)
+    assert loader.returncode == 0, loader
+    assert f"trying file={GKE_DRIVER_DIR}/libcuda.so.1" in loader.stderr, loader.stderr[-3000:]
+
+    # Asked for a GPU and finding none, the worker exits at once, before it needs Temporal, naming where it looked.
+    no_gpu = podman(*run, "-e", "BERT_EVAL_REQUIRE_GPU=1", TRAINING_IMAGE, check=False, timeout=300)
+    assert no_gpu.returncode == 1, no_gpu
+    assert "sees no CUDA device" in no_gpu.stderr and f"LD_LIBRARY_PATH={library_path}" in no_gpu.stderr, no_gpu.stderr
