@@ -20,7 +20,7 @@ CONTAINERS_CONF = REPO / "scripts" / "containers.conf"
 MEASURED: dict[str, str] = {}
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest's TerminalReporter)
+def pytest_terminal_summary(terminalreporter) -> None:
     if MEASURED:
         terminalreporter.section("measured (tests/cluster)")
         for name, value in MEASURED.items():

@@ -26,11 +26,21 @@ another experiment and run id (a second render of the chart, as a changed `start
 `helm upgrade`), on the same pods and images, uninterrupted. Both must report the same metrics and loss.
 Submitting them one after the other lets the killed run resume as soon as its heartbeat times out, so
 "kill -> resumed step" is what a user waits for.
+
+Two releases on one Temporal: releases `team-a` (the dev Temporal server, `taskQueuePrefix: team-a`) and
+`team-b` (`temporal.mode=external` pointed at team-a's Temporal Service, `taskQueuePrefix: team-b`), each
+with its own runs PVC, workers and starter, submit one tiny experiment each at the same time. Each run's
+directory must appear only on its own release's volume, and Temporal's histories must show every task of
+each experiment on that release's queues, run by that release's pods (worker identities `pid@<pod name>`).
+
+The training image, with GKE's driver mount (/usr/local/nvidia/lib64) present but empty: the dynamic
+loader searches it for libcuda.so.1, and with BERT_EVAL_REQUIRE_GPU=1 the worker exits naming that path.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import shutil
 import socket
@@ -69,13 +79,17 @@ TRAIN = {
 }
 
 
-def experiment(experiment_id: str, run_id: str) -> dict[str, Any]:
+# Two releases side by side only need each run to finish: 4 steps, 32 validation rows.
+TINY_TRAIN = {**TRAIN, "max_seq_length": 32, "max_train_samples": 32, "checkpoint_every_steps": 2}
+
+
+def experiment(experiment_id: str, run_id: str, train: dict[str, Any] = TRAIN, eval_samples: int = 128) -> dict[str, Any]:
     run = {
         "run_id": run_id,
         "model": "sentence-transformers/all-MiniLM-L6-v2",
         "dataset": "glue/sst2",
-        "train": TRAIN,
-        "eval": {"split": "validation", "max_eval_samples": 128},
+        "train": train,
+        "eval": {"split": "validation", "max_eval_samples": eval_samples},
     }
     return {"experiment_id": experiment_id, "runs": [run]}
 
@@ -94,11 +108,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def render_chart(values: dict[str, Any]) -> list[dict[str, Any]]:
+def render_chart(values: dict[str, Any], release: str = RELEASE) -> list[dict[str, Any]]:
     import helm_python as helm
 
     with helm.Chart.load(CHART) as chart:
-        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        files = chart.render(values, name=release, namespace=NAMESPACE, is_install=True)
     objects = []
     for path, text in sorted(files.items()):
         if not path.endswith("NOTES.txt"):
@@ -138,25 +152,21 @@ def _dump(path: Path, *docs: dict[str, Any]) -> Path:
 
 
 class Stack:
-    """The played pods: names, IPs, and the host path of the shared runs volume."""
+    """One release's played pods: names, IPs, and the host path of its runs volume."""
 
-    def __init__(self, podman: Podman, workdir: Path) -> None:
+    def __init__(self, podman: Podman, release: str = RELEASE) -> None:
         self.podman = podman
-        self.workdir = workdir
-        self.played: list[Path] = []
-        self.volumes: list[str] = []
+        self.release = release
 
     def play(self, path: Path, *, replace: bool = False) -> None:
         self.podman("kube", "play", *(["--replace"] if replace else []), str(path), timeout=600)
-        if path not in self.played:
-            self.played.append(path)
 
     def pod(self, component: str) -> str:
         names = self.podman.out(
             "pod", "ps", "--filter", f"label=app.kubernetes.io/component={component}",
-            "--filter", f"label=app.kubernetes.io/instance={RELEASE}", "--format", "{{.Name}}",
+            "--filter", f"label=app.kubernetes.io/instance={self.release}", "--format", "{{.Name}}",
         ).split()
-        assert len(names) == 1, f"expected one {component} pod, found {names}"
+        assert len(names) == 1, f"expected one {component} pod of release {self.release}, found {names}"
         return names[0]
 
     def container(self, component: str, name: str) -> str:
@@ -228,9 +238,9 @@ def _first_checkpoint(runs_dir: Path, run_ids: list[str], timeout_s: float, logs
     raise AssertionError(f"no checkpoint of {run_ids} under {runs_dir} within {timeout_s}s; training logs:\n{logs()}")
 
 
-def _values(submitted: dict[str, Any]) -> dict[str, Any]:
-    """The kind profile, plus a starter for this experiment and the SST-2 mirror."""
-    return _merge(
+def _values(submitted: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kind profile, plus a starter for this experiment, the SST-2 mirror and any overrides."""
+    values = _merge(
         yaml.safe_load(KIND_VALUES.read_text()),
         {
             "persistence": {"hostPath": {"enabled": False}},
@@ -242,6 +252,7 @@ def _values(submitted: dict[str, Any]) -> dict[str, Any]:
             },
         },
     )
+    return _merge(values, overrides or {})
 
 
 def _podman_ready(podman: Podman, workload: dict[str, Any], aliases: list[dict[str, Any]] | None) -> None:
@@ -299,18 +310,12 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
             assert _named_port(container, container[probe]["httpGet"]["port"]) == port
         probe_ports[component] = (port, container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
 
-    # The training image (built even where a profile trains on the eval image): asked for a GPU and
-    # finding none, its worker exits at once with the reason, before it needs Temporal.
-    no_gpu = podman("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-e", "BERT_EVAL_REQUIRE_GPU=true",
-                    TRAINING_IMAGE, check=False, timeout=300)
-    assert no_gpu.returncode == 1 and "sees no CUDA device" in no_gpu.stderr, no_gpu
-
     # podman keeps a played ConfigMap as a volume of the same name.
     volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], experiment_cm["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
     files = {name: tmp_path / f"{name}.yaml" for name in ("temporal", "workers", "training", "starter", "reference")}
     labels = [f"app.kubernetes.io/instance={RELEASE}"]
     _remove_everything(podman, [], labels, volumes)  # leftovers of an interrupted earlier run
-    stack = Stack(podman, tmp_path)
+    stack = Stack(podman)
     try:
         # The SST-2 mirror as the existing claim the chart mounts read-only at dataMirror.mountPath.
         podman("volume", "create", DATA_CLAIM)
@@ -418,3 +423,177 @@ def _finished(stack: Stack, starter_pod: dict[str, Any], runs_dir: Path, submitt
     [record] = json.loads((runs_dir / "cluster-test" / f"{submitted['experiment_id']}.json").read_text())
     assert record["status"] == "completed", record
     return record
+
+
+# --------------------------------------------------------------------------- the training image on a GKE GPU node
+
+# Where GKE's device plugin mounts the node's NVIDIA driver libraries, without setting any environment.
+GKE_DRIVER_DIR = "/usr/local/nvidia/lib64"
+
+
+def test_training_image_searches_the_gke_driver_directory_and_names_it_without_a_gpu(podman: Podman, tmp_path: Path) -> None:
+    # The training image (built even where a profile trains on the eval image) with GKE's driver mount,
+    # here empty: a node whose driver is missing, or a pod that got no GPU.
+    driver_dir = tmp_path / "nvidia-lib64"
+    driver_dir.mkdir()
+    run = ["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-v", f"{driver_dir}:{GKE_DRIVER_DIR}:ro"]
+    env = dict(item.split("=", 1) for item in json.loads(podman.out("image", "inspect", TRAINING_IMAGE, "--format", "{{json .Config.Env}}")))
+    library_path = env.get("LD_LIBRARY_PATH", "")
+    assert GKE_DRIVER_DIR in library_path.split(":"), f"{TRAINING_IMAGE} has LD_LIBRARY_PATH={library_path!r}"
+
+    # The dynamic loader, asked for the driver library as torch asks for it, looks in the mounted directory.
+    load = "import ctypes\ntry:\n    ctypes.CDLL('libcuda.so.1')\nexcept OSError as exc:\n    print(exc)"
+    loader = podman(*run, "-e", "LD_DEBUG=libs", "--entrypoint", "python", TRAINING_IMAGE, "-c", load, check=False, timeout=120)
+    assert loader.returncode == 0, loader
+    assert f"trying file={GKE_DRIVER_DIR}/libcuda.so.1" in loader.stderr, loader.stderr[-3000:]
+
+    # Asked for a GPU and finding none, the worker exits at once, before it needs Temporal, naming where it looked.
+    no_gpu = podman(*run, "-e", "BERT_EVAL_REQUIRE_GPU=1", TRAINING_IMAGE, check=False, timeout=300)
+    assert no_gpu.returncode == 1, no_gpu
+    assert "sees no CUDA device" in no_gpu.stderr and f"LD_LIBRARY_PATH={library_path}" in no_gpu.stderr, no_gpu.stderr
+
+
+# --------------------------------------------------------------------------- two releases on one Temporal
+
+# Two releases in one namespace, each with its own task-queue prefix and runs volume: team-a runs the dev
+# Temporal server, team-b is pointed at it (temporal.mode=external), as a second team would be.
+TEAMS = ("team-a", "team-b")
+
+
+def _workflow_trace(address: str, experiment_id: str) -> dict[str, dict[str, Any]]:
+    """Per workflow of the experiment (found by its BertExperimentId): its task queue, the task queues
+    its activities were scheduled on, and the worker identities that ran its workflow and activity tasks
+    (by activity type)."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    async def trace() -> dict[str, dict[str, Any]]:
+        client = await Client.connect(address)
+        found: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 30
+        while len(found) < 3 and time.monotonic() < deadline:  # coordinator, training, eval
+            found = {}
+            async for execution in client.list_workflows(f'BertExperimentId="{experiment_id}"'):
+                found[execution.id] = {"task_queue": execution.task_queue, "activity_queues": set(), "workers": {}}
+            await asyncio.sleep(0.5)
+        for workflow_id, seen in found.items():
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+            scheduled: dict[int, str] = {}
+            for event in history.events:
+                if event.HasField("activity_task_scheduled_event_attributes"):
+                    attributes = event.activity_task_scheduled_event_attributes
+                    scheduled[event.event_id] = attributes.activity_type.name
+                    seen["activity_queues"].add(attributes.task_queue.name)
+                elif event.HasField("activity_task_started_event_attributes"):
+                    attributes = event.activity_task_started_event_attributes
+                    seen["workers"].setdefault(scheduled[attributes.scheduled_event_id], set()).add(attributes.identity)
+                elif event.HasField("workflow_task_completed_event_attributes"):
+                    seen["workers"].setdefault("workflow tasks", set()).add(event.workflow_task_completed_event_attributes.identity)
+        return found
+
+    return asyncio.run(trace())
+
+
+def _host(identity: str) -> str:
+    """The hostname of a worker identity (`pid@hostname`, the SDK's default); a pod's hostname is its name."""
+    return identity.partition("@")[2].split(".")[0]
+
+
+def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(podman: Podman, data_dir: Path, tmp_path: Path) -> None:
+    started = time.monotonic()
+    submitted = {team: experiment(f"{team}-sst2", f"{team}-minilm", train=TINY_TRAIN, eval_samples=32) for team in TEAMS}
+    objects = {"team-a": render_chart(_values(submitted["team-a"], {"taskQueuePrefix": "team-a"}), release="team-a")}
+    temporal = _one(objects["team-a"], "Deployment", "temporal")
+    temporal_pvcs = _component(objects["team-a"], "PersistentVolumeClaim", "temporal")
+    temporal_address = _env(_one(objects["team-a"], "Deployment", "training-worker")["spec"]["template"]["spec"]["containers"][0], "TEMPORAL_ADDRESS")
+    objects["team-b"] = render_chart(
+        _values(submitted["team-b"], {"taskQueuePrefix": "team-b", "temporal": {"mode": "external", "address": temporal_address}}),
+        release="team-b",
+    )
+    assert not _component(objects["team-b"], "Deployment", "temporal"), "team-b must use team-a's Temporal, not run its own"
+
+    releases: dict[str, dict[str, Any]] = {}
+    for team in TEAMS:
+        config_map, starter_pod = _starter(objects[team])
+        releases[team] = {
+            "runs_pvc": _one(objects[team], "PersistentVolumeClaim", "runs-storage"),
+            "training": _one(objects[team], "Deployment", "training-worker"),
+            "eval": _one(objects[team], "Deployment", "eval-worker"),
+            "config_map": config_map,
+            "starter": starter_pod,
+            "stack": Stack(podman, team),
+        }
+    runs_claims = {team: r["runs_pvc"]["metadata"]["name"] for team, r in releases.items()}
+    assert len(set(runs_claims.values())) == 2, runs_claims
+    volumes = [DATA_CLAIM, *runs_claims.values(), *(r["config_map"]["metadata"]["name"] for r in releases.values()),
+               *(p["metadata"]["name"] for p in temporal_pvcs)]
+    files = {name: tmp_path / f"{name}.yaml" for name in ("temporal", *(f"{t}-{part}" for t in TEAMS for part in ("workers", "starter")))}
+    labels = [f"app.kubernetes.io/instance={team}" for team in TEAMS]
+    _remove_everything(podman, [], labels, volumes)
+    try:
+        podman("volume", "create", DATA_CLAIM)
+        shutil.copytree(data_dir / "glue" / "sst2", releases["team-a"]["stack"].volume_path(DATA_CLAIM) / "glue" / "sst2")
+
+        t0 = time.monotonic()
+        _podman_ready(podman, temporal, None)
+        releases["team-a"]["stack"].play(_dump(files["temporal"], *temporal_pvcs, temporal))
+        grpc_port = _named_port(temporal["spec"]["template"]["spec"]["containers"][0], "grpc")
+        temporal_ip = releases["team-a"]["stack"].pod_ip("temporal")
+        _wait_tcp(temporal_ip, grpc_port, 120, "the Temporal dev pod")
+        temporal_host = temporal_address.rpartition(":")[0]
+        aliases = [{"ip": temporal_ip, "hostnames": [temporal_host, temporal_host.split(".")[0]]}]
+
+        for team, release in releases.items():
+            for workload in (release["training"], release["eval"]):
+                assert _env(workload["spec"]["template"]["spec"]["containers"][0], "BERT_EVAL_TASK_QUEUE_PREFIX") == team
+                _podman_ready(podman, workload, aliases)
+            _podman_ready(podman, {"spec": {"template": release["starter"]}}, aliases)
+            release["stack"].play(_dump(files[f"{team}-workers"], release["runs_pvc"], release["eval"], release["training"]))
+        for team, release in releases.items():
+            stack = release["stack"]
+            for component in ("training-worker", "eval-worker"):
+                container = release["training" if component == "training-worker" else "eval"]["spec"]["template"]["spec"]["containers"][0]
+                port = _named_port(container, container["readinessProbe"]["httpGet"]["port"])
+                _wait_http_ok(f"http://{stack.pod_ip(component)}:{port}{container['readinessProbe']['httpGet']['path']}",
+                              POD_READY_TIMEOUT_S, f"{team} {component}", functools.partial(stack.logs, stack.container(component, container["name"])))
+        MEASURED["two releases: pods ready (Temporal + 2 x training, eval)"] = f"{time.monotonic() - t0:.0f} s"
+
+        t1 = time.monotonic()
+        for team, release in releases.items():
+            release["stack"].play(_dump(files[f"{team}-starter"], release["config_map"], release["starter"]))
+        records = {}
+        for team, release in releases.items():
+            release["runs_dir"] = release["stack"].volume_path(runs_claims[team])
+            records[team] = _finished(release["stack"], release["starter"], release["runs_dir"], submitted[team])
+        MEASURED["two releases: both tiny experiments, submitted together -> completed"] = f"{time.monotonic() - t1:.0f} s"
+
+        for team, release in releases.items():
+            [other] = [t for t in TEAMS if t != team]
+            own_run, other_run = f"{team}-minilm", f"{other}-minilm"
+            assert records[team]["training"]["steps"] > 0 and records[team]["metrics"], records[team]
+            # Each run's files exist only on its own release's volume.
+            assert (release["runs_dir"] / "runs" / own_run / "training-summary.json").is_file()
+            assert not (release["runs_dir"] / "runs" / other_run).exists(), f"{other_run} wrote to {team}'s volume"
+
+            # Temporal's record: every task of the experiment went to this release's queues and its pods.
+            queues = {f"{team}-bert-training-task-queue", f"{team}-bert-eval-task-queue"}
+            pods = {"training": release["stack"].pod("training-worker"), "eval": release["stack"].pod("eval-worker")}
+            trace = _workflow_trace(f"{temporal_ip}:{grpc_port}", submitted[team]["experiment_id"])
+            assert len(trace) == 3, f"expected the coordinator, training and eval workflows of {team}, found {sorted(trace)}"
+            for workflow_id, seen in trace.items():
+                assert {seen["task_queue"], *seen["activity_queues"]} <= queues, (team, workflow_id, seen)
+                hosts = {_host(identity) for identities in seen["workers"].values() for identity in identities}
+                assert hosts and hosts <= set(pods.values()), (team, workflow_id, seen["workers"], pods)
+            fine_tune = [seen["workers"]["fine_tune"] for seen in trace.values() if "fine_tune" in seen["workers"]]
+            assert [{_host(i) for i in identities} for identities in fine_tune] == [{pods["training"]}], (team, trace)
+            training_queue = {seen["task_queue"] for seen in trace.values() if "fine_tune" in seen["workers"]}
+            assert training_queue == {f"{team}-bert-training-task-queue"}, (team, trace)
+        MEASURED["two releases: whole test"] = f"{time.monotonic() - started:.0f} s"
+    finally:
+        _remove_everything(podman, list(files.values()), labels, volumes)
+        for label in labels:
+            leftovers = podman.out("pod", "ps", "--filter", f"label={label}", "--format", "{{.Name}}")
+            assert not leftovers, f"pods left behind: {leftovers}"
+        remaining = set(podman.out("volume", "ls", "--format", "{{.Name}}").split())
+        assert not remaining & set(volumes), f"volumes left behind: {remaining & set(volumes)}"

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from k8s_support import (
     CHART_SRC,
     KIND_CONFIG,
@@ -54,7 +53,7 @@ def helm_chart(chart_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def render(helm_chart: Any):  # noqa: ANN201 (a function)
+def render(helm_chart: Any):
     """render(values) -> Rendered, with the release/namespace the manifests assume."""
     cache: dict[str, Rendered] = {}
 
@@ -76,7 +75,7 @@ def render(helm_chart: Any):  # noqa: ANN201 (a function)
 
 
 @pytest.fixture(scope="session")
-def rendered_profiles(render) -> dict[str, Rendered]:  # noqa: ANN001
+def rendered_profiles(render) -> dict[str, Rendered]:
     return {name: render(values) for name, values in PROFILES.items()}
 
 

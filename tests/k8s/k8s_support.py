@@ -3,13 +3,16 @@ value profiles, the rendered-objects wrapper, and small selectors over Kubernete
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,3 +173,15 @@ def assert_hardened(owner: str, pod_spec: dict[str, Any]) -> None:
         for name in ("HF_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR", "HOME"):
             if value := env_of(c).get(name, {}).get("value"):
                 assert any(value == m or value.startswith(m.rstrip("/") + "/") for m in writable), f"{where}: {name}={value}"
+
+
+def make_dry_run(*targets: str) -> list[str]:
+    """The commands `make -n TARGETS` prints (one per line, continuation lines as printed)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    # Under `make test-fast` the parent's MAKEFLAGS/MAKELEVEL would leak in (and print directories).
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", *targets], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]

@@ -10,7 +10,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from k8s_support import (
     CHART_SRC,
     CRD_KINDS,
@@ -20,9 +19,9 @@ from k8s_support import (
     RELEASE,
     Rendered,
     all_containers,
+    assert_hardened,
     env_of,
     labels_match,
-    assert_hardened,
     parse_bert_eval_command,
     pod_templates,
 )
@@ -468,7 +467,7 @@ def test_scrape_object_selects_the_worker_pods_and_a_real_port(profile: str, ren
 
 
 @profile_names
-def test_dashboard_configmaps(profile: str, rendered_profiles: dict[str, Rendered], chart_dir) -> None:  # noqa: ANN001
+def test_dashboard_configmaps(profile: str, rendered_profiles: dict[str, Rendered], chart_dir) -> None:
     rendered = rendered_profiles[profile]
     dashboards = rendered.component("ConfigMap", "dashboards")
     on = _monitoring_enabled(rendered) and rendered.values["monitoring"].get("dashboards", {}).get("enabled", True)
@@ -571,7 +570,7 @@ def test_chart_starter_job_submits_the_experiment_configmap(rendered_profiles: d
     assert pod["restartPolicy"] == "Never"
 
 
-def test_starter_job_name_follows_the_experiment(render) -> None:  # noqa: ANN001
+def test_starter_job_name_follows_the_experiment(render) -> None:
     # Jobs are immutable: the same experiment keeps its Job across `helm upgrade`, another gets a new one.
     base = {"starter": {"enabled": True}}
     changed = {"starter": {"enabled": True, "experiment": {"experiment_id": "other", "runs": [{"run_id": "r", "model": "m", "dataset": "d"}]}}}
@@ -666,7 +665,7 @@ def test_chart_has_no_dependency_to_fetch() -> None:
 
 
 @pytest.mark.parametrize("profile", ["defaults", *[p for p in PROFILES if p.startswith(("ci/", "examples/"))]])
-def test_helm_lint_has_no_errors(profile: str, chart_dir) -> None:  # noqa: ANN001
+def test_helm_lint_has_no_errors(profile: str, chart_dir) -> None:
     import helm_python as helm
 
     report = helm.lint(chart_dir, PROFILES[profile], namespace=NAMESPACE, kube_version="v1.33.0")

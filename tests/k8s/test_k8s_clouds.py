@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 from helm_python import HelmError
-
 from k8s_support import CHART_SRC, Rendered, env_of
 
 GKE = yaml.safe_load((CHART_SRC / "examples" / "values-gke.yaml").read_text())
@@ -37,13 +36,13 @@ def _value(container: dict[str, Any], name: str) -> str | None:
     return None if entry is None else entry.get("value")
 
 
-def _fails(render, values: dict[str, Any]) -> str:  # noqa: ANN001
+def _fails(render, values: dict[str, Any]) -> str:
     with pytest.raises(HelmError) as caught:
         render(values)
     return str(caught.value)
 
 
-def test_gke_allows_nodelocal_dns_by_ip_block(render) -> None:  # noqa: ANN001
+def test_gke_allows_nodelocal_dns_by_ip_block(render) -> None:
     rendered = render(GKE)
     policy = next(o for o in rendered.by_kind("NetworkPolicy") if o["metadata"]["name"].endswith("-workers"))
     dns = policy["spec"]["egress"][0]
@@ -55,7 +54,7 @@ def test_gke_allows_nodelocal_dns_by_ip_block(render) -> None:  # noqa: ANN001
     assert training["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
 
 
-def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None:  # noqa: ANN001
+def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None:
     rendered = render(EKS)
     address = EKS["temporal"]["address"]
     assert address.endswith(".api.temporal.io:7233")
@@ -73,14 +72,14 @@ def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None: 
     assert "tcld namespace search-attributes add --namespace bert-eval.a1b2c" in rendered.notes
 
 
-def test_api_key_on_a_namespace_endpoint_is_refused_with_the_regional_one(render) -> None:  # noqa: ANN001
+def test_api_key_on_a_namespace_endpoint_is_refused_with_the_regional_one(render) -> None:
     values = json.loads(json.dumps(EKS))
     values["temporal"]["address"] = "bert-eval.a1b2c.tmprl.cloud:7233"
     message = _fails(render, values)
     assert "namespace endpoint" in message and "api.temporal.io:7233" in message
 
 
-def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(render) -> None:  # noqa: ANN001
+def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(render) -> None:
     rendered = render(MTLS_CLOUD)
     for component in ("training-worker", "eval-worker"):
         container = _container(rendered, component)
@@ -91,12 +90,12 @@ def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(r
     assert scaled["spec"]["triggers"][0]["metadata"]["tlsServerName"] == "bert-eval.a1b2c.tmprl.cloud"
 
 
-def test_server_name_is_passed_only_with_tls(render) -> None:  # noqa: ANN001
+def test_server_name_is_passed_only_with_tls(render) -> None:
     values = {"temporal": {"mode": "external", "address": "t.example:7233", "tls": {"serverName": "t.internal"}}}
     assert "TEMPORAL_TLS_SERVER_NAME" not in env_of(_container(render(values), "eval-worker"))
 
 
-def test_chart_mode_points_at_the_official_charts_frontend(render) -> None:  # noqa: ANN001
+def test_chart_mode_points_at_the_official_charts_frontend(render) -> None:
     rendered = render({"temporal": {"mode": "chart"}})
     assert _value(_container(rendered, "eval-worker"), "TEMPORAL_ADDRESS") == "temporal-frontend.temporal.svc:7233"
     assert "starter.enabled=true" in rendered.notes and "manifests/starter-job.yaml" not in rendered.notes
@@ -115,7 +114,7 @@ def test_official_chart_recipe_uses_the_1_0_layout() -> None:
         assert store["sql"]["pluginName"] == "postgres12" and store["sql"]["manageSchema"] is True
 
 
-def _two_releases(render) -> tuple[Rendered, Rendered]:  # noqa: ANN001
+def _two_releases(render) -> tuple[Rendered, Rendered]:
     shared = {"temporal": {"mode": "external", "address": "temporal-frontend.temporal.svc:7233"},
               "autoscaling": {"mode": "keda"}, "monitoring": {"enabled": True}}
     team_a = render({**shared, "taskQueuePrefix": "team-a"}, name="team-a")
@@ -123,7 +122,7 @@ def _two_releases(render) -> tuple[Rendered, Rendered]:  # noqa: ANN001
     return team_a, team_b
 
 
-def test_two_releases_poll_their_own_queues_and_mount_their_own_volumes(render) -> None:  # noqa: ANN001
+def test_two_releases_poll_their_own_queues_and_mount_their_own_volumes(render) -> None:
     releases = _two_releases(render)
     names = [{o["kind"] + "/" + o["metadata"]["name"] for o in r.objects} for r in releases]
     assert not names[0] & names[1], "two releases in one namespace must not share object names"
@@ -141,7 +140,7 @@ def test_two_releases_poll_their_own_queues_and_mount_their_own_volumes(render) 
     assert _value(starter, "BERT_EVAL_TASK_QUEUE_PREFIX") == "team-b"
 
 
-def test_two_releases_get_their_own_dashboards(render) -> None:  # noqa: ANN001
+def test_two_releases_get_their_own_dashboards(render) -> None:
     uids, filters = [], []
     for rendered, release in zip(_two_releases(render), ("team-a", "team-b"), strict=True):
         for config_map in rendered.component("ConfigMap", "dashboards"):
@@ -158,12 +157,12 @@ def test_two_releases_get_their_own_dashboards(render) -> None:  # noqa: ANN001
     assert len(set(uids)) == len(uids) == 6
 
 
-def test_keda_task_queue_that_is_not_the_workers_is_refused(render) -> None:  # noqa: ANN001
+def test_keda_task_queue_that_is_not_the_workers_is_refused(render) -> None:
     message = _fails(render, {"taskQueuePrefix": "team-a", "autoscaling": {"mode": "keda", "keda": {"taskQueue": "bert-eval-task-queue"}}})
     assert "team-a-bert-eval-task-queue" in message
 
 
-def test_kind_profile_keeps_the_reference_queue_names_and_offers_manifests(rendered_profiles) -> None:  # noqa: ANN001
+def test_kind_profile_keeps_the_reference_queue_names_and_offers_manifests(rendered_profiles) -> None:
     rendered = rendered_profiles["examples/kind"]
     assert "BERT_EVAL_TASK_QUEUE_PREFIX" not in env_of(_container(rendered, "eval-worker"))
     [scaled] = rendered.by_kind("ScaledObject")
@@ -171,7 +170,7 @@ def test_kind_profile_keeps_the_reference_queue_names_and_offers_manifests(rende
     assert "manifests/starter-job.yaml" in rendered.notes
 
 
-def test_hostpath_pv_keeps_like_its_claim_and_the_collector_rolls_with_its_config(rendered_profiles, render) -> None:  # noqa: ANN001
+def test_hostpath_pv_keeps_like_its_claim_and_the_collector_rolls_with_its_config(rendered_profiles, render) -> None:
     rendered = rendered_profiles["examples/kind"]
     [pv] = rendered.by_kind("PersistentVolume")
     [pvc] = rendered.component("PersistentVolumeClaim", "runs-storage")

@@ -10,7 +10,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
 from k8s_support import (
     KUBE_VERSION,
     NAMESPACE,

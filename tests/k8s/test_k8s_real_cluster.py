@@ -4,16 +4,13 @@ CPU image on kind, Temporal from the official chart, RWX ownership, and the kind
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-
 from k8s_support import (
     CHART_SRC,
     KUBE_VERSION,
@@ -24,6 +21,7 @@ from k8s_support import (
     assert_hardened,
     env_of,
     labels_match,
+    make_dry_run,
     parse_bert_eval_command,
 )
 
@@ -46,7 +44,7 @@ def _pod(rendered: Rendered, component: str) -> dict[str, Any]:
 STARTER = {"starter": {"enabled": True}}
 
 
-def _starter_name(render, values: dict[str, Any], **kwargs: Any) -> str:  # noqa: ANN001
+def _starter_name(render, values: dict[str, Any], **kwargs: Any) -> str:
     return render(values, **kwargs).workload("starter")["metadata"]["name"]
 
 
@@ -63,14 +61,14 @@ def _starter_name(render, values: dict[str, Any], **kwargs: Any) -> str:  # noqa
     ],
     ids=["args", "image-tag", "image-repository", "env", "config-env", "temporal-namespace", "resources"],
 )
-def test_starter_job_name_changes_with_its_pod_spec(render, change: dict[str, Any]) -> None:  # noqa: ANN001
+def test_starter_job_name_changes_with_its_pod_spec(render, change: dict[str, Any]) -> None:
     # A Job's pod template is immutable: `helm upgrade` with any pod change must create a new Job.
     before, after = render(STARTER), render(change)
     assert before.workload("starter")["spec"]["template"] != after.workload("starter")["spec"]["template"]
     assert _starter_name(render, STARTER) != _starter_name(render, change)
 
 
-def test_starter_job_name_is_stable_and_fits_a_dns_label(render) -> None:  # noqa: ANN001
+def test_starter_job_name_is_stable_and_fits_a_dns_label(render) -> None:
     assert _starter_name(render, STARTER) == _starter_name(render, {"starter": {"enabled": True}})
     long_release = "a-release-name-that-is-long-enough-to-truncate-bert-eval"
     name = _starter_name(render, STARTER, name=long_release)
@@ -101,7 +99,7 @@ PLATFORM = {
 }
 
 
-def test_platform_fields_reach_every_bert_eval_pod_spec(render, helm_chart) -> None:  # noqa: ANN001
+def test_platform_fields_reach_every_bert_eval_pod_spec(render, helm_chart) -> None:
     values = {
         "imagePullSecrets": [{"name": "registry-creds"}],
         "training": PLATFORM,
@@ -140,7 +138,7 @@ def test_platform_fields_are_absent_unless_set(rendered_profiles: dict[str, Rend
 # --------------------------------------------------------------------------- graceful shutdown
 
 
-def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_profiles: dict[str, Rendered]) -> None:  # noqa: ANN001
+def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_profiles: dict[str, Rendered]) -> None:
     defaults = rendered_profiles["defaults"]
     for component, grace in (("training-worker", 120), ("eval-worker", 60)):
         spec = _pod(defaults, component)["spec"]
@@ -158,7 +156,7 @@ def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_p
 # --------------------------------------------------------------------------- KEDA over TLS
 
 
-def test_keda_with_a_client_certificate_gets_tls_material_it_uses(render) -> None:  # noqa: ANN001
+def test_keda_with_a_client_certificate_gets_tls_material_it_uses(render) -> None:
     values = {
         "temporal": {"mode": "external", "address": "temporal.example.internal:7233", "tls": {"enabled": True, "existingSecret": "mtls"}},
         "autoscaling": {"mode": "keda"},
@@ -209,7 +207,7 @@ def test_tracing_is_off_unless_asked_for(rendered_profiles: dict[str, Rendered])
         assert not rendered.component("Deployment", "otel-collector") and not rendered.component("Deployment", "jaeger")
 
 
-def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> None:  # noqa: ANN001
+def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> None:
     rendered = render({"tracing": {"enabled": True}, "otel": {"endpoint": "https://otlp.example.com:4317"}})
     env = env_of(_pod(rendered, "training-worker")["spec"]["containers"][0])
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "https://otlp.example.com:4317"
@@ -218,23 +216,12 @@ def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> N
 # --------------------------------------------------------------------------- kind: the CPU image
 
 
-def _make_dry_run(*targets: str) -> list[str]:
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
-    # Under `make test-fast` the parent's MAKEFLAGS/MAKELEVEL would leak in (and print directories).
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
-    done = subprocess.run(
-        ["make", "-n", "--no-print-directory", *targets], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True
-    )
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
-
-
 def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(rendered_profiles: dict[str, Rendered]) -> None:
     rendered = rendered_profiles["examples/kind"]
     training_image = _pod(rendered, "training-worker")["spec"]["containers"][0]["image"]
     eval_image = _pod(rendered, "eval-worker")["spec"]["containers"][0]["image"]
     assert training_image == eval_image == "bert-eval-eval:dev"
-    commands = _make_dry_run("kind-images", "kind-load")
+    commands = make_dry_run("kind-images", "kind-load")
     # For the nodes' platform, and loaded through an archive (Docker 29's containerd image store
     # breaks `kind load docker-image`).
     assert commands == [
@@ -245,7 +232,7 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
         "kind load image-archive --name bert-eval .kind/eval-image.tar",
         "rm -f .kind/eval-image.tar",
     ]
-    arm = _make_dry_run("images", "kind-load", "PLATFORM=linux/arm64")
+    arm = make_dry_run("images", "kind-load", "PLATFORM=linux/arm64")
     assert sum("docker build --platform linux/arm64 " in c for c in arm) == 2
     assert "docker save --platform linux/arm64 -o .kind/eval-image.tar bert-eval-eval:dev" in arm
     # The GKE/EKS profiles keep the CUDA training image.
@@ -257,13 +244,13 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
 
 
 def test_make_deploy_fetches_no_chart_for_bert_eval() -> None:
-    commands = _make_dry_run("deploy")
+    commands = make_dry_run("deploy")
     assert not [c for c in commands if "dependency" in c or "go.temporal.io" in c], commands
     (install,) = [c for c in commands if "upgrade --install bert-eval charts/bert-eval" in c]
     assert "examples/values-kind.yaml" in install
 
 
-def test_temporal_chart_mode_points_at_the_official_release_in_its_own_namespace(render) -> None:  # noqa: ANN001
+def test_temporal_chart_mode_points_at_the_official_release_in_its_own_namespace(render) -> None:
     rendered = render({"temporal": {"mode": "chart", "chart": {"releaseName": "temporal", "namespace": "temporal"}}})
     env = env_of(_pod(rendered, "training-worker")["spec"]["containers"][0])
     assert env["TEMPORAL_ADDRESS"]["value"] == "temporal-frontend.temporal.svc:7233"
@@ -306,7 +293,7 @@ def test_gke_filestore_volume_is_handed_to_uid_10001_by_fsgroup(rendered_profile
         assert "initContainers" not in spec  # restricted PSA: no root init step by default
 
 
-def test_volume_permissions_init_hands_the_volume_root_to_the_pod_user(render) -> None:  # noqa: ANN001
+def test_volume_permissions_init_hands_the_volume_root_to_the_pod_user(render) -> None:
     rendered = render({"persistence": {"volumePermissions": {"enabled": True}, "mountPath": "/data/runs"}})
     _validate(rendered)
     for component in ("training-worker", "eval-worker"):
@@ -325,7 +312,7 @@ def test_volume_permissions_init_hands_the_volume_root_to_the_pod_user(render) -
 
 
 def test_make_experiment_returns_once_submitted() -> None:
-    commands = _make_dry_run("experiment")
+    commands = make_dry_run("experiment")
     assert not [c for c in commands if "logs -f" in c and not c.startswith("echo")], commands
     assert any(c.endswith("bert-eval wait sst2-minilm --until started --timeout 600") for c in commands)
 
@@ -333,7 +320,7 @@ def test_make_experiment_returns_once_submitted() -> None:
 def test_make_demo_k8s_submits_waits_for_a_checkpoint_kills_and_waits_for_the_resume(
     rendered_profiles: dict[str, Rendered], manifest_objects: dict[str, list[dict[str, Any]]]
 ) -> None:
-    commands = _make_dry_run("demo-k8s")
+    commands = make_dry_run("demo-k8s")
     rendered = rendered_profiles["examples/kind"]
     eval_deployment = rendered.workload("eval-worker")["metadata"]["name"]
     in_cluster = f"kubectl --context kind-bert-eval -n {NAMESPACE} exec deploy/{eval_deployment} -- bert-eval "
