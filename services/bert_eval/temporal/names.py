@@ -33,6 +33,7 @@ __all__ = [
     "coordinator_workflow_id",
     "eval_workflow_id",
     "predict_workflow_id",
+    "release_prefix",
     "training_workflow_id",
 ]
 
@@ -115,17 +116,26 @@ class TIMEOUTS:
     retry_maximum = timedelta(seconds=10)
 
 
-def coordinator_workflow_id(experiment_id: str) -> str:
-    return f"experiment-{experiment_id}"
+# Workflow ids carry the release's task-queue prefix (`team-a-experiment-<id>`), so two releases on one
+# Temporal namespace never share a workflow; without a prefix they are the plain ids.
 
 
-def training_workflow_id(run_id: str) -> str:
-    return f"train-{run_id}"
+def release_prefix(eval_task_queue: str) -> str:
+    """The id prefix of the release whose eval queue this is (`team-a-bert-eval-task-queue` -> `team-a-`)."""
+    return eval_task_queue.removesuffix(EVAL_TASK_QUEUE) if eval_task_queue.endswith(EVAL_TASK_QUEUE) else ""
 
 
-def eval_workflow_id(run_id: str, split: str) -> str:
-    return f"eval-{run_id}-{split}"
+def coordinator_workflow_id(experiment_id: str, *, prefix: str = "") -> str:
+    return f"{prefix}experiment-{experiment_id}"
 
 
-def predict_workflow_id(run_id: str, request_id: str) -> str:
-    return f"predict-{run_id}-{request_id}"
+def training_workflow_id(run_id: str, *, prefix: str = "") -> str:
+    return f"{prefix}train-{run_id}"
+
+
+def eval_workflow_id(run_id: str, split: str, *, prefix: str = "") -> str:
+    return f"{prefix}eval-{run_id}-{split}"
+
+
+def predict_workflow_id(run_id: str, request_id: str, *, prefix: str = "") -> str:
+    return f"{prefix}predict-{run_id}-{request_id}"

@@ -35,6 +35,7 @@ from bert_eval.temporal.names import (
     WORKFLOW,
     coordinator_workflow_id,
     predict_workflow_id,
+    release_prefix,
     training_workflow_id,
 )
 from bert_eval.core.records import PredictResult, TrainingProgress, TrainingSummary
@@ -74,6 +75,11 @@ def _worker_command(queue: str) -> str:
     return next((command for name, command in _QUEUE_WORKERS.items() if queue.endswith(name)), "bert-eval worker")
 
 
+def _id_prefix() -> str:
+    """This deployment's workflow id prefix (its task-queue prefix, temporal/names.py)."""
+    return release_prefix(task_queues(get_settings())[1])
+
+
 class SubmissionError(ValueError):
     pass
 
@@ -111,7 +117,7 @@ async def _start(client: Client, experiment: Experiment, settings: Settings) -> 
         CoordinatorInput(
             experiment=experiment, heartbeat_timeout_s=settings.heartbeat_timeout_s, training_task_queue=training_queue
         ),
-        id=coordinator_workflow_id(experiment.id),
+        id=coordinator_workflow_id(experiment.id, prefix=_id_prefix()),
         task_queue=eval_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         search_attributes=TypedSearchAttributes([SearchAttributePair(EXPERIMENT_ID, experiment.id)]),
@@ -142,7 +148,7 @@ async def missing_workers(client: Client, queues: tuple[str, ...] | None = None)
 
 async def training_progress(client: Client, run_id: str) -> TrainingProgress | None:
     """Live progress: the fine-tune activity's latest heartbeat, else the workflow's `progress` query."""
-    handle = client.get_workflow_handle(training_workflow_id(run_id))
+    handle = client.get_workflow_handle(training_workflow_id(run_id, prefix=_id_prefix()))
     try:
         description = await handle.describe(rpc_timeout=timedelta(seconds=10))
         for pending in description.raw_description.pending_activities:
@@ -160,7 +166,7 @@ async def experiment_status(
 ) -> tuple[CoordinatorStatus, dict[str, TrainingProgress]] | None:
     """The coordinator's per-run status and each run's live training progress; None when no such
     experiment answers (not found, or no eval worker to run the query)."""
-    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id))
+    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id, prefix=_id_prefix()))
     try:
         status = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
     except RPCError:
@@ -221,7 +227,7 @@ async def wait_until_started(
     client: Client, experiment_id: str, *, interval_s: float = 2.0
 ) -> WorkflowHandle[object, ExperimentResult]:
     """The experiment's coordinator, once it exists (its starter may not have submitted it yet)."""
-    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id), result_type=ExperimentResult)
+    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id, prefix=_id_prefix()), result_type=ExperimentResult)
     while True:
         try:
             await handle.describe()
@@ -258,7 +264,7 @@ async def wait_for_checkpoint(
             if progress is not None and progress.last_checkpoint is not None:
                 return SavedCheckpoint(run.run_id, step=progress.last_checkpoint.step)
             if run.phase in (RunPhase.evaluating, RunPhase.completed):
-                training = client.get_workflow_handle(training_workflow_id(run.run_id), result_type=TrainingResult)
+                training = client.get_workflow_handle(training_workflow_id(run.run_id, prefix=_id_prefix()), result_type=TrainingResult)
                 try:
                     summary = (await training.result(rpc_timeout=timedelta(seconds=10))).summary
                 except (RPCError, WorkflowFailureError):
@@ -277,7 +283,7 @@ async def predict(client: Client, request: PredictInput) -> PredictResult:
         # By name, like the coordinator: the CLI does not import the workflows.
         WORKFLOW.predict,
         request,
-        id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12]),
+        id=predict_workflow_id(request.run_id, uuid.uuid4().hex[:12], prefix=_id_prefix()),
         task_queue=task_queues(get_settings())[1],
         result_type=PredictResult,
     )

@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         coordinator_workflow_id,
         eval_workflow_id,
         predict_workflow_id,
+        release_prefix,
         training_workflow_id,
     )
     from bert_eval.temporal.payloads import (
@@ -438,7 +439,7 @@ class CoordinatorWorkflow:
                     expected_snapshot_id=pinned,
                 ),
                 result_type=TrainingResult,
-                id=training_workflow_id(run.id),
+                id=training_workflow_id(run.id, prefix=release_prefix(workflow.info().task_queue)),
                 task_queue=request.training_task_queue,
                 search_attributes=_run_attributes(experiment_id, run.id),
             )
@@ -456,7 +457,7 @@ class CoordinatorWorkflow:
                     heartbeat_timeout_s=request.heartbeat_timeout_s,
                 ),
                 result_type=EvalResult,
-                id=eval_workflow_id(run.id, run.eval.split),
+                id=eval_workflow_id(run.id, run.eval.split, prefix=release_prefix(workflow.info().task_queue)),
                 task_queue=workflow.info().task_queue,
                 search_attributes=_run_attributes(experiment_id, run.id),
             )
