@@ -330,12 +330,32 @@ def _summary_tables(runs_dir: Path, experiment_id: str) -> str:
         for c in summary.configs
     )
     head = "".join(f"<th>{h}</th>" for h in ("config", "seeds", "metric", "mean", "std", "95% CI of the mean", "min / max", "vs best"))
-    return (
+    return _matrix_table(summary) + (
         f"<h2>Configurations on {html.escape(summary.split)}</h2>"
         f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{configs}</tbody></table>'
         "<h2>Runs: 95% bootstrap interval over evaluation examples</h2>"
         '<table class="metrics"><thead><tr><th>run</th><th>config</th><th>metric</th><th>value</th><th>95% CI</th></tr></thead>'
         f"<tbody>{runs}</tbody></table>"
+    )
+
+
+def _matrix_table(summary: ExperimentSummary) -> str:
+    """Models (runs) x evaluation sets (dataset, split), each cell its metric and 95% bootstrap interval."""
+    columns = sorted({(cell.dataset or "", cell.split or "") for cell in summary.matrix})
+    if len(columns) < 2:
+        return ""
+    rows: dict[str, dict[tuple[str, str], str]] = {}
+    for cell in summary.matrix:
+        ci = f" [{cell.low:.4f}, {cell.high:.4f}]" if cell.low is not None and cell.high is not None else ""
+        rows.setdefault(cell.run_id, {})[(cell.dataset or "", cell.split or "")] = f"{cell.metric} {cell.value:.4f}{ci}"
+    head = "<th>model (run)</th>" + "".join(f"<th>{html.escape(d)} · {html.escape(s)}</th>" for d, s in columns)
+    body = "".join(
+        f"<tr><td>{html.escape(run_id)}</td>" + "".join(f"<td>{html.escape(cells.get(c, '–'))}</td>" for c in columns) + "</tr>"
+        for run_id, cells in rows.items()
+    )
+    return (
+        "<h2>Evaluation matrix: models × evaluation sets (95% bootstrap interval)</h2>"
+        f'<table class="metrics"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
     )
 
 

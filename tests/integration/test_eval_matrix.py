@@ -52,6 +52,13 @@ def test_matrix_cells_are_evaluated_once_and_extended_with_only_the_new_ones(
     matrix = {(m.run_id, m.dataset): m for m in result.summary.matrix}
     assert set(matrix) == {("base", "glue/sst2"), ("base", str(first)), ("base-again", str(first))}
     assert all(m.low is not None and m.low <= m.value <= m.high for m in matrix.values())
+    report = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "report", "matrix", "--out", str(tmp_path / "report")],
+        env=stack.env(), capture_output=True, text=True, timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Evaluation matrix" in page and str(first) in page and "base-again" in page
 
     # Add one dataset to the finished experiment: nothing trains, only the new cell is evaluated.
     trained["eval"].append({"dataset": {"path": str(second)}, "split": "validation"})
