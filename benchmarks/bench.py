@@ -102,6 +102,8 @@ class Sizes:
     # Rounds of the training rows (sides alternating, fastest kept): 2 on a shared CPU machine, where the
     # load moves; 1 on a GPU, where the device is the run's alone.
     training_rounds: int = 2
+    # Rows of each evaluation set in the matrix row (8 runs x 2 sets of these).
+    matrix_eval_rows: int = 400
 
 
 # Sized for a shared 2-core machine (under 15 minutes even when other jobs load it). Training: 1,024
@@ -113,7 +115,7 @@ CPU = Sizes(
 )
 QUICK = Sizes(
     device="cpu", throughput_model="minilm", train_rows=96, recipe_batches=(16,), ours_batch=32, eval_rows=128,
-    checkpoint_rows=96, checkpoint_every_steps=1, coordinator_rows=64, tiny_runs=4,
+    checkpoint_rows=96, checkpoint_every_steps=1, coordinator_rows=64, tiny_runs=4, matrix_eval_rows=40,
 )
 # Sized for about 10 minutes on one GPU (estimated from the recipe's ~320 samples/s on bert-base and
 # ours at several thousand). The 100-run row is a CPU row; 10 here.
@@ -405,10 +407,6 @@ class Bench:
         ))
 
     def bench_coordinator(self) -> None:
-        from harness import Stack, free_port  # type: ignore[import-not-found]
-
-        from bert_eval.temporal.devserver import start_dev_server
-
         s = self.sizes
         model = self.throughput_model()
         lr = scaled_learning_rate(s.ours_batch)
@@ -426,20 +424,15 @@ class Bench:
             direct_phases.append({"fine_tune": train_s, "evaluate": time.monotonic() - eval_started})
             return time.monotonic() - started, snapshot
 
-        log_dir = self.fresh("stack-logs")
-        stack_runs = self.fresh("stack-runs")
-        port = free_port()
-        server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=log_dir / "temporal.log")
-        stack = Stack(address=f"127.0.0.1:{port}", runs_dir=stack_runs, data_dir=self.data_dir, log_dir=log_dir, server=server)
+        stack = self.stack("stack")
         force_cpu = "true" if s.device == "cpu" else "false"
         try:
-            stack.start_worker("eval", BERT_EVAL_FORCE_CPU=force_cpu, BERT_EVAL_EVAL_CONCURRENCY="8")
-            stack.start_worker("training", BERT_EVAL_FORCE_CPU=force_cpu)
             # A training worker trains one run at a time: the many tiny runs get a second worker process.
             second = stack.start_worker("training", BERT_EVAL_FORCE_CPU=force_cpu)
             # The many-runs experiment first: it also warms the workers (imports, first kernels), as a
             # long-lived worker is when an experiment arrives.
             self.bench_scale(stack)
+            self.bench_matrix(stack)
             second.terminate()  # idle now; the rows below compare one training worker with one direct call
             stack.workers.remove(second)
             # Alternate the two sides (direct, coordinator, direct, ...) and keep each side's
@@ -458,7 +451,7 @@ class Bench:
                 direct_times.append(seconds)
                 run_id = f"via-coordinator-{repeat}"
                 # The direct side snapshots every time; so must this one (no reuse of the last one's).
-                shutil.rmtree(snapshots_dir(stack_runs), ignore_errors=True)
+                shutil.rmtree(snapshots_dir(stack.runs_dir), ignore_errors=True)
                 experiment = {"experiment_id": f"bench-coordinator-{repeat}", "runs": [spec.model_copy(update={"run_id": run_id}).model_dump(mode="json")]}
                 started = time.monotonic()
                 result = stack.run_experiment(experiment, timeout_s=1800)
@@ -560,6 +553,65 @@ class Bench:
             extra={"wall_s": wall, "training_history_events": lengths, "coordinator_history_events": coordinator},
         ))
 
+    def stack(self, name: str) -> Any:
+        """A dev server with one eval and one training worker, in this bench's scratch directory."""
+        from harness import Stack, free_port  # type: ignore[import-not-found]
+
+        from bert_eval.temporal.devserver import start_dev_server
+
+        log_dir, runs_dir = self.fresh(f"{name}-logs"), self.fresh(f"{name}-runs")
+        port = free_port()
+        server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=log_dir / "temporal.log")
+        stack = Stack(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=self.data_dir, log_dir=log_dir, server=server)
+        force_cpu = "true" if self.sizes.device == "cpu" else "false"
+        stack.start_worker("eval", BERT_EVAL_FORCE_CPU=force_cpu, BERT_EVAL_EVAL_CONCURRENCY="8")
+        stack.start_worker("training", BERT_EVAL_FORCE_CPU=force_cpu)
+        return stack
+
+    def bench_matrix_alone(self) -> None:
+        stack = self.stack("matrix")
+        try:
+            self.bench_matrix(stack)
+        finally:
+            stack.close()
+
+    def bench_matrix(self, stack: Any) -> None:
+        """Adding one evaluation set to a finished 8-run experiment: only the 8 new cells are evaluated,
+        against evaluating all 16 cells again (the cells removed, training and primary evaluations reused)."""
+        tiny = str(self.tiny_model())
+        rows = self.sizes.matrix_eval_rows
+        lines = (self.data_dir / "glue" / "sst2" / "validation.tsv").read_text().splitlines()
+        sets = []
+        for index in range(2):
+            directory = self.fresh(f"matrix-set-{index}")
+            directory.joinpath("validation.tsv").write_text("\n".join([lines[0], *lines[1 + index * rows : 1 + (index + 1) * rows]]) + "\n")
+            sets.append({"dataset": {"path": str(directory)}, "split": "validation"})
+        runs = [
+            {"run_id": f"matrix-{i}", "model": tiny, "dataset": "glue/sst2",
+             "train": {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_seq_length": 64, "seed": i, "learning_rate": 1e-3},
+             "eval": [{"max_eval_samples": 32}, sets[0]]}
+            for i in range(8)
+        ]  # fmt: skip
+        stack.run_experiment({"experiment_id": "bench-matrix", "runs": runs}, timeout_s=3000)
+        for run in runs:
+            run["eval"].append(sets[1])
+
+        def extend(experiment_id: str) -> tuple[float, int]:
+            started = time.monotonic()
+            result = stack.run_experiment({"experiment_id": experiment_id, "runs": runs}, timeout_s=3000)
+            evaluated = sum(not cell.evaluation.reused for run in result.runs for cell in run.cells)
+            return time.monotonic() - started, evaluated
+
+        ours_s, ours_cells = extend("bench-matrix-extended")
+        shutil.rmtree(stack.runs_dir / "evals")  # every cell again: what a tool without cell reuse does
+        all_s, all_cells = extend("bench-matrix-all-again")
+        self.add(Row(
+            "add one eval set to a finished 8-run experiment: wall time", ours_s, all_s, "s", ratio=all_s / ours_s,
+            target="cells evaluated: 8",
+            note=f"{ours_cells} cells evaluated, against {all_cells} with every cell evaluated again ({rows} rows a set, tiny BERT)",
+            extra={"cells_evaluated": ours_cells, "cells_evaluated_all_again": all_cells},
+        ))
+
     async def _history_lengths(self, stack: Any, run_ids: list[str]) -> list[int]:
         return [await self._history_length(stack, run_id) for run_id in run_ids]
 
@@ -644,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script itself")
-    parser.add_argument("--only", nargs="*", default=None, help="training, checkpoints, coordinator, accuracy")
+    parser.add_argument("--only", nargs="*", default=None, help="training, checkpoints, coordinator (includes matrix), matrix, accuracy")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument(
@@ -693,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{reason}. The coordinator, recovery and {sizes.tiny_runs}-run rows measure orchestration "
                     "(Temporal dev server + worker processes), not the device; `make bench` measures them on CPU",
                 )
+        if "matrix" in only and "coordinator" not in only and orchestration_unavailable() is None:
+            bench.bench_matrix_alone()
     finally:
         total = time.monotonic() - started
         report = {

@@ -24,7 +24,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -52,33 +51,23 @@ from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
 from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
 from bert_eval.core.summary import RunOutcome, summarize_runs
-from bert_eval.temporal.payloads import CellInput, EvalRunInput, ExistingRun, ModelSourceInput, PredictInput, SummaryInput
+from bert_eval.temporal.payloads import Payload, CellInput, EvalRunInput, ExistingRun, ModelSourceInput, PredictInput, SummaryInput
 
 __all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
 log = telemetry.get_logger(__name__)
 T = TypeVar("T")
 
-# What the training workflow sent as the fine-tune input before FineTuneInput: read, then dropped, so an
-# attempt scheduled by an earlier release still runs after an upgrade.
-_TRAINING_INPUT_ONLY = frozenset({"heartbeat_timeout_s", "max_attempts", "expected_snapshot_id", "eval_task_queue"})
-
-
-class FineTuneInput(BaseModel):
+class FineTuneInput(Payload):
     """Input of the fine-tune activity: the run and the snapshot it trains on."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The training workflow sent its whole input before FineTuneInput: those fields are read, then dropped,
+    # so an attempt scheduled by an earlier release still runs after an upgrade.
+    retired_fields = Payload.retired_fields | {"heartbeat_timeout_s", "expected_snapshot_id", "eval_task_queue"}
 
     experiment_id: str
     run: RunSpec
     snapshot: SnapshotResult
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_training_input(cls, value: Any) -> Any:
-        if isinstance(value, dict) and _TRAINING_INPUT_ONLY.intersection(value):
-            return {k: v for k, v in value.items() if k not in _TRAINING_INPUT_ONLY}
-        return value
 
 
 def _heartbeat_period_s() -> float:
@@ -274,19 +263,17 @@ class EvalActivities:
     async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
         with _activity_scope(request.run_id, request.experiment_id):
             log.info("evaluation started", split=request.request.split, model_dir=request.model_dir)
-            result = await _in_thread(
-                lambda: evaluate(
+            return await self._on_model_thread(
+                lambda device: evaluate(
                     run_id=request.run_id,
                     model_dir=request.model_dir,
                     snapshot=request.snapshot,
                     request=request.request,
                     runs_dir=self.runs_dir,
-                    device=self.device if request.request.use_gpu else "cpu",
+                    device=device,
                 ),
-                executor=self._model_thread,
+                use_gpu=request.request.use_gpu,
             )
-            metrics.record_eval_metrics(result)
-            return result
 
     @activity.defn(name=ACTIVITY.predict)
     async def predict(self, request: PredictInput) -> PredictResult:
@@ -323,20 +310,24 @@ class EvalActivities:
         """One cell of the evaluation matrix: evaluated once per (model, rows, split), reused after that."""
         with _activity_scope(request.run_id, request.experiment_id):
             log.info("evaluation cell started", split=request.request.split, model_digest=request.model.digest)
-            result = await _in_thread(
-                lambda: evaluate_cell(
+            return await self._on_model_thread(
+                lambda device: evaluate_cell(
                     run_id=request.run_id,
                     model=request.model,
                     snapshot=request.snapshot,
                     request=request.request,
                     runs_dir=self.runs_dir,
-                    device=self.device if request.request.use_gpu else "cpu",
+                    device=device,
                 ),
-                executor=self._model_thread,
+                use_gpu=request.request.use_gpu,
             )
-            if not result.reused:
-                metrics.record_eval_metrics(result)
-            return result
+
+    async def _on_model_thread(self, evaluation: Callable[[str], EvalResult], *, use_gpu: bool) -> EvalResult:
+        """An evaluation on the model thread, on this worker's device (or the CPU); its metrics once computed."""
+        result = await _in_thread(lambda: evaluation(self.device if use_gpu else "cpu"), executor=self._model_thread)
+        if not result.reused:
+            metrics.record_eval_metrics(result)
+        return result
 
     @activity.defn(name=ACTIVITY.summarize_experiment)
     async def summarize_experiment(self, request: SummaryInput) -> ExperimentSummary:

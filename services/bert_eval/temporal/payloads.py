@@ -9,7 +9,7 @@ and dropped when an old payload is read.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 from temporalio.exceptions import ApplicationError
@@ -31,6 +31,7 @@ __all__ = [
     "ExperimentResult",
     "MatrixCell",
     "ModelSourceInput",
+    "Payload",
     "PredictInput",
     "RunPhase",
     "RunResult",
@@ -45,18 +46,24 @@ __all__ = [
 _RETIRED = frozenset({"max_attempts", "max_training_attempts"})
 
 
-class _Payload(BaseModel):
+class Payload(BaseModel):
+    """Base of the types Temporal carries between workflows and activities: unknown fields are refused,
+    `retired_fields` (written by earlier releases, read by nothing now) are accepted and dropped."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    retired_fields: ClassVar[frozenset[str]] = _RETIRED
 
     @model_validator(mode="before")
     @classmethod
     def _drop_retired(cls, value: Any) -> Any:
-        if isinstance(value, dict) and _RETIRED.intersection(value):
-            return {k: v for k, v in value.items() if k not in _RETIRED}
+        if isinstance(value, dict) and cls.retired_fields.intersection(value):
+            return {k: v for k, v in value.items() if k not in cls.retired_fields}
         return value
 
 
-class CoordinatorInput(_Payload):
+
+
+class CoordinatorInput(Payload):
     """bert-eval's own input to `CoordinatorWorkflow` (the reference design's shape is accepted too)."""
 
     experiment: Experiment
@@ -81,7 +88,7 @@ class CoordinatorRequest(RootModel[CoordinatorInput | CoordinatorWorkflowInput])
         return _parse(value, shape, workflow="CoordinatorWorkflow", expected='bert-eval\'s {"experiment": {...}} or the reference design\'s {"configs": [...]}')
 
 
-class TrainingInput(_Payload):
+class TrainingInput(Payload):
     """Input of `CheckpointedBertTrainingWorkflow`: one run to fine-tune."""
 
     experiment_id: str
@@ -94,13 +101,13 @@ class TrainingInput(_Payload):
     eval_task_queue: str = EVAL_TASK_QUEUE
 
 
-class TrainingResult(_Payload):
+class TrainingResult(Payload):
     summary: TrainingSummary
     snapshot: SnapshotResult
     reused: bool = False
 
 
-class EvalRunInput(_Payload):
+class EvalRunInput(Payload):
     """Input of `BertEvalWorkflow` and of its evaluate activity: one trained model on one split."""
 
     experiment_id: str
@@ -112,7 +119,7 @@ class EvalRunInput(_Payload):
     heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
 
 
-class ExistingRun(_Payload):
+class ExistingRun(Payload):
     """What a previous submission left on disk for a run (summary without evaluation = eval still due)."""
 
     summary: TrainingSummary | None = None
@@ -170,7 +177,7 @@ class ExperimentResult(BaseModel):
     summary: ExperimentSummary | None = None
 
 
-class SummaryRun(_Payload):
+class SummaryRun(Payload):
     run_id: str
     config: str
     dataset: str
@@ -178,14 +185,14 @@ class SummaryRun(_Payload):
     cells: tuple[MatrixCell, ...] = ()
 
 
-class SummaryInput(_Payload):
+class SummaryInput(Payload):
     """Input of the `summarize_experiment` activity: the experiment's completed runs."""
 
     experiment_id: str
     runs: tuple[SummaryRun, ...]
 
 
-class ModelSourceInput(_Payload):
+class ModelSourceInput(Payload):
     """Input of the `describe_model` activity: the model a run evaluates, as its spec names it."""
 
     run_id: str
@@ -195,7 +202,7 @@ class ModelSourceInput(_Payload):
     reference_path: bool = False
 
 
-class CellInput(_Payload):
+class CellInput(Payload):
     """Input of the `evaluate_cell` activity: one cell of the evaluation matrix."""
 
     experiment_id: str
@@ -205,7 +212,7 @@ class CellInput(_Payload):
     request: EvalRequest
 
 
-class PredictInput(_Payload):
+class PredictInput(Payload):
     run_id: str
     texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
     max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
