@@ -55,11 +55,10 @@ from bert_eval.core.journal import RunJournal  # noqa: E402
 from bert_eval.core.layout import RunLayout, snapshots_dir  # noqa: E402
 from bert_eval.core.modeling import load_for_classification  # noqa: E402
 from bert_eval.core.observer import LogWindow, TrainingObserver  # noqa: E402
-from bert_eval.core.snapshot import create_snapshot  # noqa: E402
+from bert_eval.core.records import TrainingSummary  # noqa: E402
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot  # noqa: E402
 from bert_eval.core.training import FineTuneRequest, fine_tune  # noqa: E402
 from bert_eval.core.training_args import scaled_learning_rate  # noqa: E402
-from bert_eval.core.records import TrainingSummary  # noqa: E402
-from bert_eval.core.snapshot import SnapshotInput  # noqa: E402
 from bert_eval.spec import EvalRequest, RunSpec  # noqa: E402
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

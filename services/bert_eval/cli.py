@@ -27,20 +27,19 @@ from rich.live import Live
 from rich.table import Table
 
 from bert_eval.chaos import chaos_app
-from bert_eval.report import report_command
+from bert_eval.core.records import ExperimentSummary, TrainingProgress
 from bert_eval.experiment import ExperimentFileError, load_experiment
+from bert_eval.report import report_command
 from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
-from bert_eval.core.records import TrainingProgress
 from bert_eval.spec import Experiment, normalize_id
-from bert_eval.core.records import ExperimentSummary
 from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from bert_eval.temporal.submit import SavedCheckpoint
     from bert_eval.core.records import PredictResult
     from bert_eval.temporal.payloads import PredictInput
+    from bert_eval.temporal.submit import SavedCheckpoint
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)

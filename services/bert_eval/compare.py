@@ -17,7 +17,6 @@ from os.path import commonprefix
 from pathlib import Path
 from typing import Any
 
-
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.evaluation import load_eval_result
 from bert_eval.core.layout import RunLayout

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bert_eval.experiment import describe_validation_error
 from bert_eval.core.records import EvalResult
+from bert_eval.experiment import describe_validation_error
 from bert_eval.spec import DatasetSpec, EvalRequest, RunSpec, TaskType, TrainHyperparameters, duplicate_run_id, normalize_id
 
 __all__ = [

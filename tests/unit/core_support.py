@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.records import SnapshotResult
-from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.spec import RunSpec
 
 

@@ -14,9 +14,8 @@ from bert_eval.core.batching import BATCHING_KEY, LEGACY_SCHEME, BatchingScheme
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.core.errors import TrainingInterrupted
 from bert_eval.core.layout import RunLayout
-from bert_eval.core.snapshot import create_snapshot
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.spec import RunSpec
 
 
@@ -25,7 +24,7 @@ def _spec(model_dir: Path) -> RunSpec:
     return RunSpec(run_id="upgrade-run", model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 64})
 
 
-def _train(spec: RunSpec, runs_dir: Path, data_dir: Path, *, attempt: int = 1, **callbacks: object):  # noqa: ANN202
+def _train(spec: RunSpec, runs_dir: Path, data_dir: Path, *, attempt: int = 1, **callbacks: object):
     snapshot = create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
     return fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, attempt=attempt), **callbacks)
 

@@ -76,7 +76,7 @@ def test_a_prune_killed_mid_delete_leaves_nothing_that_looks_like_a_checkpoint(t
     debris.mkdir()
     (debris / "model.bin").write_text("half deleted")
 
-    def killed(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def killed(path, *args, **kwargs):
         raise SystemExit("SIGKILL")  # the process dies inside the delete
 
     with monkeypatch.context() as patched:

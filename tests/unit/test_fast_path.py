@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import prometheus_client
 import pytest
 import torch
 
-import prometheus_client
 from bert_eval.core.batching import SeededLengthGroupedSampler, dynamic_padding, padding_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.evaluation import eval_batch_size, evaluate
 from bert_eval.core.observer import CheckpointEvent, LogWindow, TrainingObserver
-from bert_eval.core.snapshot import create_snapshot
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.core.training_args import device_plan, scaled_learning_rate, training_arguments
-from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.spec import EvalRequest, RunSpec, TrainHyperparameters
 
 
@@ -29,7 +28,7 @@ def _spec(model_dir: Path, run_id: str = "fast-run", **train: object) -> RunSpec
     return RunSpec(run_id=run_id, model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 96})
 
 
-def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):  # noqa: ANN202
+def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):
     return create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
 
 

@@ -13,9 +13,9 @@ import torch
 from temporalio.testing import ActivityEnvironment
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.temporal import activities
 from bert_eval.temporal.activities import EvalActivities
-from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.temporal.payloads import EvalRunInput
 
 from .core_support import core_snapshot, core_spec
@@ -27,7 +27,7 @@ def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_othe
     ran: list[tuple[str, float, float]] = []  # (thread, started, ended) of each real evaluation
     real_evaluate = activities.evaluate
 
-    def recorded(**kwargs: object):  # noqa: ANN202
+    def recorded(**kwargs: object):
         started = time.monotonic()
         result = real_evaluate(**kwargs)
         ran.append((threading.current_thread().name, started, time.monotonic()))
@@ -48,7 +48,7 @@ def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_othe
     ]
     other_spec = core_spec(tiny_model_dir, "snapshotted", max_train_samples=64)
 
-    async def go():  # noqa: ANN202
+    async def go():
         environment = ActivityEnvironment()
         return await asyncio.gather(
             *(environment.run(eval_pool.evaluate_model, request) for request in requests),

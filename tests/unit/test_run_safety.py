@@ -126,7 +126,7 @@ def test_a_stale_attempt_beside_a_newer_one_writes_nothing(runs_dir: Path, tiny_
     layout = RunLayout(runs_dir, spec.id)
     usurped: list[AttemptFence] = []
 
-    def newer_attempt_starts(progress) -> None:  # noqa: ANN001
+    def newer_attempt_starts(progress) -> None:
         # Once checkpoint-5 is published, the run is handed to attempt 2. Checkpoints are written in the
         # background, so the published checkpoint (not the step count) says when that is.
         published = progress.last_checkpoint.step if progress.last_checkpoint else 0
@@ -176,7 +176,7 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_intact(
 
 
 @pytest.fixture
-def small_volume(tmp_path: Path):  # noqa: ANN201
+def small_volume(tmp_path: Path):
     """A real 20 MiB tmpfs (room for one tiny-model checkpoint, not two); skipped where mounting is not allowed."""
     mount = tmp_path / "volume"
     mount.mkdir()

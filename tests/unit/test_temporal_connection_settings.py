@@ -51,10 +51,10 @@ class _Operator:
         self.add_error = add_error
         self.added: list[str] = []
 
-    async def list_search_attributes(self, request):  # noqa: ANN001, ANN201
+    async def list_search_attributes(self, request):
         return SimpleNamespace(custom_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in self.existing})
 
-    async def add_search_attributes(self, request):  # noqa: ANN001, ANN201
+    async def add_search_attributes(self, request):
         if self.add_error is not None:
             raise self.add_error
         self.added.extend(request.search_attributes)

@@ -23,7 +23,7 @@ def _spec(model_dir: Path, run_id: str = "core-run", **train: object) -> RunSpec
 _snapshot = core_snapshot
 
 
-def _weights(summary) -> dict:  # noqa: ANN001
+def _weights(summary) -> dict:
     return load_file(str(Path(summary.model_dir) / "model.safetensors"))
 
 
@@ -101,7 +101,7 @@ def test_time_based_checkpoints_bound_lost_work_between_step_checkpoints(
     spec = _spec(tiny_model_dir, epochs=1, checkpoint_every_steps=1000, checkpoint_every_seconds=0.3, keep_checkpoints=100)
     snapshot = _snapshot(spec, runs_dir, data_dir)
 
-    def slow_step(progress) -> None:  # noqa: ANN001
+    def slow_step(progress) -> None:
         time.sleep(0.05)  # ~50 ms a step: a save is due every ~6 steps
 
     summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=slow_step)

@@ -23,8 +23,8 @@ from transformers import PreTrainedTokenizerBase
 
 from bert_eval import telemetry
 from bert_eval.core.fsutil import fsync_dir, fsync_tree
-from bert_eval.core.snapshot import LABEL, TEXT, TEXT_PAIR, read_split
 from bert_eval.core.records import SnapshotResult
+from bert_eval.core.snapshot import LABEL, TEXT, TEXT_PAIR, read_split
 
 __all__ = ["LENGTH", "tokenization_key", "tokenize_split", "tokenized_split"]
 

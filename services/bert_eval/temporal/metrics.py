@@ -186,7 +186,7 @@ def serve_worker_http(
     """One port per worker: /metrics (ours + the Temporal SDK's), /healthz (alive), /readyz (polling)."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 body = generate_latest(REGISTRY)
                 if sdk_metrics_url:

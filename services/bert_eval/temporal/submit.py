@@ -20,10 +20,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
-from bert_eval.core.layout import RunLayout
 from bert_eval.core.errors import InvalidInputError
+from bert_eval.core.layout import RunLayout
+from bert_eval.core.records import PredictResult, TrainingProgress, TrainingSummary
 from bert_eval.core.rundir import run_dir_conflict, trained_summary
 from bert_eval.settings import Settings, get_settings, task_queues
+from bert_eval.spec import RUN_MODEL_PREFIX, Experiment
 from bert_eval.telemetry import run_baggage
 from bert_eval.temporal.names import (
     ACTIVITY,
@@ -38,8 +40,6 @@ from bert_eval.temporal.names import (
     release_prefix,
     training_workflow_id,
 )
-from bert_eval.core.records import PredictResult, TrainingProgress, TrainingSummary
-from bert_eval.spec import RUN_MODEL_PREFIX, Experiment
 from bert_eval.temporal.payloads import (
     CoordinatorInput,
     CoordinatorStatus,

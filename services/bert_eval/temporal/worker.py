@@ -47,7 +47,7 @@ class WorkerKind(str, Enum):
     eval = "eval"
 
 
-def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:  # noqa: ANN001 (temporalio Client)
+def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
     """The worker for one pool, wired with its workflows and activities (no I/O happens here)."""
     graceful = graceful_shutdown_timeout(kind, settings)
     training_queue, eval_queue = task_queues(settings)
@@ -184,7 +184,7 @@ def _exit_unless_gpu() -> None:
     )
 
 
-def _serve_http(settings: Settings, *, ready, sdk_metrics_url: str | None):  # noqa: ANN001, ANN202
+def _serve_http(settings: Settings, *, ready, sdk_metrics_url: str | None):
     """The worker's /metrics, /healthz, /readyz. When the configured port is taken (several workers on
     one machine), a free port is used instead and logged."""
     try:
@@ -204,7 +204,7 @@ def _serve_http(settings: Settings, *, ready, sdk_metrics_url: str | None):  # n
     return http
 
 
-async def _connect_with_retry(temporal: TemporalSettings, *, runtime: Runtime | None, stop: asyncio.Event):  # noqa: ANN202
+async def _connect_with_retry(temporal: TemporalSettings, *, runtime: Runtime | None, stop: asyncio.Event):
     """Connect, retrying with backoff (one log line per attempt) until Temporal answers or `stop` is set."""
     delay, attempt = 1.0, 1
     while True:

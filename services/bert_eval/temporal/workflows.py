@@ -65,10 +65,10 @@ with workflow.unsafe.imports_passed_through():
         training_workflow_id,
     )
     from bert_eval.temporal.payloads import (
+        CellInput,
         CoordinatorInput,
         CoordinatorRequest,
         CoordinatorStatus,
-        CellInput,
         EvalRunInput,
         EvalWorkflowRequest,
         ExistingRun,
