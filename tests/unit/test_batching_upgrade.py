@@ -18,10 +18,11 @@ from bert_eval.core.snapshot import create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.types import RunSpec, SnapshotInput
 
+from support.specs import core_spec
+
 
 def _spec(model_dir: Path) -> RunSpec:
-    hyper = dict(epochs=2, batch_size=16, learning_rate=1e-3, max_train_samples=192, max_seq_length=48, seed=3, checkpoint_every_steps=5)
-    return RunSpec(run_id="upgrade-run", model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 64})
+    return core_spec(model_dir, "upgrade-run", epochs=2)
 
 
 def _train(spec: RunSpec, runs_dir: Path, data_dir: Path, *, attempt: int = 1, **callbacks: object):  # noqa: ANN202

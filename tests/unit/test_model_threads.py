@@ -17,7 +17,9 @@ from bert_eval.temporal import activities
 from bert_eval.temporal.activities import EvalActivities
 from bert_eval.types import EvalRunInput, SnapshotInput
 
-from .core_support import core_snapshot, core_spec
+from support.specs import core_spec
+
+from .core_support import core_snapshot
 
 
 def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_other_activities(

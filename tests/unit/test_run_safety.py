@@ -22,7 +22,9 @@ from bert_eval.core.rundir import AttemptFence, StaleAttemptError, run_dir_confl
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.types import RunSpec
 
-from .core_support import core_snapshot, core_spec
+from support.specs import core_spec
+
+from .core_support import core_snapshot
 
 
 def _spec(model_dir: Path, run_id: str = "safe-run", **train: object) -> RunSpec:
