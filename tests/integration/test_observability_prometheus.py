@@ -31,7 +31,10 @@ from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.layout import RunLayout
 from bert_eval.temporal.workflows import training_workflow_id
 
-from .harness import Stack, WorkerProcess, free_port, stop_process, tiny_run, wait_for_http
+from support.ports import free_port
+from support.specs import tiny_run
+
+from .harness import Stack, WorkerProcess, stop_process, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -171,6 +174,16 @@ def _unix(rfc3339: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, data_dir: Path) -> Iterator[Stack]:
+    """A server of this test's own: the test stops it, for the outage panels."""
+    stack = Stack.start(tmp_path, data_dir)
+    try:
+        yield stack
+    finally:
+        stack.close()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from bert_eval.report import report_command, write_report
 from bert_eval.settings import get_settings
 from bert_eval.types import RunSpec, SnapshotInput, SnapshotResult, TrainingProgress
 
-from .harness import tiny_run
+from support.specs import tiny_run
 
 EXPERIMENT = "report-exp"
 STOP_AT = 6  # tiny runs have 16 steps and checkpoint every 4

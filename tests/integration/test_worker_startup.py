@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Stack, free_port
+from support.ports import free_port
+
+from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -45,7 +45,9 @@ from bert_eval.types import (
     TrainingSummary,
 )
 
-from .harness import tiny_run
+from support.specs import tiny_run
+
+from .harness import create_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -279,11 +281,12 @@ def test_missing_workers_are_named_per_task_queue(shared_server: str) -> None:
 
 
 def test_cli_says_within_seconds_that_no_worker_polls(shared_server: str, tmp_path: Path) -> None:
-    """No worker at all on the default queues of this server: `run` and `status` say so, promptly."""
+    """No worker at all on the default queues of a fresh namespace: `run` and `status` say so, promptly."""
     experiment = _experiment("unserved")
     spec = tmp_path / "experiment.yaml"
     spec.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
-    env = {**os.environ, "TEMPORAL_ADDRESS": shared_server, "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
+    namespace = create_namespace(shared_server, "unserved")
+    env = {**os.environ, "TEMPORAL_ADDRESS": shared_server, "TEMPORAL_NAMESPACE": namespace, "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
     cli = [sys.executable, "-m", "bert_eval"]
 
     queued = subprocess.run([*cli, "run", str(spec), "--no-wait"], env=env, capture_output=True, text=True, timeout=120)
