@@ -53,6 +53,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.ports import free_port
 
 from bert_eval.core.checkpoints import CheckpointStore
 
@@ -138,12 +139,6 @@ def _env(container: dict[str, Any], name: str) -> str:
 
 def _named_port(container: dict[str, Any], name: str) -> int:
     return next(p["containerPort"] for p in container["ports"] if p["name"] == name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _dump(path: Path, *docs: dict[str, Any]) -> Path:
@@ -263,7 +258,7 @@ def _podman_ready(podman: Podman, workload: dict[str, Any], aliases: list[dict[s
         assert podman("image", "exists", local, check=False).returncode == 0, f"image {local} is missing; run `make images-local`"
         container["image"] = local
         for port in container.get("ports", []):
-            port.setdefault("hostPort", _free_port())
+            port.setdefault("hostPort", free_port())
     if aliases:
         pod_spec["hostAliases"] = aliases
 

@@ -1,28 +1,23 @@
+"""One Temporal dev server for the session. Each test (or module) gets its own namespace on it, with its
+own task queues, workflow ids and runs dir, so tests never take each other's work. Tests that stop,
+kill or restart the server start their own (`Stack.start`)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.ports import free_port
 
 from bert_eval.temporal.devserver import start_dev_server
 
-from .harness import Stack, free_port, stop_process
-
-
-@pytest.fixture
-def stack(tmp_path: Path, data_dir: Path) -> Iterator[Stack]:
-    """A fresh dev server (own state), runs dir and log dir per test; workers are started by the test."""
-    stack = Stack.start(tmp_path, data_dir)
-    try:
-        yield stack
-    finally:
-        stack.close()
+from .harness import Stack, stop_process
 
 
 @pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One dev server for the tests that bring their own in-process workers (a uuid task queue each)."""
+    """The session's dev server: its address."""
     port = free_port()
     log_dir = tmp_path_factory.mktemp("shared-temporal")
     server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=log_dir / "temporal.log")
@@ -30,3 +25,26 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         stop_process(server, timeout_s=10)
+
+
+@pytest.fixture
+def stack(shared_server: str, tmp_path: Path, data_dir: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A namespace of its own on the shared server, a runs dir and a log dir; workers are started by the test."""
+    stack = Stack.on_server(shared_server, tmp_path, data_dir, label=request.node.name)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture(scope="module")
+def served(shared_server: str, tmp_path_factory: pytest.TempPathFactory, data_dir: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """For a module's tests that leave the workers alone: one namespace, runs dir, training worker and
+    eval worker, started once for the module. Its tests use distinct run and experiment ids."""
+    label = request.module.__name__.rsplit(".", 1)[-1]
+    stack = Stack.on_server(shared_server, tmp_path_factory.mktemp(label), data_dir, label=label)
+    try:
+        stack.start_workers("training", "eval")
+        yield stack
+    finally:
+        stack.close()

@@ -1,30 +1,35 @@
-"""Helpers shared by the integration tests: a real Temporal dev server, real worker processes, tiny
-run specs, and readers of checkpoints and workflow histories. Test files import from here only."""
+"""Helpers shared by the integration tests: a real Temporal dev server (shared, one namespace per test
+or module, or a test's own), real worker processes, and readers of checkpoints and workflow histories."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
+from support.ports import free_port
+from support.specs import LONG, tiny_run
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
-from bert_eval.temporal.client import connect
-from bert_eval.temporal.devserver import start_dev_server
-from bert_eval.temporal.submit import start_experiment
 from bert_eval.spec import Experiment
+from bert_eval.temporal.client import connect, ensure_search_attributes
+from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.payloads import ExperimentResult
-
+from bert_eval.temporal.submit import start_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,32 +53,6 @@ def make_tiny_model(out: Path) -> Path:
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def tiny_run(model_dir: Path, run_id: str, **train: object) -> dict:
-    """A run spec on real SST-2 rows with the tiny random BERT: seconds per run on CPU."""
-    hyper = {
-        "epochs": 1,
-        "batch_size": 16,
-        "learning_rate": 1.0e-3,
-        "max_seq_length": 64,
-        "max_train_samples": 256,
-        "seed": 7,
-        "checkpoint_every_steps": 4,
-        "logging_steps": 2,
-    }
-    hyper.update(train)
-    return {
-        "run_id": run_id,
-        "model": str(model_dir),
-        "dataset": "glue/sst2",
-        "train": hyper,
-        "eval": {"split": "validation", "max_eval_samples": 128},
-    }
-
-
-# Enough steps (250) that a kill right after the first checkpoint lands mid-training.
-LONG = dict(max_train_samples=2000, batch_size=8, checkpoint_every_steps=20, learning_rate=5e-4)
 
 
 def wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0, *, after: int = 0) -> int:
@@ -104,10 +83,19 @@ async def activity_attempts(client: Any, workflow_id: str, activity_type: str) -
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def create_namespace(address: str, label: str) -> str:
+    """A new namespace on the server at `address`, named after `label` and unique, with bert-eval's search
+    attributes (a submission sets them, possibly before any worker has registered them)."""
+    name = f"{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')[:48]}-{uuid.uuid4().hex[:8]}"
+
+    async def register() -> None:
+        client = await connect(TemporalSettings(address=address))
+        retention = Duration(seconds=24 * 3600)
+        await client.workflow_service.register_namespace(RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=retention))
+        await ensure_search_attributes(await connect(TemporalSettings(address=address, namespace=name)))
+
+    asyncio.run(register())
+    return name
 
 
 def stop_process(process: subprocess.Popen, *, timeout_s: float) -> None:
@@ -204,23 +192,33 @@ class Stack:
     runs_dir: Path
     data_dir: Path
     log_dir: Path
-    server: subprocess.Popen | None
+    server: subprocess.Popen | None  # set when this stack owns its server (it may stop or restart it)
     workers: list[WorkerProcess] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     db_file: Path | None = None  # the server's persistent state, when it must survive a restart
+    namespace: str = "default"
 
     @classmethod
     def start(cls, root: Path, data_dir: Path, *, db_file: Path | None = None, with_server: bool = True) -> Stack:
-        """A fresh dev server on a free port (or only the port, for `start_server` later), with a runs
-        dir and a log dir under `root`."""
-        port = free_port()
-        log_dir, runs_dir = root / "logs", root / "bert_runs"
-        log_dir.mkdir(parents=True)
-        runs_dir.mkdir()
-        stack = cls(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=None, db_file=db_file)
+        """A fresh dev server of its own on a free port (or only the port, for `start_server` later),
+        with a runs dir and a log dir under `root`. For tests that stop, kill or restart the server."""
+        stack = cls._under(root, data_dir, address=f"127.0.0.1:{free_port()}", db_file=db_file)
         if with_server:
             stack.start_server()
         return stack
+
+    @classmethod
+    def on_server(cls, address: str, root: Path, data_dir: Path, *, label: str) -> Stack:
+        """A new namespace on a running server, with a runs dir and a log dir under `root`: its task
+        queues, workflow ids and search attributes are its own, so tests can share the server."""
+        return cls._under(root, data_dir, address=address, namespace=create_namespace(address, label))
+
+    @classmethod
+    def _under(cls, root: Path, data_dir: Path, **fields: Any) -> Stack:
+        log_dir, runs_dir = root / "logs", root / "bert_runs"
+        log_dir.mkdir(parents=True)
+        runs_dir.mkdir()
+        return cls(runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=None, **fields)
 
     def kill_server(self) -> None:
         self.server.kill()
@@ -235,7 +233,7 @@ class Stack:
         env = dict(os.environ)
         env.update(
             TEMPORAL_ADDRESS=self.address,
-            TEMPORAL_NAMESPACE="default",
+            TEMPORAL_NAMESPACE=self.namespace,
             BERT_EVAL_RUNS_DIR=str(self.runs_dir),
             BERT_EVAL_DATA_DIR=str(self.data_dir),
             BERT_EVAL_FORCE_CPU="true",
@@ -261,7 +259,7 @@ class Stack:
         process = subprocess.Popen(
             command,
             env=self.env(BERT_EVAL_METRICS_PORT=str(port), **env),
-            stdout=open(log_file, "wb"),  # noqa: SIM115
+            stdout=open(log_file, "wb"),
             stderr=subprocess.STDOUT,
         )
         worker = WorkerProcess(kind, process, port, log_file)
@@ -270,13 +268,25 @@ class Stack:
             worker.wait_ready()
         return worker
 
+    def start_workers(self, *kinds: str, **options: Any) -> list[WorkerProcess]:
+        """Several workers started side by side (their start-up overlaps), each ready on return."""
+        workers = [self.start_worker(kind, wait=False, **options) for kind in kinds]
+        for worker in workers:
+            worker.wait_ready()
+        return workers
+
+    def worker(self, kind: str) -> WorkerProcess:
+        """The one worker of `kind` this stack started."""
+        [worker] = [w for w in self.workers if w.kind == kind]
+        return worker
+
     def settings(self, **overrides: Any) -> Settings:
         return Settings(runs_dir=self.runs_dir, data_dir=self.data_dir, **overrides)
 
     def temporal_settings(self) -> TemporalSettings:
-        return TemporalSettings(address=self.address, namespace="default")
+        return TemporalSettings(address=self.address, namespace=self.namespace)
 
-    async def client(self):  # noqa: ANN201
+    async def client(self):
         return await connect(self.temporal_settings())
 
     def run_experiment(self, experiment: dict[str, Any] | Experiment, *, heartbeat_timeout_s: float = 30.0, timeout_s: float = 600.0) -> ExperimentResult:
@@ -305,8 +315,7 @@ def run_on_two_training_workers(
 ) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
     """An eval worker and two training workers; a long run submitted and past its first checkpoint.
     Returns (the training worker that holds it, the idle one, the running experiment)."""
-    stack.start_worker("eval")
-    workers = [stack.start_worker("training"), stack.start_worker("training")]
+    _, *workers = stack.start_workers("eval", "training", "training")
     experiment = {"experiment_id": f"exp-{run_id}", "runs": [spec or tiny_run(model_dir, run_id, **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=heartbeat_timeout_s)
     wait_for_checkpoint(stack.runs_dir, run_id)

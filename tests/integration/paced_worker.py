@@ -18,8 +18,8 @@ from bert_eval.cli import main
 from bert_eval.core.training_callbacks import ProgressEvents
 
 
-def _paced(on_step_end, pace_s: float):  # noqa: ANN001, ANN202
-    def on_step_end_paced(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+def _paced(on_step_end, pace_s: float):
+    def on_step_end_paced(self, *args, **kwargs):
         time.sleep(pace_s)
         return on_step_end(self, *args, **kwargs)
 

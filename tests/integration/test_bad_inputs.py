@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.specs import tiny_run
 from typer.testing import CliRunner
 
 from bert_eval.cli import app
 from bert_eval.core.snapshot import eval_table
 from bert_eval.temporal.workflows import coordinator_workflow_id, training_workflow_id
 
-from .harness import Stack, tiny_run
+from .harness import Stack
 
 
 def _files(root: Path) -> dict[Path, bytes]:
@@ -69,7 +70,7 @@ def test_corrupt_spec_json_and_symlinked_run_dir_are_refused_by_the_cli(
     assert list(outside.iterdir()) == []
 
 
-def _cli_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: dict):  # noqa: ANN202
+def _cli_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run: dict):
     experiment = tmp_path / f"{run['run_id']}.yaml"
     experiment.write_text(yaml.safe_dump({"runs": [run]}))
     monkeypatch.setenv("BERT_EVAL_RUNS_DIR", str(tmp_path / "bert_runs"))
@@ -113,13 +114,13 @@ async def _final_attempts(stack: Stack, workflow_id: str) -> tuple[dict[str, lis
 
 @pytest.mark.integration
 def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
-    stack: Stack, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    served: Stack, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = tmp_path / "data"
     no_weights = tmp_path / "no-weights"
     shutil.copytree(tiny_model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
     model_file = tiny_model_dir / "config.json"
-    runs = stack.runs_dir / "runs"
+    runs = served.runs_dir / "runs"
     (runs / "corrupt-spec").mkdir(parents=True)
     (runs / "corrupt-spec" / "spec.json").write_text("{ not json")
     outside = tmp_path / "outside"
@@ -156,12 +157,10 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
             case("seq-too-long", train={**tiny_run(tiny_model_dir, "x")["train"], "max_seq_length": 256}),
         ],
     }
-    stack.start_worker("eval")
-    stack.start_worker("training")
-    before = _files(stack.runs_dir)
+    before = _files(served.runs_dir)
 
     started = time.monotonic()
-    result = stack.run_experiment(experiment, timeout_s=300)
+    result = served.run_experiment(experiment, timeout_s=300)
     total_s = time.monotonic() - started
 
     outcomes = {run.run_id: run for run in result.runs}
@@ -171,13 +170,13 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
         assert run.status == "failed", run_id
         assert f"run {run_id}" in run.error and cause in run.error, (run_id, run.error)
         workflow_id = coordinator_workflow_id("bad-inputs") if where == "coordinator" else training_workflow_id(run_id)
-        attempts, seconds[run_id] = asyncio.run(_final_attempts(stack, workflow_id))
+        attempts, seconds[run_id] = asyncio.run(_final_attempts(served, workflow_id))
         # Every activity start was attempt 1 (no Temporal retry), and the workflow did not run the
         # activity again as a deterministic failure (it would say so in the error).
         assert attempts and all(a == [1] * len(a) for a in attempts.values()), (run_id, attempts)
         assert "failed the same way" not in run.error, (run_id, run.error)
     # Nothing that existed was changed, and nothing was written through the link.
-    after = _files(stack.runs_dir)
+    after = _files(served.runs_dir)
     assert {p: after.get(p) for p in before} == before
     assert list(outside.iterdir()) == []
     with capsys.disabled():
@@ -188,14 +187,12 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
 
 
 @pytest.mark.integration
-def test_evaluating_on_the_train_split_keeps_the_training_rows(stack: Stack, tiny_model_dir: Path) -> None:
+def test_evaluating_on_the_train_split_keeps_the_training_rows(served: Stack, tiny_model_dir: Path) -> None:
     run = tiny_run(tiny_model_dir, "eval-on-train")
     run["eval"] = {"split": "train", "max_eval_samples": 100}
-    stack.start_worker("eval")
-    stack.start_worker("training")
-    [outcome] = stack.run_experiment({"experiment_id": "train-eval", "runs": [run]}, timeout_s=400).runs
+    [outcome] = served.run_experiment({"experiment_id": "train-eval", "runs": [run]}, timeout_s=400).runs
     assert outcome.status == "completed", outcome.error
     assert outcome.training.train_samples == 256  # its own max_train_samples selection
     assert (outcome.evaluation.split, outcome.evaluation.examples) == ("train", 100)  # the train split, read apart
-    manifest = json.loads((stack.runs_dir / "snapshots" / outcome.training.snapshot_id / "manifest.json").read_text())
+    manifest = json.loads((served.runs_dir / "snapshots" / outcome.training.snapshot_id / "manifest.json").read_text())
     assert manifest["splits"] == {"train": 256, eval_table("train"): 100}

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from support.specs import LONG, tiny_run
 from temporalio.client import WorkflowExecutionStatus
 
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.submit import start_experiment
 
-from .harness import LONG, Stack, tiny_run, wait_for_checkpoint
+from .harness import Stack, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +22,9 @@ pytestmark = pytest.mark.integration
 def test_cancel_stops_training_with_a_checkpoint_within_seconds(stack: Stack, tiny_model_dir: Path) -> None:
     # Paced: unpaced, the tiny run's 250 steps take ~2 s on an idle machine, less than a cancel
     # needs to travel (heartbeat throttle 2 s); at 0.05 s a step the cancel lands mid-training.
+    evaluator = stack.start_worker("eval", wait=False)
     training = stack.start_worker("training", step_pace_s=0.05)
-    stack.start_worker("eval")
+    evaluator.wait_ready()
     experiment = parse_experiment({"experiment_id": "cancelled", "runs": [tiny_run(tiny_model_dir, "stopped", **LONG)]})
 
     async def go() -> tuple[float, WorkflowExecutionStatus | None]:

@@ -6,16 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from support.specs import LONG, tiny_run
 
-
-from .harness import LONG, Stack, tiny_run, wait_for_checkpoint
+from .harness import Stack, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 
 
 def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result(stack: Stack, tiny_model_dir: Path) -> None:
-    stack.start_worker("eval")
+    evaluator = stack.start_worker("eval", wait=False)
     first = stack.start_worker("training", step_pace_s=0.02)  # the kill lands mid-training on a fast machine too
+    evaluator.wait_ready()
     experiment = {"experiment_id": "durable", "runs": [tiny_run(tiny_model_dir, "killed", **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
 

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.specs import tiny_run
 
-from .harness import Stack, tiny_run
+from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

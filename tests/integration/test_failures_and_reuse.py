@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.specs import LONG, tiny_run
 
-from .harness import LONG, Stack, activity_attempts, tiny_run, wait_for_checkpoint
+from .harness import Stack, activity_attempts, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 
 
-def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
-    stack.start_worker("training")
-    stack.start_worker("eval")
+def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(served: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
     no_label = tmp_path / "no-label"
     no_label.mkdir()
     (no_label / "train.tsv").write_text("sentence\ttarget\na\t0\nb\t1\n")
@@ -30,7 +29,7 @@ def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(stack: Stack, tiny
         {**tiny_run(tiny_model_dir, "bad-dataset"), "dataset": {"path": str(no_label)}},
     ]
     started = time.monotonic()
-    result = stack.run_experiment({"experiment_id": "mixed", "runs": runs})
+    result = served.run_experiment({"experiment_id": "mixed", "runs": runs})
     by_id = {r.run_id: r for r in result.runs}
     assert by_id["good"].status == "completed" and by_id["good"].metrics
     assert by_id["bad-model"].status == "failed"
@@ -39,10 +38,10 @@ def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(stack: Stack, tiny
     assert "no label column" in by_id["bad-dataset"].error
     assert time.monotonic() - started < 120
     # Non-retryable: the failing activity ran exactly once (no retry storm).
-    assert asyncio.run(_attempts(stack, "train-bad-model", "fine_tune")) == [1]
+    assert asyncio.run(_attempts(served, "train-bad-model", "fine_tune")) == [1]
     # The coordinator snapshots each run (3 runs, one attempt each); the bad dataset's run never starts training.
-    assert asyncio.run(_attempts(stack, "experiment-mixed", "snapshot_dataset")) == [1, 1, 1]
-    assert not asyncio.run(_workflow_exists(stack, "train-bad-dataset"))
+    assert asyncio.run(_attempts(served, "experiment-mixed", "snapshot_dataset")) == [1, 1, 1]
+    assert not asyncio.run(_workflow_exists(served, "train-bad-dataset"))
 
 
 async def _attempts(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:
@@ -59,14 +58,12 @@ async def _workflow_exists(stack: Stack, workflow_id: str) -> bool:
     return True
 
 
-def test_resubmitting_a_finished_experiment_reuses_results(stack: Stack, tiny_model_dir: Path) -> None:
-    stack.start_worker("training")
-    stack.start_worker("eval")
+def test_resubmitting_a_finished_experiment_reuses_results(served: Stack, tiny_model_dir: Path) -> None:
     experiment = {"experiment_id": "again", "runs": [tiny_run(tiny_model_dir, "once")]}
-    first = stack.run_experiment(experiment)
-    model_file = stack.runs_dir / "runs" / "once" / "model" / "model.safetensors"
+    first = served.run_experiment(experiment)
+    model_file = served.runs_dir / "runs" / "once" / "model" / "model.safetensors"
     mtime = model_file.stat().st_mtime_ns
-    second = stack.run_experiment(experiment)
+    second = served.run_experiment(experiment)
     [a], [b] = first.runs, second.runs
     assert a.status == b.status == "completed"
     assert not a.reused and b.reused
@@ -74,18 +71,17 @@ def test_resubmitting_a_finished_experiment_reuses_results(stack: Stack, tiny_mo
     assert model_file.stat().st_mtime_ns == mtime  # nothing was trained or written again
 
 
-def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
-    env = stack.env()
+def test_cli_rejects_bad_input_before_submitting_and_writes_json(served: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+    env = served.env()
+    existing = sorted(served.runs_dir.rglob("*"))
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"runs": [{**tiny_run(tiny_model_dir, "x"), "run_id": "../escape"}]}))
     started = time.monotonic()
     rejected = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(bad)], env=env, capture_output=True, text=True)
     assert rejected.returncode == 2 and "invalid run_id '../escape'" in rejected.stderr
     assert time.monotonic() - started < 30
-    assert not (stack.runs_dir / "runs").exists()
+    assert sorted(served.runs_dir.rglob("*")) == existing  # nothing written
 
-    stack.start_worker("training")
-    stack.start_worker("eval")
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump({"experiment_id": "cli", "runs": [tiny_run(tiny_model_dir, "cli-run")]}))
     out = tmp_path / "results.json"
@@ -124,14 +120,11 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(stack: Stack, t
     assert unknown.returncode == 1 and "no experiment or run 'nope'" in unknown.stderr
 
 
-def test_a_run_already_training_elsewhere_is_reported_not_trained_twice(stack: Stack, tiny_model_dir: Path) -> None:
-
-    stack.start_worker("training")
-    stack.start_worker("eval")
+def test_a_run_already_training_elsewhere_is_reported_not_trained_twice(served: Stack, tiny_model_dir: Path) -> None:
     run = tiny_run(tiny_model_dir, "shared-run", **LONG)
-    first = stack.run_in_background({"experiment_id": "first", "runs": [run]})
-    wait_for_checkpoint(stack.runs_dir, "shared-run")
-    [second] = stack.run_experiment({"experiment_id": "second", "runs": [run]}).runs
+    first = served.run_in_background({"experiment_id": "first", "runs": [run]})
+    wait_for_checkpoint(served.runs_dir, "shared-run")
+    [second] = served.run_experiment({"experiment_id": "second", "runs": [run]}).runs
     assert second.status == "failed"
     assert "already being processed by another submission (workflow train-shared-run)" in second.error
     [original] = first.result().runs

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.specs import tiny_run
 
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.core.snapshot import LABEL
 
-from .harness import Stack, WorkerProcess, tiny_run
+from .harness import Stack, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +39,7 @@ def _store(stack: Stack, run_id: str) -> CheckpointStore:
     return CheckpointStore(stack.runs_dir / "runs" / run_id / "checkpoints")
 
 
-def _wait(condition, what: str, timeout_s: float = 240.0, every_s: float = 0.05):  # noqa: ANN001, ANN202
+def _wait(condition, what: str, timeout_s: float = 240.0, every_s: float = 0.05):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if (value := condition()):
@@ -68,8 +69,7 @@ def _kill_while_saving(worker: WorkerProcess, store: CheckpointStore) -> tuple[i
 def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     stack: Stack, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stack.start_worker("eval")
-    first = stack.start_worker("training")
+    _, first = stack.start_workers("eval", "training")
 
     # 3. SIGKILL while a checkpoint is being written.
     killed_run = stack.run_in_background({"experiment_id": "kill-mid-save", "runs": [tiny_run(tiny_model_dir, "mid-save", **LONG)]}, heartbeat_timeout_s=5)
@@ -115,8 +115,8 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
 
 
 def test_snapshot_tampered_between_training_and_evaluation_is_detected(stack: Stack, tiny_model_dir: Path) -> None:
-    snapshotter = stack.start_worker("eval")
-    stack.start_worker("training")  # the training workflow (and so the snapshot) runs on the training queue
+    # The training worker runs the training workflow, and so the snapshot.
+    snapshotter, _ = stack.start_workers("eval", "training")
     background = stack.run_in_background({"experiment_id": "tamper", "runs": [tiny_run(tiny_model_dir, "tampered")]})
 
     def published_snapshot() -> Path | None:

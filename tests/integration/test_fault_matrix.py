@@ -13,37 +13,32 @@ import time
 from pathlib import Path
 
 import pytest
+from support.specs import LONG, tiny_run
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.names import training_workflow_id
-from bert_eval.temporal.submit import start_experiment
 from bert_eval.temporal.payloads import ExperimentResult
+from bert_eval.temporal.submit import start_experiment
 
-from .harness import LONG, Stack, activity_attempts, run_on_two_training_workers, tiny_run, wait_for_checkpoint
+from .harness import Stack, activity_attempts, run_on_two_training_workers, wait_for_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _spec(model_dir: Path, run_id: str) -> dict:
     """250 steps, checkpoints every 20; evaluation on all 872 validation rows (long enough to kill)."""
-    return {**tiny_run(model_dir, run_id, **LONG), "eval": {"split": "validation"}}
+    return tiny_run(model_dir, run_id, eval_samples=None, **LONG)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, tiny_model_dir: Path) -> ExperimentResult:
+def reference(served: Stack, tiny_model_dir: Path) -> ExperimentResult:
     """The LONG tiny run, never interrupted: what every interrupted run must reproduce exactly."""
-    stack = Stack.start(tmp_path_factory.mktemp("reference"), data_dir)
-    try:
-        stack.start_worker("eval")
-        stack.start_worker("training")
-        result = stack.run_experiment({"experiment_id": "reference", "runs": [_spec(tiny_model_dir, "reference")]})
-        assert result.runs[0].status == "completed" and result.runs[0].training.resumes == 0, result
-        return result
-    finally:
-        stack.close()
+    result = served.run_experiment({"experiment_id": "reference", "runs": [_spec(tiny_model_dir, "reference")]})
+    assert result.runs[0].status == "completed" and result.runs[0].training.resumes == 0, result
+    return result
 
 
 def _resume_events(runs_dir: Path, run_id: str) -> list[dict]:
@@ -51,7 +46,7 @@ def _resume_events(runs_dir: Path, run_id: str) -> list[dict]:
     return [event for event in map(json.loads, lines) if event["event"] == "resume"]
 
 
-def _assert_same_as_reference(result_run, reference: ExperimentResult) -> None:  # noqa: ANN001
+def _assert_same_as_reference(result_run, reference: ExperimentResult) -> None:
     [straight] = reference.runs
     assert result_run.status == "completed", result_run.error
     assert result_run.metrics == straight.metrics
@@ -85,8 +80,7 @@ def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(stack: Stack, tiny_
 
 def test_eval_worker_killed_mid_evaluation_gives_the_same_numbers(stack: Stack, tiny_model_dir: Path, reference: ExperimentResult) -> None:
     """Fault 5: SIGKILL the eval worker while it evaluates; a new one evaluates again, same metrics."""
-    eval_worker = stack.start_worker("eval")
-    stack.start_worker("training")
+    eval_worker, _ = stack.start_workers("eval", "training")
     background = stack.run_in_background(
         {"experiment_id": "eval-killed", "runs": [_spec(tiny_model_dir, "eval-killed")]}, heartbeat_timeout_s=3
     )
@@ -112,8 +106,7 @@ def test_temporal_server_killed_and_restarted_mid_experiment(tmp_path: Path, dat
     """Fault 6: SIGKILL the server mid-training, restart it on its state file: the experiment completes."""
     stack = Stack.start(tmp_path, data_dir, db_file=tmp_path / "temporal.db")
     try:
-        stack.start_worker("eval")
-        stack.start_worker("training")
+        stack.start_workers("eval", "training")
         experiment = parse_experiment({"experiment_id": "server-killed", "runs": [_spec(tiny_model_dir, "server-killed")]})
 
         async def submit() -> None:
@@ -147,7 +140,7 @@ async def _result_across_outages(stack: Stack, workflow_id: str, *, timeout_s: f
             await asyncio.sleep(1)
 
 
-def _training_now(worker) -> str | None:  # noqa: ANN001 (harness WorkerProcess)
+def _training_now(worker) -> str | None:
     """The run whose fine-tune this live worker is in, per its log (None: idle, or its last one ended)."""
     if worker.process.poll() is not None:
         return None
@@ -171,8 +164,9 @@ def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack
     had not been killed at before, mid-training, so those runs must resume from that checkpoint."""
     rng = random.Random(9)
     pace = {"step_pace_s": 0.02}  # >= 5 s of training per run on any machine: kills land mid-training
-    stack.start_worker("eval")
-    workers = [stack.start_worker("training", **pace), stack.start_worker("training", **pace)]
+    evaluator = stack.start_worker("eval", wait=False)
+    workers = stack.start_workers("training", "training", **pace)
+    evaluator.wait_ready()
     run_ids = [f"soak-{i}" for i in range(4)]
     background = stack.run_in_background(
         {"experiment_id": "soak", "runs": [_spec(tiny_model_dir, run_id) for run_id in run_ids]}, heartbeat_timeout_s=2
@@ -228,16 +222,14 @@ def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack
     )
 
 
-def test_two_submissions_of_one_run_at_the_same_moment_have_one_writer(stack: Stack, tiny_model_dir: Path) -> None:
+def test_two_submissions_of_one_run_at_the_same_moment_have_one_writer(served: Stack, tiny_model_dir: Path) -> None:
     """Fault 9: two experiments with the same run id, submitted concurrently: one trains, one is told."""
-    stack.start_worker("eval")
-    stack.start_worker("training")
     run = tiny_run(tiny_model_dir, "contested")
     experiments = [parse_experiment({"experiment_id": name, "runs": [run]}) for name in ("first-submitter", "second-submitter")]
 
     async def both() -> list[ExperimentResult]:
-        client = await stack.client()
-        handles = await asyncio.gather(*(start_experiment(client, e, stack.settings()) for e in experiments))
+        client = await served.client()
+        handles = await asyncio.gather(*(start_experiment(client, e, served.settings()) for e in experiments))
         return await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=300)
 
     results = asyncio.run(both())
@@ -248,8 +240,8 @@ def test_two_submissions_of_one_run_at_the_same_moment_have_one_writer(stack: St
     # already finished, reuses its results); never two writers.
     assert len(completed) >= 1
     assert all("already being processed by another submission" in error for _, error in refused)
-    starts = asyncio.run(_attempts(stack, training_workflow_id("contested"), "fine_tune"))
+    starts = asyncio.run(_attempts(served, training_workflow_id("contested"), "fine_tune"))
     assert starts == [1]
-    journal = [json.loads(line) for line in (stack.runs_dir / "runs" / "contested" / "events.jsonl").read_text().splitlines()]
+    journal = [json.loads(line) for line in (served.runs_dir / "runs" / "contested" / "events.jsonl").read_text().splitlines()]
     assert [e["attempt"] for e in journal if e["event"] == "attempt"] == [1]  # one writer, once
     print(f"\nfault 9 (concurrent submissions): outcomes {[o[0] for o in outcomes]}, fine_tune attempts {starts}")

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ports import free_port
+from support.specs import tiny_run
 
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.layout import RunLayout
 from bert_eval.temporal.workflows import training_workflow_id
 
-from .harness import Stack, WorkerProcess, free_port, stop_process, tiny_run, wait_for_http
+from .harness import Stack, WorkerProcess, stop_process, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +120,7 @@ class Prometheus:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
             ],
-            stdout=open(self.log_file, "wb"),  # noqa: SIM115 (owned by the child)
+            stdout=open(self.log_file, "wb"),
             stderr=subprocess.STDOUT,
         )
         wait_for_http(f"{self.url}/-/ready", self.process, self.log_file, timeout_s=30)
@@ -171,6 +173,16 @@ def _unix(rfc3339: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, data_dir: Path) -> Iterator[Stack]:
+    """A server of this test's own: the test stops it, for the outage panels."""
+    stack = Stack.start(tmp_path, data_dir)
+    try:
+        yield stack
+    finally:
+        stack.close()
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def _temporal_execute(stack: Stack, workflow_id: str, payload: dict, workflow_ty
         "--workflow-id", workflow_id,
         "--input", json.dumps(payload),
         "--address", stack.address,
+        "--namespace", stack.namespace,
         "--output", "json",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -75,13 +76,11 @@ def _bert_eval(stack: Stack, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evaluation(
-    stack: Stack, tiny_model_dir: Path, data_dir: Path, tmp_path: Path
+    served: Stack, tiny_model_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    stack.start_worker("training")
-    stack.start_worker("eval")
     payload = {"configs": [_reference_config(tiny_model_dir, "Ref-Run"), _reference_config(tiny_model_dir, None)]}
 
-    reply = _temporal_execute(stack, "reference-client", payload)
+    reply = _temporal_execute(served, "reference-client", payload)
     assert reply["status"] == "COMPLETED", reply
     results = reply["result"]
     assert isinstance(results, list) and len(results) == 2
@@ -93,12 +92,12 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
         assert result["num_examples"] == EVAL_ROWS
         assert 0.0 <= result["accuracy"] <= 1.0
         assert result["accuracy"] == result["metrics"]["accuracy"]
-        assert (stack.runs_dir / "runs" / result["run_id"] / "model" / "config.json").is_file()
+        assert (served.runs_dir / "runs" / result["run_id"] / "model" / "config.json").is_file()
     # Same configs, same seed: both runs trained on the same snapshot and reached the same accuracy.
     assert first["accuracy"] == second["accuracy"]
 
     # The same input again is served from disk: nothing is trained twice.
-    again = _temporal_execute(stack, "reference-client-again", payload)
+    again = _temporal_execute(served, "reference-client-again", payload)
     assert again["status"] == "COMPLETED", again
     assert [r["reused"] for r in again["result"]] == [True, True]
     assert [r["accuracy"] for r in again["result"]] == [r["accuracy"] for r in results]
@@ -110,15 +109,15 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
         "max_eval_samples": EVAL_ROWS, "max_seq_length": 64, "batch_size": 32, "use_gpu": False,
         "model_path": "./bert_runs/ref-run", "seed": 42,
     }  # fmt: skip
-    direct = _temporal_execute(stack, "reference-eval", request, "BertEvalWorkflow")
+    direct = _temporal_execute(served, "reference-eval", request, "BertEvalWorkflow")
     assert direct["status"] == "COMPLETED", direct
     evaluated = direct["result"]
     assert (evaluated["run_id"], evaluated["num_examples"], evaluated["split"]) == ("ref-run", EVAL_ROWS, "validation")
     assert evaluated["accuracy"] == first["accuracy"] and evaluated["reused"] is False
-    again = _temporal_execute(stack, "reference-eval-again", {**request, "model_path": "ref-run"}, "BertEvalWorkflow")
+    again = _temporal_execute(served, "reference-eval-again", {**request, "model_path": "ref-run"}, "BertEvalWorkflow")
     assert again["status"] == "COMPLETED" and again["result"]["reused"] is True, again
     # A model_path outside the runs volume (and the models mirror) is refused, naming what is allowed.
-    refused = _temporal_execute(stack, "reference-eval-outside", {**request, "model_path": "/etc"}, "BertEvalWorkflow")
+    refused = _temporal_execute(served, "reference-eval-outside", {**request, "model_path": "/etc"}, "BertEvalWorkflow")
     assert refused["status"] == "FAILED", refused
     assert "outside the runs directory" in json.dumps(refused)
 
@@ -127,7 +126,7 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:EVAL_ROWS]
     texts_file = tmp_path / "texts.txt"
     texts_file.write_text("".join(row["sentence"] + "\n" for row in rows))
-    done = _bert_eval(stack, "predict", "Ref-Run", "--file", str(texts_file), "--json")
+    done = _bert_eval(served, "predict", "Ref-Run", "--file", str(texts_file), "--json")
     assert done.returncode == 0, done.stderr
     predicted = json.loads(done.stdout)
     assert predicted["run_id"] == "ref-run" and len(predicted["predicted_labels"]) == EVAL_ROWS
@@ -137,31 +136,29 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
     assert agree / EVAL_ROWS == first["accuracy"]
 
     # Texts on the command line; the table names the labels.
-    done = _bert_eval(stack, "predict", "ref-run", "a gorgeous, witty film", "a dull mess")
+    done = _bert_eval(served, "predict", "ref-run", "a gorgeous, witty film", "a dull mess")
     assert done.returncode == 0, done.stderr
     assert "a gorgeous, witty film" in done.stdout and "confidence" in done.stdout
 
     # Unknown run: a clear error naming it, exit code 1, within the activity's first attempt.
-    done = _bert_eval(stack, "predict", "no-such-run", "text")
+    done = _bert_eval(served, "predict", "no-such-run", "text")
     assert done.returncode == 1
     assert "run no-such-run: no such run" in done.stderr
 
 
-def test_invalid_reference_input_fails_the_workflow_with_the_field_named(stack: Stack, tiny_model_dir: Path) -> None:
-    stack.start_worker("eval")
-    stack.start_worker("training")
+def test_invalid_reference_input_fails_the_workflow_with_the_field_named(served: Stack, tiny_model_dir: Path) -> None:
     config = _reference_config(tiny_model_dir, "bad-run")
     config["evaluation_config"]["max_seq_length"] = 128
     config["fine_tune_config"]["run_id"] = "bad-run"
 
-    reply = _temporal_execute(stack, "reference-bad", {"configs": [config]})
+    reply = _temporal_execute(served, "reference-bad", {"configs": [config]})
     assert reply["status"] == "FAILED", reply
     message = json.dumps(reply)
     assert "configs[0] (run_id 'bad-run'): evaluation_config.max_seq_length (128) differs" in message
 
     typo = _reference_config(tiny_model_dir, "typo-run")
     typo["fine_tune_config"]["num_epoch"] = 2
-    reply = _temporal_execute(stack, "reference-typo", {"configs": [typo]})
+    reply = _temporal_execute(served, "reference-typo", {"configs": [typo]})
     assert reply["status"] == "FAILED", reply
     assert "configs.0.fine_tune_config.num_epoch: Extra inputs are not permitted" in json.dumps(reply)
 
@@ -169,9 +166,9 @@ def test_invalid_reference_input_fails_the_workflow_with_the_field_named(stack: 
     # and the coordinator fails as the reference design's does when a run fails.
     pinned = _reference_config(tiny_model_dir, "pinned-run")
     pinned["dataset_snapshot"] = {"snapshot_id": "0123456789abcdef", "dataset_name": "glue", "dataset_config": "sst2"}
-    reply = _temporal_execute(stack, "reference-pinned", {"configs": [pinned]})
+    reply = _temporal_execute(served, "reference-pinned", {"configs": [pinned]})
     assert reply["status"] == "FAILED", reply
     message = json.dumps(reply)
     assert "1 of 1 runs failed: " in message
     assert "run pinned-run: dataset_snapshot pins snapshot 0123456789abcdef, but the run's data selection gives" in message
-    assert not (stack.runs_dir / "runs" / "pinned-run" / "checkpoints").exists()
+    assert not (served.runs_dir / "runs" / "pinned-run" / "checkpoints").exists()

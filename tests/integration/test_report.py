@@ -15,21 +15,19 @@ from pathlib import Path
 
 import pytest
 import typer
+from support.specs import tiny_run
 from typer.testing import CliRunner
 
 from bert_eval.core.errors import TrainingInterrupted
 from bert_eval.core.evaluation import evaluate
 from bert_eval.core.fsutil import atomic_write_json
 from bert_eval.core.layout import RunLayout, experiment_file
-from bert_eval.core.snapshot import create_snapshot
+from bert_eval.core.records import SnapshotResult, TrainingProgress
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.report import report_command, write_report
 from bert_eval.settings import get_settings
-from bert_eval.core.records import SnapshotResult, TrainingProgress
-from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.spec import RunSpec
-
-from .harness import tiny_run
 
 EXPERIMENT = "report-exp"
 STOP_AT = 6  # tiny runs have 16 steps and checkpoint every 4

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from support.specs import tiny_run
 
-from .harness import Stack, tiny_run
+from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

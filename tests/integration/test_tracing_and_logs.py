@@ -8,25 +8,24 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.specs import tiny_run
 
 from bert_eval import telemetry
 from bert_eval.core.errors import TrainingInterrupted
-from bert_eval.core.snapshot import create_snapshot
+from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.temporal.client import connect
-from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.submit import start_experiment
 from bert_eval.temporal.worker import WorkerKind, build_worker
-from bert_eval.core.snapshot import SnapshotInput
 
-from .harness import Stack, free_port, tiny_run
+from .harness import Stack, create_namespace
 
 pytestmark = pytest.mark.integration
 
 
-def _interrupt_at_step(spec, runs_dir: Path, data_dir: Path, step: int) -> None:  # noqa: ANN001
+def _interrupt_at_step(spec, runs_dir: Path, data_dir: Path, step: int) -> None:
     """Leave a checkpoint behind, as a killed worker would."""
     snapshot = create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
     seen: list[int] = []
@@ -35,7 +34,7 @@ def _interrupt_at_step(spec, runs_dir: Path, data_dir: Path, step: int) -> None:
                   should_stop=lambda: bool(seen) and seen[-1] >= step)
 
 
-def test_one_experiment_is_one_trace_with_run_ids(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_one_experiment_is_one_trace_with_run_ids(shared_server: str, tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
     exporter = InMemorySpanExporter()
     telemetry.configure_tracing("bert-eval-test", exporter=exporter)
     runs_dir = tmp_path / "bert_runs"
@@ -45,21 +44,16 @@ def test_one_experiment_is_one_trace_with_run_ids(tmp_path: Path, tiny_model_dir
     _interrupt_at_step(experiment.runs[0], runs_dir, data_dir, step=4)
     exporter.clear()
 
-    port = free_port()
-    server = start_dev_server(port=port, ui_port=None)
-    try:
-        settings = Settings(runs_dir=runs_dir, data_dir=data_dir, force_cpu=True)
+    namespace = create_namespace(shared_server, "traced")
+    settings = Settings(runs_dir=runs_dir, data_dir=data_dir, force_cpu=True)
 
-        async def go():  # noqa: ANN202
-            client = await connect(TemporalSettings(address=f"127.0.0.1:{port}"))
-            async with build_worker(client, WorkerKind.training, settings), build_worker(client, WorkerKind.eval, settings):
-                handle = await start_experiment(client, experiment, settings)
-                return await asyncio.wait_for(handle.result(), timeout=300)
+    async def go():
+        client = await connect(TemporalSettings(address=shared_server, namespace=namespace))
+        async with build_worker(client, WorkerKind.training, settings), build_worker(client, WorkerKind.eval, settings):
+            handle = await start_experiment(client, experiment, settings)
+            return await asyncio.wait_for(handle.result(), timeout=300)
 
-        result = asyncio.run(go())
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    result = asyncio.run(go())
 
     assert [r.status for r in result.runs] == ["completed", "completed"]
     spans = exporter.get_finished_spans()
@@ -97,10 +91,9 @@ def test_one_experiment_is_one_trace_with_run_ids(tmp_path: Path, tiny_model_dir
     assert train.attributes["resumed_from_step"] == 4
 
 
-def test_worker_log_lines_are_json_with_run_id(stack: Stack, tiny_model_dir: Path) -> None:
-    training = stack.start_worker("training")
-    stack.start_worker("eval")
-    stack.run_experiment({"experiment_id": "logged", "runs": [tiny_run(tiny_model_dir, "logged-run")]})
+def test_worker_log_lines_are_json_with_run_id(served: Stack, tiny_model_dir: Path) -> None:
+    training = served.worker("training")
+    served.run_experiment({"experiment_id": "logged", "runs": [tiny_run(tiny_model_dir, "logged-run")]})
     lines = [json.loads(line) for line in training.log_file.read_text().splitlines() if line.startswith("{")]
     tagged = [line for line in lines if line.get("run_id") == "logged-run"]
     assert any(line["event"] == "checkpoint saved" for line in tagged)

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.specs import LONG, tiny_run
 
-from .harness import LONG, Stack, tiny_run
-
+from .harness import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,10 @@ def bert_eval_wait(stack: Stack, *args: str, timeout_s: float = 600) -> subproce
 
 
 def test_wait_sequences_submit_checkpoint_kill_and_result(stack: Stack, tiny_model_dir: Path) -> None:
-    stack.start_worker("eval")
+    evaluator = stack.start_worker("eval", wait=False)
     # Paced (>= 0.1 s a step, 250 steps): the kill must land before training ends, on any machine.
     first = stack.start_worker("training", step_pace_s=0.1)
+    evaluator.wait_ready()
     experiment = {"experiment_id": "exp-demo-k8s", "runs": [tiny_run(tiny_model_dir, "demo-k8s", **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=5)
 
@@ -56,12 +57,10 @@ def test_wait_sequences_submit_checkpoint_kill_and_result(stack: Stack, tiny_mod
     assert run.training.resumes == 1 and run.training.resumed_from_steps[0] >= saved_step
 
 
-def test_wait_for_a_checkpoint_after_training_ended_reports_it(stack: Stack, tiny_model_dir: Path) -> None:
+def test_wait_for_a_checkpoint_after_training_ended_reports_it(served: Stack, tiny_model_dir: Path) -> None:
     """A run can finish between two polls; `wait --until checkpoint` must not then wait out --timeout."""
-    stack.start_worker("eval")
-    stack.start_worker("training")
-    stack.run_experiment({"experiment_id": "exp-fast", "runs": [tiny_run(tiny_model_dir, "fast")]})
-    waited = bert_eval_wait(stack, "exp-fast", "--until", "checkpoint", timeout_s=120)
+    served.run_experiment({"experiment_id": "exp-fast", "runs": [tiny_run(tiny_model_dir, "fast")]})
+    waited = bert_eval_wait(served, "exp-fast", "--until", "checkpoint", timeout_s=120)
     assert waited.returncode == 0, waited.stderr
     assert waited.stdout.strip() == "run fast: checkpoint saved, training already ended (steps 16, checkpoints 4)"
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.ports import free_port
+from support.specs import LONG, tiny_run
 
-from .harness import LONG, REPO, Stack, free_port, stop_process, tiny_run, wait_for_checkpoint
+from .harness import REPO, Stack, stop_process, wait_for_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,7 +55,7 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
         if args[0] == "run":
             args = ["run", str(experiment), "--json", str(tmp_path / "results.json")]
         return subprocess.Popen(
-            [sys.executable, "-m", "bert_eval", *args], env=env, stdout=open(tmp_path / "logs" / log, "wb"), stderr=subprocess.STDOUT  # noqa: SIM115
+            [sys.executable, "-m", "bert_eval", *args], env=env, stdout=open(tmp_path / "logs" / log, "wb"), stderr=subprocess.STDOUT
         )
 
     processes = []

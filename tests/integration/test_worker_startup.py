@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support.ports import free_port
 
-from .harness import Stack, free_port
+from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

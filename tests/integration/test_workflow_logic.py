@@ -16,24 +16,25 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.specs import tiny_run
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TransientError
+from bert_eval.core.records import DatasetSchema, EvalResult, ExperimentSummary, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import TemporalSettings
+from bert_eval.spec import Experiment, RunSpec, TaskType
 from bert_eval.temporal.activities import FineTuneInput, _activity_scope
 from bert_eval.temporal.client import connect
 from bert_eval.temporal.names import ACTIVITY, WORKFLOW, coordinator_workflow_id, training_workflow_id
+from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult, SummaryInput
 from bert_eval.temporal.submit import missing_workers, training_progress
 from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
-from bert_eval.core.records import DatasetSchema, EvalResult, ExperimentSummary, SnapshotResult, TrainingProgress, TrainingSummary
-from bert_eval.core.snapshot import SnapshotInput
-from bert_eval.spec import Experiment, RunSpec, TaskType
-from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult, SummaryInput
 
-from .harness import tiny_run
+from .harness import create_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -275,11 +276,12 @@ def test_missing_workers_are_named_per_task_queue(shared_server: str) -> None:
 
 
 def test_cli_says_within_seconds_that_no_worker_polls(shared_server: str, tmp_path: Path) -> None:
-    """No worker at all on the default queues of this server: `run` and `status` say so, promptly."""
+    """No worker at all on the default queues of a fresh namespace: `run` and `status` say so, promptly."""
     experiment = _experiment("unserved")
     spec = tmp_path / "experiment.yaml"
     spec.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
-    env = {**os.environ, "TEMPORAL_ADDRESS": shared_server, "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
+    namespace = create_namespace(shared_server, "unserved")
+    env = {**os.environ, "TEMPORAL_ADDRESS": shared_server, "TEMPORAL_NAMESPACE": namespace, "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
     cli = [sys.executable, "-m", "bert_eval"]
 
     queued = subprocess.run([*cli, "run", str(spec), "--no-wait"], env=env, capture_output=True, text=True, timeout=120)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from support.specs import core_spec
 
 from bert_eval.core import training
 from bert_eval.core.batching import BATCHING_KEY, LEGACY_SCHEME, BatchingScheme
@@ -20,8 +21,7 @@ from bert_eval.spec import RunSpec
 
 
 def _spec(model_dir: Path) -> RunSpec:
-    hyper = dict(epochs=2, batch_size=16, learning_rate=1e-3, max_train_samples=192, max_seq_length=48, seed=3, checkpoint_every_steps=5)
-    return RunSpec(run_id="upgrade-run", model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 64})
+    return core_spec(model_dir, "upgrade-run", epochs=2)
 
 
 def _train(spec: RunSpec, runs_dir: Path, data_dir: Path, *, attempt: int = 1, **callbacks: object):

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.specs import core_spec
 
 from bert_eval.core import cells
 from bert_eval.core.cells import evaluate_cell
@@ -19,7 +20,7 @@ from bert_eval.core.records import ModelInfo, SnapshotResult
 from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.spec import DatasetSpec, EvalRequest
 
-from .core_support import core_snapshot, core_spec
+from .core_support import core_snapshot
 from .eval_support import saved_head_model
 from .model_support import with_label_names
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.specs import core_spec
 from typer.testing import CliRunner
 
 from bert_eval.cli import app
@@ -15,7 +16,6 @@ from bert_eval.core.layout import RunLayout
 from bert_eval.core.rundir import claim_run_dir
 from bert_eval.spec import EvalRequest
 
-from .core_support import core_spec
 from .eval_support import evaluated_run, saved_head_model
 
 SEEDS = (1, 2, 3)

@@ -9,27 +9,27 @@ from pathlib import Path
 import prometheus_client
 import pytest
 import torch
+from support.specs import core_spec
 
 from bert_eval.core.batching import SeededLengthGroupedSampler, dynamic_padding, padding_collator
 from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.evaluation import eval_batch_size, evaluate
 from bert_eval.core.observer import CheckpointEvent, LogWindow, TrainingObserver
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.core.training_args import device_plan, scaled_learning_rate, training_arguments
 from bert_eval.spec import EvalRequest, RunSpec, TrainHyperparameters
 
+from .core_support import core_snapshot
+
 
 def _spec(model_dir: Path, run_id: str = "fast-run", **train: object) -> RunSpec:
-    hyper = dict(epochs=1, batch_size=16, learning_rate=1e-3, max_train_samples=160, max_seq_length=48, seed=3)
-    hyper.update(train)
-    return RunSpec(run_id=run_id, model=str(model_dir), dataset="glue/sst2", train=hyper, eval={"max_eval_samples": 96})
+    """160 rows (10 steps), no step checkpoints unless asked, 96 evaluation rows."""
+    return core_spec(model_dir, run_id, eval_samples=96, **{"max_train_samples": 160, "checkpoint_every_steps": None, **train})
 
 
-def _snapshot(spec: RunSpec, runs_dir: Path, data_dir: Path):
-    return create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
+_snapshot = core_snapshot
 
 
 def test_fast_path_features_are_chosen_per_device_and_each_can_be_turned_off(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.specs import core_spec
 from temporalio.testing import ActivityEnvironment
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -18,7 +19,7 @@ from bert_eval.temporal import activities
 from bert_eval.temporal.activities import EvalActivities
 from bert_eval.temporal.payloads import EvalRunInput
 
-from .core_support import core_snapshot, core_spec
+from .core_support import core_snapshot
 
 
 def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_other_activities(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.specs import core_spec
 
 from bert_eval.core import evaluation, fsutil
 from bert_eval.core.errors import InvalidInputError
@@ -16,7 +17,6 @@ from bert_eval.core.predictions import load_predictions
 from bert_eval.core.snapshot import LABEL, eval_table, read_split
 from bert_eval.spec import RunSpec, TaskType
 
-from .core_support import core_spec
 from .eval_support import evaluated_run, regression_dataset, saved_head_model
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.specs import core_spec
 
 from bert_eval.core import fsutil
 from bert_eval.core.checkpoints import CheckpointStore
@@ -22,7 +23,7 @@ from bert_eval.core.rundir import AttemptFence, StaleAttemptError, run_dir_confl
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.spec import RunSpec
 
-from .core_support import core_snapshot, core_spec
+from .core_support import core_snapshot
 
 
 def _spec(model_dir: Path, run_id: str = "safe-run", **train: object) -> RunSpec:

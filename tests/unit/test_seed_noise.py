@@ -13,12 +13,13 @@ import random
 from pathlib import Path
 
 import pytest
+from support.specs import core_spec
 
 from bert_eval.core.evaluation import evaluate
 from bert_eval.core.stats import compare_configs, summarize_seeds
 from bert_eval.core.training import FineTuneRequest, fine_tune
 
-from .core_support import core_snapshot, core_spec
+from .core_support import core_snapshot
 
 pytestmark = pytest.mark.slow
 

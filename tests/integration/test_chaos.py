@@ -1,13 +1,17 @@
-"""`bert-eval chaos kill`: target selection on plain data, Kubernetes mode against a thin fake of
-the two CoreV1Api calls it makes, and local mode against real child processes."""
+"""`bert-eval chaos kill`, every target in one place: the selection logic on plain data; Kubernetes mode
+against a thin fake of the two CoreV1Api calls it makes; podman mode against a fake `podman` that
+records its calls; local mode against real child processes that look like workers; and, last, against
+real workers on a real Temporal server, where it kills the busy training worker and the run resumes."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -19,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from support.ports import free_port
 from typer.testing import CliRunner
 
 from bert_eval import chaos
@@ -34,6 +39,8 @@ from bert_eval.chaos import (
     kill_training_workers,
     parse_worker_identity,
 )
+
+from .harness import Stack, run_on_two_training_workers
 
 TRAINING = {"app.kubernetes.io/name": "bert-eval", "app.kubernetes.io/component": "training-worker"}
 EVAL = {"app.kubernetes.io/name": "bert-eval", "app.kubernetes.io/component": "eval-worker"}
@@ -243,10 +250,7 @@ def test_default_namespace_comes_from_the_service_account(tmp_path: Path) -> Non
 
 
 def test_busy_lookup_tolerates_an_unreachable_temporal(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as probe:  # a local port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{port}")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")  # nobody listens there
     from bert_eval.settings import get_temporal_settings
 
     get_temporal_settings.cache_clear()
@@ -337,3 +341,87 @@ def test_local_any_choice_stays_within_training_workers(processes: dict[str, sub
     for seed in range(10):
         chosen, reason = choose_local_target(workers, set(), hostname=socket.gethostname(), prefer_busy=False, rng=random.Random(seed))
         assert chosen.pid in allowed and reason.startswith("--any")
+
+
+# --------------------------------------------------------------------------- podman mode
+
+PODS = [
+    {"Name": "bert-eval-training-worker-pod-0", "Status": "Running"},
+    {"Name": "bert-eval-training-worker-pod-1", "Status": "Running"},
+]
+
+
+@pytest.fixture
+def fake_podman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    calls = tmp_path / "calls.jsonl"
+    script = tmp_path / "bin" / "podman"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        f"if sys.argv[1:3] == ['pod', 'ps']: print({json.dumps(json.dumps(PODS))})\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def test_podman_target_kills_the_busy_pod(fake_podman: Path) -> None:
+    busy = {WorkerIdentity(1, "bert-eval-training-worker-pod-1")}
+    [kill] = kill_training_workers(target=Target.podman, busy_lookup=lambda: busy, rng=random.Random(0))
+    assert kill.name == "podman/bert-eval-training-worker-pod-1"
+    assert "holds a running training activity" in kill.reason
+    calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
+    assert "--filter=label=app.kubernetes.io/component=training-worker" in calls[0]
+    assert calls[-1] == ["pod", "kill", "--signal", "KILL", "bert-eval-training-worker-pod-1"]
+
+
+def test_podman_target_filters_on_every_selector_term(fake_podman: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    kills = kill_training_workers(
+        target=Target.podman, selector="app.kubernetes.io/component=nothing-here,tier=x",
+        busy_lookup=set, rng=random.Random(0),
+    )
+    # The fake lists pods whatever the filter; what matters is that every selector term became a filter.
+    calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
+    assert {"--filter=label=app.kubernetes.io/component=nothing-here", "--filter=label=tier=x"} <= set(calls[0])
+    assert [k.name for k in kills] in (["podman/bert-eval-training-worker-pod-0"], ["podman/bert-eval-training-worker-pod-1"])
+
+
+# --------------------------------------------------------------------------- real workers, real server
+
+
+@pytest.mark.integration
+def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack: Stack, tiny_model_dir: Path) -> None:
+    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5)
+
+    chaos = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "local"],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chaos.returncode == 0, chaos.stderr
+    assert f"killed process {busy.pid}" in chaos.stdout
+    assert busy.process.wait(timeout=10) == -9
+    assert idle.process.poll() is None
+
+    [run] = background.result(timeout_s=300).runs
+    assert run.status == "completed", run.error
+    assert run.training.resumes >= 1 and run.training.resumed_from_steps[0] > 0
+
+
+
+def test_release_option_limits_the_kill_to_that_releases_pods(fake_podman: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bert_eval.chaos import chaos_app
+
+    done = CliRunner().invoke(chaos_app, ["--target", "podman", "--release", "team-a", "--any"])
+    assert done.exit_code == 0, done.output
+    calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
+    assert {
+        "--filter=label=app.kubernetes.io/component=training-worker",
+        "--filter=label=app.kubernetes.io/instance=team-a",
+    } <= set(calls[0])
