@@ -74,7 +74,7 @@ def test_two_configurations_are_compared_seed_by_seed(runs: Path) -> None:
     # Put in seed order, whatever order they were given in.
     assert record["a"]["values"] == [_accuracy(runs, f"base-s{s}") for s in SEEDS]
     assert record["differences"] == pytest.approx([_accuracy(runs, f"base-s{s}") - _accuracy(runs, f"large-s{s}") for s in SEEDS])
-    assert "run at least 6 seeds" in record["sentence"]
+    assert record["test"] == "paired t-test, 3 seed pairs" and "6 or more seeds per configuration" in record["sentence"]
 
 
 @pytest.mark.parametrize(

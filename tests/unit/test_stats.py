@@ -204,9 +204,12 @@ def test_configs_are_compared_seed_by_seed() -> None:
     assert comparison.sentence.startswith("large is better than small on accuracy by ")
     assert "(mean over 6 seeds, Wilcoxon signed-rank test, 6 seed pairs)" in comparison.sentence
 
+    # Under 6 pairs the signed-rank test cannot reach p < 0.05: the paired t-test, checked by hand.
     few = compare_configs(summarize_seeds("x", a.values[:3], "accuracy"), summarize_seeds("y", b.values[:3], "accuracy"))
-    assert not few.significant and few.p_value == pytest.approx(0.25)
-    assert "cannot reach p < 0.05 (smallest possible p = 0.25); run at least 6 seeds" in few.sentence
+    d = differences[:3]
+    t = d.mean() / (np.std(d, ddof=1) / math.sqrt(3))
+    assert few.p_value == pytest.approx(2 * scipy_stats.t.sf(abs(t), 2)) and few.significant
+    assert "paired t-test, 3 seed pairs" in few.sentence and "6 or more seeds per configuration" in few.sentence
 
     same = compare_configs(a, summarize_seeds("copy", a.values, "accuracy"))
     assert same.p_value == 1.0 and not same.significant and same.difference.low == same.difference.high == 0.0

@@ -346,20 +346,26 @@ def compare_configs(
     metric = a.metric
     differences = np.asarray(a.values) - np.asarray(b.values)
     difference = _t_interval(differences, metric, confidence)
-    test = f"Wilcoxon signed-rank test, {a.n} seed pairs"
+    # The signed-rank test assumes nothing about the differences' distribution, but under 6 pairs it cannot
+    # reach p < 0.05 at all (its smallest p is 2 / 2**n): fewer pairs get the paired t-test instead.
+    wilcoxon = a.n >= MIN_WILCOXON_PAIRS
+    test = f"{'Wilcoxon signed-rank test' if wilcoxon else 'paired t-test'}, {a.n} seed pairs"
     p_value: float | None = None
     note: str | None = None
     if a.n < 2:
         note = "one seed per side: no test and no confidence interval; run more seeds"
     elif np.all(differences == 0):
         p_value, note = 1.0, "identical results on every seed"
-    else:
+    elif wilcoxon:
         p_value = float(stats.wilcoxon(a.values, b.values).pvalue)
-        if a.n < MIN_WILCOXON_PAIRS:
-            note = (
-                f"with {a.n} seed pairs this test cannot reach p < {1 - confidence:.2g} (smallest possible p = "
-                f"{2 / 2**a.n:.2g}); run at least {MIN_WILCOXON_PAIRS} seeds per configuration"
-            )
+    else:
+        p_value = float(stats.ttest_rel(a.values, b.values).pvalue)
+        if not math.isfinite(p_value):  # every difference equal: no spread to test against
+            p_value = 0.0
+        note = (
+            f"with {a.n} seed pairs: a paired t-test, which assumes the per-seed differences are roughly normal; "
+            f"{MIN_WILCOXON_PAIRS} or more seeds per configuration get the distribution-free Wilcoxon test"
+        )
     significant = p_value is not None and p_value < 1 - confidence
     names = (a.name, b.name)
     if p_value is None:
