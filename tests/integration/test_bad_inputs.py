@@ -169,7 +169,8 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
         run = outcomes[run_id]
         assert run.status == "failed", run_id
         assert f"run {run_id}" in run.error and cause in run.error, (run_id, run.error)
-        workflow_id = coordinator_workflow_id("bad-inputs") if where == "coordinator" else training_workflow_id(run_id)
+        # The coordinator reads spec records and takes the snapshots; the training workflow fine-tunes.
+        workflow_id = coordinator_workflow_id("bad-inputs") if where in ("coordinator", "snapshot") else training_workflow_id(run_id)
         attempts, seconds[run_id] = asyncio.run(_final_attempts(served, workflow_id))
         # Every activity start was attempt 1 (no Temporal retry), and the workflow did not run the
         # activity again as a deterministic failure (it would say so in the error).

@@ -1,8 +1,8 @@
 """Every Grafana panel shows data when a real Prometheus scrapes real workers through a real experiment.
 
 Stack: Temporal dev server, a training and an eval worker process, and the Prometheus server binary
-scraping both workers' metrics ports every second. The experiment has two tiny runs and one run with a
-missing dataset (a real activity failure); the training worker is SIGKILLed once the longer run has a
+scraping both workers' metrics ports every second. The experiment has two tiny runs, one run with a
+missing dataset and one with a missing model (real activity and workflow failures); the training worker is SIGKILLed once the longer run has a
 checkpoint, and a new training worker resumes it. At the end the Temporal server is stopped (a real
 outage: the workers' polls fail). Then every variable, target and annotation query of every dashboard is
 sent to Prometheus the way Grafana sends it (instant targets at the end, the rest as range queries over
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "charts" / "bert-eval" / "dashboards"
 SCRAPE_S = 1.0
+NAMESPACE, RELEASE = "bert-eval", "bert-eval"  # the series' labels as a scrape in a cluster gives them
 STEP_S = 2.0  # range-query step, and what $__interval stands for
 RATE_INTERVAL = "15s"
 HEARTBEAT_TIMEOUT_S = 5.0
@@ -131,7 +132,10 @@ class Prometheus:
     def set_targets(self, kind: str, workers: list[WorkerProcess]) -> None:
         target = self._targets_file(kind)
         staging = target.with_suffix(".tmp")
-        staging.write_text(json.dumps([{"targets": [f"127.0.0.1:{w.metrics_port}" for w in workers]}]))
+        # The labels a cluster's scrape adds to every worker series (the chart's ServiceMonitor / pod labels),
+        # which the dashboards filter on: one release's series only.
+        labels = {"namespace": NAMESPACE, "app_kubernetes_io_instance": RELEASE}
+        staging.write_text(json.dumps([{"targets": [f"127.0.0.1:{w.metrics_port}" for w in workers], "labels": labels}]))
         os.replace(staging, target)  # file_sd must never read a half-written file
 
     def targets(self) -> list[dict[str, Any]]:
@@ -221,7 +225,11 @@ def test_dashboards_are_grafana_models_on_a_prometheus_variable() -> None:
         variables = {v["name"]: v for v in model["templating"]["list"]}
         assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus", name
         run_id = variables["run_id"]
-        assert _variable_query(run_id) == "label_values(bert_eval_training_step, run_id)", name
+        # One release's runs: the namespace and release constants the chart fills in when it renders the dashboard.
+        assert (variables["namespace"]["type"], variables["release"]["type"]) == ("constant", "constant"), name
+        assert _variable_query(run_id) == (
+            'label_values(bert_eval_training_step{namespace="$namespace", app_kubernetes_io_instance="$release"}, run_id)'
+        ), name
         assert run_id["multi"] and run_id["includeAll"], name
         ids = [p["id"] for p in _panels(model)]
         assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
@@ -275,11 +283,14 @@ def _check_dashboard(name: str, model: dict[str, Any], prom: Prometheus, start: 
         "__range_ms": str(math.ceil(end - start) * 1000),
     }
     for variable in model["templating"]["list"]:
+        if variable["type"] == "constant":  # the chart renders them: this release's namespace and name
+            values[variable["name"]] = {"namespace": NAMESPACE, "release": RELEASE}[variable["name"]]
+            continue
         if variable["type"] != "query":
             continue
-        match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", _variable_query(variable))
-        assert match, f"{name}: variable {variable['name']} is not label_values(metric, label)"
-        found = prom.label_values(match.group(2), match.group(1), start, end)
+        match = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?),\s*(\w+)\)", _variable_query(variable))
+        assert match, f"{name}: variable {variable['name']} is not label_values(series, label)"
+        found = prom.label_values(match.group(2), _substitute(match.group(1), values), start, end)
         if not found:
             problems.append(f"{name}: variable ${variable['name']} ({_variable_query(variable)}) has no values")
         # "All", expanded the way Grafana does without an allValue: every value, as a regex alternation.
@@ -355,12 +366,15 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
 
     broken = tiny_run(tiny_model_dir, "prom-no-data")
     broken["dataset"] = {"path": str(stack.runs_dir.parent / "no-such-dataset")}
+    # Fails in its training workflow (the snapshot is the coordinator's): a failed workflow on the dashboards.
+    no_model = {**tiny_run(tiny_model_dir, "prom-no-model"), "model": str(stack.runs_dir.parent / "no-such-model")}
     experiment = {
         "experiment_id": "observability",
         "runs": [
             tiny_run(tiny_model_dir, "prom-a", **LONG_TRAIN),
             tiny_run(tiny_model_dir, "prom-b.short", learning_rate=5e-4),  # a dot: Grafana escapes it in $run_id
             broken,
+            no_model,
         ],
     }
     resumed = "prom-a"
@@ -378,6 +392,7 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
         assert records[run_id].training is not None
         assert records[run_id].training.resumes == (1 if run_id == resumed else 0), run_id
     assert records["prom-no-data"].status == "failed" and "does not exist" in (records["prom-no-data"].error or "")
+    assert records["prom-no-model"].status == "failed" and "does not exist" in (records["prom-no-model"].error or "")
 
     # A Temporal outage: the surviving workers' polls fail (the poll-failure panel's data).
     stack.server.terminate()
@@ -399,7 +414,7 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     recovery = prometheus.query(f'bert_eval_resume_recovery_seconds{{run_id="{resumed}"}}', end)
     assert len(recovery) == 1 and float(recovery[0]["value"][1]) >= HEARTBEAT_TIMEOUT_S * 0.5
     failures = prometheus.query_range("temporal_activity_execution_failed", started, end, STEP_S)
-    assert {s["metric"]["activity_type"] for s in failures} == {"snapshot_dataset"}
+    assert {s["metric"]["activity_type"] for s in failures} == {"snapshot_dataset", "fine_tune"}
 
     print(f"\nexperiment {result.experiment_id}: {end - started:.0f} s; run {resumed} resumed on {new_instance}")
     for expr in (
