@@ -414,7 +414,9 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     recovery = prometheus.query(f'bert_eval_resume_recovery_seconds{{run_id="{resumed}"}}', end)
     assert len(recovery) == 1 and float(recovery[0]["value"][1]) >= HEARTBEAT_TIMEOUT_S * 0.5
     failures = prometheus.query_range("temporal_activity_execution_failed", started, end, STEP_S)
-    assert {s["metric"]["activity_type"] for s in failures} == {"snapshot_dataset", "fine_tune"}
+    # The missing model's fine_tune failure may have been counted by the training worker killed above (its
+    # series go with it, scraped or not): the snapshot failure, in the eval worker, is always there.
+    assert "snapshot_dataset" in {s["metric"]["activity_type"] for s in failures} <= {"snapshot_dataset", "fine_tune"}
 
     print(f"\nexperiment {result.experiment_id}: {end - started:.0f} s; run {resumed} resumed on {new_instance}")
     for expr in (
