@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,7 +24,15 @@ __all__ = [
     "DatasetSpec",
     "EvalRequest",
     "Experiment",
+    "Holdout",
     "RunSpec",
+    "SEARCHABLE_FIELDS",
+    "SEARCH_METRICS",
+    "SEARCH_MIN_HOLDOUT_ROWS",
+    "Distribution",
+    "Objective",
+    "Scheduler",
+    "SearchSpec",
     "TaskType",
     "TrainHyperparameters",
     "digest",
@@ -198,6 +207,14 @@ class EvalRequest(_Strict):
     use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
 
 
+class Holdout(_Strict):
+    """Training rows held out (a seeded random `fraction` of the selected ones) as the snapshot's `search`
+    table: a search's trials train on the rest and are compared on these."""
+
+    fraction: float = Field(gt=0, le=0.5)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
 # Fields that say where a run executes, not what it computes: left out of its fingerprint.
 _PLACEMENT_FIELDS = {"train": {"use_gpu"}, "eval": {"use_gpu"}}
 
@@ -221,6 +238,8 @@ class RunSpec(_Strict):
     # (model, dataset, split) cell is evaluated once and reused, and they are not part of the fingerprint:
     # adding one to a finished experiment evaluates the new cells and trains nothing.
     evals: tuple[EvalRequest, ...] = ()
+    # Set on a search's trials (search.py); a run given one trains without those rows.
+    holdout: Holdout | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -314,9 +333,172 @@ class RunSpec(_Strict):
         return self.run_id
 
 
+# Train fields a search may set, and whether their values are whole numbers. Not the seed or the row
+# selection: every trial trains on the same rows and is measured on the same held-out slice.
+SEARCHABLE_FIELDS: dict[str, bool] = {
+    "learning_rate": False,
+    "weight_decay": False,
+    "warmup_ratio": False,
+    "epochs": False,
+    "batch_size": True,
+    "max_seq_length": True,
+}
+# The metrics each task's evaluation reports (core/metrics.py: metric_names), and the direction of each.
+SEARCH_METRICS: dict[TaskType, tuple[str, ...]] = {
+    TaskType.classification: ("accuracy", "f1", "mcc"),
+    TaskType.regression: ("pearson", "spearman", "mse"),
+}
+_LOWER_IS_BETTER = {"mse"}
+_KINDS = ("loguniform", "uniform", "int", "choice")
+# The held-out slice must hold enough rows for an objective to mean something, and leave rows to train on.
+SEARCH_MIN_HOLDOUT_ROWS = 20
+
+
+class Distribution(_Strict):
+    """One parameter's values: `{loguniform: [low, high]}`, `{uniform: [low, high]}`, `{int: [low, high]}`
+    (inclusive) or `{choice: [v1, v2, ...]}`."""
+
+    kind: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[float | int, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "kind" not in value:
+            if len(value) != 1 or next(iter(value)) not in _KINDS:
+                raise ValueError(f"write one of {{{' | '.join(f'{k}: [...]' for k in _KINDS)}}}, got {value!r}")
+            kind, args = next(iter(value.items()))
+            if not isinstance(args, list) or not args:
+                raise ValueError(f"{kind}: needs a non-empty list, got {args!r}")
+            if kind == "choice":
+                return {"kind": kind, "choices": args}
+            if len(args) != 2:
+                raise ValueError(f"{kind}: needs [low, high], got {args!r}")
+            return {"kind": kind, "low": args[0], "high": args[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _valid_range(self) -> Distribution:
+        if self.kind == "choice":
+            if not self.choices:
+                raise ValueError("choice: needs at least one value")
+            if len(set(self.choices)) != len(self.choices):
+                raise ValueError(f"choice: lists a value twice: {list(self.choices)}")
+            return self
+        assert self.low is not None and self.high is not None
+        if not self.low < self.high:
+            raise ValueError(f"{self.kind}: the range [{self.low}, {self.high}] is empty or reversed; write [low, high] with low < high")
+        if self.kind == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform: the range must be above 0, got [{self.low}, {self.high}]")
+        if self.kind == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"int: the bounds must be whole numbers, got [{self.low}, {self.high}]")
+        return self
+
+    def ends(self) -> tuple[float | int, ...]:
+        """The extreme values a sample can take (both bounds, or every choice)."""
+        if self.choices is not None:
+            return self.choices
+        assert self.low is not None and self.high is not None
+        return (int(self.low), int(self.high)) if self.kind == "int" else (self.low, self.high)
+
+
+class Objective(_Strict):
+    metric: str = "accuracy"
+    mode: Literal["max", "min"] | None = Field(default=None, description="None: min for mse, else max")
+    split: Literal["search"] = Field(
+        default="search", description="the held-out slice of the training split; the final eval split is never searched on"
+    )
+    holdout: float = Field(default=0.1, gt=0, le=0.5, description="fraction of the training rows held out as the search slice")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explain_split(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("split", "search") != "search":
+            raise ValueError(
+                f"split: {value['split']!r}: a search measures its objective on `search` (a slice held out from the "
+                "training split), so the split the final results report is never tuned on"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> Objective:
+        known = sorted({m for names in SEARCH_METRICS.values() for m in names})
+        if self.metric not in known:
+            raise ValueError(f"metric: {self.metric!r} is not a metric bert-eval reports; choose one of {', '.join(known)}")
+        return self
+
+    @property
+    def maximize(self) -> bool:
+        return self.mode == "max" if self.mode is not None else self.metric not in _LOWER_IS_BETTER
+
+
+class Scheduler(_Strict):
+    type: Literal["asha", "none"] = "asha"
+    min_steps: int = Field(default=40, ge=1, description="steps of the first rung")
+    reduction_factor: int = Field(default=3, ge=2, le=16, description="rung k+1 trains reduction_factor times the steps of rung k; its top 1/reduction_factor are promoted")
+
+
+class SearchSpec(_Strict):
+    space: dict[str, Distribution] = Field(min_length=1, max_length=32)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    trials: int = Field(default=16, ge=1, le=10_000)
+    max_concurrent: int = Field(default=4, ge=1, le=256, description="trials training at once")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    objective: Objective = Objective()
+    scheduler: Scheduler = Scheduler()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("scheduler") in ("none", None) and "scheduler" in value:
+            value = {**value, "scheduler": {"type": "none"}}
+        return value
+
+    @model_validator(mode="after")
+    def _valid_space(self) -> SearchSpec:
+        for path, distribution in self.space.items():
+            section, _, name = path.partition(".")
+            if section != "train" or name not in SEARCHABLE_FIELDS:
+                raise ValueError(
+                    f"space.{path}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
+                )
+            whole = SEARCHABLE_FIELDS[name]
+            if whole and distribution.kind in ("uniform", "loguniform"):
+                raise ValueError(f"space.{path}: {name} is a whole number; use int: [low, high] or choice: [...]")
+            for end in distribution.ends():
+                if whole and not float(end).is_integer():
+                    raise ValueError(f"space.{path}: {name} is a whole number, got {end}")
+                try:
+                    TrainHyperparameters.model_validate({name: int(end) if whole else end})
+                except ValueError as exc:
+                    reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                    raise ValueError(f"space.{path}: {end} is outside what train.{name} accepts ({reason})") from None
+        if self.sampler == "grid":
+            if any(d.kind != "choice" for d in self.space.values()):
+                raise ValueError("sampler: grid needs every space entry to be a choice: [...]")
+            if self.trials > (points := math.prod(len(d.choices or ()) for d in self.space.values())):
+                raise ValueError(f"trials: {self.trials} is more than the grid's {points} points")
+        return self
+
+
 class Experiment(_Strict):
     experiment_id: str | None = None
     runs: tuple[RunSpec, ...] = Field(min_length=1, max_length=1000)
+    # A search (search.py) over the one run's hyperparameters, which it uses as every trial's template.
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_template(self) -> Experiment:
+        if self.search is not None:
+            if len(self.runs) != 1:
+                raise ValueError(f"search: needs exactly one run, the trials' template (got {len(self.runs)}); drop grid: and seeds:")
+            if self.runs[0].eval_only:
+                raise ValueError("search: the template run trains (it cannot be train: null)")
+            if self.runs[0].holdout is not None:
+                raise ValueError("search: the search holds out its own rows (objective.holdout); drop the template's holdout")
+        return self
 
     @field_validator("experiment_id")
     @classmethod
@@ -329,8 +511,11 @@ class Experiment(_Strict):
         if (repeated := duplicate_run_id(run.id for run in runs)) is not None:
             first, again, run_id = repeated
             raise ValueError(f"runs[{first}] and runs[{again}] share run_id {run_id!r}; run ids must be unique")
-        experiment_id = self.experiment_id or f"exp-{digest([r.id for r in runs], length=10)}"
-        return Experiment(experiment_id=experiment_id, runs=runs)
+        if self.search is not None:
+            default_id = f"search-{digest([self.search.model_dump(mode='json'), runs[0].fingerprint()], length=10)}"
+        else:
+            default_id = f"exp-{digest([r.id for r in runs], length=10)}"
+        return Experiment(experiment_id=self.experiment_id or default_id, runs=runs, search=self.search)
 
     @property
     def id(self) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bert_eval import telemetry
 from bert_eval.core.batching import dynamic_padding, padding_collator
@@ -108,13 +109,17 @@ def infer(
     device: str = "cpu",
     on_batch: Callable[[int, int], None] | None = None,
     span_attributes: dict[str, str] | None = None,
+    load: Callable[[], tuple[PreTrainedTokenizerBase, PreTrainedModel]] | None = None,
 ) -> Inference:
-    """Run the model over the snapshot's evaluation table of `request.split` and compute the metrics; writes nothing."""
+    """Run the model over the snapshot's evaluation table of `request.split` and compute the metrics; writes nothing.
+
+    The model is the one in `model_dir`, loaded with its tokenizer; `load` gives both instead (a checkpoint
+    has no tokenizer of its own)."""
     schema = snapshot.dataset_schema
     started = time.monotonic()
     attributes = {"run_id": run_id, "split": request.split, **(span_attributes or {})}
     with telemetry.tracer().start_as_current_span("evaluate", attributes=attributes) as span:
-        tokenizer, model = load_trained(model_dir, schema, run_id=run_id, device=device)
+        tokenizer, model = load() if load is not None else load_trained(model_dir, schema, run_id=run_id, device=device)
         # The trained model's tokenizer records the training max_seq_length: truncate the same way.
         max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         # Digest-verified rows (also on a tokenization-cache hit).

@@ -103,6 +103,11 @@ class TrainingSummary(_Strict):
     dataset_schema: DatasetSchema
     model_dir: str
     snapshot_id: str
+    # Set when the training paused at a search rung (FineTuneRequest.stop_at_step): the checkpoint it paused
+    # at, which `model_dir` names too (there is no final model yet).
+    rung_checkpoint: str | None = None
+    # Seconds this call spent (loading, training, saving); 0 when it found the work already done.
+    call_seconds: float | None = None
 
 
 class EvalResult(_Strict):

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from pathlib import Path
@@ -35,9 +36,10 @@ from bert_eval.core.errors import InvalidInputError, naming_run
 from bert_eval.core.fsutil import atomic_write_json, discard_dir, publish_dir
 from bert_eval.core.layout import snapshots_dir
 from bert_eval.core.records import DatasetSchema, ModelInfo, SnapshotResult
-from bert_eval.spec import DatasetSpec, RunSpec, TaskType
+from bert_eval.search import holdout_rows
+from bert_eval.spec import SEARCH_MIN_HOLDOUT_ROWS, DatasetSpec, Holdout, RunSpec, TaskType
 
-__all__ = ["LABEL", "MANIFEST", "TEXT", "TEXT_PAIR", "SnapshotInput", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
+__all__ = ["LABEL", "MANIFEST", "SEARCH_TABLE", "TEXT", "TEXT_PAIR", "SnapshotInput", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ MANIFEST = "manifest.json"
 # Normalized column names inside a snapshot; the manifest's schema records the original ones.
 TEXT, TEXT_PAIR, LABEL = "text", "text_pair", "label"
 TRAIN_TABLE = "train"
+# A search's held-out slice of the training rows (RunSpec.holdout): trials are compared on it.
+SEARCH_TABLE = "search"
 
 
 class SnapshotInput(BaseModel):
@@ -59,6 +63,8 @@ class SnapshotInput(BaseModel):
     max_eval_samples: int | None = None
     seed: int = 42
     shuffle_before_select: bool = True
+    # Training rows held out as the `search` table (RunSpec.holdout), after max_train_samples selects them.
+    holdout: Holdout | None = None
     # False: an eval-only snapshot (no training table) for a model as given, whose task and (classification)
     # class names, in class-id order, are `task` and `label_names`.
     train_table: bool = True
@@ -108,6 +114,7 @@ class SnapshotInput(BaseModel):
             max_eval_samples=run.eval.max_eval_samples,
             seed=run.train.seed,
             shuffle_before_select=run.train.shuffle_before_select,
+            holdout=run.holdout,
         )
 
 
@@ -186,10 +193,12 @@ def _training_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[Datas
     if len(evaluation) == 0:
         raise InvalidInputError(f"run {request.run_id}: evaluation split {request.eval_split!r} is empty")
 
-    tables = {
-        TRAIN_TABLE: _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}"),
-        eval_table(request.eval_split): _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"),
-    }
+    tables = {}
+    if request.holdout is not None:
+        train, held_out = _carve(train, request)
+        tables[SEARCH_TABLE] = _normalize(held_out, schema, f"run {request.run_id}: split {spec.train_split!r}")
+    tables[TRAIN_TABLE] = _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}")
+    tables[eval_table(request.eval_split)] = _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}")
     selection = {
         "dataset": spec.model_dump(mode="json"),
         "max_train_samples": request.max_train_samples,
@@ -200,7 +209,28 @@ def _training_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[Datas
     }
     if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
         selection["shuffle_before_select"] = False
+    if request.holdout is not None:
+        selection["holdout"] = request.holdout.model_dump(mode="json")
     return schema, tables, selection
+
+
+def _carve(train: datasets.Dataset, request: SnapshotInput) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(training rows, held-out rows): a seeded random `holdout.fraction` of the selected rows, each part in
+    its original order."""
+    holdout = request.holdout
+    assert holdout is not None
+    if request.eval_split == SEARCH_TABLE:
+        raise InvalidInputError(f"run {request.run_id}: the eval split cannot be named {SEARCH_TABLE!r} when rows are held out under that name")
+    rows = len(train)
+    held = holdout_rows(rows, holdout.fraction)
+    if held < SEARCH_MIN_HOLDOUT_ROWS or rows - held < SEARCH_MIN_HOLDOUT_ROWS:
+        raise InvalidInputError(
+            f"run {request.run_id}: split {request.dataset.train_split!r} has {rows} selected rows: too few to hold out a "
+            f"search slice of {SEARCH_MIN_HOLDOUT_ROWS}+ rows (fraction {holdout.fraction} gives {held}) and train on "
+            f"{SEARCH_MIN_HOLDOUT_ROWS}+; raise train.max_train_samples or search.objective.holdout"
+        )
+    chosen = set(random.Random(holdout.seed).sample(range(rows), held))
+    return train.select([i for i in range(rows) if i not in chosen]), train.select(sorted(chosen))
 
 
 def _eval_only_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:

@@ -32,6 +32,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import seed_worker
 
 from bert_eval import telemetry
@@ -46,6 +47,7 @@ from bert_eval.core.modeling import load_for_classification
 from bert_eval.core.observer import Observers, ProgressCallback, ProgressTracker, TrainingObserver
 from bert_eval.core.records import CheckpointRef, SnapshotResult, TrainingProgress, TrainingSummary
 from bert_eval.core.rundir import AttemptFence, claim_run_dir, completed_summary
+from bert_eval.core.snapshot import TRAIN_TABLE
 from bert_eval.core.tokenize import LENGTH, tokenized_split
 from bert_eval.core.training_args import device_plan, training_arguments
 from bert_eval.core.training_callbacks import CheckpointPolicy, CheckpointRecorder, ProgressEvents, StepHistory
@@ -67,6 +69,9 @@ class FineTuneRequest:
     previous: TrainingProgress | None = None
     # When this attempt was scheduled (Temporal's clock); orders attempts for write fencing. None: now.
     scheduled_at: float | None = None
+    # Pause at this step (a search rung) with a checkpoint there, instead of training to the end. The
+    # schedule is the full run's: resuming from that checkpoint continues exactly as an unpaused run.
+    stop_at_step: int | None = None
 
 
 def fine_tune(
@@ -83,7 +88,11 @@ def fine_tune(
         log.info("training already completed; reusing it", run_id=run.id, steps=done.steps)
         return done
 
+    started = time.monotonic()
     resume = _resolve(request, layout)
+    if request.stop_at_step is not None and resume.latest is not None and resume.latest.step >= request.stop_at_step:
+        log.info("already trained to the rung", run_id=run.id, step=request.stop_at_step)
+        return _paused(request, layout, resume, seconds=0.0)
     tracker = ProgressTracker(run.id, attempt=request.attempt, resuming_from=resume.checkpoint_ref, on_change=on_progress)
     events = Observers(tracker, observer) if observer is not None else tracker
     events.phase("loading")
@@ -95,9 +104,13 @@ def fine_tune(
         newest = resume.store.latest_complete()
         events.phase("interrupted")
         raise TrainingInterrupted(run.id, state.global_step, str(newest.path) if newest else None)
+    if training.policy.paused:
+        events.phase("paused")
+        return _paused(request, layout, resume, seconds=time.monotonic() - started)
 
     events.phase("saving")
     summary = _summarize(request, layout, state, resume.journal, train_samples=len(loaded.train_set))
+    summary = summary.model_copy(update={"call_seconds": round(time.monotonic() - started, 3)})
     _publish(training.trainer, layout, resume.fence, run, summary)
     resume.journal.append("completed", step=state.global_step, attempt=request.attempt)
     events.phase("completed")
@@ -216,6 +229,7 @@ def _trainer(
         should_stop=should_stop or (lambda: False),
         history=history,
         writer=writer,
+        stop_at_step=request.stop_at_step,
     )
     progress = ProgressEvents(
         run_id=run.id,
@@ -282,6 +296,23 @@ def _summarize(request: FineTuneRequest, layout: RunLayout, state: TrainerState,
         dataset_schema=request.snapshot.dataset_schema,
         model_dir=str(layout.model_dir),
         snapshot_id=request.snapshot.snapshot_id,
+    )
+
+
+def _paused(request: FineTuneRequest, layout: RunLayout, resume: _Resume, *, seconds: float) -> TrainingSummary:
+    """The summary of a run paused at `stop_at_step`: its checkpoint there stands in for the final model."""
+    run, step = request.run, request.stop_at_step
+    checkpoint = next((c for c in resume.store.complete() if c.step == step), None)
+    if checkpoint is None:
+        raise InvalidInputError(
+            f"run {run.id}: has no checkpoint at rung step {step} (its checkpoints are at steps "
+            f"{[c.step for c in resume.store.complete()]}); delete {layout.root} to train it again"
+        )
+    state = TrainerState.load_from_json(str(checkpoint.path / TRAINER_STATE_NAME))
+    resume.journal.append("paused", step=step, attempt=request.attempt)
+    summary = _summarize(request, layout, state, resume.journal, train_samples=request.snapshot.splits[TRAIN_TABLE])
+    return summary.model_copy(
+        update={"model_dir": str(checkpoint.path), "rung_checkpoint": str(checkpoint.path), "call_seconds": round(seconds, 3)}
     )
 
 

@@ -5,8 +5,8 @@
 - `StepHistory`: every step's loss, kept on the device and read once per logging window (no per-step
   host sync), written into the Trainer's log history as one entry per step. A checkpoint flushes it
   first, so a resumed run's history (and final loss) equals an uninterrupted one's.
-- `CheckpointPolicy`: saves on time (default), on steps (optional) and on a stop request, through the
-  background checkpoint writer.
+- `CheckpointPolicy`: saves on time (default), on steps (optional), on a stop request and at a search rung
+  (where it pauses the run), through the background checkpoint writer.
 - `CheckpointRecorder`: what happens once a checkpoint is published (journal, span, event, log line).
 """
 
@@ -187,8 +187,11 @@ class CheckpointPolicy(TrainerCallback):
         should_stop: Callable[[], bool],
         history: StepHistory,
         writer: BackgroundCheckpointWriter,
+        stop_at_step: int | None = None,
     ) -> None:
         self.run_id = run_id
+        self.stop_at_step = stop_at_step
+        self.paused = False  # stopped at stop_at_step, with a checkpoint there
         self.every_steps, self.every_seconds = every_steps, every_seconds
         self.should_stop, self.history, self.writer = should_stop, history, writer
         self.stop_requested = False
@@ -203,8 +206,10 @@ class CheckpointPolicy(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
         stop = not self.stop_requested and self.should_stop()
+        pause = self.stop_at_step is not None and state.global_step == self.stop_at_step < state.max_steps
         due = (
             stop
+            or pause
             or (self.every_steps is not None and state.global_step % self.every_steps == 0)
             # Bound the work a crash can lose, whatever the step rate.
             or (self.every_seconds is not None and time.monotonic() - self._last_save >= self.every_seconds)
@@ -216,6 +221,11 @@ class CheckpointPolicy(TrainerCallback):
             self.writer.flush()  # the checkpoint is published before the attempt reports the stop
             control.should_training_stop = True
             log.info("stop requested; checkpoint saved, stopping", run_id=self.run_id, step=state.global_step)
+        elif pause:
+            self.paused = True
+            self.writer.flush()
+            control.should_training_stop = True
+            log.info("reached the rung; checkpoint saved, pausing", run_id=self.run_id, step=state.global_step)
 
     def save(self, state: TrainerState) -> None:
         assert self._trainer is not None

@@ -1,0 +1,179 @@
+"""Asynchronous successive halving (ASHA) whose decisions do not depend on timing.
+
+The search workflow holds a `Ladder` (plain data: it travels through continue-as-new and status queries).
+Trials start at rung 0; a trial whose rung-k objective is among the top 1/η of the rung-k results so far is
+promoted to rung k+1, and resumes there from its rung-k checkpoint. Results may arrive in any order (a
+killed worker delays one trial, another finishes first), so the ladder *processes* them in one canonical
+order: rung 0 in trial order, rung k+1 in the order trials were promoted into it. A result that arrives
+early waits until those before it are processed. So the promotions, and the history each new trial is
+sampled with (`sampler_history`), are a function of the seed and the objectives alone: an interrupted
+search makes exactly the decisions of an undisturbed one.
+
+Li et al., "A System for Massively Parallel Hyperparameter Tuning" (MLSys 2020) describe ASHA; this is its
+promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Job", "Ladder", "Trial", "TrialState"]
+
+
+class TrialState(str, Enum):
+    running = "running"  # sampled, a rung in flight or queued
+    paused = "paused"  # finished a rung below its budget; promoted only if it ranks in the top 1/η
+    stopped = "stopped"  # the search ended without promoting it (its last rung's checkpoint is kept)
+    completed = "completed"  # trained to its full budget
+    failed = "failed"
+
+
+class Trial(BaseModel):
+    index: int
+    run_id: str
+    params: dict[str, float | int]
+    rungs: tuple[int, ...]  # the steps of each rung; the last is the trial's full budget
+    objectives: list[float | None] = Field(default_factory=list)  # per rung processed (None: that rung failed)
+    state: TrialState = TrialState.running
+    error: str | None = None
+    metrics: dict[str, float] | None = None  # the final evaluation (eval split) of a completed trial
+    train_seconds: float = 0.0  # training wall time summed over its rungs (reused rungs: 0)
+
+    @property
+    def rung(self) -> int:
+        """The highest rung processed (-1: none yet)."""
+        return len(self.objectives) - 1
+
+    @property
+    def objective(self) -> float | None:
+        return self.objectives[-1] if self.objectives else None
+
+
+class Job(BaseModel):
+    """One rung of one trial to train and evaluate."""
+
+    trial: int
+    rung: int
+
+
+class Ladder(BaseModel):
+    trials_wanted: int
+    max_concurrent: int
+    reduction_factor: int  # η; 0 without early stopping
+    maximize: bool
+    trials: list[Trial] = Field(default_factory=list)
+    order: list[list[int]] = Field(default_factory=lambda: [[]])  # per rung: trial indices, canonical order
+    processed: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` are processed
+    started: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` have been started
+    arrived: dict[str, float | None] = Field(default_factory=dict)  # "trial:rung" -> objective, not yet processed
+    promotions: list[str] = Field(default_factory=list)  # "trial:from_rung->to_rung", in decision order
+
+    # --- what may start ---
+
+    def can_sample(self) -> bool:
+        """Whether trial `len(trials)` may be sampled now: its history (the rung-0 results of every trial at
+        least max_concurrent before it) is complete."""
+        index = len(self.trials)
+        return index < self.trials_wanted and self.processed[0] >= index - self.max_concurrent + 1
+
+    def sampler_history(self) -> list[tuple[dict[str, float | int], float | None, bool]]:
+        """(params, rung-0 objective, known) of every trial sampled so far, for sampling the next one; the
+        objective is known only for trials at least max_concurrent before it (what `can_sample` waits for)."""
+        index = len(self.trials)
+        return [
+            (t.params, t.objectives[0] if t.index <= index - self.max_concurrent else None, t.index <= index - self.max_concurrent)
+            for t in self.trials
+        ]
+
+    def add_trial(self, run_id: str, params: dict[str, float | int], rungs: tuple[int, ...]) -> Job:
+        index = len(self.trials)
+        self.trials.append(Trial(index=index, run_id=run_id, params=params, rungs=rungs))
+        self.order[0].append(index)
+        self.started[0] += 1
+        return Job(trial=index, rung=0)
+
+    def next_promotion(self) -> Job | None:
+        """The promoted rung to train next, highest rung first."""
+        for rung in range(len(self.order) - 1, 0, -1):
+            if self.started[rung] < len(self.order[rung]):
+                trial = self.order[rung][self.started[rung]]
+                self.started[rung] += 1
+                return Job(trial=trial, rung=rung)
+        return None
+
+    @property
+    def unstarted(self) -> bool:
+        """Trials still to sample, or promotions still to start."""
+        return len(self.trials) < self.trials_wanted or any(s < len(o) for s, o in zip(self.started, self.order, strict=True))
+
+    def finished(self) -> bool:
+        return not self.unstarted and not self.arrived and all(
+            p == len(o) for p, o in zip(self.processed, self.order, strict=True)
+        )
+
+    # --- results ---
+
+    def record(self, job: Job, objective: float | None, *, error: str | None = None) -> None:
+        """A rung's result arrived (any order); `process` takes it in canonical order."""
+        if error is not None:
+            self.trials[job.trial].error = error
+        self.arrived[f"{job.trial}:{job.rung}"] = objective
+        self._process()
+
+    def _process(self) -> None:
+        progressed = True
+        while progressed:
+            progressed = False
+            for rung in range(len(self.order)):
+                while self.processed[rung] < len(self.order[rung]):
+                    index = self.order[rung][self.processed[rung]]
+                    key = f"{index}:{rung}"
+                    if key not in self.arrived:
+                        break
+                    self._take(self.trials[index], rung, self.arrived.pop(key))
+                    self.processed[rung] += 1
+                    progressed = True
+                    self._promote(rung)
+
+    def _take(self, trial: Trial, rung: int, objective: float | None) -> None:
+        trial.objectives.append(objective)
+        if objective is None:
+            trial.state = TrialState.failed
+        elif rung == len(trial.rungs) - 1:
+            trial.state = TrialState.completed
+        else:
+            trial.state = TrialState.paused
+
+    def _promote(self, rung: int) -> None:
+        """Promote the rung's top floor(n/η) (ties: the earlier trial) that are paused there."""
+        if not self.reduction_factor:
+            return
+        done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
+        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: (self._key(t.objectives[rung]), t.index))
+        for trial in ranked[: len(done) // self.reduction_factor]:
+            if trial.state is TrialState.paused and trial.rung == rung:
+                if len(self.order) == rung + 1:
+                    self.order.append([])
+                    self.processed.append(0)
+                    self.started.append(0)
+                self.order[rung + 1].append(trial.index)
+                trial.state = TrialState.running
+                self.promotions.append(f"{trial.index}:{rung}->{rung + 1}")
+
+    def _key(self, value: float | None) -> float:
+        assert value is not None
+        return -value if self.maximize else value
+
+    def stop_paused(self) -> list[Trial]:
+        """At the end: every trial still paused at a rung is stopped (returned, to prune its checkpoints)."""
+        stopped = [t for t in self.trials if t.state is TrialState.paused]
+        for trial in stopped:
+            trial.state = TrialState.stopped
+        return stopped
+
+    def best(self) -> Trial | None:
+        """The completed trial with the best objective at its full budget (ties: the earlier trial)."""
+        completed = [t for t in self.trials if t.state is TrialState.completed and t.objective is not None]
+        return min(completed, key=lambda t: (self._key(t.objective), t.index), default=None)
