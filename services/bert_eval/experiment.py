@@ -11,14 +11,15 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bert_eval.spec import Experiment, RunSpec, TrainHyperparameters, normalize_id
+from bert_eval.search import check_search
+from bert_eval.spec import Experiment, RunSpec, SearchSpec, TrainHyperparameters, normalize_id
 
 __all__ = ["MAX_SEEDS", "ExperimentFileError", "describe_validation_error", "expand_grid", "expand_seeds", "load_experiment", "parse_experiment"]
 
 # A configuration's replicates: enough for a tight interval, few enough that a typo is not 10,000 runs.
 MAX_SEEDS = 100
 
-_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid"}
+_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid", "search"}
 
 
 class ExperimentFileError(ValueError):
@@ -78,13 +79,33 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
             seedless = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": 0})})
             spec = spec.model_copy(update={"config": f"cfg-{seedless.fingerprint()[:10]}"})
         specs.append(spec)
+    search = _search(document.get("search"), specs, source=source)
     try:
         experiment_id = document.get("experiment_id")
-        return Experiment(experiment_id=experiment_id, runs=tuple(specs)).canonical()
+        return Experiment(experiment_id=experiment_id, runs=tuple(specs), search=search).canonical()
     except ValidationError as exc:
         raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:
         raise ExperimentFileError(f"{source}: {exc}") from None
+
+
+def _search(section: Any, specs: list[RunSpec], *, source: str) -> SearchSpec | None:
+    """The `search:` section, checked against the template run as far as the file allows (the task when
+    dataset.task is given, the training rows when train.max_train_samples is)."""
+    if section is None:
+        return None
+    try:
+        search = SearchSpec.model_validate(section)
+    except ValidationError as exc:
+        raise ExperimentFileError(f"{source}: search.{describe_validation_error(exc).removeprefix('value: ')}") from None
+    if len(specs) != 1:
+        raise ExperimentFileError(f"{source}: search: needs exactly one run, the trials' template (got {len(specs)}); drop grid: and seeds:")
+    template = specs[0].with_canonical_id()
+    try:
+        check_search(search, template, task=template.dataset.task, train_rows=template.train.max_train_samples)
+    except ValueError as exc:
+        raise ExperimentFileError(f"{source}: {exc}") from None
+    return search
 
 
 def expand_grid(runs: list[dict[str, Any]], grid: Any, *, source: str = "experiment") -> list[dict[str, Any]]:

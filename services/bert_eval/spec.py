@@ -437,7 +437,8 @@ class Objective(_Strict):
 class Scheduler(_Strict):
     type: Literal["asha", "none"] = "asha"
     min_steps: int = Field(default=40, ge=1, description="steps of the first rung")
-    reduction_factor: int = Field(default=3, ge=2, le=16, description="rung k+1 trains reduction_factor times the steps of rung k; its top 1/reduction_factor are promoted")
+    # η: rung k+1 trains η times the steps of rung k, and the top 1/η of each rung are promoted.
+    reduction_factor: int = Field(default=3, ge=2, le=16)
 
 
 class SearchSpec(_Strict):

@@ -10,7 +10,9 @@ sampled with (`sampler_history`), are a function of the seed and the objectives 
 search makes exactly the decisions of an undisturbed one.
 
 Li et al., "A System for Massively Parallel Hyperparameter Tuning" (MLSys 2020) describe ASHA; this is its
-promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order.
+promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order. One addition: a
+search too small for its top rungs ends by training its leader on (`_promote_leader`), so it always has a
+winner trained to its full budget.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class Ladder(BaseModel):
     reduction_factor: int  # η; 0 without early stopping
     maximize: bool
     trials: list[Trial] = Field(default_factory=list)
-    order: list[list[int]] = Field(default_factory=lambda: [[]])  # per rung: trial indices, canonical order
+    order: list[list[int]] = Field(default_factory=lambda: [list[int]()])  # per rung: trial indices, canonical order
     processed: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` are processed
     started: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` have been started
     arrived: dict[str, float | None] = Field(default_factory=dict)  # "trial:rung" -> objective, not yet processed
@@ -96,6 +98,7 @@ class Ladder(BaseModel):
 
     def next_promotion(self) -> Job | None:
         """The promoted rung to train next, highest rung first."""
+        self._promote_leader()
         for rung in range(len(self.order) - 1, 0, -1):
             if self.started[rung] < len(self.order[rung]):
                 trial = self.order[rung][self.started[rung]]
@@ -103,12 +106,35 @@ class Ladder(BaseModel):
                 return Job(trial=trial, rung=rung)
         return None
 
+    def _promote_leader(self) -> None:
+        """When every trial is sampled and every result processed but no trial reached its full budget (too
+        few trials for the top rungs' 1/η), the best trial of the highest rung goes on: a search always ends
+        with a winner trained to its budget."""
+        idle = len(self.trials) == self.trials_wanted and all(p == len(o) for p, o in zip(self.processed, self.order, strict=True))
+        if not idle or any(t.state is TrialState.completed for t in self.trials):
+            return
+        paused = [t for t in self.trials if t.state is TrialState.paused]
+        if paused:
+            top = max(t.rung for t in paused)
+            leader = min((t for t in paused if t.rung == top), key=lambda t: (self._key(t.objective), t.index))
+            self._promote_to_next(leader, top)
+
+    def _promote_to_next(self, trial: Trial, rung: int) -> None:
+        if len(self.order) == rung + 1:
+            self.order.append([])
+            self.processed.append(0)
+            self.started.append(0)
+        self.order[rung + 1].append(trial.index)
+        trial.state = TrialState.running
+        self.promotions.append(f"{trial.index}:{rung}->{rung + 1}")
+
     @property
     def unstarted(self) -> bool:
         """Trials still to sample, or promotions still to start."""
         return len(self.trials) < self.trials_wanted or any(s < len(o) for s, o in zip(self.started, self.order, strict=True))
 
     def finished(self) -> bool:
+        self._promote_leader()
         return not self.unstarted and not self.arrived and all(
             p == len(o) for p, o in zip(self.processed, self.order, strict=True)
         )
@@ -154,13 +180,7 @@ class Ladder(BaseModel):
         ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: (self._key(t.objectives[rung]), t.index))
         for trial in ranked[: len(done) // self.reduction_factor]:
             if trial.state is TrialState.paused and trial.rung == rung:
-                if len(self.order) == rung + 1:
-                    self.order.append([])
-                    self.processed.append(0)
-                    self.started.append(0)
-                self.order[rung + 1].append(trial.index)
-                trial.state = TrialState.running
-                self.promotions.append(f"{trial.index}:{rung}->{rung + 1}")
+                self._promote_to_next(trial, rung)
 
     def _key(self, value: float | None) -> float:
         assert value is not None

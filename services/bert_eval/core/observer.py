@@ -52,7 +52,7 @@ class TrainingObserver:
     """No-op base: override what you need."""
 
     def phase(self, phase: str) -> None:
-        """loading, training, saving, completed, interrupted."""
+        """loading, training, saving, completed, paused (at a search rung), interrupted."""
 
     def started(self, total_steps: int, step: int) -> None:
         """Training starts (at `step` > 0 when resuming) towards `total_steps`."""
@@ -128,7 +128,7 @@ class ProgressTracker(TrainingObserver):
             self._on_change(progress)
 
     def phase(self, phase: str) -> None:
-        if phase in ("loading", "training", "saving", "completed", "failed"):
+        if phase in ("loading", "training", "saving", "completed", "paused", "failed"):
             self._update(phase=phase)
 
     def started(self, total_steps: int, step: int) -> None:

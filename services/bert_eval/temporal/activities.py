@@ -45,13 +45,25 @@ from bert_eval.core.records import (
     TrainingSummary,
 )
 from bert_eval.core.rundir import completed_summary, run_dir_conflict
+from bert_eval.core.rungs import RungResult, evaluate_rung, keep_last_checkpoint, load_rung
+from bert_eval.core.sampling import suggest
 from bert_eval.core.snapshot import SnapshotInput, create_snapshot, eval_table, open_snapshot
 from bert_eval.core.summary import RunOutcome, summarize_runs
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
 from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
-from bert_eval.temporal.payloads import CellInput, EvalRunInput, ExistingRun, ModelSourceInput, Payload, PredictInput, SummaryInput
+from bert_eval.temporal.payloads import (
+    CellInput,
+    EvalRunInput,
+    ExistingRun,
+    ModelSourceInput,
+    Payload,
+    PredictInput,
+    RungInput,
+    SuggestInput,
+    SummaryInput,
+)
 
 __all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
@@ -68,6 +80,7 @@ class FineTuneInput(Payload):
     experiment_id: str
     run: RunSpec
     snapshot: SnapshotResult
+    stop_at_step: int | None = None  # a search rung: pause there with a checkpoint
 
 
 def _heartbeat_period_s() -> float:
@@ -175,6 +188,7 @@ class TrainingActivities:
             run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device, attempt=info.attempt, previous=previous,
             # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
             scheduled_at=info.current_attempt_scheduled_time.timestamp(),
+            stop_at_step=request.stop_at_step,
         )
         observer = metrics.PrometheusTrainingObserver(run.id, run.model)
         with _activity_scope(run.id, request.experiment_id):
@@ -353,8 +367,45 @@ class EvalActivities:
         with telemetry.bind_run(experiment_id=request.experiment_id):
             return await _in_thread(summarize)
 
+    @activity.defn(name=ACTIVITY.suggest_trial)
+    async def suggest_trial(self, request: SuggestInput) -> dict[str, float | int]:
+        """A search's next trial, from its sampler (recorded in history: replay never asks again)."""
+        with telemetry.bind_run(experiment_id=request.experiment_id, trial=request.index):
+            params = await _in_thread(lambda: suggest(request.search, request.index, request.history))
+            log.info("trial sampled", params=params)
+            return params
+
+    @activity.defn(name=ACTIVITY.find_rung)
+    async def find_rung(self, request: RungInput) -> RungResult | None:
+        """A rung's result measured before (a resubmitted search), or None."""
+        with _activity_scope(request.run.id, request.experiment_id):
+            return await _in_thread(lambda: load_rung(request.run, request.step, snapshot=request.snapshot, runs_dir=self.runs_dir))
+
+    @activity.defn(name=ACTIVITY.evaluate_rung)
+    async def evaluate_rung(self, request: RungInput) -> RungResult:
+        """A trial's objective at a rung, on the search slice (on the model thread, like every evaluation)."""
+        model_dir = request.model_dir
+        if model_dir is None:
+            raise ApplicationError(f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True)
+        with _activity_scope(request.run.id, request.experiment_id):
+            device = self.device if request.run.eval.use_gpu else "cpu"
+            return await _in_thread(
+                lambda: evaluate_rung(request.run, request.step, model_dir=model_dir, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device),
+                executor=self._model_thread,
+            )
+
+    @activity.defn(name=ACTIVITY.keep_last_checkpoint)
+    async def keep_last_checkpoint(self, run_id: str) -> int:
+        """Prune a stopped trial's checkpoints to the one at its last rung; returns how many were removed."""
+        with _activity_scope(run_id):
+            return len(await _in_thread(lambda: keep_last_checkpoint(run_id, runs_dir=self.runs_dir)))
+
     def all(self) -> list[Callable[..., Any]]:
         return [
+            self.suggest_trial,
+            self.find_rung,
+            self.evaluate_rung,
+            self.keep_last_checkpoint,
             self.record_experiment,
             self.snapshot_dataset,
             self.find_existing_run,

@@ -120,7 +120,7 @@ WORKER = _WorkerMetrics(REGISTRY)
 
 def set_phase(run_id: str, phase: str) -> None:
     """Exactly one phase series is 1 per run on this worker."""
-    for known in ("loading", "training", "saving", "completed", "failed", "interrupted"):
+    for known in ("loading", "training", "saving", "completed", "paused", "failed", "interrupted"):
         TRAINING.phase.labels(run_id=run_id, phase=known).set(1 if known == phase else 0)
 
 

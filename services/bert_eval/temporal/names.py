@@ -34,6 +34,7 @@ __all__ = [
     "eval_workflow_id",
     "predict_workflow_id",
     "release_prefix",
+    "rung_workflow_id",
     "training_workflow_id",
 ]
 
@@ -84,6 +85,10 @@ class ACTIVITY:
     summarize_experiment = "summarize_experiment"
     describe_model = "describe_model"
     evaluate_cell = "evaluate_cell"
+    suggest_trial = "suggest_trial"
+    find_rung = "find_rung"
+    evaluate_rung = "evaluate_rung"
+    keep_last_checkpoint = "keep_last_checkpoint"
 
 
 # Error types carried by ApplicationError.type (the core's error classes name them).
@@ -109,6 +114,7 @@ class TIMEOUTS:
     predict_start_to_close = timedelta(hours=1)
     predict_heartbeat = timedelta(minutes=2)
     summarize_start_to_close = timedelta(minutes=30)
+    suggest_start_to_close = timedelta(minutes=5)
     # Workers send heartbeats at least this often, so progress and cancellation reach training within seconds.
     heartbeat_throttle = timedelta(seconds=2)
     # Transient failures and lost workers are retried without limit, backing off up to this interval.
@@ -131,6 +137,11 @@ def coordinator_workflow_id(experiment_id: str, *, prefix: str = "") -> str:
 
 def training_workflow_id(run_id: str, *, prefix: str = "") -> str:
     return f"{prefix}train-{run_id}"
+
+
+def rung_workflow_id(run_id: str, rung: int, *, prefix: str = "") -> str:
+    """A search trial's training up to one rung (each rung a workflow of its own)."""
+    return f"{prefix}train-{run_id}-r{rung}"
 
 
 def eval_workflow_id(run_id: str, split: str, *, prefix: str = "") -> str:

@@ -14,10 +14,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 from temporalio.exceptions import ApplicationError
 
+from bert_eval.core.asha import Ladder, TrialState
 from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import BertEvalRequest, CoordinatorWorkflowInput, is_reference_input
-from bert_eval.spec import EvalRequest, Experiment, RunSpec, normalize_id
+from bert_eval.spec import EvalRequest, Experiment, RunSpec, SearchSpec, normalize_id
 from bert_eval.temporal.names import EVAL_TASK_QUEUE, INVALID_INPUT, TRAINING_TASK_QUEUE
 
 __all__ = [
@@ -36,6 +37,11 @@ __all__ = [
     "RunPhase",
     "RunResult",
     "RunStatus",
+    "RungInput",
+    "SearchOutcome",
+    "SearchState",
+    "SearchTrial",
+    "SuggestInput",
     "SummaryInput",
     "SummaryRun",
     "TrainingInput",
@@ -63,6 +69,14 @@ class Payload(BaseModel):
 
 
 
+class SearchState(Payload):
+    """Where a search stands: the data every trial trains on, and the ladder (trials, rungs, decisions)."""
+
+    snapshot: SnapshotResult
+    ladder: Ladder
+    continued: int = 0  # runs of the coordinator before this one (continue-as-new)
+
+
 class CoordinatorInput(Payload):
     """bert-eval's own input to `CoordinatorWorkflow` (the reference design's shape is accepted too)."""
 
@@ -71,6 +85,10 @@ class CoordinatorInput(Payload):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     # Where training workflows and fine-tuning run (the coordinator and evaluation run on its own queue).
     training_task_queue: str = TRAINING_TASK_QUEUE
+    # A search's state, carried into the next run of the coordinator when it continues as new.
+    search_state: SearchState | None = None
+    # A search continues as new (once its trials in flight have ended) past this many history events.
+    search_history_limit: int = Field(default=8_000, ge=200, le=40_000)
 
 
 class CoordinatorRequest(RootModel[CoordinatorInput | CoordinatorWorkflowInput]):
@@ -99,6 +117,8 @@ class TrainingInput(Payload):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     expected_snapshot_id: str | None = None  # a pinned snapshot (the reference input's dataset_snapshot)
     eval_task_queue: str = EVAL_TASK_QUEUE
+    # A search trial's rung: pause at this step with a checkpoint there (None: train to the end).
+    stop_at_step: int | None = None
 
 
 class TrainingResult(Payload):
@@ -148,6 +168,7 @@ class CoordinatorStatus(BaseModel):
     experiment_id: str
     runs: list[RunStatus]
     summary: ExperimentSummary | None = None  # once every run has ended
+    search: SearchOutcome | None = None  # a search's leaderboard
 
 
 class MatrixCell(BaseModel):
@@ -171,10 +192,39 @@ class RunResult(BaseModel):
     metrics: dict[str, float] = {}
 
 
+class SearchTrial(BaseModel):
+    """One trial of a search, as `bert-eval run --json` writes it."""
+
+    trial: int
+    run_id: str
+    params: dict[str, float | int]
+    rung: int  # the highest rung it reached (0-based; -1: none yet)
+    steps: int  # the steps it trained to
+    state: TrialState
+    objective: float | None = None  # at its highest rung, on the search slice
+    objectives: list[float | None] = []  # per rung
+    metrics: dict[str, float] | None = None  # final evaluation on the experiment's eval split (completed trials)
+    train_seconds: float = 0.0
+    error: str | None = None
+
+
+class SearchOutcome(BaseModel):
+    experiment_id: str
+    metric: str
+    maximize: bool
+    rungs: list[int]  # the rung steps of the template's budget (trials with another budget end elsewhere)
+    trials: list[SearchTrial]
+    best: str | None = None  # run id of the best completed trial
+    promotions: list[str] = []  # "trial:rung->rung", in the order they were decided
+    continued: int = 0
+    finished: bool = False
+
+
 class ExperimentResult(BaseModel):
     experiment_id: str
     runs: list[RunResult]
     summary: ExperimentSummary | None = None
+    search: SearchOutcome | None = None
 
 
 class SummaryRun(Payload):
@@ -248,3 +298,22 @@ def _parse(value: Any, shape: type[BaseModel], *, workflow: str, expected: str) 
         raise ApplicationError(
             f"invalid {workflow} input: {describe_validation_error(exc)} (expected {expected})", type=INVALID_INPUT, non_retryable=True
         ) from None
+
+
+class SuggestInput(Payload):
+    """Input of the `suggest_trial` activity: the search, the trial to sample, the history it may see."""
+
+    experiment_id: str
+    search: SearchSpec
+    index: int
+    history: list[tuple[dict[str, float | int], float | None, bool]]
+
+
+class RungInput(Payload):
+    """Input of `find_rung` and `evaluate_rung`: a trial's rung (its step) and where its model is."""
+
+    experiment_id: str
+    run: RunSpec
+    step: int
+    snapshot: SnapshotResult
+    model_dir: str | None = None  # evaluate_rung: the rung's checkpoint, or the final model at the last rung

@@ -7,12 +7,11 @@ Changing what these workflows do changes their command sequence: follow docs/ver
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -21,9 +20,9 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
 
-    from bert_eval.core.errors import DETERMINISTIC_MAX_ATTEMPTS, naming_run
+    from bert_eval.core.asha import TrialState
+    from bert_eval.core.errors import naming_run
     from bert_eval.core.records import (
         EvalResult,
         ExperimentSummary,
@@ -47,9 +46,9 @@ with workflow.unsafe.imports_passed_through():
     from bert_eval.spec import RUN_MODEL_PREFIX, EvalRequest, Experiment, RunSpec
     from bert_eval.telemetry import run_baggage
     from bert_eval.temporal.activities import EvalActivities, FineTuneInput, TrainingActivities
+    from bert_eval.temporal.calls import FAIL_WORKFLOW_ON, RETRY, activity_of_run, run_attributes, snapshot_of
     from bert_eval.temporal.failures import root_cause
     from bert_eval.temporal.names import (
-        DETERMINISTIC_FAILURE,
         EXPERIMENT_ID,
         INVALID_INPUT,
         LEGACY_PROGRESS_SIGNAL,
@@ -79,11 +78,13 @@ with workflow.unsafe.imports_passed_through():
         RunPhase,
         RunResult,
         RunStatus,
+        SearchState,
         SummaryInput,
         SummaryRun,
         TrainingInput,
         TrainingResult,
     )
+    from bert_eval.temporal.search import SearchRunner
 
 __all__ = [
     "CoordinatorWorkflow",
@@ -101,80 +102,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Lost workers (SIGKILL, heartbeat timeout) and transient outages retry without limit, with backoff;
-# bad input never retries; a deterministic failure fails the activity at once and
-# `_bounded_deterministic` decides whether to run it again.
-_RETRY = RetryPolicy(
-    initial_interval=TIMEOUTS.retry_initial,
-    backoff_coefficient=2.0,
-    maximum_interval=TIMEOUTS.retry_maximum,
-    maximum_attempts=0,
-    non_retryable_error_types=[INVALID_INPUT, DETERMINISTIC_FAILURE],
-)
-# A payload that does not parse into the workflow's input fails the workflow, not its task (which
-# Temporal would retry forever while the client waits).
-_FAIL_WORKFLOW_ON = [ValidationError]
-
-
-async def _activity(
-    run_id: str,
-    method: Callable[[Any, Any], Awaitable[T]],
-    arg: Any,
-    *,
-    start_to_close: timedelta,
-    heartbeat_timeout: timedelta | None = None,
-    task_queue: str | None = None,
-) -> T:
-    """One activity call of a run, with the retry rules above (deterministic failures bounded)."""
-    return await _bounded_deterministic(
-        run_id,
-        lambda: workflow.execute_activity_method(
-            method,
-            arg,
-            task_queue=task_queue or workflow.info().task_queue,
-            start_to_close_timeout=start_to_close,
-            heartbeat_timeout=heartbeat_timeout,
-            retry_policy=_RETRY,
-        ),
-    )
-
-
-async def _bounded_deterministic(run_id: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run an activity; when it fails deterministically, run it again up to DETERMINISTIC_MAX_ATTEMPTS
-    times in all (a new activity each time, so lost-worker retries inside each stay unlimited)."""
-    for attempt in range(1, DETERMINISTIC_MAX_ATTEMPTS + 1):
-        try:
-            return await call()
-        except ActivityError as exc:
-            cause = exc.cause
-            if not (isinstance(cause, ApplicationError) and cause.type == DETERMINISTIC_FAILURE):
-                raise
-            if attempt >= DETERMINISTIC_MAX_ATTEMPTS:
-                raise ApplicationError(
-                    f"{cause.message} (failed the same way {attempt} times; not retried further)",
-                    type=DETERMINISTIC_FAILURE,
-                    non_retryable=True,
-                ) from None
-            workflow.logger.warning(
-                "run %s: attempt %d of %d failed (%s); trying again", run_id, attempt, DETERMINISTIC_MAX_ATTEMPTS, cause.message
-            )
-            await workflow.sleep(timedelta(seconds=2**attempt))
-    raise AssertionError("unreachable")
-
-
-async def _snapshot(run: RunSpec, *, heartbeat_timeout_s: float, task_queue: str | None = None) -> SnapshotResult:
-    """The run's data snapshot, taken by the eval pool."""
-    return await _activity(
-        run.id,
-        EvalActivities.snapshot_dataset,
-        SnapshotInput.for_run(run),
-        task_queue=task_queue,
-        start_to_close=TIMEOUTS.snapshot_start_to_close,
-        heartbeat_timeout=timedelta(seconds=heartbeat_timeout_s),
-    )
-
-
-@workflow.defn(name=WORKFLOW.training, failure_exception_types=_FAIL_WORKFLOW_ON)
+@workflow.defn(name=WORKFLOW.training, failure_exception_types=FAIL_WORKFLOW_ON)
 class TrainingWorkflow:
     """Fine-tune one run with checkpoints (GPU pool) on the snapshot its input carries (taken first, on
     the eval pool, when the input has none).
@@ -192,23 +120,28 @@ class TrainingWorkflow:
         snapshot = request.snapshot
         if snapshot is None:
             self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
-            snapshot = await _snapshot(run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue)
+            snapshot = await snapshot_of(run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue)
         pinned = request.expected_snapshot_id
         if pinned is not None and snapshot.snapshot_id != pinned:
             raise ApplicationError(
                 _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
             )
         self._progress = TrainingProgress(run_id=run.id, phase="loading")
-        summary: TrainingSummary = await _activity(
+        summary: TrainingSummary = await activity_of_run(
             run.id,
             TrainingActivities.fine_tune,
-            FineTuneInput(experiment_id=request.experiment_id, run=run, snapshot=snapshot),
+            FineTuneInput(experiment_id=request.experiment_id, run=run, snapshot=snapshot, stop_at_step=request.stop_at_step),
             start_to_close=TIMEOUTS.fine_tune_start_to_close,
             # A killed worker stops heartbeating: its attempt times out and another worker resumes.
             heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
         )
         self._progress = self._progress.model_copy(
-            update={"phase": "completed", "step": summary.steps, "total_steps": summary.steps, "loss": summary.final_loss}
+            update={
+                "phase": "paused" if summary.rung_checkpoint else "completed",
+                "step": summary.steps,
+                "total_steps": summary.steps,
+                "loss": summary.final_loss,
+            }
         )
         return TrainingResult(summary=summary, snapshot=snapshot)
 
@@ -224,7 +157,7 @@ class TrainingWorkflow:
         return self._progress
 
 
-@workflow.defn(name=WORKFLOW.eval, failure_exception_types=_FAIL_WORKFLOW_ON)
+@workflow.defn(name=WORKFLOW.eval, failure_exception_types=FAIL_WORKFLOW_ON)
 class EvalWorkflow:
     """Evaluate one trained model on one split (CPU pool): a run's model for the coordinator, or any model a
     reference-design client names in a `BertEvalRequest`."""
@@ -236,7 +169,7 @@ class EvalWorkflow:
         return await self._evaluate_run(request.root)
 
     async def _evaluate_run(self, request: EvalRunInput) -> EvalResult:
-        return await _activity(
+        return await activity_of_run(
             request.run_id,
             EvalActivities.evaluate_model,
             request,
@@ -251,14 +184,14 @@ class EvalWorkflow:
         except ReferenceInputError as exc:
             raise ApplicationError(str(exc), type=INVALID_INPUT, non_retryable=True) from None
         label = wanted.run_id or "model-path"
-        model: ModelInfo = await _activity(
+        model: ModelInfo = await activity_of_run(
             label,
             EvalActivities.describe_model,
             ModelSourceInput(run_id=label, source=wanted.model_path, reference_path=True),
             start_to_close=TIMEOUTS.find_existing_start_to_close,
         )
         run_id = wanted.run_id or model.run_id or f"model-{model.digest[:10]}"
-        snapshot: SnapshotResult = await _activity(
+        snapshot: SnapshotResult = await activity_of_run(
             run_id,
             EvalActivities.snapshot_dataset,
             SnapshotInput.for_model(
@@ -268,7 +201,7 @@ class EvalWorkflow:
             start_to_close=TIMEOUTS.snapshot_start_to_close,
             heartbeat_timeout=TIMEOUTS.predict_heartbeat,
         )
-        evaluation: EvalResult = await _activity(
+        evaluation: EvalResult = await activity_of_run(
             run_id,
             EvalActivities.evaluate_cell,
             CellInput(experiment_id=workflow.info().workflow_id, run_id=run_id, model=model, snapshot=snapshot, request=wanted.request),
@@ -278,7 +211,7 @@ class EvalWorkflow:
         return reference_result(wanted, evaluation, reused=evaluation.reused)
 
 
-@workflow.defn(name=WORKFLOW.coordinator, failure_exception_types=_FAIL_WORKFLOW_ON)
+@workflow.defn(name=WORKFLOW.coordinator, failure_exception_types=FAIL_WORKFLOW_ON)
 class CoordinatorWorkflow:
     """Snapshot and train every run at once, evaluate each as soon as its training ends, report one record per run."""
 
@@ -287,6 +220,7 @@ class CoordinatorWorkflow:
         self._experiment_id = ""
         self._snapshot_pins: dict[str, str] = {}  # run_id -> snapshot id the reference input pinned
         self._summary: ExperimentSummary | None = None
+        self._search: SearchRunner | None = None
 
     @workflow.run
     async def run(self, request: CoordinatorRequest) -> ExperimentResult | list[BertEvalResult]:
@@ -331,19 +265,37 @@ class CoordinatorWorkflow:
             # the workflow task instead, retried forever while the client waits).
             raise ApplicationError(f"invalid experiment: {exc}", type=INVALID_INPUT, non_retryable=True) from None
         self._experiment_id = experiment.id
+        if request.search_state is None:
+            await workflow.execute_activity_method(
+                EvalActivities.record_experiment,
+                experiment,
+                task_queue=workflow.info().task_queue,
+                start_to_close_timeout=TIMEOUTS.record_experiment_start_to_close,
+                retry_policy=RETRY,
+            )
+        if experiment.search is not None:
+            return await self._run_search(experiment, request)
         self._status = {run.id: RunStatus(run_id=run.id, config=run.config) for run in experiment.runs}
-        await workflow.execute_activity_method(
-            EvalActivities.record_experiment,
-            experiment,
-            task_queue=workflow.info().task_queue,
-            start_to_close_timeout=TIMEOUTS.record_experiment_start_to_close,
-            retry_policy=_RETRY,
-        )
         results = await asyncio.gather(*(self._run_one(experiment.id, run, request) for run in experiment.runs))
         summary = None
         if workflow.patched(PATCH.experiment_summary):
             summary = await self._summarize(experiment, results)
         return ExperimentResult(experiment_id=experiment.id, runs=list(results), summary=summary)
+
+    async def _run_search(self, experiment: Experiment, request: CoordinatorInput) -> ExperimentResult:
+        """A search (temporal/search.py): one record per completed or failed trial, the leaderboard in `search`."""
+        self._search = SearchRunner(experiment, request)
+        outcome = await self._search.run()
+        if isinstance(outcome, SearchState):
+            workflow.continue_as_new(request.model_copy(update={"experiment": experiment, "search_state": outcome}))
+        runs = [
+            RunResult(run_id=t.run_id, status="completed", metrics=t.metrics or {})
+            if t.state is TrialState.completed
+            else RunResult(run_id=t.run_id, status="failed", error=t.error or "failed")
+            for t in outcome.trials
+            if t.state in (TrialState.completed, TrialState.failed)
+        ]
+        return ExperimentResult(experiment_id=experiment.id, runs=runs, search=outcome)
 
     async def _summarize(self, experiment: Experiment, results: list[RunResult]) -> ExperimentSummary | None:
         """Statistics over the completed runs; an experiment's results stand without them if they fail."""
@@ -362,7 +314,7 @@ class CoordinatorWorkflow:
         if not completed:
             return None
         try:
-            self._summary = await _activity(
+            self._summary = await activity_of_run(
                 experiment.id,
                 EvalActivities.summarize_experiment,
                 SummaryInput(experiment_id=experiment.id, runs=completed),
@@ -374,7 +326,8 @@ class CoordinatorWorkflow:
 
     @workflow.query(name=QUERY.status)
     def status(self) -> CoordinatorStatus:
-        return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()), summary=self._summary)
+        search = self._search.outcome() if self._search is not None else None
+        return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()), summary=self._summary, search=search)
 
     async def _run_one(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         # Everything this run starts (children, activities) and their spans carry its run_id.
@@ -411,7 +364,7 @@ class CoordinatorWorkflow:
                 cells=others,
                 metrics=primary.evaluation.metrics,
             )
-        existing: ExistingRun = await _activity(
+        existing: ExistingRun = await activity_of_run(
             run.id, EvalActivities.find_existing_run, run, start_to_close=TIMEOUTS.find_existing_start_to_close
         )
         pinned = self._snapshot_pins.get(run.id)
@@ -425,7 +378,7 @@ class CoordinatorWorkflow:
             # The data is snapshotted here, on this (eval) queue, before the training child starts; children
             # of coordinators started earlier take it themselves.
             if workflow.patched(PATCH.snapshot_in_coordinator):
-                snapshot = await _snapshot(run, heartbeat_timeout_s=request.heartbeat_timeout_s)
+                snapshot = await snapshot_of(run, heartbeat_timeout_s=request.heartbeat_timeout_s)
                 if pinned is not None and snapshot.snapshot_id != pinned:
                     return self._failed(run.id, _snapshot_mismatch(run.id, pinned, snapshot.snapshot_id))
             training = await workflow.execute_child_workflow(
@@ -441,7 +394,7 @@ class CoordinatorWorkflow:
                 result_type=TrainingResult,
                 id=training_workflow_id(run.id, prefix=release_prefix(workflow.info().task_queue)),
                 task_queue=request.training_task_queue,
-                search_attributes=_run_attributes(experiment_id, run.id),
+                search_attributes=run_attributes(experiment_id, run.id),
             )
         evaluation = existing.evaluation
         if evaluation is None:
@@ -459,7 +412,7 @@ class CoordinatorWorkflow:
                 result_type=EvalResult,
                 id=eval_workflow_id(run.id, run.eval.split, prefix=release_prefix(workflow.info().task_queue)),
                 task_queue=workflow.info().task_queue,
-                search_attributes=_run_attributes(experiment_id, run.id),
+                search_attributes=run_attributes(experiment_id, run.id),
             )
         cells = await self._cells(experiment_id, run, RUN_MODEL_PREFIX + run.id, run.evals, request) if run.evals else []
         reused = existing.summary is not None and existing.evaluation is not None and all(c.evaluation.reused for c in cells)
@@ -479,7 +432,7 @@ class CoordinatorWorkflow:
         self, experiment_id: str, run: RunSpec, source: str, entries: Sequence[EvalRequest], request: CoordinatorInput
     ) -> list[MatrixCell]:
         """Evaluations of the model `source` names (evaluation-matrix cells), each on its own snapshot."""
-        model: ModelInfo = await _activity(
+        model: ModelInfo = await activity_of_run(
             run.id,
             EvalActivities.describe_model,
             ModelSourceInput(run_id=run.id, source=source),
@@ -489,7 +442,7 @@ class CoordinatorWorkflow:
 
         async def cell(entry: EvalRequest) -> MatrixCell:
             dataset = entry.dataset or run.dataset
-            snapshot: SnapshotResult = await _activity(
+            snapshot: SnapshotResult = await activity_of_run(
                 run.id,
                 EvalActivities.snapshot_dataset,
                 SnapshotInput.for_model(
@@ -498,7 +451,7 @@ class CoordinatorWorkflow:
                 start_to_close=TIMEOUTS.snapshot_start_to_close,
                 heartbeat_timeout=heartbeat,
             )
-            evaluation: EvalResult = await _activity(
+            evaluation: EvalResult = await activity_of_run(
                 run.id,
                 EvalActivities.evaluate_cell,
                 CellInput(experiment_id=experiment_id, run_id=run.id, model=model, snapshot=snapshot, request=entry),
@@ -516,7 +469,7 @@ class CoordinatorWorkflow:
         return RunResult(run_id=run_id, config=status.config, status="failed", error=error)
 
 
-@workflow.defn(name=WORKFLOW.predict, failure_exception_types=_FAIL_WORKFLOW_ON)
+@workflow.defn(name=WORKFLOW.predict, failure_exception_types=FAIL_WORKFLOW_ON)
 class PredictWorkflow:
     """Label texts with a trained run's final model (eval pool)."""
 
@@ -528,13 +481,13 @@ class PredictWorkflow:
             task_queue=workflow.info().task_queue,
             start_to_close_timeout=TIMEOUTS.predict_start_to_close,
             heartbeat_timeout=TIMEOUTS.predict_heartbeat,
-            retry_policy=_RETRY,
+            retry_policy=RETRY,
         )
 
 
 # The types the previous release registered its children under. Workers keep serving them, so child
 # workflows started before an upgrade finish on the new workers, and recorded histories replay.
-@workflow.defn(name=WORKFLOW.legacy_training, failure_exception_types=_FAIL_WORKFLOW_ON)
+@workflow.defn(name=WORKFLOW.legacy_training, failure_exception_types=FAIL_WORKFLOW_ON)
 class LegacyTrainingWorkflow(TrainingWorkflow):
     """`TrainingWorkflow` under its pre-reference-names type."""
 
@@ -543,7 +496,7 @@ class LegacyTrainingWorkflow(TrainingWorkflow):
         return await super().run(request)
 
 
-@workflow.defn(name=WORKFLOW.legacy_eval, failure_exception_types=_FAIL_WORKFLOW_ON)
+@workflow.defn(name=WORKFLOW.legacy_eval, failure_exception_types=FAIL_WORKFLOW_ON)
 class LegacyEvalWorkflow(EvalWorkflow):
     """`EvalWorkflow` under its pre-reference-names type."""
 
@@ -567,8 +520,3 @@ def _snapshot_mismatch(run_id: str, pinned: str, actual: str) -> str:
         f"{actual}; the dataset or selection (max_train_samples, max_eval_samples, split, seed) differs from the "
         "pinned one. Restore them, or drop dataset_snapshot"
     )
-
-
-def _run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(RUN_ID, run_id), SearchAttributePair(EXPERIMENT_ID, experiment_id)])
-

@@ -1,0 +1,261 @@
+"""A search, run by the coordinator (workflow code: deterministic, every side effect an activity or a child).
+
+One snapshot holds every trial's rows (the template's selection less the held-out `search` slice). Trials
+are sampled one at a time by the `suggest_trial` activity, each from the history the ladder allows
+(core/asha.py), so sampling is recorded and replayed, never redone. Each rung of a trial is a training
+child that pauses at the rung's step (the next rung resumes from that checkpoint), then `evaluate_rung` on
+the eval pool while other trials train. At most `max_concurrent` rungs train at once. A trial trained to
+its full budget is evaluated on the experiment's eval split. At the end, trials still paused are stopped and
+keep only their last rung's checkpoint.
+
+The ladder is plain data: past `search_history_limit` events the search stops starting work, lets what is in
+flight end, and continues as new with the ladder in its input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from bert_eval.core.asha import Job, Ladder, Trial
+    from bert_eval.core.records import EvalResult, SnapshotResult
+    from bert_eval.core.rungs import RungResult
+    from bert_eval.core.snapshot import SEARCH_TABLE
+    from bert_eval.search import check_search, max_steps, rung_steps, search_holdout, trial_id, trial_spec
+    from bert_eval.spec import Experiment, RunSpec, SearchSpec
+    from bert_eval.temporal.activities import EvalActivities
+    from bert_eval.temporal.calls import activity_of_run, run_attributes, snapshot_of
+    from bert_eval.temporal.failures import root_cause
+    from bert_eval.temporal.names import INVALID_INPUT, TIMEOUTS, WORKFLOW, release_prefix, rung_workflow_id
+    from bert_eval.temporal.payloads import (
+        CoordinatorInput,
+        EvalRunInput,
+        ExistingRun,
+        RungInput,
+        SearchOutcome,
+        SearchState,
+        SearchTrial,
+        SuggestInput,
+        TrainingInput,
+        TrainingResult,
+    )
+
+__all__ = ["SearchRunner"]
+
+
+class SearchRunner:
+    def __init__(self, experiment: Experiment, request: CoordinatorInput) -> None:
+        assert experiment.search is not None
+        self.experiment, self.request = experiment, request
+        self.search: SearchSpec = experiment.search
+        self.template = experiment.runs[0].model_copy(update={"holdout": search_holdout(experiment.search)})
+        self.state: SearchState | None = request.search_state
+        self._training = 0  # rungs training now
+        self._in_flight = 0  # jobs started, not yet recorded
+        self._changes = 0  # bumped whenever a job frees a slot or records a result
+
+    # --- the search ---
+
+    async def run(self) -> SearchOutcome | SearchState:
+        """The outcome, or the state to continue as new with."""
+        if self.state is None:
+            snapshot = await snapshot_of(self.template, heartbeat_timeout_s=self.request.heartbeat_timeout_s)
+            self._check(snapshot)
+            ladder = Ladder(
+                trials_wanted=self.search.trials,
+                max_concurrent=self.search.max_concurrent,
+                reduction_factor=self.search.scheduler.reduction_factor if self.search.scheduler.type == "asha" else 0,
+                maximize=self.search.objective.maximize,
+            )
+            self.state = SearchState(snapshot=snapshot, ladder=ladder)
+        ladder = self.state.ladder
+        tasks: list[asyncio.Task[None]] = []
+        while not ladder.finished():
+            draining = self._history_full()
+            while not draining and self._training < self.search.max_concurrent:
+                job = ladder.next_promotion()
+                if job is None and ladder.can_sample():
+                    job = await self._sample(ladder)
+                if job is None:
+                    break
+                self._training += 1
+                self._in_flight += 1
+                tasks.append(asyncio.create_task(self._job(job)))
+            if draining and self._in_flight == 0:
+                workflow.logger.info("search %s: continuing as new after %d trials", self.experiment.id, len(ladder.trials))
+                return self.state.model_copy(update={"continued": self.state.continued + 1})
+            seen = self._changes
+            await workflow.wait_condition(functools.partial(self._changed_since, seen))
+        await asyncio.gather(*tasks)
+        for trial in ladder.stop_paused():
+            await activity_of_run(
+                trial.run_id, EvalActivities.keep_last_checkpoint, trial.run_id, start_to_close=TIMEOUTS.find_existing_start_to_close
+            )
+        return self.outcome(finished=True)
+
+    def _changed_since(self, seen: int) -> bool:
+        return self._changes != seen
+
+    def _check(self, snapshot: SnapshotResult) -> None:
+        rows = snapshot.splits.get("train", 0) + snapshot.splits.get(SEARCH_TABLE, 0)
+        try:
+            check_search(self.search, self.experiment.runs[0], task=snapshot.dataset_schema.task, train_rows=rows)
+        except ValueError as exc:
+            raise ApplicationError(f"invalid experiment: {exc}", type=INVALID_INPUT, non_retryable=True) from None
+
+    def _history_full(self) -> bool:
+        info = workflow.info()
+        return info.get_current_history_length() > self.request.search_history_limit or info.is_continue_as_new_suggested()
+
+    async def _sample(self, ladder: Ladder) -> Job:
+        index = len(ladder.trials)
+        params: dict[str, float | int] = await activity_of_run(
+            self.experiment.id,
+            EvalActivities.suggest_trial,
+            SuggestInput(experiment_id=self.experiment.id, search=self.search, index=index, history=ladder.sampler_history()),
+            start_to_close=TIMEOUTS.suggest_start_to_close,
+        )
+        spec = self._spec_of(trial_id(self.experiment.id, index), params)
+        assert self.state is not None
+        rungs = rung_steps(self.search.scheduler, max_steps(spec.train, self.state.snapshot.splits["train"]))
+        return ladder.add_trial(spec.id, params, rungs)
+
+    def _spec_of(self, run_id: str, params: dict[str, float | int]) -> RunSpec:
+        return trial_spec(self.template, params, run_id=run_id, holdout=self.template.holdout)
+
+    # --- one rung of one trial ---
+
+    async def _job(self, job: Job) -> None:
+        assert self.state is not None
+        trial = self.state.ladder.trials[job.trial]
+        spec = self._spec_of(trial.run_id, trial.params)
+        step, final = trial.rungs[job.rung], job.rung == len(trial.rungs) - 1
+        slot = _Slot(self)
+        try:
+            rung = await self._rung(spec, job.rung, step, final=final, trial=trial, slot=slot)
+            slot.free()
+            if final:
+                trial.metrics = await self._final_evaluation(spec)
+            self.state.ladder.record(job, rung.metrics[self.search.objective.metric])
+        except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
+            self.state.ladder.record(job, None, error=root_cause(exc))
+        finally:
+            slot.free()
+            self._in_flight -= 1
+            self._changes += 1
+
+    async def _rung(self, spec: RunSpec, rung: int, step: int, *, final: bool, trial: Trial, slot: _Slot) -> RungResult:
+        """The rung's objective: recorded earlier, or trained (from the previous rung's checkpoint) and measured."""
+        assert self.state is not None
+        snapshot, eid = self.state.snapshot, self.experiment.id
+        found: RungResult | None = await activity_of_run(
+            spec.id,
+            EvalActivities.find_rung,
+            RungInput(experiment_id=eid, run=spec, step=step, snapshot=snapshot),
+            start_to_close=TIMEOUTS.find_existing_start_to_close,
+        )
+        if found is not None:
+            return found
+        queue = workflow.info().task_queue
+        trained: TrainingResult = await workflow.execute_child_workflow(
+            WORKFLOW.training,
+            TrainingInput(
+                experiment_id=eid,
+                run=spec,
+                snapshot=snapshot,
+                heartbeat_timeout_s=self.request.heartbeat_timeout_s,
+                eval_task_queue=queue,
+                stop_at_step=None if final else step,
+            ),
+            result_type=TrainingResult,
+            id=rung_workflow_id(spec.id, rung, prefix=release_prefix(queue)),
+            task_queue=self.request.training_task_queue,
+            search_attributes=run_attributes(eid, spec.id),
+        )
+        trial.train_seconds = round(trial.train_seconds + (trained.summary.call_seconds or 0.0), 3)
+        slot.free()  # the rung is measured on the eval pool while another trains
+        return await activity_of_run(
+            spec.id,
+            EvalActivities.evaluate_rung,
+            RungInput(experiment_id=eid, run=spec, step=step, snapshot=snapshot, model_dir=trained.summary.model_dir),
+            start_to_close=TIMEOUTS.evaluate_start_to_close,
+            heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s),
+        )
+
+    async def _final_evaluation(self, spec: RunSpec) -> dict[str, float]:
+        """A completed trial's metrics on the experiment's eval split (measured once, reused after)."""
+        assert self.state is not None
+        existing: ExistingRun = await activity_of_run(
+            spec.id, EvalActivities.find_existing_run, spec, start_to_close=TIMEOUTS.find_existing_start_to_close
+        )
+        if existing.evaluation is not None:
+            return existing.evaluation.metrics
+        if existing.summary is None:
+            raise ApplicationError(f"run {spec.id}: its training completed but no final model was found", type=INVALID_INPUT)
+        evaluation: EvalResult = await activity_of_run(
+            spec.id,
+            EvalActivities.evaluate_model,
+            EvalRunInput(
+                experiment_id=self.experiment.id,
+                run_id=spec.id,
+                model_dir=existing.summary.model_dir,
+                snapshot=self.state.snapshot,
+                request=spec.eval,
+                heartbeat_timeout_s=self.request.heartbeat_timeout_s,
+            ),
+            start_to_close=TIMEOUTS.evaluate_start_to_close,
+            heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s),
+        )
+        return evaluation.metrics
+
+    # --- what it reports ---
+
+    def outcome(self, *, finished: bool = False) -> SearchOutcome:
+        ladder = self.state.ladder if self.state is not None else None
+        trials = ladder.trials if ladder is not None else []
+        best = ladder.best() if ladder is not None else None
+        budget = max_steps(self.template.train, self.state.snapshot.splits["train"]) if self.state is not None else 0
+        return SearchOutcome(
+            experiment_id=self.experiment.id,
+            metric=self.search.objective.metric,
+            maximize=self.search.objective.maximize,
+            rungs=list(rung_steps(self.search.scheduler, budget)) if budget else [],
+            trials=[
+                SearchTrial(
+                    trial=t.index,
+                    run_id=t.run_id,
+                    params=t.params,
+                    rung=t.rung,
+                    steps=t.rungs[t.rung] if t.rung >= 0 else 0,
+                    state=t.state,
+                    objective=t.objective,
+                    objectives=list(t.objectives),
+                    metrics=t.metrics,
+                    train_seconds=t.train_seconds,
+                    error=t.error,
+                )
+                for t in trials
+            ],
+            best=best.run_id if best is not None else None,
+            promotions=list(ladder.promotions) if ladder is not None else [],
+            continued=self.state.continued if self.state is not None else 0,
+            finished=finished,
+        )
+
+
+class _Slot:
+    """A job's place among the `max_concurrent` rungs training at once, given back once."""
+
+    def __init__(self, runner: SearchRunner) -> None:
+        self._runner, self._held = runner, True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._runner._training -= 1
+            self._runner._changes += 1
