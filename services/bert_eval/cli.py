@@ -32,7 +32,7 @@ from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.report import report_command
 from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
 from bert_eval.spec import Experiment, normalize_id
-from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult
+from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult, SearchOutcome
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -134,7 +134,7 @@ def _run(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"results written to {json_out}")
-    if any(run.status == "failed" for run in result.runs):
+    if any(run.status == "failed" for run in result.runs) or (result.search is not None and result.search.best is None):
         raise typer.Exit(1)
 
 
@@ -153,7 +153,10 @@ async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSetti
         raise _fail(str(exc)) from None
     handle = await start_experiment(client, experiment, settings)
     print(f"experiment {experiment.id}: workflow {handle.id}")
-    for spec in experiment.runs:
+    if experiment.search is not None:
+        print(f"  search: {experiment.search.trials} trials of {experiment.runs[0].id}, {experiment.search.sampler} sampler, "
+              f"scheduler {experiment.search.scheduler.type}")
+    for spec in () if experiment.search is not None else experiment.runs:
         print(f"  run {spec.id}")
     if not wait:
         _warn_missing_workers(await missing_workers(client))
@@ -182,6 +185,8 @@ async def _connect_or_fail(temporal: TemporalSettings) -> Client:
 
 
 def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> Table:
+    if status.search is not None:
+        return _leaderboard(status.search, progress)
     table = Table(title=f"experiment {status.experiment_id}")
     for column in ("run", "phase", "step", "epoch", "loss", "checkpoint", "metrics / error"):
         table.add_column(column)
@@ -202,7 +207,41 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
     return table
 
 
+def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | None = None) -> Table:
+    """A search's trials, best objective first: params, rung reached, objective, state (and live steps)."""
+    direction = "max" if search.maximize else "min"
+    done = "" if search.finished else " (in progress)"
+    table = Table(title=f"search {search.experiment_id}: {len(search.trials)} trials, {search.metric} ({direction}) on the search slice{done}")
+    for column in ("trial", "run", "params", "rung (steps)", f"objective ({search.metric})", "state", "final metrics / error"):
+        table.add_column(column)
+    sign = -1 if search.maximize else 1
+    ranked = sorted(search.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0.0), t.trial))
+    for trial in ranked:
+        p = (progress or {}).get(trial.run_id)
+        live = f" training {p.step}/{p.total_steps}" if p and p.phase == "training" and p.total_steps else ""
+        params = ", ".join(f"{k.removeprefix('train.')}={v:.3g}" for k, v in trial.params.items())
+        final = trial.error or ", ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
+        table.add_row(
+            str(trial.trial) + (" *" if trial.run_id == search.best else ""),
+            trial.run_id,
+            params,
+            f"{trial.rung} ({trial.steps})" if trial.rung >= 0 else "",
+            f"{trial.objective:.4f}" if trial.objective is not None else "",
+            trial.state.value + live,
+            final,
+        )
+    return table
+
+
 def _print_results(result: ExperimentResult) -> None:
+    if result.search is not None:
+        Console().print(_leaderboard(result.search))
+        best = next((t for t in result.search.trials if t.run_id == result.search.best), None)
+        if best is not None and best.metrics:
+            metrics = ", ".join(f"{k}={v:.4f}" for k, v in best.metrics.items())
+            objective = f"{result.search.metric} {best.objective:.4f}" if best.objective is not None else ""
+            Console().print(f"best trial {best.trial} ({best.run_id}): {objective} on the search slice; {metrics} on the eval split")
+        return
     table = Table(title=f"experiment {result.experiment_id}: results")
     intervals = {r.run_id: r for r in result.summary.runs} if result.summary else {}
     for column in ("run", "config", "status", "steps", "final loss", "resumes", "classes", "metrics / error", "95% CI"):
@@ -274,7 +313,10 @@ def _configs_table(summary: ExperimentSummary) -> Table:
 
 
 def _json_records(result: ExperimentResult) -> list[dict[str, object]]:
-    """One record per run (as before), with the run's interval and its configuration's statistics."""
+    """One record per run (as before), with the run's interval and its configuration's statistics; for a
+    search, one record per trial (params, rung, state, objective, the final metrics of completed trials)."""
+    if result.search is not None:
+        return [{"experiment_id": result.experiment_id, "best": t.run_id == result.search.best, **t.model_dump(mode="json")} for t in result.search.trials]
     summary = result.summary
     intervals = {r.run_id: r.model_dump(mode="json") for r in summary.runs} if summary else {}
     configs = {c.config: c.model_dump(mode="json") for c in summary.configs} if summary else {}

@@ -61,6 +61,8 @@ from bert_eval.temporal.payloads import (
     Payload,
     PredictInput,
     RungInput,
+    SearchOutcome,
+    SearchProgress,
     SuggestInput,
     SummaryInput,
 )
@@ -389,10 +391,29 @@ class EvalActivities:
             raise ApplicationError(f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True)
         with _activity_scope(request.run.id, request.experiment_id):
             device = self.device if request.run.eval.use_gpu else "cpu"
-            return await _in_thread(
+            result = await _in_thread(
                 lambda: evaluate_rung(request.run, request.step, model_dir=model_dir, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device),
                 executor=self._model_thread,
             )
+            for name, value in result.metrics.items():
+                metrics.SEARCH.rung_objective.labels(
+                    experiment_id=request.experiment_id, run_id=request.run.id, rung_step=str(request.step), metric=name
+                ).set(value)
+            return result
+
+    @activity.defn(name=ACTIVITY.record_search_progress)
+    async def record_search_progress(self, progress: SearchProgress) -> None:
+        """A search's trial counts and best objective, as this worker's Prometheus gauges."""
+        for state, count in progress.trials.items():
+            metrics.SEARCH.trials.labels(experiment_id=progress.experiment_id, state=state).set(count)
+        if progress.best is not None:
+            metrics.SEARCH.best.labels(experiment_id=progress.experiment_id, metric=progress.metric).set(progress.best)
+
+    @activity.defn(name=ACTIVITY.record_search)
+    async def record_search(self, outcome: SearchOutcome) -> None:
+        """Write `experiments/<id>.search.json` (every trial, its rungs and state) for reports."""
+        record = experiment_file(self.runs_dir, outcome.experiment_id)
+        await _in_thread(lambda: atomic_write_json(record.with_name(f"{outcome.experiment_id}.search.json"), outcome.model_dump(mode="json")))
 
     @activity.defn(name=ACTIVITY.keep_last_checkpoint)
     async def keep_last_checkpoint(self, run_id: str) -> int:
@@ -406,6 +427,8 @@ class EvalActivities:
             self.find_rung,
             self.evaluate_rung,
             self.keep_last_checkpoint,
+            self.record_search_progress,
+            self.record_search,
             self.record_experiment,
             self.snapshot_dataset,
             self.find_existing_run,

@@ -22,6 +22,7 @@ from bert_eval.core.records import EvalResult
 
 __all__ = [
     "EVAL",
+    "SEARCH",
     "TRAINING",
     "WORKER",
     "PrometheusTrainingObserver",
@@ -104,6 +105,28 @@ class _EvalMetrics:
         )
 
 
+class _SearchMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.trials = Gauge(
+            "bert_eval_search_trials",
+            "A search's trials by state (running, paused, stopped, completed, failed)",
+            ("experiment_id", "state"),
+            registry=registry,
+        )
+        self.best = Gauge(
+            "bert_eval_search_best_objective",
+            "A search's best objective so far (on the held-out search slice, at any rung)",
+            ("experiment_id", "metric"),
+            registry=registry,
+        )
+        self.rung_objective = Gauge(
+            "bert_eval_search_rung_objective",
+            "A trial's objective at a rung (on the held-out search slice)",
+            ("experiment_id", "run_id", "rung_step", "metric"),
+            registry=registry,
+        )
+
+
 class _WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.up = Gauge("bert_eval_worker_up", "1 while the worker process runs", ("kind", "task_queue"), registry=registry)
@@ -115,6 +138,7 @@ class _WorkerMetrics:
 
 TRAINING = _TrainingMetrics(REGISTRY)
 EVAL = _EvalMetrics(REGISTRY)
+SEARCH = _SearchMetrics(REGISTRY)
 WORKER = _WorkerMetrics(REGISTRY)
 
 

@@ -89,6 +89,8 @@ class ACTIVITY:
     find_rung = "find_rung"
     evaluate_rung = "evaluate_rung"
     keep_last_checkpoint = "keep_last_checkpoint"
+    record_search_progress = "record_search_progress"
+    record_search = "record_search"
 
 
 # Error types carried by ApplicationError.type (the core's error classes name them).

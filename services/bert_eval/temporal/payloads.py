@@ -39,6 +39,7 @@ __all__ = [
     "RunStatus",
     "RungInput",
     "SearchOutcome",
+    "SearchProgress",
     "SearchState",
     "SearchTrial",
     "SuggestInput",
@@ -317,3 +318,12 @@ class RungInput(Payload):
     step: int
     snapshot: SnapshotResult
     model_dir: str | None = None  # evaluate_rung: the rung's checkpoint, or the final model at the last rung
+
+
+class SearchProgress(Payload):
+    """Input of `record_search_progress`: a search's trial counts by state and its best objective so far."""
+
+    experiment_id: str
+    metric: str
+    trials: dict[str, int]  # state -> count
+    best: float | None = None

@@ -22,7 +22,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from bert_eval.core.asha import Job, Ladder, Trial
+    from bert_eval.core.asha import Job, Ladder, Trial, TrialState
     from bert_eval.core.records import EvalResult, SnapshotResult
     from bert_eval.core.rungs import RungResult
     from bert_eval.core.snapshot import SEARCH_TABLE
@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ExistingRun,
         RungInput,
         SearchOutcome,
+        SearchProgress,
         SearchState,
         SearchTrial,
         SuggestInput,
@@ -88,6 +89,7 @@ class SearchRunner:
                 tasks.append(asyncio.create_task(self._job(job)))
             if draining and self._in_flight == 0:
                 workflow.logger.info("search %s: continuing as new after %d trials", self.experiment.id, len(ladder.trials))
+                await self._record()
                 return self.state.model_copy(update={"continued": self.state.continued + 1})
             seen = self._changes
             await workflow.wait_condition(functools.partial(self._changed_since, seen))
@@ -96,7 +98,30 @@ class SearchRunner:
             await activity_of_run(
                 trial.run_id, EvalActivities.keep_last_checkpoint, trial.run_id, start_to_close=TIMEOUTS.find_existing_start_to_close
             )
-        return self.outcome(finished=True)
+        await self._progress()
+        return await self._record(finished=True)
+
+    async def _progress(self) -> None:
+        """The trial counts and best objective, to the eval worker's metrics (one small activity per result)."""
+        assert self.state is not None
+        ladder = self.state.ladder
+        counts = {state.value: sum(t.state is state for t in ladder.trials) for state in TrialState}
+        measured = [t.objective for t in ladder.trials if t.objective is not None]
+        best = (max(measured) if ladder.maximize else min(measured)) if measured else None
+        await activity_of_run(
+            self.experiment.id,
+            EvalActivities.record_search_progress,
+            SearchProgress(experiment_id=self.experiment.id, metric=self.search.objective.metric, trials=counts, best=best),
+            start_to_close=TIMEOUTS.find_existing_start_to_close,
+        )
+
+    async def _record(self, *, finished: bool = False) -> SearchOutcome:
+        """The outcome so far, written beside the experiment's record for reports."""
+        outcome = self.outcome(finished=finished)
+        await activity_of_run(
+            self.experiment.id, EvalActivities.record_search, outcome, start_to_close=TIMEOUTS.record_experiment_start_to_close
+        )
+        return outcome
 
     def _changed_since(self, seen: int) -> bool:
         return self._changes != seen
@@ -146,6 +171,9 @@ class SearchRunner:
             self.state.ladder.record(job, None, error=root_cause(exc))
         finally:
             slot.free()
+        try:
+            await self._progress()
+        finally:
             self._in_flight -= 1
             self._changes += 1
 

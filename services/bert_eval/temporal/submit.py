@@ -187,6 +187,7 @@ async def watch(
     """Poll status (and live training progress) until the coordinator returns its result; report task
     queues without workers (at once, then whenever that changes)."""
     result_task = asyncio.create_task(handle.result())
+    latest = client.get_workflow_handle(handle.id)  # a search that continued as new answers from its newest run
     checked_at, reported = -workers_check_every_s, None
     missing: list[str] | None
     while not result_task.done():
@@ -201,10 +202,10 @@ async def watch(
                 reported = missing
         try:
             # Bounded: a query waits for a worker, and there may be none (reported above).
-            status = await handle.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
+            status = await latest.query(QUERY.status, result_type=CoordinatorStatus, rpc_timeout=timedelta(seconds=5))
         except RPCError:
             status = None
-        if status is not None and status.runs:
+        if status is not None and (status.runs or status.search):
             progress = {}
             for run in status.runs:
                 if run.phase is RunPhase.training and (p := await training_progress(client, run.run_id)) is not None:
