@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     eval_concurrency: int = Field(default=4, ge=1, le=256)
     # Heartbeat timeout of the fine-tune activity: how fast a dead worker is noticed.
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    # A search continues as new (its trials in flight ended first) past this many events of history.
+    search_history_limit: int = Field(default=8_000, ge=200, le=40_000)
     # Force CPU even when a GPU is present (tests, debugging).
     force_cpu: bool = False
     # After SIGTERM, how long the worker waits for its activities (a training attempt stops at the next

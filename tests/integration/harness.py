@@ -21,6 +21,8 @@ from google.protobuf.duration_pb2 import Duration
 from support.ports import free_port
 from support.specs import LONG, tiny_run
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
@@ -321,3 +323,17 @@ def run_on_two_training_workers(
     wait_for_checkpoint(stack.runs_dir, run_id)
     busy = next(w for w in workers if w.holds_training)
     return busy, next(w for w in workers if w is not busy), background
+
+
+async def result_across_outages(stack: Stack, workflow_id: str, *, timeout_s: float) -> ExperimentResult:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client = await stack.client()
+            return await asyncio.wait_for(
+                client.get_workflow_handle(workflow_id, result_type=ExperimentResult).result(), timeout=deadline - time.monotonic()
+            )
+        except (RPCError, RuntimeError) as exc:  # server still coming back
+            if isinstance(exc, WorkflowFailureError) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)

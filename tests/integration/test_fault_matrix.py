@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 from support.specs import LONG, tiny_run
-from temporalio.client import WorkflowFailureError
-from temporalio.service import RPCError
 
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.experiment import parse_experiment
@@ -23,7 +21,7 @@ from bert_eval.temporal.names import training_workflow_id
 from bert_eval.temporal.payloads import ExperimentResult
 from bert_eval.temporal.submit import start_experiment
 
-from .harness import Stack, activity_attempts, run_on_two_training_workers, wait_for_checkpoint
+from .harness import Stack, activity_attempts, result_across_outages, run_on_two_training_workers, wait_for_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -118,26 +116,12 @@ def test_temporal_server_killed_and_restarted_mid_experiment(tmp_path: Path, dat
         down_at = time.monotonic()
         time.sleep(2)
         stack.start_server()
-        result = asyncio.run(_result_across_outages(stack, "experiment-server-killed", timeout_s=400))
+        result = asyncio.run(result_across_outages(stack, "experiment-server-killed", timeout_s=400))
         [run] = result.runs
         _assert_same_as_reference(run, reference)
         print(f"\nfault 6 (server SIGKILL + restart): experiment completed {time.monotonic() - down_at:.1f}s after the kill, resumes {run.training.resumes}")
     finally:
         stack.close()
-
-
-async def _result_across_outages(stack: Stack, workflow_id: str, *, timeout_s: float) -> ExperimentResult:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client = await stack.client()
-            return await asyncio.wait_for(
-                client.get_workflow_handle(workflow_id, result_type=ExperimentResult).result(), timeout=deadline - time.monotonic()
-            )
-        except (RPCError, RuntimeError) as exc:  # server still coming back
-            if isinstance(exc, WorkflowFailureError) or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
 
 
 def _training_now(worker) -> str | None:

@@ -3,7 +3,9 @@ held-out objective, resubmission reusing every trial, and bad search input refus
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,17 +15,23 @@ from temporalio.client import WorkflowFailureError
 from bert_eval.core.asha import TrialState
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
+from bert_eval.experiment import parse_experiment
 from bert_eval.spec import Experiment, RunSpec, SearchSpec
 from bert_eval.temporal.failures import root_cause
+from bert_eval.temporal.names import coordinator_workflow_id
+from bert_eval.temporal.submit import start_experiment
 
-from .harness import Stack
+from .harness import Stack, result_across_outages
 
 pytestmark = pytest.mark.integration
 
 
 def search_experiment(model_dir: Path, experiment_id: str, *, trials: int = 6, concurrent: int = 2, **search: object) -> dict:
     """A tiny-BERT template on 200 SST-2 rows (40 held out): 20 steps, rungs at 3, 9 and 20 steps."""
-    template = tiny_run(model_dir, "template", max_train_samples=200, batch_size=16, epochs=2, checkpoint_every_steps=None, eval_samples=64)
+    template = tiny_run(
+        model_dir, "template", max_train_samples=200, batch_size=16, epochs=2, checkpoint_every_steps=None, checkpoint_every_seconds=None,
+        eval_samples=64,
+    )
     template.pop("run_id")
     return {
         "experiment_id": experiment_id,
@@ -98,3 +106,60 @@ def test_a_search_the_data_cannot_support_is_refused_by_the_coordinator(served: 
     with pytest.raises(WorkflowFailureError) as refused:
         served.run_experiment(Experiment(experiment_id="asha-regression", runs=(regression,), search=SearchSpec.model_validate(document["search"])))
     assert "search.objective.metric: regression runs report pearson, spearman, mse, not 'accuracy'" in root_cause(refused.value)
+
+
+def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_undisturbed_one(
+    shared_server: str, tmp_path: Path, data_dir: Path, tiny_model_dir: Path
+) -> None:
+    """12 trials, ASHA: undisturbed on the shared server; then again, with the coordinator continuing as new
+    every ~200 events, while the eval worker (which hosts the coordinator) and the training worker are each
+    SIGKILLed 3 times and the Temporal server is killed and restarted on its database once."""
+    document = search_experiment(tiny_model_dir, "asha-durable", trials=12, concurrent=3)
+    calm_stack = Stack.on_server(shared_server, tmp_path / "calm", data_dir, label="asha-calm")
+    try:
+        calm_stack.start_workers("training", "eval")
+        calm = calm_stack.run_experiment(document, heartbeat_timeout_s=5)
+    finally:
+        calm_stack.close()
+    assert calm.search is not None and calm.search.continued == 0
+
+    stack = Stack.start(tmp_path / "storm", data_dir, db_file=tmp_path / "temporal.db")
+    stack.extra_env["BERT_EVAL_SEARCH_HISTORY_LIMIT"] = "200"
+    try:
+        pace = {"step_pace_s": 0.15}  # kills land mid-rung: a rung of 3 steps trains for at least 0.45 s
+        stack.start_workers("training", "eval", **pace)
+        experiment = parse_experiment(document)
+
+        async def submit() -> None:
+            settings = stack.settings(heartbeat_timeout_s=5, search_history_limit=200)
+            await start_experiment(await stack.client(), experiment, settings)
+
+        asyncio.run(submit())
+        measured = lambda: len(list(stack.runs_dir.glob("runs/*/rungs/step-*.json")))  # noqa: E731
+        done = []
+        for target in ("training", "eval", "server", "training", "eval", "training", "eval"):
+            seen = measured()
+            deadline = time.monotonic() + 180
+            while measured() < seen + 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if target == "server":
+                stack.kill_server()
+                time.sleep(1)
+                stack.start_server()
+            else:
+                [worker] = [w for w in stack.workers if w.kind == target and w.process.poll() is None]
+                worker.kill()
+                stack.start_worker(target, wait=False, **pace)
+            done.append((target, measured()))
+        storm = asyncio.run(result_across_outages(stack, coordinator_workflow_id("asha-durable"), timeout_s=600))
+    finally:
+        stack.close()
+    assert measured() == 17 and done[-1][1] < 17, f"every kill must land during the search: {done}"
+
+    assert storm.search is not None and calm.search is not None and storm.search.continued >= 1
+    same = {"train_seconds"}
+    assert [t.model_dump(exclude=same) for t in storm.search.trials] == [t.model_dump(exclude=same) for t in calm.search.trials]
+    assert storm.search.promotions == calm.search.promotions and storm.search.best == calm.search.best
+    for trial in storm.search.trials:  # none lost, none trained twice: one fine_tune per rung it reached
+        assert fine_tune_calls(stack.runs_dir, trial.run_id) == trial.rung + 1 == fine_tune_calls(calm_stack.runs_dir, trial.run_id)
+    print(f"\nsearch durability: kills {done}, continued as new {storm.search.continued} times, best {storm.search.best}")

@@ -115,7 +115,10 @@ async def _start(client: Client, experiment: Experiment, settings: Settings) -> 
         # By name, not by class: the CLI does not import the workflows (and, through them, torch).
         WORKFLOW.coordinator,
         CoordinatorInput(
-            experiment=experiment, heartbeat_timeout_s=settings.heartbeat_timeout_s, training_task_queue=training_queue
+            experiment=experiment,
+            heartbeat_timeout_s=settings.heartbeat_timeout_s,
+            training_task_queue=training_queue,
+            search_history_limit=settings.search_history_limit,
         ),
         id=coordinator_workflow_id(experiment.id, prefix=_id_prefix()),
         task_queue=eval_queue,
