@@ -5,7 +5,7 @@ PYTHON ?= $(VENV)/bin/python
 BERT_EVAL_DATA_DIR ?= $(abspath ../shared/data)
 export BERT_EVAL_DATA_DIR
 
-.PHONY: install lint test test-fast test-slow demo demo-seeds up clean bench bench-gpu gpu-kit
+.PHONY: install lint test test-fast test-slow demo demo-seeds demo-search up clean bench bench-gpu gpu-kit
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -46,6 +46,12 @@ demo:
 demo-seeds:
 	$(PYTHON) -m bert_eval demo --experiment services/bert_eval/experiments/sst2-minilm-seeds.yaml \
 		--json bert_runs/demo-seeds-results.json
+
+# A 12-trial search (Optuna TPE, ASHA on checkpoints) over MiniLM's learning rate, warmup and weight decay on
+# 1,200 SST-2 sentences: prints the leaderboard and the winner's validation metrics.
+demo-search:
+	$(PYTHON) -m bert_eval demo --experiment services/bert_eval/experiments/sst2-minilm-search.yaml \
+		--json bert_runs/demo-search-results.json
 
 up:
 	$(PYTHON) -m bert_eval up

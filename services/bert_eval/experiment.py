@@ -97,7 +97,8 @@ def _search(section: Any, specs: list[RunSpec], *, source: str) -> SearchSpec | 
     try:
         search = SearchSpec.model_validate(section)
     except ValidationError as exc:
-        raise ExperimentFileError(f"{source}: search.{describe_validation_error(exc).removeprefix('value: ')}") from None
+        problem = describe_validation_error(exc).removeprefix("value: ").replace("space: ", "space.", 1)
+        raise ExperimentFileError(f"{source}: search.{problem}") from None
     if len(specs) != 1:
         raise ExperimentFileError(f"{source}: search: needs exactly one run, the trials' template (got {len(specs)}); drop grid: and seeds:")
     template = specs[0].with_canonical_id()

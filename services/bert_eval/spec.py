@@ -457,14 +457,21 @@ class SearchSpec(_Strict):
             value = {**value, "scheduler": {"type": "none"}}
         return value
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _searchable_paths(cls, value: Any) -> Any:
+        for path in value if isinstance(value, dict) else ():
+            section, _, name = str(path).partition(".")
+            if section != "train" or name not in SEARCHABLE_FIELDS:
+                raise ValueError(
+                    f"{path}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
+                )
+        return value
+
     @model_validator(mode="after")
     def _valid_space(self) -> SearchSpec:
         for path, distribution in self.space.items():
-            section, _, name = path.partition(".")
-            if section != "train" or name not in SEARCHABLE_FIELDS:
-                raise ValueError(
-                    f"space.{path}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
-                )
+            name = path.removeprefix("train.")
             whole = SEARCHABLE_FIELDS[name]
             if whole and distribution.kind in ("uniform", "loguniform"):
                 raise ValueError(f"space.{path}: {name} is a whole number; use int: [low, high] or choice: [...]")

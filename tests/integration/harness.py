@@ -291,12 +291,15 @@ class Stack:
     async def client(self):
         return await connect(self.temporal_settings())
 
-    def run_experiment(self, experiment: dict[str, Any] | Experiment, *, heartbeat_timeout_s: float = 30.0, timeout_s: float = 600.0) -> ExperimentResult:
+    def run_experiment(
+        self, experiment: dict[str, Any] | Experiment, *, heartbeat_timeout_s: float = 30.0, timeout_s: float = 600.0, **settings: Any
+    ) -> ExperimentResult:
+        """Submit (with these submission settings) and wait for the result."""
         parsed = experiment if isinstance(experiment, Experiment) else parse_experiment(experiment)
 
         async def go() -> ExperimentResult:
             client = await self.client()
-            handle = await start_experiment(client, parsed, self.settings(heartbeat_timeout_s=heartbeat_timeout_s))
+            handle = await start_experiment(client, parsed, self.settings(heartbeat_timeout_s=heartbeat_timeout_s, **settings))
             return await asyncio.wait_for(handle.result(), timeout=timeout_s)
 
         return asyncio.run(go())

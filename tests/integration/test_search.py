@@ -16,7 +16,7 @@ from bert_eval.core.asha import TrialState
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
 from bert_eval.experiment import parse_experiment
-from bert_eval.spec import Experiment, RunSpec, SearchSpec
+from bert_eval.spec import Experiment, RunSpec, SearchSpec, TaskType
 from bert_eval.temporal.failures import root_cause
 from bert_eval.temporal.names import coordinator_workflow_id
 from bert_eval.temporal.submit import start_experiment
@@ -102,7 +102,7 @@ def test_a_search_the_data_cannot_support_is_refused_by_the_coordinator(served: 
     with pytest.raises(WorkflowFailureError) as refused:
         served.run_experiment(Experiment(experiment_id="asha-few-rows", runs=(many_rows,), search=SearchSpec.model_validate(document["search"])))
     assert "30 selected rows: too few to hold out a search slice" in root_cause(refused.value)
-    regression = template.model_copy(update={"dataset": template.dataset.model_copy(update={"task": "regression"})})
+    regression = template.model_copy(update={"dataset": template.dataset.model_copy(update={"task": TaskType.regression})})
     with pytest.raises(WorkflowFailureError) as refused:
         served.run_experiment(Experiment(experiment_id="asha-regression", runs=(regression,), search=SearchSpec.model_validate(document["search"])))
     assert "search.objective.metric: regression runs report pearson, spearman, mse, not 'accuracy'" in root_cause(refused.value)
@@ -115,6 +115,7 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
     every ~200 events, while the eval worker (which hosts the coordinator) and the training worker are each
     SIGKILLed 3 times and the Temporal server is killed and restarted on its database once."""
     document = search_experiment(tiny_model_dir, "asha-durable", trials=12, concurrent=3)
+    started = time.monotonic()
     calm_stack = Stack.on_server(shared_server, tmp_path / "calm", data_dir, label="asha-calm")
     try:
         calm_stack.start_workers("training", "eval")
@@ -122,9 +123,9 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
     finally:
         calm_stack.close()
     assert calm.search is not None and calm.search.continued == 0
+    calm_s = time.monotonic() - started
 
     stack = Stack.start(tmp_path / "storm", data_dir, db_file=tmp_path / "temporal.db")
-    stack.extra_env["BERT_EVAL_SEARCH_HISTORY_LIMIT"] = "200"
     try:
         pace = {"step_pace_s": 0.15}  # kills land mid-rung: a rung of 3 steps trains for at least 0.45 s
         stack.start_workers("training", "eval", **pace)
@@ -150,7 +151,7 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
                 [worker] = [w for w in stack.workers if w.kind == target and w.process.poll() is None]
                 worker.kill()
                 stack.start_worker(target, wait=False, **pace)
-            done.append((target, measured()))
+            done.append((target, measured(), round(time.monotonic() - started)))
         storm = asyncio.run(result_across_outages(stack, coordinator_workflow_id("asha-durable"), timeout_s=600))
     finally:
         stack.close()
@@ -162,4 +163,6 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
     assert storm.search.promotions == calm.search.promotions and storm.search.best == calm.search.best
     for trial in storm.search.trials:  # none lost, none trained twice: one fine_tune per rung it reached
         assert fine_tune_calls(stack.runs_dir, trial.run_id) == trial.rung + 1 == fine_tune_calls(calm_stack.runs_dir, trial.run_id)
-    print(f"\nsearch durability: kills {done}, continued as new {storm.search.continued} times, best {storm.search.best}")
+    total = time.monotonic() - started
+    print(f"\nsearch durability: undisturbed {calm_s:.0f}s; kills (target, rungs measured, s) {done}; all {total:.0f}s; "
+          f"continued as new {storm.search.continued} times, best {storm.search.best}")

@@ -3,8 +3,9 @@
     .venv/bin/python tests/replay/record_histories.py [--prefix v2]
 
 Starts a dev server and real workers, runs a small experiment with the tiny model (one run that
-completes, one with bad input), resubmits it (every result reused), and writes each workflow's
-history to tests/replay/histories/<prefix>-<workflow id>.json. Takes about a minute on a laptop CPU.
+completes, one with bad input), resubmits it (every result reused), runs a 4-trial ASHA search whose
+coordinator continues as new (every run of it is written), and writes each workflow's history to
+tests/replay/histories/<prefix>-<workflow id>.json. Takes about a minute on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ sys.path.insert(0, str(TESTS))
 
 from conftest import SHARED_DATA  # noqa: E402
 from integration.harness import Stack, make_tiny_model  # noqa: E402
+from integration.test_search import search_experiment  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.specs import tiny_run  # noqa: E402
 
+from bert_eval.experiment import parse_experiment  # noqa: E402
 from bert_eval.temporal.devserver import start_dev_server  # noqa: E402
 
 OUT = Path(__file__).parent / "histories"
@@ -46,7 +49,11 @@ def record(prefix: str) -> list[Path]:
             assert [r.status for r in first.runs] == ["completed", "failed"], first
             assert again.runs[0].reused, again
             ids = [f"experiment-{prefix}-first", "train-good", "eval-good-validation", "train-bad-model", f"experiment-{prefix}-again"]
-            return asyncio.run(_write(stack, prefix, ids))
+            written = asyncio.run(_write(stack, prefix, ids))
+            search = search_experiment(model, f"{prefix}-search", trials=4, concurrent=2)
+            outcome = stack.run_experiment(parse_experiment(search), search_history_limit=200).search
+            assert outcome is not None and outcome.finished and outcome.continued >= 1, outcome
+            return written + asyncio.run(_write_runs(stack, f"experiment-{prefix}-search"))
         finally:
             stack.close()
 
@@ -59,6 +66,19 @@ async def _write(stack: Stack, prefix: str, workflow_ids: list[str]) -> list[Pat
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         name = workflow_id if workflow_id.startswith(f"experiment-{prefix}") else f"{prefix}-{workflow_id}"
         path = OUT / f"{name}.json"
+        path.write_text(history.to_json())
+        written.append(path)
+    return written
+
+
+async def _write_runs(stack: Stack, workflow_id: str) -> list[Path]:
+    """Every run of a workflow that continued as new, oldest first."""
+    client = await stack.client()
+    runs = [execution async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    written = []
+    for index, execution in enumerate(sorted(runs, key=lambda e: e.start_time)):
+        history = await client.get_workflow_handle(workflow_id, run_id=execution.run_id).fetch_history()
+        path = OUT / f"{workflow_id}-run{index}.json"
         path.write_text(history.to_json())
         written.append(path)
     return written

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
@@ -47,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 __all__ = ["SearchRunner"]
+
+T = TypeVar("T")
 
 
 class SearchRunner:
@@ -95,7 +99,7 @@ class SearchRunner:
             await workflow.wait_condition(functools.partial(self._changed_since, seen))
         await asyncio.gather(*tasks)
         for trial in ladder.stop_paused():
-            await activity_of_run(
+            await self._call(
                 trial.run_id, EvalActivities.keep_last_checkpoint, trial.run_id, start_to_close=TIMEOUTS.find_existing_start_to_close
             )
         await self._progress()
@@ -108,7 +112,7 @@ class SearchRunner:
         counts = {state.value: sum(t.state is state for t in ladder.trials) for state in TrialState}
         measured = [t.objective for t in ladder.trials if t.objective is not None]
         best = (max(measured) if ladder.maximize else min(measured)) if measured else None
-        await activity_of_run(
+        await self._call(
             self.experiment.id,
             EvalActivities.record_search_progress,
             SearchProgress(experiment_id=self.experiment.id, metric=self.search.objective.metric, trials=counts, best=best),
@@ -118,10 +122,17 @@ class SearchRunner:
     async def _record(self, *, finished: bool = False) -> SearchOutcome:
         """The outcome so far, written beside the experiment's record for reports."""
         outcome = self.outcome(finished=finished)
-        await activity_of_run(
+        await self._call(
             self.experiment.id, EvalActivities.record_search, outcome, start_to_close=TIMEOUTS.record_experiment_start_to_close
         )
         return outcome
+
+    async def _call(self, run_id: str, method: Callable[[Any, Any], Awaitable[T]], arg: Any, *, start_to_close: timedelta) -> T:
+        """An activity of the search, with a heartbeat timeout: activities heartbeat while they work, so one
+        lost with its worker is retried within seconds, not at its start-to-close timeout."""
+        return await activity_of_run(
+            run_id, method, arg, start_to_close=start_to_close, heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s)
+        )
 
     def _changed_since(self, seen: int) -> bool:
         return self._changes != seen
@@ -139,7 +150,7 @@ class SearchRunner:
 
     async def _sample(self, ladder: Ladder) -> Job:
         index = len(ladder.trials)
-        params: dict[str, float | int] = await activity_of_run(
+        params: dict[str, float | int] = await self._call(
             self.experiment.id,
             EvalActivities.suggest_trial,
             SuggestInput(experiment_id=self.experiment.id, search=self.search, index=index, history=ladder.sampler_history()),
@@ -181,7 +192,7 @@ class SearchRunner:
         """The rung's objective: recorded earlier, or trained (from the previous rung's checkpoint) and measured."""
         assert self.state is not None
         snapshot, eid = self.state.snapshot, self.experiment.id
-        found: RungResult | None = await activity_of_run(
+        found: RungResult | None = await self._call(
             spec.id,
             EvalActivities.find_rung,
             RungInput(experiment_id=eid, run=spec, step=step, snapshot=snapshot),
@@ -207,25 +218,24 @@ class SearchRunner:
         )
         trial.train_seconds = round(trial.train_seconds + (trained.summary.call_seconds or 0.0), 3)
         slot.free()  # the rung is measured on the eval pool while another trains
-        return await activity_of_run(
+        return await self._call(
             spec.id,
             EvalActivities.evaluate_rung,
             RungInput(experiment_id=eid, run=spec, step=step, snapshot=snapshot, model_dir=trained.summary.model_dir),
             start_to_close=TIMEOUTS.evaluate_start_to_close,
-            heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s),
         )
 
     async def _final_evaluation(self, spec: RunSpec) -> dict[str, float]:
         """A completed trial's metrics on the experiment's eval split (measured once, reused after)."""
         assert self.state is not None
-        existing: ExistingRun = await activity_of_run(
+        existing: ExistingRun = await self._call(
             spec.id, EvalActivities.find_existing_run, spec, start_to_close=TIMEOUTS.find_existing_start_to_close
         )
         if existing.evaluation is not None:
             return existing.evaluation.metrics
         if existing.summary is None:
             raise ApplicationError(f"run {spec.id}: its training completed but no final model was found", type=INVALID_INPUT)
-        evaluation: EvalResult = await activity_of_run(
+        evaluation: EvalResult = await self._call(
             spec.id,
             EvalActivities.evaluate_model,
             EvalRunInput(
@@ -237,7 +247,6 @@ class SearchRunner:
                 heartbeat_timeout_s=self.request.heartbeat_timeout_s,
             ),
             start_to_close=TIMEOUTS.evaluate_start_to_close,
-            heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s),
         )
         return evaluation.metrics
 
