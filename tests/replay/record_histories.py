@@ -3,7 +3,7 @@
     .venv/bin/python tests/replay/record_histories.py [--prefix v2]
 
 Starts a dev server and real workers, runs a small experiment with the tiny model (one run that
-completes, one with bad input), resubmits it (every result reused), runs a 4-trial ASHA search whose
+completes, one with bad input), resubmits it (every result reused), runs an 8-trial ASHA search whose
 coordinator continues as new (every run of it is written), and writes each workflow's history to
 tests/replay/histories/<prefix>-<workflow id>.json. Takes about a minute on a laptop CPU.
 """
@@ -50,7 +50,7 @@ def record(prefix: str) -> list[Path]:
             assert again.runs[0].reused, again
             ids = [f"experiment-{prefix}-first", "train-good", "eval-good-validation", "train-bad-model", f"experiment-{prefix}-again"]
             written = asyncio.run(_write(stack, prefix, ids))
-            search = search_experiment(model, f"{prefix}-search", trials=4, concurrent=2)
+            search = search_experiment(model, f"{prefix}-search", trials=8, concurrent=2)
             outcome = stack.run_experiment(parse_experiment(search), search_history_limit=200).search
             assert outcome is not None and outcome.finished and outcome.continued >= 1, outcome
             return written + asyncio.run(_write_runs(stack, f"experiment-{prefix}-search"))
