@@ -207,23 +207,29 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
     return table
 
 
+_SHORT_PARAMS = {"learning_rate": "lr", "warmup_ratio": "warmup", "weight_decay": "wd", "batch_size": "bs", "max_seq_length": "seq"}
+
+
 def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | None = None) -> Table:
-    """A search's trials, best objective first: params, rung reached, objective, state (and live steps)."""
+    """A search's trials, highest rung first, then best objective: params, rung reached, objective, state."""
     direction = "max" if search.maximize else "min"
     done = "" if search.finished else " (in progress)"
-    table = Table(title=f"search {search.experiment_id}: {len(search.trials)} trials, {search.metric} ({direction}) on the search slice{done}")
-    for column in ("trial", "run", "params", "rung (steps)", f"objective ({search.metric})", "state", "final metrics / error"):
+    table = Table(
+        title=f"search {search.experiment_id}: {len(search.trials)} trials (runs {search.experiment_id}-tNNNN), "
+        f"{search.metric} ({direction}) on the search slice{done}"
+    )
+    for column in ("trial", "params", "rung (steps)", search.metric, "state", "final metrics / error"):
         table.add_column(column)
     sign = -1 if search.maximize else 1
-    ranked = sorted(search.trials, key=lambda t: (t.objective is None, sign * (t.objective or 0.0), t.trial))
+    ranked = sorted(search.trials, key=lambda t: (t.objective is None, -t.rung, sign * (t.objective or 0.0), t.trial))
     for trial in ranked:
         p = (progress or {}).get(trial.run_id)
         live = f" training {p.step}/{p.total_steps}" if p and p.phase == "training" and p.total_steps else ""
-        params = ", ".join(f"{k.removeprefix('train.')}={v:.3g}" for k, v in trial.params.items())
-        final = trial.error or ", ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
+        names = {k: _SHORT_PARAMS.get(k.removeprefix("train."), k.removeprefix("train.")) for k in trial.params}
+        params = " ".join(f"{names[k]}={v:.3g}" for k, v in trial.params.items())
+        final = trial.error or " ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
         table.add_row(
-            str(trial.trial) + (" *" if trial.run_id == search.best else ""),
-            trial.run_id,
+            f"{trial.trial}" + (" *" if trial.run_id == search.best else ""),
             params,
             f"{trial.rung} ({trial.steps})" if trial.rung >= 0 else "",
             f"{trial.objective:.4f}" if trial.objective is not None else "",
