@@ -108,6 +108,13 @@ def test_a_search_the_data_cannot_support_is_refused_by_the_coordinator(served: 
     assert "search.objective.metric: regression runs report pearson, spearman, mse, not 'accuracy'" in root_cause(refused.value)
 
 
+async def history_lengths(stack: Stack, workflow_id: str) -> list[int]:
+    """The event count of every run of a workflow (its continue-as-new chain)."""
+    client = await stack.client()
+    runs = [execution async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    return [len((await client.get_workflow_handle(workflow_id, run_id=e.run_id).fetch_history()).events) for e in runs]
+
+
 def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_undisturbed_one(
     shared_server: str, tmp_path: Path, data_dir: Path, tiny_model_dir: Path
 ) -> None:
@@ -153,11 +160,14 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
                 stack.start_worker(target, wait=False, **pace)
             done.append((target, measured(), round(time.monotonic() - started)))
         storm = asyncio.run(result_across_outages(stack, coordinator_workflow_id("asha-durable"), timeout_s=600))
+        lengths = asyncio.run(history_lengths(stack, coordinator_workflow_id("asha-durable")))
     finally:
         stack.close()
     assert measured() == 17 and done[-1][1] < 17, f"every kill must land during the search: {done}"
 
     assert storm.search is not None and calm.search is not None and storm.search.continued >= 1
+    # Each run of the coordinator stops starting work past the limit; what was in flight (3 rungs) ends it.
+    assert len(lengths) == storm.search.continued + 1 and max(lengths) <= 200 + 3 * 40, lengths
     same = {"train_seconds"}
     assert [t.model_dump(exclude=same) for t in storm.search.trials] == [t.model_dump(exclude=same) for t in calm.search.trials]
     assert storm.search.promotions == calm.search.promotions and storm.search.best == calm.search.best
@@ -165,4 +175,4 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
         assert fine_tune_calls(stack.runs_dir, trial.run_id) == trial.rung + 1 == fine_tune_calls(calm_stack.runs_dir, trial.run_id)
     total = time.monotonic() - started
     print(f"\nsearch durability: undisturbed {calm_s:.0f}s; kills (target, rungs measured, s) {done}; all {total:.0f}s; "
-          f"continued as new {storm.search.continued} times, best {storm.search.best}")
+          f"continued as new {storm.search.continued} times (histories {lengths}), best {storm.search.best}")

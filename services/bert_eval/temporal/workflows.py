@@ -265,6 +265,8 @@ class CoordinatorWorkflow:
             # the workflow task instead, retried forever while the client waits).
             raise ApplicationError(f"invalid experiment: {exc}", type=INVALID_INPUT, non_retryable=True) from None
         self._experiment_id = experiment.id
+        if experiment.search is None:
+            self._status = {run.id: RunStatus(run_id=run.id, config=run.config) for run in experiment.runs}
         if request.search_state is None:
             await workflow.execute_activity_method(
                 EvalActivities.record_experiment,
@@ -275,7 +277,6 @@ class CoordinatorWorkflow:
             )
         if experiment.search is not None:
             return await self._run_search(experiment, request)
-        self._status = {run.id: RunStatus(run_id=run.id, config=run.config) for run in experiment.runs}
         results = await asyncio.gather(*(self._run_one(experiment.id, run, request) for run in experiment.runs))
         summary = None
         if workflow.patched(PATCH.experiment_summary):
