@@ -116,19 +116,14 @@ async def history_lengths(stack: Stack, workflow_id: str) -> list[int]:
 
 
 def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_undisturbed_one(
-    shared_server: str, tmp_path: Path, data_dir: Path, tiny_model_dir: Path
+    served: Stack, tmp_path: Path, data_dir: Path, tiny_model_dir: Path
 ) -> None:
-    """12 trials, ASHA: undisturbed on the shared server; then again, with the coordinator continuing as new
+    """12 trials, ASHA: undisturbed on the module's workers; then again, on a server of its own, with the coordinator continuing as new
     every ~200 events, while the eval worker (which hosts the coordinator) and the training worker are each
     SIGKILLed 3 times and the Temporal server is killed and restarted on its database once."""
     document = search_experiment(tiny_model_dir, "asha-durable", trials=12, concurrent=3)
     started = time.monotonic()
-    calm_stack = Stack.on_server(shared_server, tmp_path / "calm", data_dir, label="asha-calm")
-    try:
-        calm_stack.start_workers("training", "eval")
-        calm = calm_stack.run_experiment(document, heartbeat_timeout_s=5)
-    finally:
-        calm_stack.close()
+    calm = served.run_experiment(document, heartbeat_timeout_s=5)
     assert calm.search is not None and calm.search.continued == 0
     calm_s = time.monotonic() - started
 
@@ -172,7 +167,7 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
     assert [t.model_dump(exclude=same) for t in storm.search.trials] == [t.model_dump(exclude=same) for t in calm.search.trials]
     assert storm.search.promotions == calm.search.promotions and storm.search.best == calm.search.best
     for trial in storm.search.trials:  # none lost, none trained twice: one fine_tune per rung it reached
-        assert fine_tune_calls(stack.runs_dir, trial.run_id) == trial.rung + 1 == fine_tune_calls(calm_stack.runs_dir, trial.run_id)
+        assert fine_tune_calls(stack.runs_dir, trial.run_id) == trial.rung + 1 == fine_tune_calls(served.runs_dir, trial.run_id)
     total = time.monotonic() - started
     print(f"\nsearch durability: undisturbed {calm_s:.0f}s; kills (target, rungs measured, s) {done}; all {total:.0f}s; "
           f"continued as new {storm.search.continued} times (histories {lengths}), best {storm.search.best}")
