@@ -7,6 +7,10 @@ training summary and the `eval-<split>.json` files. It draws one loss curve per 
 resume markers, a runs × metrics table, and, when the experiment's statistics are on disk
 (`experiments/<id>.summary.json`), each run's and each configuration's 95% interval. A run with missing or unreadable artifacts gets a row that
 says what state it is in; it never stops the report.
+
+A search (`experiments/<id>.search.json` beside the record) is reported by its trials instead of its template
+run, which never trains: a leaderboard, the rung ladder (objective against steps, one line per trial, from
+each trial's `rungs/step-<N>.json`) and each searched parameter against the objective.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from bert_eval.core.asha import TrialState
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.fsutil import atomic_write_text
 from bert_eval.core.journal import RunJournal
@@ -186,6 +192,7 @@ table { border-collapse: collapse; margin: 1rem 0; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; } td.run, td.state { text-align: left; }
 td.best { font-weight: bold; }
+tr.winner td { background: #fff3d6; } tr.stopped td, tr.failed td { color: #777; }
 section { margin: 1.5rem 0; } p.caption, p.meta { color: #555; font-size: 0.9rem; }
 """
 
@@ -268,8 +275,16 @@ def _caption(record: RunRecord) -> str:
 def write_report(runs_dir: Path, experiment_id: str, out_dir: Path) -> Path:
     """Write `out_dir/report.html` (PNGs embedded) and the PNGs beside it; returns the HTML path."""
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    records = [collect_run(runs_dir, run_id) for run_id in _experiment_run_ids(runs_dir, experiment_id)]
+    run_ids = _experiment_run_ids(runs_dir, experiment_id)
+    search, search_problem = _read_search(runs_dir, experiment_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    search_html = f'<p class="meta">{html.escape(search_problem)}</p>' if search_problem else ""
+    if search is not None:
+        # The template run never trains: the search's runs are its trials.
+        records = [_trial_run(runs_dir, trial) for trial in sorted(search.trials, key=lambda t: t.trial)]
+        search_html = _search_section(runs_dir, search, out_dir)
+    else:
+        records = [collect_run(runs_dir, run_id) for run_id in run_ids]
 
     sections = []
     for record in records:
@@ -296,6 +311,7 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path) -> Path:
         f'<p class="meta">{len(records)} runs from {html.escape(str(runs_dir))}; '
         f"generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Bold: best value in its column. "
         "Wall time runs from the first training attempt's start to completion, recovery included.</p>"
+        f"{search_html}"
         f"<h2>Metrics</h2>{_table(records)}"
         f"{_summary_tables(runs_dir, experiment_id)}"
         f"<h2>Loss curves</h2>{note}{''.join(sections)}"
@@ -305,6 +321,18 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path) -> Path:
     atomic_write_text(report, document)
     report.chmod(0o644)  # a page to share; the temporary file it was renamed from was private
     return report
+
+
+def _trial_run(runs_dir: Path, trial: SearchTrialRecord) -> RunRecord:
+    """A search trial's run, its state said the way the search decided it."""
+    record = collect_run(runs_dir, trial.run_id)
+    if trial.state is TrialState.stopped:
+        record.state = f"stopped by the search at step {trial.steps}"
+    elif trial.state is TrialState.paused:
+        record.state = f"paused at step {trial.steps}, waiting for the search to promote it"
+    elif trial.state is TrialState.failed:
+        record.state = "failed" + (f": {trial.error}" if trial.error else "")
+    return record
 
 
 def _summary_tables(runs_dir: Path, experiment_id: str) -> str:
@@ -359,6 +387,310 @@ def _matrix_table(summary: ExperimentSummary) -> str:
     )
 
 
+# --------------------------------------------------------------------------- search
+
+
+class SearchTrialRecord(BaseModel):
+    """One trial as `experiments/<id>.search.json` records it (the temporal layer's `SearchTrial`, read
+    here without importing that layer)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    trial: int
+    run_id: str
+    params: dict[str, float | int]
+    rung: int  # the highest rung reached (0-based; -1: none yet)
+    steps: int  # the steps it trained to
+    state: TrialState
+    objective: float | None = None
+    objectives: list[float | None] = []
+    metrics: dict[str, float] | None = None
+    train_seconds: float = 0.0
+    error: str | None = None
+
+    @field_validator("run_id")
+    @classmethod
+    def _canonical(cls, run_id: str) -> str:
+        if normalize_id(run_id) != run_id:  # it becomes a path below
+            raise ValueError(f"run_id {run_id!r} is not canonical")
+        return run_id
+
+
+class SearchRecord(BaseModel):
+    """`experiments/<id>.search.json`: the search's outcome so far (the temporal layer's `SearchOutcome`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    experiment_id: str
+    metric: str
+    maximize: bool
+    rungs: list[int]
+    trials: list[SearchTrialRecord]
+    best: str | None = None
+    promotions: list[str] = []
+    finished: bool = False
+
+
+def _read_search(runs_dir: Path, experiment_id: str) -> tuple[SearchRecord | None, str | None]:
+    """The search's record, or None for a plain experiment; a record that cannot be read gives a problem."""
+    path = experiment_file(runs_dir, experiment_id).with_name(f"{experiment_id}.search.json")
+    try:
+        return SearchRecord.model_validate_json(path.read_text()), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValidationError) as exc:
+        return None, f"{path.name} unreadable ({exc.__class__.__name__}): the search's trials are not shown"
+
+
+def _ranked(search: SearchRecord) -> list[SearchTrialRecord]:
+    """Highest rung first, then best objective, failed last (the order of `bert-eval status`)."""
+    sign = -1 if search.maximize else 1
+    return sorted(search.trials, key=lambda t: (t.objective is None, -t.rung, sign * (t.objective or 0.0), t.trial))
+
+
+def _rung_points(runs_dir: Path, search: SearchRecord, trial: SearchTrialRecord) -> list[tuple[int, float | None]]:
+    """(step, objective) of each rung the trial reached. The steps are those of its `rungs/step-<N>.json`
+    (a trial with another budget than the template's has other rungs); without them, the template's rungs
+    and the trial's own last step."""
+    names = [p.stem.removeprefix("step-") for p in (RunLayout(runs_dir, trial.run_id).root / "rungs").glob("step-*.json")]
+    recorded = sorted(int(n) for n in names if n.isdigit())
+    points: list[tuple[int, float | None]] = []
+    for rung, objective in enumerate(trial.objectives):
+        if rung < len(recorded):
+            step = recorded[rung]
+        elif rung == trial.rung:
+            step = trial.steps
+        elif rung < len(search.rungs):
+            step = search.rungs[rung]
+        else:
+            continue
+        points.append((step, objective))
+    return points
+
+
+def _param_name(path: str) -> str:
+    return path.removeprefix("train.")
+
+
+def _searched_params(search: SearchRecord) -> list[str]:
+    seen: dict[str, None] = {}
+    for trial in search.trials:
+        for name in trial.params:
+            seen.setdefault(name, None)
+    return list(seen)
+
+
+def _measured(search: SearchRecord, name: str) -> list[tuple[SearchTrialRecord, float, float]]:
+    """(trial, its value of `name`, its objective at its highest rung) for each trial with that objective."""
+    return [(t, float(t.params[name]), t.objective) for t in search.trials if t.objective is not None and name in t.params]
+
+
+def _log_scale(search: SearchRecord, name: str) -> bool:
+    """Learning-rate-like parameters: positive values spanning more than a factor of 10."""
+    values = [x for _, x, _ in _measured(search, name)]
+    return bool(values) and min(values) > 0 and max(values) > 10 * min(values)
+
+
+_STOPPED_GREY = "#8c8c8c"
+_FAILED_RED = "#d62728"
+_WINNER_GOLD = "#ff7f0e"
+
+
+def _rung_ladder_png(search: SearchRecord, points: dict[str, list[tuple[int, float | None]]]) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    figure = Figure(figsize=(7.5, 4.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for step in search.rungs:
+        axes.axvline(step, color="#cccccc", linestyle=":", linewidth=1)
+    legend: dict[str, Line2D] = {}  # one entry per kind of line drawn, in drawing order
+    others = 0
+    # The winner last, on top of the others.
+    for trial in sorted(search.trials, key=lambda t: t.run_id == search.best):
+        measured = [(s, o) for s, o in points[trial.run_id] if o is not None]
+        if not measured:
+            continue
+        steps, objectives = zip(*measured, strict=True)
+        last = (steps[-1], objectives[-1])
+        if trial.run_id == search.best:
+            axes.plot(steps, objectives, color=_WINNER_GOLD, linewidth=3.2, marker="o", zorder=6)
+            axes.plot(*last, color=_WINNER_GOLD, marker="*", markersize=18, markeredgecolor="black", linestyle="", zorder=7)
+            legend[f"winner (trial {trial.trial})"] = Line2D([], [], color=_WINNER_GOLD, linewidth=3.2, marker="*", markersize=12, markeredgecolor="black")
+        elif trial.state is TrialState.stopped:
+            axes.plot(steps, objectives, color=_STOPPED_GREY, alpha=0.7, linewidth=1, marker=".", zorder=2)
+            axes.plot(*last, color=_STOPPED_GREY, marker="x", markersize=8, markeredgewidth=2, linestyle="", zorder=3)
+            legend["stopped (× at its last rung)"] = Line2D([], [], color=_STOPPED_GREY, marker="x", markeredgewidth=2)
+        elif trial.state is TrialState.failed:
+            axes.plot(steps, objectives, color=_FAILED_RED, alpha=0.7, linewidth=1, linestyle="--", marker=".", zorder=2)
+            axes.plot(*last, color=_FAILED_RED, marker="v", markersize=7, linestyle="", zorder=3)
+            legend["failed (▼ at its last result)"] = Line2D([], [], color=_FAILED_RED, linestyle="--", marker="v")
+        else:  # completed, or still running / paused: a colour each (not the winner's orange, C1)
+            color = f"C{(0, 2, 3, 4, 5, 6, 8, 9)[others % 8]}"
+            others += 1
+            done = trial.state is TrialState.completed
+            marker, fill = ("o", color) if done else (".", "white")
+            axes.plot(steps, objectives, color=color, linewidth=1.6, marker=marker, markerfacecolor=fill, zorder=4)
+            label = "completed" if done else "running / paused"
+            legend[label] = Line2D([], [], color="C0", linewidth=1.6, marker=marker, markerfacecolor="C0" if done else "white")
+    axes.margins(x=0.06, y=0.1)
+    if search.rungs:
+        if search.rungs[-1] > 10 * search.rungs[0]:
+            axes.set_xscale("log")  # rungs grow geometrically: evenly spaced on a log axis
+        axes.set_xticks(search.rungs, [str(step) for step in search.rungs])
+        axes.minorticks_off()
+    axes.set_title(f"{search.experiment_id}: rung ladder")
+    axes.set_xlabel("optimizer step (rungs dotted)")
+    axes.set_ylabel(f"{search.metric} on the search slice ({'higher' if search.maximize else 'lower'} is better)")
+    axes.grid(alpha=0.3, axis="y")
+    axes.legend(handles=list(legend.values()), labels=list(legend), loc="best", fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _params_png(search: SearchRecord) -> bytes:
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import BoundaryNorm
+    from matplotlib.figure import Figure
+
+    names = _searched_params(search)
+    top = max((t.rung for t in search.trials if t.objective is not None), default=0)
+    colors = colormaps["viridis"].resampled(top + 1)
+    norm = BoundaryNorm([r - 0.5 for r in range(top + 2)], colors.N)
+    columns = min(len(names), 3)
+    rows = -(-len(names) // columns)
+    figure = Figure(figsize=(3.6 * columns + 1.0, 3.2 * rows), dpi=100)
+    FigureCanvasAgg(figure)
+    scatter = None
+    first = None
+    for index, name in enumerate(names):
+        axes = figure.add_subplot(rows, columns, index + 1, sharey=first)
+        first = first or axes
+        measured = _measured(search, name)
+        xs, ys, reached = [x for _, x, _ in measured], [y for _, _, y in measured], [t.rung for t, _, _ in measured]
+        scatter = axes.scatter(xs, ys, c=reached, cmap=colors, norm=norm, s=36, edgecolors="black", linewidths=0.4, zorder=3)
+        for trial, x, y in measured:
+            if trial.run_id == search.best:
+                axes.scatter([x], [y], marker="*", s=260, facecolors="none", edgecolors=_WINNER_GOLD, linewidths=2, zorder=4)
+        log = _log_scale(search, name)
+        if log:
+            axes.set_xscale("log")
+        axes.set_xlabel(_param_name(name) + (" (log)" if log else ""))
+        if index % columns == 0:
+            axes.set_ylabel(search.metric)
+        else:
+            axes.tick_params(labelleft=False)
+        axes.margins(x=0.08, y=0.12)
+        axes.grid(alpha=0.3)
+    if scatter is not None:
+        bar = figure.colorbar(scatter, ax=figure.axes, ticks=list(range(top + 1)), fraction=0.04, pad=0.02)
+        bar.ax.set_yticklabels([f"{r} ({search.rungs[r]} steps)" if r < len(search.rungs) else str(r) for r in range(top + 1)])
+        bar.set_label("rung reached")
+    figure.suptitle(f"{search.experiment_id}: {search.metric} at each trial's highest rung")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _param_cell(value: float | int | None) -> str:
+    if value is None:
+        return "<td>—</td>"
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f'<td title="{html.escape(repr(value))}">{shown}</td>'
+
+
+def _leaderboard(search: SearchRecord, points: dict[str, list[tuple[int, float | None]]]) -> str:
+    params = _searched_params(search)
+    final: dict[str, None] = {}
+    for trial in search.trials:
+        for name in trial.metrics or {}:
+            final.setdefault(name, None)
+    headers = [
+        "rank", "trial", "run", *(_param_name(p) for p in params), "rung (steps)", search.metric,
+        f"{search.metric} per rung (steps)", "state", *(f"final {m}" for m in final), "train time (s)",
+    ]  # fmt: skip
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = []
+    for rank, trial in enumerate(_ranked(search), start=1):
+        winner = trial.run_id == search.best
+        ladder = " → ".join(f"{'failed' if o is None else f'{o:.4f}'} ({s})" for s, o in points[trial.run_id])
+        state = trial.state.value + (f": {trial.error}" if trial.error else "")
+        cells = [
+            f"<td>{rank}</td>",
+            f'<td class="run">{"★ " if winner else ""}{trial.trial}</td>',
+            f'<td class="run">{html.escape(trial.run_id)}</td>',
+            *(_param_cell(trial.params.get(p)) for p in params),
+            f"<td>{trial.rung} ({trial.steps})</td>" if trial.rung >= 0 else "<td>—</td>",
+            _cell(trial.objective, digits=4, best=winner),
+            f'<td class="run">{html.escape(ladder) or "—"}</td>',
+            f'<td class="state">{html.escape(state)}</td>',
+            *(_cell((trial.metrics or {}).get(m), digits=4) for m in final),
+            _cell(trial.train_seconds, digits=1),
+        ]
+        row_class = f' class="winner {trial.state.value}"' if winner else f' class="{trial.state.value}"'
+        body.append(f'<tr id="trial-{html.escape(trial.run_id)}"{row_class}>{"".join(cells)}</tr>')
+    return f'<table class="leaderboard"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _search_section(runs_dir: Path, search: SearchRecord, out_dir: Path) -> str:
+    """The leaderboard and the two figures (PNGs embedded, and written beside the page)."""
+    points = {t.run_id: _rung_points(runs_dir, search, t) for t in search.trials}
+    counts = {state: sum(t.state is state for t in search.trials) for state in TrialState}
+    winner = next((t for t in search.trials if t.run_id == search.best), None)
+    direction = "higher" if search.maximize else "lower"
+    verdict = (
+        f"winner: trial {winner.trial} ({html.escape(winner.run_id)}), {html.escape(search.metric)} "
+        f"{'—' if winner.objective is None else f'{winner.objective:.4f}'} at {winner.steps} steps"
+        if winner is not None
+        else ("no trial completed" if search.finished else "no winner yet (the search is in progress)")
+    )
+    meta = (
+        f'<p class="meta">{len(search.trials)} trials ('
+        + ", ".join(f"{n} {state.value}" for state, n in counts.items() if n)
+        + f"); objective {html.escape(search.metric)} on the held-out search slice ({direction} is better); rungs at steps "
+        + (", ".join(str(s) for s in search.rungs) or "—")
+        + f"; {len(search.promotions)} promotions; {'finished' if search.finished else 'in progress'}. <b>{verdict}</b>. "
+        "Ranked by the highest rung reached, then the objective there; ★ marks the winner (the best trial trained "
+        "to its full budget); final metrics are those of the experiment's eval split, for completed trials.</p>"
+    )
+    logs = [_param_name(name) for name in _searched_params(search) if _log_scale(search, name)]
+    figures = []
+    if any(o is not None for ladder in points.values() for _, o in ladder) and _searched_params(search):
+        for name, alt, png, caption in (
+            (
+                "rung-ladder.png",
+                "rung ladder",
+                _rung_ladder_png(search, points),
+                "Each trial's objective at every rung it reached. Stopped trials are grey with × at the rung where "
+                "the search stopped them; failed trials dashed red; the winner thick orange with ★.",
+            ),
+            (
+                "params-vs-objective.png",
+                "searched parameters against the objective",
+                _params_png(search),
+                "Each trial's objective at its highest rung against each searched parameter, coloured by the rung "
+                "reached: objectives at higher rungs come from more training, so compare points of one colour. "
+                + (f"log axis: {', '.join(logs)}." if logs else "No parameter spans more than 10×: linear axes."),
+            ),
+        ):
+            (out_dir / name).write_bytes(png)
+            data = base64.b64encode(png).decode("ascii")
+            section_id = name.removesuffix(".png")
+            figures.append(
+                f'<section id="{section_id}"><h3>{html.escape(alt[0].upper() + alt[1:])}</h3>'
+                f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+                f'<p class="caption">{html.escape(caption)}</p></section>'
+            )
+    else:
+        figures.append('<p class="meta">No trial has an objective yet: no figures.</p>')
+    return f'<h2>Search: {len(search.trials)} trials</h2>{meta}{_leaderboard(search, points)}{"".join(figures)}'
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -368,7 +700,8 @@ def report_command(
         Path | None, typer.Option("--out", help="output directory [default: reports/<experiment_id>]")
     ] = None,
 ) -> None:
-    """Write an HTML report: loss curves with checkpoint/resume markers and a metrics table."""
+    """Write an HTML report: loss curves with checkpoint/resume markers and a metrics table (for a search,
+    also its leaderboard, rung ladder and each parameter against the objective)."""
     from rich.console import Console
 
     from bert_eval.settings import get_settings

@@ -3,10 +3,11 @@
 Stack: Temporal dev server, a training and an eval worker process, and the Prometheus server binary
 scraping both workers' metrics ports every second. The experiment has two tiny runs, one run with a
 missing dataset and one with a missing model (real activity and workflow failures); the training worker is SIGKILLed once the longer run has a
-checkpoint, and a new training worker resumes it. At the end the Temporal server is stopped (a real
-outage: the workers' polls fail). Then every variable, target and annotation query of every dashboard is
-sent to Prometheus the way Grafana sends it (instant targets at the end, the rest as range queries over
-the test); no data fails the test, naming the dashboard, the panel and the expression.
+checkpoint, and a new training worker resumes it. Then a three-trial ASHA search runs (the search
+dashboard's data). At the end the Temporal server is stopped (a real outage: the workers' polls fail).
+Then every variable, target and annotation query of every dashboard is sent to Prometheus the way
+Grafana sends it (instant targets at the end, the rest as range queries over the test); no data fails
+the test, naming the dashboard, the panel and the expression.
 """
 
 from __future__ import annotations
@@ -203,8 +204,15 @@ def prometheus(prometheus_binary: Path, tmp_path: Path) -> Iterator[Prometheus]:
 
 def _dashboards() -> dict[str, dict[str, Any]]:
     files = sorted(DASHBOARDS.glob("*.json"))
-    assert {f.name for f in files} >= {"bert-eval-overview.json", "bert-eval-training.json", "bert-eval-workers.json"}
+    assert {f.name for f in files} >= {"bert-eval-overview.json", "bert-eval-training.json", "bert-eval-workers.json", "bert-eval-search.json"}
     return {f.name: json.loads(f.read_text()) for f in files}
+
+
+_RELEASE = 'namespace="$namespace", app_kubernetes_io_instance="$release"'
+# The runs a dashboard shows: every run of the release, or on the search dashboard the trials of the chosen searches.
+_RUN_QUERY = f"label_values(bert_eval_training_step{{{_RELEASE}}}, run_id)"
+_TRIAL_QUERY = f'label_values(bert_eval_search_rung_objective{{{_RELEASE}, experiment_id=~"$experiment_id"}}, run_id)'
+_EXPERIMENT_QUERY = f"label_values(bert_eval_search_trials{{{_RELEASE}}}, experiment_id)"
 
 
 def _panels(model: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -227,9 +235,14 @@ def test_dashboards_are_grafana_models_on_a_prometheus_variable() -> None:
         run_id = variables["run_id"]
         # One release's runs: the namespace and release constants the chart fills in when it renders the dashboard.
         assert (variables["namespace"]["type"], variables["release"]["type"]) == ("constant", "constant"), name
-        assert _variable_query(run_id) == (
-            'label_values(bert_eval_training_step{namespace="$namespace", app_kubernetes_io_instance="$release"}, run_id)'
-        ), name
+        if name == "bert-eval-search.json":
+            experiment_id = variables["experiment_id"]
+            assert _variable_query(experiment_id) == _EXPERIMENT_QUERY and experiment_id["multi"] and experiment_id["includeAll"]
+            assert _variable_query(run_id) == _TRIAL_QUERY
+            exprs = [t["expr"] for p in _panels(model) for t in p.get("targets", [])]
+            assert exprs and all('experiment_id=~"$experiment_id"' in e for e in exprs), "every search panel filters on the search"
+        else:
+            assert _variable_query(run_id) == _RUN_QUERY, name
         assert run_id["multi"] and run_id["includeAll"], name
         ids = [p["id"] for p in _panels(model)]
         assert len(ids) == len(set(ids)), f"{name}: duplicate panel ids"
@@ -329,6 +342,27 @@ def _sample(prom: Prometheus, expr: str, at: float) -> list[str]:
 # --------------------------------------------------------------------------- the experiment
 
 
+def _search(model_dir: Path) -> dict[str, Any]:
+    """Three trials of 6 steps (96 training rows, 24 held out), rungs at 2 and 6: one promoted, two stopped."""
+    template = tiny_run(
+        model_dir, "template", max_train_samples=120, checkpoint_every_steps=None, checkpoint_every_seconds=None, eval_samples=32
+    )
+    template.pop("run_id")
+    return {
+        "experiment_id": "prom-search",
+        "defaults": template,
+        "search": {
+            "space": {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}},
+            "sampler": "random",
+            "trials": 3,
+            "max_concurrent": 2,
+            "seed": 1,
+            "objective": {"metric": "accuracy", "mode": "max", "split": "search", "holdout": 0.2},
+            "scheduler": {"type": "asha", "min_steps": 2, "reduction_factor": 3},
+        },
+    }
+
+
 async def _wait_until_resumable(stack: Stack, run_id: str, timeout_s: float = 180.0) -> None:
     """Until the run has a checkpoint on disk and the server holds a heartbeat of its fine-tune attempt
     (which the resumed attempt reads to report recovery time and steps redone, as after any crash)."""
@@ -385,7 +419,6 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     replacement = stack.start_worker("training", **WORKER_ENV)
     prometheus.set_targets("training", [replacement])
     result = background.result(timeout_s=300)
-    finished = time.time()
     records = {r.run_id: r for r in result.runs}
     for run_id in ("prom-a", "prom-b.short"):
         assert records[run_id].status == "completed", records[run_id].error
@@ -393,6 +426,9 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
         assert records[run_id].training.resumes == (1 if run_id == resumed else 0), run_id
     assert records["prom-no-data"].status == "failed" and "does not exist" in (records["prom-no-data"].error or "")
     assert records["prom-no-model"].status == "failed" and "does not exist" in (records["prom-no-model"].error or "")
+    searched = stack.run_experiment(_search(tiny_model_dir), heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S).search
+    assert searched is not None and searched.finished and searched.rungs == [2, 6] and searched.best is not None
+    finished = time.time()
 
     # A Temporal outage: the surviving workers' polls fail (the poll-failure panel's data).
     stack.server.terminate()

@@ -154,7 +154,7 @@ def test_two_releases_get_their_own_dashboards(render) -> None:
             filters.append(model["title"])
         [monitor] = rendered.by_kind("ServiceMonitor")
         assert "app.kubernetes.io/instance" in monitor["spec"]["podTargetLabels"]
-    assert len(set(uids)) == len(uids) == 6
+    assert len(set(uids)) == len(uids) == 2 * len(list((CHART_SRC / "dashboards").glob("*.json"))) == 8
 
 
 def test_keda_task_queue_that_is_not_the_workers_is_refused(render) -> None:
