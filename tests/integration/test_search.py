@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from support.specs import tiny_run
 from temporalio.client import WorkflowFailureError
 
+from bert_eval.cli import _json_records
 from bert_eval.core.asha import TrialState
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout
@@ -79,6 +82,15 @@ def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and
         assert spec.train.learning_rate == pytest.approx(trial.params["train.learning_rate"])
     summary = json.loads((served.runs_dir / "runs" / best.run_id / "training-summary.json").read_text())["summary"]
     assert summary["resumed_from_steps"] == [3, 9]  # the completed trial resumed from each rung's checkpoint
+
+    # `status` shows the leaderboard; `--json` writes one record per trial.
+    shown = subprocess.run([sys.executable, "-m", "bert_eval", "status", "asha-basic"], env=served.env(COLUMNS="200"),
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "search asha-basic: 6 trials" in shown.stdout and f"{best.trial} *" in shown.stdout and "stopped" in shown.stdout
+    records = _json_records(result)
+    assert [r["trial"] for r in records] == list(range(6)) and sum(r["best"] for r in records) == 1
+    assert {"params", "rung", "state", "objective", "metrics"} <= set(records[0])
 
     # Resubmitted: the same trials and decisions, nothing trained again.
     again = served.run_experiment(search_experiment(tiny_model_dir, "asha-basic"))
