@@ -26,7 +26,7 @@ def test_sigkilled_training_worker_resumes_from_checkpoint_with_identical_result
         (stack.runs_dir / "runs" / "killed" / "checkpoints" / f"checkpoint-{checkpoint_step}" / "trainer_state.json").read_text()
     )["global_step"]
     assert 0 < killed_at < 250
-    stack.start_worker("training")
+    stack.start_worker("training", wait=False)  # starts while the lost attempt waits out its heartbeat
     [killed] = background.result(timeout_s=400).runs
     assert killed.status == "completed", killed.error
     summary = killed.training

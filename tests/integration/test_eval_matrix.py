@@ -28,8 +28,7 @@ def _other_dataset(data_dir: Path, out: Path, rows: slice) -> Path:
 def test_matrix_cells_are_evaluated_once_and_extended_with_only_the_new_ones(
     stack: Stack, tiny_model_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    stack.start_worker("training")
-    stack.start_worker("eval")
+    stack.start_workers("training", "eval")
     first = _other_dataset(data_dir, tmp_path / "first", slice(200, 260))
     second = _other_dataset(data_dir, tmp_path / "second", slice(300, 340))
     trained = tiny_run(tiny_model_dir, "base", max_train_samples=64)
@@ -93,8 +92,7 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
     from bert_eval.core.snapshot import SnapshotInput, create_snapshot
     from bert_eval.spec import DatasetSpec, EvalRequest
 
-    stack.start_worker("training")
-    eval_worker = stack.start_worker("eval")
+    _, eval_worker = stack.start_workers("training", "eval")
     assert stack.run_experiment({"experiment_id": "trained", "runs": [tiny_run(tiny_model_dir, "base", max_train_samples=64)]}).runs[0].status == "completed"
     datasets = [_other_dataset(data_dir, tmp_path / f"set-{i}", slice(150 * i, 150 * (i + 1))) for i in range(5)]
     matrix = {
@@ -102,14 +100,15 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
         "runs": [{"run_id": "cells", "model": {"run": "base"}, "dataset": {"path": str(d)}, "train": None} for d in datasets[:1]],
     }
     matrix["runs"][0]["eval"] = [{"dataset": {"path": str(d)}, "split": "validation"} for d in datasets]
-    background = stack.run_in_background(matrix)
+    # The killed worker's evaluation is retried once its heartbeat is missed: within 5 s, not the default 30.
+    background = stack.run_in_background(matrix, heartbeat_timeout_s=5)
     evals = stack.runs_dir / "evals"
     deadline = time.monotonic() + 180
     while not (evals.is_dir() and any(not p.name.startswith(".") for p in evals.iterdir())):
         assert time.monotonic() < deadline and background.running, "no evaluation cell was published"
         time.sleep(0.05)
     eval_worker.kill()  # SIGKILL: mid-matrix, the coordinator and the evaluations with it
-    stack.start_worker("eval")
+    stack.start_worker("eval", wait=False)  # starts while the lost evaluation waits out its heartbeat
     result = background.result(timeout_s=300)
 
     [run] = result.runs

@@ -74,7 +74,7 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     # 3. SIGKILL while a checkpoint is being written.
     killed_run = stack.run_in_background({"experiment_id": "kill-mid-save", "runs": [tiny_run(tiny_model_dir, "mid-save", **LONG)]}, heartbeat_timeout_s=5)
     previous_step, tries = _kill_while_saving(first, _store(stack, "mid-save"))
-    second = stack.start_worker("training")
+    second = stack.start_worker("training", wait=False)
     [mid_save] = killed_run.result(timeout_s=400).runs
     assert mid_save.status == "completed", mid_save.error
     assert mid_save.training.steps == STEPS and mid_save.training.resumed_from_steps[0] == previous_step
@@ -130,7 +130,7 @@ def test_snapshot_tampered_between_training_and_evaluation_is_detected(stack: St
     rows = pd.read_parquet(validation)
     rows.loc[0, LABEL] = 1 - rows.loc[0, LABEL]  # one label flipped: a valid file with other rows
     rows.to_parquet(validation)
-    stack.start_worker("eval")
+    stack.start_worker("eval", wait=False)
     [run] = background.result(timeout_s=400).runs
     assert run.status == "failed"
     assert "run tampered" in run.error and "validation.parquet changed after the snapshot was taken" in run.error

@@ -416,7 +416,7 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     asyncio.run(_wait_until_resumable(stack, resumed))
     training.kill()
     assert not RunLayout(stack.runs_dir, resumed).summary_file.exists(), f"run {resumed} finished before the kill landed"
-    replacement = stack.start_worker("training", **WORKER_ENV)
+    replacement = stack.start_worker("training", wait=False, **WORKER_ENV)
     prometheus.set_targets("training", [replacement])
     result = background.result(timeout_s=300)
     records = {r.run_id: r for r in result.runs}

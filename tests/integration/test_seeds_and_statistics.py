@@ -27,8 +27,7 @@ def _config(model_dir: Path, name: str, learning_rate: float) -> dict:
 
 
 def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(stack: Stack, tiny_model_dir: Path) -> None:
-    stack.start_worker("training")
-    stack.start_worker("eval")
+    stack.start_workers("training", "eval")
     experiment = {"experiment_id": "seeded", "runs": [_config(tiny_model_dir, "slow", 1e-5), _config(tiny_model_dir, "fast", 3e-3)]}
     result = stack.run_experiment(experiment)
 

@@ -46,7 +46,7 @@ def test_wait_sequences_submit_checkpoint_kill_and_result(stack: Stack, tiny_mod
     assert saved_step > 0
 
     first.kill()  # SIGKILL: no final checkpoint, like `kubectl delete pod --grace-period=0 --force`
-    stack.start_worker("training")  # the Deployment's replacement pod
+    stack.start_worker("training", wait=False)  # the Deployment's replacement pod
 
     done = bert_eval_wait(stack, "exp-demo-k8s", "--until", "done")
     assert done.returncode == 0, done.stderr

@@ -45,6 +45,9 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
     stack.log_dir.mkdir()
     env = stack.env()
     env.pop("BERT_EVAL_METRICS_PORT", None)
+    # `bert-eval run` submits with this heartbeat timeout: Temporal notices the killed worker within it
+    # (the README's 30 s default would be most of this test's wall time; the commands are as written).
+    env["BERT_EVAL_HEARTBEAT_TIMEOUT_S"] = "5"
     experiment = tmp_path / "experiment.yaml"
     experiment.write_text(yaml.safe_dump({"experiment_id": "walkthrough", "runs": [tiny_run(tiny_model_dir, "walk", **LONG)]}))
 

@@ -16,7 +16,8 @@ from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostSta
 from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.evaluation import eval_batch_size, evaluate
 from bert_eval.core.observer import CheckpointEvent, LogWindow, TrainingObserver
-from bert_eval.core.tokenize import LENGTH, tokenized_split
+from bert_eval.core.snapshot import read_split
+from bert_eval.core.tokenize import LENGTH, tokenize_split, tokenized_split
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.core.training_args import device_plan, scaled_learning_rate, training_arguments
 from bert_eval.spec import EvalRequest, RunSpec, TrainHyperparameters
@@ -114,6 +115,58 @@ def test_tokenization_is_cached_beside_the_snapshot_per_tokenizer_and_length(
     for file in (Path(snapshot.path) / "tokenized" / cached[0]).iterdir():
         file.write_bytes(b"garbage")
     assert tokenized_split(snapshot, "train", tokenizer, max_length=48)["input_ids"] == first["input_ids"]
+
+
+def test_a_split_cached_concurrently_by_another_worker_is_kept_and_no_staging_is_left(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers tokenize the same split at once. The one that publishes second keeps the first one's
+    cache entry and returns its own rows, whether the other entry appeared before its rename or during it."""
+    from transformers import AutoTokenizer
+
+    from bert_eval.core import fsutil
+
+    snapshot = _snapshot(_spec(tiny_model_dir), runs_dir, data_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    cache = Path(snapshot.path) / "tokenized"
+    real_fsync_tree, real_rename = fsutil.fsync_tree, fsutil.os.rename
+    others: dict[int, int] = {}  # max_length -> inode of the other worker's entry
+
+    def publish_other(max_length: int) -> None:
+        with monkeypatch.context() as plain:
+            plain.setattr(fsutil, "fsync_tree", real_fsync_tree)
+            plain.setattr(fsutil.os, "rename", real_rename)
+            tokenized_split(snapshot, "train", tokenizer, max_length=max_length)
+        [entry] = [p for p in cache.glob("train-*") if p.stat().st_ino not in others.values()]
+        others[max_length] = entry.stat().st_ino
+
+    # Before: the other entry is in place by the time this worker has written its own copy.
+    def other_publishes_first(path: Path) -> None:
+        real_fsync_tree(path)
+        if Path(path).name.startswith(".tmp-train-") and 48 not in others:
+            publish_other(48)
+
+    monkeypatch.setattr(fsutil, "fsync_tree", other_publishes_first)
+    before = tokenized_split(snapshot, "train", tokenizer, max_length=48)
+    monkeypatch.setattr(fsutil, "fsync_tree", real_fsync_tree)
+
+    # During: the other entry lands between this worker's existence check and its rename.
+    def other_renames_first(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name.startswith("train-") and 16 not in others:
+            publish_other(16)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "rename", other_renames_first)
+    during = tokenized_split(snapshot, "train", tokenizer, max_length=16)
+    monkeypatch.undo()
+
+    rows = read_split(snapshot, "train")
+    assert before["input_ids"] == tokenize_split(rows, tokenizer, max_length=48)["input_ids"]
+    assert during["input_ids"] == tokenize_split(rows, tokenizer, max_length=16)["input_ids"]
+    entries = sorted(cache.iterdir())
+    assert len(entries) == 2 and all(p.name.startswith("train-") for p in entries)  # no staging left
+    assert sorted(p.stat().st_ino for p in entries) == sorted(others.values())  # the first published stay
+    assert tokenized_split(snapshot, "train", tokenizer, max_length=16)["input_ids"] == during["input_ids"]
 
 
 def _host_state(step: int) -> HostState:

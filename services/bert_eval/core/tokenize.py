@@ -5,7 +5,7 @@ length-grouped batching and length-sorted evaluation read without touching the t
 
 The cache lives in `<snapshot>/tokenized/<key>/`, keyed by the snapshot digest, the tokenizer's content
 and max_seq_length, so a retried attempt or a second run on the same rows skips tokenization. It is
-written under a temporary name, fsynced and renamed into place, so a reader never sees half of it; the
+put into place with `publish_dir` (staging, fsync, rename), so a reader never sees half of it; the
 snapshot's own verification only covers the files its manifest lists, so the cache never disturbs it.
 """
 
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import datasets
 from transformers import PreTrainedTokenizerBase
 
 from bert_eval import telemetry
-from bert_eval.core.fsutil import fsync_dir, fsync_tree
+from bert_eval.core.fsutil import discard_dir, publish_dir
 from bert_eval.core.records import SnapshotResult
 from bert_eval.core.snapshot import LABEL, TEXT, TEXT_PAIR, read_split
 
@@ -109,13 +107,9 @@ def _publish(encoded: datasets.Dataset, root: Path, target: Path) -> None:
     staging = root / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
     try:
         encoded.save_to_disk(str(staging))
-        fsync_tree(staging)
-        os.rename(staging, target)
-        fsync_dir(root)
-    except OSError:
-        if target.is_dir():  # another worker published the same content first
-            return
+    except BaseException:
+        discard_dir(staging)
         raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    if not publish_dir(staging, target):
+        # Another worker published the same key first: same rows, same tokenizer, so theirs is as good.
+        log.debug("tokenized split was cached concurrently; keeping the existing copy", path=str(target))
