@@ -49,7 +49,7 @@ from bert_eval.core.evaluation import evaluate  # noqa: E402
 from bert_eval.core.journal import RunJournal  # noqa: E402
 from bert_eval.core.layout import RunLayout  # noqa: E402
 from bert_eval.core.rungs import evaluate_rung, keep_last_checkpoint  # noqa: E402
-from bert_eval.core.sampling import _distribution  # noqa: E402
+from bert_eval.core.sampling import optuna_distribution  # noqa: E402
 from bert_eval.core.snapshot import SnapshotInput, create_snapshot  # noqa: E402
 from bert_eval.core.training import FineTuneRequest, fine_tune  # noqa: E402
 from bert_eval.experiment import parse_experiment  # noqa: E402
@@ -231,7 +231,7 @@ def optuna_trial(study: optuna.Study, experiment: Experiment, template: RunSpec,
     search = experiment.search
     assert search is not None
     # The Optuna distributions bert-eval's sampler uses, so both sides search the same space.
-    trial = study.ask({path: _distribution(d) for path, d in search.space.items()})
+    trial = study.ask({path: optuna_distribution(d) for path, d in search.space.items()})
     spec = trial_spec(template, trial.params, run_id=trial_id(experiment.id, trial.number), holdout=template.holdout)
     rungs = rung_steps(search.scheduler, max_steps(spec.train, snapshot.splits["train"]))
     train_s = eval_s = 0.0

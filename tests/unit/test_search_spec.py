@@ -33,7 +33,7 @@ def test_the_readme_search_example_and_the_packaged_demo_parse() -> None:
     assert experiment.search is not None and experiment.search.sampler == "tpe" and experiment.search.trials == 12
     demo = load_experiment(REPO / "services/bert_eval/experiments/sst2-minilm-search.yaml")
     assert demo.id == "sst2-minilm-search" and demo.search is not None and demo.search.objective.holdout == 0.1
-    assert rung_steps(demo.search.scheduler, max_steps(demo.runs[0].train, 1080)) == (4, 12, 34)
+    assert rung_steps(demo.search.scheduler, max_steps(demo.runs[0].train, 1080)) == (8, 24, 34)
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,8 @@ class TrainingSummary(_Strict):
     # Set when the training paused at a search rung (FineTuneRequest.stop_at_step): the checkpoint it paused
     # at, which `model_dir` names too (there is no final model yet).
     rung_checkpoint: str | None = None
-    # Seconds this call spent (loading, training, saving); 0 when it found the work already done.
+    # Seconds this call spent (loading, training, checkpoints; not the final model's write); 0 when it
+    # found the work already done.
     call_seconds: float | None = None
 
 

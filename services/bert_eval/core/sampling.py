@@ -16,7 +16,7 @@ from optuna.trial import TrialState, create_trial
 
 from bert_eval.spec import Distribution, SearchSpec
 
-__all__ = ["suggest"]
+__all__ = ["optuna_distribution", "suggest"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -25,7 +25,7 @@ Params = dict[str, float | int]
 
 def suggest(search: SearchSpec, index: int, history: Sequence[tuple[Params, float | None, bool]]) -> Params:
     """The params of trial `index`, given (params, objective, objective known) of the trials before it."""
-    distributions = {path: _distribution(d) for path, d in search.space.items()}
+    distributions = {path: optuna_distribution(d) for path, d in search.space.items()}
     study = optuna.create_study(direction="maximize" if search.objective.maximize else "minimize", sampler=_sampler(search, index))
     for params, value, known in history:
         if search.sampler == "grid":
@@ -52,7 +52,8 @@ def _sampler(search: SearchSpec, index: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GridSampler({path: list(d.choices or ()) for path, d in search.space.items()}, seed=search.seed)
 
 
-def _distribution(d: Distribution) -> BaseDistribution:
+def optuna_distribution(d: Distribution) -> BaseDistribution:
+    """The Optuna distribution of one `space:` entry."""
     if d.kind == "choice":
         return CategoricalDistribution(list(d.choices or ()))
     assert d.low is not None and d.high is not None

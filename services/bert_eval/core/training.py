@@ -86,7 +86,7 @@ def fine_tune(
     claim_run_dir(layout, run)
     if (done := completed_summary(layout, run)) is not None:
         log.info("training already completed; reusing it", run_id=run.id, steps=done.steps)
-        return done
+        return done.model_copy(update={"call_seconds": 0.0})
 
     started = time.monotonic()
     resume = _resolve(request, layout)
@@ -110,6 +110,7 @@ def fine_tune(
 
     events.phase("saving")
     summary = _summarize(request, layout, state, resume.journal, train_samples=len(loaded.train_set))
+    # Recorded with the summary, so it cannot include writing the final model (a fraction of a second).
     summary = summary.model_copy(update={"call_seconds": round(time.monotonic() - started, 3)})
     _publish(training.trainer, layout, resume.fence, run, summary)
     resume.journal.append("completed", step=state.global_step, attempt=request.attempt)
