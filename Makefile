@@ -27,7 +27,7 @@ lint:
 # against a real Temporal dev server, real workers, the real Trainer and (when installed) a real
 # Prometheus, including the fault matrix and the README walkthrough (marked `slow`).
 test: lint
-	$(PYTHON) -m pytest -q -m "not cluster"
+	$(PYTHON) -m pytest -q -m "not cluster" --durations=25
 
 # Lint, unit, replay and chart tests (no Temporal server, no worker processes).
 test-fast: lint

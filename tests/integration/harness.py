@@ -20,6 +20,7 @@ from typing import Any
 from google.protobuf.duration_pb2 import Duration
 from support.ports import free_port
 from support.specs import LONG, tiny_run
+from support.worker_forks import ForkedProcess, WorkerForks
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
@@ -34,6 +35,9 @@ from bert_eval.temporal.payloads import ExperimentResult
 from bert_eval.temporal.submit import start_experiment
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Set for the pytest session by conftest.py: worker processes are forked from pre-imported templates.
+WORKER_FORKS: WorkerForks | None = None
 
 
 def make_tiny_model(out: Path) -> Path:
@@ -111,7 +115,7 @@ def stop_process(process: subprocess.Popen, *, timeout_s: float) -> None:
             process.wait(timeout=10)
 
 
-def wait_for_http(url: str, process: subprocess.Popen, log_file: Path, *, timeout_s: float) -> None:
+def wait_for_http(url: str, process: subprocess.Popen | ForkedProcess, log_file: Path, *, timeout_s: float) -> None:
     """Until `url` answers 200; fails early, with the log's tail, if the process exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -130,7 +134,7 @@ def wait_for_http(url: str, process: subprocess.Popen, log_file: Path, *, timeou
 @dataclass
 class WorkerProcess:
     kind: str
-    process: subprocess.Popen
+    process: subprocess.Popen | ForkedProcess
     metrics_port: int
     log_file: Path
 
@@ -248,22 +252,24 @@ class Stack:
         env.update(overrides)
         return env
 
-    def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, **env: str) -> WorkerProcess:
+    def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, fork: bool = True, **env: str) -> WorkerProcess:
         """A real worker process; `step_pace_s` > 0 makes each training step last at least that long
-        (paced_worker.py), so a kill "mid-training" lands mid-training on any machine."""
+        (paced_worker.py), so a kill "mid-training" lands mid-training on any machine. Under pytest it is
+        forked from a template that has imported the worker's modules (support/worker_forks.py) unless
+        `fork` is False; elsewhere (benchmarks) it is always started with `subprocess`."""
         port = int(env.pop("BERT_EVAL_METRICS_PORT", 0)) or free_port()
         log_file = self.log_dir / f"{kind}-worker-{len(self.workers)}.log"
         if step_pace_s > 0:
-            command = [sys.executable, str(Path(__file__).with_name("paced_worker.py")), "worker", kind]
+            argv = [str(Path(__file__).with_name("paced_worker.py")), "worker", kind]
             env["BERT_EVAL_TEST_STEP_PACE_S"] = str(step_pace_s)
         else:
-            command = [sys.executable, "-m", "bert_eval", "worker", kind]
-        process = subprocess.Popen(
-            command,
-            env=self.env(BERT_EVAL_METRICS_PORT=str(port), **env),
-            stdout=open(log_file, "wb"),
-            stderr=subprocess.STDOUT,
-        )
+            argv = ["-m", "bert_eval", "worker", kind]
+        worker_env = self.env(BERT_EVAL_METRICS_PORT=str(port), **env)
+        process: subprocess.Popen | ForkedProcess
+        if fork and WORKER_FORKS is not None:
+            process = WORKER_FORKS.start(argv, worker_env, log_file)
+        else:
+            process = subprocess.Popen([sys.executable, *argv], env=worker_env, stdout=open(log_file, "wb"), stderr=subprocess.STDOUT)
         worker = WorkerProcess(kind, process, port, log_file)
         self.workers.append(worker)
         if wait:
@@ -316,11 +322,11 @@ class Stack:
 
 
 def run_on_two_training_workers(
-    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float, spec: dict[str, Any] | None = None
+    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float, spec: dict[str, Any] | None = None, fork: bool = True
 ) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
     """An eval worker and two training workers; a long run submitted and past its first checkpoint.
     Returns (the training worker that holds it, the idle one, the running experiment)."""
-    _, *workers = stack.start_workers("eval", "training", "training")
+    _, *workers = stack.start_workers("eval", "training", "training", fork=fork)
     experiment = {"experiment_id": f"exp-{run_id}", "runs": [spec or tiny_run(model_dir, run_id, **LONG)]}
     background = stack.run_in_background(experiment, heartbeat_timeout_s=heartbeat_timeout_s)
     wait_for_checkpoint(stack.runs_dir, run_id)

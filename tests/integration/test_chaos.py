@@ -393,7 +393,8 @@ def test_podman_target_filters_on_every_selector_term(fake_podman: Path, monkeyp
 
 @pytest.mark.integration
 def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack: Stack, tiny_model_dir: Path) -> None:
-    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5)
+    # Started with subprocess: `chaos kill --target local` finds workers by their command line.
+    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5, fork=False)
 
     chaos = subprocess.run(
         [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "local"],

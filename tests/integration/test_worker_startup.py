@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_worker_waits_for_temporal_then_serves(tmp_path: Path, data_dir: Path) -> None:
     stack = Stack.start(tmp_path, data_dir, with_server=False)
     try:
-        worker = stack.start_worker("eval", wait=False)
+        worker = stack.start_worker("eval", wait=False, fork=False)  # the worker's own start-up, as a fresh process
         deadline = time.monotonic() + 120
         while worker.log_file.read_text().count("cannot reach Temporal at") < 2:
             assert worker.process.poll() is None, worker.log_file.read_text()[-3000:]
