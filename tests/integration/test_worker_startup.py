@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 from support.ports import free_port
+from support.worker_forks import ForkedProcess
 
 from .harness import Stack
 
@@ -44,3 +46,27 @@ def test_second_worker_on_a_taken_metrics_port_moves_and_says_so(stack: Stack) -
         time.sleep(0.2)
     assert "BERT_EVAL_METRICS_PORT" in second.log_file.read_text()
     assert second.process.poll() is None and first.process.poll() is None
+
+
+def test_forked_workers_are_processes_of_their_own(stack: Stack) -> None:
+    """The suite's workers are forked from pre-imported templates (support/worker_forks.py): each has its
+    own pid, log and environment, exits as a subprocess would report it, and consecutive workers come
+    from templates with different hash seeds."""
+    first, second = stack.start_workers("eval", "eval")
+    assert isinstance(first.process, ForkedProcess) and isinstance(second.process, ForkedProcess)
+    assert first.pid != second.pid and first.metrics_port != second.metrics_port
+    for worker in (first, second):  # its settings come from its own environment
+        [starting] = [json.loads(line) for line in worker.log_file.read_text().splitlines() if '"worker starting"' in line]
+        assert starting["runs_dir"] == str(stack.runs_dir) and starting["metrics_port"] == worker.metrics_port
+    seeds = {_hash_seed(worker.pid) for worker in (first, second)}
+    assert len(seeds) == 2, "both workers came from one template"
+    first.kill()
+    assert first.process.returncode == -9
+    assert second.terminate(timeout_s=60) == 0  # graceful shutdown, as `bert-eval worker` exits on SIGTERM
+    assert "worker stopped" in second.log_file.read_text()
+
+
+def _hash_seed(pid: int) -> bytes:
+    """The PYTHONHASHSEED of the process's initial environment block: a forked worker's is its template's."""
+    [seed] = [v for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if v.startswith(b"PYTHONHASHSEED=")]
+    return seed

@@ -19,6 +19,7 @@ It has no threads, so forking it is safe.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import runpy
@@ -44,14 +45,24 @@ def _returncode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def _above_stdio(fd: int) -> int:
+    """`fd`, moved above 2 if it is one of them: the template may have been started with some of 0-2
+    closed (pytest-xdist does), and open() returns the lowest free descriptor."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
+    os.close(fd)
+    return moved
+
+
 def _become_worker(argv: list[str], env: dict[str, str], log: str) -> None:
     """In the forked child: take the worker's descriptors, environment and argv and run it as `python`
     would. Its exit (return, `SystemExit`, an uncaught exception) unwinds out of `serve()`, so the
     interpreter ends as the worker's own would: threads joined, atexit handlers run, streams flushed."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    out = os.open(log, os.O_WRONLY | os.O_APPEND)  # created by the caller, as subprocess's caller does
-    null = os.open(os.devnull, os.O_RDONLY)
+    out = _above_stdio(os.open(log, os.O_WRONLY | os.O_APPEND))  # the caller created it
+    null = _above_stdio(os.open(os.devnull, os.O_RDONLY))
     os.dup2(null, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)

@@ -122,3 +122,16 @@ def test_asha_decisions_do_not_depend_on_the_order_results_arrive_in() -> None:
     assert sum(t.state is TrialState.stopped for t in baseline.trials) == 8
     best = baseline.best()
     assert best is not None and best.state is TrialState.completed
+
+
+def test_a_larger_ladder_reports_the_same_promotions_whatever_the_arrival_order() -> None:
+    """27 trials, 4 in flight: rungs 1 and 2 decide while rung 0 still takes results, so the order in which
+    the rungs' decisions interleave depends on arrival; the reported promotions must not."""
+    rng = random.Random(5)
+    objectives = {(t, r): rng.random() + r for t in range(27) for r in range(3)}
+    baseline = _run_ladder(objectives, None, trials=27, concurrent=4)
+    assert [p.split(":")[1] for p in baseline.promotions] == sorted(p.split(":")[1] for p in baseline.promotions)
+    for seed in range(50):
+        shuffled = _run_ladder(objectives, seed, trials=27, concurrent=4)
+        assert shuffled.promotions == baseline.promotions, seed
+        assert [(t.objectives, t.state) for t in shuffled.trials] == [(t.objectives, t.state) for t in baseline.trials], seed

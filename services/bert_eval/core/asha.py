@@ -70,7 +70,6 @@ class Ladder(BaseModel):
     processed: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` are processed
     started: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` have been started
     arrived: dict[str, float | None] = Field(default_factory=dict)  # "trial:rung" -> objective, not yet processed
-    promotions: list[str] = Field(default_factory=list)  # "trial:from_rung->to_rung", in decision order
 
     # --- what may start ---
 
@@ -126,7 +125,13 @@ class Ladder(BaseModel):
             self.started.append(0)
         self.order[rung + 1].append(trial.index)
         trial.state = TrialState.running
-        self.promotions.append(f"{trial.index}:{rung}->{rung + 1}")
+
+    @property
+    def promotions(self) -> list[str]:
+        """Every promotion as "trial:from_rung->to_rung", by rung and in decision order within a rung. Within a
+        rung that order is canonical; how the rungs' decisions interleave depends on when results arrived,
+        so it is not kept."""
+        return [f"{index}:{rung - 1}->{rung}" for rung in range(1, len(self.order)) for index in self.order[rung]]
 
     @property
     def unstarted(self) -> bool:

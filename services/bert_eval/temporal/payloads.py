@@ -216,7 +216,7 @@ class SearchOutcome(BaseModel):
     rungs: list[int]  # the rung steps of the template's budget (trials with another budget end elsewhere)
     trials: list[SearchTrial]
     best: str | None = None  # run id of the best completed trial
-    promotions: list[str] = []  # "trial:rung->rung", in the order they were decided
+    promotions: list[str] = []  # "trial:rung->rung", by rung, in the order decided within each rung
     continued: int = 0
     finished: bool = False
 
