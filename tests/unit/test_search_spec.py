@@ -105,3 +105,9 @@ def test_rungs_are_min_steps_times_eta_to_the_k_then_the_budget() -> None:
     assert rung_steps(Scheduler(min_steps=4, reduction_factor=3), 34) == (4, 12, 34)
     assert rung_steps(Scheduler(min_steps=4, reduction_factor=3), 36) == (4, 12, 36)
     assert rung_steps(Scheduler(type="none"), 34) == (34,)
+
+
+def test_the_readme_shows_the_demo_search_as_make_demo_search_runs_it() -> None:
+    demo = (REPO / "services/bert_eval/experiments/sst2-minilm-search.yaml").read_text()
+    shown = (REPO / "README.md").read_text().split("```yaml\nexperiment_id: sst2-minilm-search\n", 1)[1].split("```", 1)[0]
+    assert "experiment_id: sst2-minilm-search\n" + shown == "".join(line for line in demo.splitlines(keepends=True) if not line.startswith("#"))
