@@ -520,11 +520,16 @@ def _local_stack(*, port: int, ui_port: int, db: Path) -> Iterator[None]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
     log_dir = Path(".temporal/logs")
+    stack = LocalStack(port=port, ui_port=ui_port, db_file=db, log_dir=log_dir)
     try:
-        stack = LocalStack(port=port, ui_port=ui_port, db_file=db, log_dir=log_dir).start()
+        stack.start().wait_until_polled()
     except DevServerError as exc:
+        stack.stop()
         raise _fail(str(exc)) from None
-    console.print(f"Temporal on {stack.address} (UI http://127.0.0.1:{ui_port}); workers started; logs in {log_dir}/")
+    except BaseException:  # Ctrl-C while waiting
+        stack.stop()
+        raise
+    console.print(f"Temporal on {stack.address} (UI http://127.0.0.1:{ui_port}); workers ready; logs in {log_dir}/")
     try:
         yield
     finally:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from support.ports import free_port
 from support.worker_forks import ForkedProcess
+
+from bert_eval.settings import TemporalSettings
+from bert_eval.temporal.client import connect
+from bert_eval.temporal.devserver import DevServerError, LocalStack
+from bert_eval.temporal.submit import missing_workers
 
 from .harness import Stack
 
@@ -70,3 +77,33 @@ def _hash_seed(pid: int) -> bytes:
     """The PYTHONHASHSEED of the process's initial environment block: a forked worker's is its template's."""
     [seed] = [v for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if v.startswith(b"PYTHONHASHSEED=")]
     return seed
+
+
+def test_the_local_stack_returns_once_a_worker_polls_each_queue(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`bert-eval up` / `demo`: server and both workers, and only then the submission (no "no worker polls")."""
+    for name, value in {"BERT_EVAL_RUNS_DIR": str(tmp_path / "bert_runs"), "BERT_EVAL_DATA_DIR": str(data_dir), "BERT_EVAL_FORCE_CPU": "true"}.items():
+        monkeypatch.setenv(name, value)
+    ports = {"training": free_port(), "eval": free_port()}
+    stack = LocalStack(port=free_port(), ui_port=None, db_file=None, log_dir=tmp_path / "logs", metrics_ports=ports)
+    try:
+        stack.start().wait_until_polled(timeout_s=120)
+        assert all(process.poll() is None for process, _ in stack.workers.values())
+
+        async def missing() -> list[str]:
+            return await missing_workers(await connect(TemporalSettings(address=stack.address)))
+
+        assert asyncio.run(missing()) == []
+    finally:
+        stack.stop()
+
+
+def test_the_local_stack_names_a_worker_that_exits_before_polling(tmp_path: Path) -> None:
+    stack = LocalStack(
+        port=free_port(), ui_port=None, db_file=None, log_dir=tmp_path / "logs", metrics_ports={"training": free_port()},
+        worker_command=(sys.executable, "-c", "import sys; print('cannot start: no GPU'); sys.exit(3)"),
+    )  # fmt: skip
+    try:
+        with pytest.raises(DevServerError, match=r"the training worker exited with 3 \(log .*training-worker.log\): cannot start: no GPU"):
+            stack.start().wait_until_polled(timeout_s=60)
+    finally:
+        stack.stop()

@@ -130,6 +130,7 @@ class LocalStack:
         self.worker_command = tuple(worker_command)
         self.metrics_ports = metrics_ports or {"training": 9464, "eval": 9465}
         self.processes: list[subprocess.Popen] = []
+        self.workers: dict[str, tuple[subprocess.Popen, Path]] = {}  # kind -> (process, log file)
 
     def start(self) -> LocalStack:
         """Start the server, wait until it listens, then start the workers. Raises `DevServerError`."""
@@ -143,14 +144,42 @@ class LocalStack:
                 env = {**os.environ, "TEMPORAL_ADDRESS": self.address, "BERT_EVAL_METRICS_PORT": str(metrics_port)}
                 log_file = self.log_dir / f"{kind}-worker.log"
                 self.processes.append(_spawn([*self.worker_command, kind], log_file, env=env, new_session=True))
+                self.workers[kind] = (self.processes[-1], log_file)
         except BaseException:
             self.stop()
             raise
         return self
 
+    def wait_until_polled(self, *, timeout_s: float = 180.0) -> None:
+        """Until a worker polls each of the deployment's task queues, so that work submitted next starts at
+        once. Raises `DevServerError` naming the worker and its log if one exits first, or on timeout."""
+        import asyncio
+
+        from bert_eval.settings import TemporalSettings
+        from bert_eval.temporal.client import connect
+        from bert_eval.temporal.submit import missing_workers
+
+        async def poll() -> list[str]:
+            client = await connect(TemporalSettings(address=self.address))
+            deadline = time.monotonic() + timeout_s
+            while True:
+                for kind, (process, log_file) in self.workers.items():
+                    if process.poll() is not None:
+                        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.is_file() else []
+                        raise DevServerError(f"the {kind} worker exited with {process.returncode} (log {log_file}): {' '.join(tail)}")
+                missing = await missing_workers(client)
+                if not missing or time.monotonic() > deadline:
+                    return missing
+                await asyncio.sleep(0.5)
+
+        missing = asyncio.run(poll())
+        if missing:
+            raise DevServerError(f"after {timeout_s:.0f} s {missing[0]}; logs in {self.log_dir}/")
+
     def stop(self, *, timeout_s: float = 30.0) -> None:
         stop_processes(self.processes, timeout_s=timeout_s)
         self.processes.clear()
+        self.workers.clear()
 
     def __enter__(self) -> LocalStack:
         return self.start()
