@@ -363,6 +363,17 @@ def _search(model_dir: Path) -> dict[str, Any]:
     }
 
 
+async def _workflow_failed(stack: Stack, workflow_id: str) -> bool:
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError
+
+    try:
+        description = await (await stack.client()).get_workflow_handle(workflow_id).describe()
+    except RPCError:  # not started yet
+        return False
+    return description.status == WorkflowExecutionStatus.FAILED
+
+
 async def _wait_until_resumable(stack: Stack, run_id: str, timeout_s: float = 180.0) -> None:
     """Until the run has a checkpoint on disk and the server holds a heartbeat of its fine-tune attempt
     (which the resumed attempt reads to report recovery time and steps redone, as after any crash)."""
@@ -414,6 +425,9 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     resumed = "prom-a"
     background = stack.run_in_background(experiment, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
     asyncio.run(_wait_until_resumable(stack, resumed))
+    if asyncio.run(_workflow_failed(stack, training_workflow_id("prom-no-model"))):
+        # Failed on the worker about to be killed: its count must be scraped first, or it leaves with it.
+        prometheus.wait_scraped([training], after=time.time())
     training.kill()
     assert not RunLayout(stack.runs_dir, resumed).summary_file.exists(), f"run {resumed} finished before the kill landed"
     replacement = stack.start_worker("training", wait=False, **WORKER_ENV)
