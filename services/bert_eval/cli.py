@@ -30,6 +30,7 @@ from bert_eval.chaos import chaos_app
 from bert_eval.core.records import ExperimentSummary, TrainingProgress
 from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.report import report_command
+from bert_eval.search import leaderboard
 from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
 from bert_eval.spec import Experiment, normalize_id
 from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult, SearchOutcome
@@ -220,8 +221,7 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
     )
     for column in ("trial", "params", "rung (steps)", search.metric, "state", "final metrics / error"):
         table.add_column(column)
-    sign = -1 if search.maximize else 1
-    ranked = sorted(search.trials, key=lambda t: (t.objective is None, -t.rung, sign * (t.objective or 0.0), t.trial))
+    ranked = leaderboard(search.trials, maximize=search.maximize)
     for trial in ranked:
         p = (progress or {}).get(trial.run_id)
         live = f" training {p.step}/{p.total_steps}" if p and p.phase == "training" and p.total_steps else ""

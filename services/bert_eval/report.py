@@ -33,6 +33,7 @@ from bert_eval.core.fsutil import atomic_write_text
 from bert_eval.core.journal import RunJournal
 from bert_eval.core.layout import RunLayout, experiment_file
 from bert_eval.core.records import EvalResult, ExperimentSummary, TrainingSummary
+from bert_eval.search import leaderboard
 from bert_eval.spec import normalize_id
 
 __all__ = ["ReportError", "RunRecord", "collect_run", "report_command", "write_report"]
@@ -442,12 +443,6 @@ def _read_search(runs_dir: Path, experiment_id: str) -> tuple[SearchRecord | Non
         return None, f"{path.name} unreadable ({exc.__class__.__name__}): the search's trials are not shown"
 
 
-def _ranked(search: SearchRecord) -> list[SearchTrialRecord]:
-    """Highest rung first, then best objective, failed last (the order of `bert-eval status`)."""
-    sign = -1 if search.maximize else 1
-    return sorted(search.trials, key=lambda t: (t.objective is None, -t.rung, sign * (t.objective or 0.0), t.trial))
-
-
 def _rung_points(runs_dir: Path, search: SearchRecord, trial: SearchTrialRecord) -> list[tuple[int, float | None]]:
     """(step, objective) of each rung the trial reached. The steps are those of its `rungs/step-<N>.json`
     (a trial with another budget than the template's has other rungs); without them, the template's rungs
@@ -473,11 +468,7 @@ def _param_name(path: str) -> str:
 
 
 def _searched_params(search: SearchRecord) -> list[str]:
-    seen: dict[str, None] = {}
-    for trial in search.trials:
-        for name in trial.params:
-            seen.setdefault(name, None)
-    return list(seen)
+    return list(dict.fromkeys(name for trial in search.trials for name in trial.params))
 
 
 def _measured(search: SearchRecord, name: str) -> list[tuple[SearchTrialRecord, float, float]]:
@@ -606,17 +597,14 @@ def _param_cell(value: float | int | None) -> str:
 
 def _leaderboard(search: SearchRecord, points: dict[str, list[tuple[int, float | None]]]) -> str:
     params = _searched_params(search)
-    final: dict[str, None] = {}
-    for trial in search.trials:
-        for name in trial.metrics or {}:
-            final.setdefault(name, None)
+    final = list(dict.fromkeys(name for trial in search.trials for name in trial.metrics or {}))
     headers = [
         "rank", "trial", "run", *(_param_name(p) for p in params), "rung (steps)", search.metric,
         f"{search.metric} per rung (steps)", "state", *(f"final {m}" for m in final), "train time (s)",
     ]  # fmt: skip
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
-    for rank, trial in enumerate(_ranked(search), start=1):
+    for rank, trial in enumerate(leaderboard(search.trials, maximize=search.maximize), start=1):
         winner = trial.run_id == search.best
         ladder = " → ".join(f"{'failed' if o is None else f'{o:.4f}'} ({s})" for s, o in points[trial.run_id])
         state = trial.state.value + (f": {trial.error}" if trial.error else "")

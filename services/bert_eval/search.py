@@ -9,7 +9,8 @@ measured; the experiment's eval split is never searched on. With ASHA a trial tr
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeVar
 
 from bert_eval.spec import (
     SEARCH_METRICS,
@@ -24,7 +25,7 @@ from bert_eval.spec import (
     normalize_id,
 )
 
-__all__ = ["check_search", "holdout_rows", "max_steps", "rung_steps", "search_holdout", "trial_id", "trial_spec"]
+__all__ = ["check_search", "holdout_rows", "leaderboard", "max_steps", "rung_steps", "search_holdout", "trial_id", "trial_spec"]
 
 
 def check_search(search: SearchSpec, template: RunSpec, *, task: TaskType | None, train_rows: int | None) -> None:
@@ -102,3 +103,22 @@ def trial_spec(template: RunSpec, params: dict[str, Any], *, run_id: str, holdou
     if holdout is not None:
         update["holdout"] = holdout
     return template.model_copy(update=update)
+
+
+class _Ranked(Protocol):
+    @property
+    def trial(self) -> int: ...
+    @property
+    def rung(self) -> int: ...
+    @property
+    def objective(self) -> float | None: ...
+
+
+Ranked = TypeVar("Ranked", bound=_Ranked)
+
+
+def leaderboard(trials: Iterable[Ranked], *, maximize: bool) -> list[Ranked]:
+    """Trials in leaderboard order: highest rung reached first, then the best objective there, trials
+    without an objective last, ties by trial index (`bert-eval status` and the report)."""
+    sign = -1 if maximize else 1
+    return sorted(trials, key=lambda t: (t.objective is None, -t.rung, sign * (t.objective or 0.0), t.trial))

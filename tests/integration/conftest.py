@@ -19,8 +19,8 @@ from .harness import Stack, stop_process
 
 @pytest.fixture(scope="session", autouse=True)
 def worker_forks() -> Iterator[WorkerForks]:
-    """Worker processes forked from templates that have imported the worker's modules (about 6 s of CPU
-    saved per worker; see support/worker_forks.py)."""
+    """Worker processes forked from templates that have imported the worker's modules, so a worker start
+    skips the imports (support/worker_forks.py)."""
     with WorkerForks() as forks:
         harness.WORKER_FORKS = forks
         try:

@@ -1,8 +1,8 @@
 """Worker processes for the integration tests, forked from a template that has already imported them.
 
-A worker's start-up is almost all imports (torch, transformers, datasets, scipy, optuna: about 6 s of
-CPU), and the suite starts about 90 workers, most of them replacements for workers a test killed. A
-template process imports the worker's modules once; each worker is a `fork()` of it that then runs
+A worker's start-up is almost all imports (torch, transformers, datasets, scipy, optuna), and the suite
+starts many workers, most of them replacements for workers a test killed (docs/performance.md, "Test
+suite"). A template process imports the worker's modules once; each worker is a `fork()` of it that then runs
 `bert-eval worker ...` (or the paced test worker) as `python -m` would, with its own environment,
 argv and log file. It is a real, separate process: SIGKILL, SIGTERM, exit codes and the worker's own
 start-up (settings, Temporal connection, metrics port, task queues) are unchanged. Tests of the
