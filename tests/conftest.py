@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 # Tests never reach the hub. `huggingface_hub` and `datasets` read these once, at import, so they are
 # set here, before any test module imports them (setting them later in a test has no effect).
@@ -14,6 +16,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BERT_EVAL_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_environment() -> Iterator[None]:
+    """What a module's fixtures put in os.environ is gone after the module (a benchmark script imported
+    in-process sets BERT_EVAL_LOG_LEVEL=WARNING, which every worker started later would inherit)."""
+    with mock.patch.dict(os.environ):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_environment() -> Iterator[None]:
+    """Each test starts from its module's environment, whatever the previous test set."""
+    with mock.patch.dict(os.environ):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from support.ports import free_port
+from support.specs import LONG, tiny_run
 from typer.testing import CliRunner
 
 from bert_eval import chaos
@@ -393,8 +394,10 @@ def test_podman_target_filters_on_every_selector_term(fake_podman: Path, monkeyp
 
 @pytest.mark.integration
 def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack: Stack, tiny_model_dir: Path) -> None:
-    # Started with subprocess: `chaos kill --target local` finds workers by their command line.
-    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5, fork=False)
+    # Started with subprocess: `chaos kill --target local` finds workers by their command line, so they
+    # cannot be paced; 750 steps keep training going while the chaos command starts, even on a loaded machine.
+    spec = tiny_run(tiny_model_dir, "chaotic", **{**LONG, "max_train_samples": 6000})
+    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5, spec=spec, fork=False)
 
     chaos = subprocess.run(
         [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "local"],
