@@ -13,6 +13,7 @@ real 20 MiB tmpfs where the test may mount one, and an injected ENOSPC/EROFS at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -66,6 +67,38 @@ def _kill_while_saving(worker: WorkerProcess, store: CheckpointStore) -> tuple[i
     raise AssertionError("the worker exited before a save could be interrupted")
 
 
+def _attempt_lines(worker: WorkerProcess, run_id: str, attempt: int) -> list[str]:
+    """The events `worker` logged for `attempt` of `run_id`."""
+    events = []
+    for line in worker.log_file.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("run_id") == run_id and record.get("attempt") == attempt:
+                events.append(record["event"])
+    return events
+
+
+def _freeze_current_attempt(stack: Stack, run_id: str, workers: tuple[WorkerProcess, ...]) -> tuple[WorkerProcess, int]:
+    """SIGSTOP the worker whose attempt holds `run_id`'s fence, at a moment that attempt is still
+    training. On a loaded machine an attempt can also lose its heartbeat by itself and stop before the
+    freeze (then another attempt holds the fence, or soon will): try again on whichever holds it then.
+    Returns (frozen worker, its attempt number)."""
+    attempt_file = stack.runs_dir / "runs" / run_id / "attempt.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        current = json.loads(attempt_file.read_text())
+        holder = next((w for w in workers if w.pid == current["pid"]), None)
+        if holder is not None:
+            os.kill(holder.pid, signal.SIGSTOP)
+            ended = {"stop requested; checkpoint saved, stopping", "fine-tune cancelled; checkpoint saved", "fine-tune finished"}
+            still_current = json.loads(attempt_file.read_text())["token"] == current["token"]
+            if still_current and not ended & set(_attempt_lines(holder, run_id, current["attempt"])):
+                return holder, current["attempt"]
+            os.kill(holder.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise TimeoutError(f"run {run_id}: no training attempt to freeze within 120 s")
+
+
 def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     stack: Stack, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -88,13 +121,13 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     third = stack.start_worker("training")
     stale_run = stack.run_in_background({"experiment_id": "stale", "runs": [tiny_run(tiny_model_dir, "stale", **LONG)]}, heartbeat_timeout_s=4)
     _wait(_store(stack, "stale").latest_complete, "first checkpoint of the stale run")
-    busy = next(w for w in (second, third) if w.holds_training and '"stale"' in w.log_file.read_text())
+    busy, frozen_attempt = _freeze_current_attempt(stack, "stale", (second, third))
     idle = third if busy is second else second
-    os.kill(busy.pid, signal.SIGSTOP)
     attempt_file = stack.runs_dir / "runs" / "stale" / "attempt.json"
-    _wait(lambda: json.loads(attempt_file.read_text())["attempt"] >= 2, "attempt 2 claimed the run", timeout_s=120)
+    _wait(lambda: json.loads(attempt_file.read_text())["attempt"] > frozen_attempt, "a later attempt claimed the run", timeout_s=120)
     os.kill(busy.pid, signal.SIGCONT)  # the stale attempt runs on beside the new one
-    refusal = _wait(lambda: "may not publish" in busy.log_file.read_text(), "the stale attempt's refusal", timeout_s=180)
+    refused = f"run stale: attempt {frozen_attempt} may not publish"
+    refusal = _wait(lambda: refused in busy.log_file.read_text(), "the stale attempt's refusal", timeout_s=180)
     [stale] = stale_run.result(timeout_s=400).runs
     assert refusal and stale.status == "completed", stale.error
     assert stale.training.steps == STEPS and stale.training.resumes >= 1
