@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -18,18 +20,48 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BERT_EVAL_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most slow tests first, then those with the most integration tests; the order
+    within a module is kept. `make test` hands whole modules to its two processes in this order
+    (`--dist loadscope --no-loadscope-reorder`), so the longest start first and short ones fill in."""
+    slow, integration = Counter[str](), Counter[str]()
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] += item.get_closest_marker("slow") is not None
+        integration[module] += item.get_closest_marker("integration") is not None
+    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], -integration[item.nodeid.split("::")[0]]))
+
+
+@contextlib.contextmanager
+def _own_environment() -> Iterator[None]:
+    """os.environ as it was on entry, restored on exit, and the settings read from it (cached per process
+    by bert_eval.settings) read afresh on both sides: a CLI called in-process reads the test's variables."""
+    from bert_eval.settings import get_settings, get_temporal_settings
+
+    def forget() -> None:
+        get_settings.cache_clear()
+        get_temporal_settings.cache_clear()
+
+    with mock.patch.dict(os.environ):
+        forget()
+        try:
+            yield
+        finally:
+            forget()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _module_environment() -> Iterator[None]:
     """What a module's fixtures put in os.environ is gone after the module (a benchmark script imported
     in-process sets BERT_EVAL_LOG_LEVEL=WARNING, which every worker started later would inherit)."""
-    with mock.patch.dict(os.environ):
+    with _own_environment():
         yield
 
 
 @pytest.fixture(autouse=True)
 def _test_environment() -> Iterator[None]:
     """Each test starts from its module's environment, whatever the previous test set."""
-    with mock.patch.dict(os.environ):
+    with _own_environment():
         yield
 
 

@@ -99,6 +99,7 @@ def _freeze_current_attempt(stack: Stack, run_id: str, workers: tuple[WorkerProc
     raise TimeoutError(f"run {run_id}: no training attempt to freeze within 120 s")
 
 
+@pytest.mark.slow
 def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     stack: Stack, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -396,6 +396,7 @@ async def _heartbeat_recorded(client: Any, run_id: str) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     stack: Stack, prometheus: Prometheus, tiny_model_dir: Path
 ) -> None:

@@ -127,6 +127,7 @@ async def history_lengths(stack: Stack, workflow_id: str) -> list[int]:
     return [len((await client.get_workflow_handle(workflow_id, run_id=e.run_id).fetch_history()).events) for e in runs]
 
 
+@pytest.mark.slow
 def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_undisturbed_one(
     served: Stack, tmp_path: Path, data_dir: Path, tiny_model_dir: Path
 ) -> None:
