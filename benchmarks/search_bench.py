@@ -44,6 +44,7 @@ os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
 
 import optuna  # noqa: E402
 from optuna.trial import TrialState as OptunaState  # noqa: E402
+from support.calls import fine_tune_calls  # noqa: E402
 
 from bert_eval.core.evaluation import evaluate  # noqa: E402
 from bert_eval.core.journal import RunJournal  # noqa: E402
@@ -192,11 +193,6 @@ def busy_seconds(runs_dir: Path, run_ids: list[str]) -> float:
 
 def journal(runs_dir: Path, run_id: str) -> list[dict[str, Any]]:
     return RunJournal(RunLayout(runs_dir, run_id).journal_file).read()
-
-
-def fine_tune_calls(runs_dir: Path, run_id: str) -> int:
-    """fine_tune calls made for a trial (a retry after a kill is the same call again: attempt > 1)."""
-    return sum(1 for e in journal(runs_dir, run_id) if e["event"] == "attempt" and e.get("attempt") == 1)
 
 
 # ---------------------------------------------------------------- Optuna standalone

@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support.calls import fine_tune_calls
 from support.specs import tiny_run
 from temporalio.client import WorkflowFailureError
 
 from bert_eval.cli import _json_records
 from bert_eval.core.asha import TrialState
-from bert_eval.core.journal import RunJournal
-from bert_eval.core.layout import RunLayout
 from bert_eval.experiment import parse_experiment
 from bert_eval.spec import Experiment, RunSpec, SearchSpec, TaskType
 from bert_eval.temporal.failures import root_cause
@@ -50,11 +49,6 @@ def search_experiment(model_dir: Path, experiment_id: str, *, trials: int = 6, c
             **search,
         },
     }
-
-
-def fine_tune_calls(runs_dir: Path, run_id: str) -> int:
-    """fine_tune activities that ran for a run (a retry after a kill is the same call: attempt > 1)."""
-    return sum(1 for e in RunJournal(RunLayout(runs_dir, run_id).journal_file).of_kind("attempt") if e.get("attempt") == 1)
 
 
 def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and_is_reused(served: Stack, tiny_model_dir: Path) -> None:

@@ -139,7 +139,7 @@ def _resolve(request: FineTuneRequest, layout: RunLayout) -> _Resume:
     fence = AttemptFence(layout, attempt=request.attempt, scheduled_at=request.scheduled_at)
     fence.claim()
     journal = RunJournal(layout.journal_file)
-    journal.append("attempt", attempt=request.attempt)
+    journal.append("attempt", attempt=request.attempt, stop_at_step=request.stop_at_step)
     store = CheckpointStore(layout.checkpoints, keep=run.train.keep_checkpoints, guard=fence.publishing)
     latest = store.latest_complete()
     if latest is not None:
