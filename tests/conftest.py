@@ -24,12 +24,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules with the most slow tests first, then those with the most integration tests; the order
     within a module is kept. `make test` hands whole modules to its two processes in this order
     (`--dist loadscope --no-loadscope-reorder`), so the longest start first and short ones fill in."""
-    slow, integration = Counter[str](), Counter[str]()
+    slow, integration = Counter[Path](), Counter[Path]()
     for item in items:
-        module = item.nodeid.split("::")[0]
-        slow[module] += item.get_closest_marker("slow") is not None
-        integration[module] += item.get_closest_marker("integration") is not None
-    items.sort(key=lambda item: (-slow[item.nodeid.split("::")[0]], -integration[item.nodeid.split("::")[0]]))
+        slow[item.path] += item.get_closest_marker("slow") is not None
+        integration[item.path] += item.get_closest_marker("integration") is not None
+    items.sort(key=lambda item: (-slow[item.path], -integration[item.path]))
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import pytest
 from support.specs import tiny_run
 
 from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
+from bert_eval.core.layout import RunLayout
 from bert_eval.core.snapshot import LABEL
 
 from .harness import Stack, WorkerProcess
@@ -34,6 +35,8 @@ pytestmark = pytest.mark.integration
 # 120 steps, a checkpoint every 10: long enough to freeze or kill a worker mid-run.
 LONG = dict(max_train_samples=960, batch_size=8, checkpoint_every_steps=10, learning_rate=5e-4)
 STEPS = 120
+# What an attempt logs once it is stopping or done: past these it publishes nothing more.
+ATTEMPT_ENDED = {"stop requested; checkpoint saved, stopping", "fine-tune cancelled; checkpoint saved", "fine-tune finished"}
 
 
 def _store(stack: Stack, run_id: str) -> CheckpointStore:
@@ -83,16 +86,15 @@ def _freeze_current_attempt(stack: Stack, run_id: str, workers: tuple[WorkerProc
     training. On a loaded machine an attempt can also lose its heartbeat by itself and stop before the
     freeze (then another attempt holds the fence, or soon will): try again on whichever holds it then.
     Returns (frozen worker, its attempt number)."""
-    attempt_file = stack.runs_dir / "runs" / run_id / "attempt.json"
+    attempt_file = RunLayout(stack.runs_dir, run_id).attempt_file
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         current = json.loads(attempt_file.read_text())
         holder = next((w for w in workers if w.pid == current["pid"]), None)
         if holder is not None:
             os.kill(holder.pid, signal.SIGSTOP)
-            ended = {"stop requested; checkpoint saved, stopping", "fine-tune cancelled; checkpoint saved", "fine-tune finished"}
             still_current = json.loads(attempt_file.read_text())["token"] == current["token"]
-            if still_current and not ended & set(_attempt_lines(holder, run_id, current["attempt"])):
+            if still_current and not ATTEMPT_ENDED & set(_attempt_lines(holder, run_id, current["attempt"])):
                 return holder, current["attempt"]
             os.kill(holder.pid, signal.SIGCONT)
         time.sleep(0.05)
@@ -124,7 +126,7 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     _wait(_store(stack, "stale").latest_complete, "first checkpoint of the stale run")
     busy, frozen_attempt = _freeze_current_attempt(stack, "stale", (second, third))
     idle = third if busy is second else second
-    attempt_file = stack.runs_dir / "runs" / "stale" / "attempt.json"
+    attempt_file = RunLayout(stack.runs_dir, "stale").attempt_file
     _wait(lambda: json.loads(attempt_file.read_text())["attempt"] > frozen_attempt, "a later attempt claimed the run", timeout_s=120)
     os.kill(busy.pid, signal.SIGCONT)  # the stale attempt runs on beside the new one
     refused = f"run stale: attempt {frozen_attempt} may not publish"

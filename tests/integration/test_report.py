@@ -26,7 +26,6 @@ from bert_eval.core.records import SnapshotResult, TrainingProgress
 from bert_eval.core.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.training import FineTuneRequest, fine_tune
 from bert_eval.report import report_command, write_report
-from bert_eval.settings import get_settings
 from bert_eval.spec import RunSpec
 
 EXPERIMENT = "report-exp"
@@ -159,19 +158,15 @@ def test_report_has_a_curve_per_trained_run_and_the_metrics_table(experiment: Pa
 def test_report_command(experiment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = typer.Typer()
     app.command()(report_command)
-    monkeypatch.setenv("BERT_EVAL_RUNS_DIR", str(experiment))
-    get_settings.cache_clear()
-    try:
-        runner = CliRunner()
-        bad = runner.invoke(app, ["../etc"])
-        assert bad.exit_code == 2 and "invalid experiment_id" in " ".join(bad.output.split())
+    monkeypatch.setenv("BERT_EVAL_RUNS_DIR", str(experiment))  # settings are read afresh for each test (conftest)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["../etc"])
+    assert bad.exit_code == 2 and "invalid experiment_id" in " ".join(bad.output.split())
 
-        unknown = runner.invoke(app, ["no-such-experiment"])
-        assert unknown.exit_code == 1 and "does not exist" in " ".join(unknown.output.split())
+    unknown = runner.invoke(app, ["no-such-experiment"])
+    assert unknown.exit_code == 1 and "does not exist" in " ".join(unknown.output.split())
 
-        out = tmp_path / "cli-report"
-        done = runner.invoke(app, [EXPERIMENT.upper(), "--out", str(out)])
-        assert done.exit_code == 0, done.output
-        assert done.output.strip() == str(out / "report.html") and (out / "report.html").is_file()
-    finally:
-        get_settings.cache_clear()
+    out = tmp_path / "cli-report"
+    done = runner.invoke(app, [EXPERIMENT.upper(), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert done.output.strip() == str(out / "report.html") and (out / "report.html").is_file()

@@ -71,15 +71,10 @@ def test_the_worker_names_each_invalid_setting_in_one_line(monkeypatch: pytest.M
     from typer.testing import CliRunner
 
     from bert_eval.cli import app
-    from bert_eval.settings import get_settings
 
-    get_settings.cache_clear()
     monkeypatch.setenv("BERT_EVAL_METRICS_PORT", "999999")
     monkeypatch.setenv("BERT_EVAL_TRAINING_CONCURRENCY", "2")
-    try:
-        result = CliRunner().invoke(app, ["worker", "training"])
-    finally:
-        get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["worker", "training"])
     assert result.exit_code == 2
     output = " ".join(result.output.split())
     assert "invalid settings: BERT_EVAL_METRICS_PORT=999999: Input should be less than or equal to 65535; " in output
