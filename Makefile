@@ -25,10 +25,10 @@ lint:
 
 # The one test command (CI runs it): lint, then unit, replay, chart/manifests, and integration tests
 # against a real Temporal dev server, real workers, the real Trainer and (when installed) a real
-# Prometheus, including the fault matrix and the README walkthrough (marked `slow`). Two pytest processes,
+# Prometheus, including the fault matrix and the README walkthrough (marked `slow`). Three pytest processes,
 # one torch thread each, take whole modules, the longest first (tests/conftest.py orders them).
 test: lint
-	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m "not cluster" -n 2 --dist loadscope --no-loadscope-reorder --durations=25
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -m "not cluster" -n 3 --dist loadscope --no-loadscope-reorder --durations=25
 
 # Lint, unit, replay and chart tests (no Temporal server, no worker processes).
 test-fast: lint

@@ -21,14 +21,16 @@ SHARED_DATA = Path(os.environ.get("BERT_EVAL_TEST_DATA_DIR", REPO.parent / "shar
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with the most slow tests first, then those with the most integration tests; the order
-    within a module is kept. `make test` hands whole modules to its two processes in this order
-    (`--dist loadscope --no-loadscope-reorder`), so the longest start first and short ones fill in."""
-    slow, integration = Counter[Path](), Counter[Path]()
+    """Modules of `compute` tests first, then those with the most slow tests, then those with the most
+    integration tests; the order within a module is kept. `make test` hands whole modules to its processes
+    in this order (`--dist loadscope --no-loadscope-reorder`): the modules that keep a core busy for minutes
+    start at once, and the ones that mostly wait on workers and timeouts share the cores around them."""
+    compute, slow, integration = Counter[Path](), Counter[Path](), Counter[Path]()
     for item in items:
+        compute[item.path] += item.get_closest_marker("compute") is not None
         slow[item.path] += item.get_closest_marker("slow") is not None
         integration[item.path] += item.get_closest_marker("integration") is not None
-    items.sort(key=lambda item: (-slow[item.path], -integration[item.path]))
+    items.sort(key=lambda item: (-compute[item.path], -slow[item.path], -integration[item.path]))
 
 
 @contextlib.contextmanager
