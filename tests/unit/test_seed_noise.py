@@ -1,7 +1,7 @@
 """A/A check of the statistics on real fine-tunes (tests/unit/seed_runs.py): one configuration under two
 names, 8 seeds each, 20 different seed sets drawn from one pool of 24 runs.
 
-What a user does today, comparing one run of each, names a winner whenever the two accuracies differ by a
+Comparing one run of each, as a user without seeds would, names a winner whenever the two accuracies differ by a
 point or more; `compare` (a Wilcoxon test over seeds) must name one in at most 5% of the sets. The A/B check,
 that `compare` finds a real gap, is test_seed_gap.py.
 """
