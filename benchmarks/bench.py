@@ -43,7 +43,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # The integration tests' harness starts a dev server and real worker processes; the benchmark reuses it.
-sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -52,15 +52,15 @@ os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
 
 import torch  # noqa: E402
 
-from bert_eval.core.evaluation import evaluate  # noqa: E402
-from bert_eval.core.journal import RunJournal  # noqa: E402
-from bert_eval.core.layout import RunLayout, snapshots_dir  # noqa: E402
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot  # noqa: E402
+from bert_eval.core.evaluation.batched import evaluate  # noqa: E402
 from bert_eval.core.modeling import load_for_classification  # noqa: E402
-from bert_eval.core.observer import LogWindow, TrainingObserver  # noqa: E402
 from bert_eval.core.records import TrainingSummary  # noqa: E402
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot  # noqa: E402
-from bert_eval.core.training import FineTuneRequest, fine_tune  # noqa: E402
-from bert_eval.core.training_args import scaled_learning_rate  # noqa: E402
+from bert_eval.core.storage.journal import RunJournal  # noqa: E402
+from bert_eval.core.storage.layout import RunLayout, snapshots_dir  # noqa: E402
+from bert_eval.core.training.arguments import scaled_learning_rate  # noqa: E402
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune  # noqa: E402
+from bert_eval.core.training.observer import LogWindow, TrainingObserver  # noqa: E402
 from bert_eval.spec import EvalRequest, RunSpec  # noqa: E402
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -330,7 +330,7 @@ class Bench:
         # the split is tokenized once beforehand, as a finished training run leaves it cached).
         from transformers import AutoTokenizer
 
-        from bert_eval.core.tokenize import tokenized_split
+        from bert_eval.core.data.tokenize import tokenized_split
 
         trained_tokenizer = AutoTokenizer.from_pretrained(summary.model_dir)
         tokenized_split(snapshot, "validation", trained_tokenizer, max_length=trained_tokenizer.model_max_length)
@@ -378,8 +378,8 @@ class Bench:
         # Tokenize the shared rows once first, so no variant pays for the cache the others then read.
         from transformers import AutoTokenizer
 
+        from bert_eval.core.data.tokenize import tokenized_split
         from bert_eval.core.modeling import resolve_model
-        from bert_eval.core.tokenize import tokenized_split
 
         warm = self.spec("ckpt-warm", model, s.checkpoint_rows, batch_size=s.ours_batch)
         snapshot = create_snapshot(SnapshotInput.for_run(warm), runs_dir=runs_dir, data_dir=self.data_dir)
@@ -510,7 +510,7 @@ class Bench:
             stack.close()
 
     def bench_recovery(self, stack: Any, model: str, lr: float) -> None:
-        from bert_eval.core.checkpoints import CheckpointStore
+        from bert_eval.core.storage.checkpoints import CheckpointStore
 
         s = self.sizes
         run_id = "killed"
@@ -565,7 +565,7 @@ class Bench:
 
     def stack(self, name: str) -> Any:
         """A dev server with one eval and one training worker, in this bench's scratch directory."""
-        from harness import Stack, free_port  # type: ignore[import-not-found]
+        from support.harness import Stack, free_port  # type: ignore[import-not-found]
 
         from bert_eval.temporal.devserver import start_dev_server
 

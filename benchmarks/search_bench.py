@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))  # the harness (Stack) and the paced worker
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -46,13 +45,13 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState as OptunaState  # noqa: E402
 from support.calls import fine_tune_calls  # noqa: E402
 
-from bert_eval.core.evaluation import evaluate  # noqa: E402
-from bert_eval.core.journal import RunJournal  # noqa: E402
-from bert_eval.core.layout import RunLayout  # noqa: E402
-from bert_eval.core.rungs import evaluate_rung, keep_last_checkpoint  # noqa: E402
-from bert_eval.core.sampling import optuna_distribution  # noqa: E402
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot  # noqa: E402
-from bert_eval.core.training import FineTuneRequest, fine_tune  # noqa: E402
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot  # noqa: E402
+from bert_eval.core.evaluation.batched import evaluate  # noqa: E402
+from bert_eval.core.search.rungs import evaluate_rung, keep_last_checkpoint  # noqa: E402
+from bert_eval.core.search.sampling import optuna_distribution  # noqa: E402
+from bert_eval.core.storage.journal import RunJournal  # noqa: E402
+from bert_eval.core.storage.layout import RunLayout  # noqa: E402
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune  # noqa: E402
 from bert_eval.experiment import parse_experiment  # noqa: E402
 from bert_eval.search import max_steps, rung_steps, search_holdout, trial_id, trial_spec  # noqa: E402
 from bert_eval.spec import Experiment, RunSpec  # noqa: E402
@@ -455,7 +454,7 @@ def bert_eval_losses(outcome: Any, kills: list[Kill], runs_dir: Path, wanted: in
 
 async def retried_evaluations(stack: Any, experiment_id: str) -> int:
     """Evaluation activities of the search started more than once (their worker killed mid-way)."""
-    from harness import activity_attempts  # type: ignore[import-not-found]
+    from support.harness import activity_attempts  # type: ignore[import-not-found]
 
     from bert_eval.temporal.names import ACTIVITY, coordinator_workflow_id
 
@@ -636,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     if pace := os.environ.get(PACE_ENV):
         from paced_worker import _paced  # type: ignore[import-not-found]
 
-        from bert_eval.core.training_callbacks import ProgressEvents
+        from bert_eval.core.training.callbacks import ProgressEvents
 
         ProgressEvents.on_step_end = _paced(ProgressEvents.on_step_end, float(pace))
     optuna_search(json.loads(args.document.read_text()), runs_dir=args.runs_dir, data_dir=args.data_dir, storage=args.storage)

@@ -18,12 +18,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "integration"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
 
-from harness import Stack, make_tiny_model  # noqa: E402
+from support.harness import Stack, make_tiny_model  # noqa: E402
 from support.specs import tiny_run  # noqa: E402
 
 from bert_eval.temporal.names import coordinator_workflow_id  # noqa: E402

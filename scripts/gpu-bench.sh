@@ -103,7 +103,7 @@ import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bert_eval import telemetry  # noqa: E402,F401  (structlog, OpenTelemetry, prometheus-client)
-from bert_eval.core.data import infer_schema, load_splits  # noqa: E402  (datasets, pyarrow, pandas)
+from bert_eval.core.data.loading import infer_schema, load_splits  # noqa: E402  (datasets, pyarrow, pandas)
 from bert_eval.types import DatasetSpec  # noqa: E402  (pydantic)
 
 spec = DatasetSpec.model_validate("glue/sst2")
@@ -118,7 +118,7 @@ if not check_kit_only:
     if torch.cuda.is_available():
         print(f"  device {torch.cuda.get_device_name(0)}, bf16: {torch.cuda.is_bf16_supported()}")
     # What bench.py imports at its top and in the rows that run on the GPU.
-    for name in ("bert_eval.core.training", "bert_eval.core.evaluation", "bert_eval.core.snapshot", "bert_eval.core.metrics",
+    for name in ("bert_eval.core.training.finetuning", "bert_eval.core.evaluation.batched", "bert_eval.core.data.snapshot", "bert_eval.core.evaluation.task_metrics",
                  "transformers.trainer", "accelerate"):
         importlib.import_module(name)
     print("  bert_eval core, transformers.trainer and accelerate import")

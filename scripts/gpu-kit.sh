@@ -24,9 +24,9 @@ die() { echo "gpu-kit: $*" >&2; exit 1; }
 "$PYTHON" -c "import packaging" 2>/dev/null || die "$PYTHON lacks the 'packaging' module (the project's venv has it)"
 
 # What the GPU image lacks, pinned to this project's venv (.venv) versions:
-#   datasets (+ dill, multiprocess): core/data.py, core/snapshot.py, core/tokenize.py
+#   datasets (+ dill, multiprocess): core/data/loading.py, core/data/snapshot.py, core/data/tokenize.py
 #   pydantic (+ pydantic-core, annotated-types, typing-inspection): bert_eval/types.py
-#   structlog, opentelemetry-api/-sdk/-semantic-conventions: bert_eval/telemetry.py, core/training.py
+#   structlog, opentelemetry-api/-sdk/-semantic-conventions: bert_eval/telemetry.py, core/training/finetuning.py
 # Included although the GPU image has them, at versions our pins need:
 #   transformers 5.24.0: the GPU image has 5.17.0; our training core (Trainer subclass, checkpoint writer
 #     that reproduces the Trainer's checkpoint layout, callbacks) and every CPU row and test ran on 5.24.0

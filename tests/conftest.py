@@ -76,7 +76,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide random BERT with the real MiniLM WordPiece tokenizer."""
-    from integration.harness import make_tiny_model
+    from support.harness import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 

@@ -276,7 +276,7 @@ def _print_results(result: ExperimentResult) -> None:
 def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
     """The two best configurations (two seeds or more each) compared seed by seed, in one line."""
     from bert_eval.compare import compare
-    from bert_eval.core.stats import higher_is_better
+    from bert_eval.core.statistics.comparisons import higher_is_better
 
     summary = result.summary
     configs = [c for c in summary.configs if c.n > 1] if summary else []

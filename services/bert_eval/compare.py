@@ -1,7 +1,7 @@
 """Compare two runs, or two configurations (each a group of runs, one per seed), from the runs directory.
 
 One run against one run: a paired comparison over the evaluation examples both were evaluated on
-(core/stats.py `compare_runs`), read from their kept predictions. Two groups of runs: seed i of A against
+(core/statistics/comparisons.py `compare_runs`), read from their kept predictions. Two groups of runs: seed i of A against
 seed i of B (`compare_configs`), paired by the training seed each run's spec records when both sides
 hold the same seeds, else in the order given.
 
@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.evaluation import load_eval_result
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.predictions import Predictions, load_predictions
-from bert_eval.core.stats import (
+from bert_eval.core.evaluation.batched import load_eval_result
+from bert_eval.core.evaluation.predictions import Predictions, load_predictions
+from bert_eval.core.statistics.comparisons import (
     ConfigComparison,
     RunComparison,
     check_comparable,
@@ -30,6 +29,7 @@ from bert_eval.core.stats import (
     default_metric,
     summarize_seeds,
 )
+from bert_eval.core.storage.layout import RunLayout
 from bert_eval.spec import RunSpec, normalize_id
 
 __all__ = ["Comparison", "compare", "parse_side"]

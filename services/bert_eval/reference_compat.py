@@ -35,7 +35,7 @@ __all__ = [
     "to_run_specs",
 ]
 
-# bert-eval's snapshot ids are the first 16 hex digits of a content digest (core/snapshot.py).
+# bert-eval's snapshot ids are the first 16 hex digits of a content digest (core/data/snapshot.py).
 _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{16}$")
 
 

@@ -27,12 +27,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from bert_eval.core.asha import TrialState
-from bert_eval.core.checkpoints import CheckpointStore
-from bert_eval.core.fsutil import atomic_write_text
-from bert_eval.core.journal import RunJournal
-from bert_eval.core.layout import RunLayout, experiment_file
 from bert_eval.core.records import EvalResult, ExperimentSummary, TrainingSummary
+from bert_eval.core.search.asha import TrialState
+from bert_eval.core.storage.checkpoints import CheckpointStore
+from bert_eval.core.storage.fsutil import atomic_write_text
+from bert_eval.core.storage.journal import RunJournal
+from bert_eval.core.storage.layout import RunLayout, experiment_file
 from bert_eval.search import leaderboard
 from bert_eval.spec import normalize_id
 

@@ -182,7 +182,7 @@ class TrainHyperparameters(_Strict):
     shuffle_before_select: bool = True
     # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
     use_gpu: bool = True
-    # --- speed knobs; each can be turned off (core/training_args.py applies them per device) ---
+    # --- speed knobs; each can be turned off (core/training/arguments.py applies them per device) ---
     dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (CUDA: to a multiple of 8); off: pad to max_seq_length")
     group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
@@ -199,7 +199,7 @@ class EvalRequest(_Strict):
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     max_eval_samples: int | None = Field(default=None, ge=1)
     # Rows are sorted by length and padded per batch, so a batch costs no accuracy however large; what
-    # suits a device differs (core/evaluation.py: eval_batch_size).
+    # suits a device differs (core/evaluation/batched.py: eval_batch_size).
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="None: 256 on CUDA, 64 on CPU")
     sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
     dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (on CUDA: rounded up to a multiple of 8)")
@@ -343,7 +343,7 @@ SEARCHABLE_FIELDS: dict[str, bool] = {
     "batch_size": True,
     "max_seq_length": True,
 }
-# The metrics each task's evaluation reports (core/metrics.py: metric_names), and the direction of each.
+# The metrics each task's evaluation reports (core/evaluation/task_metrics.py: metric_names), and the direction of each.
 SEARCH_METRICS: dict[TaskType, tuple[str, ...]] = {
     TaskType.classification: ("accuracy", "f1", "mcc"),
     TaskType.regression: ("pearson", "spearman", "mse"),

@@ -55,7 +55,7 @@ import pytest
 import yaml
 from support.ports import free_port
 
-from bert_eval.core.checkpoints import CheckpointStore
+from bert_eval.core.storage.checkpoints import CheckpointStore
 
 from .conftest import MEASURED, REPO, Podman
 

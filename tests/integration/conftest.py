@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import harness
+from support.harness import Stack, stop_process
 from support.ports import free_port
 from support.worker_forks import WorkerForks
 
 from bert_eval.temporal.devserver import start_dev_server
-
-from . import harness
-from .harness import Stack, stop_process
 
 
 @pytest.fixture(scope="session", autouse=True)

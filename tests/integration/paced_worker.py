@@ -15,7 +15,7 @@ import sys
 import time
 
 from bert_eval.cli import main
-from bert_eval.core.training_callbacks import ProgressEvents
+from bert_eval.core.training.callbacks import ProgressEvents
 
 
 def _paced(on_step_end, pace_s: float):

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.harness import Stack
 from support.specs import tiny_run
 from typer.testing import CliRunner
 
 from bert_eval.cli import app
-from bert_eval.core.snapshot import eval_table
+from bert_eval.core.data.snapshot import eval_table
 from bert_eval.temporal.workflows import coordinator_workflow_id, training_workflow_id
-
-from .harness import Stack
 
 
 def _files(root: Path) -> dict[Path, bytes]:

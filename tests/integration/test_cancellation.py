@@ -7,14 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support.harness import Stack, wait_for_checkpoint
 from support.specs import LONG, tiny_run
 from temporalio.client import WorkflowExecutionStatus
 
-from bert_eval.core.checkpoints import CheckpointStore
+from bert_eval.core.storage.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.temporal.submit import start_experiment
-
-from .harness import Stack, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 

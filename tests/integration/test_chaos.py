@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from support.harness import Stack, run_on_two_training_workers
 from support.ports import free_port
 from support.specs import LONG, tiny_run
 from typer.testing import CliRunner
@@ -40,8 +41,6 @@ from bert_eval.chaos import (
     kill_training_workers,
     parse_worker_identity,
 )
-
-from .harness import Stack, run_on_two_training_workers
 
 TRAINING = {"app.kubernetes.io/name": "bert-eval", "app.kubernetes.io/component": "training-worker"}
 EVAL = {"app.kubernetes.io/name": "bert-eval", "app.kubernetes.io/component": "eval-worker"}

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from support.harness import Stack, wait_for_checkpoint
 from support.specs import LONG, tiny_run
-
-from .harness import Stack, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.harness import Stack
 from support.specs import tiny_run
-
-from .harness import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +86,9 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
 ) -> None:
     import time
 
-    from bert_eval.core.cells import evaluate_cell
+    from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot
+    from bert_eval.core.evaluation.cells import evaluate_cell
     from bert_eval.core.modeling import describe_model
-    from bert_eval.core.snapshot import SnapshotInput, create_snapshot
     from bert_eval.spec import DatasetSpec, EvalRequest
 
     _, eval_worker = stack.start_workers("training", "eval")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.harness import Stack, activity_attempts, wait_for_checkpoint
 from support.specs import LONG, tiny_run
-
-from .harness import Stack, activity_attempts, wait_for_checkpoint
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.harness import Stack, WorkerProcess
 from support.specs import tiny_run
 
-from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.snapshot import LABEL
-
-from .harness import Stack, WorkerProcess
+from bert_eval.core.data.snapshot import LABEL
+from bert_eval.core.storage.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
+from bert_eval.core.storage.layout import RunLayout
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from support.harness import Stack
 from support.specs import tiny_run
 
 from bert_eval.temporal.names import training_workflow_id
-
-from .harness import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,16 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+from support.harness import Stack
 from support.specs import tiny_run
 
 from bert_eval.temporal.workflows import (
+    CheckpointedBertTrainingWorkflow,
     CoordinatorWorkflow,
-    TrainingWorkflow,
     coordinator_workflow_id,
     training_workflow_id,
 )
-
-from .harness import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -50,5 +49,5 @@ def test_experiment_trains_and_evaluates_every_run(served: Stack, tiny_model_dir
 async def _queries(stack: Stack):
     client = await stack.client()
     status = await client.get_workflow_handle(coordinator_workflow_id("two-runs")).query(CoordinatorWorkflow.status)
-    progress = await client.get_workflow_handle(training_workflow_id("tiny-a")).query(TrainingWorkflow.progress)
+    progress = await client.get_workflow_handle(training_workflow_id("tiny-a")).query(CheckpointedBertTrainingWorkflow.progress)
     return status, progress

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.harness import Stack
 
 from bert_eval.temporal.devserver import find_temporal_binary
-
-from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

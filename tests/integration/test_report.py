@@ -18,13 +18,13 @@ import typer
 from support.specs import tiny_run
 from typer.testing import CliRunner
 
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.errors import TrainingInterrupted
-from bert_eval.core.evaluation import evaluate
-from bert_eval.core.fsutil import atomic_write_json
-from bert_eval.core.layout import RunLayout, experiment_file
+from bert_eval.core.evaluation.batched import evaluate
 from bert_eval.core.records import SnapshotResult, TrainingProgress
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.storage.fsutil import atomic_write_json
+from bert_eval.core.storage.layout import RunLayout, experiment_file
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.report import report_command, write_report
 from bert_eval.spec import RunSpec
 

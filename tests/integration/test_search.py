@@ -12,18 +12,17 @@ from pathlib import Path
 
 import pytest
 from support.calls import fine_tune_calls
+from support.harness import Stack, result_across_outages
 from support.specs import tiny_run
 from temporalio.client import WorkflowFailureError
 
 from bert_eval.cli import _json_records
-from bert_eval.core.asha import TrialState
+from bert_eval.core.search.asha import TrialState
 from bert_eval.experiment import parse_experiment
 from bert_eval.spec import Experiment, RunSpec, SearchSpec, TaskType
 from bert_eval.temporal.failures import root_cause
 from bert_eval.temporal.names import coordinator_workflow_id
 from bert_eval.temporal.submit import start_experiment
-
-from .harness import Stack, result_across_outages
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
+from support.harness import Stack
 from support.specs import tiny_run
-
-from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

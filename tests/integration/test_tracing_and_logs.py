@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from support.harness import Stack, create_namespace
 from support.specs import tiny_run
 
 from bert_eval import telemetry
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.errors import TrainingInterrupted
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.temporal.client import connect
 from bert_eval.temporal.submit import start_experiment
 from bert_eval.temporal.worker import WorkerKind, build_worker
-
-from .harness import Stack, create_namespace
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.harness import Stack
 from support.specs import LONG, tiny_run
-
-from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.harness import REPO, Stack, stop_process, wait_for_checkpoint
 from support.ports import free_port
 from support.specs import LONG, tiny_run
-
-from .harness import REPO, Stack, stop_process, wait_for_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.harness import Stack
 from support.ports import free_port
 from support.worker_forks import ForkedProcess
 
@@ -16,8 +17,6 @@ from bert_eval.settings import TemporalSettings
 from bert_eval.temporal.client import connect
 from bert_eval.temporal.devserver import DevServerError, LocalStack
 from bert_eval.temporal.submit import missing_workers
-
-from .harness import Stack
 
 pytestmark = pytest.mark.integration
 

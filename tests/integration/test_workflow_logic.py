@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.harness import create_namespace
 from support.specs import tiny_run
 from temporalio import activity
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
+from bert_eval.core.data.snapshot import SnapshotInput
 from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TransientError
 from bert_eval.core.records import DatasetSchema, EvalResult, ExperimentSummary, SnapshotResult, TrainingProgress, TrainingSummary
-from bert_eval.core.snapshot import SnapshotInput
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import TemporalSettings
 from bert_eval.spec import Experiment, RunSpec, TaskType
@@ -32,9 +33,7 @@ from bert_eval.temporal.client import connect
 from bert_eval.temporal.names import ACTIVITY, WORKFLOW, coordinator_workflow_id, training_workflow_id
 from bert_eval.temporal.payloads import CoordinatorInput, EvalRunInput, ExistingRun, ExperimentResult, SummaryInput
 from bert_eval.temporal.submit import missing_workers, training_progress
-from bert_eval.temporal.workflows import CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
-
-from .harness import create_namespace
+from bert_eval.temporal.workflows import BertEvalWorkflow, CheckpointedBertTrainingWorkflow, CoordinatorWorkflow
 
 pytestmark = pytest.mark.integration
 
@@ -113,8 +112,8 @@ async def workers(shared_server: str, mocks: Mocks) -> AsyncIterator[tuple[Clien
     eval_queue, training_queue = f"eval-{uuid.uuid4()}", f"train-{uuid.uuid4()}"
     eval_activities, training_activities = mocks.activities()
     async with (
-        Worker(client, task_queue=eval_queue, workflows=[CoordinatorWorkflow, EvalWorkflow], activities=eval_activities),
-        Worker(client, task_queue=training_queue, workflows=[TrainingWorkflow], activities=training_activities),
+        Worker(client, task_queue=eval_queue, workflows=[CoordinatorWorkflow, BertEvalWorkflow], activities=eval_activities),
+        Worker(client, task_queue=training_queue, workflows=[CheckpointedBertTrainingWorkflow], activities=training_activities),
     ):
         yield client, eval_queue, training_queue
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_support import (
+from support.k8s import (
     CHART_SRC,
     KIND_CONFIG,
     MANIFESTS,

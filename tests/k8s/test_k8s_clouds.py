@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from helm_python import HelmError
-from k8s_support import CHART_SRC, Rendered, env_of
+from support.k8s import CHART_SRC, Rendered, env_of
 
 GKE = yaml.safe_load((CHART_SRC / "examples" / "values-gke.yaml").read_text())
 EKS = yaml.safe_load((CHART_SRC / "examples" / "values-eks.yaml").read_text())

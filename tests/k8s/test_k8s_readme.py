@@ -14,7 +14,7 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
-from k8s_support import (
+from support.k8s import (
     CHART_SRC,
     CRD_KINDS,
     KUBE_VERSION,

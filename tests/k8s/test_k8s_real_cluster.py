@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from k8s_support import (
+from support.k8s import (
     CHART_SRC,
     KUBE_VERSION,
     NAMESPACE,

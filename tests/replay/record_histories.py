@@ -20,8 +20,8 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 
 from conftest import SHARED_DATA  # noqa: E402
-from integration.harness import Stack, make_tiny_model  # noqa: E402
 from integration.test_search import search_experiment  # noqa: E402
+from support.harness import Stack, make_tiny_model  # noqa: E402
 from support.ports import free_port  # noqa: E402
 from support.specs import tiny_run  # noqa: E402
 

@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from bert_eval import telemetry
-from bert_eval.temporal.workflows import LEGACY_WORKFLOWS, CoordinatorWorkflow, EvalWorkflow, TrainingWorkflow
+from bert_eval.temporal.workflows import LEGACY_WORKFLOWS, BertEvalWorkflow, CheckpointedBertTrainingWorkflow, CoordinatorWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDED = sorted(HISTORIES.glob("*.json"))
@@ -34,7 +34,7 @@ def test_recorded_history_replays_on_current_workflows(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     replayer = Replayer(
         # What a worker registers: the legacy types replay histories recorded before the type names changed.
-        workflows=[CoordinatorWorkflow, TrainingWorkflow, EvalWorkflow, *LEGACY_WORKFLOWS],
+        workflows=[CoordinatorWorkflow, CheckpointedBertTrainingWorkflow, BertEvalWorkflow, *LEGACY_WORKFLOWS],
         data_converter=pydantic_data_converter,
         interceptors=[TracingInterceptor(telemetry.tracer())],
     )

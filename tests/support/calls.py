@@ -6,8 +6,8 @@ from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
 
-from bert_eval.core.journal import RunJournal
-from bert_eval.core.layout import RunLayout
+from bert_eval.core.storage.journal import RunJournal
+from bert_eval.core.storage.layout import RunLayout
 
 
 def fine_tune_calls(runs_dir: Path, run_id: str) -> int:

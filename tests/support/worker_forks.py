@@ -35,7 +35,7 @@ from typing import Any
 PRELOAD = (
     "bert_eval.cli",
     "bert_eval.temporal.worker",
-    "bert_eval.core.training_callbacks",
+    "bert_eval.core.training.callbacks",
     "transformers.models.bert.modeling_bert",
     "transformers.models.bert.tokenization_bert",
 )

@@ -10,13 +10,13 @@ import pytest
 from safetensors.torch import load_file
 from support.specs import core_spec
 
-from bert_eval.core import training
-from bert_eval.core.batching import BATCHING_KEY, LEGACY_SCHEME, BatchingScheme
-from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
+from bert_eval.core.data.batching import BATCHING_KEY, LEGACY_SCHEME, BatchingScheme
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.errors import TrainingInterrupted
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.storage.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.training import finetuning as training
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import RunSpec
 
 

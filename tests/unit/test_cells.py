@@ -8,21 +8,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.core import core_snapshot
+from support.evaluation import saved_head_model
+from support.models import with_label_names
 from support.specs import core_spec
 
-from bert_eval.core import cells
-from bert_eval.core.cells import evaluate_cell
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.evaluation import evaluate
-from bert_eval.core.layout import CellLayout, RunLayout
+from bert_eval.core.evaluation import cells
+from bert_eval.core.evaluation.batched import evaluate
+from bert_eval.core.evaluation.cells import evaluate_cell
 from bert_eval.core.modeling import describe_model
 from bert_eval.core.records import ModelInfo, SnapshotResult
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot
+from bert_eval.core.storage.layout import CellLayout, RunLayout
 from bert_eval.spec import DatasetSpec, EvalRequest
-
-from .core_support import core_snapshot
-from .eval_support import saved_head_model
-from .model_support import with_label_names
 
 
 @pytest.fixture(scope="module")

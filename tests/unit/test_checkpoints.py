@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bert_eval.core.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
+from bert_eval.core.storage.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 
 
 def _save(store: CheckpointStore, step: int, payload: str = "weights") -> Path:

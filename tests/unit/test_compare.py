@@ -6,17 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from support.evaluation import evaluated_run, saved_head_model
 from support.specs import core_spec
 from typer.testing import CliRunner
 
 from bert_eval.cli import app
 from bert_eval.compare import compare, parse_side
-from bert_eval.core.evaluation import load_eval_result
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.rundir import claim_run_dir
+from bert_eval.core.evaluation.batched import load_eval_result
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.rundir import claim_run_dir
 from bert_eval.spec import EvalRequest
-
-from .eval_support import evaluated_run, saved_head_model
 
 SEEDS = (1, 2, 3)
 

@@ -7,7 +7,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from bert_eval.core.data import infer_schema, load_splits
+from bert_eval.core.data.loading import infer_schema, load_splits
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.spec import DatasetSpec, TaskType
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from bert_eval.core.data.snapshot import LABEL, TEXT, SnapshotInput, create_snapshot, read_split
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.records import ModelInfo
-from bert_eval.core.snapshot import LABEL, TEXT, SnapshotInput, create_snapshot, read_split
 from bert_eval.spec import DatasetSpec, TaskType
 
 

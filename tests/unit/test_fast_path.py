@@ -9,20 +9,19 @@ from pathlib import Path
 import prometheus_client
 import pytest
 import torch
+from support.core import core_snapshot
 from support.specs import core_spec
 
-from bert_eval.core.batching import SeededLengthGroupedSampler, dynamic_padding, padding_collator
-from bert_eval.core.checkpoint_writer import BackgroundCheckpointWriter, HostState
-from bert_eval.core.checkpoints import CheckpointStore
-from bert_eval.core.evaluation import eval_batch_size, evaluate
-from bert_eval.core.observer import CheckpointEvent, LogWindow, TrainingObserver
-from bert_eval.core.snapshot import read_split
-from bert_eval.core.tokenize import LENGTH, tokenize_split, tokenized_split
-from bert_eval.core.training import FineTuneRequest, fine_tune
-from bert_eval.core.training_args import device_plan, scaled_learning_rate, training_arguments
+from bert_eval.core.data.batching import SeededLengthGroupedSampler, dynamic_padding, padding_collator
+from bert_eval.core.data.snapshot import read_split
+from bert_eval.core.data.tokenize import LENGTH, tokenize_split, tokenized_split
+from bert_eval.core.evaluation.batched import eval_batch_size, evaluate
+from bert_eval.core.storage.checkpoints import CheckpointStore
+from bert_eval.core.training.arguments import device_plan, scaled_learning_rate, training_arguments
+from bert_eval.core.training.checkpoint_writer import BackgroundCheckpointWriter, HostState
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
+from bert_eval.core.training.observer import CheckpointEvent, LogWindow, TrainingObserver
 from bert_eval.spec import EvalRequest, RunSpec, TrainHyperparameters
-
-from .core_support import core_snapshot
 
 
 def _spec(model_dir: Path, run_id: str = "fast-run", **train: object) -> RunSpec:
@@ -124,7 +123,7 @@ def test_a_split_cached_concurrently_by_another_worker_is_kept_and_no_staging_is
     cache entry and returns its own rows, whether the other entry appeared before its rename or during it."""
     from transformers import AutoTokenizer
 
-    from bert_eval.core import fsutil
+    from bert_eval.core.storage import fsutil
 
     snapshot = _snapshot(_spec(tiny_model_dir), runs_dir, data_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))

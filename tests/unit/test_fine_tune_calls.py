@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from support.calls import fine_tune_calls
 
-from bert_eval.core.journal import RunJournal
-from bert_eval.core.layout import RunLayout
+from bert_eval.core.storage.journal import RunJournal
+from bert_eval.core.storage.layout import RunLayout
 
 
 @pytest.mark.parametrize(

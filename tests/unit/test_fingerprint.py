@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.rundir import run_dir_conflict
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.rundir import run_dir_conflict
 from bert_eval.spec import RunSpec, TrainHyperparameters
 
 SPEC = {

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bert_eval.core import fsutil
-from bert_eval.core.fsutil import publish_dir
+from bert_eval.core.storage import fsutil
+from bert_eval.core.storage.fsutil import publish_dir
 
 
 def _staged(parent: Path, name: str, content: str) -> Path:

@@ -9,11 +9,11 @@ from pathlib import Path
 import datasets
 import pytest
 
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot, read_split
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.evaluation import evaluate
-from bert_eval.core.inference import predict
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot, read_split
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.evaluation.batched import evaluate
+from bert_eval.core.evaluation.inference import predict
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import RunSpec
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bert_eval.core.metrics import compute_metrics
+from bert_eval.core.evaluation.task_metrics import compute_metrics
 from bert_eval.spec import TaskType
 
 

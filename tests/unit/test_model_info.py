@@ -8,14 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.evaluation import saved_head_model
+from support.models import finished_run, with_label_names
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.modeling import describe_model, load_trained, model_digest, resolve_reference_model_path, run_model_source
 from bert_eval.core.records import DatasetSchema
 from bert_eval.spec import TaskType
-
-from .eval_support import saved_head_model
-from .model_support import finished_run, with_label_names
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.core import core_snapshot
 from support.specs import core_spec
 from temporalio.testing import ActivityEnvironment
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from bert_eval.core.snapshot import SnapshotInput
+from bert_eval.core.data.snapshot import SnapshotInput
 from bert_eval.temporal import activities
 from bert_eval.temporal.activities import EvalActivities
 from bert_eval.temporal.payloads import EvalRunInput
-
-from .core_support import core_snapshot
 
 
 def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_other_activities(

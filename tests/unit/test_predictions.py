@@ -7,17 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.evaluation import evaluated_run, regression_dataset, saved_head_model
 from support.specs import core_spec
 
-from bert_eval.core import evaluation, fsutil
+from bert_eval.core.data.snapshot import LABEL, eval_table, read_split
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.metrics import classification_metrics, regression_metrics
-from bert_eval.core.predictions import load_predictions
-from bert_eval.core.snapshot import LABEL, eval_table, read_split
+from bert_eval.core.evaluation import batched as evaluation
+from bert_eval.core.evaluation.predictions import load_predictions
+from bert_eval.core.evaluation.task_metrics import classification_metrics, regression_metrics
+from bert_eval.core.storage import fsutil
+from bert_eval.core.storage.layout import RunLayout
 from bert_eval.spec import RunSpec, TaskType
-
-from .eval_support import evaluated_run, regression_dataset, saved_head_model
 
 
 def test_an_evaluation_keeps_predictions_that_reproduce_its_metrics(

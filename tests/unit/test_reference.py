@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot, read_split
 from bert_eval.core.records import EvalResult
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot, read_split
 from bert_eval.experiment import parse_experiment
 from bert_eval.reference_compat import ReferenceInputError, is_reference_input, parse_reference_input, reference_result
 from bert_eval.spec import RunSpec

@@ -12,18 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
+from support.core import core_snapshot
 from support.specs import core_spec
 
-from bert_eval.core import fsutil
-from bert_eval.core.checkpoints import CheckpointStore
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.evaluation import evaluate
-from bert_eval.core.layout import RunLayout
-from bert_eval.core.rundir import AttemptFence, StaleAttemptError, run_dir_conflict
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.evaluation.batched import evaluate
+from bert_eval.core.storage import fsutil
+from bert_eval.core.storage.checkpoints import CheckpointStore
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.rundir import AttemptFence, StaleAttemptError, run_dir_conflict
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import RunSpec
-
-from .core_support import core_snapshot
 
 
 def _spec(model_dir: Path, run_id: str = "safe-run", **train: object) -> RunSpec:
@@ -207,7 +206,7 @@ def test_a_really_full_volume_during_a_checkpoint(small_volume: Path, tmp_path: 
 
 
 def test_an_experiment_record_is_never_written_through_a_link(tmp_path: Path, runs_dir: Path) -> None:
-    from bert_eval.core.layout import experiment_file
+    from bert_eval.core.storage.layout import experiment_file
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

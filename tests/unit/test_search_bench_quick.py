@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from bert_eval.core.journal import RunJournal
-from bert_eval.core.layout import RunLayout
+from bert_eval.core.storage.journal import RunJournal
+from bert_eval.core.storage.layout import RunLayout
 from bert_eval.experiment import parse_experiment
 from bert_eval.search import holdout_rows, max_steps, rung_steps
 

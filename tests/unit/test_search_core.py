@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from support.core import core_snapshot
 from support.specs import core_spec
 
-from bert_eval.core.asha import Job, Ladder, TrialState
+from bert_eval.core.data.snapshot import SEARCH_TABLE, read_split
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.rungs import evaluate_rung, keep_last_checkpoint, load_rung
-from bert_eval.core.snapshot import SEARCH_TABLE, read_split
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.search.asha import Job, Ladder, TrialState
+from bert_eval.core.search.rungs import evaluate_rung, keep_last_checkpoint, load_rung
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Holdout
-
-from .core_support import core_snapshot
 
 
 def _trial(model_dir: Path, run_id: str = "trial", **train: object):

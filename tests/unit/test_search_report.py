@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bert_eval.core.fsutil import atomic_write_json
-from bert_eval.core.layout import RunLayout, experiment_file
+from bert_eval.core.storage.fsutil import atomic_write_json
+from bert_eval.core.storage.layout import RunLayout, experiment_file
 from bert_eval.report import write_report
 
 SEARCH = "asha-report"

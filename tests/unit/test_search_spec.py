@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bert_eval.core.sampling import suggest
+from bert_eval.core.search.sampling import suggest
 from bert_eval.experiment import ExperimentFileError, load_experiment, parse_experiment
 from bert_eval.search import max_steps, rung_steps
 from bert_eval.spec import Scheduler, SearchSpec

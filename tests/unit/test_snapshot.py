@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bert_eval.core.data.snapshot import LABEL, TEXT, SnapshotInput, create_snapshot, eval_table, open_snapshot, read_split
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.snapshot import LABEL, TEXT, SnapshotInput, create_snapshot, eval_table, open_snapshot, read_split
 from bert_eval.spec import DatasetSpec
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bert_eval.core import metrics
-from bert_eval.core.predictions import Predictions
-from bert_eval.core.stats import (
+from bert_eval.core.evaluation import task_metrics as metrics
+from bert_eval.core.evaluation.predictions import Predictions
+from bert_eval.core.statistics.comparisons import (
     BOOTSTRAP_SEED,
     compare_configs,
     compare_runs,

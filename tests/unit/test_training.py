@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from support.core import core_snapshot
 from support.specs import core_spec
 
 from bert_eval.core.errors import InvalidInputError, TrainingInterrupted
-from bert_eval.core.evaluation import evaluate
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.evaluation.batched import evaluate
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import RunSpec
-
-from .core_support import core_snapshot
 
 
 def _spec(model_dir: Path, run_id: str = "core-run", **train: object) -> RunSpec:

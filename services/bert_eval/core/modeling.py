@@ -21,9 +21,9 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.layout import RunLayout
 from bert_eval.core.records import DatasetSchema, ModelInfo
-from bert_eval.core.rundir import trained_summary
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.rundir import trained_summary
 from bert_eval.spec import RUN_MODEL_PREFIX, TaskType, normalize_id
 
 __all__ = [

@@ -118,10 +118,10 @@ class EvalResult(_Strict):
     metrics: dict[str, float]
     duration_s: float
     path: str
-    # The per-example predictions (core/predictions.py), written before this record; absent in older results.
+    # The per-example predictions (core/evaluation/predictions.py), written before this record; absent in older results.
     predictions_path: str | None = None
     predictions_sha256: str | None = None
-    # True when an existing evaluation of the same model on the same rows was returned (core/cells.py).
+    # True when an existing evaluation of the same model on the same rows was returned (core/evaluation/cells.py).
     reused: bool = False
 
 

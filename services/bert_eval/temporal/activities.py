@@ -28,12 +28,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from bert_eval import telemetry
-from bert_eval.core.cells import evaluate_cell
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot, eval_table, open_snapshot
 from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TrainingInterrupted, classify, naming_run
-from bert_eval.core.evaluation import evaluate, load_eval_result
-from bert_eval.core.fsutil import atomic_write_json
-from bert_eval.core.inference import predict
-from bert_eval.core.layout import RunLayout, experiment_file, snapshots_dir
+from bert_eval.core.evaluation.batched import evaluate, load_eval_result
+from bert_eval.core.evaluation.cells import evaluate_cell
+from bert_eval.core.evaluation.inference import predict
 from bert_eval.core.modeling import describe_model, pick_device, resolve_reference_model_path
 from bert_eval.core.records import (
     EvalResult,
@@ -44,12 +43,13 @@ from bert_eval.core.records import (
     TrainingProgress,
     TrainingSummary,
 )
-from bert_eval.core.rundir import completed_summary, run_dir_conflict
-from bert_eval.core.rungs import RungResult, evaluate_rung, keep_last_checkpoint, load_rung
-from bert_eval.core.sampling import suggest
-from bert_eval.core.snapshot import SnapshotInput, create_snapshot, eval_table, open_snapshot
-from bert_eval.core.summary import RunOutcome, summarize_runs
-from bert_eval.core.training import FineTuneRequest, fine_tune
+from bert_eval.core.search.rungs import RungResult, evaluate_rung, keep_last_checkpoint, load_rung
+from bert_eval.core.search.sampling import suggest
+from bert_eval.core.statistics.summary import RunOutcome, summarize_runs
+from bert_eval.core.storage.fsutil import atomic_write_json
+from bert_eval.core.storage.layout import RunLayout, experiment_file, snapshots_dir
+from bert_eval.core.storage.rundir import completed_summary, run_dir_conflict
+from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
 from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE

@@ -14,14 +14,22 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from bert_eval.core.data.snapshot import SnapshotInput
     from bert_eval.core.errors import DETERMINISTIC_MAX_ATTEMPTS
     from bert_eval.core.records import SnapshotResult
-    from bert_eval.core.snapshot import SnapshotInput
     from bert_eval.spec import RunSpec
     from bert_eval.temporal.activities import EvalActivities
     from bert_eval.temporal.names import DETERMINISTIC_FAILURE, EXPERIMENT_ID, INVALID_INPUT, RUN_ID, TIMEOUTS
 
-__all__ = ["FAIL_WORKFLOW_ON", "RETRY", "activity_of_run", "bounded_deterministic", "run_attributes", "snapshot_of"]
+__all__ = [
+    "FAIL_WORKFLOW_ON",
+    "RETRY",
+    "activity_of_run",
+    "bounded_deterministic",
+    "run_attributes",
+    "snapshot_mismatch",
+    "snapshot_of",
+]
 
 T = TypeVar("T")
 
@@ -101,3 +109,12 @@ async def snapshot_of(run: RunSpec, *, heartbeat_timeout_s: float, task_queue: s
 def run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(RUN_ID, run_id), SearchAttributePair(EXPERIMENT_ID, experiment_id)])
 
+
+
+def snapshot_mismatch(run_id: str, pinned: str, actual: str) -> str:
+    """The refusal when a run's data selection no longer gives the snapshot its input pinned."""
+    return (
+        f"run {run_id}: dataset_snapshot pins snapshot {pinned}, but the run's data selection gives snapshot "
+        f"{actual}; the dataset or selection (max_train_samples, max_eval_samples, split, seed) differs from the "
+        "pinned one. Restore them, or drop dataset_snapshot"
+    )

@@ -17,8 +17,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bert_eval.core.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
 from bert_eval.core.records import EvalResult
+from bert_eval.core.training.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
 
 __all__ = [
     "EVAL",

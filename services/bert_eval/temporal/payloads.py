@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 from temporalio.exceptions import ApplicationError
 
-from bert_eval.core.asha import Ladder, TrialState
 from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
+from bert_eval.core.search.asha import Ladder, TrialState
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import BertEvalRequest, CoordinatorWorkflowInput, is_reference_input
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, SearchSpec, normalize_id

@@ -2,7 +2,7 @@
 
 One snapshot holds every trial's rows (the template's selection less the held-out `search` slice). Trials
 are sampled one at a time by the `suggest_trial` activity, each from the history the ladder allows
-(core/asha.py), so sampling is recorded and replayed, never redone. Each rung of a trial is a training
+(core/search/asha.py), so sampling is recorded and replayed, never redone. Each rung of a trial is a training
 child that pauses at the rung's step (the next rung resumes from that checkpoint), then `evaluate_rung` on
 the eval pool while other trials train. At most `max_concurrent` rungs train at once. A trial trained to
 its full budget is evaluated on the experiment's eval split. At the end, trials still paused are stopped and
@@ -24,10 +24,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from bert_eval.core.asha import Job, Ladder, Trial, TrialState
+    from bert_eval.core.data.snapshot import SEARCH_TABLE
     from bert_eval.core.records import EvalResult, SnapshotResult
-    from bert_eval.core.rungs import RungResult
-    from bert_eval.core.snapshot import SEARCH_TABLE
+    from bert_eval.core.search.asha import Job, Ladder, Trial, TrialState
+    from bert_eval.core.search.rungs import RungResult
     from bert_eval.search import check_search, max_steps, rung_steps, search_holdout, trial_id, trial_spec
     from bert_eval.spec import Experiment, RunSpec, SearchSpec
     from bert_eval.temporal.activities import EvalActivities

@@ -21,9 +21,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.service import RPCError
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.layout import RunLayout
 from bert_eval.core.records import PredictResult, TrainingProgress, TrainingSummary
-from bert_eval.core.rundir import run_dir_conflict, trained_summary
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.rundir import run_dir_conflict, trained_summary
 from bert_eval.settings import Settings, get_settings, task_queues
 from bert_eval.spec import RUN_MODEL_PREFIX, Experiment
 from bert_eval.telemetry import run_baggage

@@ -22,12 +22,12 @@ from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import MissingSearchAttributesError, connect, ensure_search_attributes
 from bert_eval.temporal.names import TIMEOUTS
 from bert_eval.temporal.workflows import (
+    BertEvalWorkflow,
+    CheckpointedBertTrainingWorkflow,
     CoordinatorWorkflow,
-    EvalWorkflow,
     LegacyEvalWorkflow,
     LegacyTrainingWorkflow,
     PredictWorkflow,
-    TrainingWorkflow,
 )
 
 __all__ = ["WorkerKind", "build_worker", "graceful_shutdown_timeout", "run_worker"]
@@ -56,7 +56,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
         return Worker(
             client,
             task_queue=training_queue,
-            workflows=[TrainingWorkflow, LegacyTrainingWorkflow],
+            workflows=[CheckpointedBertTrainingWorkflow, LegacyTrainingWorkflow],
             activities=[activities.fine_tune],
             max_concurrent_activities=settings.training_concurrency,
             max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
@@ -69,7 +69,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
     return Worker(
         client,
         task_queue=eval_queue,
-        workflows=[CoordinatorWorkflow, EvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
+        workflows=[CoordinatorWorkflow, BertEvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
         activities=eval_activities.all(),
         max_concurrent_activities=settings.eval_concurrency,
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,

@@ -1,0 +1,16 @@
+"""A run's data: loading (hub, local mirror or directory) with run_glue's schema inference, content-addressed
+snapshots of the rows a run trains and evaluates on, tokenization cached per snapshot, and batching."""
+
+from bert_eval.core.data.loading import infer_schema, load_splits
+from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot, open_snapshot, read_split
+from bert_eval.core.data.tokenize import tokenized_split
+
+__all__ = [
+    "SnapshotInput",
+    "create_snapshot",
+    "infer_schema",
+    "load_splits",
+    "open_snapshot",
+    "read_split",
+    "tokenized_split",
+]

@@ -1,0 +1,120 @@
+"""A search trial's rung results: the objective measured on the search slice at a rung's checkpoint.
+
+`<runs_dir>/runs/<run_id>/rungs/step-<N>.json` records what a rung measured, for the run's fingerprint and
+snapshot. A resubmitted search reads it back (`load_rung`) instead of training the rung again; the search's
+decisions need the number only, not the checkpoint, so a stopped trial keeps just its last rung's checkpoint
+(`keep_last_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from bert_eval import telemetry
+from bert_eval.core.data.snapshot import SEARCH_TABLE
+from bert_eval.core.errors import InvalidInputError
+from bert_eval.core.evaluation.batched import infer
+from bert_eval.core.modeling import resolve_model
+from bert_eval.core.records import DatasetSchema, SnapshotResult
+from bert_eval.core.storage.checkpoints import CheckpointStore
+from bert_eval.core.storage.fsutil import atomic_write_json
+from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.rundir import run_dir_conflict
+from bert_eval.spec import EvalRequest, RunSpec
+
+__all__ = ["RungResult", "evaluate_rung", "keep_last_checkpoint", "load_rung", "rung_file"]
+
+log = telemetry.get_logger(__name__)
+
+
+class RungResult(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    step: int
+    metrics: dict[str, float]
+    examples: int
+    snapshot_id: str
+    fingerprint: str
+    seconds: float
+    reused: bool = False
+
+
+def rung_file(layout: RunLayout, step: int) -> Path:
+    return layout.root / "rungs" / f"step-{step}.json"
+
+
+def load_rung(run: RunSpec, step: int, *, snapshot: SnapshotResult, runs_dir: Path) -> RungResult | None:
+    """The rung's recorded result, if it was measured for this spec and these rows."""
+    layout = RunLayout(runs_dir, run.id)
+    if (conflict := run_dir_conflict(layout, run)) is not None:
+        raise InvalidInputError(conflict)
+    file = rung_file(layout, step)
+    if not file.is_file():
+        return None
+    try:
+        result = RungResult.model_validate(json.loads(file.read_text()))
+    except ValueError:
+        log.warning("unreadable rung result; measuring it again", run_id=run.id, path=str(file))
+        return None
+    if result.fingerprint != run.fingerprint() or result.snapshot_id != snapshot.snapshot_id:
+        return None
+    return result.model_copy(update={"reused": True})
+
+
+def evaluate_rung(
+    run: RunSpec, step: int, *, model_dir: str | Path, snapshot: SnapshotResult, runs_dir: Path, device: str = "cpu"
+) -> RungResult:
+    """Measure the model at `model_dir` (the rung's checkpoint, or the final model at the last rung) on the
+    snapshot's search slice, and record the result."""
+    model_dir = Path(model_dir)
+    layout = RunLayout(runs_dir, run.id)
+    layout.ensure_safe()
+    outputs = infer(
+        run_id=run.id,
+        model_dir=model_dir,
+        snapshot=snapshot,
+        request=EvalRequest(split=SEARCH_TABLE, use_gpu=run.eval.use_gpu),
+        device=device,
+        span_attributes={"step": str(step)},
+        load=lambda: _load_checkpoint(model_dir, run, snapshot.dataset_schema, device),
+    )
+    result = RungResult(
+        run_id=run.id,
+        step=step,
+        metrics=outputs.metrics,
+        examples=len(outputs.labels),
+        snapshot_id=snapshot.snapshot_id,
+        fingerprint=run.fingerprint(),
+        seconds=outputs.duration_s,
+    )
+    file = rung_file(layout, step)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(file, result.model_dump(mode="json", exclude={"reused"}))
+    log.info("rung measured", run_id=run.id, step=step, **outputs.metrics)
+    return result
+
+
+def _load_checkpoint(
+    model_dir: Path, run: RunSpec, schema: DatasetSchema, device: str
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """The weights at `model_dir` with the run's own tokenizer, truncating as its training did."""
+    if not (model_dir / "config.json").is_file():
+        raise InvalidInputError(f"run {run.id}: no checkpoint or model at {model_dir}")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(run.model))
+    tokenizer.model_max_length = run.train.max_seq_length
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).to(device).eval()
+    if model.config.num_labels != schema.num_labels:
+        raise InvalidInputError(f"run {run.id}: the model at {model_dir} has {model.config.num_labels} outputs, the data {schema.num_labels}")
+    return tokenizer, model
+
+
+def keep_last_checkpoint(run_id: str, *, runs_dir: Path) -> list[Path]:
+    """Prune a stopped trial's checkpoints to its newest (the one at its last rung); returns what was removed."""
+    layout = RunLayout(runs_dir, run_id)
+    layout.ensure_safe()
+    return CheckpointStore(layout.checkpoints, keep=1).prune()

@@ -1,0 +1,21 @@
+"""How sure a metric is and whether one run or configuration beats another (scipy.stats), and an experiment's
+summary built from its runs on disk."""
+
+from bert_eval.core.statistics.comparisons import (
+    compare_configs,
+    compare_runs,
+    mark_best,
+    metric_interval,
+    summarize_seeds,
+)
+from bert_eval.core.statistics.summary import RunOutcome, summarize_runs
+
+__all__ = [
+    "RunOutcome",
+    "compare_configs",
+    "compare_runs",
+    "mark_best",
+    "metric_interval",
+    "summarize_runs",
+    "summarize_seeds",
+]
