@@ -12,7 +12,12 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 __all__ = [
-    "BATCHING_KEY", "LEGACY_SCHEME", "PAD_MULTIPLE", "BatchingScheme", "SeededLengthGroupedSampler", "dynamic_padding",
+    "BATCHING_KEY",
+    "LEGACY_SCHEME",
+    "PAD_MULTIPLE",
+    "BatchingScheme",
+    "SeededLengthGroupedSampler",
+    "dynamic_padding",
     "padding_collator",
 ]
 
@@ -45,6 +50,7 @@ class SeededLengthGroupedSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw the next iteration's order for `epoch` (the Trainer calls this before each epoch)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -71,7 +77,8 @@ class BatchingScheme:
     """
 
     group_by_length: bool
-    padding: str  # "longest" (CPU; and the release before length grouping), "multiple-of-8" (CUDA), "max_length" (off)
+    # "longest" (CPU; and the release before length grouping), "multiple-of-8" (CUDA), "max_length" (off).
+    padding: str
 
     def __post_init__(self) -> None:
         if self.padding not in _PADDINGS:
@@ -79,6 +86,7 @@ class BatchingScheme:
 
     @classmethod
     def for_new_run(cls, *, group_by_length: bool, padding: str) -> BatchingScheme:
+        """The scheme a run starting now uses (`padding` as `dynamic_padding` returns it)."""
         return cls(group_by_length=group_by_length, padding=padding)
 
     @classmethod
@@ -90,6 +98,7 @@ class BatchingScheme:
         return cls(group_by_length=bool(recorded["group_by_length"]), padding=str(recorded["padding"]))
 
     def to_manifest(self) -> dict[str, Any]:
+        """The scheme as stored under `BATCHING_KEY` in a checkpoint's manifest (read by `of_checkpoint`)."""
         return {"group_by_length": self.group_by_length, "padding": self.padding}
 
 
@@ -97,7 +106,9 @@ class BatchingScheme:
 LEGACY_SCHEME = BatchingScheme(group_by_length=False, padding="longest")
 
 
-def padding_collator(tokenizer: PreTrainedTokenizerBase, *, padding: str, max_length: int) -> DataCollatorWithPadding:
+def padding_collator(
+    tokenizer: PreTrainedTokenizerBase, *, padding: str, max_length: int
+) -> DataCollatorWithPadding:
     """Pad each batch to its longest row ("longest"), rounded up to a multiple of 8 ("multiple-of-8"), or
     every row to max_length ("max_length")."""
     if padding == "longest":

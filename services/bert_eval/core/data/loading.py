@@ -14,13 +14,26 @@ from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.records import DatasetSchema
 from bert_eval.spec import DatasetSpec, TaskType
 
-__all__ = ["SUPPORTED_SUFFIXES", "check_labels", "infer_columns", "infer_schema", "label_values", "load_splits", "resolve_dataset_dir"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "check_labels",
+    "infer_columns",
+    "infer_schema",
+    "label_values",
+    "load_splits",
+    "resolve_dataset_dir",
+]
 
 SUPPORTED_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json", ".parquet")
 # Split name aliases found in the wild (GLUE ships `dev.tsv`).
 _SPLIT_ALIASES = {"validation": ("validation", "dev", "valid", "val"), "test": ("test",), "train": ("train",)}
 # Known sentence-pair column names, in run_glue's order of preference.
-_PAIR_COLUMNS = (("sentence1", "sentence2"), ("question", "sentence"), ("question1", "question2"), ("premise", "hypothesis"))
+_PAIR_COLUMNS = (
+    ("sentence1", "sentence2"),
+    ("question", "sentence"),
+    ("question1", "question2"),
+    ("premise", "hypothesis"),
+)
 _SINGLE_COLUMNS = ("sentence", "text")
 _LABEL_COLUMNS = ("label", "labels", "score")
 _IGNORED_COLUMNS = {"idx", "id", "index"}
@@ -29,7 +42,9 @@ _MISSING_LABEL_TEXT = {"", "nan", "na", "n/a", "null", "none", "?"}
 
 
 def resolve_dataset_dir(spec: DatasetSpec, data_dir: Path | None) -> Path | None:
-    """The local directory a spec reads from: its `path`, or the mirror copy of its hub name; None for the hub."""
+    """The local directory a spec reads from: its `path`, or the mirror copy of its hub name under
+    `data_dir`; None when it is read from the hub. InvalidInputError if `path` does not exist or the name
+    holds `.` or `..` components."""
     if spec.path is not None:
         path = Path(spec.path).expanduser()
         if not path.is_dir():
@@ -48,7 +63,32 @@ def resolve_dataset_dir(spec: DatasetSpec, data_dir: Path | None) -> Path | None
 
 
 def load_splits(spec: DatasetSpec, splits: list[str], *, data_dir: Path | None) -> dict[str, datasets.Dataset]:
-    """Load the named splits as in-memory `datasets.Dataset`s; InvalidInputError on anything missing."""
+    """Load the named splits of a dataset as in-memory `datasets.Dataset`s.
+
+    The rows come from the spec's local directory, else from the mirror copy of its hub name under
+    `data_dir`, else from the Hugging Face hub. A local directory may hold a `save_to_disk` dataset or one
+    table per split (`.tsv`, `.csv`, `.jsonl`, `.json`, `.parquet`; `dev` and `val` stand for `validation`).
+
+    Parameters
+    ----------
+    spec : DatasetSpec
+        Which dataset (hub `name` and `config`, or local `path`).
+    splits : list of str
+        The split names to load (``["train", "validation"]``).
+    data_dir : Path or None
+        The local mirror of hub datasets (`BERT_EVAL_DATA_DIR`); None: no mirror.
+
+    Returns
+    -------
+    dict of str to datasets.Dataset
+        One dataset per requested split, keyed by the requested name.
+
+    Raises
+    ------
+    InvalidInputError
+        If the directory, a split or a table is missing or unreadable, or the hub cannot provide the dataset;
+        the message names the dataset and what was looked for.
+    """
     directory = resolve_dataset_dir(spec, data_dir)
     if directory is not None:
         return {split: _load_local_split(directory, split, spec) for split in splits}
@@ -71,7 +111,8 @@ def _load_local_split(directory: Path, split: str, spec: DatasetSpec) -> dataset
     found = sorted(p.name for p in directory.iterdir() if p.suffix in SUPPORTED_SUFFIXES)
     raise InvalidInputError(
         f"dataset {spec.label!r}: no {split!r} split in {directory} "
-        f"(looked for {'/'.join(_SPLIT_ALIASES.get(split, (split,)))} with {', '.join(SUPPORTED_SUFFIXES)}; found {found})"
+        f"(looked for {'/'.join(_SPLIT_ALIASES.get(split, (split,)))} with {', '.join(SUPPORTED_SUFFIXES)}; "
+        f"found {found})"
     )
 
 
@@ -101,14 +142,39 @@ def _load_from_hub(spec: DatasetSpec, splits: list[str], data_dir: Path | None) 
     try:
         return {split: datasets.load_dataset(name, config, split=split) for split in splits}
     except Exception as exc:  # the hub raises many types: connection, not found, bad config
-        mirror = f" and not in the local mirror {data_dir}" if data_dir else " (no local mirror BERT_EVAL_DATA_DIR set)"
+        mirror = (
+            f" and not in the local mirror {data_dir}" if data_dir else " (no local mirror BERT_EVAL_DATA_DIR set)"
+        )
         raise InvalidInputError(
             f"dataset {spec.label!r} could not be loaded from the hub{mirror}: {type(exc).__name__}: {exc}"
         ) from exc
 
 
 def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
-    """Text column(s), label column, task and label set, following transformers' run_glue rules."""
+    """The schema of a dataset's training rows: text column(s), label column, task and label set.
+
+    Follows transformers' run_glue rules unless the spec names them: `sentence1`/`sentence2` (and the other
+    known pairs) make a pair task, `sentence`/`text` a single one; a float label column means regression;
+    class labels are the sorted distinct values (numbers in numeric order), or a ClassLabel's names.
+
+    Parameters
+    ----------
+    train : datasets.Dataset
+        The training split, as `load_splits` returns it.
+    spec : DatasetSpec
+        The dataset spec; its `text_columns`, `label_column` and `task` override inference.
+
+    Returns
+    -------
+    DatasetSchema
+        The columns, the task and, for classification, the label names in class-id order.
+
+    Raises
+    ------
+    InvalidInputError
+        If the split is empty, a named or needed column is missing, a label is missing or of mixed kinds,
+        or a classification has fewer than two classes; the message says which field to set.
+    """
     text_columns, label_column, task = infer_columns(train, spec, split=spec.train_split)
     if task is TaskType.regression:
         return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task)
@@ -121,7 +187,9 @@ def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
     return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task, label_names=label_names)
 
 
-def infer_columns(rows: datasets.Dataset, spec: DatasetSpec, *, split: str) -> tuple[tuple[str, ...], str, TaskType]:
+def infer_columns(
+    rows: datasets.Dataset, spec: DatasetSpec, *, split: str
+) -> tuple[tuple[str, ...], str, TaskType]:
     """(text column(s), label column, task) of the `split` rows, given in the spec or inferred (run_glue
     rules); every label is checked (present, one kind)."""
     columns = list(rows.column_names)
@@ -130,9 +198,9 @@ def infer_columns(rows: datasets.Dataset, spec: DatasetSpec, *, split: str) -> t
 
     label_column = spec.label_column or next((c for c in _LABEL_COLUMNS if c in columns), None)
     if label_column is None or label_column not in columns:
+        looked = f"given {spec.label_column!r}" if spec.label_column else f"looked for {'/'.join(_LABEL_COLUMNS)}"
         raise InvalidInputError(
-            f"dataset {spec.label!r}: no label column in split {split!r} "
-            f"({'given ' + repr(spec.label_column) if spec.label_column else 'looked for ' + '/'.join(_LABEL_COLUMNS)}; "
+            f"dataset {spec.label!r}: no label column in split {split!r} ({looked}; "
             f"columns are {columns}); set dataset.label_column"
         )
 
@@ -140,7 +208,8 @@ def infer_columns(rows: datasets.Dataset, spec: DatasetSpec, *, split: str) -> t
         missing = [c for c in spec.text_columns if c not in columns]
         if missing:
             raise InvalidInputError(
-                f"dataset {spec.label!r}: text column(s) {missing} not in split {split!r} ({columns}); check dataset.text_columns"
+                f"dataset {spec.label!r}: text column(s) {missing} not in split {split!r} ({columns}); "
+                "check dataset.text_columns"
             )
         text_columns = tuple(spec.text_columns)
     else:

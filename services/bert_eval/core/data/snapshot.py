@@ -39,7 +39,18 @@ from bert_eval.core.storage.layout import snapshots_dir
 from bert_eval.search import holdout_rows
 from bert_eval.spec import SEARCH_MIN_HOLDOUT_ROWS, DatasetSpec, Holdout, RunSpec, TaskType
 
-__all__ = ["LABEL", "MANIFEST", "SEARCH_TABLE", "TEXT", "TEXT_PAIR", "SnapshotInput", "create_snapshot", "eval_table", "open_snapshot", "read_split"]
+__all__ = [
+    "LABEL",
+    "MANIFEST",
+    "SEARCH_TABLE",
+    "TEXT",
+    "TEXT_PAIR",
+    "SnapshotInput",
+    "create_snapshot",
+    "eval_table",
+    "open_snapshot",
+    "read_split",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +63,12 @@ SEARCH_TABLE = "search"
 
 
 class SnapshotInput(BaseModel):
-    """The rows a run trains and evaluates on: the dataset and the selection from it."""
+    """The rows a run trains and evaluates on: the dataset and the selection from it.
+
+    Build it with `for_run` (a run that trains) or `for_model` (an eval-only snapshot of a model as given).
+    Raises pydantic's ValidationError when the model fields (`task`, `label_names`) and `train_table`
+    disagree.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,7 +92,9 @@ class SnapshotInput(BaseModel):
         run = f"run {self.run_id}"
         if self.train_table:
             if self.task is not None or self.label_names is not None:
-                raise ValueError(f"{run}: task and label_names describe the model of an eval-only snapshot; set train_table false")
+                raise ValueError(
+                    f"{run}: task and label_names describe the model of an eval-only snapshot; set train_table false"
+                )
             return self
         if self.task is None:
             raise ValueError(f"{run}: an eval-only snapshot needs the model's task")
@@ -90,9 +108,16 @@ class SnapshotInput(BaseModel):
 
     @classmethod
     def for_model(
-        cls, *, run_id: str, dataset: DatasetSpec, model: ModelInfo, eval_split: str = "validation", max_eval_samples: int | None = None
+        cls,
+        *,
+        run_id: str,
+        dataset: DatasetSpec,
+        model: ModelInfo,
+        eval_split: str = "validation",
+        max_eval_samples: int | None = None,
     ) -> SnapshotInput:
-        """The rows an evaluation of `model` (as given, no training) reads: one split, labelled with the model's classes."""
+        """The rows an evaluation of `model` (as given, no training) reads: one split, labelled with the
+        model's classes."""
         return cls(
             run_id=run_id,
             dataset=dataset,
@@ -124,7 +149,31 @@ def eval_table(split: str) -> str:
 
 
 def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | None) -> SnapshotResult:
-    """Select the run's rows, and write (or reuse) the snapshot holding exactly them."""
+    """Select the run's rows, and write (or reuse) the content-addressed snapshot holding exactly them.
+
+    Parameters
+    ----------
+    request : SnapshotInput
+        The dataset and the selection (`SnapshotInput.for_run` or `SnapshotInput.for_model`).
+    runs_dir : Path
+        The runs volume; the snapshot lands in `<runs_dir>/snapshots/<snapshot_id>/`.
+    data_dir : Path or None
+        The local mirror of hub datasets (see `load_splits`).
+
+    Returns
+    -------
+    SnapshotResult
+        The snapshot's id (a digest of the selection and the rows), path, schema and row count per table;
+        `reused` is True when a verified snapshot with the same id already existed.
+
+    Raises
+    ------
+    InvalidInputError
+        If the data cannot be loaded, its schema or labels are unusable, a split is empty, or the held-out
+        slice is too small; the message names the run and the field to change.
+    OSError
+        If the runs volume cannot be written (nothing half-written is left behind).
+    """
     if request.train_table:
         schema, tables, selection = _training_rows(request, data_dir)
     else:
@@ -141,7 +190,9 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         except InvalidInputError as exc:
             # Keep the damaged copy for inspection; never delete data.
             aside = root / f".corrupt-{snapshot_id}-{int(time.time())}"
-            log.warning("snapshot %s failed verification (%s); moving it to %s and rebuilding", snapshot_id, exc, aside)
+            log.warning(
+                "snapshot %s failed verification (%s); moving it to %s and rebuilding", snapshot_id, exc, aside
+            )
             os.replace(target, aside)
 
     staging = root / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"
@@ -171,7 +222,9 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
     return SnapshotResult(snapshot_id=snapshot_id, path=str(target), dataset_schema=schema, splits=splits)
 
 
-def _training_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:
+def _training_rows(
+    request: SnapshotInput, data_dir: Path | None
+) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:
     """(schema, normalized tables, selection) of a run that trains: schema from the training split."""
     spec = request.dataset
     try:
@@ -198,7 +251,9 @@ def _training_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[Datas
         train, held_out = _carve(train, request)
         tables[SEARCH_TABLE] = _normalize(held_out, schema, f"run {request.run_id}: split {spec.train_split!r}")
     tables[TRAIN_TABLE] = _normalize(train, schema, f"run {request.run_id}: split {spec.train_split!r}")
-    tables[eval_table(request.eval_split)] = _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}")
+    tables[eval_table(request.eval_split)] = _normalize(
+        evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}"
+    )
     selection = {
         "dataset": spec.model_dump(mode="json"),
         "max_train_samples": request.max_train_samples,
@@ -207,7 +262,8 @@ def _training_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[Datas
         "seed": request.seed,
         "schema": schema.model_dump(mode="json"),
     }
-    if not request.shuffle_before_select:  # only when set: snapshot ids of shuffled selections stay as they were
+    # Only when set: snapshot ids of shuffled selections stay as they were.
+    if not request.shuffle_before_select:
         selection["shuffle_before_select"] = False
     if request.holdout is not None:
         selection["holdout"] = request.holdout.model_dump(mode="json")
@@ -220,20 +276,25 @@ def _carve(train: datasets.Dataset, request: SnapshotInput) -> tuple[datasets.Da
     holdout = request.holdout
     assert holdout is not None
     if request.eval_split == SEARCH_TABLE:
-        raise InvalidInputError(f"run {request.run_id}: the eval split cannot be named {SEARCH_TABLE!r} when rows are held out under that name")
+        raise InvalidInputError(
+            f"run {request.run_id}: the eval split cannot be named {SEARCH_TABLE!r} when rows are held out under "
+            "that name"
+        )
     rows = len(train)
     held = holdout_rows(rows, holdout.fraction)
     if held < SEARCH_MIN_HOLDOUT_ROWS or rows - held < SEARCH_MIN_HOLDOUT_ROWS:
         raise InvalidInputError(
-            f"run {request.run_id}: split {request.dataset.train_split!r} has {rows} selected rows: too few to hold out a "
-            f"search slice of {SEARCH_MIN_HOLDOUT_ROWS}+ rows (fraction {holdout.fraction} gives {held}) and train on "
-            f"{SEARCH_MIN_HOLDOUT_ROWS}+; raise train.max_train_samples or search.objective.holdout"
+            f"run {request.run_id}: split {request.dataset.train_split!r} has {rows} selected rows: too few to hold "
+            f"out a search slice of {SEARCH_MIN_HOLDOUT_ROWS}+ rows (fraction {holdout.fraction} gives {held}) "
+            f"and train on {SEARCH_MIN_HOLDOUT_ROWS}+; raise train.max_train_samples or search.objective.holdout"
         )
     chosen = set(random.Random(holdout.seed).sample(range(rows), held))
     return train.select([i for i in range(rows) if i not in chosen]), train.select(sorted(chosen))
 
 
-def _eval_only_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:
+def _eval_only_rows(
+    request: SnapshotInput, data_dir: Path | None
+) -> tuple[DatasetSchema, dict[str, Any], dict[str, Any]]:
     """(schema, normalized tables, selection) of an eval-only snapshot: the evaluation split alone."""
     spec = request.dataset
     evaluation = _load_eval_split(request, data_dir)
@@ -245,8 +306,14 @@ def _eval_only_rows(request: SnapshotInput, data_dir: Path | None) -> tuple[Data
         schema = _model_schema(evaluation, request)
     except InvalidInputError as exc:
         raise _for_run(exc, request.run_id) from exc.__cause__
-    log.info("run %s: eval-only snapshot, %s model, classes %s", request.run_id, schema.task.value, list(schema.label_names) or "-")
-    tables = {eval_table(request.eval_split): _normalize(evaluation, schema, f"run {request.run_id}: split {request.eval_split!r}")}
+    log.info(
+        "run %s: eval-only snapshot, %s model, classes %s",
+        request.run_id,
+        schema.task.value,
+        list(schema.label_names) or "-",
+    )
+    where = f"run {request.run_id}: split {request.eval_split!r}"
+    tables = {eval_table(request.eval_split): _normalize(evaluation, schema, where)}
     selection = {
         "dataset": spec.model_dump(mode="json"),
         "eval_split": request.eval_split,
@@ -265,7 +332,11 @@ def _model_schema(evaluation: datasets.Dataset, request: SnapshotInput) -> Datas
     assert model_task is not None  # SnapshotInput's validator: eval-only snapshots carry the model's task
     text_columns, label_column, data_task = infer_columns(evaluation, spec, split=split)
     if data_task is not model_task:
-        hint = "" if spec.task is not None else f" (inferred from the label values; set dataset.task if they mean {model_task.value})"
+        hint = (
+            ""
+            if spec.task is not None
+            else f" (inferred from the label values; set dataset.task if they mean {model_task.value})"
+        )
         raise InvalidInputError(
             f"{run}: the model is a {model_task.value} model but split {split!r} of dataset {spec.label!r} holds "
             f"{data_task.value} labels{hint}; evaluate it on {model_task.value} data"
@@ -279,9 +350,12 @@ def _model_schema(evaluation: datasets.Dataset, request: SnapshotInput) -> Datas
         raise InvalidInputError(
             f"{run}: split {split!r} of dataset {spec.label!r} has label(s) {unknown[:10]} that the model does not "
             f"predict: the data's labels are {list(data_labels)[:20]}, the model's {list(model_labels)} (its "
-            "config.id2label). Evaluate a model trained on these labels, or a dataset labelled with the model's names"
+            "config.id2label). Evaluate a model trained on these labels, or a dataset labelled with the model's "
+            "names"
         )
-    return DatasetSchema(text_columns=text_columns, label_column=label_column, task=model_task, label_names=model_labels)
+    return DatasetSchema(
+        text_columns=text_columns, label_column=label_column, task=model_task, label_names=model_labels
+    )
 
 
 def _load_eval_split(request: SnapshotInput, data_dir: Path | None) -> datasets.Dataset:
@@ -290,11 +364,14 @@ def _load_eval_split(request: SnapshotInput, data_dir: Path | None) -> datasets.
         return load_splits(request.dataset, [request.eval_split], data_dir=data_dir)[request.eval_split]
     except InvalidInputError as exc:
         message = " ".join(str(exc).split())
-        raise InvalidInputError(naming_run(request.run_id, f"evaluation split {request.eval_split!r}: {message}")) from exc.__cause__
+        named = naming_run(request.run_id, f"evaluation split {request.eval_split!r}: {message}")
+        raise InvalidInputError(named) from exc.__cause__
 
 
 def open_snapshot(path: str | Path) -> SnapshotResult:
-    """Open and verify a snapshot (every file's digest must match the manifest)."""
+    """Open and verify the snapshot at `path`: every file its manifest lists must be there with its digest.
+
+    Raises InvalidInputError naming the snapshot and the missing or changed file."""
     path = Path(path)
     manifest_file = path / MANIFEST
     try:
@@ -316,16 +393,23 @@ def open_snapshot(path: str | Path) -> SnapshotResult:
 
 
 def read_split(snapshot: SnapshotResult, table: str, *, run_id: str | None = None) -> datasets.Dataset:
-    """The rows of one snapshot table, verified against the manifest's digest (the very bytes parsed)."""
+    """The rows of one snapshot table, verified against the manifest's digest (the very bytes parsed).
+
+    Raises InvalidInputError (naming `run_id` when given) if the table is missing, unlisted, or changed
+    since the snapshot was taken."""
     owner = f"run {run_id}: " if run_id else ""
     root = Path(snapshot.path)
     file = root / f"{table}.parquet"
     if not file.is_file():
-        raise InvalidInputError(f"{owner}snapshot {snapshot.snapshot_id} has no table {table!r} (has {sorted(snapshot.splits)})")
+        raise InvalidInputError(
+            f"{owner}snapshot {snapshot.snapshot_id} has no table {table!r} (has {sorted(snapshot.splits)})"
+        )
     try:
         recorded = json.loads((root / MANIFEST).read_text())["files"][file.name]
     except (OSError, ValueError, KeyError) as exc:
-        raise InvalidInputError(f"{owner}snapshot {root} has no readable manifest entry for {file.name}: {exc}") from exc
+        raise InvalidInputError(
+            f"{owner}snapshot {root} has no readable manifest entry for {file.name}: {exc}"
+        ) from exc
     data = file.read_bytes()
     if hashlib.sha256(data).hexdigest() != recorded:
         raise InvalidInputError(
@@ -345,8 +429,12 @@ def _normalize(split: datasets.Dataset, schema: DatasetSchema, where: str) -> An
     """A pandas frame with the normalized columns; labels as class ids (classification) or floats."""
     missing = [c for c in (*schema.text_columns, schema.label_column) if c not in split.column_names]
     if missing:
-        fields = sorted({"dataset.label_column" if c == schema.label_column else "dataset.text_columns" for c in missing})
-        raise InvalidInputError(f"{where} lacks column(s) {missing} (has {split.column_names}); check {' and '.join(fields)}")
+        fields = sorted(
+            {"dataset.label_column" if c == schema.label_column else "dataset.text_columns" for c in missing}
+        )
+        raise InvalidInputError(
+            f"{where} lacks column(s) {missing} (has {split.column_names}); check {' and '.join(fields)}"
+        )
     frame = split.select_columns([*schema.text_columns, schema.label_column]).to_pandas()
     out = frame[[schema.text_columns[0]]].rename(columns={schema.text_columns[0]: TEXT}).astype(str)
     if len(schema.text_columns) == 2:

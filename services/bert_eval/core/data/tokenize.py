@@ -34,7 +34,11 @@ _FORMAT = 1
 log = telemetry.get_logger(__name__)
 
 
-def tokenize_split(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> datasets.Dataset:
+def tokenize_split(
+    split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *, max_length: int
+) -> datasets.Dataset:
+    """Tokenize a normalized table (text, optional text pair, label) without padding, truncating to
+    `max_length`; the result holds the token columns, `labels` and each row's token count (`length`)."""
     has_pair = TEXT_PAIR in split.column_names
 
     def encode(batch: dict) -> dict:
@@ -51,9 +55,12 @@ def tokenize_split(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, 
     )
 
 
-def tokenization_key(snapshot: SnapshotResult, split: str, tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> str:
+def tokenization_key(
+    snapshot: SnapshotResult, split: str, tokenizer: PreTrainedTokenizerBase, *, max_length: int
+) -> str:
     """Digest of everything that determines a tokenized split: rows, tokenizer content, truncation."""
-    digest = hashlib.sha256(f"{_FORMAT}\0{snapshot.snapshot_id}\0{split}\0{max_length}\0{type(tokenizer).__name__}".encode())
+    identity = f"{_FORMAT}\0{snapshot.snapshot_id}\0{split}\0{max_length}\0{type(tokenizer).__name__}"
+    digest = hashlib.sha256(identity.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # Vocabulary, normalizer, pre-tokenizer, post-processor; not the truncation/padding state that

@@ -36,10 +36,13 @@ _STALE_STAGING_S = 3600.0
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A published, complete checkpoint: its training step and its `checkpoint-<step>` directory."""
+
     step: int
     path: Path
 
     def manifest(self) -> dict[str, Any]:
+        """The checkpoint's sealed manifest (what the writer recorded, plus `step` and `saved_at`)."""
         return json.loads((self.path / CHECKPOINT_MANIFEST).read_text())
 
 
@@ -48,6 +51,25 @@ Guard = Callable[[str], AbstractContextManager[Any]]
 
 
 class CheckpointStore:
+    """The checkpoints of one run in one directory: staged, published atomically, found by step, pruned.
+
+    Parameters
+    ----------
+    directory : Path
+        The run's checkpoints directory (`RunLayout.checkpoints`); created on the first save.
+    keep : int, default 2
+        How many complete checkpoints `prune` keeps (the newest by step).
+    guard : callable, optional
+        Called with the action (``"publish checkpoint-50"``, ``"prune checkpoints"``) and entered as a context
+        manager around every publication and prune; it refuses by raising (the run's attempt fence).
+        Default: no guard.
+
+    Raises
+    ------
+    ValueError
+        If `keep` is less than 1.
+    """
+
     def __init__(self, directory: Path, *, keep: int = 2, guard: Guard | None = None) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
@@ -57,8 +79,26 @@ class CheckpointStore:
 
     @contextlib.contextmanager
     def staging(self, *, step: int, owner: str) -> Iterator[Path]:
-        """A fresh staging directory for the checkpoint of `step`, always removed on exit. A write that
-        fails raises OSError naming `owner`, the cause and the intact previous checkpoint."""
+        """A fresh staging directory for the checkpoint of `step`, always removed on exit.
+
+        Parameters
+        ----------
+        step : int
+            The training step being saved (named in the error).
+        owner : str
+            Who writes (``"run r1"``), named in the error.
+
+        Yields
+        ------
+        Path
+            An empty directory beside the checkpoints, to fill and hand to `publish`.
+
+        Raises
+        ------
+        OSError
+            If the staging directory cannot be made or filled: names `owner`, the cause (full, read-only,
+            not writable) and the intact previous checkpoint, and says what to do.
+        """
         try:
             staging = self.new_staging_dir()
         except OSError as exc:
@@ -77,7 +117,9 @@ class CheckpointStore:
 
     def _write_failure(self, exc: BaseException, code: int | None, step: int, owner: str) -> OSError:
         previous = self.latest_complete()
-        kept = f"the previous checkpoint (step {previous.step}) is intact" if previous else "no earlier checkpoint exists"
+        kept = (
+            f"the previous checkpoint (step {previous.step}) is intact" if previous else "no earlier checkpoint exists"
+        )
         fix = {
             errno.ENOSPC: "free space on the runs volume or grow it",
             errno.EDQUOT: "free space on the runs volume or raise its quota",
@@ -88,17 +130,39 @@ class CheckpointStore:
         return OSError(
             code or errno.EIO,
             f"{owner}: cannot write the checkpoint of step {step} under {self.directory}: {reason}; {kept} and no "
-            f"partial checkpoint was left. {fix.capitalize()}; the run resumes from the last checkpoint when retried",
+            f"partial checkpoint was left. {fix.capitalize()}; "
+            "the run resumes from the last checkpoint when retried",
         )
 
     def new_staging_dir(self) -> Path:
+        """Create and return an empty `.staging-*` directory in the store (never taken for a checkpoint)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         staging = self.directory / f".staging-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         return staging
 
     def publish(self, staging: Path, *, step: int, manifest: dict[str, Any]) -> Checkpoint:
-        """Seal a fully written staging directory as `checkpoint-<step>` (atomic rename)."""
+        """Seal a fully written staging directory as `checkpoint-<step>` (manifest written last, atomic rename).
+
+        Parameters
+        ----------
+        staging : Path
+            A directory from `staging` / `new_staging_dir`, fully written; it is gone afterwards.
+        step : int
+            The training step the checkpoint holds.
+        manifest : dict
+            What to record beside the files (JSON-serialisable); `step` and `saved_at` are added.
+
+        Returns
+        -------
+        Checkpoint
+            The checkpoint of `step`. If one already existed it is kept untouched and returned.
+
+        Raises
+        ------
+        Exception
+            Whatever the guard raises when this attempt may no longer write (the staging is removed).
+        """
         payload = {**manifest, "step": step, "saved_at": time.time()}
         manifest_file = staging / CHECKPOINT_MANIFEST
         manifest_file.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -123,12 +187,13 @@ class CheckpointStore:
         return sorted(found, key=lambda c: c.step)
 
     def latest_complete(self) -> Checkpoint | None:
+        """The complete checkpoint with the highest step, or None when there is none (a fresh run)."""
         complete = self.complete()
         return complete[-1] if complete else None
 
     def prune(self) -> list[Path]:
         """Delete all but the newest `keep` complete checkpoints, stale staging leftovers, and what an
-        interrupted prune left behind."""
+        interrupted prune left behind; return the paths removed. Runs inside the guard."""
         removed = []
         with self._guard("prune checkpoints"):
             complete = self.complete()
@@ -139,7 +204,8 @@ class CheckpointStore:
                 # manifest gone, never resumable (only whole directories are published), so debris.
                 for child in self.directory.iterdir():
                     match = _NAME.match(child.name)
-                    if match and int(match.group(1)) < complete[-1].step and not (child / CHECKPOINT_MANIFEST).exists():
+                    older = match is not None and int(match.group(1)) < complete[-1].step
+                    if older and not (child / CHECKPOINT_MANIFEST).exists():
                         removed.append(self._discard(child))
             for child in self.directory.glob(f"{_TRASH}*"):
                 shutil.rmtree(child, ignore_errors=True)

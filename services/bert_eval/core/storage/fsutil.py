@@ -15,10 +15,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "discard_dir", "fsync_dir", "fsync_tree", "publish_dir"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "discard_dir",
+    "fsync_dir",
+    "fsync_tree",
+    "publish_dir",
+]
 
 
 def fsync_dir(path: Path) -> None:
+    """fsync the directory `path` itself, so the renames and creations in it survive a power loss."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -79,10 +88,16 @@ def discard_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` durably; see `atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` under a temporary name, fsync, rename over `path`, fsync the directory.
+
+    Readers see the old content or the new, never a part; the parent directory is created if missing. On
+    any error the temporary file is removed and the error re-raised.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -98,4 +113,5 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
+    """Write `payload` as indented, key-sorted JSON (non-JSON values via `str`) to `path` durably."""
     atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

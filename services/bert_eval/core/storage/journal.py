@@ -16,10 +16,13 @@ __all__ = ["RunJournal"]
 
 
 class RunJournal:
+    """The event journal at `path` (one JSON object per line, each with `event` and `time`)."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
     def append(self, event: str, **fields: Any) -> None:
+        """Append one event with `fields` (non-JSON values via `str`) and fsync it before returning."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"event": event, "time": time.time(), **fields}, sort_keys=True, default=str)
         with open(self.path, "a") as handle:
@@ -28,6 +31,7 @@ class RunJournal:
             os.fsync(handle.fileno())
 
     def read(self) -> list[dict[str, Any]]:
+        """Every readable event in order; [] when the journal does not exist. Torn lines are skipped."""
         if not self.path.is_file():
             return []
         events = []
@@ -39,4 +43,5 @@ class RunJournal:
         return events
 
     def of_kind(self, event: str) -> list[dict[str, Any]]:
+        """The events named `event`, in order."""
         return [e for e in self.read() if e.get("event") == event]

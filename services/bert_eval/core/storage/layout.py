@@ -14,6 +14,7 @@ __all__ = ["CellLayout", "RunLayout", "evals_dir", "experiment_file", "snapshots
 
 
 def snapshots_dir(runs_dir: Path) -> Path:
+    """`<runs_dir>/snapshots/`: content-addressed dataset snapshots, one directory per snapshot id."""
     return Path(runs_dir) / "snapshots"
 
 
@@ -23,7 +24,10 @@ def evals_dir(runs_dir: Path) -> Path:
 
 
 def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
-    """`<runs_dir>/experiments/<experiment_id>.json`: which runs an experiment holds (for reports)."""
+    """`<runs_dir>/experiments/<experiment_id>.json`: which runs an experiment holds (for reports).
+
+    Raises ValueError if `experiment_id` is not canonical, InvalidInputError if the path or its folder is
+    a symbolic link."""
     if normalize_id(experiment_id, what="experiment_id") != experiment_id:
         raise ValueError(f"experiment_id {experiment_id!r} is not canonical")
     path = Path(runs_dir) / "experiments" / f"{experiment_id}.json"
@@ -38,8 +42,23 @@ def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """`<runs_dir>/runs/<run_id>/{spec.json, checkpoints/, model/, training-summary.json, eval-<split>.json,
-    predictions-<split>.parquet}`."""
+    """Every path of one run: `<runs_dir>/runs/<run_id>/{spec.json, checkpoints/, model/,
+    training-summary.json, eval-<split>.json, predictions-<split>.parquet, ...}`.
+
+    Building a layout touches nothing on disk; `ensure_safe` creates the run directory.
+
+    Parameters
+    ----------
+    runs_dir : Path
+        The runs volume's root (`BERT_EVAL_RUNS_DIR`).
+    run_id : str
+        The run's canonical id (`bert_eval.spec.normalize_id`); it becomes a directory name.
+
+    Raises
+    ------
+    ValueError
+        If `run_id` is not canonical (it could lead outside `runs_dir`).
+    """
 
     runs_dir: Path
     run_id: str
@@ -51,41 +70,51 @@ class RunLayout:
 
     @property
     def root(self) -> Path:
+        """The run's directory, `<runs_dir>/runs/<run_id>`."""
         return Path(self.runs_dir) / "runs" / self.run_id
 
     @property
     def spec_file(self) -> Path:
+        """`spec.json`: the spec and fingerprint that own this directory."""
         return self.root / "spec.json"
 
     @property
     def checkpoints(self) -> Path:
+        """`checkpoints/`: the run's `CheckpointStore` directory."""
         return self.root / "checkpoints"
 
     @property
     def model_dir(self) -> Path:
+        """`model/`: the final fine-tuned model and tokenizer."""
         return self.root / "model"
 
     @property
     def summary_file(self) -> Path:
+        """`training-summary.json`: the finished training's `TrainingSummary` and the spec's fingerprint."""
         return self.root / "training-summary.json"
 
     @property
     def journal_file(self) -> Path:
+        """`events.jsonl`: the run's `RunJournal` (checkpoints, resumes, completion across attempts)."""
         return self.root / "events.jsonl"
 
     @property
     def history_file(self) -> Path:
+        """`training-history.json`: the logged loss and learning rate per step."""
         return self.root / "training-history.json"
 
     @property
     def attempt_file(self) -> Path:
+        """`attempt.json`: the current attempt's claim (`AttemptFence`)."""
         return self.root / "attempt.json"
 
     @property
     def lock_file(self) -> Path:
+        """`.lock`: the file locked while an attempt publishes into the run."""
         return self.root / ".lock"
 
     def eval_file(self, split: str) -> Path:
+        """`eval-<split>.json`: the run's `EvalResult` on `split`."""
         return self.root / f"eval-{split}.json"
 
     def predictions_file(self, split: str) -> Path:
@@ -100,16 +129,25 @@ class RunLayout:
                      self.summary_file, self.history_file, self.journal_file, self.attempt_file, self.lock_file):
             if path.is_symlink():
                 return (
-                    f"run {self.run_id}: {path} is a symbolic link (to {os.readlink(path)}); refusing to read or write "
-                    f"through it, so nothing lands outside {self.runs_dir}. Replace it with a plain directory or file, "
-                    "or use another run_id."
+                    f"run {self.run_id}: {path} is a symbolic link (to {os.readlink(path)}); refusing to read or "
+                    f"write through it, so nothing lands outside {self.runs_dir}. Replace it with a plain directory "
+                    "or file, or use another run_id."
                 )
         if self.root.exists() and self.root.resolve() != expected:
-            return f"run {self.run_id}: {self.root} resolves to {self.root.resolve()}, outside {expected.parent}; use another run_id."
+            return (
+                f"run {self.run_id}: {self.root} resolves to {self.root.resolve()}, outside {expected.parent}; "
+                "use another run_id."
+            )
         return None
 
     def ensure_safe(self) -> None:
-        """Create the run directory if needed; InvalidInputError if it is (or leads) outside the runs directory."""
+        """Create the run directory if needed.
+
+        Raises
+        ------
+        InvalidInputError
+            If the directory, or a file in it, is a symbolic link or resolves outside the runs directory.
+        """
         if (problem := self.escape()) is not None:
             raise InvalidInputError(problem)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -125,7 +163,10 @@ _SPLIT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 @dataclass(frozen=True)
 class CellLayout:
     """`<runs_dir>/evals/<model_digest>-<snapshot_id>-<split>/{eval.json, predictions.parquet}`: the one
-    evaluation of a model (by content) on a snapshot's evaluation table, shared by every run that asks for it."""
+    evaluation of a model (by content) on a snapshot's evaluation table, shared by every run that asks for it.
+
+    Raises ValueError if the digest or snapshot id is not 16 hex digits, or the split name is not a plain name.
+    """
 
     runs_dir: Path
     model_digest: str
@@ -144,18 +185,22 @@ class CellLayout:
 
     @property
     def name(self) -> str:
+        """The cell's directory name, `<model_digest>-<snapshot_id>-<split>`."""
         return f"{self.model_digest}-{self.snapshot_id}-{self.split}"
 
     @property
     def root(self) -> Path:
+        """The cell's directory under `<runs_dir>/evals/`."""
         return evals_dir(self.runs_dir) / self.name
 
     @property
     def eval_file(self) -> Path:
+        """`eval.json`: the cell's `EvalResult`."""
         return self.root / "eval.json"
 
     @property
     def predictions_file(self) -> Path:
+        """`predictions.parquet`: the cell's per-example predictions."""
         return self.root / "predictions.parquet"
 
     def escape(self) -> str | None:
@@ -165,15 +210,20 @@ class CellLayout:
         for path in (self.root.parent, self.root, self.eval_file, self.predictions_file):
             if path.is_symlink():
                 return (
-                    f"evaluation cell {self.name}: {path} is a symbolic link (to {os.readlink(path)}); refusing to read or "
-                    f"write through it, so nothing lands outside {self.runs_dir}. Replace it with a plain directory or file."
+                    f"evaluation cell {self.name}: {path} is a symbolic link (to {os.readlink(path)}); refusing to "
+                    f"read or write through it, so nothing lands outside {self.runs_dir}. Replace it with a plain "
+                    "directory or file."
                 )
         if self.root.exists() and self.root.resolve() != expected:
-            return f"evaluation cell {self.name}: {self.root} resolves to {self.root.resolve()}, outside {expected.parent}."
+            return (
+                f"evaluation cell {self.name}: {self.root} resolves to {self.root.resolve()}, "
+                f"outside {expected.parent}."
+            )
         return None
 
     def ensure_safe(self) -> None:
-        """Create `<runs_dir>/evals/` if needed; InvalidInputError if the cell is (or leads) outside the runs directory."""
+        """Create `<runs_dir>/evals/` if needed; InvalidInputError if the cell is (or leads) outside the runs
+        directory."""
         if (problem := self.escape()) is not None:
             raise InvalidInputError(problem)
         self.root.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,14 @@ from bert_eval.core.storage.fsutil import atomic_write_json
 from bert_eval.core.storage.layout import RunLayout
 from bert_eval.spec import RunSpec
 
-__all__ = ["AttemptFence", "StaleAttemptError", "claim_run_dir", "completed_summary", "run_dir_conflict", "trained_summary"]
+__all__ = [
+    "AttemptFence",
+    "StaleAttemptError",
+    "claim_run_dir",
+    "completed_summary",
+    "run_dir_conflict",
+    "trained_summary",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +78,10 @@ def _holds_results(layout: RunLayout) -> bool:
 
 
 def claim_run_dir(layout: RunLayout, run: RunSpec) -> None:
-    """Record the run's spec, or refuse if the directory holds another spec's results (never overwrite them).
-    A directory whose run produced nothing (it failed on bad input, say) is taken over by the new spec."""
+    """Record the run's spec in its directory, or refuse if the directory holds another spec's results.
+
+    A directory whose run produced nothing (it failed on bad input, say) is taken over by the new spec; results
+    are never overwritten. Raises InvalidInputError (naming the run and what to do) on a conflict."""
     if (conflict := run_dir_conflict(layout, run)) is not None:
         raise InvalidInputError(conflict)
     layout.ensure_safe()
@@ -112,7 +121,10 @@ def trained_summary(layout: RunLayout) -> TrainingSummary:
 
 
 class AttemptFence:
-    """One attempt's claim on a run directory, checked under the run's lock at every publication."""
+    """One attempt's claim on a run directory, checked under the run's lock at every publication.
+
+    `attempt` is the Temporal attempt number (named in messages); `scheduled_at` (epoch seconds, default now)
+    orders attempts: the latest scheduled is current."""
 
     def __init__(self, layout: RunLayout, *, attempt: int, scheduled_at: float | None = None) -> None:
         self.layout, self.attempt = layout, attempt
@@ -138,12 +150,14 @@ class AttemptFence:
             )
 
     def is_current(self) -> bool:
+        """Whether this attempt's claim is the run's current one (read without the lock)."""
         current = self._current()
         return current is not None and current.get("token") == self.token
 
     @contextlib.contextmanager
     def publishing(self, action: str) -> Iterator[None]:
-        """Hold the run's lock during `action` (a publication); StaleAttemptError if this attempt is superseded."""
+        """Hold the run's lock during `action` (a publication); StaleAttemptError if this attempt is
+        superseded."""
         with self._locked():
             current = self._current()
             if current is None or current.get("token") != self.token:
@@ -152,12 +166,14 @@ class AttemptFence:
 
     def _refused(self, action: str, current: dict[str, Any] | None) -> StaleAttemptError:
         holder = (
-            f"attempt {current.get('attempt')} (pid {current.get('pid')} on {current.get('host')})" if current else "no attempt"
+            f"attempt {current.get('attempt')} (pid {current.get('pid')} on {current.get('host')})"
+            if current
+            else "no attempt"
         )
         message = (
-            f"run {self.layout.run_id}: attempt {self.attempt} may not {action}: {holder} is the run's current attempt, "
-            "so this one is stale (its worker lost contact and the run was handed to another). Nothing was written; "
-            "this attempt stops."
+            f"run {self.layout.run_id}: attempt {self.attempt} may not {action}: {holder} is the run's current "
+            "attempt, so this one is stale (its worker lost contact and the run was handed to another). Nothing was "
+            "written; this attempt stops."
         )
         log.warning(message)
         return StaleAttemptError(message)
