@@ -147,7 +147,7 @@ class CheckpointStore:
         Parameters
         ----------
         staging : Path
-            A directory from `staging` / `new_staging_dir`, fully written; it is gone afterwards.
+            A fully written directory in the store's filesystem (made inside `staging`); gone afterwards.
         step : int
             The training step the checkpoint holds.
         manifest : dict

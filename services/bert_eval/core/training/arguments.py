@@ -45,6 +45,8 @@ class DevicePlan:
 
 
 def device_plan(hp: TrainHyperparameters, device: str, *, bf16_supported: bool = False) -> DevicePlan:
+    """The speed features a run uses on `device`: the knobs in `hp`, limited to what the device supports
+    (bf16 and pinned memory on CUDA only; dataloader workers default to 2 on CUDA, 0 on CPU)."""
     cuda = device.startswith("cuda")
     workers = hp.dataloader_workers if hp.dataloader_workers is not None else (2 if cuda else 0)
     return DevicePlan(
@@ -59,12 +61,16 @@ def device_plan(hp: TrainHyperparameters, device: str, *, bf16_supported: bool =
     )
 
 
-def scaled_learning_rate(batch_size: int, *, base: float = REFERENCE_LEARNING_RATE, base_batch: int = REFERENCE_BATCH) -> float:
+def scaled_learning_rate(
+    batch_size: int, *, base: float = REFERENCE_LEARNING_RATE, base_batch: int = REFERENCE_BATCH
+) -> float:
     """Square-root learning-rate scaling for a batch other than the reference one."""
     return base * math.sqrt(batch_size / base_batch)
 
 
 def training_arguments(hp: TrainHyperparameters, plan: DevicePlan, *, output_dir: Path) -> TrainingArguments:
+    """The Trainer's arguments for `hp` on `plan`, writing under `output_dir`; the Trainer's own logging and
+    checkpointing are off (the observer and the background writer do both)."""
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=hp.batch_size,

@@ -5,8 +5,8 @@
 - `StepHistory`: every step's loss, kept on the device and read once per logging window (no per-step
   host sync), written into the Trainer's log history as one entry per step. A checkpoint flushes it
   first, so a resumed run's history (and final loss) equals an uninterrupted one's.
-- `CheckpointPolicy`: saves on time (default), on steps (optional), on a stop request and at a search rung
-  (where it pauses the run), through the background checkpoint writer.
+- `CheckpointPolicy`: saves on time (default), on steps (optional), on a stop request and at a search
+  rung (where it pauses the run), through the background checkpoint writer.
 - `CheckpointRecorder`: what happens once a checkpoint is published (journal, span, event, log line).
 """
 
@@ -22,7 +22,11 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from bert_eval import telemetry
 from bert_eval.core.records import TrainingProgress
 from bert_eval.core.storage.journal import RunJournal
-from bert_eval.core.training.checkpoint_writer import BackgroundCheckpointWriter, SavedCheckpoint, capture_host_state
+from bert_eval.core.training.checkpoint_writer import (
+    BackgroundCheckpointWriter,
+    SavedCheckpoint,
+    capture_host_state,
+)
 from bert_eval.core.training.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
 
 __all__ = ["CheckpointPolicy", "CheckpointRecorder", "ProgressEvents", "StepHistory"]
@@ -31,6 +35,12 @@ log = telemetry.get_logger(__name__)
 
 
 class ProgressEvents(TrainerCallback):
+    """Start, step and resume events to the observer, the resume also to the journal; one span per epoch.
+
+    `resumed_from` is the checkpoint step this attempt continues from (None: a fresh start); `previous`
+    is the previous attempt's last heartbeat, from which the recovery time and the steps lost are reported.
+    """
+
     def __init__(
         self,
         *,
@@ -48,10 +58,12 @@ class ProgressEvents(TrainerCallback):
         self._epoch_span: Any = None
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Report the start of training (total steps, starting step) and the training phase."""
         self.observer.started(state.max_steps, state.global_step)
         self.observer.phase("training")
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Report the step; after the first step of a resumed attempt, report the resume."""
         if not self._first_step_seen:
             self._first_step_seen = True
             if self.resumed_from is not None:
@@ -59,15 +71,19 @@ class ProgressEvents(TrainerCallback):
         self.observer.step(state.global_step, round(float(state.epoch or 0.0), 4))
 
     def on_epoch_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Open the epoch's span (closing the previous one)."""
         self._end_epoch_span()
         self._epoch_span = telemetry.tracer().start_span(
-            "epoch", attributes={"run_id": self.run_id, "epoch": int(state.epoch or 0), "start_step": state.global_step}
+            "epoch",
+            attributes={"run_id": self.run_id, "epoch": int(state.epoch or 0), "start_step": state.global_step},
         )
 
     def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Close the epoch's span."""
         self._end_epoch_span()
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Close the last epoch's span."""
         self._end_epoch_span()
 
     def _end_epoch_span(self) -> None:
@@ -82,10 +98,19 @@ class ProgressEvents(TrainerCallback):
                 recovery_s = round(time.time() - self.previous.heartbeat_time, 3)
             steps_lost = max(self.previous.step - (self.resumed_from or 0), 0)
         self.observer.resumed(
-            ResumeEvent(from_step=self.resumed_from or 0, attempt=self.attempt, recovery_seconds=recovery_s, steps_lost=steps_lost)
+            ResumeEvent(
+                from_step=self.resumed_from or 0,
+                attempt=self.attempt,
+                recovery_seconds=recovery_s,
+                steps_lost=steps_lost,
+            )
         )
         self.journal.append(
-            "resume", from_step=self.resumed_from, attempt=self.attempt, recovery_seconds=recovery_s, steps_lost=steps_lost
+            "resume",
+            from_step=self.resumed_from,
+            attempt=self.attempt,
+            recovery_seconds=recovery_s,
+            steps_lost=steps_lost,
         )
         with telemetry.tracer().start_as_current_span(
             "resume",
@@ -98,7 +123,9 @@ class ProgressEvents(TrainerCallback):
             },
         ):
             pass
-        log.info("resumed", run_id=self.run_id, from_step=self.resumed_from, recovery_s=recovery_s, steps_lost=steps_lost)
+        log.info(
+            "resumed", run_id=self.run_id, from_step=self.resumed_from, recovery_s=recovery_s, steps_lost=steps_lost
+        )
 
 
 class StepHistory(TrainerCallback):
@@ -116,6 +143,7 @@ class StepHistory(TrainerCallback):
         self._trainer: Trainer | None = None
 
     def bind(self, trainer: Trainer) -> None:
+        """Attach the Trainer whose learning-rate scheduler the history reads."""
         self._trainer = trainer
 
     def record(self, loss: torch.Tensor, inputs: dict[str, Any]) -> None:
@@ -127,19 +155,25 @@ class StepHistory(TrainerCallback):
             self._rows += int(mask.shape[0])
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Start the first logging window's clock."""
         self._window_started = time.monotonic()
 
-    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        """Note the learning rate this step used (before the scheduler steps)."""
         # Before the scheduler steps: the rate this step used (a host value, no sync).
         assert self._trainer is not None and self._trainer.lr_scheduler is not None
         self._learning_rate = float(self._trainer.lr_scheduler.get_last_lr()[0])
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Buffer the step; at the end of a logging window, flush the window."""
         self._steps.append((state.global_step, round(float(state.epoch or 0.0), 4), self._learning_rate))
         if state.global_step % self.logging_steps == 0:
             self.flush(state)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Flush the last, possibly partial, logging window."""
         self.flush(state)
 
     def flush(self, state: TrainerState) -> None:
@@ -149,7 +183,8 @@ class StepHistory(TrainerCallback):
         losses = torch.stack(self._losses[-len(self._steps) :]).float().cpu().tolist()
         tokens = float(torch.stack(self._tokens).sum().item()) if self._tokens else 0.0
         for (step, epoch, learning_rate), loss in zip(self._steps, losses, strict=True):
-            state.log_history.append({"step": step, "epoch": epoch, "loss": round(loss, 6), "learning_rate": learning_rate})
+            entry = {"step": step, "epoch": epoch, "loss": round(loss, 6), "learning_rate": learning_rate}
+            state.log_history.append(entry)
         now = time.monotonic()
         elapsed = max(now - self._window_started, 1e-9)
         step, _, learning_rate = self._steps[-1]
@@ -176,7 +211,11 @@ class StepHistory(TrainerCallback):
 
 
 class CheckpointPolicy(TrainerCallback):
-    """Decides when to checkpoint (time, steps, stop request) and hands the state to the writer."""
+    """Decides when to checkpoint (time, steps, stop request, search rung) and hands the state to the writer.
+
+    After a checkpoint on a stop request it sets `stop_requested`, at `stop_at_step` it sets `paused`; both
+    stop the Trainer once the checkpoint is published.
+    """
 
     def __init__(
         self,
@@ -199,12 +238,15 @@ class CheckpointPolicy(TrainerCallback):
         self._trainer: Trainer | None = None
 
     def bind(self, trainer: Trainer) -> None:
+        """Attach the Trainer whose state `save` captures."""
         self._trainer = trainer
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Start the time-based checkpoint clock."""
         self._last_save = time.monotonic()
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        """Save a checkpoint when one is due; on a stop request or at the rung, wait for it and stop."""
         stop = not self.stop_requested and self.should_stop()
         pause = self.stop_at_step is not None and state.global_step == self.stop_at_step < state.max_steps
         due = (
@@ -228,6 +270,7 @@ class CheckpointPolicy(TrainerCallback):
             log.info("reached the rung; checkpoint saved, pausing", run_id=self.run_id, step=state.global_step)
 
     def save(self, state: TrainerState) -> None:
+        """Flush the step history, then hand a host copy of the training state to the background writer."""
         assert self._trainer is not None
         self.history.flush(state)  # the checkpoint's log history must reach its step
         self.writer.save(capture_host_state(self._trainer))
@@ -258,6 +301,15 @@ class CheckpointRecorder:
             attributes={"run_id": self.run_id, "step": event.step, "blocked_seconds": blocked, "bytes": event.bytes},
             start_time=ended_ns - int(event.seconds * 1e9),
         ).end(end_time=ended_ns)
-        self.journal.append("checkpoint", step=event.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=event.path)
+        self.journal.append(
+            "checkpoint", step=event.step, seconds=seconds, blocked_seconds=blocked, bytes=event.bytes, path=event.path
+        )
         self.observer.checkpoint_saved(event)
-        log.info("checkpoint saved", run_id=self.run_id, step=event.step, seconds=seconds, blocked_s=blocked, bytes=event.bytes)
+        log.info(
+            "checkpoint saved",
+            run_id=self.run_id,
+            step=event.step,
+            seconds=seconds,
+            blocked_s=blocked,
+            bytes=event.bytes,
+        )

@@ -51,6 +51,8 @@ class HostState:
 
 @dataclass(frozen=True)
 class SavedCheckpoint:
+    """A checkpoint the writer published, with how long it took and how long training waited for it."""
+
     checkpoint: Checkpoint
     seconds: float  # copy + write + fsync + publish
     blocked_seconds: float  # of which the training thread waited (copy, plus any wait for the previous write)
@@ -131,6 +133,8 @@ class BackgroundCheckpointWriter:
         self._error: BaseException | None = None
 
     def save(self, state: HostState) -> None:
+        """Write and publish `state` as its step's checkpoint, in the background unless built with
+        `background=False`. Waits for the save in flight first and raises its error, if it failed."""
         waited_from = time.monotonic()
         self.flush()
         blocked = state.copy_seconds + (time.monotonic() - waited_from)
@@ -144,6 +148,7 @@ class BackgroundCheckpointWriter:
 
     @property
     def busy(self) -> bool:
+        """Whether a save is being written now."""
         return self._thread is not None and self._thread.is_alive()
 
     def flush(self) -> None:

@@ -4,8 +4,8 @@
 its steps: resolve (claim the run, find the checkpoint to resume from), load (model, tokenized rows),
 plan (device, arguments, batching), train, summarize and publish. It reports every event once, to one
 `TrainingObserver` (the progress callback is fed from the same events), and stops after publishing a
-checkpoint when `should_stop()` turns true. The pieces live beside it: training_args.py, batching.py,
-tokenize.py, training_callbacks.py and checkpoint_writer.py.
+checkpoint when `should_stop()` turns true. The pieces live beside it: arguments.py, callbacks.py,
+checkpoint_writer.py and observer.py here, and batching.py and tokenize.py in `core/data/`.
 """
 
 from __future__ import annotations
@@ -60,6 +60,28 @@ log = telemetry.get_logger(__name__)
 
 @dataclass(frozen=True)
 class FineTuneRequest:
+    """One attempt at fine-tuning one run.
+
+    Attributes
+    ----------
+    run : RunSpec
+        The run: model, dataset, hyperparameters, checkpoint policy.
+    snapshot : SnapshotResult
+        The rows to train on (`create_snapshot` for this run).
+    runs_dir : Path
+        The runs volume; the run's files go to `RunLayout(runs_dir, run.id)`.
+    device : str, default "cpu"
+        Where to train (``"cpu"`` or ``"cuda"``; see `pick_device`).
+    attempt : int, default 1
+        This attempt's number, recorded in the journal and named in messages.
+    previous : TrainingProgress, optional
+        The previous attempt's last heartbeat: compared with the disk and used to report recovery time.
+    scheduled_at : float, optional
+        When this attempt was scheduled (epoch seconds); orders attempts for write fencing. None: now.
+    stop_at_step : int, optional
+        Pause at this step with a checkpoint there (a search rung) instead of training to the end.
+    """
+
     run: RunSpec
     snapshot: SnapshotResult
     runs_dir: Path
@@ -81,6 +103,42 @@ def fine_tune(
     should_stop: Callable[[], bool] | None = None,
     observer: TrainingObserver | None = None,
 ) -> TrainingSummary:
+    """Fine-tune `request.run` on its snapshot, resuming from its newest complete checkpoint, and publish
+    the final model and summary into the run directory.
+
+    Calling it again for a run whose training finished returns the recorded summary without training. A
+    run with `stop_at_step` returns at that step with its checkpoint there standing in for the model.
+
+    Parameters
+    ----------
+    request : FineTuneRequest
+        The run, its snapshot, the runs volume and this attempt.
+    on_progress : callable, optional
+        Called with the run's `TrainingProgress` at every change (phase, step, log window, checkpoint),
+        from the training thread or the checkpoint writer's thread.
+    should_stop : callable, optional
+        Polled at every step; once it returns True the run saves a checkpoint and raises
+        `TrainingInterrupted`.
+    observer : TrainingObserver, optional
+        Receives every training event (beside the progress tracker), e.g. a worker's metrics.
+
+    Returns
+    -------
+    TrainingSummary
+        Steps, epochs, final loss, checkpoints saved, resumes, wall time and where the model is.
+
+    Raises
+    ------
+    InvalidInputError
+        If the run directory holds another spec's results, a checkpoint was written for a different
+        configuration, or the spec exceeds the model's limits; retrying cannot help.
+    TrainingInterrupted
+        If `should_stop` asked to stop; the newest checkpoint is named, the run resumes from it.
+    StaleAttemptError
+        If a newer attempt of the run has claimed its directory; this attempt wrote nothing.
+    OSError
+        If the runs volume cannot be written (the message says what to do).
+    """
     run = request.run
     layout = RunLayout(request.runs_dir, run.id)
     claim_run_dir(layout, run)
@@ -93,7 +151,9 @@ def fine_tune(
     if request.stop_at_step is not None and resume.latest is not None and resume.latest.step >= request.stop_at_step:
         log.info("already trained to the rung", run_id=run.id, step=request.stop_at_step)
         return _paused(request, layout, resume, seconds=0.0)
-    tracker = ProgressTracker(run.id, attempt=request.attempt, resuming_from=resume.checkpoint_ref, on_change=on_progress)
+    tracker = ProgressTracker(
+        run.id, attempt=request.attempt, resuming_from=resume.checkpoint_ref, on_change=on_progress
+    )
     events = Observers(tracker, observer) if observer is not None else tracker
     events.phase("loading")
     loaded = _load(request)
@@ -265,7 +325,8 @@ def _train(run_id: str, training: _Training, resume: _Resume, attempt: int) -> T
         log.info("resuming from checkpoint", run_id=run_id, step=latest.step, path=str(latest.path))
     try:
         with telemetry.tracer().start_as_current_span(
-            "train", attributes={"run_id": run_id, "attempt": attempt, "resumed_from_step": latest.step if latest else -1}
+            "train",
+            attributes={"run_id": run_id, "attempt": attempt, "resumed_from_step": latest.step if latest else -1},
         ):
             training.recorder.train_context = otel_context.get_current()
             training.trainer.train(resume_from_checkpoint=str(latest.path) if latest else None)
@@ -277,7 +338,9 @@ def _train(run_id: str, training: _Training, resume: _Resume, attempt: int) -> T
     return training.trainer.state
 
 
-def _summarize(request: FineTuneRequest, layout: RunLayout, state: TrainerState, journal: RunJournal, *, train_samples: int) -> TrainingSummary:
+def _summarize(
+    request: FineTuneRequest, layout: RunLayout, state: TrainerState, journal: RunJournal, *, train_samples: int
+) -> TrainingSummary:
     run, hp = request.run, request.run.train
     losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
     final_window = losses[-hp.logging_steps :]
@@ -313,7 +376,11 @@ def _paused(request: FineTuneRequest, layout: RunLayout, resume: _Resume, *, sec
     resume.journal.append("paused", step=step, attempt=request.attempt)
     summary = _summarize(request, layout, state, resume.journal, train_samples=request.snapshot.splits[TRAIN_TABLE])
     return summary.model_copy(
-        update={"model_dir": str(checkpoint.path), "rung_checkpoint": str(checkpoint.path), "call_seconds": round(seconds, 3)}
+        update={
+            "model_dir": str(checkpoint.path),
+            "rung_checkpoint": str(checkpoint.path),
+            "call_seconds": round(seconds, 3),
+        }
     )
 
 
@@ -326,7 +393,9 @@ def _publish(trainer: Trainer, layout: RunLayout, fence: AttemptFence, run: RunS
             # An existing model was left by an attempt that died between publishing it and the summary.
             publish_dir(staging, layout.model_dir, replace=True)
             atomic_write_json(layout.history_file, {"run_id": run.id, "log_history": trainer.state.log_history})
-            atomic_write_json(layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")})
+            atomic_write_json(
+                layout.summary_file, {"fingerprint": run.fingerprint(), "summary": summary.model_dump(mode="json")}
+            )
     finally:
         discard_dir(staging)
 
@@ -377,17 +446,23 @@ class _FastTrainer(Trainer):
         self._history = history
         self._lengths = lengths
 
-    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+    def training_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        """The Trainer's step; its loss tensor also goes to the step history (read at logging time)."""
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._history.record(loss, inputs)
         return loss
 
     def get_train_dataloader(self) -> DataLoader:
+        """The Trainer's loader, or with row lengths known, one over the seeded length-grouped sampler."""
         if self._lengths is None:
             return super().get_train_dataloader()
         args = self.args
         batch_size = args.train_batch_size
-        sampler = SeededLengthGroupedSampler(self._lengths, batch_size=batch_size * args.gradient_accumulation_steps, seed=args.data_seed or args.seed)
+        sampler = SeededLengthGroupedSampler(
+            self._lengths, batch_size=batch_size * args.gradient_accumulation_steps, seed=args.data_seed or args.seed
+        )
         workers = args.dataloader_num_workers
         loader = DataLoader(
             cast(Dataset, self.train_dataset),  # the datasets.Dataset given at construction (indexable, sized)

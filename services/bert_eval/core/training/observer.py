@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from bert_eval.core.records import CheckpointRef, TrainingProgress
 
-__all__ = ["CheckpointEvent", "LogWindow", "Observers", "ProgressCallback", "ProgressTracker", "ResumeEvent", "TrainingObserver"]
+__all__ = [
+    "CheckpointEvent",
+    "LogWindow",
+    "Observers",
+    "ProgressCallback",
+    "ProgressTracker",
+    "ResumeEvent",
+    "TrainingObserver",
+]
 
 ProgressCallback = Callable[[TrainingProgress], None]
 
@@ -33,6 +41,8 @@ class LogWindow:
 
 @dataclass(frozen=True)
 class CheckpointEvent:
+    """A checkpoint published: its step and path, how long it took, how much of that training waited."""
+
     step: int
     path: str
     seconds: float  # copy to host + write + fsync + publish
@@ -42,6 +52,8 @@ class CheckpointEvent:
 
 @dataclass(frozen=True)
 class ResumeEvent:
+    """Training resumed from a checkpoint in a new attempt, with the time and steps the interruption cost."""
+
     from_step: int
     attempt: int
     recovery_seconds: float | None  # previous attempt's last heartbeat → first resumed step
@@ -58,16 +70,16 @@ class TrainingObserver:
         """Training starts (at `step` > 0 when resuming) towards `total_steps`."""
 
     def step(self, step: int, epoch: float) -> None:
-        pass
+        """An optimizer step finished; `epoch` is fractional."""
 
     def logged(self, window: LogWindow) -> None:
-        pass
+        """A logging window closed, with its loss, learning rate and throughput."""
 
     def checkpoint_saved(self, event: CheckpointEvent) -> None:
-        pass
+        """A checkpoint was published (called from the checkpoint writer's thread)."""
 
     def resumed(self, event: ResumeEvent) -> None:
-        pass
+        """Training resumed from a checkpoint left by an earlier attempt."""
 
 
 class Observers(TrainingObserver):
@@ -77,26 +89,32 @@ class Observers(TrainingObserver):
         self._observers = observers
 
     def phase(self, phase: str) -> None:
+        """Forward the phase change to each observer."""
         for observer in self._observers:
             observer.phase(phase)
 
     def started(self, total_steps: int, step: int) -> None:
+        """Forward the start of training to each observer."""
         for observer in self._observers:
             observer.started(total_steps, step)
 
     def step(self, step: int, epoch: float) -> None:
+        """Forward the finished step to each observer."""
         for observer in self._observers:
             observer.step(step, epoch)
 
     def logged(self, window: LogWindow) -> None:
+        """Forward the logging window to each observer."""
         for observer in self._observers:
             observer.logged(window)
 
     def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        """Forward the published checkpoint to each observer."""
         for observer in self._observers:
             observer.checkpoint_saved(event)
 
     def resumed(self, event: ResumeEvent) -> None:
+        """Forward the resume to each observer."""
         for observer in self._observers:
             observer.resumed(event)
 
@@ -108,7 +126,12 @@ class ProgressTracker(TrainingObserver):
     """
 
     def __init__(
-        self, run_id: str, *, attempt: int, resuming_from: CheckpointRef | None = None, on_change: ProgressCallback | None = None
+        self,
+        run_id: str,
+        *,
+        attempt: int,
+        resuming_from: CheckpointRef | None = None,
+        on_change: ProgressCallback | None = None,
     ) -> None:
         self.progress = TrainingProgress(
             run_id=run_id,
@@ -128,17 +151,22 @@ class ProgressTracker(TrainingObserver):
             self._on_change(progress)
 
     def phase(self, phase: str) -> None:
+        """Record the phase (one `TrainingProgress` knows; "interrupted" leaves it unchanged)."""
         if phase in ("loading", "training", "saving", "completed", "paused", "failed"):
             self._update(phase=phase)
 
     def started(self, total_steps: int, step: int) -> None:
+        """Record the training phase, the total steps and the starting step."""
         self._update(phase="training", total_steps=total_steps, step=step)
 
     def step(self, step: int, epoch: float) -> None:
+        """Record the current step and epoch."""
         self._update(step=step, epoch=epoch)
 
     def logged(self, window: LogWindow) -> None:
+        """Record the window's last loss and learning rate."""
         self._update(loss=window.loss, learning_rate=window.learning_rate)
 
     def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        """Record the newest published checkpoint."""
         self._update(last_checkpoint=CheckpointRef(step=event.step, path=event.path))
