@@ -1,9 +1,9 @@
-"""Model resolution (local dir, models mirror, bundled offline weights, hub, a run's final model), description
-(`ModelInfo`: digest, task, labels) and loading for sequence classification.
+"""Model resolution (local dir, models mirror, bundled offline weights, hub, a run's final model),
+description (`ModelInfo`: digest, task, labels) and loading for sequence classification.
 
 Model sources an evaluation accepts (`describe_model`):
-- `run:<RUN_ID>` (`run_model_source`): that run's final model, `<runs_dir>/runs/<RUN_ID>/model`; its training
-  must have finished;
+- `run:<RUN_ID>` (`run_model_source`): that run's final model, `<runs_dir>/runs/<RUN_ID>/model`; its
+  training must have finished;
 - a local directory holding `config.json` and the weights (a run's model directory counts as that run's);
 - a name found in the models mirror, `<models_dir>/<name>/` (`org/model` names nest);
 - a bundled hub name (`BUNDLED_MODELS`), whose weights ship in a Python package.
@@ -18,7 +18,13 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.records import DatasetSchema, ModelInfo
@@ -200,6 +206,7 @@ def resolve_reference_model_path(model_path: str, *, runs_dir: Path, models_dir:
 
 
 def pick_device(force_cpu: bool = False) -> str:
+    """``"cuda"`` when torch sees a GPU and `force_cpu` is False, else ``"cpu"``."""
     if not force_cpu and torch.cuda.is_available():
         return "cuda"
     return "cpu"
@@ -221,7 +228,11 @@ def _resolve_source(source: str, *, runs_dir: Path, models_dir: Path | None) -> 
     resolved_name = resolve_model(text)
     if Path(resolved_name).is_dir():  # bundled weights
         return None, Path(resolved_name).resolve()
-    mirror = f"the models mirror {models_dir}" if models_dir is not None else "a models mirror (none is configured: BERT_EVAL_MODELS_DIR)"
+    mirror = (
+        f"the models mirror {models_dir}"
+        if models_dir is not None
+        else "a models mirror (none is configured: BERT_EVAL_MODELS_DIR)"
+    )
     raise InvalidInputError(
         f"model {source!r} is not a run (`run:<RUN_ID>`), a local model directory, in {mirror}, or a bundled model "
         f"({', '.join(sorted(BUNDLED_MODELS))}); an evaluation needs the model's files to digest them. Copy it "
@@ -301,7 +312,11 @@ def _task_and_labels(config: Any, named: str) -> tuple[TaskType, tuple[str, ...]
     try:
         names = tuple(id2label[i] for i in range(config.num_labels))
     except KeyError as exc:
-        raise InvalidInputError(f"{named}: config.id2label has no name for class {exc} of {config.num_labels}") from None
+        raise InvalidInputError(
+            f"{named}: config.id2label has no name for class {exc} of {config.num_labels}"
+        ) from None
     if len(set(names)) != len(names):
-        raise InvalidInputError(f"{named}: config.id2label repeats class names {list(names)}; each class needs its own name")
+        raise InvalidInputError(
+            f"{named}: config.id2label repeats class names {list(names)}; each class needs its own name"
+        )
     return TaskType.classification, names

@@ -38,14 +38,19 @@ class DatasetSchema(_Strict):
     text_columns: tuple[str, ...]
     label_column: str
     task: TaskType
-    label_names: tuple[str, ...] = ()  # sorted label values as strings, or a ClassLabel's names (classification only)
+    # Sorted label values as strings, or a ClassLabel's names (classification only).
+    label_names: tuple[str, ...] = ()
 
     @property
     def num_labels(self) -> int:
+        """The model's output width: the class count, or 1 for regression."""
         return 1 if self.task is TaskType.regression else len(self.label_names)
 
 
 class SnapshotResult(_Strict):
+    """A verified snapshot: its content id, directory, schema and row count per table; `reused` when it
+    existed before this call."""
+
     snapshot_id: str
     path: str
     dataset_schema: DatasetSchema
@@ -54,21 +59,26 @@ class SnapshotResult(_Strict):
 
 
 class ModelInfo(_Strict):
-    """A model as evaluation sees it (core/modeling.py: describe_model): where it is, what it holds, what it predicts."""
+    """A model as evaluation sees it (core/modeling.py: describe_model): where it is, what it holds, what it
+    predicts."""
 
     path: str  # resolved local directory holding config.json and the weights
     digest: str  # 16 hex digits of sha256 over the directory's files (relative names and contents)
     task: TaskType
-    label_names: tuple[str, ...] = ()  # classification: config.id2label in class-id order; empty for regression
+    # Classification: config.id2label in class-id order; empty for regression.
+    label_names: tuple[str, ...] = ()
     max_position_embeddings: int | None = None
     run_id: str | None = None  # set when the model is a run's final model
 
     @property
     def num_labels(self) -> int:
+        """The model's output width: the class count, or 1 for regression."""
         return 1 if self.task is TaskType.regression else len(self.label_names)
 
 
 class CheckpointRef(_Strict):
+    """A published checkpoint as progress reports name it: its step and directory."""
+
     step: int
     path: str
 
@@ -77,7 +87,9 @@ class TrainingProgress(BaseModel):
     """What a running fine-tune reports (heartbeats, progress query)."""
 
     run_id: str
-    phase: Literal["pending", "snapshot", "loading", "training", "saving", "completed", "paused", "failed"] = "pending"
+    phase: Literal[
+        "pending", "snapshot", "loading", "training", "saving", "completed", "paused", "failed"
+    ] = "pending"
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0
@@ -90,6 +102,9 @@ class TrainingProgress(BaseModel):
 
 
 class TrainingSummary(_Strict):
+    """A finished (or paused) training: steps, epochs, final loss, checkpoints and resumes, wall time, and
+    where its model is."""
+
     run_id: str
     model: str
     final_loss: float | None
@@ -112,20 +127,26 @@ class TrainingSummary(_Strict):
 
 
 class EvalResult(_Strict):
+    """An evaluation of a model on a split: its metrics, example count, duration and the files recording it."""
+
     run_id: str
     split: str
     examples: int
     metrics: dict[str, float]
     duration_s: float
     path: str
-    # The per-example predictions (core/evaluation/predictions.py), written before this record; absent in older results.
+    # The per-example predictions (core/evaluation/predictions.py), written before this record; absent in
+    # older results.
     predictions_path: str | None = None
     predictions_sha256: str | None = None
-    # True when an existing evaluation of the same model on the same rows was returned (core/evaluation/cells.py).
+    # True when an existing evaluation of the same model on the same rows was returned
+    # (core/evaluation/cells.py).
     reused: bool = False
 
 
 class PredictResult(BaseModel):
+    """A run's model applied to new texts: one predicted label (or score) per text, in the texts' order."""
+
     run_id: str
     texts: list[str]
     predicted_labels: list[str]  # the dataset's own label names (regression: the predicted value as text)

@@ -6,8 +6,8 @@ each batch padded to its longest row (on CUDA rounded up to a multiple of 8), ba
 64 rows on CPU (`eval_batch_size`), bf16 autocast on CUDA. Logits are put back in the
 split's order before the metrics, so the numbers do not depend on the batching.
 
-`infer` is the one implementation of that loop; `evaluate` (a run's evaluation) and
-core/evaluation/cells.py (an evaluation cell shared by every run asking for the same model and rows) publish its output.
+`infer` is the one implementation of that loop; `evaluate` (a run's evaluation) and core/evaluation/cells.py
+(an evaluation cell shared by every run asking for the same model and rows) publish its output.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ log = telemetry.get_logger(__name__)
 
 
 # Rows per batch when the request leaves it open: large on CUDA to keep the device busy; 64 on CPU, where a
-# GEMM is as efficient at 64 rows and larger batches' activations are mapped and unmapped by glibc on every
-# use (docs/performance.md).
+# GEMM is as efficient at 64 rows and larger batches' activations are mapped and unmapped by glibc on
+# every use (docs/performance.md).
 EVAL_BATCH = {"cuda": 256, "cpu": 64}
 
 
@@ -75,15 +75,51 @@ def evaluate(
     device: str = "cpu",
     on_batch: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Evaluate and write the result file. Same model + same snapshot ⇒ same numbers."""
+    """Evaluate a run's trained model on a snapshot split; write its predictions, then its result file.
+
+    Same model and same snapshot give the same numbers, whatever the batching.
+
+    Parameters
+    ----------
+    run_id : str
+        The run; the files go to `RunLayout(runs_dir, run_id)` (`eval-<split>.json`,
+        `predictions-<split>.parquet`).
+    model_dir : str or Path
+        The trained model and its tokenizer (the run's `model/`, or a checkpoint saved with a tokenizer).
+    snapshot : SnapshotResult
+        The snapshot holding the evaluation table of `request.split`.
+    request : EvalRequest
+        The split and the fast-path switches (batch size, length sorting, dynamic padding, bf16).
+    runs_dir : Path
+        The runs volume.
+    device : str, default "cpu"
+        Where to run the model.
+    on_batch : callable, optional
+        Called as ``on_batch(done, total)`` after each batch (heartbeats).
+
+    Returns
+    -------
+    EvalResult
+        The metrics, the example count, the duration and where the result and predictions were written.
+
+    Raises
+    ------
+    InvalidInputError
+        If there is no trained model at `model_dir`, the run directory is unsafe, or the snapshot lacks the
+        split or no longer matches its manifest.
+    """
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InvalidInputError(f"run {run_id}: no trained model at {model_dir}")
     layout = RunLayout(runs_dir, run_id)
     layout.ensure_safe()  # the result file must land inside the runs directory
-    outputs = infer(run_id=run_id, model_dir=model_dir, snapshot=snapshot, request=request, device=device, on_batch=on_batch)
+    outputs = infer(
+        run_id=run_id, model_dir=model_dir, snapshot=snapshot, request=request, device=device, on_batch=on_batch
+    )
     # Predictions first: the result that records their digest is published only once they are in place.
-    predictions_sha256 = write_predictions(layout, request.split, snapshot=snapshot, logits=outputs.logits, labels=outputs.labels)
+    predictions_sha256 = write_predictions(
+        layout, request.split, snapshot=snapshot, logits=outputs.logits, labels=outputs.labels
+    )
     result = EvalResult(
         run_id=run_id,
         split=request.split,
@@ -111,7 +147,8 @@ def infer(
     span_attributes: dict[str, str] | None = None,
     load: Callable[[], tuple[PreTrainedTokenizerBase, PreTrainedModel]] | None = None,
 ) -> Inference:
-    """Run the model over the snapshot's evaluation table of `request.split` and compute the metrics; writes nothing.
+    """Run the model over the snapshot's evaluation table of `request.split` and compute the metrics;
+    writes nothing.
 
     The model is the one in `model_dir`, loaded with its tokenizer; `load` gives both instead (a checkpoint
     has no tokenizer of its own)."""
@@ -119,18 +156,30 @@ def infer(
     started = time.monotonic()
     attributes = {"run_id": run_id, "split": request.split, **(span_attributes or {})}
     with telemetry.tracer().start_as_current_span("evaluate", attributes=attributes) as span:
-        tokenizer, model = load() if load is not None else load_trained(model_dir, schema, run_id=run_id, device=device)
+        if load is not None:
+            tokenizer, model = load()
+        else:
+            tokenizer, model = load_trained(model_dir, schema, run_id=run_id, device=device)
         # The trained model's tokenizer records the training max_seq_length: truncate the same way.
         max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         # Digest-verified rows (also on a tokenization-cache hit).
-        split = tokenized_split(snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id)
+        split = tokenized_split(
+            snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id
+        )
         # Stable sort: equal lengths keep their order, so the batches (and the numbers) are reproducible.
         # The lengths as one Arrow column; `split[LENGTH]` would format row by row.
         lengths = split.with_format("arrow")[LENGTH].to_numpy()
         order = np.argsort(lengths, kind="stable") if request.sort_by_length else np.arange(len(split))
         split = split.remove_columns(LENGTH).select(order)
-        collator = padding_collator(tokenizer, padding=dynamic_padding(device, enabled=request.dynamic_padding), max_length=max_length)
-        loader = DataLoader(split, batch_size=eval_batch_size(request, device), shuffle=False, collate_fn=collator, pin_memory=device == "cuda")
+        padding = dynamic_padding(device, enabled=request.dynamic_padding)
+        collator = padding_collator(tokenizer, padding=padding, max_length=max_length)
+        loader = DataLoader(
+            split,
+            batch_size=eval_batch_size(request, device),
+            shuffle=False,
+            collate_fn=collator,
+            pin_memory=device == "cuda",
+        )
         bf16 = request.bf16 and device == "cuda" and torch.cuda.is_bf16_supported()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         all_logits, all_labels = [], []
@@ -156,6 +205,7 @@ def result_record(result: EvalResult) -> dict[str, object]:
 
 
 def load_eval_result(layout: RunLayout, split: str) -> EvalResult | None:
+    """The run's recorded evaluation on `split`, or None when it has not been evaluated there."""
     file = layout.eval_file(split)
     if not file.is_file():
         return None

@@ -1,8 +1,8 @@
 """Evaluation cells: each (model, snapshot, split) is evaluated once and shared.
 
 A cell is addressed by content: the model's digest (core/modeling.py: model_digest) and the snapshot id
-(which hashes the rows, and for an eval-only snapshot the model's label set), so any run that evaluates the
-same model on the same rows gets the cell's result instead of a recomputation. A cell is written in a
+(which hashes the rows, and for an eval-only snapshot the model's label set), so any run that evaluates
+the same model on the same rows gets the cell's result instead of a recomputation. A cell is written in a
 staging directory (predictions, then the result recording their sha256) and renamed into place, so it is
 absent or complete; one whose predictions no longer match its result is kept aside and evaluated again.
 
@@ -48,7 +48,37 @@ def evaluate_cell(
     """The evaluation of `model` on the snapshot's `request.split` table, for run `run_id`: the existing
     cell's result (`reused`) when it is complete, else evaluated now and published as the cell.
 
-    The returned result names `run_id`; the cell's own file names the run that computed it."""
+    Parameters
+    ----------
+    run_id : str
+        The run asking; named in the returned result, in messages and, if it computes the cell, in the
+        cell's own file.
+    model : ModelInfo
+        The model (its path, content digest, task and class names; `model_info`).
+    snapshot : SnapshotResult
+        A snapshot labelled with the model's classes (`SnapshotInput.for_model`, or the run's own).
+    request : EvalRequest
+        The split and the fast-path switches; they do not change the numbers (bf16 on CUDA in the last
+        digits only).
+    runs_dir : Path
+        The runs volume; the cell lives in `<runs_dir>/evals/` (`CellLayout`).
+    device : str, default "cpu"
+        Where to run the model if the cell must be computed.
+    on_batch : callable, optional
+        Called as ``on_batch(done, total)`` after each batch (heartbeats).
+
+    Returns
+    -------
+    EvalResult
+        The cell's metrics and files; `reused` is True when the cell already existed (here or published
+        concurrently by another worker).
+
+    Raises
+    ------
+    InvalidInputError
+        If the snapshot's task or classes differ from the model's, the cell's directory is unsafe, or the
+        cell was found incomplete while being published (evaluate again).
+    """
     _check_labels(run_id, model, snapshot)
     cell = CellLayout(Path(runs_dir), model.digest, snapshot.snapshot_id, request.split)
     if (problem := cell.escape()) is not None:
@@ -67,7 +97,9 @@ def evaluate_cell(
         on_batch=on_batch,
         span_attributes={"model_digest": model.digest, "snapshot_id": snapshot.snapshot_id},
     )
-    predictions = encode_predictions(run_id=run_id, split=request.split, snapshot=snapshot, logits=outputs.logits, labels=outputs.labels)
+    predictions = encode_predictions(
+        run_id=run_id, split=request.split, snapshot=snapshot, logits=outputs.logits, labels=outputs.labels
+    )
     result = EvalResult(
         run_id=run_id,
         split=request.split,
@@ -81,9 +113,13 @@ def evaluate_cell(
     if not _publish(cell, predictions, result):
         published = load_cell(cell, snapshot)
         if published is not None:  # another worker published the same cell first: theirs is as good
-            log.info("evaluation cell published concurrently; using the existing one", run_id=run_id, cell=cell.name)
+            log.info(
+                "evaluation cell published concurrently; using the existing one", run_id=run_id, cell=cell.name
+            )
             return published.model_copy(update={"run_id": run_id, "reused": True})
-        raise InvalidInputError(f"run {run_id}: evaluation cell {cell.root} appeared incomplete while being published; evaluate again")
+        raise InvalidInputError(
+            f"run {run_id}: evaluation cell {cell.root} appeared incomplete while being published; evaluate again"
+        )
     log.info("evaluation cell done", run_id=run_id, cell=cell.name, examples=result.examples, **outputs.metrics)
     return result
 
@@ -103,10 +139,16 @@ def load_cell(cell: CellLayout, snapshot: SnapshotResult) -> EvalResult | None:
         if not predictions_intact(cell.predictions_file, result):
             problem = f"{cell.predictions_file.name} is missing or does not match the digest its result records"
         elif result.examples != snapshot.splits.get(eval_table(cell.split)):
-            problem = f"it holds {result.examples} rows, the snapshot's table {snapshot.splits.get(eval_table(cell.split))}"
+            expected = snapshot.splits.get(eval_table(cell.split))
+            problem = f"it holds {result.examples} rows, the snapshot's table {expected}"
     if problem is not None:
         aside = cell.root.parent / f".corrupt-{cell.name}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
-        log.warning("evaluation cell failed verification; moving it aside and evaluating again", cell=cell.name, problem=problem, aside=str(aside))
+        log.warning(
+            "evaluation cell failed verification; moving it aside and evaluating again",
+            cell=cell.name,
+            problem=problem,
+            aside=str(aside),
+        )
         try:
             os.replace(cell.root, aside)
         except FileNotFoundError:

@@ -1,4 +1,5 @@
-"""Predictions from a trained run's final model: label names from the run's own class set, with confidences."""
+"""Predictions from a trained run's final model: label names from the run's own class set, with
+confidences."""
 
 from __future__ import annotations
 
@@ -29,7 +30,35 @@ def predict(
     batch_size: int = 64,
     max_seq_length: int | None = None,
 ) -> PredictResult:
-    """Classify (or score) `texts` with the run's final model, truncating as training did unless told otherwise."""
+    """Classify (or score) `texts` with the run's final model, truncating as training did unless told otherwise.
+
+    Parameters
+    ----------
+    run_id : str
+        A run whose training finished (its `model/` and summary are in place).
+    texts : sequence of str
+        The texts; for a sentence-pair run each is ``"first<TAB>second"`` (`PAIR_SEPARATOR`).
+    runs_dir : Path
+        The runs volume holding the run.
+    device : str, default "cpu"
+        Where to run the model.
+    batch_size : int, default 64
+        Texts per forward pass.
+    max_seq_length : int, optional
+        Truncate to this many tokens instead of the training length (never beyond the model's limit).
+
+    Returns
+    -------
+    PredictResult
+        For classification, the label name, label id and confidence (softmax probability) of each text; for
+        regression, each text's score (also as text in `predicted_labels`).
+
+    Raises
+    ------
+    InvalidInputError
+        If `texts` is empty, the run does not exist or has not finished training, or a pair run gets a text
+        without a tab.
+    """
     if not texts:
         raise InvalidInputError(f"run {run_id}: no texts to predict")
     layout = RunLayout(runs_dir, run_id)

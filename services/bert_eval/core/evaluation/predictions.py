@@ -65,6 +65,7 @@ class Predictions:
 
     @property
     def num_labels(self) -> int:
+        """The model's output width: the class count, or 1 for regression."""
         return 1 if self.task is TaskType.regression else len(self.label_names)
 
     def __len__(self) -> int:
@@ -91,8 +92,11 @@ def write_predictions(
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_predictions(*, run_id: str, split: str, snapshot: SnapshotResult, logits: np.ndarray, labels: np.ndarray) -> bytes:
-    """The predictions file's bytes (parquet) for an evaluation of `split` by run `run_id`."""
+def encode_predictions(
+    *, run_id: str, split: str, snapshot: SnapshotResult, logits: np.ndarray, labels: np.ndarray
+) -> bytes:
+    """The predictions file's bytes (parquet) for an evaluation of `split` by run `run_id`; InvalidInputError
+    unless there is one output per row of the snapshot's evaluation table."""
     schema = snapshot.dataset_schema
     table_rows = read_split(snapshot, eval_table(split), run_id=run_id)
     if len(table_rows) != len(labels):
@@ -109,7 +113,9 @@ def encode_predictions(*, run_id: str, split: str, snapshot: SnapshotResult, log
         columns[LABEL] = pa.array(np.asarray(labels, dtype=np.int64))
         columns[PREDICTION] = pa.array(np.argmax(logits, axis=-1).astype(np.int64))  # as compute_metrics
         probabilities = softmax(logits, axis=-1).astype(np.float32)
-        columns[PROBABILITIES] = pa.FixedSizeListArray.from_arrays(pa.array(probabilities.reshape(-1)), schema.num_labels)
+        columns[PROBABILITIES] = pa.FixedSizeListArray.from_arrays(
+            pa.array(probabilities.reshape(-1)), schema.num_labels
+        )
     metadata = {
         "format": _FORMAT,
         "run_id": run_id,
@@ -126,7 +132,8 @@ def encode_predictions(*, run_id: str, split: str, snapshot: SnapshotResult, log
 
 
 def predictions_intact(file: Path, result: EvalResult) -> bool:
-    """Whether `file` holds the predictions `result` records (its sha256); False when it is missing or was replaced."""
+    """Whether `file` holds the predictions `result` records (its sha256); False when it is missing or was
+    replaced."""
     if result.predictions_sha256 is None:
         return False
     try:
@@ -149,11 +156,15 @@ def load_predictions(layout: RunLayout, split: str) -> Predictions:
     except FileNotFoundError:
         evaluated = sorted(p.name for p in layout.root.glob("eval-*.json")) if layout.root.is_dir() else []
         where = f"it has {', '.join(evaluated)}" if evaluated else f"no evaluation results under {layout.root}"
-        raise InvalidInputError(f"{run} has no evaluation of split {split!r} ({where}); check the run id and --split") from None
+        raise InvalidInputError(
+            f"{run} has no evaluation of split {split!r} ({where}); check the run id and --split"
+        ) from None
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"{run}: {eval_file} is unreadable ({exc}); {again}") from None
     if result.predictions_sha256 is None:
-        raise InvalidInputError(f"{run} was evaluated on {split!r} before per-example predictions were kept; {again}")
+        raise InvalidInputError(
+            f"{run} was evaluated on {split!r} before per-example predictions were kept; {again}"
+        )
     file = layout.predictions_file(split)
     try:
         data = file.read_bytes()
@@ -168,16 +179,23 @@ def load_predictions(layout: RunLayout, split: str) -> Predictions:
 
 
 def predictions_of(result: EvalResult) -> Predictions:
-    """The predictions an evaluation result records (a run's evaluation or a cell), verified by their digest."""
+    """The predictions an evaluation result records (a run's evaluation or a cell), verified by their digest.
+
+    InvalidInputError (naming the run and the split) when the result predates predictions, or the file is
+    unreadable or replaced."""
     owner = f"run {result.run_id}: evaluation of {result.split!r}"
     if result.predictions_path is None or result.predictions_sha256 is None:
         raise InvalidInputError(f"{owner} was made before per-example predictions were kept; evaluate it again")
     try:
         data = Path(result.predictions_path).read_bytes()
     except OSError as exc:
-        raise InvalidInputError(f"{owner}: its predictions {result.predictions_path} are unreadable ({exc}); evaluate it again") from None
+        raise InvalidInputError(
+            f"{owner}: its predictions {result.predictions_path} are unreadable ({exc}); evaluate it again"
+        ) from None
     if hashlib.sha256(data).hexdigest() != result.predictions_sha256:
-        raise InvalidInputError(f"{owner}: {result.predictions_path} does not match the digest its result records; evaluate it again")
+        raise InvalidInputError(
+            f"{owner}: {result.predictions_path} does not match the digest its result records; evaluate it again"
+        )
     return _decode(data)
 
 
