@@ -1,10 +1,12 @@
-"""The reference design's wire types ("BERT Evaluation Coordinator" on Temporal) and their mapping onto bert-eval.
+"""The reference design's wire types ("BERT Evaluation Coordinator" on Temporal) and their mapping onto
+bert-eval.
 
-Clients of the reference design start `CoordinatorWorkflow` with `{"configs": [CoordinatorWorkflowConfig, ...]}`
-and read back a list of `BertEvalResult`. Field names and defaults here match that design, so such a client
-works unchanged against bert-eval's workers. Each config becomes one bert-eval `RunSpec` (same canonical run
-ids, snapshots, checkpoints, reuse); anything bert-eval cannot honour is refused with an error naming the
-config and the field. Pure pydantic: no Temporal, no torch, no I/O.
+Clients of the reference design start `CoordinatorWorkflow` with
+`{"configs": [CoordinatorWorkflowConfig, ...]}` and read back a list of `BertEvalResult`. Field names and
+defaults here match that design, so such a client works unchanged against bert-eval's workers. Each config
+becomes one bert-eval `RunSpec` (same canonical run ids, snapshots, checkpoints, reuse); anything bert-eval
+cannot honour is refused with an error naming the config and the field. Pure pydantic: no Temporal, no
+torch, no I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bert_eval.core.records import EvalResult
 from bert_eval.experiment import describe_validation_error
-from bert_eval.spec import DatasetSpec, EvalRequest, RunSpec, TaskType, TrainHyperparameters, duplicate_run_id, normalize_id
+from bert_eval.spec import (
+    DatasetSpec,
+    EvalRequest,
+    RunSpec,
+    TaskType,
+    TrainHyperparameters,
+    duplicate_run_id,
+    normalize_id,
+)
 
 __all__ = [
     "BertEvalRequest",
@@ -49,6 +59,9 @@ class _Wire(BaseModel):
 
 
 class BertFineTuneConfig(_Wire):
+    """The reference's fine-tuning config of one run: model, dataset, hyperparameters, row selection and
+    column overrides, with the reference's defaults."""
+
     model_name: str = Field(default="bert-base-uncased", min_length=1)
     dataset_name: str = Field(default="glue", min_length=1)
     dataset_config_name: str | None = "sst2"
@@ -69,6 +82,9 @@ class BertFineTuneConfig(_Wire):
 
 
 class BertEvalRequest(_Wire):
+    """The reference's evaluation request: a config's evaluation (split and rows), or a direct
+    `BertEvalWorkflow` call evaluating an existing model (`model_path` or the run `run_id` names)."""
+
     run_id: str | None = None
     dataset_name: str = Field(default="glue", min_length=1)
     dataset_config_name: str | None = "sst2"
@@ -97,6 +113,9 @@ class DatasetSnapshotRef(_Wire):
 
 
 class CoordinatorWorkflowConfig(_Wire):
+    """One config of the reference's coordinator input: a run to fine-tune and evaluate, optionally pinned
+    to a snapshot."""
+
     run_id: str | None = None
     fine_tune_config: BertFineTuneConfig
     evaluation_config: BertEvalRequest = BertEvalRequest()
@@ -104,6 +123,8 @@ class CoordinatorWorkflowConfig(_Wire):
 
 
 class CoordinatorWorkflowInput(_Wire):
+    """The reference's coordinator input, `{"configs": [...]}` (1 to 1000 configs)."""
+
     configs: list[CoordinatorWorkflowConfig] = Field(min_length=1, max_length=1000)
 
 
@@ -147,6 +168,8 @@ def parse_reference_input(payload: Any) -> list[ReferenceRun]:
 
 
 def to_run_specs(request: CoordinatorWorkflowInput) -> list[ReferenceRun]:
+    """Map each config onto a bert-eval run, in order; ReferenceInputError naming the config and the field
+    when bert-eval cannot honour one, or when two configs share a run id."""
     runs = [_map_config(index, config) for index, config in enumerate(request.configs)]
     if (repeated := duplicate_run_id(run.spec.id for run in runs)) is not None:
         first, again, run_id = repeated
@@ -157,7 +180,11 @@ def to_run_specs(request: CoordinatorWorkflowInput) -> list[ReferenceRun]:
     return runs
 
 
-def reference_result(run: ReferenceRun | ReferenceEvaluation, evaluation: EvalResult, *, reused: bool) -> BertEvalResult:
+def reference_result(
+    run: ReferenceRun | ReferenceEvaluation, evaluation: EvalResult, *, reused: bool
+) -> BertEvalResult:
+    """The reference's result record of one evaluation (accuracy null for regression; every metric in
+    `metrics`)."""
     return BertEvalResult(
         run_id=run.spec.id if isinstance(run, ReferenceRun) else evaluation.run_id,
         dataset_name=run.dataset_name,
@@ -200,7 +227,10 @@ def reference_evaluation(request: BertEvalRequest) -> ReferenceEvaluation:
     try:
         dataset = DatasetSpec(**_dataset_source(request.dataset_name, request.dataset_config_name))
         evaluation = EvalRequest(
-            split=request.split, max_eval_samples=request.max_eval_samples, batch_size=request.batch_size, use_gpu=request.use_gpu
+            split=request.split,
+            max_eval_samples=request.max_eval_samples,
+            batch_size=request.batch_size,
+            use_gpu=request.use_gpu,
         )
     except ValidationError as exc:
         raise ReferenceInputError(f"invalid BertEvalRequest: {describe_validation_error(exc)}") from None

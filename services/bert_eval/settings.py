@@ -102,6 +102,8 @@ def task_queues(settings: Settings) -> tuple[str, str]:
 
 @functools.cache
 def get_settings() -> Settings:
+    """The process's `Settings`, read from the environment once (cached); pydantic's ValidationError when a
+    variable is invalid (`describe_settings_error` words it)."""
     return Settings()
 
 
@@ -126,4 +128,5 @@ def apply_offline_mode(settings: Settings) -> None:
 
 @functools.cache
 def get_temporal_settings() -> TemporalSettings:
+    """The process's `TemporalSettings` (address, namespace, TLS), read from the environment once (cached)."""
     return TemporalSettings()

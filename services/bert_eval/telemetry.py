@@ -89,6 +89,7 @@ def quiet_libraries() -> None:
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named `name` (a module's `__name__`), writing through the one logging setup."""
     return structlog.get_logger(name)
 
 
@@ -113,6 +114,7 @@ class RunAttributesProcessor(SpanProcessor):
     """A SpanProcessor that tags every span with the run_id / experiment_id baggage in its context."""
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
+        """Copy the context's run_id / experiment_id baggage onto `span`, unless it already has them."""
         existing = span.attributes or {}
         for key in _RUN_BAGGAGE:
             value = baggage.get_baggage(key, parent_context)
@@ -147,7 +149,8 @@ def check_otlp_endpoint(value: str, *, source: str = "OTEL_EXPORTER_OTLP_ENDPOIN
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"{source}={value!r} is not an OTLP endpoint URL: it needs a scheme and a host, e.g. "
-            "http://otel-collector.observability:4317 (https:// for TLS). Fix the variable or unset it to disable export."
+            "http://otel-collector.observability:4317 (https:// for TLS). Fix the variable or unset it to disable "
+            "export."
         )
     return value
 
@@ -166,11 +169,14 @@ def configure_tracing(service_name: str, *, exporter: Any = None) -> None:
             current.add_span_processor(SimpleSpanProcessor(exporter))
         return
 
-    endpoints = {name: os.environ.get(name, "") for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")}
+    endpoints = {
+        name: os.environ.get(name, "") for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    }
     for name, value in endpoints.items():
         if value:
             check_otlp_endpoint(value, source=name)
-    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}))
+    service = os.environ.get("OTEL_SERVICE_NAME", service_name)
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(RunAttributesProcessor())
     if any(endpoints.values()):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -183,4 +189,5 @@ def configure_tracing(service_name: str, *, exporter: Any = None) -> None:
 
 
 def tracer() -> trace.Tracer:
+    """bert-eval's OpenTelemetry tracer (a no-op until `configure_tracing` installs a provider)."""
     return trace.get_tracer("bert_eval")

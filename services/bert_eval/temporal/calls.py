@@ -88,7 +88,11 @@ async def bounded_deterministic(run_id: str, call: Callable[[], Awaitable[T]]) -
                     non_retryable=True,
                 ) from None
             workflow.logger.warning(
-                "run %s: attempt %d of %d failed (%s); trying again", run_id, attempt, DETERMINISTIC_MAX_ATTEMPTS, cause.message
+                "run %s: attempt %d of %d failed (%s); trying again",
+                run_id,
+                attempt,
+                DETERMINISTIC_MAX_ATTEMPTS,
+                cause.message,
             )
             await workflow.sleep(timedelta(seconds=2**attempt))
     raise AssertionError("unreachable")
@@ -107,7 +111,10 @@ async def snapshot_of(run: RunSpec, *, heartbeat_timeout_s: float, task_queue: s
 
 
 def run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(RUN_ID, run_id), SearchAttributePair(EXPERIMENT_ID, experiment_id)])
+    """The search attributes a run's child workflows carry (run id and experiment id), for visibility queries."""
+    return TypedSearchAttributes(
+        [SearchAttributePair(RUN_ID, run_id), SearchAttributePair(EXPERIMENT_ID, experiment_id)]
+    )
 
 
 

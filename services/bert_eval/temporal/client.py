@@ -79,7 +79,9 @@ async def ensure_search_attributes(client: Client) -> None:
             ListSearchAttributesRequest(namespace=client.namespace)
         )
     except RPCError as exc:  # a client without operator rights cannot tell; starting a workflow will
-        log.warning("cannot list search attributes", namespace=client.namespace, error=f"{exc.status.name}: {exc.message}")
+        log.warning(
+            "cannot list search attributes", namespace=client.namespace, error=f"{exc.status.name}: {exc.message}"
+        )
         return
     missing = {k: v for k, v in SEARCH_ATTRIBUTES.items() if k not in existing.custom_attributes}
     if not missing:
@@ -89,5 +91,7 @@ async def ensure_search_attributes(client: Client) -> None:
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
     except RPCError as exc:
-        raise MissingSearchAttributesError(client.namespace, sorted(missing), f"{exc.status.name}: {exc.message}") from exc
+        raise MissingSearchAttributesError(
+            client.namespace, sorted(missing), f"{exc.status.name}: {exc.message}"
+        ) from exc
     log.info("registered search attributes", attributes=sorted(missing))

