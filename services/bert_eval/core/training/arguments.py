@@ -2,10 +2,10 @@
 
 The fast path is chosen per device here and nowhere else. On CUDA: bf16 autocast, dataloader workers
 with pinned memory, batches padded to a multiple of 8 (on CPU: to their longest row, see
-core/data/batching.py: dynamic_padding). On every device: the fused AdamW kernel (faster than the per-tensor
-loop on CPU as well: docs/performance.md), no per-step host reads (the loss is read at logging time, see
-core/training/finetuning.py), and no Trainer-side checkpointing or logging (the background checkpoint writer and the
-training observer do both). Each knob can be turned off in the run's TrainHyperparameters.
+core/data/batching.py: dynamic_padding). On every device: torch's fused AdamW kernel instead of the per-tensor
+loop (its timings are in docs/performance.md), no per-step host reads (the loss is read at logging time, see
+core/training/finetuning.py), and no Trainer-side checkpointing or logging (the background checkpoint writer
+and the training observer do both). Each knob can be turned off in the run's TrainHyperparameters.
 
 Batch size and learning rate: the default batch stays 32 (lr 5e-5). A larger batch on a GPU keeps
 accuracy when the learning rate grows with the square root of the batch: lr = 5e-5 * sqrt(batch / 32),
