@@ -43,7 +43,8 @@ _CONNECT_RETRY_MAX_S = 10.0
 
 
 class WorkerKind(str, Enum):
-    """A worker pool: `training` (fine-tuning, GPU-capable) or `eval` (snapshots, evaluation, orchestration)."""
+    """A worker pool: `training` (fine-tuning, GPU-capable) or `eval` (the coordinator, snapshots, evaluation
+    and prediction)."""
 
     training = "training"
     eval = "eval"

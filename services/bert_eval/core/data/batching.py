@@ -50,7 +50,7 @@ class SeededLengthGroupedSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw the next iteration's order for `epoch` (the Trainer calls this before each epoch)."""
+        """Order the next iteration for `epoch` (the Trainer calls this before each epoch)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:

@@ -85,7 +85,7 @@ def evaluate(
         The run; the files go to `RunLayout(runs_dir, run_id)` (`eval-<split>.json`,
         `predictions-<split>.parquet`).
     model_dir : str or Path
-        The trained model and its tokenizer (the run's `model/`, or a checkpoint saved with a tokenizer).
+        The directory holding the trained model and its tokenizer (the run's `model/`).
     snapshot : SnapshotResult
         The snapshot holding the evaluation table of `request.split`.
     request : EvalRequest

@@ -54,7 +54,7 @@ def evaluate_cell(
         The run asking; named in the returned result, in messages and, if it computes the cell, in the
         cell's own file.
     model : ModelInfo
-        The model (its path, content digest, task and class names; `model_info`).
+        The model (its path, content digest, task and class names), as `describe_model` gives it.
     snapshot : SnapshotResult
         A snapshot labelled with the model's classes (`SnapshotInput.for_model`, or the run's own).
     request : EvalRequest
