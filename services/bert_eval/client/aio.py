@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bert_eval.client import frames
 from bert_eval.client.connection import client_settings
 from bert_eval.client.errors import ClientConnectionError, ExperimentFailedError, PredictionError
-from bert_eval.client.progress import open_progress_bar, progress_counts
+from bert_eval.client.progress import ProgressBar, open_progress_bar, progress_counts
 from bert_eval.core.records import ExperimentSummary, TrainingProgress
 from bert_eval.experiment import load_experiment, parse_experiment
 from bert_eval.settings import Settings, TemporalSettings, task_queues
@@ -230,21 +230,30 @@ class AsyncExperimentHandle:
             ExperimentFailedError: the experiment failed, was cancelled or terminated.
             TimeoutError: not finished within `timeout`.
         """
+        bar = open_progress_bar(f"experiment {self.experiment_id}") if progress else None
+        try:
+            return await self.wait_with(bar, timeout=timeout)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def wait_with(self, bar: ProgressBar | None, *, timeout: float | None = None) -> ExperimentResult:
+        """`wait`, showing progress on `bar` (opened and closed by the caller; None: no progress). The
+        synchronous handle opens its bar on the caller's thread, where Jupyter shows the cell's output."""
         if self._result is None:
             try:
-                self._result = await asyncio.wait_for(self._follow(progress), timeout)
+                self._result = await asyncio.wait_for(self._follow(bar), timeout)
             except TimeoutError:
                 raise TimeoutError(f"experiment {self.experiment_id}: not finished after {timeout} s; it goes on") from None
             except WorkflowFailureError as exc:
                 raise ExperimentFailedError(self.experiment_id, root_cause(exc, with_type=False)) from None
         return self._result
 
-    async def _follow(self, progress: bool) -> ExperimentResult:
-        if not progress:
+    async def _follow(self, bar: ProgressBar | None) -> ExperimentResult:
+        if bar is None:
             result: ExperimentResult = await self.workflow.result()
             return result
         trials = self._experiment.search.trials if self._experiment and self._experiment.search else None
-        bar = open_progress_bar(f"experiment {self.experiment_id}")
 
         def on_update(status: CoordinatorStatus, live: dict[str, TrainingProgress]) -> None:
             bar.show(*progress_counts(status, live, trials=trials))
@@ -253,10 +262,10 @@ class AsyncExperimentHandle:
             for line in lines:
                 bar.note(f"waiting: {line}")
 
-        try:
-            return await watch(self.client.temporal, self.workflow, on_update, on_missing_workers=on_missing_workers)
-        finally:
-            bar.close()
+        result = await watch(self.client.temporal, self.workflow, on_update, on_missing_workers=on_missing_workers)
+        ended = len(result.search.trials) if result.search is not None else len(result.runs)
+        bar.show(ended, ended, "finished")
+        return result
 
     async def results(self) -> ExperimentResult:
         """The experiment's result (waiting for it, without a progress bar). Raises as `wait` does."""
