@@ -24,7 +24,7 @@ NOTEBOOK = Path(__file__).parent / "notebooks" / "python_client.ipynb"
 
 
 def _outputs(cell: nbformat.NotebookNode) -> str:
-    """A cell's text: its streams and the plain-text form of its results."""
+    """A cell's text: its streams and the plain-text form of what it displays."""
     parts = []
     for output in cell.get("outputs", []):
         if output["output_type"] == "stream":
@@ -44,9 +44,15 @@ def test_notebook_submits_waits_and_compares(served: Stack, tiny_model_dir: Path
     connect, submit, runs, configs, compared, predicted, status = code
 
     assert "namespace=" + served.namespace in _outputs(connect)
-    assert _outputs(submit) == repr([(f"{c}-s{s}", "completed") for c in ("slow", "fast") for s in (7, 8)])
-    # In Jupyter the progress bar is a widget (tqdm.auto with ipywidgets), shown in the submitting cell.
+    [shown] = [o for o in submit.outputs if o["output_type"] == "execute_result"]
+    assert shown["data"]["text/plain"] == repr([(f"{c}-s{s}", "completed") for c in ("slow", "fast") for s in (7, 8)])
+    # In Jupyter the progress bar is a widget (tqdm.auto with ipywidgets), shown in the submitting cell and
+    # updated to its end: 4 runs out of 4.
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in submit.outputs)
+    widgets = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    [bar] = [w["state"] for w in widgets if w["model_name"] == "FloatProgressModel"]
+    assert (bar["value"], bar["max"]) == (4, 4)
+    assert any("finished" in w["state"].get("value", "") for w in widgets if w["model_name"] == "HTMLModel")
     assert "slow-s8" in _outputs(runs) and "accuracy_low" in _outputs(runs)
     assert "slow" in _outputs(configs) and "fast" in _outputs(configs) and "best" in _outputs(configs)
     sentence = _outputs(compared)

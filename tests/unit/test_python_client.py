@@ -233,3 +233,16 @@ def test_importing_bert_eval_loads_neither_temporal_nor_torch() -> None:
     probe = "import sys, bert_eval; print(sorted(m for m in ('temporalio', 'torch', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", f"import bert_eval loaded {out.stdout} in {time.monotonic() - started:.1f}s"
+
+
+def test_the_python_api_docs_hold_the_notebook_and_every_public_name() -> None:
+    import nbformat
+
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "python-api.md").read_text()
+    notebook = nbformat.read(root / "tests" / "integration" / "notebooks" / "python_client.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.source in docs, f"docs/python-api.md lacks the notebook cell:\n{cell.source}"
+    undocumented = [name for name in bert_eval.__all__ if f"`{name}" not in docs and f"`bert_eval.{name}`" not in docs]
+    assert not undocumented, f"docs/python-api.md does not document {undocumented}"
