@@ -246,3 +246,19 @@ def test_the_python_api_docs_hold_the_notebook_and_every_public_name() -> None:
             assert cell.source in docs, f"docs/python-api.md lacks the notebook cell:\n{cell.source}"
     undocumented = [name for name in bert_eval.__all__ if f"`{name}" not in docs and f"`bert_eval.{name}`" not in docs]
     assert not undocumented, f"docs/python-api.md does not document {undocumented}"
+
+
+def test_progress_bar_is_tqdm_where_installed_else_rich(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from bert_eval.client.progress import open_progress_bar
+
+    bar = open_progress_bar("experiment e")
+    bar.show(3, 4, "3 completed, 1 training")
+    bar.close()
+    assert "experiment e: " in capsys.readouterr().err and type(bar).__name__ == "_TqdmBar"
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
+    bar = open_progress_bar("experiment e")
+    bar.show(4, 4, "finished")
+    bar.note("waiting: no worker polls task queue 'x'")
+    bar.close()
+    assert type(bar).__name__ == "_RichBar" and "waiting: no worker polls task queue 'x'" in capsys.readouterr().out
