@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         ExperimentHandle,
         ExperimentStatus,
         PredictionError,
+        ProgressBar,
         compare,
     )
     from bert_eval.core.records import ConfigStats, EvalResult, ExperimentSummary, PredictResult, RunInterval, TrainingSummary
@@ -52,6 +53,7 @@ _EXPORTS = {
     "ExperimentHandle": "bert_eval.client",
     "ExperimentStatus": "bert_eval.client",
     "PredictionError": "bert_eval.client",
+    "ProgressBar": "bert_eval.client",
     "compare": "bert_eval.client",
     "ConfigStats": "bert_eval.core.records",
     "EvalResult": "bert_eval.core.records",
@@ -90,6 +92,7 @@ __all__ = [
     "MissingSearchAttributesError",
     "PredictResult",
     "PredictionError",
+    "ProgressBar",
     "RunInterval",
     "RunResult",
     "RunSpec",

@@ -4,6 +4,7 @@ records and an independent computation, the async client, cancellation and the e
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_notebook_submits_waits_and_compares(served: Stack, tiny_model_dir: Path
 
     assert "namespace=" + served.namespace in _outputs(connect)
     [shown] = [o for o in submit.outputs if o["output_type"] == "execute_result"]
-    assert shown["data"]["text/plain"] == repr([(f"{c}-s{s}", "completed") for c in ("slow", "fast") for s in (7, 8)])
+    assert ast.literal_eval(shown["data"]["text/plain"]) == [(f"{c}-s{s}", "completed") for c in ("slow", "fast") for s in (7, 8)]
     # In Jupyter the progress bar is a widget (tqdm.auto with ipywidgets), shown in the submitting cell and
     # updated to its end: 4 runs out of 4.
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in submit.outputs)

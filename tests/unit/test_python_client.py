@@ -251,14 +251,15 @@ def test_the_python_api_docs_hold_the_notebook_and_every_public_name() -> None:
 def test_progress_bar_is_tqdm_where_installed_else_rich(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from bert_eval.client.progress import open_progress_bar
 
+    runs = [RunStatus(run_id="a", phase=RunPhase.completed), RunStatus(run_id="b", phase=RunPhase.training)]
     bar = open_progress_bar("experiment e")
-    bar.show(3, 4, "3 completed, 1 training")
+    bar.update(CoordinatorStatus(experiment_id="e", runs=runs), {})
     bar.close()
-    assert "experiment e: " in capsys.readouterr().err and type(bar).__name__ == "_TqdmBar"
+    assert "experiment e:  50%" in capsys.readouterr().err and type(bar).__name__ == "_TqdmBar"
 
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # as if tqdm were not installed
     bar = open_progress_bar("experiment e")
-    bar.show(4, 4, "finished")
+    bar.finish(_result())
     bar.note("waiting: no worker polls task queue 'x'")
     bar.close()
     assert type(bar).__name__ == "_RichBar" and "waiting: no worker polls task queue 'x'" in capsys.readouterr().out

@@ -4,6 +4,7 @@ runs, from scripts and notebooks, with their records as pandas DataFrames."""
 from bert_eval.client.aio import AsyncClient, AsyncExperimentHandle, ExperimentSource, ExperimentStatus
 from bert_eval.client.comparison import Comparison, compare
 from bert_eval.client.errors import ClientConnectionError, ExperimentFailedError, PredictionError
+from bert_eval.client.progress import ProgressBar
 from bert_eval.client.sync import Client, ExperimentHandle
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "ExperimentSource",
     "ExperimentStatus",
     "PredictionError",
+    "ProgressBar",
     "compare",
 ]

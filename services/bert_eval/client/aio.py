@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from bert_eval.client import frames
 from bert_eval.client.connection import client_settings
 from bert_eval.client.errors import ClientConnectionError, ExperimentFailedError, PredictionError
-from bert_eval.client.progress import ProgressBar, open_progress_bar, progress_counts
+from bert_eval.client.progress import ProgressBar, open_progress_bar
 from bert_eval.core.records import ExperimentSummary, TrainingProgress
 from bert_eval.experiment import load_experiment, parse_experiment
 from bert_eval.settings import Settings, TemporalSettings, task_queues
@@ -28,7 +28,6 @@ from bert_eval.temporal.failures import root_cause
 from bert_eval.temporal.names import coordinator_workflow_id, release_prefix
 from bert_eval.temporal.payloads import (
     CoordinatorInput,
-    CoordinatorStatus,
     ExperimentResult,
     PredictInput,
     RunStatus,
@@ -230,7 +229,7 @@ class AsyncExperimentHandle:
             ExperimentFailedError: the experiment failed, was cancelled or terminated.
             TimeoutError: not finished within `timeout`.
         """
-        bar = open_progress_bar(f"experiment {self.experiment_id}") if progress else None
+        bar = self._open_bar() if progress else None
         try:
             return await self.wait_with(bar, timeout=timeout)
         finally:
@@ -238,8 +237,9 @@ class AsyncExperimentHandle:
                 bar.close()
 
     async def wait_with(self, bar: ProgressBar | None, *, timeout: float | None = None) -> ExperimentResult:
-        """`wait`, showing progress on `bar` (opened and closed by the caller; None: no progress). The
-        synchronous handle opens its bar on the caller's thread, where Jupyter shows the cell's output."""
+        """`wait`, reporting to `bar` (opened and closed by the caller; None: no progress): any display that
+        implements `ProgressBar`. The synchronous handle opens its bar on the caller's thread, where
+        Jupyter shows the cell's output."""
         if self._result is None:
             try:
                 self._result = await asyncio.wait_for(self._follow(bar), timeout)
@@ -253,19 +253,19 @@ class AsyncExperimentHandle:
         if bar is None:
             result: ExperimentResult = await self.workflow.result()
             return result
-        trials = self._experiment.search.trials if self._experiment and self._experiment.search else None
-
-        def on_update(status: CoordinatorStatus, live: dict[str, TrainingProgress]) -> None:
-            bar.show(*progress_counts(status, live, trials=trials))
 
         def on_missing_workers(lines: list[str]) -> None:
             for line in lines:
                 bar.note(f"waiting: {line}")
 
-        result = await watch(self.client.temporal, self.workflow, on_update, on_missing_workers=on_missing_workers)
-        ended = len(result.search.trials) if result.search is not None else len(result.runs)
-        bar.show(ended, ended, "finished")
+        result = await watch(self.client.temporal, self.workflow, bar.update, on_missing_workers=on_missing_workers)
+        bar.finish(result)
         return result
+
+    def _open_bar(self) -> ProgressBar:
+        """The default progress bar for this experiment (counting its search's trials, when known)."""
+        trials = self._experiment.search.trials if self._experiment and self._experiment.search else None
+        return open_progress_bar(f"experiment {self.experiment_id}", trials=trials)
 
     async def results(self) -> ExperimentResult:
         """The experiment's result (waiting for it, without a progress bar). Raises as `wait` does."""

@@ -13,7 +13,6 @@ import pandas as pd
 
 from bert_eval.client._loop import LoopThread
 from bert_eval.client.aio import AsyncClient, AsyncExperimentHandle, ExperimentSource, ExperimentStatus
-from bert_eval.client.progress import open_progress_bar
 from bert_eval.settings import Settings
 from bert_eval.spec import Experiment
 from bert_eval.temporal.payloads import ExperimentResult
@@ -138,7 +137,7 @@ class ExperimentHandle:
     def wait(self, *, progress: bool = False, timeout: float | None = None) -> ExperimentResult:
         """Wait for the result, with a progress bar if `progress`; Ctrl-C (a notebook's interrupt) stops
         waiting, not the experiment. Raises ExperimentFailedError, or TimeoutError after `timeout` s."""
-        bar = open_progress_bar(f"experiment {self.experiment_id}") if progress else None
+        bar = self.aio._open_bar() if progress else None
         try:
             return self._loop.run(self.aio.wait_with(bar, timeout=timeout))
         finally:
