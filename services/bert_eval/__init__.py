@@ -35,7 +35,14 @@ if TYPE_CHECKING:
         ProgressBar,
         compare,
     )
-    from bert_eval.core.records import ConfigStats, EvalResult, ExperimentSummary, PredictResult, RunInterval, TrainingSummary
+    from bert_eval.core.records import (
+        ConfigStats,
+        EvalResult,
+        ExperimentSummary,
+        PredictResult,
+        RunInterval,
+        TrainingSummary,
+    )
     from bert_eval.experiment import ExperimentFileError
     from bert_eval.spec import Experiment, RunSpec
     from bert_eval.temporal.client import MissingSearchAttributesError

@@ -35,18 +35,24 @@ def _outputs(cell: nbformat.NotebookNode) -> str:
     return "\n".join(parts)
 
 
-def test_notebook_submits_waits_and_compares(served: Stack, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_submits_waits_and_compares(
+    served: Stack, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in served.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NOTEBOOK_MODEL", str(tiny_model_dir))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(served.runs_dir.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(served.runs_dir.parent)}}
+    ).execute()
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     connect, submit, runs, configs, compared, predicted, status = code
 
     assert "namespace=" + served.namespace in _outputs(connect)
     [shown] = [o for o in submit.outputs if o["output_type"] == "execute_result"]
-    assert ast.literal_eval(shown["data"]["text/plain"]) == [(f"{c}-s{s}", "completed") for c in ("slow", "fast") for s in (7, 8)]
+    assert ast.literal_eval(shown["data"]["text/plain"]) == [
+        (f"{c}-s{s}", "completed") for c in ("slow", "fast") for s in (7, 8)
+    ]
     # In Jupyter the progress bar is a widget (tqdm.auto with ipywidgets), shown in the submitting cell and
     # updated to its end: 4 runs out of 4.
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in submit.outputs)
@@ -90,7 +96,10 @@ def _check_frames(handle: bert_eval.ExperimentHandle, runs_dir: Path) -> None:
         assert config["std"] == pytest.approx(values.std(ddof=1))
         if values.std() > 0:
             half = stats.t.ppf(0.975, df=1) * values.std(ddof=1) / np.sqrt(2)
-            assert (config["low"], config["high"]) == (pytest.approx(values.mean() - half), pytest.approx(values.mean() + half))
+            assert (config["low"], config["high"]) == (
+                pytest.approx(values.mean() - half),
+                pytest.approx(values.mean() + half),
+            )
         assert config["not_worse"] == (config["mark"] in ("best", "not significantly worse"))
 
     cells = handle.cells_df()
@@ -107,7 +116,9 @@ def test_async_client_cancel_and_errors(served: Stack, tiny_model_dir: Path) -> 
     long_run = tiny_run(tiny_model_dir, "client-long", max_train_samples=2000, batch_size=8, checkpoint_every_steps=20)
 
     async def scenario() -> None:
-        client = await bert_eval.AsyncClient.connect(served.address, namespace=served.namespace, runs_dir=served.runs_dir)
+        client = await bert_eval.AsyncClient.connect(
+            served.address, namespace=served.namespace, runs_dir=served.runs_dir
+        )
         assert await client.missing_workers() == []
         handle = await client.submit({"experiment_id": "client-cancel", "runs": [long_run]})
         again = await client.submit({"experiment_id": "client-cancel", "runs": [long_run]})

@@ -42,12 +42,17 @@ from bert_eval.temporal.payloads import (
     SearchTrial,
 )
 
-SCHEMA = DatasetSchema(text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("0", "1"))
+SCHEMA = DatasetSchema(
+    text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("0", "1")
+)
 EXPERIMENT = parse_experiment(
     {
         "experiment_id": "lr",
         "defaults": {"model": "/models/tiny", "dataset": "glue/sst2", "train": {"seed": 7}},
-        "runs": [{"run_id": "slow", "train": {"learning_rate": 1e-5}, "seeds": 2}, {"run_id": "fast", "train": {"learning_rate": 3e-3}, "seeds": 2}],
+        "runs": [
+            {"run_id": "slow", "train": {"learning_rate": 1e-5}, "seeds": 2},
+            {"run_id": "fast", "train": {"learning_rate": 3e-3}, "seeds": 2},
+        ],
     }
 )
 ACCURACY = {"slow-s7": 0.5, "slow-s8": 0.6, "fast-s7": 0.8, "fast-s8": 0.9}
@@ -55,36 +60,105 @@ ACCURACY = {"slow-s7": 0.5, "slow-s8": 0.6, "fast-s7": 0.8, "fast-s8": 0.9}
 
 def _training(run_id: str, resumes: int = 0) -> TrainingSummary:
     return TrainingSummary(
-        run_id=run_id, model="/models/tiny", final_loss=0.4, steps=4, epochs=1.0, checkpoints_saved=0, resumes=resumes,
-        wall_time_s=2.5, train_samples=64, dataset_schema=SCHEMA, model_dir=f"/runs/{run_id}/model", snapshot_id="s",
+        run_id=run_id,
+        model="/models/tiny",
+        final_loss=0.4,
+        steps=4,
+        epochs=1.0,
+        checkpoints_saved=0,
+        resumes=resumes,
+        wall_time_s=2.5,
+        train_samples=64,
+        dataset_schema=SCHEMA,
+        model_dir=f"/runs/{run_id}/model",
+        snapshot_id="s",
     )
 
 
 def _evaluation(run_id: str, accuracy: float, split: str = "validation") -> EvalResult:
-    return EvalResult(run_id=run_id, split=split, examples=96, metrics={"accuracy": accuracy, "f1": accuracy - 0.1}, duration_s=0.1, path="/x")
+    return EvalResult(
+        run_id=run_id,
+        split=split,
+        examples=96,
+        metrics={"accuracy": accuracy, "f1": accuracy - 0.1},
+        duration_s=0.1,
+        path="/x",
+    )
 
 
 def _result() -> ExperimentResult:
     runs = []
     for run_id, accuracy in ACCURACY.items():
-        cells = [MatrixCell(dataset="imdb", evaluation=_evaluation(run_id, accuracy - 0.2, split="test"))] if run_id == "fast-s7" else []
+        cells = (
+            [MatrixCell(dataset="imdb", evaluation=_evaluation(run_id, accuracy - 0.2, split="test"))]
+            if run_id == "fast-s7"
+            else []
+        )
         runs.append(
             RunResult(
-                run_id=run_id, config=run_id.split("-")[0], status="completed", training=_training(run_id, resumes=int(run_id == "slow-s8")),
-                evaluation=_evaluation(run_id, accuracy), cells=cells, metrics={"accuracy": accuracy, "f1": accuracy - 0.1},
+                run_id=run_id,
+                config=run_id.split("-")[0],
+                status="completed",
+                training=_training(run_id, resumes=int(run_id == "slow-s8")),
+                evaluation=_evaluation(run_id, accuracy),
+                cells=cells,
+                metrics={"accuracy": accuracy, "f1": accuracy - 0.1},
             )
         )
     runs.append(RunResult(run_id="broken", config="broken", status="failed", error="out of memory"))
     intervals = [
-        RunInterval(run_id=r, config=r.split("-")[0], metric="accuracy", value=a, low=a - 0.05, high=a + 0.05, dataset="glue/sst2", split="validation")
+        RunInterval(
+            run_id=r,
+            config=r.split("-")[0],
+            metric="accuracy",
+            value=a,
+            low=a - 0.05,
+            high=a + 0.05,
+            dataset="glue/sst2",
+            split="validation",
+        )
         for r, a in ACCURACY.items()
     ]
-    matrix = [*intervals, RunInterval(run_id="fast-s7", config="fast", metric="accuracy", value=0.6, low=0.5, high=0.7, dataset="imdb", split="test")]
+    matrix = [
+        *intervals,
+        RunInterval(
+            run_id="fast-s7",
+            config="fast",
+            metric="accuracy",
+            value=0.6,
+            low=0.5,
+            high=0.7,
+            dataset="imdb",
+            split="test",
+        ),
+    ]
     configs = [
-        ConfigStats(config="fast", metric="accuracy", runs=["fast-s7", "fast-s8"], n=2, mean=0.85, std=0.07, min=0.8, max=0.9, low=0.2, high=1.0, mark="best"),
         ConfigStats(
-            config="slow", metric="accuracy", runs=["slow-s7", "slow-s8"], n=2, mean=0.55, std=0.07, min=0.5, max=0.6,
-            low=0.0, high=1.0, mark="significantly worse", p_value=0.02,
+            config="fast",
+            metric="accuracy",
+            runs=["fast-s7", "fast-s8"],
+            n=2,
+            mean=0.85,
+            std=0.07,
+            min=0.8,
+            max=0.9,
+            low=0.2,
+            high=1.0,
+            mark="best",
+        ),
+        ConfigStats(
+            config="slow",
+            metric="accuracy",
+            runs=["slow-s7", "slow-s8"],
+            n=2,
+            mean=0.55,
+            std=0.07,
+            min=0.5,
+            max=0.6,
+            low=0.0,
+            high=1.0,
+            mark="significantly worse",
+            p_value=0.02,
         ),
     ]
     summary = ExperimentSummary(experiment_id="lr", split="validation", configs=configs, runs=intervals, matrix=matrix)
@@ -135,22 +209,59 @@ def test_cells_frame_is_the_evaluation_matrix_with_intervals() -> None:
 
 def test_trials_frame_lists_params_rung_state_objective_and_best() -> None:
     trials = [
-        SearchTrial(trial=0, run_id="s-t0000", params={"train.learning_rate": 1e-4}, rung=1, steps=120, state=TrialState.completed,
-                    objective=0.8, metrics={"accuracy": 0.79}, train_seconds=12.0),
-        SearchTrial(trial=1, run_id="s-t0001", params={"train.learning_rate": 1e-2}, rung=0, steps=40, state=TrialState.stopped, objective=0.5),
+        SearchTrial(
+            trial=0,
+            run_id="s-t0000",
+            params={"train.learning_rate": 1e-4},
+            rung=1,
+            steps=120,
+            state=TrialState.completed,
+            objective=0.8,
+            metrics={"accuracy": 0.79},
+            train_seconds=12.0,
+        ),
+        SearchTrial(
+            trial=1,
+            run_id="s-t0001",
+            params={"train.learning_rate": 1e-2},
+            rung=0,
+            steps=40,
+            state=TrialState.stopped,
+            objective=0.5,
+        ),
     ]
-    search = SearchOutcome(experiment_id="s", metric="accuracy", maximize=True, rungs=[40, 120], trials=trials, best="s-t0000", finished=True)
+    search = SearchOutcome(
+        experiment_id="s",
+        metric="accuracy",
+        maximize=True,
+        rungs=[40, 120],
+        trials=trials,
+        best="s-t0000",
+        finished=True,
+    )
     frame = trials_frame(ExperimentResult(experiment_id="s", runs=[], search=search)).set_index("trial")
-    assert frame.loc[0, ["train.learning_rate", "rung", "steps", "state", "objective", "best", "accuracy"]].tolist() == [
-        1e-4, 1, 120, "completed", 0.8, True, 0.79
-    ]
-    assert frame.loc[1, ["state", "best"]].tolist() == ["stopped", False] and pytest.approx(frame.loc[1, "train.learning_rate"]) == 1e-2
+    assert frame.loc[
+        0, ["train.learning_rate", "rung", "steps", "state", "objective", "best", "accuracy"]
+    ].tolist() == [1e-4, 1, 120, "completed", 0.8, True, 0.79]
+    assert (
+        frame.loc[1, ["state", "best"]].tolist() == ["stopped", False]
+        and pytest.approx(frame.loc[1, "train.learning_rate"]) == 1e-2
+    )
 
 
 def test_predictions_frame_for_classification_and_regression() -> None:
-    labels = PredictResult(run_id="r", texts=["good", "bad"], predicted_labels=["pos", "neg"], predicted_label_ids=[1, 0], confidences=[0.9, 0.7])
+    labels = PredictResult(
+        run_id="r",
+        texts=["good", "bad"],
+        predicted_labels=["pos", "neg"],
+        predicted_label_ids=[1, 0],
+        confidences=[0.9, 0.7],
+    )
     assert predictions_frame(labels).to_dict("list") == {
-        "text": ["good", "bad"], "label": ["pos", "neg"], "label_id": [1, 0], "confidence": [0.9, 0.7]
+        "text": ["good", "bad"],
+        "label": ["pos", "neg"],
+        "label_id": [1, 0],
+        "confidence": [0.9, 0.7],
     }
     scores = PredictResult(run_id="r", texts=["a"], predicted_labels=["3.5"], scores=[3.5])
     assert predictions_frame(scores).to_dict("list") == {"text": ["a"], "label": ["3.5"], "score": [3.5]}
@@ -159,14 +270,21 @@ def test_predictions_frame_for_classification_and_regression() -> None:
 def test_progress_counts_runs_ended_phases_and_live_steps() -> None:
     status = CoordinatorStatus(
         experiment_id="e",
-        runs=[RunStatus(run_id="a", phase=RunPhase.completed), RunStatus(run_id="b", phase=RunPhase.training), RunStatus(run_id="c", phase=RunPhase.failed)],
+        runs=[
+            RunStatus(run_id="a", phase=RunPhase.completed),
+            RunStatus(run_id="b", phase=RunPhase.training),
+            RunStatus(run_id="c", phase=RunPhase.failed),
+        ],
     )
     done, total, detail = progress_counts(status, {"b": TrainingProgress(run_id="b", step=3, total_steps=10)})
     assert (done, total) == (2, 3) and "1 training" in detail and "training steps 3/10" in detail
 
 
 def test_progress_counts_a_search_against_its_trial_budget() -> None:
-    trials = [SearchTrial(trial=i, run_id=f"t{i}", params={}, rung=0, steps=4, state=state) for i, state in enumerate((TrialState.running, TrialState.stopped))]
+    trials = [
+        SearchTrial(trial=i, run_id=f"t{i}", params={}, rung=0, steps=4, state=state)
+        for i, state in enumerate((TrialState.running, TrialState.stopped))
+    ]
     search = SearchOutcome(experiment_id="s", metric="accuracy", maximize=True, rungs=[4], trials=trials)
     done, total, detail = progress_counts(CoordinatorStatus(experiment_id="s", runs=[], search=search), {}, trials=8)
     assert (done, total) == (1, 8) and detail == "1 running, 1 stopped"
@@ -202,7 +320,11 @@ def test_client_settings_take_arguments_over_the_environment(monkeypatch: pytest
     get_temporal_settings.cache_clear()
     get_settings.cache_clear()
     temporal, settings = client_settings(namespace="team-a", api_key="secret", runs_dir=tmp_path)
-    assert (temporal.address, temporal.namespace, temporal.api_key and temporal.api_key.get_secret_value()) == ("env-host:7233", "team-a", "secret")
+    assert (temporal.address, temporal.namespace, temporal.api_key and temporal.api_key.get_secret_value()) == (
+        "env-host:7233",
+        "team-a",
+        "secret",
+    )
     assert settings.runs_dir == tmp_path
     with pytest.raises(ValueError, match="task_queue_prefix: task-queue prefix 'Team A!'"):
         client_settings(task_queue_prefix="Team A!")
@@ -248,7 +370,9 @@ def test_the_python_api_docs_hold_the_notebook_and_every_public_name() -> None:
     assert not undocumented, f"docs/python-api.md does not document {undocumented}"
 
 
-def test_progress_bar_is_tqdm_where_installed_else_rich(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_is_tqdm_where_installed_else_rich(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from bert_eval.client.progress import open_progress_bar
 
     runs = [RunStatus(run_id="a", phase=RunPhase.completed), RunStatus(run_id="b", phase=RunPhase.training)]

@@ -33,7 +33,14 @@ from bert_eval.temporal.payloads import (
     RunStatus,
     SearchOutcome,
 )
-from bert_eval.temporal.submit import check_runs_dir, experiment_status, missing_workers, predict, start_experiment, watch
+from bert_eval.temporal.submit import (
+    check_runs_dir,
+    experiment_status,
+    missing_workers,
+    predict,
+    start_experiment,
+    watch,
+)
 
 __all__ = ["AsyncClient", "AsyncExperimentHandle", "ExperimentSource", "ExperimentStatus"]
 
@@ -68,7 +75,9 @@ class AsyncClient:
     Create it with `await AsyncClient.connect(...)`. `Client` has the same methods for synchronous code
     and notebooks."""
 
-    def __init__(self, temporal: temporalio.client.Client, settings: Settings, temporal_settings: TemporalSettings) -> None:
+    def __init__(
+        self, temporal: temporalio.client.Client, settings: Settings, temporal_settings: TemporalSettings
+    ) -> None:
         self.temporal = temporal
         self.settings = settings
         self.temporal_settings = temporal_settings
@@ -114,7 +123,8 @@ class AsyncClient:
             temporal = await connect(temporal_settings)
         except (RuntimeError, OSError) as exc:
             raise ClientConnectionError(
-                f"cannot reach Temporal at {temporal_settings.address} (namespace {temporal_settings.namespace}): {exc}. "
+                f"cannot reach Temporal at {temporal_settings.address} "
+                f"(namespace {temporal_settings.namespace}): {exc}. "
                 "Start it (`bert-eval up`) or pass address= (TEMPORAL_ADDRESS)"
             ) from None
         return cls(temporal, settings, temporal_settings)
@@ -148,7 +158,9 @@ class AsyncClient:
         """
         experiment_id = normalize_id(experiment_id, what="experiment id")
         prefix = release_prefix(task_queues(self.settings)[1])
-        handle = self.temporal.get_workflow_handle(coordinator_workflow_id(experiment_id, prefix=prefix), result_type=ExperimentResult)
+        handle = self.temporal.get_workflow_handle(
+            coordinator_workflow_id(experiment_id, prefix=prefix), result_type=ExperimentResult
+        )
         try:
             await handle.describe(rpc_timeout=timedelta(seconds=10))
         except RPCError as exc:
@@ -158,7 +170,13 @@ class AsyncClient:
         return AsyncExperimentHandle(self, experiment_id, handle)
 
     async def predict(
-        self, run_id: str, texts: str | Sequence[str], *, max_seq_length: int | None = None, batch_size: int = 64, use_gpu: bool = True
+        self,
+        run_id: str,
+        texts: str | Sequence[str],
+        *,
+        max_seq_length: int | None = None,
+        batch_size: int = 64,
+        use_gpu: bool = True,
     ) -> pd.DataFrame:
         """Label texts with a trained run's final model, on the eval workers.
 
@@ -177,7 +195,11 @@ class AsyncClient:
             PredictionError: the prediction failed (e.g. the run has no final model); the message says why.
         """
         request = PredictInput(
-            run_id=run_id, texts=(texts,) if isinstance(texts, str) else tuple(texts), max_seq_length=max_seq_length, batch_size=batch_size, use_gpu=use_gpu
+            run_id=run_id,
+            texts=(texts,) if isinstance(texts, str) else tuple(texts),
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+            use_gpu=use_gpu,
         )
         try:
             result = await predict(self.temporal, request)
@@ -193,7 +215,9 @@ class AsyncClient:
 class AsyncExperimentHandle:
     """One experiment: its status, its result, its records as DataFrames."""
 
-    def __init__(self, client: AsyncClient, experiment_id: str, handle: WorkflowHandle, *, experiment: Experiment | None = None) -> None:
+    def __init__(
+        self, client: AsyncClient, experiment_id: str, handle: WorkflowHandle, *, experiment: Experiment | None = None
+    ) -> None:
         self.client = client
         self.experiment_id = experiment_id
         self.workflow = handle
@@ -240,11 +264,15 @@ class AsyncExperimentHandle:
         """`wait`, reporting to `bar` (opened and closed by the caller; None: no progress): any display that
         implements `ProgressBar`. The synchronous handle opens its bar on the caller's thread, where
         Jupyter shows the cell's output."""
+        if self._result is not None and bar is not None:
+            bar.finish(self._result)
         if self._result is None:
             try:
                 self._result = await asyncio.wait_for(self._follow(bar), timeout)
             except TimeoutError:
-                raise TimeoutError(f"experiment {self.experiment_id}: not finished after {timeout} s; it goes on") from None
+                raise TimeoutError(
+                    f"experiment {self.experiment_id}: not finished after {timeout} s; it goes on"
+                ) from None
             except WorkflowFailureError as exc:
                 raise ExperimentFailedError(self.experiment_id, root_cause(exc, with_type=False)) from None
         return self._result

@@ -46,7 +46,9 @@ def client_settings(
     overrides: dict[str, Any] = {"task_queue_prefix": task_queue_prefix, "runs_dir": runs_dir}
     process = get_settings()
     try:
-        temporal_settings = TemporalSettings.model_validate({**get_temporal_settings().model_dump(), **_given(temporal)})
+        temporal_settings = TemporalSettings.model_validate(
+            {**get_temporal_settings().model_dump(), **_given(temporal)}
+        )
         settings = Settings.model_validate({**process.model_dump(), **_given(overrides)})
     except ValidationError as exc:
         raise ValueError(f"invalid client argument: {describe_validation_error(exc)}") from None

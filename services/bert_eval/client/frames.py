@@ -17,8 +17,34 @@ from bert_eval.temporal.payloads import ExperimentResult
 
 __all__ = ["cells_frame", "configs_frame", "predictions_frame", "runs_frame", "trials_frame", "varying_params"]
 
-_RUN_COLUMNS = ["run_id", "config", "seed", "state", "reused", "steps", "resumes", "train_seconds", "final_loss", "error"]
-_CONFIG_COLUMNS = ["config", "metric", "n", "mean", "std", "low", "high", "min", "max", "mark", "p_value", "best", "not_worse", "runs"]
+_RUN_COLUMNS = [
+    "run_id",
+    "config",
+    "seed",
+    "state",
+    "reused",
+    "steps",
+    "resumes",
+    "train_seconds",
+    "final_loss",
+    "error",
+]
+_CONFIG_COLUMNS = [
+    "config",
+    "metric",
+    "n",
+    "mean",
+    "std",
+    "low",
+    "high",
+    "min",
+    "max",
+    "mark",
+    "p_value",
+    "best",
+    "not_worse",
+    "runs",
+]
 _TRIAL_COLUMNS = ["trial", "run_id", "rung", "steps", "state", "objective", "best", "train_seconds", "error"]
 _CELL_COLUMNS = ["run_id", "config", "dataset", "split", "examples", "primary"]
 
@@ -27,7 +53,10 @@ def varying_params(specs: Iterable[RunSpec]) -> dict[str, dict[str, Any]]:
     """Per run id, the settings that differ between the runs (`model`, `train.<field>`), the seed aside:
     what tells one configuration from another."""
     specs = list(specs)
-    flat = {spec.id: {"model": spec.model, **{f"train.{k}": v for k, v in spec.train.model_dump().items() if k != "seed"}} for spec in specs}
+    flat = {
+        spec.id: {"model": spec.model, **{f"train.{k}": v for k, v in spec.train.model_dump().items() if k != "seed"}}
+        for spec in specs
+    }
     keys = [key for key in next(iter(flat.values()), {}) if len({repr(params[key]) for params in flat.values()}) > 1]
     return {run_id: {key: params[key] for key in keys} for run_id, params in flat.items()}
 
@@ -109,7 +138,9 @@ def cells_frame(result: ExperimentResult) -> pd.DataFrame:
     primary_dataset = {i.run_id: i.dataset for i in result.summary.runs} if result.summary else {}
     rows = []
     for run in result.runs:
-        evaluations: list[tuple[str | None, EvalResult, bool]] = [(cell.dataset, cell.evaluation, False) for cell in run.cells]
+        evaluations: list[tuple[str | None, EvalResult, bool]] = [
+            (cell.dataset, cell.evaluation, False) for cell in run.cells
+        ]
         if run.evaluation is not None:
             evaluations.insert(0, (primary_dataset.get(run.run_id), run.evaluation, True))
         for dataset, evaluation, primary in evaluations:
@@ -131,7 +162,11 @@ def predictions_frame(result: PredictResult) -> pd.DataFrame:
     """One row per text: text, label (the dataset's own label name), and for classification label_id and
     confidence (the predicted label's probability), for regression score."""
     if result.scores is not None:
-        columns: Mapping[str, list[Any]] = {"text": result.texts, "label": result.predicted_labels, "score": result.scores}
+        columns: Mapping[str, list[Any]] = {
+            "text": result.texts,
+            "label": result.predicted_labels,
+            "score": result.scores,
+        }
     else:
         columns = {
             "text": result.texts,

@@ -104,7 +104,11 @@ class _RichBar(_CountingBar):
 
         super().__init__(trials)
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[detail]}")
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[detail]}"),
         )
         self._task = self._progress.add_task(title, total=None, detail="")
         self._progress.start()

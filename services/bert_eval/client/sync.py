@@ -73,7 +73,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -100,11 +102,19 @@ class Client:
         return ExperimentHandle(self._loop, self._loop.run(self._client.experiment(experiment_id)))
 
     def predict(
-        self, run_id: str, texts: str | Sequence[str], *, max_seq_length: int | None = None, batch_size: int = 64, use_gpu: bool = True
+        self,
+        run_id: str,
+        texts: str | Sequence[str],
+        *,
+        max_seq_length: int | None = None,
+        batch_size: int = 64,
+        use_gpu: bool = True,
     ) -> pd.DataFrame:
         """Label texts with a trained run's final model: one row per text (see `AsyncClient.predict`).
         Raises ValueError (bad arguments) or PredictionError (the message says why)."""
-        return self._loop.run(self._client.predict(run_id, texts, max_seq_length=max_seq_length, batch_size=batch_size, use_gpu=use_gpu))
+        return self._loop.run(
+            self._client.predict(run_id, texts, max_seq_length=max_seq_length, batch_size=batch_size, use_gpu=use_gpu)
+        )
 
     def missing_workers(self) -> list[str]:
         """One line per task queue that no live worker polls (empty when all are served)."""
