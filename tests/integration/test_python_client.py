@@ -148,3 +148,34 @@ def test_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(bert_eval.ClientConnectionError, match=f"cannot reach Temporal at {address}"):
         bert_eval.Client(address, runs_dir=tmp_path)
+
+
+def test_a_search_gives_one_trials_row_per_trial(served: Stack, tiny_model_dir: Path) -> None:
+    template = tiny_run(tiny_model_dir, "client-search", max_train_samples=160, checkpoint_every_steps=None, eval_samples=64)
+    template.pop("run_id")
+    space = {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}}
+    search = {
+        "space": space,
+        "trials": 3,
+        "max_concurrent": 3,
+        "seed": 3,
+        "objective": {"metric": "accuracy", "holdout": 0.2},
+        "scheduler": {"type": "asha", "min_steps": 3, "reduction_factor": 3},
+    }
+    with bert_eval.Client(served.address, namespace=served.namespace, runs_dir=served.runs_dir) as client:
+        handle = client.submit({"experiment_id": "client-search", "defaults": template, "search": search})
+        result = handle.wait(progress=True, timeout=600)
+        trials = handle.trials_df().set_index("trial")
+        runs = handle.runs_df().set_index("run_id")
+
+    assert result.search is not None and result.search.best is not None
+    assert list(trials.index) == [0, 1, 2]
+    for record in result.search.trials:
+        row = trials.loc[record.trial]
+        assert row["run_id"] == record.run_id and row["state"] == record.state.value and row["rung"] == record.rung
+        assert row["train.learning_rate"] == record.params["train.learning_rate"] and row["steps"] == record.steps
+        assert row["best"] == (record.run_id == result.search.best)
+    assert int(trials["best"].sum()) == 1 and trials.loc[trials["best"], "state"].item() == "completed"
+    best = trials.loc[trials["best"]].iloc[0]
+    assert best["accuracy"] == pytest.approx(runs.loc[best["run_id"], "accuracy"])
+    assert runs.loc[best["run_id"], "train.learning_rate"] == best["train.learning_rate"]
