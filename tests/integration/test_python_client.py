@@ -151,7 +151,9 @@ def test_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_search_gives_one_trials_row_per_trial(served: Stack, tiny_model_dir: Path) -> None:
-    template = tiny_run(tiny_model_dir, "client-search", max_train_samples=160, checkpoint_every_steps=None, eval_samples=64)
+    template = tiny_run(
+        tiny_model_dir, "client-search", max_train_samples=160, checkpoint_every_steps=None, eval_samples=64
+    )
     template.pop("run_id")
     space = {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}}
     search = {
