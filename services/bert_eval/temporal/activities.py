@@ -47,7 +47,7 @@ from bert_eval.core.search.rungs import RungResult, evaluate_rung, keep_last_che
 from bert_eval.core.search.sampling import suggest
 from bert_eval.core.statistics.summary import RunOutcome, summarize_runs
 from bert_eval.core.storage.fsutil import atomic_write_json
-from bert_eval.core.storage.layout import RunLayout, experiment_file, snapshots_dir
+from bert_eval.core.storage.layout import RunLayout, experiment_file, snapshots_dir, write_experiment_record
 from bert_eval.core.storage.rundir import completed_summary, run_dir_conflict
 from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
@@ -243,13 +243,15 @@ class EvalActivities:
 
     @activity.defn(name=ACTIVITY.record_experiment)
     async def record_experiment(self, experiment: Experiment) -> None:
-        """Write `experiments/<id>.json` so reports can find an experiment's runs from disk alone."""
+        """Write `experiments/<id>.json` so reports can find an experiment's runs from disk alone. A record
+        that listed other runs is kept beside it (`<id>.superseded-<digest>.json`), never lost."""
         payload = {
             "experiment_id": experiment.id,
             "run_ids": [run.id for run in experiment.runs],
             "runs": [run.model_dump(mode="json") for run in experiment.runs],
+            "search": experiment.search.model_dump(mode="json") if experiment.search is not None else None,
         }
-        await _in_thread(lambda: atomic_write_json(experiment_file(self.runs_dir, experiment.id), payload))
+        await _in_thread(lambda: write_experiment_record(experiment_file(self.runs_dir, experiment.id), payload))
 
     @activity.defn(name=ACTIVITY.find_existing_run)
     async def find_existing_run(self, run: RunSpec) -> ExistingRun:
