@@ -57,7 +57,7 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(AliasEvent):
             event = self.get_event()
             raise yaml.composer.ComposerError(
-                None, None, f"alias *{short(event.anchor, 30)} found: aliases are not allowed; write the values out "
+                None, None, f"alias *{str(event.anchor)[:30]} found: aliases are not allowed; write the values out "
                 "(shared settings go under defaults:)", event.start_mark,
             )
         self._depth += 1

@@ -33,7 +33,7 @@ from bert_eval.core.errors import DeterministicFailure, InvalidInputError, Train
 from bert_eval.core.evaluation.batched import evaluate, load_eval_result
 from bert_eval.core.evaluation.cells import evaluate_cell
 from bert_eval.core.evaluation.inference import predict
-from bert_eval.core.modeling import describe_model, pick_device, resolve_reference_model_path
+from bert_eval.core.modeling import check_model_roots, describe_model, pick_device, resolve_reference_model_path
 from bert_eval.core.records import (
     EvalResult,
     ExperimentSummary,
@@ -318,6 +318,8 @@ class EvalActivities:
             source = request.source
             if request.reference_path:
                 source = resolve_reference_model_path(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
+            # Eval-only runs and direct evaluations alike read models only inside the runs directory and the mirror.
+            check_model_roots(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
             return describe_model(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
 
         with _activity_scope(request.run_id):
