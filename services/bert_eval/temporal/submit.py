@@ -138,12 +138,17 @@ def recorded_experiment(runs_dir: Path, experiment_id: str) -> RecordedExperimen
 
 def claim_conflict(experiment: Experiment, recorded: RecordedExperiment) -> str | None:
     """One line naming the experiment id, the runs that differ and the way out when `experiment` is not what
-    the id already names; None when it is the same (resubmitting reuses or attaches)."""
-    mine = {run.id: run.model_dump(mode="json") for run in experiment.canonical().runs}
-    theirs = {run.id: run.model_dump(mode="json") for run in recorded.runs}
+    the id already names; None when it is the same (resubmitting reuses or attaches).
+
+    The same means the same run ids (and search); against a running coordinator also the same fingerprint
+    per run, since attaching would answer with its results. Evaluations added to a run are no conflict (they
+    are not part of what the run computes), and a finished run given another spec under its id is refused
+    by the run-id check, which names the run directory."""
+    mine = {run.id: run.fingerprint() for run in experiment.canonical().runs}
+    theirs = {run.id: run.fingerprint() for run in recorded.runs}
     added = [run_id for run_id in mine if run_id not in theirs]
     dropped = [run_id for run_id in theirs if run_id not in mine]
-    changed = [run_id for run_id in mine if run_id in theirs and mine[run_id] != theirs[run_id]]
+    changed = [run_id for run_id in mine if recorded.running and run_id in theirs and mine[run_id] != theirs[run_id]]
     search_differs = recorded.compare_search and experiment.search != recorded.search
     if not (added or dropped or changed or search_differs):
         return None
@@ -189,7 +194,8 @@ def _listed(run_ids: Sequence[str]) -> str:
 
 async def submitted_experiment(client: Client, experiment_id: str) -> RecordedExperiment | None:
     """The experiment the coordinator of `experiment_id` was started with (read from its history's first
-    event, so no worker is needed) and whether it still runs; None when Temporal holds no such workflow."""
+    event, so no worker is needed) and whether it still runs; None when Temporal holds no such workflow, or
+    only one that did not complete (a refused or cancelled submission claims nothing)."""
     handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id, prefix=_id_prefix()))
     try:
         description = await handle.describe(rpc_timeout=timedelta(seconds=10))
@@ -202,11 +208,11 @@ async def submitted_experiment(client: Client, experiment_id: str) -> RecordedEx
             return None
     except RPCError:
         return None
-    except (ValueError, TypeError):  # another shape (the reference design's input): not comparable here
-        return None
-    if not isinstance(started, CoordinatorInput):
+    except Exception:  # another shape (the reference design's input): not comparable here
         return None
     running = description.status == WorkflowExecutionStatus.RUNNING
+    if not isinstance(started, CoordinatorInput) or not (running or description.status == WorkflowExecutionStatus.COMPLETED):
+        return None
     where = f"workflow {handle.id}" + (", running" if running else f", {description.status.name.lower() if description.status else 'closed'}")
     return RecordedExperiment(runs=started.experiment.runs, search=started.experiment.search, where=where, running=running)
 

@@ -1,0 +1,77 @@
+"""An experiment id is a claim on one set of runs, checked against the coordinator Temporal holds.
+
+No workers: the coordinator stays running (nobody polls its queue), which is the case where attaching to
+it with another file's contents would print the new runs and return the old results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.harness import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def _submit(stack: Stack, path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(path), "--no-wait", *args],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _file(tmp_path: Path, name: str, runs: list[dict[str, object]]) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps({"experiment_id": "claimed", "runs": runs}))  # JSON is YAML
+    return path
+
+
+def _run(run_id: str, **train: object) -> dict[str, object]:
+    return {"run_id": run_id, "model": "m", "dataset": "glue/sst2", "train": {"epochs": 1, **train}}
+
+
+def test_a_running_experiment_is_attached_to_only_with_the_same_runs(stack: Stack, tmp_path: Path) -> None:
+    first = _submit(stack, _file(tmp_path, "first", [_run("a"), _run("b")]))
+    assert first.returncode == 0, first.stderr
+    assert "experiment claimed: workflow" in first.stdout
+
+    again = _submit(stack, _file(tmp_path, "again", [_run("a"), _run("b")]))
+    assert again.returncode == 0, again.stderr  # the same contents: attaches
+
+    for name, runs, difference in (
+        ("added", [_run("a"), _run("b"), _run("c")], "only in this file: c"),
+        ("changed", [_run("a"), _run("b", learning_rate=1e-4)], "changed: b"),
+    ):
+        refused = _submit(stack, _file(tmp_path, name, runs))
+        assert refused.returncode == 2, refused.stderr
+        message = refused.stderr
+        assert message.count("\n") == 1 and "Traceback" not in message, message
+        assert message.startswith("error: experiment claimed is running with different runs (workflow ")
+        assert difference in message and "wait for it to finish" in message, message
+
+    # --replace does not take over a running experiment either.
+    replaced = _submit(stack, _file(tmp_path, "replace", [_run("z")]), "--replace")
+    assert replaced.returncode == 2 and "is running with different runs" in replaced.stderr
+
+
+def test_a_terminated_experiment_claims_nothing(stack: Stack, tmp_path: Path) -> None:
+    first = _submit(stack, _file(tmp_path, "first", [_run("a")]))
+    assert first.returncode == 0, first.stderr
+    workflow_id = first.stdout.split("workflow ", 1)[1].split()[0]
+
+    async def terminate() -> None:
+        client = await stack.client()
+        await client.get_workflow_handle(workflow_id).terminate("test: a submission given up")
+
+    asyncio.run(terminate())
+    # Only a running or completed coordinator claims its id: a corrected file may reuse it.
+    fixed = _submit(stack, _file(tmp_path, "fixed", [_run("b")]))
+    assert fixed.returncode == 0, fixed.stderr
