@@ -75,3 +75,30 @@ def test_a_terminated_experiment_claims_nothing(stack: Stack, tmp_path: Path) ->
     # Only a running or completed coordinator claims its id: a corrected file may reuse it.
     fixed = _submit(stack, _file(tmp_path, "fixed", [_run("b")]))
     assert fixed.returncode == 0, fixed.stderr
+
+
+def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(stack: Stack, tiny_model_dir: Path) -> None:
+    """Resubmitting repairs a run whose kept predictions were deleted or replaced, instead of reusing a result
+    that comparisons and intervals cannot read."""
+    from support.specs import tiny_run
+
+    from bert_eval.compare import compare
+    from bert_eval.core.storage.layout import RunLayout
+
+    stack.start_workers("training", "eval")
+    experiment = {"experiment_id": "repaired", "runs": [tiny_run(tiny_model_dir, "kept-a"), tiny_run(tiny_model_dir, "kept-b", seed=7)]}
+    first = stack.run_experiment(experiment)
+    assert [run.status for run in first.runs] == ["completed", "completed"]
+    a, b = RunLayout(stack.runs_dir, "kept-a"), RunLayout(stack.runs_dir, "kept-b")
+    a.predictions_file("validation").unlink()
+    b.predictions_file("validation").write_bytes(b"not the predictions")
+    with pytest.raises(ValueError, match="kept-a"):
+        compare(stack.runs_dir, ["kept-a"], ["kept-b"])
+
+    again = stack.run_experiment(experiment)
+    assert [(run.status, run.reused) for run in again.runs] == [("completed", False), ("completed", False)]
+    assert [run.metrics for run in again.runs] == [run.metrics for run in first.runs]
+    assert again.runs[0].training is not None and again.runs[0].training.steps == first.runs[0].training.steps
+    assert compare(stack.runs_dir, ["kept-a"], ["kept-b"]).sentence  # readable again
+    log = "".join(path.read_text() for path in stack.log_dir.glob("*eval*.log"))
+    assert "kept predictions missing or not matching their digest" in log

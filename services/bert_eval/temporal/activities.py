@@ -33,6 +33,7 @@ from bert_eval.core.errors import DeterministicFailure, InvalidInputError, Train
 from bert_eval.core.evaluation.batched import evaluate, load_eval_result
 from bert_eval.core.evaluation.cells import evaluate_cell
 from bert_eval.core.evaluation.inference import predict
+from bert_eval.core.evaluation.predictions import predictions_intact
 from bert_eval.core.modeling import check_model_roots, describe_model, pick_device, resolve_reference_model_path
 from bert_eval.core.records import (
     EvalResult,
@@ -165,6 +166,11 @@ async def _in_thread(
             return task.result()
 
 
+def _kept_predictions_intact(layout: RunLayout, split: str, evaluation: EvalResult) -> bool:
+    """Whether an evaluation that recorded its predictions' digest still has them, unchanged."""
+    return evaluation.predictions_sha256 is None or predictions_intact(layout.predictions_file(split), evaluation)
+
+
 class TrainingActivities:
     """Activities of the GPU training pool."""
 
@@ -271,6 +277,14 @@ class EvalActivities:
             snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
             evaluation = load_eval_result(layout, run.eval.split)
             if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
+                evaluation = None
+            if evaluation is not None and not _kept_predictions_intact(layout, run.eval.split, evaluation):
+                # Comparisons and intervals read the kept predictions: evaluate again rather than reuse a result
+                # whose predictions are gone or altered.
+                log.warning(
+                    "kept predictions missing or not matching their digest; evaluating the run again",
+                    run_id=run.id, split=run.eval.split, predictions=str(layout.predictions_file(run.eval.split)),
+                )
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
 
