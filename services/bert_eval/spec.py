@@ -507,7 +507,7 @@ class SearchSpec(_Strict):
             section, _, name = str(path).partition(".")
             if section != "train" or name not in SEARCHABLE_FIELDS:
                 raise ValueError(
-                    f"{short(str(path), 40)}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
+                    f"{str(path)[:40]}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
                 )
         return value
 
