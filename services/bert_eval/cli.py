@@ -212,10 +212,10 @@ async def _submit(
     except MissingSearchAttributesError as exc:
         raise _fail(str(exc)) from None
     try:
-        if claim == "extend" and len(experiment.canonical().runs) == len(experiment.runs):
-            # Not extended from the runs directory (not visible here): extend what the coordinator last ran.
+        if claim == "extend":
+            # Also the runs the completed coordinator ran (the runs directory may not be visible here).
             submitted = await submitted_experiment(client, experiment.canonical().id)
-            if submitted is not None:
+            if submitted is not None and not submitted.running:
                 experiment = extend_experiment(experiment, submitted)
         handle = await start_experiment(client, experiment, settings, claim=claim)
     except SubmissionError as exc:

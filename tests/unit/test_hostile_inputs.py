@@ -378,3 +378,13 @@ def test_existing_relative_names_outside_the_roots_read_as_unknown_names(tmp_pat
         check_model_roots("org/local", runs_dir=runs, models_dir=None)
     assert "is not a run (`run:<RUN_ID>`), a local model directory" in str(exists.value)
     check_model_roots("org/absent", runs_dir=runs, models_dir=None)  # the resolver says the same for it
+
+
+def test_extend_reads_the_recorded_runs_before_submitting(runs_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(f"experiment_id: probe-base\nruns:\n  - {RUN}    run_id: other\n")
+    before = _tree(runs_dir)
+    result = CliRunner().invoke(app, ["run", str(path), "--no-wait", "--extend"])
+    assert "extending experiment probe-base: 1 recorded run(s) kept, 1 from the file" in result.stderr
+    assert "cannot reach Temporal" in result.stderr and result.exit_code == 2  # it got as far as submitting
+    assert _tree(runs_dir) == before
