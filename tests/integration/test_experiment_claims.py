@@ -102,3 +102,37 @@ def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(stack: St
     assert compare(stack.runs_dir, ["kept-a"], ["kept-b"]).sentence  # readable again
     log = "".join(path.read_text() for path in stack.log_dir.glob("*eval*.log"))
     assert "kept predictions missing or not matching their digest" in log
+
+
+def test_a_refusal_the_coordinator_finds_is_one_line_and_exit_2(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The file cannot tell the data's task (no dataset.task): the coordinator refuses the objective once it has
+    read the data, and `bert-eval run` prints its message, not the workflow failure's traceback."""
+    from support.specs import tiny_run
+
+    stack.start_workers("eval")
+    template = tiny_run(tiny_model_dir, "template", max_train_samples=200, batch_size=16, checkpoint_every_steps=None)
+    template.pop("run_id")
+    document = {
+        "experiment_id": "refused-objective",
+        "defaults": template,
+        "search": {
+            "space": {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}},
+            "trials": 2,
+            "objective": {"metric": "mse", "holdout": 0.2},
+            "scheduler": {"type": "none"},
+        },
+    }
+    path = tmp_path / "search.yaml"
+    path.write_text(json.dumps(document))
+    before = sorted(p.relative_to(stack.runs_dir).as_posix() for p in (stack.runs_dir / "runs").rglob("*")) if (stack.runs_dir / "runs").exists() else []
+    done = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(path)], env=stack.env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "WorkflowFailureError" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: invalid experiment: search.objective.metric: classification runs report accuracy, f1, mcc, not 'mse'"
+    ], done.stderr[-3000:]
+    after = sorted(p.relative_to(stack.runs_dir).as_posix() for p in (stack.runs_dir / "runs").rglob("*")) if (stack.runs_dir / "runs").exists() else []
+    assert after == before  # refused before any trial
