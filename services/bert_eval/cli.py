@@ -181,7 +181,9 @@ def _extended_on_disk(experiment: Experiment, runs_dir: Path) -> Experiment:
         return experiment
     extended = extend_experiment(experiment, recorded)
     kept = len(extended.runs) - len(experiment.runs)
-    console.print(f"extending experiment {escape(extended.id)}: {kept} recorded run(s) kept, {len(experiment.runs)} from the file")
+    console.print(
+        f"extending experiment {escape(extended.id)}: {kept} recorded run(s) kept, {len(experiment.runs)} from the file"
+    )
     return extended
 
 
@@ -298,7 +300,8 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
         live = f" training {p.step}/{p.total_steps}" if p and p.phase == "training" and p.total_steps else ""
         names = {k: _SHORT_PARAMS.get(k.removeprefix("train."), k.removeprefix("train.")) for k in trial.params}
         params = " ".join(f"{names[k]}={v:.3g}" for k, v in trial.params.items())
-        final = escape(trial.error) if trial.error else " ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
+        final = escape(trial.error) if trial.error else metrics
         table.add_row(
             f"{trial.trial}" + (" *" if trial.run_id == search.best else ""),
             params,

@@ -68,7 +68,8 @@ def compare(
     sides = [_run_ids(a, "A"), _run_ids(b, "B")]
     if set(sides[0]) == set(sides[1]):
         raise ValueError(
-            f"A and B are the same run(s) ({', '.join(sides[0])}): a comparison needs two different runs or configurations"
+            f"A and B are the same run(s) ({', '.join(sides[0])}): "
+            "a comparison needs two different runs or configurations"
         )
     if shared := sorted(set(sides[0]) & set(sides[1])):
         raise ValueError(f"run {', '.join(shared)} is on both sides; a run belongs to one side of a comparison")

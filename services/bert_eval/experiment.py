@@ -171,7 +171,7 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
 
     specs = []
     for index, run in enumerate(merged):
-        label = f"runs[{index}]" + (f" (run_id {short(run['run_id'], 70)})" if isinstance(run.get("run_id"), str) else "")
+        label = f"runs[{index}]" + _run_id_note(run)
         try:
             spec = RunSpec.model_validate(run)
         except ValidationError as exc:
@@ -246,7 +246,7 @@ def expand_seeds(runs: list[dict[str, Any]], *, source: str = "experiment") -> t
         if "seeds" not in run:
             expanded.append(run)
             continue
-        where = f"{source}: runs[{index}]" + (f" (run_id {short(run['run_id'], 70)})" if isinstance(run.get("run_id"), str) else "")
+        where = f"{source}: runs[{index}]" + _run_id_note(run)
         train = run.get("train")
         base = (train if isinstance(train, dict) else {}).get("seed", TrainHyperparameters.model_fields["seed"].default)
         seeds = _seed_list(run["seeds"], base, where=where)
@@ -264,12 +264,16 @@ def expand_seeds(runs: list[dict[str, Any]], *, source: str = "experiment") -> t
 
 def _seed_list(value: Any, base: Any, *, where: str) -> list[int]:
     if isinstance(value, bool) or not isinstance(value, (int, list)):
-        raise ExperimentFileError(f"{where}: seeds must be a count from 1 to {MAX_SEEDS} or a list of seeds, got {short(value)}")
+        raise ExperimentFileError(
+            f"{where}: seeds must be a count from 1 to {MAX_SEEDS} or a list of seeds, got {short(value)}"
+        )
     if isinstance(value, int):
         if not 1 <= value <= MAX_SEEDS:
             raise ExperimentFileError(f"{where}: seeds must be from 1 to {MAX_SEEDS}, got {short(value, 20)}")
         if isinstance(base, bool) or not isinstance(base, int):
-            raise ExperimentFileError(f"{where}: train.seed must be a whole number to count seeds from, got {short(base)}")
+            raise ExperimentFileError(
+                f"{where}: train.seed must be a whole number to count seeds from, got {short(base)}"
+            )
         return [base + offset for offset in range(value)]
     if not 1 <= len(value) <= MAX_SEEDS or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value):
         raise ExperimentFileError(f"{where}: seeds must list 1 to {MAX_SEEDS} whole numbers >= 0, got {short(value)}")
@@ -293,6 +297,11 @@ def _grid_run_id(base: str, keys: list[str], combo: tuple[Any, ...], *, source: 
         return normalize_id(slug[:63].rstrip("-._"))
     except ValueError as exc:
         raise ExperimentFileError(f"{source}: grid run id from {short(base)}: {exc}") from None
+
+
+def _run_id_note(run: dict[str, Any]) -> str:
+    """` (run_id '...')` when the run names its id (quoted short), for messages about the run."""
+    return f" (run_id {short(run['run_id'], 70)})" if isinstance(run.get("run_id"), str) else ""
 
 
 def _check_run_count(runs: list[dict[str, Any]], grid: Any, *, source: str) -> None:

@@ -302,7 +302,9 @@ class RunSpec(_Strict):
         model = value.get("model")
         if isinstance(model, dict):
             if set(model) != {"run"} or not isinstance(model["run"], str):
-                raise ValueError(f"model: a mapping must be {{run: RUN_ID}} (another run's final model), got {short(model)}")
+                raise ValueError(
+                    f"model: a mapping must be {{run: RUN_ID}} (another run's final model), got {short(model)}"
+                )
             value["model"] = RUN_MODEL_PREFIX + normalize_id(model["run"], what="model.run")
         return value
 
@@ -460,7 +462,8 @@ class Objective(_Strict):
     def _explain_split(cls, value: Any) -> Any:
         if isinstance(value, dict) and value.get("split", "search") != "search":
             raise ValueError(
-                f"split: {short(value['split'])}: a search measures its objective on `search` (a slice held out from the "
+                f"split: {short(value['split'])}: a search measures its objective on `search` "
+                "(a slice held out from the "
                 "training split), so the split the final results report is never tuned on"
             )
         return value
@@ -469,7 +472,9 @@ class Objective(_Strict):
     def _known_metric(self) -> Objective:
         known = sorted({m for names in SEARCH_METRICS.values() for m in names})
         if self.metric not in known:
-            raise ValueError(f"metric: {short(self.metric)} is not a metric bert-eval reports; choose one of {', '.join(known)}")
+            raise ValueError(
+                f"metric: {short(self.metric)} is not a metric bert-eval reports; choose one of {', '.join(known)}"
+            )
         return self
 
     @property
@@ -507,7 +512,8 @@ class SearchSpec(_Strict):
             section, _, name = str(path).partition(".")
             if section != "train" or name not in SEARCHABLE_FIELDS:
                 raise ValueError(
-                    f"{str(path)[:40]}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
+                    f"{str(path)[:40]}: not a searchable train field; "
+                    f"choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
                 )
         return value
 

@@ -86,7 +86,10 @@ def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(stack: St
     from bert_eval.core.storage.layout import RunLayout
 
     stack.start_workers("training", "eval")
-    experiment = {"experiment_id": "repaired", "runs": [tiny_run(tiny_model_dir, "kept-a"), tiny_run(tiny_model_dir, "kept-b", seed=7)]}
+    experiment = {
+        "experiment_id": "repaired",
+        "runs": [tiny_run(tiny_model_dir, "kept-a"), tiny_run(tiny_model_dir, "kept-b", seed=7)],
+    }
     first = stack.run_experiment(experiment)
     assert [run.status for run in first.runs] == ["completed", "completed"]
     a, b = RunLayout(stack.runs_dir, "kept-a"), RunLayout(stack.runs_dir, "kept-b")
@@ -104,7 +107,9 @@ def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(stack: St
     assert "kept predictions missing or not matching their digest" in log
 
 
-def test_a_refusal_the_coordinator_finds_is_one_line_and_exit_2(stack: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_a_refusal_the_coordinator_finds_is_one_line_and_exit_2(
+    stack: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     """The file cannot tell the data's task (no dataset.task): the coordinator refuses the objective once it has
     read the data, and `bert-eval run` prints its message, not the workflow failure's traceback."""
     from support.specs import tiny_run
@@ -124,9 +129,17 @@ def test_a_refusal_the_coordinator_finds_is_one_line_and_exit_2(stack: Stack, ti
     }
     path = tmp_path / "search.yaml"
     path.write_text(json.dumps(document))
-    before = sorted(p.relative_to(stack.runs_dir).as_posix() for p in (stack.runs_dir / "runs").rglob("*")) if (stack.runs_dir / "runs").exists() else []
+    before = (
+        sorted(p.relative_to(stack.runs_dir).as_posix() for p in (stack.runs_dir / "runs").rglob("*"))
+        if (stack.runs_dir / "runs").exists()
+        else []
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "bert_eval", "run", str(path)], env=stack.env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "bert_eval", "run", str(path)],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr and "WorkflowFailureError" not in done.stderr
@@ -134,5 +147,9 @@ def test_a_refusal_the_coordinator_finds_is_one_line_and_exit_2(stack: Stack, ti
     assert errors == [
         "error: invalid experiment: search.objective.metric: classification runs report accuracy, f1, mcc, not 'mse'"
     ], done.stderr[-3000:]
-    after = sorted(p.relative_to(stack.runs_dir).as_posix() for p in (stack.runs_dir / "runs").rglob("*")) if (stack.runs_dir / "runs").exists() else []
+    after = (
+        sorted(p.relative_to(stack.runs_dir).as_posix() for p in (stack.runs_dir / "runs").rglob("*"))
+        if (stack.runs_dir / "runs").exists()
+        else []
+    )
     assert after == before  # refused before any trial

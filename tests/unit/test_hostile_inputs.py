@@ -99,14 +99,21 @@ CASES = {
         "search: {space: {train.learning_rate: {loguniform: [1.0e-3, 1.0e-5]}}}\n",
         "write [low, high] with low < high",
     ),
-    "nan learning rate": (f"runs:\n  - {RUN}    train: {{learning_rate: .nan}}\n", "train.learning_rate: NaN (not a number)"),
-    "boolean as a number": (f"runs:\n  - {RUN}    train: {{batch_size: true}}\n", "batch_size: True is a boolean; give a number"),
+    "nan learning rate": (
+        f"runs:\n  - {RUN}    train: {{learning_rate: .nan}}\n",
+        "train.learning_rate: NaN (not a number)",
+    ),
+    "boolean as a number": (
+        f"runs:\n  - {RUN}    train: {{batch_size: true}}\n",
+        "batch_size: True is a boolean; give a number",
+    ),
     "seeds and a grid over the seed": (
         f"runs:\n  - {RUN}    seeds: 2\ngrid: {{train.seed: [1, 2]}}\n",
         "has seeds: and grid: sets train.seed",
     ),
     "six-key grid": (
-        f"runs:\n  - {RUN}grid:\n" + "".join(f"  train.k{k}: [{', '.join(str(v) for v in range(8))}]\n" for k in range(6)),
+        f"runs:\n  - {RUN}grid:\n"
+        + "".join(f"  train.k{k}: [{', '.join(str(v) for v in range(8))}]\n" for k in range(6)),
         "expand to 262144 runs; an experiment holds at most 1000",
     ),
     "deep nesting": ("runs: " + "[" * 200 + "]" * 200 + "\n", "nested more than 32 levels deep"),
@@ -131,28 +138,50 @@ def test_the_experiment_id_conflict_names_the_runs_and_the_way_out(runs_dir: Pat
     path.write_text(f"experiment_id: probe-base\nruns:\n  - {RUN}    run_id: other\n")
     code, stderr, elapsed = _run_cli(runs_dir, path)
     _assert_refused(
-        code, stderr, elapsed, "only in this file: other", "only in the recorded experiment: kept", "--extend", "--replace",
-        "new experiment_id", "Nothing was submitted",
+        code,
+        stderr,
+        elapsed,
+        "only in this file: other",
+        "only in the recorded experiment: kept",
+        "--extend",
+        "--replace",
+        "new experiment_id",
+        "Nothing was submitted",
     )
 
 
 def test_resubmitting_the_same_contents_is_not_a_conflict(runs_dir: Path) -> None:
-    experiment = parse_experiment({"experiment_id": "probe-base", "runs": [{"run_id": "kept", "model": "m", "dataset": "glue/sst2"}]})
+    experiment = parse_experiment(
+        {"experiment_id": "probe-base", "runs": [{"run_id": "kept", "model": "m", "dataset": "glue/sst2"}]}
+    )
     recorded = RecordedExperiment(runs=experiment.runs, search=None, where="record")
     assert claim_conflict(experiment, recorded) is None
     check_runs_dir(experiment, runs_dir)  # the same runs as the record: no conflict
 
 
 def test_a_running_experiment_with_other_runs_is_never_attached_to() -> None:
-    mine = parse_experiment({"experiment_id": "busy", "runs": [{"run_id": "new", "model": "m", "dataset": "glue/sst2"}]})
-    theirs = parse_experiment({"experiment_id": "busy", "runs": [{"run_id": "new", "model": "m", "dataset": "glue/sst2", "train": {"seed": 7}}]})
-    conflict = claim_conflict(mine, RecordedExperiment(runs=theirs.runs, search=None, where="workflow x, running", running=True))
-    assert conflict is not None and conflict.startswith("experiment busy is running with different runs (workflow x, running)")
+    mine = parse_experiment(
+        {"experiment_id": "busy", "runs": [{"run_id": "new", "model": "m", "dataset": "glue/sst2"}]}
+    )
+    theirs = parse_experiment(
+        {
+            "experiment_id": "busy",
+            "runs": [{"run_id": "new", "model": "m", "dataset": "glue/sst2", "train": {"seed": 7}}],
+        }
+    )
+    conflict = claim_conflict(
+        mine, RecordedExperiment(runs=theirs.runs, search=None, where="workflow x, running", running=True)
+    )
+    assert conflict is not None and conflict.startswith(
+        "experiment busy is running with different runs (workflow x, running)"
+    )
     assert "changed: new" in conflict and "wait for it to finish" in conflict and "\n" not in conflict
 
 
 def test_extend_keeps_the_recorded_runs_and_adds_the_new_ones() -> None:
-    old = parse_experiment({"experiment_id": "e", "runs": [{"run_id": f"r{i}", "model": "m", "dataset": "glue/sst2"} for i in range(5)]})
+    old = parse_experiment(
+        {"experiment_id": "e", "runs": [{"run_id": f"r{i}", "model": "m", "dataset": "glue/sst2"} for i in range(5)]}
+    )
     new = parse_experiment({"experiment_id": "e", "runs": [{"run_id": "added", "model": "m", "dataset": "glue/sst2"}]})
     extended = extend_experiment(new, RecordedExperiment(runs=old.runs, search=None, where="record"))
     assert [run.id for run in extended.runs] == ["r0", "r1", "r2", "r3", "r4", "added"]
@@ -223,7 +252,11 @@ def test_small_files_that_would_exhaust_the_machine_are_refused(name: str, tmp_p
     path.write_text(BOMBS[name])
     assert path.stat().st_size < 64 * 1024
     done = subprocess.run(
-        [sys.executable, "-c", _BOMB_CHILD, str(path)], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+        [sys.executable, "-c", _BOMB_CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -307,7 +340,9 @@ def test_the_coordinators_refusal_is_read_out_of_the_workflow_failure() -> None:
     assert refusal(other) is None
 
 
-def test_a_coordinator_refusal_prints_one_line_and_exits_2(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_coordinator_refusal_prints_one_line_and_exits_2(
+    runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError
 
@@ -370,7 +405,9 @@ def test_model_paths_outside_the_roots_are_refused_alike_whether_or_not_they_exi
         check_model_roots(source, runs_dir=runs, models_dir=mirror)
 
 
-def test_existing_relative_names_outside_the_roots_read_as_unknown_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_existing_relative_names_outside_the_roots_read_as_unknown_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "org" / "local").mkdir(parents=True)
     runs = tmp_path / "runs-volume"
@@ -388,3 +425,15 @@ def test_extend_reads_the_recorded_runs_before_submitting(runs_dir: Path, tmp_pa
     assert "extending experiment probe-base: 1 recorded run(s) kept, 1 from the file" in result.stderr
     assert "cannot reach Temporal" in result.stderr and result.exit_code == 2  # it got as far as submitting
     assert _tree(runs_dir) == before
+
+
+def test_evaluating_a_run_that_never_trained_names_its_experiment(runs_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "experiment.yaml"
+    path.write_text("runs:\n  - {run_id: ev, model: {run: kept}, dataset: glue/sst2, train: null}\n")
+    _assert_refused(
+        *_run_cli(runs_dir, path),
+        "model: run kept is a run of experiment probe-base but never trained (it failed before training, or has not "
+        "started): see `bert-eval status probe-base`",
+    )
+    path.write_text("runs:\n  - {run_id: ev, model: {run: nobody}, dataset: glue/sst2, train: null}\n")
+    _assert_refused(*_run_cli(runs_dir, path), "run nobody: no such run")

@@ -255,7 +255,8 @@ def _resolve_source(source: str, *, runs_dir: Path, models_dir: Path | None) -> 
 def _unknown_model_message(source: str, models_dir: Path | None) -> str:
     mirror = f"the models mirror {models_dir}" if models_dir is not None else "a models mirror (none is configured: BERT_EVAL_MODELS_DIR)"
     return (
-        f"model {source[:200]!r} is not a run (`run:<RUN_ID>`), a local model directory, in {mirror}, or a bundled model "
+        f"model {source[:200]!r} is not a run (`run:<RUN_ID>`), a local model directory, in {mirror}, "
+        "or a bundled model "
         f"({', '.join(sorted(BUNDLED_MODELS))}); an evaluation needs the model's files to digest them. Copy it "
         "into the models mirror, or give its directory"
     )

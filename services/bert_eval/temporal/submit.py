@@ -154,7 +154,11 @@ def claim_conflict(experiment: Experiment, recorded: RecordedExperiment) -> str 
         return None
     differences = [
         f"{label}: {_listed(ids)}"
-        for label, ids in (("only in this file", added), ("only in the recorded experiment", dropped), ("changed", changed))
+        for label, ids in (
+            ("only in this file", added),
+            ("only in the recorded experiment", dropped),
+            ("changed", changed),
+        )
         if ids
     ] + (["its search: differs"] if search_differs else [])
     state = "is running" if recorded.running else "already exists"
@@ -211,10 +215,12 @@ async def submitted_experiment(client: Client, experiment_id: str) -> RecordedEx
     except Exception:  # another shape (the reference design's input): not comparable here
         return None
     running = description.status == WorkflowExecutionStatus.RUNNING
-    if not isinstance(started, CoordinatorInput) or not (running or description.status == WorkflowExecutionStatus.COMPLETED):
+    completed = description.status == WorkflowExecutionStatus.COMPLETED
+    if not isinstance(started, CoordinatorInput) or not (running or completed):
         return None
-    where = f"workflow {handle.id}" + (", running" if running else f", {description.status.name.lower() if description.status else 'closed'}")
-    return RecordedExperiment(runs=started.experiment.runs, search=started.experiment.search, where=where, running=running)
+    where = f"workflow {handle.id}, {'running' if running else 'completed'}"
+    experiment = started.experiment
+    return RecordedExperiment(runs=experiment.runs, search=experiment.search, where=where, running=running)
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -249,7 +255,29 @@ def check_runs_dir(experiment: Experiment, runs_dir: Path, *, claim: Claim = "ne
             try:
                 trained_summary(RunLayout(runs_dir, source))
             except InvalidInputError as exc:
-                raise SubmissionError(f"runs[{index}] (run_id {run.id!r}): model: {exc} Nothing was submitted.") from None
+                owner = None if RunLayout(runs_dir, source).root.exists() else _recording_experiment(runs_dir, source)
+                problem = (
+                    f"run {source} is a run of experiment {owner} but never trained (it failed before training, or "
+                    f"has not started): see `bert-eval status {owner}`, fix it and resubmit that experiment"
+                    if owner is not None
+                    else str(exc)
+                )
+                raise SubmissionError(
+                    f"runs[{index}] (run_id {run.id!r}): model: {problem.rstrip('.')}. Nothing was submitted."
+                ) from None
+
+
+def _recording_experiment(runs_dir: Path, run_id: str) -> str | None:
+    """The experiment whose record (`experiments/<id>.json`) lists `run_id`, if any."""
+    for record in sorted((Path(runs_dir) / "experiments").glob("*.json")):
+        if "." in record.stem:  # <id>.summary.json, <id>.search.json, <id>.superseded-<digest>.json
+            continue
+        try:
+            if run_id in json.loads(record.read_text()).get("run_ids", ()):
+                return record.stem
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 async def start_experiment(
