@@ -24,6 +24,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from bert_eval.chaos import chaos_app
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
     from bert_eval.core.records import PredictResult
     from bert_eval.temporal.payloads import PredictInput
-    from bert_eval.temporal.submit import SavedCheckpoint
+    from bert_eval.temporal.submit import Claim, SavedCheckpoint
 
 app = typer.Typer(help="Durable BERT fine-tuning + evaluation experiments on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker of one pool.", no_args_is_help=True)
@@ -51,7 +52,10 @@ DEFAULT_EXPERIMENT = "sst2-minilm.yaml"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one line: paths are not split
+    """Print `message` as one `error:` line (user text escaped: brackets print as written) and return the
+    exit to raise: 2 for a refusal (bad input, found here or by the coordinator), 1 for a failure."""
+    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    console.print(f"[red]error:[/red] {escape(one_line)}", soft_wrap=True)  # one line: paths are not split
     return typer.Exit(code)
 
 
@@ -109,22 +113,51 @@ def run(
     experiment_file: Annotated[Path, typer.Argument(help="experiment YAML")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the results")] = True,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write one record per run to this file")] = None,
+    extend: Annotated[
+        bool, typer.Option("--extend", help="the experiment id exists with other runs: add this file's runs to them")
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="the experiment id exists with other runs: record only this file's runs (run directories are kept)",
+        ),
+    ] = False,
 ) -> None:
-    """Submit an experiment; by default wait, show progress and print a results table."""
-    _run(experiment_file, wait=wait, json_out=json_out, temporal=get_temporal_settings())
+    """Submit an experiment; by default wait, show progress and print a results table.
+
+    An experiment id names one set of runs: resubmitting the same file reuses finished runs (or attaches to
+    the running experiment); another file under the same id is refused unless --extend or --replace says
+    what to do with the recorded runs.
+    """
+    if extend and replace:
+        raise _fail("--extend and --replace exclude each other: choose one")
+    claim: Claim = "extend" if extend else "replace" if replace else "new"
+    _run(experiment_file, wait=wait, json_out=json_out, temporal=get_temporal_settings(), claim=claim)
 
 
 def _run(
-    experiment_file: Path, *, wait: bool, json_out: Path | None, temporal: TemporalSettings, compare_configs: bool = False
+    experiment_file: Path,
+    *,
+    wait: bool,
+    json_out: Path | None,
+    temporal: TemporalSettings,
+    compare_configs: bool = False,
+    claim: Claim = "new",
 ) -> None:
     from bert_eval.temporal.submit import SubmissionError, check_runs_dir
 
     try:
         experiment = load_experiment(experiment_file)
-        check_runs_dir(experiment, get_settings().runs_dir)
+        runs_dir = get_settings().runs_dir
+        if claim == "extend":
+            experiment = _extended_on_disk(experiment, runs_dir)
+        check_runs_dir(experiment, runs_dir, claim=claim)
     except (ExperimentFileError, SubmissionError) as exc:
         raise _fail(str(exc)) from None
-    result = asyncio.run(_submit(experiment, wait=wait, temporal=temporal))
+    except ValidationError as exc:
+        raise _fail(f"invalid settings: {describe_settings_error(exc)}") from None
+    result = asyncio.run(_submit(experiment, wait=wait, temporal=temporal, claim=claim))
     if result is None:
         return
     _print_results(result)
@@ -134,15 +167,43 @@ def _run(
         records = _json_records(result)
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(records, indent=2) + "\n")
-        console.print(f"results written to {json_out}")
+        console.print(f"results written to {escape(str(json_out))}")
     if any(run.status == "failed" for run in result.runs) or (result.search is not None and result.search.best is None):
         raise typer.Exit(1)
 
 
-async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
+def _extended_on_disk(experiment: Experiment, runs_dir: Path) -> Experiment:
+    """`--extend`: the experiment record's runs (when the runs directory is visible here) and the file's."""
+    from bert_eval.temporal.submit import extend_experiment, recorded_experiment
+
+    recorded = recorded_experiment(runs_dir, experiment.canonical().id)
+    if recorded is None:
+        return experiment
+    extended = extend_experiment(experiment, recorded)
+    kept = len(extended.runs) - len(experiment.runs)
+    console.print(
+        f"extending experiment {escape(extended.id)}: {kept} recorded run(s) kept, {len(experiment.runs)} from the file"
+    )
+    return extended
+
+
+async def _submit(
+    experiment: Experiment, *, wait: bool, temporal: TemporalSettings, claim: Claim = "new"
+) -> ExperimentResult | None:
+    from temporalio.client import WorkflowFailureError
+
     from bert_eval import telemetry
     from bert_eval.temporal.client import MissingSearchAttributesError, ensure_search_attributes
-    from bert_eval.temporal.submit import missing_workers, start_experiment, watch
+    from bert_eval.temporal.failures import root_cause
+    from bert_eval.temporal.submit import (
+        SubmissionError,
+        extend_experiment,
+        missing_workers,
+        refusal,
+        start_experiment,
+        submitted_experiment,
+        watch,
+    )
 
     settings = get_settings()
     telemetry.configure_logging(fmt=settings.log_format, level="WARNING")
@@ -152,7 +213,15 @@ async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSetti
         await ensure_search_attributes(client)
     except MissingSearchAttributesError as exc:
         raise _fail(str(exc)) from None
-    handle = await start_experiment(client, experiment, settings)
+    try:
+        if claim == "extend":
+            # Also the runs the completed coordinator ran (the runs directory may not be visible here).
+            submitted = await submitted_experiment(client, experiment.canonical().id)
+            if submitted is not None and not submitted.running:
+                experiment = extend_experiment(experiment, submitted)
+        handle = await start_experiment(client, experiment, settings, claim=claim)
+    except SubmissionError as exc:
+        raise _fail(str(exc)) from None
     print(f"experiment {experiment.id}: workflow {handle.id}")
     if experiment.search is not None:
         print(f"  search: {experiment.search.trials} trials of {experiment.runs[0].id}, {experiment.search.sampler} sampler, "
@@ -167,13 +236,17 @@ async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSetti
         def on_update(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> None:
             live.update(_status_table(status, progress))
 
-        result = await watch(client, handle, on_update, on_missing_workers=_warn_missing_workers)
+        try:
+            result = await watch(client, handle, on_update, on_missing_workers=_warn_missing_workers)
+        except WorkflowFailureError as exc:
+            refused = refusal(exc)
+            raise (_fail(refused) if refused is not None else _fail(root_cause(exc, with_type=False), code=1)) from None
     return result
 
 
 def _warn_missing_workers(lines: list[str]) -> None:
     for line in lines:
-        console.print(f"[yellow]waiting:[/yellow] {line}", soft_wrap=True)
+        console.print(f"[yellow]waiting:[/yellow] {escape(line)}", soft_wrap=True)
 
 
 async def _connect_or_fail(temporal: TemporalSettings) -> Client:
@@ -195,7 +268,7 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
         p = progress.get(run.run_id)
         step = f"{p.step}/{p.total_steps}" if p and p.total_steps else ""
         checkpoint = str(p.last_checkpoint.step) if p and p.last_checkpoint else ""
-        detail = run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items())
+        detail = escape(run.error) if run.error else ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items())
         table.add_row(
             run.run_id,
             (p.phase if p and run.phase.value == "training" else run.phase.value) + (" (reused)" if run.reused else ""),
@@ -227,7 +300,8 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
         live = f" training {p.step}/{p.total_steps}" if p and p.phase == "training" and p.total_steps else ""
         names = {k: _SHORT_PARAMS.get(k.removeprefix("train."), k.removeprefix("train.")) for k in trial.params}
         params = " ".join(f"{names[k]}={v:.3g}" for k, v in trial.params.items())
-        final = trial.error or " ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
+        final = escape(trial.error) if trial.error else metrics
         table.add_row(
             f"{trial.trial}" + (" *" if trial.run_id == search.best else ""),
             params,
@@ -265,7 +339,7 @@ def _print_results(result: ExperimentResult) -> None:
             str(summary.resumes) if summary else "",
             # The label set training used (recorded in the run's training summary): a stray class shows here.
             (",".join(schema.label_names) or schema.task.value) if schema else "",
-            run.error or ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
+            escape(run.error) if run.error else ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
             _interval_text(interval.metric, interval.low, interval.high) if interval else "",
         )
     Console().print(table)
@@ -287,7 +361,7 @@ def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
     try:
         found = compare(runs_dir, best.runs, second.runs, split=summary.split, metric=best.metric, a_name=best.config, b_name=second.config)
     except ValueError as exc:
-        console.print(f"[yellow]no comparison:[/yellow] {exc}", soft_wrap=True)
+        console.print(f"[yellow]no comparison:[/yellow] {escape(str(exc))}", soft_wrap=True)
         return
     Console().print(found.sentence, soft_wrap=True)
 
@@ -431,7 +505,16 @@ async def _wait(experiment_id: str, until: WaitFor, temporal: TemporalSettings) 
                 code=1,
             )
         return [_checkpoint_line(saved)]
-    result = await handle.result()
+    from temporalio.client import WorkflowFailureError
+
+    from bert_eval.temporal.failures import root_cause
+    from bert_eval.temporal.submit import refusal
+
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as exc:
+        refused = refusal(exc)
+        raise (_fail(refused) if refused is not None else _fail(root_cause(exc, with_type=False), code=1)) from None
     return [_result_line(run) for run in result.runs]
 
 

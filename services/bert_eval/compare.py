@@ -6,6 +6,8 @@ seed i of B (`compare_configs`), paired by the training seed each run's spec rec
 hold the same seeds, else in the order given.
 
 On the command line (`bert-eval compare`) a side is a run id, or a configuration written `[NAME=]RUN,RUN,...`.
+The arguments are checked before the statistics and evaluation modules (scipy, torch) are imported, so a
+mistake is refused at once.
 """
 
 from __future__ import annotations
@@ -15,22 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os.path import commonprefix
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.evaluation.batched import load_eval_result
-from bert_eval.core.evaluation.predictions import Predictions, load_predictions
-from bert_eval.core.statistics.comparisons import (
-    ConfigComparison,
-    RunComparison,
-    check_comparable,
-    compare_configs,
-    compare_runs,
-    default_metric,
-    summarize_seeds,
-)
 from bert_eval.core.storage.layout import RunLayout
 from bert_eval.spec import RunSpec, normalize_id
+
+if TYPE_CHECKING:
+    from bert_eval.core.evaluation.predictions import Predictions
+    from bert_eval.core.statistics.comparisons import ConfigComparison, RunComparison
 
 __all__ = ["Comparison", "compare", "parse_side"]
 
@@ -49,6 +44,8 @@ class Comparison:
         return self.result.sentence
 
     def to_json(self) -> dict[str, Any]:
+        from bert_eval.core.statistics.comparisons import RunComparison
+
         kind = "runs" if isinstance(self.result, RunComparison) else "configs"
         return {"kind": kind, "split": self.split, **self.result.to_json()}
 
@@ -65,13 +62,31 @@ def compare(
 ) -> Comparison:
     """Compare A and B (each a list of run ids: one run, or one run per seed of a configuration) on their
     evaluations of `split`. ValueError (InvalidInputError where a run's files are at fault) naming the run
-    and the cause when a run is unknown, unevaluated, or the two sides cannot be compared."""
+    and the cause when a run is unknown, unevaluated, the two sides are the same runs, or they cannot be
+    compared."""
     runs_dir = Path(runs_dir)
+    sides = [_run_ids(a, "A"), _run_ids(b, "B")]
+    if set(sides[0]) == set(sides[1]):
+        raise ValueError(
+            f"A and B are the same run(s) ({', '.join(sides[0])}): "
+            "a comparison needs two different runs or configurations"
+        )
+    if shared := sorted(set(sides[0]) & set(sides[1])):
+        raise ValueError(f"run {', '.join(shared)} is on both sides; a run belongs to one side of a comparison")
     if not (runs_dir / "runs").is_dir():
         raise InvalidInputError(
             f"no runs under {runs_dir}: pass the runs directory the workers write to (--runs-dir or BERT_EVAL_RUNS_DIR)"
         )
-    sides = [_run_ids(a, "A"), _run_ids(b, "B")]
+    # Only now the statistics and the evaluation records (scipy, torch): a mistake above is refused at once.
+    from bert_eval.core.evaluation.predictions import load_predictions
+    from bert_eval.core.statistics.comparisons import (
+        check_comparable,
+        compare_configs,
+        compare_runs,
+        default_metric,
+        summarize_seeds,
+    )
+
     names = _names(sides, a_name, b_name)
     predictions = [[load_predictions(RunLayout(runs_dir, run_id), split) for run_id in ids] for ids in sides]
     first = predictions[0][0]
@@ -147,6 +162,8 @@ def _paired_by_seed(runs_dir: Path, predictions: list[list[Predictions]]) -> tup
 
 
 def _recorded_metric(runs_dir: Path, run: Predictions, metric: str) -> float:
+    from bert_eval.core.evaluation.batched import load_eval_result
+
     result = load_eval_result(RunLayout(runs_dir, run.run_id), run.split)
     if result is None or metric not in result.metrics:
         recorded = sorted(result.metrics) if result else []

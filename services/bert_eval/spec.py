@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Iterable
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -38,6 +38,7 @@ __all__ = [
     "digest",
     "duplicate_run_id",
     "normalize_id",
+    "short",
 ]
 
 # `model: {run: RUN_ID}` is held as this prefix and the run id.
@@ -48,6 +49,21 @@ RUN_MODEL_PREFIX = "run:"
 ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
+# How much of a user's value an error message quotes.
+_QUOTE_CHARS = 60
+
+
+def short(value: Any, limit: int = _QUOTE_CHARS) -> str:
+    """`repr(value)` cut to about `limit` characters, saying how long the whole was: error messages quote a
+    user's value, never all of it. Long containers are summarized without rendering them."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > limit:
+        return f"a {type(value).__name__} of {len(value)} entries"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def normalize_id(value: str, *, what: str = "run_id") -> str:
     """Canonical form of a run or experiment id (trimmed, lowercase), or ValueError naming the cause."""
     if not isinstance(value, str):
@@ -55,7 +71,7 @@ def normalize_id(value: str, *, what: str = "run_id") -> str:
     canonical = value.strip().lower()
     if not ID_PATTERN.match(canonical) or ".." in canonical:
         raise ValueError(
-            f"invalid {what} {value!r}: use 1-63 characters from a-z, 0-9, '.', '_', '-', "
+            f"invalid {what} {short(value, 70)}: use 1-63 characters from a-z, 0-9, '.', '_', '-', "
             "starting and ending with a letter or digit (it becomes a directory and workflow id)"
         )
     return canonical
@@ -123,6 +139,33 @@ def _canonical(full: dict[str, Any], explicit: dict[str, Any], frozen: dict[str,
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any) -> Any:
+        """A boolean where a number belongs (`batch_size: true` would be 1) and NaN or infinity (which a
+        bound check would misreport) are refused, naming the field."""
+        if not isinstance(value, dict):
+            return value
+        for name, given in value.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if field is None:
+                continue
+            numeric = _accepts(field.annotation, int) or _accepts(field.annotation, float)
+            if isinstance(given, bool) and numeric and not _accepts(field.annotation, bool):
+                raise ValueError(f"{name}: {given} is a boolean; give a number")
+            if isinstance(given, float) and not math.isfinite(given):
+                named = "NaN (not a number)" if math.isnan(given) else f"{given}, not a finite number"
+                raise ValueError(f"{name}: {named}; give a number")
+        return value
+
+
+def _accepts(annotation: Any, kind: type) -> bool:
+    """Whether a field's annotation admits `kind` itself (not just a type `kind` converts to)."""
+    if annotation is kind:
+        return True
+    arguments = get_args(annotation)
+    return any(_accepts(argument, kind) for argument in arguments) if arguments else annotation is Any
 
 
 class TaskType(str, Enum):
@@ -259,7 +302,9 @@ class RunSpec(_Strict):
         model = value.get("model")
         if isinstance(model, dict):
             if set(model) != {"run"} or not isinstance(model["run"], str):
-                raise ValueError(f"model: a mapping must be {{run: RUN_ID}} (another run's final model), got {model!r}")
+                raise ValueError(
+                    f"model: a mapping must be {{run: RUN_ID}} (another run's final model), got {short(model)}"
+                )
             value["model"] = RUN_MODEL_PREFIX + normalize_id(model["run"], what="model.run")
         return value
 
@@ -368,14 +413,14 @@ class Distribution(_Strict):
     def _from_mapping(cls, value: Any) -> Any:
         if isinstance(value, dict) and "kind" not in value:
             if len(value) != 1 or next(iter(value)) not in _KINDS:
-                raise ValueError(f"write one of {{{' | '.join(f'{k}: [...]' for k in _KINDS)}}}, got {value!r}")
+                raise ValueError(f"write one of {{{' | '.join(f'{k}: [...]' for k in _KINDS)}}}, got {short(value)}")
             kind, args = next(iter(value.items()))
             if not isinstance(args, list) or not args:
-                raise ValueError(f"{kind}: needs a non-empty list, got {args!r}")
+                raise ValueError(f"{kind}: needs a non-empty list, got {short(args)}")
             if kind == "choice":
                 return {"kind": kind, "choices": args}
             if len(args) != 2:
-                raise ValueError(f"{kind}: needs [low, high], got {args!r}")
+                raise ValueError(f"{kind}: needs [low, high], got {short(args)}")
             return {"kind": kind, "low": args[0], "high": args[1]}
         return value
 
@@ -385,7 +430,7 @@ class Distribution(_Strict):
             if not self.choices:
                 raise ValueError("choice: needs at least one value")
             if len(set(self.choices)) != len(self.choices):
-                raise ValueError(f"choice: lists a value twice: {list(self.choices)}")
+                raise ValueError(f"choice: lists a value twice: {short(list(self.choices))}")
             return self
         assert self.low is not None and self.high is not None
         if not self.low < self.high:
@@ -417,7 +462,8 @@ class Objective(_Strict):
     def _explain_split(cls, value: Any) -> Any:
         if isinstance(value, dict) and value.get("split", "search") != "search":
             raise ValueError(
-                f"split: {value['split']!r}: a search measures its objective on `search` (a slice held out from the "
+                f"split: {short(value['split'])}: a search measures its objective on `search` "
+                "(a slice held out from the "
                 "training split), so the split the final results report is never tuned on"
             )
         return value
@@ -426,7 +472,9 @@ class Objective(_Strict):
     def _known_metric(self) -> Objective:
         known = sorted({m for names in SEARCH_METRICS.values() for m in names})
         if self.metric not in known:
-            raise ValueError(f"metric: {self.metric!r} is not a metric bert-eval reports; choose one of {', '.join(known)}")
+            raise ValueError(
+                f"metric: {short(self.metric)} is not a metric bert-eval reports; choose one of {', '.join(known)}"
+            )
         return self
 
     @property
@@ -464,7 +512,8 @@ class SearchSpec(_Strict):
             section, _, name = str(path).partition(".")
             if section != "train" or name not in SEARCHABLE_FIELDS:
                 raise ValueError(
-                    f"{path}: not a searchable train field; choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
+                    f"{str(path)[:40]}: not a searchable train field; "
+                    f"choose from {', '.join(f'train.{n}' for n in SEARCHABLE_FIELDS)}"
                 )
         return value
 

@@ -36,6 +36,7 @@ __all__ = [
     "BUNDLED_MODELS",
     "REFERENCE_RUNS_DIR_NAME",
     "RUN_MODEL_PREFIX",
+    "check_model_roots",
     "describe_model",
     "load_for_classification",
     "load_trained",
@@ -205,6 +206,33 @@ def resolve_reference_model_path(model_path: str, *, runs_dir: Path, models_dir:
     return resolve_model(str(resolved))
 
 
+def check_model_roots(source: str, *, runs_dir: Path, models_dir: Path | None) -> None:
+    """Refuse a model source that is a local path outside the runs directory and the models mirror: the one
+    path rule for every model an evaluation or prediction reads (a run's model, a mirrored or bundled name,
+    a directory inside the roots pass).
+
+    Raises InvalidInputError whose message is the same whether or not the path exists outside the roots, so
+    a refusal does not tell a submitter what the worker's filesystem holds."""
+    text = source.strip()
+    if text.startswith(RUN_MODEL_PREFIX):
+        return
+    path_like = text.startswith(("/", "./", "../", "~")) or text in (".", "..")
+    local = Path(text).expanduser()
+    if not path_like and not local.exists():
+        return  # a name: the mirror, the bundled models, or the not-found message decide
+    roots = [Path(runs_dir).resolve()] + ([Path(models_dir).resolve()] if models_dir is not None else [])
+    if any(local.resolve().is_relative_to(root) for root in roots):
+        return
+    if not path_like:  # a name that happens to exist in the worker's directory: as unknown as any other name
+        raise InvalidInputError(_unknown_model_message(source, models_dir))
+    allowed = f"the runs directory {roots[0]}" + (f" or the models mirror {roots[1]}" if len(roots) > 1 else "")
+    unset = "" if models_dir is not None else " (no models mirror is configured: BERT_EVAL_MODELS_DIR)"
+    raise InvalidInputError(
+        f"model {source[:200]!r} is a path outside {allowed}{unset}, where evaluations read models; give a run "
+        "(model: {run: RUN_ID}), a name in the models mirror, or a model directory inside one of them"
+    )
+
+
 def pick_device(force_cpu: bool = False) -> str:
     """``"cuda"`` when torch sees a GPU and `force_cpu` is False, else ``"cpu"``."""
     if not force_cpu and torch.cuda.is_available():
@@ -228,13 +256,19 @@ def _resolve_source(source: str, *, runs_dir: Path, models_dir: Path | None) -> 
     resolved_name = resolve_model(text)
     if Path(resolved_name).is_dir():  # bundled weights
         return None, Path(resolved_name).resolve()
+    raise InvalidInputError(_unknown_model_message(source, models_dir))
+
+
+def _unknown_model_message(source: str, models_dir: Path | None) -> str:
+    """Why `source` names no model this worker can read, and where models may come from."""
     mirror = (
         f"the models mirror {models_dir}"
         if models_dir is not None
         else "a models mirror (none is configured: BERT_EVAL_MODELS_DIR)"
     )
-    raise InvalidInputError(
-        f"model {source!r} is not a run (`run:<RUN_ID>`), a local model directory, in {mirror}, or a bundled model "
+    return (
+        f"model {source[:200]!r} is not a run (`run:<RUN_ID>`), a local model directory, in {mirror}, "
+        "or a bundled model "
         f"({', '.join(sorted(BUNDLED_MODELS))}); an evaluation needs the model's files to digest them. Copy it "
         "into the models mirror, or give its directory"
     )

@@ -33,7 +33,8 @@ from bert_eval.core.errors import DeterministicFailure, InvalidInputError, Train
 from bert_eval.core.evaluation.batched import evaluate, load_eval_result
 from bert_eval.core.evaluation.cells import evaluate_cell
 from bert_eval.core.evaluation.inference import predict
-from bert_eval.core.modeling import describe_model, pick_device, resolve_reference_model_path
+from bert_eval.core.evaluation.predictions import predictions_intact
+from bert_eval.core.modeling import check_model_roots, describe_model, pick_device, resolve_reference_model_path
 from bert_eval.core.records import (
     EvalResult,
     ExperimentSummary,
@@ -47,7 +48,7 @@ from bert_eval.core.search.rungs import RungResult, evaluate_rung, keep_last_che
 from bert_eval.core.search.sampling import suggest
 from bert_eval.core.statistics.summary import RunOutcome, summarize_runs
 from bert_eval.core.storage.fsutil import atomic_write_json
-from bert_eval.core.storage.layout import RunLayout, experiment_file, snapshots_dir
+from bert_eval.core.storage.layout import RunLayout, experiment_file, snapshots_dir, write_experiment_record
 from bert_eval.core.storage.rundir import completed_summary, run_dir_conflict
 from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
@@ -165,6 +166,11 @@ async def _in_thread(
             return task.result()
 
 
+def _kept_predictions_intact(layout: RunLayout, split: str, evaluation: EvalResult) -> bool:
+    """Whether an evaluation that recorded its predictions' digest still has them, unchanged."""
+    return evaluation.predictions_sha256 is None or predictions_intact(layout.predictions_file(split), evaluation)
+
+
 class TrainingActivities:
     """Activities of the GPU training pool."""
 
@@ -243,13 +249,15 @@ class EvalActivities:
 
     @activity.defn(name=ACTIVITY.record_experiment)
     async def record_experiment(self, experiment: Experiment) -> None:
-        """Write `experiments/<id>.json` so reports can find an experiment's runs from disk alone."""
+        """Write `experiments/<id>.json` so reports can find an experiment's runs from disk alone. A record
+        that listed other runs is kept beside it (`<id>.superseded-<digest>.json`), never lost."""
         payload = {
             "experiment_id": experiment.id,
             "run_ids": [run.id for run in experiment.runs],
             "runs": [run.model_dump(mode="json") for run in experiment.runs],
+            "search": experiment.search.model_dump(mode="json") if experiment.search is not None else None,
         }
-        await _in_thread(lambda: atomic_write_json(experiment_file(self.runs_dir, experiment.id), payload))
+        await _in_thread(lambda: write_experiment_record(experiment_file(self.runs_dir, experiment.id), payload))
 
     @activity.defn(name=ACTIVITY.find_existing_run)
     async def find_existing_run(self, run: RunSpec) -> ExistingRun:
@@ -269,6 +277,14 @@ class EvalActivities:
             snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
             evaluation = load_eval_result(layout, run.eval.split)
             if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
+                evaluation = None
+            if evaluation is not None and not _kept_predictions_intact(layout, run.eval.split, evaluation):
+                # Comparisons and intervals read the kept predictions: evaluate again rather than reuse a result
+                # whose predictions are gone or altered.
+                log.warning(
+                    "kept predictions missing or not matching their digest; evaluating the run again",
+                    run_id=run.id, split=run.eval.split, predictions=str(layout.predictions_file(run.eval.split)),
+                )
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
 
@@ -316,6 +332,8 @@ class EvalActivities:
             source = request.source
             if request.reference_path:
                 source = resolve_reference_model_path(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
+            # Eval-only runs and direct evaluations alike read models only inside the runs directory and the mirror.
+            check_model_roots(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
             return describe_model(source, runs_dir=self.runs_dir, models_dir=self.models_dir)
 
         with _activity_scope(request.run_id):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bert_eval.core.errors import InvalidInputError
+from bert_eval.core.storage.fsutil import atomic_write_json, atomic_write_text
 from bert_eval.spec import normalize_id
 
-__all__ = ["CellLayout", "RunLayout", "evals_dir", "experiment_file", "snapshots_dir"]
+__all__ = ["CellLayout", "RunLayout", "evals_dir", "experiment_file", "snapshots_dir", "write_experiment_record"]
 
 
 def snapshots_dir(runs_dir: Path) -> Path:
@@ -38,6 +42,22 @@ def experiment_file(runs_dir: Path, experiment_id: str) -> Path:
                 "Replace it with a plain directory or file."
             )
     return path
+
+
+def write_experiment_record(path: Path, payload: dict[str, Any]) -> None:
+    """Write an experiment record atomically. When the record there lists other runs, it is first kept
+    beside it as `<id>.superseded-<digest>.json` (named by its content: writing again writes the same file),
+    so a run an experiment once recorded stays findable."""
+    try:
+        previous = path.read_text()
+        previous_runs = json.loads(previous).get("run_ids")
+    except (OSError, ValueError, AttributeError):
+        previous, previous_runs = None, None
+    if previous is not None and previous_runs != payload.get("run_ids"):
+        kept = path.with_name(f"{path.stem}.superseded-{hashlib.sha256(previous.encode()).hexdigest()[:12]}.json")
+        if not kept.exists():
+            atomic_write_text(kept, previous)
+    atomic_write_json(path, payload)
 
 
 @dataclass(frozen=True)
