@@ -8,14 +8,16 @@ import random
 
 import pytest
 
-from bert_eval.core.search.asha import Job, Ladder, TrialState
+from bert_eval.core.search.asha import Job, Ladder, SeenTrial, TrialState
 
 
 def _ladder(trials: int, *, eta: int = 3, maximize: bool = True, concurrent: int = 1) -> Ladder:
     return Ladder(trials_wanted=trials, max_concurrent=concurrent, reduction_factor=eta, maximize=maximize)
 
 
-def _drive(ladder: Ladder, rungs: tuple[int, ...], value: dict[tuple[int, int], float | None], *, seed: int | None = None) -> Ladder:
+def _drive(
+    ladder: Ladder, rungs: tuple[int, ...], value: dict[tuple[int, int], float | None], *, seed: int | None = None
+) -> Ladder:
     """Run the ladder to the end: results arrive in start order, or shuffled among those in flight."""
     rng = random.Random(seed)
     in_flight: list[Job] = []
@@ -44,7 +46,12 @@ def test_the_better_results_are_promoted_whichever_direction_is_better(maximize:
     trial 3, trains on. Minimizing the negated values decides the same."""
     sign = 1.0 if maximize else -1.0
     rung0 = [0.3, 0.8, 0.5, 0.9, 0.1, 0.6]
-    value = {**{(t, 0): sign * v for t, v in enumerate(rung0)}, (1, 1): sign * 0.7, (3, 1): sign * 0.85, (3, 2): sign * 0.88}
+    value = {
+        **{(t, 0): sign * v for t, v in enumerate(rung0)},
+        (1, 1): sign * 0.7,
+        (3, 1): sign * 0.85,
+        (3, 2): sign * 0.88,
+    }
     ladder = _drive(_ladder(6, maximize=maximize), (1, 3, 9), value)
     assert ladder.promotions == ["1:0->1", "3:0->1", "3:1->2"]
     assert _reached(ladder) == [0, 1, 0, 2, 0, 0]
@@ -143,3 +150,70 @@ def test_without_early_stopping_every_trial_trains_its_single_rung() -> None:
     assert ladder.promotions == [] and all(t.state is TrialState.completed for t in ladder.trials)
     best = ladder.best()
     assert best is not None and best.index == 3
+
+
+# --- when a new trial may be sampled, and what its sampler sees ---
+
+
+def _views(
+    value: dict[tuple[int, int], float], seed: int | None, *, trials: int, concurrent: int, lag: int, free: int
+) -> list[list[SeenTrial]]:
+    """Drive a ladder with the lag; record what each trial's sampler saw."""
+    ladder = _ladder(trials, concurrent=concurrent)
+    ladder.sampling_lag, ladder.free_samples = lag, free
+    rng = random.Random(seed)
+    views: list[list[SeenTrial]] = []
+    in_flight: list[Job] = []
+    while not ladder.finished():
+        while len(in_flight) < concurrent:
+            if (job := ladder.next_promotion()) is None and ladder.can_sample():
+                views.append(ladder.sampler_view())
+                job = ladder.add_trial(f"t{len(ladder.trials)}", {"x": len(ladder.trials)}, (1, 3, 9))
+            if job is None:
+                break
+            in_flight.append(job)
+        assert in_flight, "the ladder stalled"
+        done = in_flight.pop(rng.randrange(len(in_flight)) if seed is not None else 0)
+        ladder.record(done, value[(done.trial, done.rung)])
+    return views
+
+
+def test_a_sampler_that_ignores_results_never_waits_for_one() -> None:
+    ladder = _ladder(5, concurrent=2)
+    ladder.sampling_lag, ladder.free_samples = 3, 5
+    for i in range(5):
+        assert ladder.can_sample()
+        ladder.add_trial(f"t{i}", {}, (1, 3, 9))
+        assert all(not seen.objectives for seen in ladder.sampler_view())
+    assert not ladder.can_sample()  # every trial sampled
+
+
+def test_after_its_free_trials_a_sampler_waits_for_the_rung_zero_results_lag_trials_back() -> None:
+    ladder = _ladder(8, concurrent=2)
+    ladder.sampling_lag, ladder.free_samples = 3, 4
+    jobs = [ladder.add_trial(f"t{i}", {}, (1, 3, 9)) for i in range(4)]
+    assert not ladder.can_sample()  # trial 4 sees trials 0 and 1
+    ladder.record(jobs[1], 0.5)
+    assert not ladder.can_sample()  # trial 1 arrived first, but trial 0 is processed first
+    ladder.record(jobs[0], 0.2)
+    assert ladder.can_sample()
+    assert [s.objectives for s in ladder.sampler_view()] == [[0.2], [0.5], [], []]
+
+
+def test_the_original_gate_still_waits_for_trial_i_minus_c() -> None:
+    ladder = _ladder(4, concurrent=2)  # sampling_lag None: a ladder made before the lag
+    jobs = [ladder.add_trial(f"t{i}", {}, (1, 3, 9)) for i in range(2)]
+    assert not ladder.can_sample()
+    ladder.record(jobs[0], 0.1)
+    assert ladder.can_sample()
+    assert ladder.sampler_history()[0][1:] == (0.1, True)
+
+
+def test_what_each_sampler_sees_includes_higher_rungs_and_does_not_depend_on_arrival_order() -> None:
+    rng = random.Random(11)
+    value = {(t, r): rng.random() + r for t in range(27) for r in range(3)}
+    baseline = _views(value, None, trials=27, concurrent=3, lag=4, free=4)
+    assert any(len(seen.objectives) >= 2 for view in baseline for seen in view), "no higher rung was ever seen"
+    assert any(seen.completed for view in baseline for seen in view)
+    for seed in range(15):
+        assert _views(value, seed, trials=27, concurrent=3, lag=4, free=4) == baseline, seed

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 from temporalio.exceptions import ApplicationError
 
 from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
-from bert_eval.core.search.asha import Ladder, TrialState
+from bert_eval.core.search.asha import Ladder, SeenTrial, TrialState
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import BertEvalRequest, CoordinatorWorkflowInput, is_reference_input
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, SearchSpec, normalize_id
@@ -307,7 +307,8 @@ class SuggestInput(Payload):
     experiment_id: str
     search: SearchSpec
     index: int
-    history: list[tuple[dict[str, float | int], float | None, bool]]
+    history: list[tuple[dict[str, float | int], float | None, bool]]  # searches started before `seen` existed
+    seen: list[SeenTrial] | None = None  # `Ladder.sampler_view()`: what the sampler sees (then `history` is empty)
 
 
 class RungInput(Payload):

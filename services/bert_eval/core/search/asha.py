@@ -6,8 +6,15 @@ promoted to rung k+1, and resumes there from its rung-k checkpoint. Results may 
 killed worker delays one trial, another finishes first), so the ladder *processes* them in one canonical
 order: rung 0 in trial order, rung k+1 in the order trials were promoted into it. A result that arrives
 early waits until those before it are processed. So the promotions, and the history each new trial is
-sampled with (`sampler_history`), are a function of the seed and the objectives alone: an interrupted
+sampled with (`sampler_view`), are a function of the seed and the objectives alone: an interrupted
 search makes exactly the decisions of an undisturbed one.
+
+What a new trial's sampler sees is fixed by a lag, not by timing (`sampling_lag`, usually max_concurrent + 1):
+trial i sees the rung-0 results of the trials at least `lag` before it and, at each higher rung, the results
+of the promotions decided at least `lag` results before the rung below's visible ones; it waits only for
+those. A sampler that ignores results (random, grid, TPE's random start-up trials) waits for nothing
+(`free_samples`). Ladders made before the lag existed (`sampling_lag` None) keep their original gate: trial
+i waited for the rung-0 results of the trials at least max_concurrent before it.
 
 Li et al., "A System for Massively Parallel Hyperparameter Tuning" (MLSys 2020) describe ASHA; this is its
 promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order. One addition: a
@@ -21,7 +28,7 @@ from enum import Enum
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Job", "Ladder", "Trial", "TrialState"]
+__all__ = ["Job", "Ladder", "SeenTrial", "Trial", "TrialState"]
 
 
 class TrialState(str, Enum):
@@ -53,6 +60,15 @@ class Trial(BaseModel):
         return self.objectives[-1] if self.objectives else None
 
 
+class SeenTrial(BaseModel):
+    """A trial as a new trial's sampler sees it: its params, its objectives at the rungs it may see (none:
+    still running; a None last: that rung failed), and whether those reach its full budget."""
+
+    params: dict[str, float | int]
+    objectives: list[float | None] = Field(default_factory=list)
+    completed: bool = False
+
+
 class Job(BaseModel):
     """One rung of one trial to train and evaluate."""
 
@@ -70,21 +86,57 @@ class Ladder(BaseModel):
     processed: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` are processed
     started: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` have been started
     arrived: dict[str, float | None] = Field(default_factory=dict)  # "trial:rung" -> objective, not yet processed
+    sampling_lag: int | None = None  # None: the original gate (see the module's docstring)
+    free_samples: int = 0  # trials sampled without waiting for any result (with `sampling_lag` set)
+    decided_at: dict[str, int] = Field(default_factory=dict)  # "trial:rung" -> results of the rung below, when promoted
 
     # --- what may start ---
 
     def can_sample(self) -> bool:
-        """Whether trial `len(trials)` may be sampled now: its history (the rung-0 results of every trial at
-        least max_concurrent before it) is complete."""
+        """Whether trial `len(trials)` may be sampled now: trials remain to sample and the results its sampler
+        sees (`sampler_view`) are all processed."""
         index = len(self.trials)
-        return index < self.trials_wanted and self.processed[0] >= index - self.max_concurrent + 1
+        if index >= self.trials_wanted:
+            return False
+        if self.sampling_lag is None:
+            return self.processed[0] >= index - self.max_concurrent + 1
+        return all(done >= wanted for done, wanted in zip(self.processed, self._visible(index), strict=True))
+
+    def _visible(self, index: int) -> list[int]:
+        """Per rung, how many of `order[rung]` trial `index`'s sampler sees (a prefix, canonical)."""
+        assert self.sampling_lag is not None
+        if index < self.free_samples:
+            return [0] * len(self.order)
+        counts = [max(index - self.sampling_lag + 1, 0)]
+        for rung in range(1, len(self.order)):
+            cut, count = counts[-1] - self.sampling_lag, 0
+            while count < len(self.order[rung]) and self.decided_at[f"{self.order[rung][count]}:{rung}"] <= cut:
+                count += 1
+            counts.append(count)
+        return counts
 
     def sampler_history(self) -> list[tuple[dict[str, float | int], float | None, bool]]:
-        """(params, rung-0 objective, known) of every trial sampled so far, for sampling the next one; the
-        objective is known only for trials at least max_concurrent before it (what `can_sample` waits for)."""
+        """(params, rung-0 objective, known) of every trial sampled so far, for sampling the next one with the
+        original gate (`sampling_lag` None); the objective is known only for trials at least max_concurrent
+        before it (what `can_sample` waits for)."""
         index = len(self.trials)
         return [
             (t.params, t.objectives[0] if t.index <= index - self.max_concurrent else None, t.index <= index - self.max_concurrent)
+            for t in self.trials
+        ]
+
+    def sampler_view(self) -> list[SeenTrial]:
+        """Every trial sampled so far with the rung results the next trial's sampler sees (`can_sample` has
+        waited for them): a prefix of its objectives, and whether that prefix reaches its full budget."""
+        visible = self._visible(len(self.trials))
+        seen = [0] * len(self.trials)
+        for rung, count in enumerate(visible):
+            for index in self.order[rung][:count]:
+                seen[index] = rung + 1
+        return [
+            SeenTrial(
+                params=t.params, objectives=t.objectives[: seen[t.index]], completed=seen[t.index] == len(t.rungs)
+            )
             for t in self.trials
         ]
 
@@ -124,6 +176,7 @@ class Ladder(BaseModel):
             self.processed.append(0)
             self.started.append(0)
         self.order[rung + 1].append(trial.index)
+        self.decided_at[f"{trial.index}:{rung + 1}"] = self.processed[rung]
         trial.state = TrialState.running
 
     @property
