@@ -217,3 +217,35 @@ def test_what_each_sampler_sees_includes_higher_rungs_and_does_not_depend_on_arr
     assert any(seen.completed for view in baseline for seen in view)
     for seed in range(15):
         assert _views(value, seed, trials=27, concurrent=3, lag=4, free=4) == baseline, seed
+
+
+# --- ties ---
+
+
+def test_equal_objectives_are_ranked_by_the_slices_loss() -> None:
+    """Three trials tie on accuracy at rung 0; the one with the lowest log-loss goes up, not the first."""
+    ladder = _ladder(3)
+    ladder.loss_ties = True
+    jobs = [ladder.add_trial(f"t{i}", {}, (1, 3, 9)) for i in range(3)]
+    for job, loss in zip(jobs, (0.69, 0.52, 0.60), strict=True):
+        ladder.record(job, 0.5, loss=loss, classes=2)
+    assert ladder.next_promotion() == Job(trial=1, rung=1)
+    assert ladder.trials[1].losses == [0.52] and ladder.trials[1].classes == [2]
+
+
+def test_a_ladder_made_before_loss_ties_still_breaks_ties_by_index() -> None:
+    ladder = _ladder(3)  # loss_ties False: the ranking a search started before it recorded
+    jobs = [ladder.add_trial(f"t{i}", {}, (1, 3, 9)) for i in range(3)]
+    for job, loss in zip(jobs, (0.69, 0.52, 0.60), strict=True):
+        ladder.record(job, 0.5, loss=loss)
+    assert ladder.next_promotion() == Job(trial=0, rung=1)
+
+
+def test_the_best_of_tied_completed_trials_has_the_lowest_loss() -> None:
+    ladder = _ladder(2, eta=0)
+    ladder.loss_ties = True
+    first, second = (ladder.add_trial(f"t{i}", {}, (9,)) for i in range(2))
+    ladder.record(first, 0.8, loss=0.45)
+    ladder.record(second, 0.8, loss=0.40)
+    best = ladder.best()
+    assert best is not None and best.index == 1

@@ -30,7 +30,16 @@ with workflow.unsafe.imports_passed_through():
     from bert_eval.core.search.asha import Job, Ladder, Trial, TrialState
     from bert_eval.core.search.rungs import RungResult
     from bert_eval.core.search.sampling import free_samples
-    from bert_eval.search import check_search, max_steps, rung_steps, search_holdout, trial_id, trial_spec
+    from bert_eval.search import (
+        SearchFlag,
+        check_search,
+        max_steps,
+        rung_steps,
+        search_flags,
+        search_holdout,
+        trial_id,
+        trial_spec,
+    )
     from bert_eval.spec import Experiment, RunSpec, SearchSpec
     from bert_eval.temporal.activities import EvalActivities
     from bert_eval.temporal.calls import activity_of_run, run_attributes, snapshot_of
@@ -82,6 +91,7 @@ class SearchRunner:
             if workflow.patched(PATCH.search_sampling_lag):
                 lag = self.search.max_concurrent + 1
                 ladder.sampling_lag, ladder.free_samples = lag, free_samples(self.search, lag)
+            ladder.loss_ties = workflow.patched(PATCH.search_loss_ties)
             self.state = SearchState(snapshot=snapshot, ladder=ladder)
         ladder = self.state.ladder
         tasks: list[asyncio.Task[None]] = []
@@ -115,8 +125,9 @@ class SearchRunner:
         assert self.state is not None
         ladder = self.state.ladder
         counts = {state.value: sum(t.state is state for t in ladder.trials) for state in TrialState}
-        measured = [t.objective for t in ladder.trials if t.objective is not None]
-        best = (max(measured) if ladder.maximize else min(measured)) if measured else None
+        top = max((t.rung for t in ladder.trials if t.objective is not None), default=-1)
+        measured = [t.objective for t in ladder.trials if t.objective is not None and t.rung == top]
+        best = (max(measured) if ladder.maximize else min(measured)) if measured else None  # the top rung's only
         await self._call(
             self.experiment.id,
             EvalActivities.record_search_progress,
@@ -182,7 +193,10 @@ class SearchRunner:
             slot.free()
             if final:
                 trial.metrics = await self._final_evaluation(spec)
-            self.state.ladder.record(job, rung.metrics[self.search.objective.metric])
+            metric = self.search.objective.metric
+            if self.state.constant is None and metric in rung.constant:
+                self.state = self.state.model_copy(update={"constant": rung.constant[metric]})
+            self.state.ladder.record(job, rung.metrics[metric], loss=rung.loss, classes=rung.predicted_classes)
         except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
             self.state.ladder.record(job, None, error=root_cause(exc))
         finally:
@@ -280,6 +294,7 @@ class SearchRunner:
                     metrics=t.metrics,
                     train_seconds=t.train_seconds,
                     error=t.error,
+                    predicted_classes=t.classes[-1] if t.classes else None,
                 )
                 for t in trials
             ],
@@ -287,6 +302,22 @@ class SearchRunner:
             promotions=list(ladder.promotions) if ladder is not None else [],
             continued=self.state.continued if self.state is not None else 0,
             finished=finished,
+            flags=self._flags(),
+        )
+
+    def _flags(self) -> list[SearchFlag]:
+        if self.state is None:
+            return []
+        ladder = self.state.ladder
+        best = ladder.best()
+        return search_flags(
+            metric=self.search.objective.metric,
+            maximize=self.search.objective.maximize,
+            slice_rows=self.state.snapshot.splits.get(SEARCH_TABLE, 0),
+            objectives=[t.objectives for t in ladder.trials],
+            classes=[t.classes for t in ladder.trials],
+            constant=self.state.constant,
+            best=best.index if best is not None else None,
         )
 
 

@@ -17,13 +17,15 @@ those. A sampler that ignores results (random, grid, TPE's random start-up trial
 i waited for the rung-0 results of the trials at least max_concurrent before it.
 
 Li et al., "A System for Massively Parallel Hyperparameter Tuning" (MLSys 2020) describe ASHA; this is its
-promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order. One addition: a
+promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order. Two additions: a
 search too small for its top rungs ends by training its leader on (`_promote_leader`), so it always has a
-winner trained to its full budget.
+winner trained to its full budget; and equal objectives (frequent on a small slice: accuracy moves in steps of
+one row) are ranked by the slice's loss, lower first (`loss_ties`), then by trial index.
 """
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 from pydantic import BaseModel, Field
@@ -49,6 +51,8 @@ class Trial(BaseModel):
     error: str | None = None
     metrics: dict[str, float] | None = None  # the final evaluation (eval split) of a completed trial
     train_seconds: float = 0.0  # training wall time summed over its rungs (reused rungs: 0)
+    losses: list[float | None] = Field(default_factory=list)  # per rung processed: the slice's loss, if measured
+    classes: list[int | None] = Field(default_factory=list)  # per rung processed: distinct classes predicted
 
     @property
     def rung(self) -> int:
@@ -89,6 +93,8 @@ class Ladder(BaseModel):
     sampling_lag: int | None = None  # None: the original gate (see the module's docstring)
     free_samples: int = 0  # trials sampled without waiting for any result (with `sampling_lag` set)
     decided_at: dict[str, int] = Field(default_factory=dict)  # "trial:rung" -> results of the rung below, when promoted
+    loss_ties: bool = False  # equal objectives ranked by the slice's loss (ladders made before: by trial index)
+    details: dict[str, tuple[float | None, int | None]] = Field(default_factory=dict)  # "trial:rung" -> (loss, classes)
 
     # --- what may start ---
 
@@ -167,7 +173,7 @@ class Ladder(BaseModel):
         paused = [t for t in self.trials if t.state is TrialState.paused]
         if paused:
             top = max(t.rung for t in paused)
-            leader = min((t for t in paused if t.rung == top), key=lambda t: (self._key(t.objective), t.index))
+            leader = min((t for t in paused if t.rung == top), key=lambda t: self._rank(t, top))
             self._promote_to_next(leader, top)
 
     def _promote_to_next(self, trial: Trial, rung: int) -> None:
@@ -199,11 +205,22 @@ class Ladder(BaseModel):
 
     # --- results ---
 
-    def record(self, job: Job, objective: float | None, *, error: str | None = None) -> None:
-        """A rung's result arrived (any order); `process` takes it in canonical order."""
+    def record(
+        self,
+        job: Job,
+        objective: float | None,
+        *,
+        error: str | None = None,
+        loss: float | None = None,
+        classes: int | None = None,
+    ) -> None:
+        """A rung's result arrived (any order); `process` takes it in canonical order. `loss`: the slice's loss
+        there (ranks equal objectives); `classes`: how many classes the model predicted on the slice."""
         if error is not None:
             self.trials[job.trial].error = error
         self.arrived[f"{job.trial}:{job.rung}"] = objective
+        if loss is not None or classes is not None:
+            self.details[f"{job.trial}:{job.rung}"] = (loss, classes)
         self._process()
 
     def _process(self) -> None:
@@ -216,12 +233,16 @@ class Ladder(BaseModel):
                     key = f"{index}:{rung}"
                     if key not in self.arrived:
                         break
-                    self._take(self.trials[index], rung, self.arrived.pop(key))
+                    self._take(self.trials[index], rung, self.arrived.pop(key), self.details.pop(key, (None, None)))
                     self.processed[rung] += 1
                     progressed = True
                     self._promote(rung)
 
-    def _take(self, trial: Trial, rung: int, objective: float | None) -> None:
+    def _take(self, trial: Trial, rung: int, objective: float | None, detail: tuple[float | None, int | None]) -> None:
+        # A trial carried over from a ladder without losses has none for its earlier rungs.
+        missing = len(trial.objectives) - len(trial.losses)
+        trial.losses.extend([None] * missing + [detail[0]])
+        trial.classes.extend([None] * (len(trial.objectives) - len(trial.classes)) + [detail[1]])
         trial.objectives.append(objective)
         if objective is None:
             trial.state = TrialState.failed
@@ -231,11 +252,11 @@ class Ladder(BaseModel):
             trial.state = TrialState.paused
 
     def _promote(self, rung: int) -> None:
-        """Promote the rung's top floor(n/η) (ties: the earlier trial) that are paused there."""
+        """Promote the rung's top floor(n/η) (`_rank`) that are paused there."""
         if not self.reduction_factor:
             return
         done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
-        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: (self._key(t.objectives[rung]), t.index))
+        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: self._rank(t, rung))
         for trial in ranked[: len(done) // self.reduction_factor]:
             if trial.state is TrialState.paused and trial.rung == rung:
                 self._promote_to_next(trial, rung)
@@ -243,6 +264,12 @@ class Ladder(BaseModel):
     def _key(self, value: float | None) -> float:
         assert value is not None
         return -value if self.maximize else value
+
+    def _rank(self, trial: Trial, rung: int) -> tuple[float, float, int]:
+        """A trial's place at a rung, best first: its objective there, then (`loss_ties`) the slice's loss,
+        then its index."""
+        loss = trial.losses[rung] if self.loss_ties and rung < len(trial.losses) else None
+        return self._key(trial.objectives[rung]), math.inf if loss is None else loss, trial.index
 
     def stop_paused(self) -> list[Trial]:
         """At the end: every trial still paused at a rung is stopped (returned, to prune its checkpoints)."""
@@ -252,6 +279,6 @@ class Ladder(BaseModel):
         return stopped
 
     def best(self) -> Trial | None:
-        """The completed trial with the best objective at its full budget (ties: the earlier trial)."""
+        """The completed trial with the best objective at its full budget (ties as in `_rank`)."""
         completed = [t for t in self.trials if t.state is TrialState.completed and t.objective is not None]
-        return min(completed, key=lambda t: (self._key(t.objective), t.index), default=None)
+        return min(completed, key=lambda t: self._rank(t, t.rung), default=None)
