@@ -20,7 +20,7 @@ seed; every number printed is measured here.
                        work done again, training seconds wasted.
 
 `python benchmarks/search_bench.py optuna --document F --runs-dir D --storage URL` runs one Optuna search
-(the kill row's subprocess). `python benchmarks/search_bench.py replay [--small] [--no-live]` prints the
+(the kill row's subprocess). `python benchmarks/search_bench.py replay [--sizes cpu|small|mini] [--no-live]` prints the
 ASHA-vs-full rows alone.
 """
 
@@ -66,6 +66,7 @@ from bert_eval.telemetry import configure_logging  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_replay import (  # noqa: E402
     REPLAY_CPU,
+    REPLAY_MINI,
     REPLAY_SMALL,
     ReplaySizes,
     fixed_cost,
@@ -709,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(os.environ.get("BERT_EVAL_DATA_DIR", REPO.parent / "shared" / "data"))
     parser.add_argument("--data-dir", type=Path, default=data_dir)
     parser.add_argument("--storage")
-    parser.add_argument("--small", action="store_true", help="replay: a third of the steps (REPLAY_SMALL)")
+    parser.add_argument("--sizes", choices=("cpu", "small", "mini"), default="cpu", help="replay: REPLAY_CPU, _SMALL or _MINI")
     parser.add_argument("--no-live", action="store_true", help="replay: skip the live search")
     parser.add_argument("--work", type=Path, help="replay: scratch directory")
     args = parser.parse_args(argv)
@@ -736,7 +737,7 @@ def replay_main(args: argparse.Namespace) -> int:
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bert-eval-replay-"))
     bench = bench_module.Bench(bench_module.CPU, work, args.data_dir)
-    sizes = REPLAY_SMALL if args.small else REPLAY_CPU
+    sizes = {"cpu": REPLAY_CPU, "small": REPLAY_SMALL, "mini": REPLAY_MINI}[args.sizes]
     for fields in replay_rows(bench, sizes, MINILM, "MiniLM-L6 (pretrained)", live=not args.no_live):
         print(json.dumps(fields), flush=True)
     print(json.dumps(bench.raw, default=str), flush=True)

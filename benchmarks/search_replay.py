@@ -43,6 +43,7 @@ from bert_eval.search import max_steps, rung_steps, search_holdout, trial_id, tr
 
 __all__ = [
     "REPLAY_CPU",
+    "REPLAY_MINI",
     "REPLAY_SMALL",
     "Curves",
     "ReplaySizes",
@@ -67,6 +68,7 @@ class ReplaySizes:
     epochs: float
     max_seq_length: int = 32
     warmup_high: float = 0.1
+    eval_rows: int | None = None  # validation rows each final model is scored on (None: all 872)
 
 
 # 16 trials of 162 steps (2,592 training rows at batch 16), rungs 18/54/162, a 500-row slice.
@@ -93,6 +95,19 @@ REPLAY_SMALL = ReplaySizes(
     reduction_factor=3,
     epochs=1,
 )
+# For a loaded machine: 8 trials of 27 steps (432 rows), rungs 3/9/27, a 200-row slice, 400 validation rows.
+REPLAY_MINI = ReplaySizes(
+    trials=8,
+    subset=6,
+    replicates=500,
+    train_rows=432,
+    slice_rows=200,
+    batch_size=16,
+    min_steps=3,
+    reduction_factor=3,
+    epochs=1,
+    eval_rows=400,
+)
 
 
 def replay_document(sizes: ReplaySizes, model: str, experiment_id: str, *, concurrent: int = 1) -> dict[str, Any]:
@@ -117,7 +132,7 @@ def replay_document(sizes: ReplaySizes, model: str, experiment_id: str, *, concu
                 "checkpoint_every_steps": None,
                 "checkpoint_every_seconds": None,
             },
-            "eval": {"split": "validation"},
+            "eval": {"split": "validation", "max_eval_samples": sizes.eval_rows},
         },
         "search": {
             "space": space,
