@@ -109,3 +109,27 @@ def test_a_constant_predictions_scores_are_the_best_single_class() -> None:
     scores = constant_scores(labels, task=TaskType.classification, num_labels=2)
     assert scores["accuracy"] == 0.8 and scores["mcc"] == 0.0
     assert scores["f1"] == pytest.approx(f1_score(labels, np.ones(100, dtype=int)))
+
+
+def test_the_leaderboard_and_the_json_records_carry_the_flags() -> None:
+    from rich.console import Console
+
+    from bert_eval.cli import _json_records, _leaderboard
+    from bert_eval.core.search.asha import TrialState
+    from bert_eval.temporal.payloads import ExperimentResult, SearchOutcome, SearchTrial
+
+    flags = search_flags(
+        metric="mcc", maximize=True, slice_rows=1000, objectives=[[0.0], [0.0]], classes=[[1], [1]], constant=0.0, best=None
+    )
+    trials = [
+        SearchTrial(trial=i, run_id=f"s-t{i}", params={"train.learning_rate": 1e-3}, rung=0, steps=4, state=TrialState.stopped,
+                    objective=0.0, objectives=[0.0], predicted_classes=1)
+        for i in range(2)
+    ]  # fmt: skip
+    outcome = SearchOutcome(experiment_id="s", metric="mcc", maximize=True, rungs=[4], trials=trials, flags=flags)
+    console = Console(width=200, record=True)
+    console.print(_leaderboard(outcome))
+    shown = console.export_text()
+    assert "! one-class: every trial predicts one class" in shown and "! tied: all 2 trials at rung 0" in shown
+    records = _json_records(ExperimentResult(experiment_id="s", runs=[], search=outcome))
+    assert [f["kind"] for f in records[0]["search_flags"]] == ["one-class", "tied", "constant-wins"]  # type: ignore[index]
