@@ -710,8 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(os.environ.get("BERT_EVAL_DATA_DIR", REPO.parent / "shared" / "data"))
     parser.add_argument("--data-dir", type=Path, default=data_dir)
     parser.add_argument("--storage")
-    parser.add_argument("--sizes", choices=("cpu", "small", "mini"), default="cpu", help="replay: REPLAY_CPU, _SMALL or _MINI")
+    parser.add_argument("--sizes", choices=("cpu", "small", "mini"), default="cpu", help="replay: REPLAY_<SIZES>")
     parser.add_argument("--no-live", action="store_true", help="replay: skip the live search")
+    parser.add_argument("--model", choices=("minilm", "tiny"), default="minilm", help="replay: the model trained")
     parser.add_argument("--work", type=Path, help="replay: scratch directory")
     args = parser.parse_args(argv)
     configure_logging(level=os.environ["BERT_EVAL_LOG_LEVEL"])
@@ -738,7 +739,10 @@ def replay_main(args: argparse.Namespace) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bert-eval-replay-"))
     bench = bench_module.Bench(bench_module.CPU, work, args.data_dir)
     sizes = {"cpu": REPLAY_CPU, "small": REPLAY_SMALL, "mini": REPLAY_MINI}[args.sizes]
-    for fields in replay_rows(bench, sizes, MINILM, "MiniLM-L6 (pretrained)", live=not args.no_live):
+    model, label = MINILM, "MiniLM-L6 (pretrained)"
+    if args.model == "tiny":
+        model, label = str(bench.tiny_model()), "tiny random BERT"
+    for fields in replay_rows(bench, sizes, model, label, live=not args.no_live):
         print(json.dumps(fields), flush=True)
     print(json.dumps(bench.raw, default=str), flush=True)
     return 0
