@@ -1,11 +1,15 @@
-"""The search rows of `make bench` (`bench.py --only search`): one hyperparameter search, measured three ways.
+"""The search rows of `make bench` (`bench.py --only search`): ASHA's quality and compute against the full
+search, then one hyperparameter search measured against Optuna two ways.
 
 Every row runs both sides in the same `bench.py` run, on the same model, SST-2 rows, space, trial count and
 seed; every number printed is measured here.
 
-  ASHA vs full search  bert-eval's ASHA search vs the same search with `scheduler: none` (every trial trained
-                       to its budget): training seconds summed over the trials, the best objective on the
-                       search slice, and the winner's metrics on the eval split.
+  ASHA vs full search  one full random search recorded rung by rung, ASHA (the search's own ladder) and
+                       Optuna's SuccessiveHalvingPruner replayed on it over many trial subsets, arrival
+                       orders and slice resamples (search_replay.py): regret in validation accuracy with
+                       its interval, training steps and seconds against the full search; the fixed cost
+                       per training call F; and a live bert-eval ASHA search of the same trials, which
+                       must make the replay's decisions.
   vs Optuna            bert-eval (dev server, one training worker, max_concurrent 1) vs Optuna run standalone
                        in this process: `TPESampler` + `SuccessiveHalvingPruner` over the same
                        `fine_tune(stop_at_step=...)` + `evaluate_rung` calls. Best objective, wall time, and the
@@ -16,7 +20,8 @@ seed; every number printed is measured here.
                        work done again, training seconds wasted.
 
 `python benchmarks/search_bench.py optuna --document F --runs-dir D --storage URL` runs one Optuna search
-(the kill row's subprocess).
+(the kill row's subprocess). `python benchmarks/search_bench.py replay [--sizes cpu|small|mini] [--no-live]` prints the
+ASHA-vs-full rows alone.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
 
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState as OptunaState  # noqa: E402
 from support.calls import fine_tune_calls  # noqa: E402
@@ -56,6 +62,19 @@ from bert_eval.experiment import parse_experiment  # noqa: E402
 from bert_eval.search import max_steps, rung_steps, search_holdout, trial_id, trial_spec  # noqa: E402
 from bert_eval.spec import Experiment, RunSpec  # noqa: E402
 from bert_eval.telemetry import configure_logging  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_replay import (  # noqa: E402
+    REPLAY_CPU,
+    REPLAY_MINI,
+    REPLAY_SMALL,
+    ReplaySizes,
+    fixed_cost,
+    live_matches,
+    record_curves,
+    replay,
+    replay_document,
+)
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SPACE = {"train.learning_rate": {"loguniform": [1.0e-5, 3.0e-4]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}}
@@ -485,15 +504,15 @@ def measure(bench: Any, *, quick: bool) -> Iterator[dict[str, Any]]:
     model = MINILM if sizes.model == "minilm" else str(bench.tiny_model())
     label = "MiniLM-L6 (pretrained)" if sizes.model == "minilm" else "tiny random BERT"
     started = time.monotonic()
+    if not quick:
+        yield from replay_rows(bench, REPLAY_CPU, model, label, live=True)
     stack = bench.stack("search")
     try:
-        full, _ = run_bert_eval(stack, search_document(sizes, model, "search-full", scheduler="none"))
         asha, asha_outcome = run_bert_eval(stack, search_document(sizes, model, "search-asha"))
         rungs = asha_outcome.rungs
         slice_rows = round(sizes.train_rows * sizes.holdout)
         bench.raw["search.sizes"] = {**asdict(sizes), "model_id": model, "rungs": rungs, "search_slice_rows": slice_rows}
-        bench.raw["search.full"], bench.raw["search.asha"] = _raw(full), _raw(asha)
-        yield from asha_vs_full(asha, full, sizes, label, rungs, slice_rows)
+        bench.raw["search.asha"] = _raw(asha)
 
         warm_up(search_document(sizes, model, "warm-up"), bench.fresh("search-warm-up"), bench.data_dir)
         gc.collect()
@@ -536,24 +555,84 @@ def optuna_kill_survival(document: dict[str, Any], work: Path, data_dir: Path, s
     }
 
 
-def asha_vs_full(asha: SearchRun, full: SearchRun, sizes: SearchSizes, label: str, rungs: list[int], slice_rows: int) -> Iterator[dict[str, Any]]:
-    setup = f"{label}, {sizes.trials} trials, {sizes.train_rows} SST-2 rows ({slice_rows} held out as the search slice), rungs {rungs}"
-    yield dict(
-        name="search training seconds (sum over trials), ASHA vs full search", ours=asha.train_s, baseline=full.train_s, unit="s",
-        target="<= 0.40x, best within 0.5 pt of the full search's",
-        note=f"{setup}; {asha.training_calls} vs {full.training_calls} training calls, {_steps(asha)} vs {_steps(full)} steps; "
-        f"wall {asha.wall_s:.1f} s vs {full.wall_s:.1f} s",
+def replay_rows(bench: Any, sizes: ReplaySizes, model: str, label: str, *, live: bool) -> Iterator[dict[str, Any]]:
+    """The ASHA-vs-full rows (search_replay.py): record, replay, and (`live`) one live ASHA search."""
+    document = replay_document(sizes, model, "search-replay")
+    started = time.monotonic()
+    curves = record_curves(document, bench.fresh("search-replay-runs"), bench.data_dir)
+    record_s = time.monotonic() - started
+    summary = replay(curves, sizes)
+    fixed, per_step = fixed_cost(curves.calls)
+    rungs = curves.trials[0].steps
+    setup = (
+        f"{label}, {sizes.trials} random trials recorded ({record_s:.0f} s), {sizes.replicates} replays of "
+        f"{sizes.subset} in random order with the {sizes.slice_rows}-row slice resampled; rungs {rungs}, "
+        f"{sizes.train_rows} training rows"
     )
+    bench.raw["search.replay"] = {
+        "sizes": asdict(sizes),
+        "summary": summary,
+        "record_s": record_s,
+        "validation": [t.validation for t in curves.trials],
+        "calls": curves.calls,
+    }
+    for side, name in (("asha", "ASHA (bert-eval's ladder)"), ("optuna", "Optuna SuccessiveHalvingPruner")):
+        s = summary[side]
+        low, high = s["regret_ci_pt"]
+        yield dict(
+            name=f"search replay: mean regret in validation accuracy, {name} vs full search",
+            ours=s["regret_mean_pt"],
+            baseline=None,
+            unit="pt",
+            target="<= 0.5 pt" if side == "asha" else "",
+            note=f"95% CI [{low:.2f}, {high:.2f}]; regret > 0 in {s['regret_above_0']:.0%} of replays; {setup}",
+        )
+        yield dict(
+            name=f"search replay: training steps, {name} vs full search",
+            ours=s["steps_ratio"],
+            baseline=1.0,
+            unit="x",
+            ratio=s["steps_ratio"],
+            target="<= 0.35x" if side == "asha" else "",
+        )
+        yield dict(
+            name=f"search replay: training seconds, {name} vs full search",
+            ours=s["seconds_ratio"],
+            baseline=1.0,
+            unit="x",
+            ratio=s["seconds_ratio"],
+            target="<= 0.45x" if side == "asha" else "",
+            note="the full search's seconds: its recorded calls less the fixed cost of its extra rung calls "
+            f"(F = {fixed:.2f} s)",
+        )
     yield dict(
-        name="search best objective (search-slice accuracy), ASHA vs full search", ours=_points(asha.best), baseline=_points(full.best), unit="pt",
-        target="within 0.5 pt",
-        note=f"difference {_points(asha.best) - _points(full.best):+.2f} pt; one row of the slice is {100 / slice_rows:.2f} pt; "
-        f"winners: trial {asha.best_trial} vs trial {full.best_trial}",
+        name="search: fixed cost per training call F (fit of seconds = F + s * steps)",
+        ours=fixed,
+        baseline=None,
+        unit="s",
+        note=f"{len(curves.calls)} recorded calls, s = {per_step:.3f} s/step; the full search's winner is "
+        f"{summary['full_oracle_gap_pt']:.2f} pt below the subset's best validation accuracy on average",
     )
+    if not live:
+        return
+    stack = bench.stack("search-replay-live")
+    try:
+        run, outcome = run_bert_eval(stack, document)
+    finally:
+        stack.close()
+    match = live_matches(curves, outcome, sizes.reduction_factor)
+    calls = np.array([[1.0, float(t.rung + 1), float(t.steps)] for t in outcome.trials])
+    live_fit = np.linalg.lstsq(calls[:, 1:], np.array([t.train_seconds for t in outcome.trials]), rcond=None)[0]
+    bench.raw["search.replay_live"] = {**match, **_raw(run)}
     yield dict(
-        name="search winner's validation accuracy, ASHA vs full search", ours=_points((asha.final_metrics or {}).get("accuracy")),
-        baseline=_points((full.final_metrics or {}).get("accuracy")), unit="%",
-        note=f"ASHA winner {_metrics(asha.final_metrics)}; full search winner {_metrics(full.final_metrics)} ({sizes.eval_rows or 872} validation rows)",
+        name="search: live bert-eval ASHA makes the replay's decisions (same params, promotions, winner)",
+        ours=float(match["same_params"] and match["same_promotions"] and match["same_winner"]),
+        baseline=None,
+        unit="1 = yes",
+        target="1",
+        note=f"live {run.training_calls} training calls, {run.train_s:.1f} s training, wall {run.wall_s:.1f} s; "
+        f"F fitted on the live trials {live_fit[0]:.2f} s (s = {live_fit[1]:.3f} s/step); "
+        f"promotions {match['live_promotions']}",
     )
 
 
@@ -624,14 +703,23 @@ def _raw(run: SearchRun) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="one Optuna search (the kill row's subprocess)")
-    parser.add_argument("command", choices=("optuna",))
-    parser.add_argument("--document", type=Path, required=True)
-    parser.add_argument("--runs-dir", type=Path, required=True)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--storage", required=True)
+    parser = argparse.ArgumentParser(description="one Optuna search (the kill row's subprocess), or the replay rows")
+    parser.add_argument("command", choices=("optuna", "replay"))
+    parser.add_argument("--document", type=Path)
+    parser.add_argument("--runs-dir", type=Path)
+    data_dir = Path(os.environ.get("BERT_EVAL_DATA_DIR", REPO.parent / "shared" / "data"))
+    parser.add_argument("--data-dir", type=Path, default=data_dir)
+    parser.add_argument("--storage")
+    parser.add_argument("--sizes", choices=("cpu", "small", "mini"), default="cpu", help="replay: REPLAY_<SIZES>")
+    parser.add_argument("--no-live", action="store_true", help="replay: skip the live search")
+    parser.add_argument("--model", choices=("minilm", "tiny"), default="minilm", help="replay: the model trained")
+    parser.add_argument("--work", type=Path, help="replay: scratch directory")
     args = parser.parse_args(argv)
     configure_logging(level=os.environ["BERT_EVAL_LOG_LEVEL"])
+    if args.command == "replay":
+        return replay_main(args)
+    if args.document is None or args.runs_dir is None or args.storage is None:
+        parser.error("optuna needs --document, --runs-dir and --storage")
     if pace := os.environ.get(PACE_ENV):
         from paced_worker import _paced  # type: ignore[import-not-found]
 
@@ -639,6 +727,24 @@ def main(argv: list[str] | None = None) -> int:
 
         ProgressEvents.on_step_end = _paced(ProgressEvents.on_step_end, float(pace))
     optuna_search(json.loads(args.document.read_text()), runs_dir=args.runs_dir, data_dir=args.data_dir, storage=args.storage)
+    return 0
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    """Print the ASHA-vs-full rows (and their raw figures) without the rest of `make bench`."""
+    import tempfile
+
+    import bench as bench_module  # type: ignore[import-not-found]
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bert-eval-replay-"))
+    bench = bench_module.Bench(bench_module.CPU, work, args.data_dir)
+    sizes = {"cpu": REPLAY_CPU, "small": REPLAY_SMALL, "mini": REPLAY_MINI}[args.sizes]
+    model, label = MINILM, "MiniLM-L6 (pretrained)"
+    if args.model == "tiny":
+        model, label = str(bench.tiny_model()), "tiny random BERT"
+    for fields in replay_rows(bench, sizes, model, label, live=not args.no_live):
+        print(json.dumps(fields), flush=True)
+    print(json.dumps(bench.raw, default=str), flush=True)
     return 0
 
 

@@ -290,7 +290,9 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
     done = "" if search.finished else " (in progress)"
     table = Table(
         title=f"search {search.experiment_id}: {len(search.trials)} trials (runs {search.experiment_id}-tNNNN), "
-        f"{search.metric} ({direction}) on the search slice{done}"
+        f"{search.metric} ({direction}) on the search slice{done}",
+        caption="\n".join(f"! {flag.kind}: {flag.message}" for flag in search.flags) or None,
+        caption_justify="left",
     )
     for column in ("trial", "params", "rung (steps)", search.metric, "state", "final metrics / error"):
         table.add_column(column)
@@ -396,7 +398,16 @@ def _json_records(result: ExperimentResult) -> list[dict[str, object]]:
     """One record per run (as before), with the run's interval and its configuration's statistics; for a
     search, one record per trial (params, rung, state, objective, the final metrics of completed trials)."""
     if result.search is not None:
-        return [{"experiment_id": result.experiment_id, "best": t.run_id == result.search.best, **t.model_dump(mode="json")} for t in result.search.trials]
+        flags = [flag.model_dump(mode="json") for flag in result.search.flags]
+        return [
+            {
+                "experiment_id": result.experiment_id,
+                "best": t.run_id == result.search.best,
+                **t.model_dump(mode="json"),
+                "search_flags": flags,
+            }
+            for t in result.search.trials
+        ]
     summary = result.summary
     intervals = {r.run_id: r.model_dump(mode="json") for r in summary.runs} if summary else {}
     configs = {c.config: c.model_dump(mode="json") for c in summary.configs} if summary else {}

@@ -9,8 +9,10 @@ measured; the experiment's eval split is never searched on. With ASHA a trial tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel
 
 from bert_eval.spec import (
     SEARCH_METRICS,
@@ -25,7 +27,24 @@ from bert_eval.spec import (
     normalize_id,
 )
 
-__all__ = ["check_search", "holdout_rows", "leaderboard", "max_steps", "rung_steps", "search_holdout", "trial_id", "trial_spec"]
+__all__ = [
+    "SEPARABLE_GAP",
+    "SearchFlag",
+    "check_search",
+    "holdout_rows",
+    "leaderboard",
+    "max_steps",
+    "rung_steps",
+    "search_flags",
+    "search_holdout",
+    "separable_gap",
+    "trial_id",
+    "trial_spec",
+]
+
+# The difference in accuracy a search slice should tell apart; a smaller slice is flagged with the rows it needs.
+SEPARABLE_GAP = 0.05
+_Z = 1.959963984540054  # the two-sided 95% normal quantile
 
 
 def check_search(search: SearchSpec, template: RunSpec, *, task: TaskType | None, train_rows: int | None) -> None:
@@ -122,3 +141,123 @@ def leaderboard(trials: Iterable[Ranked], *, maximize: bool) -> list[Ranked]:
     without an objective last, ties by trial index (`bert-eval status` and the report)."""
     sign = -1 if maximize else 1
     return sorted(trials, key=lambda t: (t.objective is None, -t.rung, sign * (t.objective or 0.0), t.trial))
+
+
+class SearchFlag(BaseModel):
+    """Something that makes a search's ranking uninformative, and what to change."""
+
+    kind: Literal["small-slice", "one-class", "tied", "within-noise", "constant-wins"]
+    message: str
+
+
+def separable_gap(rows: int, rate: float = 0.5) -> float:
+    """The smallest difference between two accuracies measured on `rows` rows that is significant at 95%
+    (two independent binomial proportions near `rate`)."""
+    return _Z * math.sqrt(2 * rate * (1 - rate) / max(rows, 1))
+
+
+def search_flags(
+    *,
+    metric: str,
+    maximize: bool,
+    slice_rows: int,
+    objectives: Sequence[Sequence[float | None]],
+    classes: Sequence[Sequence[int | None]],
+    constant: float | None,
+    best: int | None,
+) -> list[SearchFlag]:
+    """Why a search's ranking may mean nothing, each with what to change: a slice too small to separate
+    trials, trials that predict one class, trials all tied or all within the slice's noise at a rung, and a
+    winner no better than a constant prediction (`constant`: what one scores on the slice). `objectives` and
+    `classes` are per trial, per rung processed; `best` indexes the winner, if any."""
+    flags: list[SearchFlag] = []
+    classification = metric in ("accuracy", "f1", "mcc")
+    if classification and separable_gap(slice_rows) > SEPARABLE_GAP:
+        need = math.ceil(2 * 0.25 * (_Z / SEPARABLE_GAP) ** 2)
+        flags.append(
+            SearchFlag(
+                kind="small-slice",
+                message=f"the search slice has {slice_rows} rows: two trials' accuracies must differ by "
+                f"{separable_gap(slice_rows):.1%} to be told apart (95%); {need} rows tell {SEPARABLE_GAP:.0%} apart: "
+                "raise search.objective.holdout or train.max_train_samples",
+            )
+        )
+    one_class = [i for i, c in enumerate(classes) if c and c[-1] == 1]
+    if one_class:
+        who = "every trial predicts" if len(one_class) == len(classes) else f"trials {_indices(one_class)} predict"
+        flags.append(
+            SearchFlag(
+                kind="one-class",
+                message=f"{who} one class on the search slice at its last rung: the model learned nothing yet; train "
+                "longer (more steps or epochs, larger min_steps) or search another learning-rate range",
+            )
+        )
+    flags.extend(_tie_flags(metric, slice_rows, objectives, classification=classification))
+    scores = [o[-1] for o in objectives if o and o[-1] is not None]
+    final = objectives[best][-1] if best is not None else None
+    if constant is not None and final is not None and (final <= constant if maximize else final >= constant):
+        flags.append(
+            SearchFlag(
+                kind="constant-wins",
+                message=f"a constant prediction scores {metric} {constant:.4f} on the search slice; the best trial's "
+                f"{final:.4f} is no better: choose another objective ({_other_objectives(metric)}), or train longer",
+            )
+        )
+    elif constant is not None and best is None and scores:
+        top = max(scores) if maximize else min(scores)
+        if top <= constant if maximize else top >= constant:
+            flags.append(
+                SearchFlag(
+                    kind="constant-wins",
+                    message=f"a constant prediction scores {metric} {constant:.4f} on the search slice; no trial "
+                    f"does better so far: choose another objective ({_other_objectives(metric)}), or train longer",
+                )
+            )
+    return flags
+
+
+def _tie_flags(
+    metric: str, rows: int, objectives: Sequence[Sequence[float | None]], *, classification: bool
+) -> list[SearchFlag]:
+    """At rung 0 and at the highest rung with two results or more: all equal, or (accuracy) all within the
+    slice's noise."""
+    flags: list[SearchFlag] = []
+    depth = max((len(o) for o in objectives), default=0)
+    rungs = sorted({0, *(r for r in range(depth) if sum(len(o) > r and o[r] is not None for o in objectives) >= 2)})
+    for rung in (rungs[0], rungs[-1]) if len(rungs) > 1 else rungs[:1]:
+        values = [v for o in objectives if len(o) > rung and (v := o[rung]) is not None]
+        if len(values) < 2:
+            continue
+        spread = max(values) - min(values)
+        if spread == 0:
+            flags.append(
+                SearchFlag(
+                    kind="tied",
+                    message=f"all {len(values)} trials at rung {rung} scored {metric} {values[0]:.4f}: nothing ranks "
+                    "them (the slice's loss, then the trial index decided); train longer, widen the space, or "
+                    "choose another objective",
+                )
+            )
+        elif metric == "accuracy" and classification:
+            rate = sum(values) / len(values)
+            gap = separable_gap(rows, min(max(rate, 1 / max(rows, 1)), 1 - 1 / max(rows, 1)))
+            if spread < gap:
+                flags.append(
+                    SearchFlag(
+                        kind="within-noise",
+                        message=f"the {len(values)} trials at rung {rung} span {spread:.1%} of accuracy, within the "
+                        f"slice's noise ({gap:.1%} at 95% on {rows} rows): their order is chance; use a larger slice "
+                        "or a wider space",
+                    )
+                )
+    return flags
+
+
+def _indices(indices: Sequence[int]) -> str:
+    shown = ", ".join(str(i) for i in indices[:10])
+    return shown + (f" and {len(indices) - 10} more" if len(indices) > 10 else "")
+
+
+def _other_objectives(metric: str) -> str:
+    others = {"f1": "mcc or accuracy", "accuracy": "mcc", "mcc": "f1 or accuracy"}
+    return others.get(metric, "another metric")

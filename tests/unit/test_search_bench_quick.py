@@ -75,3 +75,28 @@ def test_optuna_losses_count_trials_left_running_and_params_sampled_again(bench)
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, state=trial_state, value=0.5 if state == "COMPLETE" else None))
     losses = bench.optuna_losses(study, None, Path("/nonexistent"), wanted=3)
     assert (losses["trials_lost"], losses["lost_trials"], losses["trials_repeated"], losses["replacement_trials"]) == (1, [1], 1, 1)
+
+
+def test_the_replay_records_every_rung_and_replays_the_ladder_on_it(
+    bench, tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
+    """Four tiny trials recorded rung by rung (rungs 1, 2, 4): each rung's per-row slice results are kept, ASHA
+    and Optuna's pruner replay over subsets, and the replay of every trial in order is what the ladder decides."""
+    replay = sys.modules.get("search_replay") or __import__("search_replay")
+    sizes = replay.ReplaySizes(
+        trials=4, subset=3, replicates=6, train_rows=64, slice_rows=40, batch_size=16, min_steps=1,
+        reduction_factor=2, epochs=1,
+    )
+    document = replay.replay_document(sizes, str(tiny_model_dir), "replay-probe")
+    document["defaults"]["eval"]["max_eval_samples"] = 32
+    curves = replay.record_curves(document, tmp_path, data_dir)
+    assert [t.steps for t in curves.trials] == [[1, 2, 4]] * 4
+    assert all(len(c) == 40 for t in curves.trials for c in t.correct)
+    assert all(0 <= t.validation <= 1 for t in curves.trials)
+    assert len(curves.calls) == 12 and all(seconds > 0 for _, seconds in curves.calls)
+    summary = replay.replay(curves, sizes)
+    for side in ("asha", "optuna"):
+        assert summary[side]["regret_ci_pt"][0] <= summary[side]["regret_mean_pt"] <= summary[side]["regret_ci_pt"][1]
+        assert 0 < summary[side]["steps_ratio"] <= 1
+    # η = 2 over 3 trials: at most two reach the full budget, so ASHA trains fewer steps than the full search.
+    assert summary["asha"]["steps_ratio"] < 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file
 from support.core import core_snapshot
@@ -62,6 +63,11 @@ def test_a_trial_paused_at_a_rung_and_resumed_equals_one_trained_straight_throug
 
     rung = evaluate_rung(spec, 4, model_dir=paused.model_dir, snapshot=snapshot, runs_dir=rungs_dir)
     assert rung.examples == snapshot.splits[SEARCH_TABLE] and 0.0 <= rung.metrics["accuracy"] <= 1.0
+    # What ranks ties and flags an uninformative search, and the per-row outputs behind them.
+    assert rung.loss is not None and rung.loss > 0 and rung.predicted_classes in (1, 2)
+    assert rung.constant["accuracy"] >= 0.5 and rung.constant["mcc"] == 0.0
+    rows = np.load(rungs_dir / "runs" / spec.id / "rungs" / "step-4.npz")
+    assert rows["logits"].shape == (rung.examples, 2) and len(rows["labels"]) == rung.examples
     assert load_rung(spec, 4, snapshot=snapshot, runs_dir=rungs_dir) == rung.model_copy(update={"reused": True})
     assert load_rung(spec, 12, snapshot=snapshot, runs_dir=rungs_dir) is None
 

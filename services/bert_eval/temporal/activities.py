@@ -391,7 +391,7 @@ class EvalActivities:
     async def suggest_trial(self, request: SuggestInput) -> dict[str, float | int]:
         """A search's next trial, from its sampler (recorded in history: replay never asks again)."""
         with telemetry.bind_run(experiment_id=request.experiment_id, trial=request.index):
-            params = await _in_thread(lambda: suggest(request.search, request.index, request.history))
+            params = await _in_thread(lambda: suggest(request.search, request.index, request.history, request.seen))
             log.info("trial sampled", params=params)
             return params
 

@@ -115,7 +115,7 @@ class _SearchMetrics:
         )
         self.best = Gauge(
             "bert_eval_search_best_objective",
-            "A search's best objective so far (on the held-out search slice, at any rung)",
+            "A search's best objective so far at the highest rung any trial reached (on the held-out search slice)",
             ("experiment_id", "metric"),
             registry=registry,
         )

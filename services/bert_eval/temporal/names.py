@@ -60,6 +60,11 @@ class PATCH:
     snapshot_in_coordinator = "snapshot-in-coordinator"
     # The coordinator ends with the summarize_experiment activity (intervals per run and configuration).
     experiment_summary = "experiment-summary"
+    # A search samples its next trial after a fixed lag (none for samplers that ignore results), not after
+    # trial i - max_concurrent's rung-0 result: the ladder's `sampling_lag`.
+    search_sampling_lag = "search-sampling-lag"
+    # A search ranks equal objectives by the slice's loss before the trial index: the ladder's `loss_ties`.
+    search_loss_ties = "search-loss-ties"
 
 
 class QUERY:

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 from temporalio.exceptions import ApplicationError
 
 from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
-from bert_eval.core.search.asha import Ladder, TrialState
+from bert_eval.core.search.asha import Ladder, SeenTrial, TrialState
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import BertEvalRequest, CoordinatorWorkflowInput, is_reference_input
+from bert_eval.search import SearchFlag
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, SearchSpec, normalize_id
 from bert_eval.temporal.names import EVAL_TASK_QUEUE, INVALID_INPUT, TRAINING_TASK_QUEUE
 
@@ -76,6 +77,7 @@ class SearchState(Payload):
     snapshot: SnapshotResult
     ladder: Ladder
     continued: int = 0  # runs of the coordinator before this one (continue-as-new)
+    constant: float | None = None  # the objective a constant prediction scores on the search slice
 
 
 class CoordinatorInput(Payload):
@@ -222,6 +224,7 @@ class SearchTrial(BaseModel):
     metrics: dict[str, float] | None = None  # final evaluation on the experiment's eval split (completed trials)
     train_seconds: float = 0.0
     error: str | None = None
+    predicted_classes: int | None = None  # distinct classes predicted on the slice at its highest rung
 
 
 class SearchOutcome(BaseModel):
@@ -236,6 +239,7 @@ class SearchOutcome(BaseModel):
     promotions: list[str] = []  # "trial:rung->rung", by rung, in the order decided within each rung
     continued: int = 0
     finished: bool = False
+    flags: list[SearchFlag] = []  # why the ranking may mean nothing, each with what to change
 
 
 class ExperimentResult(BaseModel):
@@ -338,7 +342,8 @@ class SuggestInput(Payload):
     experiment_id: str
     search: SearchSpec
     index: int
-    history: list[tuple[dict[str, float | int], float | None, bool]]
+    history: list[tuple[dict[str, float | int], float | None, bool]]  # searches started before `seen` existed
+    seen: list[SeenTrial] | None = None  # `Ladder.sampler_view()`: what the sampler sees (then `history` is empty)
 
 
 class RungInput(Payload):

@@ -2,7 +2,8 @@
 
 One snapshot holds every trial's rows (the template's selection less the held-out `search` slice). Trials
 are sampled one at a time by the `suggest_trial` activity, each from the history the ladder allows
-(core/search/asha.py), so sampling is recorded and replayed, never redone. Each rung of a trial is a training
+(core/search/asha.py: a fixed lag, none for samplers that ignore results), so sampling is recorded and
+replayed, never redone. Each rung of a trial is a training
 child that pauses at the rung's step (the next rung resumes from that checkpoint), then `evaluate_rung` on
 the eval pool while other trials train. At most `max_concurrent` rungs train at once. A trial trained to
 its full budget is evaluated on the experiment's eval split. At the end, trials still paused are stopped and
@@ -28,12 +29,22 @@ with workflow.unsafe.imports_passed_through():
     from bert_eval.core.records import EvalResult, SnapshotResult
     from bert_eval.core.search.asha import Job, Ladder, Trial, TrialState
     from bert_eval.core.search.rungs import RungResult
-    from bert_eval.search import check_search, max_steps, rung_steps, search_holdout, trial_id, trial_spec
+    from bert_eval.core.search.sampling import free_samples
+    from bert_eval.search import (
+        SearchFlag,
+        check_search,
+        max_steps,
+        rung_steps,
+        search_flags,
+        search_holdout,
+        trial_id,
+        trial_spec,
+    )
     from bert_eval.spec import Experiment, RunSpec, SearchSpec
     from bert_eval.temporal.activities import EvalActivities
     from bert_eval.temporal.calls import activity_of_run, run_attributes, snapshot_of
     from bert_eval.temporal.failures import root_cause
-    from bert_eval.temporal.names import INVALID_INPUT, TIMEOUTS, WORKFLOW, release_prefix, rung_workflow_id
+    from bert_eval.temporal.names import INVALID_INPUT, PATCH, TIMEOUTS, WORKFLOW, release_prefix, rung_workflow_id
     from bert_eval.temporal.payloads import (
         CoordinatorInput,
         EvalRunInput,
@@ -77,6 +88,10 @@ class SearchRunner:
                 reduction_factor=self.search.scheduler.reduction_factor if self.search.scheduler.type == "asha" else 0,
                 maximize=self.search.objective.maximize,
             )
+            if workflow.patched(PATCH.search_sampling_lag):
+                lag = self.search.max_concurrent + 1
+                ladder.sampling_lag, ladder.free_samples = lag, free_samples(self.search, lag)
+            ladder.loss_ties = workflow.patched(PATCH.search_loss_ties)
             self.state = SearchState(snapshot=snapshot, ladder=ladder)
         ladder = self.state.ladder
         tasks: list[asyncio.Task[None]] = []
@@ -110,8 +125,9 @@ class SearchRunner:
         assert self.state is not None
         ladder = self.state.ladder
         counts = {state.value: sum(t.state is state for t in ladder.trials) for state in TrialState}
-        measured = [t.objective for t in ladder.trials if t.objective is not None]
-        best = (max(measured) if ladder.maximize else min(measured)) if measured else None
+        top = max((t.rung for t in ladder.trials if t.objective is not None), default=-1)
+        measured = [t.objective for t in ladder.trials if t.objective is not None and t.rung == top]
+        best = (max(measured) if ladder.maximize else min(measured)) if measured else None  # the top rung's only
         await self._call(
             self.experiment.id,
             EvalActivities.record_search_progress,
@@ -153,7 +169,7 @@ class SearchRunner:
         params: dict[str, float | int] = await self._call(
             self.experiment.id,
             EvalActivities.suggest_trial,
-            SuggestInput(experiment_id=self.experiment.id, search=self.search, index=index, history=ladder.sampler_history()),
+            _suggest_input(self.experiment.id, self.search, ladder),
             start_to_close=TIMEOUTS.suggest_start_to_close,
         )
         spec = self._spec_of(trial_id(self.experiment.id, index), params)
@@ -177,7 +193,10 @@ class SearchRunner:
             slot.free()
             if final:
                 trial.metrics = await self._final_evaluation(spec)
-            self.state.ladder.record(job, rung.metrics[self.search.objective.metric])
+            metric = self.search.objective.metric
+            if self.state.constant is None and metric in rung.constant:
+                self.state = self.state.model_copy(update={"constant": rung.constant[metric]})
+            self.state.ladder.record(job, rung.metrics[metric], loss=rung.loss, classes=rung.predicted_classes)
         except (ActivityError, ChildWorkflowError, ApplicationError) as exc:
             self.state.ladder.record(job, None, error=root_cause(exc))
         finally:
@@ -275,6 +294,7 @@ class SearchRunner:
                     metrics=t.metrics,
                     train_seconds=t.train_seconds,
                     error=t.error,
+                    predicted_classes=t.classes[-1] if t.classes else None,
                 )
                 for t in trials
             ],
@@ -282,7 +302,32 @@ class SearchRunner:
             promotions=list(ladder.promotions) if ladder is not None else [],
             continued=self.state.continued if self.state is not None else 0,
             finished=finished,
+            flags=self._flags(),
         )
+
+    def _flags(self) -> list[SearchFlag]:
+        if self.state is None:
+            return []
+        ladder = self.state.ladder
+        best = ladder.best()
+        return search_flags(
+            metric=self.search.objective.metric,
+            maximize=self.search.objective.maximize,
+            slice_rows=self.state.snapshot.splits.get(SEARCH_TABLE, 0),
+            objectives=[t.objectives for t in ladder.trials],
+            classes=[t.classes for t in ladder.trials],
+            constant=self.state.constant,
+            best=best.index if best is not None else None,
+        )
+
+
+def _suggest_input(experiment_id: str, search: SearchSpec, ladder: Ladder) -> SuggestInput:
+    """What the next trial's sampler is given: the ladder's view, or for a ladder made before the sampling lag,
+    its rung-0 history."""
+    index = len(ladder.trials)
+    if ladder.sampling_lag is None:
+        return SuggestInput(experiment_id=experiment_id, search=search, index=index, history=ladder.sampler_history())
+    return SuggestInput(experiment_id=experiment_id, search=search, index=index, history=[], seen=ladder.sampler_view())
 
 
 class _Slot:

@@ -6,22 +6,31 @@ promoted to rung k+1, and resumes there from its rung-k checkpoint. Results may 
 killed worker delays one trial, another finishes first), so the ladder *processes* them in one canonical
 order: rung 0 in trial order, rung k+1 in the order trials were promoted into it. A result that arrives
 early waits until those before it are processed. So the promotions, and the history each new trial is
-sampled with (`sampler_history`), are a function of the seed and the objectives alone: an interrupted
+sampled with (`sampler_view`), are a function of the seed and the objectives alone: an interrupted
 search makes exactly the decisions of an undisturbed one.
 
+What a new trial's sampler sees is fixed by a lag, not by timing (`sampling_lag`, usually max_concurrent + 1):
+trial i sees the rung-0 results of the trials at least `lag` before it and, at each higher rung, the results
+of the promotions decided at least `lag` results before the rung below's visible ones; it waits only for
+those. A sampler that ignores results (random, grid, TPE's random start-up trials) waits for nothing
+(`free_samples`). Ladders made before the lag existed (`sampling_lag` None) keep their original gate: trial
+i waited for the rung-0 results of the trials at least max_concurrent before it.
+
 Li et al., "A System for Massively Parallel Hyperparameter Tuning" (MLSys 2020) describe ASHA; this is its
-promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order. One addition: a
+promotion rule (top floor(n/η) of the n results at a rung) applied in that canonical order. Two additions: a
 search too small for its top rungs ends by training its leader on (`_promote_leader`), so it always has a
-winner trained to its full budget.
+winner trained to its full budget; and equal objectives (frequent on a small slice: accuracy moves in steps of
+one row) are ranked by the slice's loss, lower first (`loss_ties`), then by trial index.
 """
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Job", "Ladder", "Trial", "TrialState"]
+__all__ = ["Job", "Ladder", "SeenTrial", "Trial", "TrialState"]
 
 
 class TrialState(str, Enum):
@@ -42,6 +51,8 @@ class Trial(BaseModel):
     error: str | None = None
     metrics: dict[str, float] | None = None  # the final evaluation (eval split) of a completed trial
     train_seconds: float = 0.0  # training wall time summed over its rungs (reused rungs: 0)
+    losses: list[float | None] = Field(default_factory=list)  # per rung processed: the slice's loss, if measured
+    classes: list[int | None] = Field(default_factory=list)  # per rung processed: distinct classes predicted
 
     @property
     def rung(self) -> int:
@@ -51,6 +62,15 @@ class Trial(BaseModel):
     @property
     def objective(self) -> float | None:
         return self.objectives[-1] if self.objectives else None
+
+
+class SeenTrial(BaseModel):
+    """A trial as a new trial's sampler sees it: its params, its objectives at the rungs it may see (none:
+    still running; a None last: that rung failed), and whether those reach its full budget."""
+
+    params: dict[str, float | int]
+    objectives: list[float | None] = Field(default_factory=list)
+    completed: bool = False
 
 
 class Job(BaseModel):
@@ -70,21 +90,59 @@ class Ladder(BaseModel):
     processed: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` are processed
     started: list[int] = Field(default_factory=lambda: [0])  # per rung: how many of `order` have been started
     arrived: dict[str, float | None] = Field(default_factory=dict)  # "trial:rung" -> objective, not yet processed
+    sampling_lag: int | None = None  # None: the original gate (see the module's docstring)
+    free_samples: int = 0  # trials sampled without waiting for any result (with `sampling_lag` set)
+    decided_at: dict[str, int] = Field(default_factory=dict)  # "trial:rung" -> results of the rung below, when promoted
+    loss_ties: bool = False  # equal objectives ranked by the slice's loss (ladders made before: by trial index)
+    details: dict[str, tuple[float | None, int | None]] = Field(default_factory=dict)  # "trial:rung" -> (loss, classes)
 
     # --- what may start ---
 
     def can_sample(self) -> bool:
-        """Whether trial `len(trials)` may be sampled now: its history (the rung-0 results of every trial at
-        least max_concurrent before it) is complete."""
+        """Whether trial `len(trials)` may be sampled now: trials remain to sample and the results its sampler
+        sees (`sampler_view`) are all processed."""
         index = len(self.trials)
-        return index < self.trials_wanted and self.processed[0] >= index - self.max_concurrent + 1
+        if index >= self.trials_wanted:
+            return False
+        if self.sampling_lag is None:
+            return self.processed[0] >= index - self.max_concurrent + 1
+        return all(done >= wanted for done, wanted in zip(self.processed, self._visible(index), strict=True))
+
+    def _visible(self, index: int) -> list[int]:
+        """Per rung, how many of `order[rung]` trial `index`'s sampler sees (a prefix, canonical)."""
+        assert self.sampling_lag is not None
+        if index < self.free_samples:
+            return [0] * len(self.order)
+        counts = [max(index - self.sampling_lag + 1, 0)]
+        for rung in range(1, len(self.order)):
+            cut, count = counts[-1] - self.sampling_lag, 0
+            while count < len(self.order[rung]) and self.decided_at[f"{self.order[rung][count]}:{rung}"] <= cut:
+                count += 1
+            counts.append(count)
+        return counts
 
     def sampler_history(self) -> list[tuple[dict[str, float | int], float | None, bool]]:
-        """(params, rung-0 objective, known) of every trial sampled so far, for sampling the next one; the
-        objective is known only for trials at least max_concurrent before it (what `can_sample` waits for)."""
+        """(params, rung-0 objective, known) of every trial sampled so far, for sampling the next one with the
+        original gate (`sampling_lag` None); the objective is known only for trials at least max_concurrent
+        before it (what `can_sample` waits for)."""
         index = len(self.trials)
         return [
             (t.params, t.objectives[0] if t.index <= index - self.max_concurrent else None, t.index <= index - self.max_concurrent)
+            for t in self.trials
+        ]
+
+    def sampler_view(self) -> list[SeenTrial]:
+        """Every trial sampled so far with the rung results the next trial's sampler sees (`can_sample` has
+        waited for them): a prefix of its objectives, and whether that prefix reaches its full budget."""
+        visible = self._visible(len(self.trials))
+        seen = [0] * len(self.trials)
+        for rung, count in enumerate(visible):
+            for index in self.order[rung][:count]:
+                seen[index] = rung + 1
+        return [
+            SeenTrial(
+                params=t.params, objectives=t.objectives[: seen[t.index]], completed=seen[t.index] == len(t.rungs)
+            )
             for t in self.trials
         ]
 
@@ -115,7 +173,7 @@ class Ladder(BaseModel):
         paused = [t for t in self.trials if t.state is TrialState.paused]
         if paused:
             top = max(t.rung for t in paused)
-            leader = min((t for t in paused if t.rung == top), key=lambda t: (self._key(t.objective), t.index))
+            leader = min((t for t in paused if t.rung == top), key=lambda t: self._rank(t, top))
             self._promote_to_next(leader, top)
 
     def _promote_to_next(self, trial: Trial, rung: int) -> None:
@@ -124,6 +182,7 @@ class Ladder(BaseModel):
             self.processed.append(0)
             self.started.append(0)
         self.order[rung + 1].append(trial.index)
+        self.decided_at[f"{trial.index}:{rung + 1}"] = self.processed[rung]
         trial.state = TrialState.running
 
     @property
@@ -146,11 +205,22 @@ class Ladder(BaseModel):
 
     # --- results ---
 
-    def record(self, job: Job, objective: float | None, *, error: str | None = None) -> None:
-        """A rung's result arrived (any order); `process` takes it in canonical order."""
+    def record(
+        self,
+        job: Job,
+        objective: float | None,
+        *,
+        error: str | None = None,
+        loss: float | None = None,
+        classes: int | None = None,
+    ) -> None:
+        """A rung's result arrived (any order); `process` takes it in canonical order. `loss`: the slice's loss
+        there (ranks equal objectives); `classes`: how many classes the model predicted on the slice."""
         if error is not None:
             self.trials[job.trial].error = error
         self.arrived[f"{job.trial}:{job.rung}"] = objective
+        if loss is not None or classes is not None:
+            self.details[f"{job.trial}:{job.rung}"] = (loss, classes)
         self._process()
 
     def _process(self) -> None:
@@ -163,12 +233,16 @@ class Ladder(BaseModel):
                     key = f"{index}:{rung}"
                     if key not in self.arrived:
                         break
-                    self._take(self.trials[index], rung, self.arrived.pop(key))
+                    self._take(self.trials[index], rung, self.arrived.pop(key), self.details.pop(key, (None, None)))
                     self.processed[rung] += 1
                     progressed = True
                     self._promote(rung)
 
-    def _take(self, trial: Trial, rung: int, objective: float | None) -> None:
+    def _take(self, trial: Trial, rung: int, objective: float | None, detail: tuple[float | None, int | None]) -> None:
+        # A trial carried over from a ladder without losses has none for its earlier rungs.
+        missing = len(trial.objectives) - len(trial.losses)
+        trial.losses.extend([None] * missing + [detail[0]])
+        trial.classes.extend([None] * (len(trial.objectives) - len(trial.classes)) + [detail[1]])
         trial.objectives.append(objective)
         if objective is None:
             trial.state = TrialState.failed
@@ -178,11 +252,11 @@ class Ladder(BaseModel):
             trial.state = TrialState.paused
 
     def _promote(self, rung: int) -> None:
-        """Promote the rung's top floor(n/η) (ties: the earlier trial) that are paused there."""
+        """Promote the rung's top floor(n/η) (`_rank`) that are paused there."""
         if not self.reduction_factor:
             return
         done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
-        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: (self._key(t.objectives[rung]), t.index))
+        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: self._rank(t, rung))
         for trial in ranked[: len(done) // self.reduction_factor]:
             if trial.state is TrialState.paused and trial.rung == rung:
                 self._promote_to_next(trial, rung)
@@ -190,6 +264,12 @@ class Ladder(BaseModel):
     def _key(self, value: float | None) -> float:
         assert value is not None
         return -value if self.maximize else value
+
+    def _rank(self, trial: Trial, rung: int) -> tuple[float, float, int]:
+        """A trial's place at a rung, best first: its objective there, then (`loss_ties`) the slice's loss,
+        then its index."""
+        loss = trial.losses[rung] if self.loss_ties and rung < len(trial.losses) else None
+        return self._key(trial.objectives[rung]), math.inf if loss is None else loss, trial.index
 
     def stop_paused(self) -> list[Trial]:
         """At the end: every trial still paused at a rung is stopped (returned, to prune its checkpoints)."""
@@ -199,6 +279,6 @@ class Ladder(BaseModel):
         return stopped
 
     def best(self) -> Trial | None:
-        """The completed trial with the best objective at its full budget (ties: the earlier trial)."""
+        """The completed trial with the best objective at its full budget (ties as in `_rank`)."""
         completed = [t for t in self.trials if t.state is TrialState.completed and t.objective is not None]
-        return min(completed, key=lambda t: (self._key(t.objective), t.index), default=None)
+        return min(completed, key=lambda t: self._rank(t, t.rung), default=None)
