@@ -612,12 +612,18 @@ def compare_command(
 
 @app.command("plan")
 def plan_command(
-    config: Annotated[Optional[str], typer.Argument(metavar="CONFIG", help="a configuration's runs, [NAME=]RUN,RUN,... (one per seed)")] = None,
-    gap: Annotated[float, typer.Option("--gap", help="the smallest difference worth detecting, in the metric's units (0.01 = 1 accuracy point)")] = 0.01,
-    std: Annotated[Optional[float], typer.Option("--std", help="the seed-to-seed standard deviation, instead of measuring it from CONFIG")] = None,
+    config: Annotated[
+        Optional[str], typer.Argument(metavar="CONFIG", help="a configuration: [NAME=]RUN,RUN,... (one per seed)")
+    ] = None,
+    gap: Annotated[
+        float, typer.Option("--gap", help="the smallest difference worth detecting (0.01: one accuracy point)")
+    ] = 0.01,
+    std: Annotated[
+        Optional[float], typer.Option("--std", help="the seed standard deviation, instead of measuring CONFIG's")
+    ] = None,
     power: Annotated[float, typer.Option("--power", help="the chance of detecting the gap")] = 0.8,
     split: Annotated[str, typer.Option("--split", help="the evaluation split the runs were evaluated on")] = "validation",
-    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric; default: accuracy, or pearson for regression")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric; default: accuracy, or pearson")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
     runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
 ) -> None:
@@ -649,7 +655,10 @@ def plan_command(
         return
     measured = f" (measured over {observed} seeds)" if observed else ""
     needed = f"{plan.seeds} seeds per configuration" if plan.seeds else "more than 100 seeds per configuration"
-    print(f"to detect a gap of {gap:g} with {power:.0%} power (Welch's test, p < 0.05) at a seed std of {std:.4g}{measured}: {needed}")
+    print(
+        f"to detect a gap of {gap:g} with {power:.0%} power (Welch's test, p < 0.05) at a seed std of {std:.4g}"
+        f"{measured}: {needed}"
+    )
     if plan.std_upper is not None:
         upper = f"{plan.seeds_at_upper} seeds" if plan.seeds_at_upper else "more than 100 seeds"
         print(f"the std from {observed} seeds is uncertain: at its 80% upper bound ({plan.std_upper:.4g}), {upper}")

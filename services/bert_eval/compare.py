@@ -95,7 +95,9 @@ def compare(
     return Comparison(split=split, result=compare_configs(summaries[0], summaries[1]), flags=flags)
 
 
-def seed_values(runs_dir: Path, run_ids: Sequence[str], *, split: str = "validation", metric: str | None = None) -> tuple[str, list[float]]:
+def seed_values(
+    runs_dir: Path, run_ids: Sequence[str], *, split: str = "validation", metric: str | None = None
+) -> tuple[str, list[float]]:
     """One configuration's metric, one value per run: (metric, values). InvalidInputError naming the run when a
     run is unknown or has no evaluation of `split` with that metric."""
     ids = _run_ids(run_ids, "the configuration")
@@ -110,7 +112,8 @@ def seed_values(runs_dir: Path, run_ids: Sequence[str], *, split: str = "validat
     for run_id, result in zip(ids, results, strict=True):
         if metric is None or metric not in result.metrics:
             raise InvalidInputError(
-                f"run {run_id}: its evaluation of {split!r} has no {metric!r} (has {sorted(result.metrics)}); pass --metric"
+                f"run {run_id}: its evaluation of {split!r} has no {metric!r} (has {sorted(result.metrics)}); "
+                "pass --metric"
             )
         values.append(result.metrics[metric])
     return str(metric), values

@@ -33,15 +33,31 @@ from bert_eval.spec import TaskType
 
 def _classified(run_id: str, labels: np.ndarray, predicted: np.ndarray, *, digest: str = "rows-1") -> Predictions:
     return Predictions(
-        run_id=run_id, split="validation", snapshot_id="snap", rows_digest=digest, task=TaskType.classification,
-        label_names=("0", "1"), rows=np.arange(len(labels)), labels=labels, predicted=predicted, probabilities=None,
+        run_id=run_id,
+        split="validation",
+        snapshot_id="snap",
+        rows_digest=digest,
+        task=TaskType.classification,
+        label_names=("0", "1"),
+        rows=np.arange(len(labels)),
+        labels=labels,
+        predicted=predicted,
+        probabilities=None,
     )
 
 
 def _scored(run_id: str, labels: np.ndarray, predicted: np.ndarray) -> Predictions:
     return Predictions(
-        run_id=run_id, split="validation", snapshot_id="snap", rows_digest="rows-1", task=TaskType.regression,
-        label_names=(), rows=np.arange(len(labels)), labels=labels, predicted=predicted, probabilities=None,
+        run_id=run_id,
+        split="validation",
+        snapshot_id="snap",
+        rows_digest="rows-1",
+        task=TaskType.regression,
+        label_names=(),
+        rows=np.arange(len(labels)),
+        labels=labels,
+        predicted=predicted,
+        probabilities=None,
     )
 
 
@@ -87,7 +103,9 @@ def _tango_by_likelihood(delta: float, b: int, c: int, n: int) -> float:
         return -(b * math.log(p12) + c * math.log(p21) + rest * math.log(1 - p12 - p21))
 
     low, high = max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12
-    p21 = optimize.minimize_scalar(minus_log_likelihood, bounds=(low, high), method="bounded", options={"xatol": 1e-12}).x
+    p21 = optimize.minimize_scalar(
+        minus_log_likelihood, bounds=(low, high), method="bounded", options={"xatol": 1e-12}
+    ).x
     return (b - c - n * delta) / math.sqrt(n * (2 * p21 + delta * (1 - delta)))
 
 
@@ -116,10 +134,20 @@ def test_accuracy_is_compared_by_mcnemars_test_and_tangos_interval_which_agree()
 def test_runs_that_differ_on_too_few_rows_cannot_be_tested() -> None:
     labels = np.ones(200, dtype=np.int64)
     a_correct, b_correct = _correctness(3, 0, 150, 47)
-    comparison = compare_runs(_classified("a", labels, a_correct.astype(np.int64)), _classified("b", labels, b_correct.astype(np.int64)), n_resamples=200)
+    comparison = compare_runs(
+        _classified("a", labels, a_correct.astype(np.int64)),
+        _classified("b", labels, b_correct.astype(np.int64)),
+        n_resamples=200,
+    )
     assert comparison.p_value is None and not comparison.significant and comparison.mcnemar.p_value is None
-    assert comparison.sentence.startswith("cannot tell whether a or b is better on accuracy: they differ on 3 of 200 rows")
-    assert "no p-value" in comparison.sentence and "p = " not in comparison.sentence and "evaluate both on more rows" in comparison.sentence
+    assert comparison.sentence.startswith(
+        "cannot tell whether a or b is better on accuracy: they differ on 3 of 200 rows"
+    )
+    assert (
+        "no p-value" in comparison.sentence
+        and "p = " not in comparison.sentence
+        and "evaluate both on more rows" in comparison.sentence
+    )
     assert comparison.difference.low < 0 < comparison.difference.high  # Tango's interval still says how wide
 
 
@@ -131,12 +159,18 @@ def test_other_metrics_use_the_paired_bootstrap_for_interval_and_verdict(metric:
     comparison = compare_runs(a, b, metric, n_resamples=400)
 
     score = metrics.metric_function(metric, task=TaskType.classification, num_labels=2)
-    differences = np.array([score(a.predicted[i], labels[i]) - score(b.predicted[i], labels[i]) for i in _resampled(80, 400)])
+    differences = np.array(
+        [score(a.predicted[i], labels[i]) - score(b.predicted[i], labels[i]) for i in _resampled(80, 400)]
+    )
     low, high = np.percentile(differences, [2.5, 97.5])
     assert comparison.difference.value == pytest.approx(score(a.predicted, labels) - score(b.predicted, labels))
     assert (comparison.difference.low, comparison.difference.high) == pytest.approx((low, high), abs=1e-12)
+
     # The p-value is the α at which the percentile interval's end reaches zero (found here by bisection).
-    excludes = lambda alpha: bool(np.all(np.percentile(differences, [50 * alpha, 100 - 50 * alpha]) > 0) or np.all(np.percentile(differences, [50 * alpha, 100 - 50 * alpha]) < 0))  # noqa: E731
+    def excludes(alpha: float) -> bool:
+        ends = np.percentile(differences, [50 * alpha, 100 - 50 * alpha])
+        return bool(np.all(ends > 0) or np.all(ends < 0))
+
     low_alpha, high_alpha = 1 / 400, 1.0
     for _ in range(60):
         middle = (low_alpha + high_alpha) / 2
@@ -151,7 +185,9 @@ def test_identical_runs_cannot_be_told_apart_and_get_no_p_value() -> None:
     labels = rng.integers(0, 2, 100)
     predicted = _noisy(labels, 0.8, rng)
     for metric, why in (("accuracy", "they agree on all 100 rows"), ("f1", "their predictions give the same f1")):
-        comparison = compare_runs(_classified("a", labels, predicted), _classified("b", labels, predicted.copy()), metric, n_resamples=200)
+        comparison = compare_runs(
+            _classified("a", labels, predicted), _classified("b", labels, predicted.copy()), metric, n_resamples=200
+        )
         assert comparison.difference.value == 0.0 and comparison.p_value is None and not comparison.significant
         assert comparison.sentence.startswith(f"cannot tell whether a or b is better on {metric}: {why}")
 
@@ -169,20 +205,26 @@ def test_runs_of_equal_quality_are_rarely_called_different() -> None:
 def test_a_real_gap_is_significant_and_named_in_the_winners_favour() -> None:
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 400)
-    good, weak = _classified("good", labels, _noisy(labels, 0.9, rng)), _classified("weak", labels, _noisy(labels, 0.72, rng))
+    good, weak = (
+        _classified("good", labels, _noisy(labels, 0.9, rng)),
+        _classified("weak", labels, _noisy(labels, 0.72, rng)),
+    )
 
     forward = compare_runs(good, weak, n_resamples=500)
     assert forward.significant and forward.p_value < 1e-6
     assert 0 < forward.difference.low < forward.difference.value < forward.difference.high
     d = forward.difference
     assert forward.sentence == (
-        f"good is better than weak on accuracy by {d.value * 100:.1f} points, 95% CI [{d.low * 100:.1f}, {d.high * 100:.1f}], "
+        f"good is better than weak on accuracy by {d.value * 100:.1f} points, "
+        f"95% CI [{d.low * 100:.1f}, {d.high * 100:.1f}], "
         "p < 0.001 (McNemar's test, 400 examples)"
     )
     # Asked the other way round: the winner still comes first, with the same interval.
     backward = compare_runs(weak, good, n_resamples=500, a_name="baseline", b_name="candidate")
     assert backward.difference.value == pytest.approx(-d.value)
-    assert backward.sentence.startswith(f"candidate is better than baseline on accuracy by {d.value * 100:.1f} points, 95% CI [")
+    assert backward.sentence.startswith(
+        f"candidate is better than baseline on accuracy by {d.value * 100:.1f} points, 95% CI ["
+    )
     assert f"[{d.low * 100:.1f}, {d.high * 100:.1f}]" in backward.sentence
 
 
@@ -195,7 +237,9 @@ def test_smaller_mse_wins_and_mse_is_resampled_like_its_metric() -> None:
     comparison = compare_runs(close, far, "mse", n_resamples=300)
     mse = metrics.metric_function("mse", task=TaskType.regression, num_labels=1)
     differences = [mse(close.predicted[i], labels[i]) - mse(far.predicted[i], labels[i]) for i in _resampled(120, 300)]
-    assert (comparison.difference.low, comparison.difference.high) == pytest.approx(tuple(np.percentile(differences, [2.5, 97.5])))
+    assert (comparison.difference.low, comparison.difference.high) == pytest.approx(
+        tuple(np.percentile(differences, [2.5, 97.5]))
+    )
     assert comparison.difference.value < 0 and comparison.significant and comparison.mcnemar is None
     assert comparison.sentence.startswith("close is better than far on mse (lower is better) by ")
     assert compare_runs(close, far, n_resamples=300).metric == "pearson"  # regression's headline metric
@@ -239,7 +283,11 @@ def test_a_seed_summary_is_mean_spread_and_the_t_interval_of_the_mean() -> None:
 
 def _all_sign_flips(differences: np.ndarray) -> float:
     result = scipy_stats.permutation_test(
-        (differences,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples", vectorized=True, n_resamples=np.inf
+        (differences,),
+        lambda x, axis: np.mean(x, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=np.inf,
     )
     return float(result.pvalue)
 
@@ -297,7 +345,10 @@ def test_seeds_are_paired_only_by_their_recorded_seed_never_by_order() -> None:
     wins = np.mean([(x > y) + 0.5 * (x == y) for x in a_values for y in b_values])
     assert unpaired.prob_a_beats_b == pytest.approx(wins)
     # Different seeds on the two sides: unpaired too.
-    shifted = compare_configs(summarize_seeds("a", a_values, "accuracy", seeds=range(8)), summarize_seeds("b", b_values, "accuracy", seeds=range(1, 9)))
+    shifted = compare_configs(
+        summarize_seeds("a", a_values, "accuracy", seeds=range(8)),
+        summarize_seeds("b", b_values, "accuracy", seeds=range(1, 9)),
+    )
     assert shifted.paired_by == "unpaired" and shifted.p_value == pytest.approx(welch.pvalue)
 
 
@@ -307,15 +358,21 @@ def test_identical_differences_never_give_p_zero() -> None:
     b = summarize_seeds("b", [0.900, 0.910], "accuracy", seeds=[1, 2])
     comparison = compare_configs(a, b)
     assert not comparison.significant and comparison.p_value != 0.0 and "p < 0.001" not in comparison.sentence
-    assert "the exact paired test cannot reach p < 0.05 with 2 seed pairs that differ (it needs 6)" in comparison.sentence
+    assert (
+        "the exact paired test cannot reach p < 0.05 with 2 seed pairs that differ (it needs 6)" in comparison.sentence
+    )
     same = compare_configs(a, summarize_seeds("copy", a.values, "accuracy", seeds=[1, 2]))
-    assert same.p_value is None and same.sentence.startswith("cannot tell whether a or copy is better on accuracy: identical results on all 2 seeds")
+    assert same.p_value is None and same.sentence.startswith(
+        "cannot tell whether a or copy is better on accuracy: identical results on all 2 seeds"
+    )
 
 
 def test_configs_no_test_can_compare_say_so_instead_of_a_p_value() -> None:
     once = compare_configs(summarize_seeds("x", [0.9], "accuracy"), summarize_seeds("y", [0.8, 0.82], "accuracy"))
     assert once.p_value is None and once.difference.low is None and not once.significant
-    assert once.sentence.startswith("cannot tell whether x or y is better on accuracy: x has one seed: no spread to test against")
+    assert once.sentence.startswith(
+        "cannot tell whether x or y is better on accuracy: x has one seed: no spread to test against"
+    )
     assert "no p-value" in once.sentence
     flat = compare_configs(summarize_seeds("x", [0.9, 0.9], "accuracy"), summarize_seeds("y", [0.8, 0.8], "accuracy"))
     assert flat.p_value is None and "every seed gave the same value on each side" in flat.sentence
@@ -336,7 +393,11 @@ def test_the_best_config_and_those_significantly_worse_over_all_pairs_are_marked
     # Three testable pairs, Holm-adjusted; poor's clearest better configuration is the one with the smaller p.
     raw = {
         pair: scipy_stats.ttest_ind(x.values, y.values, equal_var=False).pvalue
-        for pair, (x, y) in {("poor", "close"): (poor, close), ("poor", "best"): (poor, best), ("close", "best"): (close, best)}.items()
+        for pair, (x, y) in {
+            ("poor", "close"): (poor, close),
+            ("poor", "best"): (poor, best),
+            ("close", "best"): (close, best),
+        }.items()
     }
     adjusted = dict(zip(raw, holm(list(raw.values())), strict=True))
     clearest = min(("close", "best"), key=lambda name: adjusted[("poor", name)])
@@ -362,7 +423,9 @@ def test_the_configuration_interval_adds_the_variance_the_seeds_share_over_examp
     k, n = correct.shape
     over_seeds = values.var(ddof=1) / k
     # The ideal bootstrap covariance of two seeds' accuracies: the rows' covariance over n, averaged over pairs.
-    shared = np.mean([np.mean((correct[i] - values[i]) * (correct[j] - values[j])) / n for i in range(k) for j in range(k) if i != j])
+    shared = np.mean(
+        [np.mean((correct[i] - values[i]) * (correct[j] - values[j])) / n for i in range(k) for j in range(k) if i != j]
+    )
     total = over_seeds + shared
     df = total**2 / (over_seeds**2 / (k - 1) + shared**2 / (n - 1))
     half = scipy_stats.t.ppf(0.975, df) * math.sqrt(total)
@@ -377,7 +440,9 @@ def test_the_configuration_interval_adds_the_variance_the_seeds_share_over_examp
 def test_a_run_that_predicts_one_class_is_flagged_with_what_to_change() -> None:
     labels = np.array([0, 1, 1, 0, 1, 1, 1, 0])
     flag = constant_prediction(_classified("flat", labels, np.ones(8, dtype=np.int64)))
-    assert flag is not None and flag.startswith("run flat predicts class '1' for all 8 rows of validation: its accuracy (0.625)")
+    assert flag is not None and flag.startswith(
+        "run flat predicts class '1' for all 8 rows of validation: its accuracy (0.625)"
+    )
     assert "train longer" in flag and "learning-rate" in flag
     assert constant_prediction(_classified("fine", labels, labels.copy())) is None
     scored = _scored("flat-score", labels.astype(np.float32), np.full(8, 0.5, dtype=np.float32))
@@ -391,7 +456,9 @@ def test_the_seed_plan_is_the_fewest_seeds_with_the_power_asked_for() -> None:
     n = plan.seeds
     ncp, df = 0.01 / (0.01 * math.sqrt(2 / n)), 2 * n - 2
     critical = scipy_stats.t.ppf(0.975, df)
-    assert plan.achieved_power == pytest.approx(scipy_stats.nct.sf(critical, df, ncp) + scipy_stats.nct.cdf(-critical, df, ncp))
+    assert plan.achieved_power == pytest.approx(
+        scipy_stats.nct.sf(critical, df, ncp) + scipy_stats.nct.cdf(-critical, df, ncp)
+    )
     measured = plan_seeds(gap=0.01, std=0.01, observed_seeds=3)
     assert measured.std_upper == pytest.approx(0.01 * math.sqrt(2 / scipy_stats.chi2.ppf(0.2, 2)))
     assert measured.seeds_at_upper > measured.seeds

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -208,9 +209,13 @@ def metric_interval(
     score = _scorer(run, metric)
     if metric in _MEAN_OF:
         terms = _MEAN_OF[metric](run.predicted, run.labels)
-        result = _bootstrap((terms,), np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed, vectorized=True)
+        result = _bootstrap(
+            (terms,), np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed, vectorized=True
+        )
     else:
-        result = _bootstrap((run.predicted, run.labels), score, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        result = _bootstrap(
+            (run.predicted, run.labels), score, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     return MetricInterval(
         metric=metric,
         value=score(run.predicted, run.labels),
@@ -271,7 +276,9 @@ def _compare_accuracy(
             f"reach p < {1 - confidence:g}"
         )
         note += "; evaluate both on more rows"
-    values = [metric_interval(run, "accuracy", confidence=confidence, n_resamples=n_resamples, seed=seed) for run in (a, b)]
+    values = [
+        metric_interval(run, "accuracy", confidence=confidence, n_resamples=n_resamples, seed=seed) for run in (a, b)
+    ]
     return RunComparison(
         a=names[0],
         b=names[1],
@@ -310,19 +317,25 @@ def _compare_by_bootstrap(
             return np.stack([value_a, value_b, value_a - value_b])
 
         samples = (terms(a.predicted, a.labels), terms(b.predicted, b.labels))
-        result = _bootstrap(samples, mean_terms, vectorized=True, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        result = _bootstrap(
+            samples, mean_terms, vectorized=True, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     else:
 
         def both(predicted_a: np.ndarray, predicted_b: np.ndarray, labels: np.ndarray) -> np.ndarray:
             value_a, value_b = score(predicted_a, labels), score(predicted_b, labels)
             return np.array([value_a, value_b, value_a - value_b])
 
-        result = _bootstrap((a.predicted, b.predicted, a.labels), both, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        result = _bootstrap(
+            (a.predicted, b.predicted, a.labels), both, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     low, high = result.confidence_interval.low, result.confidence_interval.high
     method = _bootstrap_method(len(a), n_resamples, seed)
     value_a, value_b = score(a.predicted, a.labels), score(b.predicted, b.labels)
     intervals = [
-        MetricInterval(metric=metric, value=value, low=float(low[i]), high=float(high[i]), confidence=confidence, method=method)
+        MetricInterval(
+            metric=metric, value=value, low=float(low[i]), high=float(high[i]), confidence=confidence, method=method
+        )
         for i, value in enumerate((value_a, value_b, value_a - value_b))
     ]
     resampled = result.bootstrap_distribution[2]
@@ -475,7 +488,12 @@ def _compare_paired(
         prob_a_beats_b=float(np.mean((wins + 1) / 2)),
         note=note,
         sentence=_verdict(
-            (a.name, b.name), difference, p_value=p_value, test=test, significant=significant, note=note,
+            (a.name, b.name),
+            difference,
+            p_value=p_value,
+            test=test,
+            significant=significant,
+            note=note,
             over=f"mean over {n} seeds",
         ),
     )
@@ -496,7 +514,9 @@ def _compare_unpaired(
     elif not a.std and not b.std:
         note = "every seed gave the same value on each side: no spread to test against; run more seeds"
     else:
-        result = stats.ttest_ind(a.values, b.values, equal_var=False)
+        with warnings.catch_warnings():  # seeds of equal value on one side: exact, not a loss of precision
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = stats.ttest_ind(a.values, b.values, equal_var=False)
         interval = result.confidence_interval(confidence)
         p_value, low, high = float(result.pvalue), float(interval.low), float(interval.high)
     if note is not None and reason is None:
@@ -504,7 +524,11 @@ def _compare_unpaired(
     if reason is not None:
         note = reason if note is None else f"{note}; {reason}"
     difference = MetricInterval(
-        metric=metric, value=value, low=low, high=high, confidence=confidence,
+        metric=metric,
+        value=value,
+        low=low,
+        high=high,
+        confidence=confidence,
         method=f"Welch's t-interval, {a.n} and {b.n} seeds",
     )
     significant = p_value is not None and p_value < 1 - confidence
@@ -523,7 +547,12 @@ def _compare_unpaired(
         prob_a_beats_b=beats if higher_is_better(metric) else 1.0 - beats,
         note=note,
         sentence=_verdict(
-            (a.name, b.name), difference, p_value=p_value, test=test, significant=significant, note=note,
+            (a.name, b.name),
+            difference,
+            p_value=p_value,
+            test=test,
+            significant=significant,
+            note=note,
             over="difference of means over seeds",
         ),
     )
@@ -553,14 +582,7 @@ def mark_best(summaries: Sequence[ConfigSummary], *, alpha: float = ALPHA) -> tu
         raise ValueError(f"a results table ranks one metric at a time; got {sorted(metrics)}")
     higher = higher_is_better(summaries[0].metric)
     best = max(summaries, key=lambda s: s.mean if higher else -s.mean)
-    tested: list[tuple[int, int]] = []
-    p_values: list[float] = []
-    for i, j in itertools.combinations(range(len(summaries)), 2):
-        x, y = summaries[i], summaries[j]
-        if x.n < 2 or y.n < 2 or (not x.std and not y.std):
-            continue
-        tested.append((i, j))
-        p_values.append(float(stats.ttest_ind(x.values, y.values, equal_var=False).pvalue))
+    tested, p_values = _welch_all_pairs(summaries)
     adjusted = holm(p_values)
     # For each configuration, its tested pairs with a better configuration: (adjusted p, that configuration).
     beaten_by: dict[int, list[tuple[float, int]]] = {}
@@ -592,6 +614,27 @@ def mark_best(summaries: Sequence[ConfigSummary], *, alpha: float = ALPHA) -> tu
             )
         )
     return tuple(marks)
+
+
+def _welch_all_pairs(summaries: Sequence[ConfigSummary]) -> tuple[list[tuple[int, int]], list[float]]:
+    """Welch's two-sided p for every pair with two seeds or more on both sides and some spread; pairs of the
+    same sizes in one vectorized scipy call."""
+    by_sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i, j in itertools.combinations(range(len(summaries)), 2):
+        x, y = summaries[i], summaries[j]
+        if x.n >= 2 and y.n >= 2 and (x.std or y.std):
+            by_sizes.setdefault((x.n, y.n), []).append((i, j))
+    tested: list[tuple[int, int]] = []
+    p_values: list[float] = []
+    for pairs in by_sizes.values():
+        first = np.array([summaries[i].values for i, _ in pairs])
+        second = np.array([summaries[j].values for _, j in pairs])
+        tested += pairs
+        with warnings.catch_warnings():  # seeds of equal value on one side: exact, not a loss of precision
+            warnings.simplefilter("ignore", RuntimeWarning)
+            found = stats.ttest_ind(first, second, axis=1, equal_var=False).pvalue
+        p_values += [float(p) for p in found]
+    return tested, p_values
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -731,7 +774,11 @@ def _sentence(
     low, high = difference.low, difference.high
     detail = ", ".join(x for x in (over, test) if x)
     if not significant:
-        interval = f", {level} CI [{_number(metric, low)}, {_number(metric, high)}]" if low is not None and high is not None else ""
+        interval = (
+            f", {level} CI [{_number(metric, low)}, {_number(metric, high)}]"
+            if low is not None and high is not None
+            else ""
+        )
         return (
             f"no significant difference between {names[0]} and {names[1]} on {metric} "
             f"({names[0]} − {names[1]} = {_amount(metric, difference.value)}{interval}, {_p(p_value)}, {detail})"
@@ -744,4 +791,5 @@ def _sentence(
     bounds = sorted(flip * x for x in (low, high) if x is not None)
     interval = f", {level} CI [{_number(metric, bounds[0])}, {_number(metric, bounds[1])}]" if len(bounds) == 2 else ""
     lower = " (lower is better)" if not higher_is_better(metric) else ""
-    return f"{winner} is better than {loser} on {metric}{lower} by {_amount(metric, abs(by))}{interval}, {_p(p_value)} ({detail})"
+    amount = _amount(metric, abs(by))
+    return f"{winner} is better than {loser} on {metric}{lower} by {amount}{interval}, {_p(p_value)} ({detail})"

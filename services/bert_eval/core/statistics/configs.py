@@ -58,8 +58,11 @@ def config_interval(
         raise ValueError("a configuration interval needs one or more runs")
     for run in runs[1:]:
         check_comparable(runs[0], run)
-    score = _scorer(runs[0], metric)
-    values = np.array([score(run.predicted, run.labels) for run in runs])
+    if metric in _MEAN_OF:
+        values = np.array([np.mean(_MEAN_OF[metric](run.predicted, run.labels)) for run in runs])
+    else:
+        score = _scorer(runs[0], metric)
+        values = np.array([score(run.predicted, run.labels) for run in runs])
     k, examples = len(runs), len(runs[0])
     mean = float(np.mean(values))
     method = f"seeds then examples: {k} seeds, {examples} examples, Satterthwaite t-interval"
@@ -73,7 +76,9 @@ def config_interval(
     denominator = over_seeds**2 / (k - 1) + over_examples**2 / max(examples - 1, 1)
     df = total**2 / denominator if denominator > 0 else float(k - 1)
     half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * float(np.sqrt(total))
-    return MetricInterval(metric=metric, value=mean, low=mean - half, high=mean + half, confidence=confidence, method=method)
+    return MetricInterval(
+        metric=metric, value=mean, low=mean - half, high=mean + half, confidence=confidence, method=method
+    )
 
 
 def _shared_covariance(runs: Sequence[Predictions], metric: str, *, n_resamples: int, seed: int) -> float:

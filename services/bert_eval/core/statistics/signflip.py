@@ -103,7 +103,7 @@ def _inverted_interval(
     if need <= 0:
         return None, None
     with np.errstate(divide="ignore", invalid="ignore"):
-        # (A_s − δ B_s)² ≥ (A − n δ)²  ⇔  qa δ² + qb δ + qc ≥ 0, with qa < 0 unless s = ±1 (always counts).
+        # (A_s − δ B_s)² ≥ (A − n δ)²  ⇔  qa δ² + qb δ + qc ≥ 0; qa < 0 unless s = ±1 (always counts).
         qa = ones.astype(float) ** 2 - n**2
         qb = -2.0 * (sums * ones - observed * n)
         qc = sums**2 - observed**2

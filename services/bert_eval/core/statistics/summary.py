@@ -90,7 +90,9 @@ def summarize_runs(runs: Sequence[RunOutcome]) -> ExperimentSummary:
     )
 
 
-def _config_stats(summary: ConfigSummary, members: list[_Evaluated], mark: BestMark | None, *, ranked: bool) -> ConfigStats:
+def _config_stats(
+    summary: ConfigSummary, members: list[_Evaluated], mark: BestMark | None, *, ranked: bool
+) -> ConfigStats:
     population_low = population_high = None
     kept = [m.predictions for m in members if m.predictions is not None]
     if len(kept) == len(members) and len(kept) > 1:
@@ -151,7 +153,13 @@ def _evaluated(run: RunOutcome, dataset: str, evaluation: EvalResult, notes: lis
     if metric is None:
         notes.append(f"run {run.run_id}: no metrics on {dataset} {evaluation.split}")
         return None
-    where = {"run_id": run.run_id, "config": run.config, "dataset": dataset, "split": evaluation.split, "metric": metric}
+    where = {
+        "run_id": run.run_id,
+        "config": run.config,
+        "dataset": dataset,
+        "split": evaluation.split,
+        "metric": metric,
+    }
     try:
         predictions = predictions_of(evaluation)
     except InvalidInputError as exc:
