@@ -590,8 +590,9 @@ def mark_best(summaries: Sequence[ConfigSummary], *, alpha: float = ALPHA) -> tu
     for (i, j), p_value in zip(tested, adjusted, strict=True):
         involved.update((i, j))
         worse, better = (i, j) if (summaries[j].mean > summaries[i].mean) == higher else (j, i)
-        if summaries[i].mean != summaries[j].mean:
-            beaten_by.setdefault(worse, []).append((p_value, better))
+        beaten_by.setdefault(worse, []).append((p_value, better))
+        if summaries[i].mean == summaries[j].mean:  # a tie: each side is as much the "worse" one
+            beaten_by.setdefault(better, []).append((p_value, worse))
     marks = []
     for index, summary in enumerate(summaries):
         clearest = min(beaten_by.get(index, []), default=None)
