@@ -364,6 +364,8 @@ async def _status(identifier: str) -> None:
             out.print(_status_table(*found))
             if found[0].summary is not None and found[0].summary.configs:
                 out.print(_configs_table(found[0].summary))
+            for flag in found[0].summary.flags if found[0].summary is not None else []:
+                out.print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
             return
     workflows = await find_workflows(client, identifier)
     if not workflows:

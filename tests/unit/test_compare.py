@@ -154,3 +154,34 @@ def test_a_runs_directory_without_runs_is_named(tmp_path: Path) -> None:
 def test_a_side_is_a_run_or_a_named_group_of_runs() -> None:
     assert parse_side("run-1") == (None, ["run-1"])
     assert parse_side("base=r1, r2,") == ("base", ["r1", "r2"])
+
+
+def test_an_experiment_summary_marks_intervals_and_flags(runs: Path) -> None:
+    """The coordinator's summary over the same runs: both intervals per configuration, the marking, and a flag
+    for every run that predicts one class."""
+    from bert_eval.core.evaluation.predictions import load_predictions
+    from bert_eval.core.statistics.configs import constant_prediction
+    from bert_eval.core.statistics.summary import RunOutcome, summarize_runs
+
+    outcomes = []
+    for config in ("base", "large"):
+        for seed in SEEDS:
+            run_id = f"{config}-s{seed}"
+            evaluation = load_eval_result(RunLayout(runs, run_id), "validation")
+            assert evaluation is not None
+            outcomes.append(RunOutcome(run_id=run_id, config=config, dataset="sst2", evaluation=evaluation))
+    summary = summarize_runs(outcomes)
+    configs = {c.config: c for c in summary.configs}
+    assert sorted(configs) == ["base", "large"] and [c.mark for c in configs.values()].count("best") == 1
+    for config in configs.values():
+        assert config.n == 3 and config.population_low is not None and config.population_high is not None
+        assert config.population_low < config.mean < config.population_high
+    one_class = [
+        flag
+        for outcome in outcomes
+        if (flag := constant_prediction(load_predictions(RunLayout(runs, outcome.run_id), "validation"))) is not None
+    ]
+    assert [flag for flag in summary.flags if flag.startswith("run ")] == one_class
+    other = next(c for c in configs.values() if c.mark != "best")
+    within_noise = [flag for flag in summary.flags if "within seed noise" in flag]
+    assert bool(within_noise) == (other.mark == "not significantly worse")
