@@ -421,13 +421,16 @@ def test_the_configuration_interval_adds_the_variance_the_seeds_share_over_examp
     found = config_interval(_bernoulli_runs(correct), "accuracy")
     values = correct.mean(axis=1)
     k, n = correct.shape
-    over_seeds = values.var(ddof=1) / k
-    # The ideal bootstrap covariance of two seeds' accuracies: the rows' covariance over n, averaged over pairs.
-    shared = np.mean(
-        [np.mean((correct[i] - values[i]) * (correct[j] - values[j])) / n for i in range(k) for j in range(k) if i != j]
-    )
-    total = over_seeds + shared
-    df = total**2 / (over_seeds**2 / (k - 1) + shared**2 / (n - 1))
+    # The ideal bootstrap covariances of the seeds' accuracies: the rows' (co)variances over n. The variance one
+    # seed has alone is its own row-level noise; what two seeds share is the evaluation set's.
+    pairs = [(i, j) for i in range(k) for j in range(k)]
+    covariance = {(i, j): np.mean((correct[i] - values[i]) * (correct[j] - values[j])) / n for i, j in pairs}
+    shared = np.mean([covariance[i, j] for i, j in pairs if i != j])
+    own = np.mean([covariance[i, i] for i in range(k)]) - shared
+    seed_effect = max(values.var(ddof=1) - own, 0.0) / k
+    from_rows = own / k + shared
+    total = seed_effect + from_rows
+    df = total**2 / (seed_effect**2 / (k - 1) + from_rows**2 / (n - 1))
     half = scipy_stats.t.ppf(0.975, df) * math.sqrt(total)
     assert found.value == pytest.approx(values.mean())
     assert (found.low, found.high) == pytest.approx((values.mean() - half, values.mean() + half))

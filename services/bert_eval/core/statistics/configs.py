@@ -2,18 +2,23 @@
 
 `config_interval`: the configuration's expected metric over training seeds and over evaluation sets drawn like
 this one, the quantity Bouthillier et al. (2021) ask a benchmark to estimate, rather than its mean over seeds on
-this one evaluation set. Its variance has two parts, seeds then examples:
+this one evaluation set. Its variance has parts from examples and from seeds:
 
-- over seeds: s² / k, the seeds' sample variance on this evaluation set over their number;
-- over examples: what all k seeds share when the evaluation rows are redrawn, the mean covariance between
-  different seeds' metrics under the bootstrap over examples (the same resampled rows for every seed). For a
-  metric that is the mean of a per-example term (accuracy, mse) this is the ideal bootstrap's covariance, the
-  per-example terms' covariance over the rows divided by their number, computed exactly; for any other metric
-  it is estimated from resamples.
+- over examples, from the bootstrap over examples (the same resampled rows for every seed): c, what all k
+  seeds share when the evaluation rows are redrawn (the mean covariance between different seeds' metrics),
+  and v, the variance each seed's metric has alone (its own row-level noise: mean variance minus c). For a
+  metric that is the mean of a per-example term (accuracy, mse) these are the ideal bootstrap's, the
+  per-example terms' (co)variances over the rows divided by their number, computed exactly; for any other
+  metric they are estimated from resamples;
+- over seeds: the seed effect, (s² − v) / k (at least 0), the seeds' sample variance on this evaluation set
+  less their own row-level noise, over their number.
 
-The interval is mean ± t·sqrt(sum), with Satterthwaite's degrees of freedom. A nested percentile bootstrap
-(resample seeds, then rows) is not used: with 2-5 seeds the resampled means take a handful of values and its
-interval covers far below nominal; the variance-components interval keeps the small-seed case honest.
+The variance of the mean is (s² − v)/k + v/k + c, and the interval mean ± t·sqrt of it, with Satterthwaite's
+degrees of freedom: k − 1 for the seed effect, examples − 1 for the row terms. Counting each seed's row-level
+noise with the rows, rather than with the k − 1 degrees of freedom of s², is what keeps few seeds calibrated.
+
+A nested percentile bootstrap (resample seeds, then rows) is not used: with 2-5 seeds the resampled means take
+a handful of values and its interval covers far below nominal.
 """
 
 from __future__ import annotations
@@ -68,12 +73,15 @@ def config_interval(
     method = f"seeds then examples: {k} seeds, {examples} examples, Satterthwaite t-interval"
     if k < 2:
         return MetricInterval(metric=metric, value=mean, low=None, high=None, confidence=confidence, method=method)
-    over_seeds = float(np.var(values, ddof=1)) / k
-    over_examples = _shared_covariance(runs, metric, n_resamples=n_resamples, seed=seed)
-    total = over_seeds + over_examples
+    # The seeds' spread s² holds the seed effect and each seed's own row-level noise; the second is measured
+    # over the rows (many degrees of freedom), leaving only the seed effect to the k − 1 of s².
+    own_noise, shared = _row_covariances(runs, metric, n_resamples=n_resamples, seed=seed)
+    seed_effect = max(float(np.var(values, ddof=1)) - own_noise, 0.0) / k
+    from_rows = own_noise / k + shared
+    total = seed_effect + from_rows
     if total == 0.0:
         return MetricInterval(metric=metric, value=mean, low=mean, high=mean, confidence=confidence, method=method)
-    denominator = over_seeds**2 / (k - 1) + over_examples**2 / max(examples - 1, 1)
+    denominator = seed_effect**2 / (k - 1) + from_rows**2 / max(examples - 1, 1)
     df = total**2 / denominator if denominator > 0 else float(k - 1)
     half = float(stats.t.ppf(1 - (1 - confidence) / 2, df)) * float(np.sqrt(total))
     return MetricInterval(
@@ -81,8 +89,9 @@ def config_interval(
     )
 
 
-def _shared_covariance(runs: Sequence[Predictions], metric: str, *, n_resamples: int, seed: int) -> float:
-    """Mean covariance between two different seeds' metrics when the evaluation rows are resampled (≥ 0)."""
+def _row_covariances(runs: Sequence[Predictions], metric: str, *, n_resamples: int, seed: int) -> tuple[float, float]:
+    """Under the bootstrap over examples (the same resampled rows for every seed): the variance of one seed's
+    metric that no other seed shares, and the mean covariance between two different seeds' metrics (each ≥ 0)."""
     examples = len(runs[0])
     if metric in _MEAN_OF:
         terms = np.stack([_MEAN_OF[metric](run.predicted, run.labels) for run in runs])
@@ -96,8 +105,9 @@ def _shared_covariance(runs: Sequence[Predictions], metric: str, *, n_resamples:
             resampled[r] = [score(run.predicted[rows], run.labels[rows]) for run in runs]
         covariance = np.cov(resampled, rowvar=False)
     k = len(runs)
+    within = float(np.trace(covariance)) / k
     between = (float(np.sum(covariance)) - float(np.trace(covariance))) / (k * (k - 1))
-    return max(between, 0.0)
+    return max(within - between, 0.0), max(between, 0.0)
 
 
 def constant_prediction(run: Predictions) -> str | None:
