@@ -334,6 +334,9 @@ def _json_records(result: ExperimentResult) -> list[dict[str, object]]:
         interval = intervals.get(run.run_id)
         record["interval"] = interval
         record["config_stats"] = configs.get(interval["config"]) if interval else None
+        # The summary's flags: this run's own (one class predicted), and the table's (all within noise).
+        flags = summary.flags if summary else []
+        record["flags"] = [f for f in flags if not f.startswith("run ") or f.startswith(f"run {run.run_id} ")]
         records.append(record)
     return records
 

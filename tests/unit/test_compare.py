@@ -185,3 +185,22 @@ def test_an_experiment_summary_marks_intervals_and_flags(runs: Path) -> None:
     other = next(c for c in configs.values() if c.mark != "best")
     within_noise = [flag for flag in summary.flags if "within seed noise" in flag]
     assert bool(within_noise) == (other.mark == "not significantly worse")
+
+
+def test_run_prints_the_summarys_flags_and_json_gives_each_run_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    from bert_eval.cli import _json_records, _print_results
+    from bert_eval.core.records import ExperimentSummary
+    from bert_eval.temporal.payloads import ExperimentResult, RunResult
+
+    one_class = "run r1 predicts class '1' for all 64 rows of validation: ...; train longer"
+    noise = "all 2 configurations are within seed noise of each other on accuracy (...)"
+    result = ExperimentResult(
+        experiment_id="e",
+        runs=[RunResult(run_id=run_id, status="completed", metrics={"accuracy": 0.5}) for run_id in ("r1", "r10")],
+        summary=ExperimentSummary(split="validation", flags=[one_class, noise]),
+    )
+    records = {record["run_id"]: record for record in _json_records(result)}
+    assert records["r1"]["flags"] == [one_class, noise] and records["r10"]["flags"] == [noise]
+    _print_results(result)
+    out = capsys.readouterr().out
+    assert "warning: run r1 predicts class '1'" in out and "warning: all 2 configurations are within seed noise" in out
