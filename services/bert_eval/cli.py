@@ -1,4 +1,4 @@
-"""`bert-eval` command line: server, workers, run, status, wait, predict, up, demo, chaos, report.
+"""`bert-eval` command line: server, workers, run, status, wait, predict, up, demo, compare, plan, chaos, report.
 
 Commands parse arguments, call the Temporal layer (`temporal/submit.py`, `temporal/devserver.py`) and
 print; a command fails by raising `_fail(...)`. Heavy modules (temporalio, the workflows, torch) are
@@ -347,6 +347,8 @@ def _print_results(result: ExperimentResult) -> None:
     Console().print(table)
     if result.summary is not None and any(c.n > 1 for c in result.summary.configs):
         Console().print(_configs_table(result.summary))
+    for flag in result.summary.flags if result.summary is not None else []:
+        Console().print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
 
 
 def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
@@ -381,7 +383,7 @@ def _configs_table(summary: ExperimentSummary) -> Table:
         spread = f" ± {config.std:.4f}" if config.std is not None else ""
         vs_best = config.mark or ""
         if config.p_value is not None and config.mark != "best":
-            vs_best += f" (p = {config.p_value:.3g})"
+            vs_best += f" (vs {config.against}, Holm p = {config.p_value:.3g})"
         table.add_row(
             config.config,
             str(config.n),
@@ -417,6 +419,9 @@ def _json_records(result: ExperimentResult) -> list[dict[str, object]]:
         interval = intervals.get(run.run_id)
         record["interval"] = interval
         record["config_stats"] = configs.get(interval["config"]) if interval else None
+        # The summary's flags: this run's own (one class predicted), and the table's (all within noise).
+        summary_flags = summary.flags if summary else []
+        record["flags"] = [f for f in summary_flags if not f.startswith("run ") or f.startswith(f"run {run.run_id} ")]
         records.append(record)
     return records
 
@@ -447,6 +452,8 @@ async def _status(identifier: str) -> None:
             out.print(_status_table(*found))
             if found[0].summary is not None and found[0].summary.configs:
                 out.print(_configs_table(found[0].summary))
+            for flag in found[0].summary.flags if found[0].summary is not None else []:
+                out.print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
             return
     workflows = await find_workflows(client, identifier)
     if not workflows:
@@ -700,6 +707,60 @@ def compare_command(
     except ValueError as exc:  # InvalidInputError and pydantic's ValidationError (bad settings) included
         raise _fail(" ".join(str(exc).split())) from None
     print(json.dumps(found.to_json(), indent=2) if as_json else found.sentence)
+
+
+@app.command("plan")
+def plan_command(
+    config: Annotated[
+        Optional[str], typer.Argument(metavar="CONFIG", help="a configuration: [NAME=]RUN,RUN,... (one per seed)")
+    ] = None,
+    gap: Annotated[
+        float, typer.Option("--gap", help="the smallest difference worth detecting (0.01: one accuracy point)")
+    ] = 0.01,
+    std: Annotated[
+        Optional[float], typer.Option("--std", help="the seed standard deviation, instead of measuring CONFIG's")
+    ] = None,
+    power: Annotated[float, typer.Option("--power", help="the chance of detecting the gap")] = 0.8,
+    split: Annotated[str, typer.Option("--split", help="the evaluation split the runs were evaluated on")] = "validation",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric; default: accuracy, or pearson")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
+) -> None:
+    """How many seeds per configuration a comparison needs to detect --gap with 80% power (Welch's test)."""
+    import dataclasses
+    import statistics
+
+    from bert_eval.compare import parse_side, seed_values
+    from bert_eval.core.statistics.power import plan_seeds
+
+    try:
+        observed = None
+        if std is None:
+            if config is None:
+                raise ValueError("give a configuration's runs (RUN,RUN,...) to measure the seed spread, or --std")
+            name, run_ids = parse_side(config)
+            metric, values = seed_values(runs_dir or get_settings().runs_dir, run_ids, split=split, metric=metric)
+            if len(values) < 2:
+                raise ValueError(
+                    f"configuration {name or run_ids[0]} has {len(values)} run: a seed standard deviation needs 2 or "
+                    "more; run more seeds or give --std"
+                )
+            std, observed = statistics.stdev(values), len(values)
+        plan = plan_seeds(gap=gap, std=std, power=power, observed_seeds=observed)
+    except ValueError as exc:  # InvalidInputError included
+        raise _fail(" ".join(str(exc).split())) from None
+    if as_json:
+        print(json.dumps({"metric": metric, **dataclasses.asdict(plan)}, indent=2))
+        return
+    measured = f" (measured over {observed} seeds)" if observed else ""
+    needed = f"{plan.seeds} seeds per configuration" if plan.seeds else "more than 100 seeds per configuration"
+    print(
+        f"to detect a gap of {gap:g} with {power:.0%} power (Welch's test, p < 0.05) at a seed std of {std:.4g}"
+        f"{measured}: {needed}"
+    )
+    if plan.std_upper is not None:
+        upper = f"{plan.seeds_at_upper} seeds" if plan.seeds_at_upper else "more than 100 seeds"
+        print(f"the std from {observed} seeds is uncertain: at its 80% upper bound ({plan.std_upper:.4g}), {upper}")
 
 
 app.add_typer(chaos_app, name="chaos")

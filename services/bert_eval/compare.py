@@ -1,9 +1,10 @@
 """Compare two runs, or two configurations (each a group of runs, one per seed), from the runs directory.
 
 One run against one run: a paired comparison over the evaluation examples both were evaluated on
-(core/statistics/comparisons.py `compare_runs`), read from their kept predictions. Two groups of runs: seed i of A against
-seed i of B (`compare_configs`), paired by the training seed each run's spec records when both sides
-hold the same seeds, else in the order given.
+(core/statistics/comparisons.py `compare_runs`), read from their kept predictions. Two groups of runs
+(`compare_configs`): paired by the training seed each run's spec records when both sides hold the same
+seeds, else unpaired; never by the order the runs are given in. Each group also gets its interval over seeds
+and evaluation sets (core/statistics/configs.py). A run that predicts one class for every row is flagged.
 
 On the command line (`bert-eval compare`) a side is a run id, or a configuration written `[NAME=]RUN,RUN,...`.
 The arguments are checked before the statistics and evaluation modules (scipy, torch) are imported, so a
@@ -12,6 +13,7 @@ mistake is refused at once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from bert_eval.spec import RunSpec, normalize_id
 
 if TYPE_CHECKING:
     from bert_eval.core.evaluation.predictions import Predictions
-    from bert_eval.core.statistics.comparisons import ConfigComparison, RunComparison
+    from bert_eval.core.statistics.comparisons import ConfigComparison, ConfigSummary, RunComparison
 
 __all__ = ["Comparison", "compare", "parse_side"]
 
@@ -34,20 +36,23 @@ _SEPARATORS = "-_."
 
 @dataclass(frozen=True)
 class Comparison:
-    """What `compare` found: the record of a run or configuration comparison, on one split."""
+    """What `compare` found: the record of a run or configuration comparison, on one split, and flags for
+    runs whose results decide nothing (one class predicted for every row)."""
 
     split: str
     result: RunComparison | ConfigComparison
+    flags: tuple[str, ...] = ()
 
     @property
     def sentence(self) -> str:
-        return self.result.sentence
+        """The verdict, then one `warning:` line per flag."""
+        return "\n".join([self.result.sentence, *(f"warning: {flag}" for flag in self.flags)])
 
     def to_json(self) -> dict[str, Any]:
         from bert_eval.core.statistics.comparisons import RunComparison
 
         kind = "runs" if isinstance(self.result, RunComparison) else "configs"
-        return {"kind": kind, "split": self.split, **self.result.to_json()}
+        return {"kind": kind, "split": self.split, **self.result.to_json(), "flags": list(self.flags)}
 
 
 def compare(
@@ -79,13 +84,8 @@ def compare(
         )
     # Only now the statistics and the evaluation records (scipy, torch): a mistake above is refused at once.
     from bert_eval.core.evaluation.predictions import load_predictions
-    from bert_eval.core.statistics.comparisons import (
-        check_comparable,
-        compare_configs,
-        compare_runs,
-        default_metric,
-        summarize_seeds,
-    )
+    from bert_eval.core.statistics.comparisons import check_comparable, compare_configs, compare_runs, default_metric
+    from bert_eval.core.statistics.configs import constant_prediction
 
     names = _names(sides, a_name, b_name)
     predictions = [[load_predictions(RunLayout(runs_dir, run_id), split) for run_id in ids] for ids in sides]
@@ -93,17 +93,54 @@ def compare(
     for run in (*predictions[0][1:], *predictions[1]):
         check_comparable(first, run)
     metric = metric or default_metric(first.task)
+    flags = tuple(flag for runs in predictions for run in runs if (flag := constant_prediction(run)) is not None)
 
     if len(sides[0]) == 1 and len(sides[1]) == 1:
         result = compare_runs(predictions[0][0], predictions[1][0], metric, a_name=names[0], b_name=names[1])
-        return Comparison(split=split, result=result)
+        return Comparison(split=split, result=result, flags=flags)
 
-    ordered, paired_by = _paired_by_seed(runs_dir, predictions)
-    summaries = [
-        summarize_seeds(name, [_recorded_metric(runs_dir, run, metric) for run in runs], metric)
-        for name, runs in zip(names, ordered, strict=True)
-    ]
-    return Comparison(split=split, result=compare_configs(summaries[0], summaries[1], paired_by=paired_by))
+    summaries = [_summary(runs_dir, name, runs, metric) for name, runs in zip(names, predictions, strict=True)]
+    return Comparison(split=split, result=compare_configs(summaries[0], summaries[1]), flags=flags)
+
+
+def seed_values(
+    runs_dir: Path, run_ids: Sequence[str], *, split: str = "validation", metric: str | None = None
+) -> tuple[str, list[float]]:
+    """One configuration's metric, one value per run: (metric, values). InvalidInputError naming the run when a
+    run is unknown or has no evaluation of `split` with that metric."""
+    from bert_eval.core.evaluation.batched import load_eval_result
+
+    ids = _run_ids(run_ids, "the configuration")
+    results = []
+    for run_id in ids:
+        result = load_eval_result(RunLayout(runs_dir, run_id), split)
+        if result is None:
+            raise InvalidInputError(f"run {run_id} has no evaluation of split {split!r} under {runs_dir}")
+        results.append(result)
+    metric = metric or next((m for m in ("accuracy", "pearson") if m in results[0].metrics), None)
+    values = []
+    for run_id, result in zip(ids, results, strict=True):
+        if metric is None or metric not in result.metrics:
+            raise InvalidInputError(
+                f"run {run_id}: its evaluation of {split!r} has no {metric!r} (has {sorted(result.metrics)}); "
+                "pass --metric"
+            )
+        values.append(result.metrics[metric])
+    return str(metric), values
+
+
+def _summary(runs_dir: Path, name: str, runs: list[Predictions], metric: str) -> ConfigSummary:
+    """The configuration's values over seeds, with their training seeds where every run records a distinct one,
+    and its interval over seeds and evaluation sets."""
+    from bert_eval.core.statistics.comparisons import summarize_seeds
+    from bert_eval.core.statistics.configs import config_interval
+
+    seeds = [_training_seed(runs_dir, run.run_id) for run in runs]
+    known = [seed for seed in seeds if seed is not None]
+    values = [_recorded_metric(runs_dir, run, metric) for run in runs]
+    recorded = known if len(known) == len(runs) and len(set(known)) == len(known) else None
+    summary = summarize_seeds(name, values, metric, seeds=recorded)
+    return dataclasses.replace(summary, with_test_set=config_interval(runs, metric))
 
 
 def parse_side(text: str) -> tuple[str | None, list[str]]:
@@ -146,19 +183,6 @@ def _training_seed(runs_dir: Path, run_id: str) -> int | None:
         return RunSpec.model_validate(record["spec"]).train.seed
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def _paired_by_seed(runs_dir: Path, predictions: list[list[Predictions]]) -> tuple[list[list[Predictions]], str]:
-    """Both sides sorted by training seed when each side holds the same distinct seeds; else as given."""
-    seeds = [[_training_seed(runs_dir, run.run_id) for run in runs] for runs in predictions]
-    distinct = all(None not in side and len(set(side)) == len(side) for side in seeds)
-    if not distinct or set(seeds[0]) != set(seeds[1]):
-        return predictions, "position"
-    ordered = [
-        [run for _, run in sorted(zip(side, runs, strict=True), key=lambda pair: pair[0] or 0)]
-        for side, runs in zip(seeds, predictions, strict=True)
-    ]
-    return ordered, "seed"
 
 
 def _recorded_metric(runs_dir: Path, run: Predictions, metric: str) -> float:

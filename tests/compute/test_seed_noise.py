@@ -2,8 +2,8 @@
 names, 8 seeds each, 20 different seed sets drawn from one pool of 24 runs.
 
 Comparing one run of each, as a user without seeds would, names a winner whenever the two accuracies differ by a
-point or more; `compare` (a Wilcoxon test over seeds) must name one in at most 5% of the sets. The A/B check,
-that `compare` finds a real gap, is test_seed_gap.py.
+point or more; `compare` (Welch's test over seeds: the two sides hold different seeds) must name one in at most
+5% of the sets. The A/B check, that `compare` finds a real gap, is test_seed_gap.py.
 """
 
 from __future__ import annotations

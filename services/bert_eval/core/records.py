@@ -179,10 +179,17 @@ class ConfigStats(BaseModel):
     std: float | None = None
     min: float
     max: float
-    low: float | None = None  # 95% t-interval of the mean over seeds (None with one seed)
+    low: float | None = None  # 95% t-interval of the mean over seeds, on this evaluation set (None with one seed)
     high: float | None = None
+    # 95% interval of the expected metric over seeds and evaluation sets (seeds, then examples; None with one
+    # seed or without kept predictions): core/statistics/configs.py
+    population_low: float | None = None
+    population_high: float | None = None
     mark: str | None = None  # best | not significantly worse | significantly worse | untested
-    p_value: float | None = None  # one-sided Welch t-test against the best configuration
+    # Welch's two-sided t-test against `against`, Holm-adjusted over every pair of configurations
+    p_value: float | None = None
+    against: str | None = None
+    flag: str | None = None  # a result that decides nothing (every run predicts one class), with what to change
 
 
 class ExperimentSummary(BaseModel):
@@ -193,3 +200,6 @@ class ExperimentSummary(BaseModel):
     runs: list[RunInterval] = []  # each run's primary evaluation
     matrix: list[RunInterval] = []  # every evaluation of every run: models x evaluation sets
     notes: list[str] = []
+    # Results that decide nothing, each with what to change: a run that predicts one class, a table whose
+    # configurations are all within seed noise of each other, a ranking no test can support.
+    flags: list[str] = []

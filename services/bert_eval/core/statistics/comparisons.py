@@ -1,25 +1,33 @@
 """How sure a metric is, and whether one run or configuration beats another: pure functions (scipy).
 
 - `metric_interval`: a run's metric with a percentile-bootstrap CI over its evaluation examples.
-- `compare_runs`: two runs evaluated on the same rows. The difference A − B with a paired bootstrap CI
-  (example indices resampled jointly), the share of resamples where A is better, and a p-value: McNemar's
-  exact test for accuracy, the paired bootstrap's two-sided p for every other metric. McNemar's counts
-  are reported for every classification comparison.
-- `summarize_seeds`: one configuration's metric over its seeds (mean, std, range, t-interval of the mean).
-- `compare_configs`: seed i of A against seed i of B (Wilcoxon signed-rank), and the mean difference
-  with a t-interval.
-- `mark_best`: the best configuration of a results table, and which others are not significantly worse.
+- `compare_runs`: two runs evaluated on the same rows; one method gives both the verdict and the interval.
+  Accuracy: McNemar's test (no continuity correction) with Tango's score interval, its inversion
+  (core/statistics/mcnemar.py). Every other metric: the paired bootstrap (example indices resampled jointly),
+  its percentile interval and its two-sided p, the share of resamples on the far side of no difference.
+- `summarize_seeds`: one configuration's metric over its seeds (mean, std, range, t-interval of the mean over
+  seeds on this evaluation set); core/statistics/configs.py adds the interval that includes test-set variance.
+- `compare_configs`: paired only by the training seed each run records (both sides hold the same seeds): the
+  sign-flip permutation test of the mean difference with the interval that inverts it (core/statistics/
+  signflip.py), exact up to 14 pairs. Otherwise unpaired: Welch's t-test and its interval. Both report the
+  probability that a run of A beats a run of B over seeds (Bouthillier et al. 2021).
+- `mark_best`: the best configuration of a results table, and which others are significantly worse than some
+  configuration, with the familywise error over all pairs controlled: Welch's t-test for every pair of
+  configurations with two seeds or more, Holm's step-down correction over all those pairs. Comparing only
+  against the best by mean would ignore that the best was chosen from the same data.
 
-Metrics are the very functions `compute_metrics` reports (core/evaluation/task_metrics.py). Resampling uses a fixed seed,
-so the same predictions always give the same intervals. The percentile method is used rather than BCa:
-BCa's jackknife costs one metric evaluation per example, and it is undefined when every resample agrees
-(two identical runs).
+A comparison no test can support (one seed a side, too few pairs that differ, identical results, too few rows
+that differ) has no p-value: its sentence says why and what to change. Metrics are the very functions
+`compute_metrics` reports (core/evaluation/task_metrics.py). Resampling uses a fixed seed, so the same
+predictions always give the same intervals. The percentile method is used rather than BCa: BCa's jackknife costs
+one metric evaluation per example, and it is undefined when every resample agrees (two identical runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +36,8 @@ import numpy as np
 from scipy import stats
 
 from bert_eval.core.evaluation.task_metrics import metric_function, metric_names
+from bert_eval.core.statistics.mcnemar import paired_accuracy
+from bert_eval.core.statistics.signflip import sign_flip_test, smallest_p
 from bert_eval.spec import TaskType
 
 if TYPE_CHECKING:
@@ -46,8 +56,8 @@ __all__ = [
     "compare_runs",
     "default_metric",
     "higher_is_better",
+    "holm",
     "mark_best",
-    "mcnemar_exact",
     "metric_interval",
     "summarize_seeds",
 ]
@@ -68,8 +78,6 @@ _MEAN_OF: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 # Resampled indices held in memory at once (the bootstrap draws them in batches of resamples).
 _BATCH_INDICES = 1 << 22
-# The fewest seed pairs with which a two-sided Wilcoxon signed-rank test can reach p < 0.05 (2 / 2**6).
-MIN_WILCOXON_PAIRS = 6
 
 
 def higher_is_better(metric: str) -> bool:
@@ -89,7 +97,8 @@ class _Record:
 
 @dataclass(frozen=True)
 class MetricInterval(_Record):
-    """A metric value with its confidence interval; `low`/`high` are None where no interval exists."""
+    """A metric value with its confidence interval; `low`/`high` are None where no interval exists (one seed)
+    or an end is unbounded (too few seed pairs for the sign-flip interval to exclude anything)."""
 
     metric: str
     value: float
@@ -101,16 +110,18 @@ class MetricInterval(_Record):
 
 @dataclass(frozen=True)
 class McNemarTest(_Record):
-    """Discordant examples of two classification runs, and McNemar's exact (binomial) p-value."""
+    """Discordant examples of two classification runs and McNemar's test (χ², no continuity correction);
+    `statistic` and `p_value` are None when too few examples differ for any outcome to be significant."""
 
     a_only_correct: int
     b_only_correct: int
-    p_value: float
+    statistic: float | None
+    p_value: float | None
 
 
 @dataclass(frozen=True)
 class RunComparison(_Record):
-    """Run A against run B on the same evaluation rows."""
+    """Run A against run B on the same evaluation rows. `p_value` None: no test can decide (see `note`)."""
 
     a: str
     b: str
@@ -118,18 +129,19 @@ class RunComparison(_Record):
     examples: int
     a_value: MetricInterval
     b_value: MetricInterval
-    difference: MetricInterval  # A − B
-    prob_a_better: float  # share of bootstrap resamples where A is better than B
-    p_value: float
+    difference: MetricInterval  # A − B, with the interval of the method that gives the verdict
+    p_value: float | None
     test: str
-    mcnemar: McNemarTest | None
+    mcnemar: McNemarTest | None  # accuracy comparisons
     significant: bool
+    note: str | None
     sentence: str
 
 
 @dataclass(frozen=True)
 class ConfigSummary(_Record):
-    """One configuration's metric over its seeds. `std` and the interval are None with a single seed."""
+    """One configuration's metric over its seeds. `std` and the interval are None with a single seed.
+    `seeds` are the training seeds of `values`, in the same order, where every run recorded one."""
 
     name: str
     metric: str
@@ -139,23 +151,29 @@ class ConfigSummary(_Record):
     std: float | None
     min: float
     max: float
-    mean_interval: MetricInterval
+    mean_interval: MetricInterval  # t-interval of the mean over seeds, on this evaluation set
     note: str | None = None
+    seeds: tuple[int, ...] | None = None
+    # The configuration's expected metric over seeds and evaluation sets (core/statistics/configs.py).
+    with_test_set: MetricInterval | None = None
 
 
 @dataclass(frozen=True)
 class ConfigComparison(_Record):
-    """Configuration A against configuration B, seed against seed."""
+    """Configuration A against configuration B over seeds: paired by training seed, or unpaired."""
 
     a: ConfigSummary
     b: ConfigSummary
     metric: str
-    paired_by: str
-    differences: tuple[float, ...]  # A − B per seed pair
-    difference: MetricInterval  # mean of the differences, with its t-interval
-    p_value: float | None
+    paired_by: Literal["seed", "unpaired"]
+    differences: tuple[float, ...]  # A − B per seed pair, in seed order; empty when unpaired
+    difference: MetricInterval  # mean(A) − mean(B), with the interval of the test that gives the verdict
+    p_value: float | None  # None: no test can decide (see `note`)
     test: str
     significant: bool
+    # The chance that a run of A (a random seed) scores better than a run of B, ties counting half:
+    # Bouthillier et al.'s probability of outperforming, over all pairs of seeds (over the seed pairs when paired).
+    prob_a_beats_b: float
     note: str | None
     sentence: str
 
@@ -165,12 +183,14 @@ BestStatus = Literal["best", "not significantly worse", "significantly worse", "
 
 @dataclass(frozen=True)
 class BestMark(_Record):
-    """Where a configuration stands against the best one in a results table."""
+    """Where a configuration stands in a results table. `p_value`: the Holm-adjusted two-sided Welch p-value
+    against `against`, the better configuration it differs from most clearly (None: no such pair tested)."""
 
     name: str
     mean: float
     status: BestStatus
-    p_value: float | None  # one-sided Welch t-test: is the best one better than this one?
+    p_value: float | None
+    against: str | None = None
 
 
 # --------------------------------------------------------------------------- one run
@@ -189,9 +209,13 @@ def metric_interval(
     score = _scorer(run, metric)
     if metric in _MEAN_OF:
         terms = _MEAN_OF[metric](run.predicted, run.labels)
-        result = _bootstrap((terms,), np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed, vectorized=True)
+        result = _bootstrap(
+            (terms,), np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed, vectorized=True
+        )
     else:
-        result = _bootstrap((run.predicted, run.labels), score, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        result = _bootstrap(
+            (run.predicted, run.labels), score, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     return MetricInterval(
         metric=metric,
         value=score(run.predicted, run.labels),
@@ -205,14 +229,6 @@ def metric_interval(
 # --------------------------------------------------------------------------- two runs
 
 
-def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemarTest:
-    """McNemar's exact test: under equal accuracy, each discordant example is a fair coin toss."""
-    a_only = int(np.sum(a_correct & ~b_correct))
-    b_only = int(np.sum(b_correct & ~a_correct))
-    p_value = 1.0 if a_only + b_only == 0 else float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
-    return McNemarTest(a_only_correct=a_only, b_only_correct=b_only, p_value=p_value)
-
-
 def compare_runs(
     a: Predictions,
     b: Predictions,
@@ -224,12 +240,75 @@ def compare_runs(
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> RunComparison:
-    """A against B on the rows both were evaluated on. ValueError (naming both runs) when they were
-    evaluated on different rows or are not the same kind of task."""
+    """A against B on the rows both were evaluated on: accuracy by McNemar's test with Tango's interval, any
+    other metric by the paired bootstrap. ValueError (naming both runs) when they were evaluated on different
+    rows or are not the same kind of task."""
     check_comparable(a, b)
     metric = metric or default_metric(a.task)
-    score = _scorer(a, metric)
+    names = (a_name or a.run_id, b_name or b.run_id)
+    if metric == "accuracy" and a.task is TaskType.classification:
+        return _compare_accuracy(a, b, names, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    return _compare_by_bootstrap(a, b, metric, names, confidence=confidence, n_resamples=n_resamples, seed=seed)
 
+
+def _compare_accuracy(
+    a: Predictions, b: Predictions, names: tuple[str, str], *, confidence: float, n_resamples: int, seed: int
+) -> RunComparison:
+    found = paired_accuracy(a.predicted == a.labels, b.predicted == b.labels, confidence=confidence)
+    examples = len(a)
+    difference = MetricInterval(
+        metric="accuracy",
+        value=found.difference,
+        low=found.low,
+        high=found.high,
+        confidence=confidence,
+        method=f"Tango's score interval, {examples} examples",
+    )
+    test = f"McNemar's test, {examples} examples"
+    significant = found.p_value is not None and found.p_value < 1 - confidence
+    note = None
+    if found.p_value is None:
+        discordant = found.a_only + found.b_only
+        note = (
+            f"they agree on all {examples} rows"
+            if discordant == 0
+            else f"they differ on {discordant} of {examples} rows, too few for any outcome of McNemar's test to "
+            f"reach p < {1 - confidence:g}"
+        )
+        note += "; evaluate both on more rows"
+    values = [
+        metric_interval(run, "accuracy", confidence=confidence, n_resamples=n_resamples, seed=seed) for run in (a, b)
+    ]
+    return RunComparison(
+        a=names[0],
+        b=names[1],
+        metric="accuracy",
+        examples=examples,
+        a_value=values[0],
+        b_value=values[1],
+        difference=difference,
+        p_value=found.p_value,
+        test=test,
+        mcnemar=McNemarTest(
+            a_only_correct=found.a_only, b_only_correct=found.b_only, statistic=found.statistic, p_value=found.p_value
+        ),
+        significant=significant,
+        note=note,
+        sentence=_verdict(names, difference, p_value=found.p_value, test=test, significant=significant, note=note),
+    )
+
+
+def _compare_by_bootstrap(
+    a: Predictions,
+    b: Predictions,
+    metric: str,
+    names: tuple[str, str],
+    *,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+) -> RunComparison:
+    score = _scorer(a, metric)
     if metric in _MEAN_OF:
         terms = _MEAN_OF[metric]
 
@@ -238,37 +317,36 @@ def compare_runs(
             return np.stack([value_a, value_b, value_a - value_b])
 
         samples = (terms(a.predicted, a.labels), terms(b.predicted, b.labels))
-        result = _bootstrap(samples, mean_terms, vectorized=True, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        result = _bootstrap(
+            samples, mean_terms, vectorized=True, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     else:
 
         def both(predicted_a: np.ndarray, predicted_b: np.ndarray, labels: np.ndarray) -> np.ndarray:
             value_a, value_b = score(predicted_a, labels), score(predicted_b, labels)
             return np.array([value_a, value_b, value_a - value_b])
 
-        result = _bootstrap((a.predicted, b.predicted, a.labels), both, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        result = _bootstrap(
+            (a.predicted, b.predicted, a.labels), both, confidence=confidence, n_resamples=n_resamples, seed=seed
+        )
     low, high = result.confidence_interval.low, result.confidence_interval.high
     method = _bootstrap_method(len(a), n_resamples, seed)
     value_a, value_b = score(a.predicted, a.labels), score(b.predicted, b.labels)
     intervals = [
-        MetricInterval(metric=metric, value=value, low=float(low[i]), high=float(high[i]), confidence=confidence, method=method)
+        MetricInterval(
+            metric=metric, value=value, low=float(low[i]), high=float(high[i]), confidence=confidence, method=method
+        )
         for i, value in enumerate((value_a, value_b, value_a - value_b))
     ]
-    # Resampled improvements of A over B (A − B, sign-flipped where smaller is better).
-    sign = 1.0 if higher_is_better(metric) else -1.0
-    improvements = sign * result.bootstrap_distribution[2]
-
-    mcnemar = None
-    if a.task is TaskType.classification:
-        mcnemar = mcnemar_exact(a.predicted == a.labels, b.predicted == b.labels)
-    if mcnemar is not None and metric == "accuracy":
-        p_value, test = mcnemar.p_value, f"McNemar exact test, {len(a)} examples"
+    resampled = result.bootstrap_distribution[2]
+    test = f"paired bootstrap, {len(a)} examples"
+    p_value: float | None = None
+    note = None
+    if np.all(resampled == 0):
+        note = f"their predictions give the same {metric} on every resample of the {len(a)} rows"
     else:
-        # Two-sided: twice the smaller share of resamples on either side of no difference (+1 smoothing).
-        tail = min(np.sum(improvements <= 0), np.sum(improvements >= 0))
-        p_value = min(1.0, 2 * (int(tail) + 1) / (n_resamples + 1))
-        test = f"paired bootstrap, {len(a)} examples"
-    significant = p_value < 1 - confidence
-    names = (a_name or a.run_id, b_name or b.run_id)
+        p_value = _percentile_p(resampled)
+    significant = p_value is not None and p_value < 1 - confidence
     return RunComparison(
         a=names[0],
         b=names[1],
@@ -277,12 +355,12 @@ def compare_runs(
         a_value=intervals[0],
         b_value=intervals[1],
         difference=intervals[2],
-        prob_a_better=float(np.mean(improvements > 0)),
         p_value=p_value,
         test=test,
-        mcnemar=mcnemar,
+        mcnemar=None,
         significant=significant,
-        sentence=_sentence(names, intervals[2], p_value=p_value, test=test, significant=significant),
+        note=note,
+        sentence=_verdict(names, intervals[2], p_value=p_value, test=test, significant=significant, note=note),
     )
 
 
@@ -310,10 +388,21 @@ def check_comparable(a: Predictions, b: Predictions) -> None:
 # --------------------------------------------------------------------------- seeds and configurations
 
 
-def summarize_seeds(name: str, values: Sequence[float], metric: str, *, confidence: float = CONFIDENCE) -> ConfigSummary:
-    """Mean, spread and t-interval of the mean of one configuration's metric over its seeds."""
+def summarize_seeds(
+    name: str,
+    values: Sequence[float],
+    metric: str,
+    *,
+    seeds: Sequence[int] | None = None,
+    confidence: float = CONFIDENCE,
+) -> ConfigSummary:
+    """Mean, spread and t-interval of the mean of one configuration's metric over its seeds. `seeds`: the
+    training seed of each value, where known (comparisons pair configurations by it). ValueError for no values
+    or a `seeds` of another length."""
     if len(values) == 0:
         raise ValueError(f"configuration {name} has no runs with a {metric} result to summarize")
+    if seeds is not None and len(seeds) != len(values):
+        raise ValueError(f"configuration {name}: {len(seeds)} seeds for {len(values)} values")
     array = np.asarray(values, dtype=float)
     mean = float(np.mean(array))
     interval = _t_interval(array, metric, confidence)
@@ -329,70 +418,163 @@ def summarize_seeds(name: str, values: Sequence[float], metric: str, *, confiden
         max=float(np.max(array)),
         mean_interval=interval,
         note=note,
+        seeds=tuple(int(s) for s in seeds) if seeds is not None else None,
     )
 
 
-def compare_configs(
-    a: ConfigSummary, b: ConfigSummary, *, paired_by: str = "position", confidence: float = CONFIDENCE
-) -> ConfigComparison:
-    """Seed i of A against seed i of B (`values` in the same seed order on both sides)."""
+def compare_configs(a: ConfigSummary, b: ConfigSummary, *, confidence: float = CONFIDENCE) -> ConfigComparison:
+    """A against B over seeds. Paired (exact sign-flip test) only when both record the same distinct training
+    seeds and enough pairs differ for the test to reach significance; otherwise unpaired (Welch's t-test), with
+    a note saying why. ValueError when the two summarize different metrics."""
     if a.metric != b.metric:
         raise ValueError(f"configurations {a.name} ({a.metric}) and {b.name} ({b.metric}) summarize different metrics")
-    if a.n != b.n:
-        raise ValueError(
-            f"configuration {a.name} has {a.n} runs and {b.name} has {b.n}: a seed-by-seed comparison needs the same "
-            "seeds on both sides; give each the same number of runs, in the same seed order"
-        )
-    metric = a.metric
-    differences = np.asarray(a.values) - np.asarray(b.values)
-    difference = _t_interval(differences, metric, confidence)
-    # The signed-rank test assumes nothing about the differences' distribution, but under 6 pairs it cannot
-    # reach p < 0.05 at all (its smallest p is 2 / 2**n): fewer pairs get the paired t-test instead.
-    wilcoxon = a.n >= MIN_WILCOXON_PAIRS
-    test = f"{'Wilcoxon signed-rank test' if wilcoxon else 'paired t-test'}, {a.n} seed pairs"
-    p_value: float | None = None
-    note: str | None = None
-    if a.n < 2:
-        note = "one seed per side: no test and no confidence interval; run more seeds"
-    elif np.all(differences == 0):
-        p_value, note = 1.0, "identical results on every seed"
-    elif wilcoxon:
-        p_value = float(stats.wilcoxon(a.values, b.values).pvalue)
-    else:
-        p_value = float(stats.ttest_rel(a.values, b.values).pvalue)
-        if not math.isfinite(p_value):  # every difference equal: no spread to test against
-            p_value = 0.0
-        note = (
-            f"with {a.n} seed pairs: a paired t-test, which assumes the per-seed differences are roughly normal; "
-            f"{MIN_WILCOXON_PAIRS} or more seeds per configuration get the distribution-free Wilcoxon test"
-        )
+    pairs = _seed_pairs(a, b)
+    if pairs is None:
+        return _compare_unpaired(a, b, confidence=confidence)
+    differences = pairs[0] - pairs[1]
+    differ = int(np.count_nonzero(differences))
+    if smallest_p(differences) < 1 - confidence:
+        return _compare_paired(a, b, differences, confidence=confidence)
+    needed = _pairs_needed(1 - confidence)
+    why = (
+        f"identical results on all {a.n} seeds"
+        if differ == 0
+        else f"the exact paired test cannot reach p < {1 - confidence:g} with {differ} seed pairs that differ "
+        f"(it needs {needed}), so the seeds are compared unpaired; {needed} or more seeds per configuration get it"
+    )
+    if differ == 0:
+        return _compare_paired(a, b, differences, confidence=confidence, note=why)
+    return _compare_unpaired(a, b, confidence=confidence, reason=why)
+
+
+def _seed_pairs(a: ConfigSummary, b: ConfigSummary) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both sides' values in seed order, when each records the same set of distinct seeds."""
+    if a.seeds is None or b.seeds is None or len(set(a.seeds)) != a.n or set(a.seeds) != set(b.seeds) or b.n != a.n:
+        return None
+    order_a, order_b = np.argsort(a.seeds), np.argsort(b.seeds)
+    return np.asarray(a.values)[order_a], np.asarray(b.values)[order_b]
+
+
+def _compare_paired(
+    a: ConfigSummary, b: ConfigSummary, differences: np.ndarray, *, confidence: float, note: str | None = None
+) -> ConfigComparison:
+    """The exact sign-flip test; `note` set when it cannot decide (then no p-value)."""
+    metric, n = a.metric, a.n
+    found = sign_flip_test(differences, confidence=confidence)
+    exact = "exact " if found.exact else ""
+    difference = MetricInterval(
+        metric=metric,
+        value=float(np.mean(differences)),
+        low=found.low,
+        high=found.high,
+        confidence=confidence,
+        method=f"{exact}sign-flip permutation interval over {n} seed pairs",
+    )
+    test = f"{exact}sign-flip permutation test, {n} seed pairs"
+    p_value = found.p_value if note is None else None
     significant = p_value is not None and p_value < 1 - confidence
-    names = (a.name, b.name)
-    if p_value is None:
-        sentence = (
-            f"cannot tell whether {a.name} or {b.name} is better on {metric} from one seed each "
-            f"({a.name} − {b.name} = {_amount(metric, difference.value)}); run more seeds"
-        )
-    else:
-        sentence = _sentence(names, difference, p_value=p_value, test=test, significant=significant, over=f"mean over {a.n} seeds")
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    wins = np.sign(sign * differences)
     return ConfigComparison(
         a=a,
         b=b,
         metric=metric,
-        paired_by=paired_by,
+        paired_by="seed",
         differences=tuple(float(d) for d in differences),
         difference=difference,
         p_value=p_value,
         test=test,
         significant=significant,
+        prob_a_beats_b=float(np.mean((wins + 1) / 2)),
         note=note,
-        sentence=sentence + (f"; {note}" if note and p_value is not None else ""),
+        sentence=_verdict(
+            (a.name, b.name),
+            difference,
+            p_value=p_value,
+            test=test,
+            significant=significant,
+            note=note,
+            over=f"mean over {n} seeds",
+        ),
     )
 
 
+def _compare_unpaired(
+    a: ConfigSummary, b: ConfigSummary, *, confidence: float, reason: str | None = None
+) -> ConfigComparison:
+    """Welch's t-test and interval; `reason`: why seeds that could be paired are not."""
+    metric = a.metric
+    test = f"Welch's t-test, {a.n} and {b.n} seeds, unpaired"
+    value = a.mean - b.mean
+    low = high = p_value = None
+    note = None
+    if a.n < 2 or b.n < 2:
+        fewest = a if a.n < 2 else b
+        note = f"{fewest.name} has one seed: no spread to test against; run 2 or more seeds per configuration"
+    elif not a.std and not b.std:
+        note = "every seed gave the same value on each side: no spread to test against; run more seeds"
+    else:
+        with warnings.catch_warnings():  # seeds of equal value on one side: exact, not a loss of precision
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = stats.ttest_ind(a.values, b.values, equal_var=False)
+        interval = result.confidence_interval(confidence)
+        p_value, low, high = float(result.pvalue), float(interval.low), float(interval.high)
+    if note is not None and reason is None:
+        note += "; give both the same training seeds to compare seed by seed"
+    if reason is not None:
+        note = reason if note is None else f"{note}; {reason}"
+    difference = MetricInterval(
+        metric=metric,
+        value=value,
+        low=low,
+        high=high,
+        confidence=confidence,
+        method=f"Welch's t-interval, {a.n} and {b.n} seeds",
+    )
+    significant = p_value is not None and p_value < 1 - confidence
+    u_statistic = stats.mannwhitneyu(a.values, b.values, alternative="two-sided").statistic
+    beats = float(u_statistic) / (a.n * b.n)
+    return ConfigComparison(
+        a=a,
+        b=b,
+        metric=metric,
+        paired_by="unpaired",
+        differences=(),
+        difference=difference,
+        p_value=p_value,
+        test=test,
+        significant=significant,
+        prob_a_beats_b=beats if higher_is_better(metric) else 1.0 - beats,
+        note=note,
+        sentence=_verdict(
+            (a.name, b.name),
+            difference,
+            p_value=p_value,
+            test=test,
+            significant=significant,
+            note=note,
+            over="difference of means over seeds",
+        ),
+    )
+
+
+def _pairs_needed(alpha: float) -> int:
+    """The fewest differing seed pairs with which the sign-flip test can reach p < alpha (2 / 2**m < alpha)."""
+    m = 1
+    while 2.0 / 2.0**m >= alpha:
+        m += 1
+    return m
+
+
 def mark_best(summaries: Sequence[ConfigSummary], *, alpha: float = ALPHA) -> tuple[BestMark, ...]:
-    """The configuration with the best mean, and for every other one whether it is significantly worse
-    (one-sided Welch t-test against the best, which needs two seeds on both sides); in input order."""
+    """The configuration with the best mean, and for every other one whether it is significantly worse than
+    some configuration with a better mean; in input order.
+
+    Every pair of configurations with two seeds or more on both sides is tested (two-sided Welch t-test) and
+    the p-values are adjusted together (Holm), so that with all configurations truly equal the chance of
+    marking any one significantly worse is at most `alpha`, whichever was best by chance. A configuration with
+    one seed, or whose every pair is untestable (no spread on either side), is "untested". ValueError when the
+    summaries are of different metrics."""
     if not summaries:
         return ()
     metrics = {s.metric for s in summaries}
@@ -400,23 +582,73 @@ def mark_best(summaries: Sequence[ConfigSummary], *, alpha: float = ALPHA) -> tu
         raise ValueError(f"a results table ranks one metric at a time; got {sorted(metrics)}")
     higher = higher_is_better(summaries[0].metric)
     best = max(summaries, key=lambda s: s.mean if higher else -s.mean)
+    tested, p_values = _welch_all_pairs(summaries)
+    adjusted = holm(p_values)
+    # For each configuration, its tested pairs with a better configuration: (adjusted p, that configuration).
+    beaten_by: dict[int, list[tuple[float, int]]] = {}
+    involved: set[int] = set()
+    for (i, j), p_value in zip(tested, adjusted, strict=True):
+        involved.update((i, j))
+        worse, better = (i, j) if (summaries[j].mean > summaries[i].mean) == higher else (j, i)
+        beaten_by.setdefault(worse, []).append((p_value, better))
+        if summaries[i].mean == summaries[j].mean:  # a tie: each side is as much the "worse" one
+            beaten_by.setdefault(better, []).append((p_value, worse))
     marks = []
-    for summary in summaries:
-        if summary is best:
-            marks.append(BestMark(name=summary.name, mean=summary.mean, status="best", p_value=None))
-            continue
-        p_value = None
-        if summary.n > 1 and best.n > 1:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                tested = stats.ttest_ind(best.values, summary.values, equal_var=False, alternative="greater" if higher else "less")
-            p_value = float(tested.pvalue) if math.isfinite(tested.pvalue) else None
+    for index, summary in enumerate(summaries):
+        clearest = min(beaten_by.get(index, []), default=None)
         status: BestStatus
-        if p_value is None:
+        if summary is best:
+            status = "best"
+        elif index not in involved:
             status = "untested"
+        elif clearest is not None and clearest[0] < alpha:
+            status = "significantly worse"
         else:
-            status = "significantly worse" if p_value < alpha else "not significantly worse"
-        marks.append(BestMark(name=summary.name, mean=summary.mean, status=status, p_value=p_value))
+            status = "not significantly worse"
+        marks.append(
+            BestMark(
+                name=summary.name,
+                mean=summary.mean,
+                status=status,
+                p_value=clearest[0] if clearest else None,
+                against=summaries[clearest[1]].name if clearest else None,
+            )
+        )
     return tuple(marks)
+
+
+def _welch_all_pairs(summaries: Sequence[ConfigSummary]) -> tuple[list[tuple[int, int]], list[float]]:
+    """Welch's two-sided p for every pair with two seeds or more on both sides and some spread; pairs of the
+    same sizes in one vectorized scipy call."""
+    by_sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i, j in itertools.combinations(range(len(summaries)), 2):
+        x, y = summaries[i], summaries[j]
+        if x.n >= 2 and y.n >= 2 and (x.std or y.std):
+            by_sizes.setdefault((x.n, y.n), []).append((i, j))
+    tested: list[tuple[int, int]] = []
+    p_values: list[float] = []
+    for pairs in by_sizes.values():
+        first = np.array([summaries[i].values for i, _ in pairs])
+        second = np.array([summaries[j].values for _, j in pairs])
+        tested += pairs
+        with warnings.catch_warnings():  # seeds of equal value on one side: exact, not a loss of precision
+            warnings.simplefilter("ignore", RuntimeWarning)
+            found = stats.ttest_ind(first, second, axis=1, equal_var=False).pvalue
+        p_values += [float(p) for p in found]
+    return tested, p_values
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order (Holm 1979): the k-th smallest p times the number
+    of hypotheses not yet rejected, made non-decreasing, capped at 1. scipy has no familywise correction."""
+    m = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return [float(p) for p in adjusted]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -452,11 +684,33 @@ def _bootstrap(
     )
 
 
+def _percentile_p(resampled: np.ndarray) -> float:
+    """The smallest α at which the (1 − α) percentile interval (linear interpolation, as scipy's) leaves out
+    zero: twice the interpolated share of resamples below zero (or above it), so that p < α exactly when the
+    interval printed beside it excludes zero. Never below 1 / resamples."""
+    ordered = np.sort(np.asarray(resampled, dtype=float))
+    count = len(ordered)
+
+    def crossing(at_or_below: int) -> float:
+        # Interpolated quantile level where the sorted resamples pass zero, given how many lie at or below it.
+        if at_or_below == 0:
+            return 0.0
+        if at_or_below == count:
+            return 1.0
+        below, above = ordered[at_or_below - 1], ordered[at_or_below]
+        return (at_or_below - 1 + (0.0 - below) / (above - below)) / (count - 1)
+
+    lower_tail = crossing(int(np.sum(ordered <= 0)))  # the interval's low end is above zero for α/2 beyond this
+    upper_tail = 1.0 - crossing(int(np.sum(ordered < 0)))
+    return float(min(1.0, max(2 * min(lower_tail, upper_tail), 1.0 / count)))
+
+
 def _bootstrap_method(examples: int, n_resamples: int, seed: int) -> str:
     return f"percentile bootstrap over {examples} examples, {n_resamples} resamples, seed {seed}"
 
 
 def _t_interval(values: np.ndarray, metric: str, confidence: float) -> MetricInterval:
+    """Student's t-interval of the mean of `values` (None ends with one value; the point when all agree)."""
     mean = float(np.mean(values))
     method = f"t-interval of the mean over {len(values)} seeds"
     if len(values) < 2:
@@ -481,6 +735,31 @@ def _p(p_value: float) -> str:
     return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
 
 
+def _verdict(
+    names: tuple[str, str],
+    difference: MetricInterval,
+    *,
+    p_value: float | None,
+    test: str,
+    significant: bool,
+    note: str | None,
+    over: str | None = None,
+) -> str:
+    """The comparison's one-line verdict; without a p-value, why no test can decide and what to change."""
+    if p_value is not None:
+        said = _sentence(names, difference, p_value=p_value, test=test, significant=significant, over=over)
+        return f"{said}; {note}" if note else said
+    metric, level = difference.metric, f"{difference.confidence * 100:g}%"
+    interval = ""
+    if difference.low is not None and difference.high is not None:
+        interval = f", {level} CI [{_number(metric, difference.low)}, {_number(metric, difference.high)}]"
+    detail = ", ".join(x for x in (over, test) if x)
+    return (
+        f"cannot tell whether {names[0]} or {names[1]} is better on {metric}: {note} "
+        f"({names[0]} − {names[1]} = {_amount(metric, difference.value)}{interval}, no p-value, {detail})"
+    )
+
+
 def _sentence(
     names: tuple[str, str],
     difference: MetricInterval,
@@ -496,7 +775,11 @@ def _sentence(
     low, high = difference.low, difference.high
     detail = ", ".join(x for x in (over, test) if x)
     if not significant:
-        interval = f", {level} CI [{_number(metric, low)}, {_number(metric, high)}]" if low is not None and high is not None else ""
+        interval = (
+            f", {level} CI [{_number(metric, low)}, {_number(metric, high)}]"
+            if low is not None and high is not None
+            else ""
+        )
         return (
             f"no significant difference between {names[0]} and {names[1]} on {metric} "
             f"({names[0]} − {names[1]} = {_amount(metric, difference.value)}{interval}, {_p(p_value)}, {detail})"
@@ -509,4 +792,5 @@ def _sentence(
     bounds = sorted(flip * x for x in (low, high) if x is not None)
     interval = f", {level} CI [{_number(metric, bounds[0])}, {_number(metric, bounds[1])}]" if len(bounds) == 2 else ""
     lower = " (lower is better)" if not higher_is_better(metric) else ""
-    return f"{winner} is better than {loser} on {metric}{lower} by {_amount(metric, abs(by))}{interval}, {_p(p_value)} ({detail})"
+    amount = _amount(metric, abs(by))
+    return f"{winner} is better than {loser} on {metric}{lower} by {amount}{interval}, {_p(p_value)} ({detail})"
