@@ -72,11 +72,22 @@ def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None:
     assert "tcld namespace search-attributes add --namespace bert-eval.a1b2c" in rendered.notes
 
 
-def test_api_key_on_a_namespace_endpoint_is_refused_with_the_regional_one(render) -> None:
+@pytest.mark.parametrize(
+    ("address", "warned"),
+    [
+        ("bert-eval.a1b2c.tmprl.cloud:7233", True),  # valid for high-availability namespaces: a warning, not a refusal
+        ("aws-us-east-1.region.tmprl.cloud:7233", False),  # the <cloud>-<region>.region.tmprl.cloud form
+        ("us-east-1.aws.api.temporal.io:7233", False),
+    ],
+)
+def test_temporal_cloud_endpoints_with_an_api_key_install(render, address: str, warned: bool) -> None:
     values = json.loads(json.dumps(EKS))
-    values["temporal"]["address"] = "bert-eval.a1b2c.tmprl.cloud:7233"
-    message = _fails(render, values)
-    assert "namespace endpoint" in message and "api.temporal.io:7233" in message
+    values["temporal"]["address"] = address
+    rendered = render(values)
+    assert _value(_container(rendered, "eval-worker"), "TEMPORAL_ADDRESS") == address
+    assert ("WARNING: temporal.address=" in rendered.notes) is warned
+    if warned:
+        assert "high-availability" in rendered.notes and "api.temporal.io:7233" in rendered.notes
 
 
 def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(render) -> None:
@@ -86,7 +97,7 @@ def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(r
         assert _value(container, "TEMPORAL_TLS_SERVER_NAME") == "bert-eval.a1b2c.tmprl.cloud"
         assert _value(container, "TEMPORAL_TLS_CERT_FILE") == "/etc/temporal-tls/tls.crt"
         assert "TEMPORAL_API_KEY" not in env_of(container)
-    [scaled] = rendered.by_kind("ScaledObject")
+    [scaled] = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["tlsServerName"] == "bert-eval.a1b2c.tmprl.cloud"
 
 
