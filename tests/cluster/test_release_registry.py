@@ -79,7 +79,7 @@ def _image_id(podman: Podman, ref: str) -> str:
 def _render_archive(archive: Path, values: dict[str, Any]) -> list[dict[str, Any]]:
     import helm_python as helm
 
-    with helm.Chart.load_archive(archive) as chart:
+    with helm.Chart.load_archive(archive.read_bytes()) as chart:
         files = chart.render(values, name="bert-eval", namespace="bert-eval", is_install=True)
     return [doc for path, text in sorted(files.items()) if not path.endswith("NOTES.txt") for doc in yaml.safe_load_all(text) if doc]
 

@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.harness import Stack, run_on_two_training_workers
+from support.harness import Stack, wait_for_checkpoint
 from support.seed_runs import MINILM
 from support.specs import tiny_run
 
 from bert_eval.chaos import preempt_process
 
 GRACE_S = 15
+WORKER_START_TIMEOUT_S = 300
 # 640 rows in batches of 8: 80 optimizer steps of the 22.7M-parameter MiniLM, a checkpoint every 5.
 MINILM_TRAIN = dict(max_train_samples=640, batch_size=8, max_seq_length=32, learning_rate=1e-4, checkpoint_every_steps=5, seed=11)
 
@@ -85,9 +86,17 @@ def test_preempt_sigkills_a_process_still_running_when_the_grace_ends() -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_minilm_preempted_with_15s_grace_resumes_to_the_uninterrupted_metrics(stack: Stack) -> None:
-    busy, idle, background = run_on_two_training_workers(
-        stack, Path(MINILM), "preempted", heartbeat_timeout_s=10, spec=_minilm_run("preempted"), fork=False
+    # Started with subprocess (`chaos preempt --target local` finds workers by their command line), and
+    # given time to import torch on a loaded machine.
+    workers = [stack.start_worker(kind, wait=False, fork=False) for kind in ("eval", "training", "training")]
+    for worker in workers:
+        worker.wait_ready(timeout_s=WORKER_START_TIMEOUT_S)
+    background = stack.run_in_background(
+        {"experiment_id": "exp-preempted", "runs": [_minilm_run("preempted")]}, heartbeat_timeout_s=10
     )
+    wait_for_checkpoint(stack.runs_dir, "preempted", timeout_s=600)
+    busy = next(w for w in workers[1:] if w.holds_training)
+    idle = next(w for w in workers[1:] if w is not busy)
     chaos = subprocess.run(
         [sys.executable, "-m", "bert_eval", "chaos", "preempt", "--grace", str(GRACE_S), "--target", "local"],
         env=stack.env(),

@@ -312,3 +312,32 @@ def test_kind_nodes_run_a_pinned_node_image(kind_config: dict[str, Any]) -> None
     images = {node.get("image") for node in kind_config["nodes"]}
     (image,) = images
     assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", image), image
+
+
+def test_readme_release_commands_name_the_images_the_profile_installs() -> None:
+    import shlex
+
+    from support.k8s import REPO
+
+    section = (CHART_SRC / "README.md").read_text().split("## From a registry", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    (release,) = [c for c in commands if c[:2] == ["make", "release"]]
+    options = dict(arg.split("=", 1) for arg in release[2:])
+    (install,) = [c for c in commands if c[:2] == ["helm", "install"]]
+    assert install[3] == f"oci://{options['REGISTRY']}/bert-eval"
+    assert install[install.index("--version") + 1] == options["VERSION"]
+    profile = yaml.safe_load((REPO / install[install.index("-f") + 1]).read_text())
+    for name in ("training", "eval"):
+        image = profile["images"][name]
+        assert (image["repository"], image["tag"]) == (f"{options['REGISTRY']}/bert-eval-{name}", options["VERSION"])
+    # What the packaged chart's defaults become (scripts/release_chart.py), from this repository's values.yaml.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("release_chart", REPO / "scripts" / "release_chart.py")
+    assert spec is not None and spec.loader is not None
+    release_chart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release_chart)
+    pinned = yaml.safe_load(release_chart.pin_images((CHART_SRC / "values.yaml").read_text(), options["REGISTRY"]))
+    assert pinned["images"]["training"]["repository"] == f"{options['REGISTRY']}/bert-eval-training"
+    assert pinned["images"]["eval"]["repository"] == f"{options['REGISTRY']}/bert-eval-eval"
