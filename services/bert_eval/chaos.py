@@ -415,7 +415,9 @@ def _kill_one_pod(
             raise
         log.warning("training worker pod vanished before it could be deleted", pod=pod.name, namespace=namespace)
         return None
-    log.info("deleted training worker pod", pod=pod.name, namespace=namespace, phase=pod.phase, grace_s=grace_s, reason=reason)
+    log.info(
+        "deleted training worker pod", pod=pod.name, namespace=namespace, phase=pod.phase, grace_s=grace_s, reason=reason
+    )
     return Kill(kind="pod", name=f"{namespace}/{pod.name}", reason=reason)
 
 
@@ -545,7 +547,9 @@ def preempt(
     namespace: Annotated[
         str | None, typer.Option(help="k8s: namespace of the pods (default: this pod's namespace, else `default`)")
     ] = None,
-    selector: Annotated[str, typer.Option(help="k8s, podman: label selector of training worker pods")] = DEFAULT_SELECTOR,
+    selector: Annotated[
+        str, typer.Option(help="k8s, podman: label selector of training worker pods")
+    ] = DEFAULT_SELECTOR,
     release: Annotated[
         str | None, typer.Option(help="k8s, podman: only pods of this Helm release (app.kubernetes.io/instance)")
     ] = None,
@@ -567,8 +571,8 @@ def preempt(
         else:
             ending = "SIGKILL after the grace period" if done.sigkilled else "exited on SIGTERM"
             typer.echo(
-                f"preempted {done.kind} {done.name} (grace {grace:g}s): {ending}, {done.exited_after_s:.1f}s after SIGTERM; "
-                f"{done.reason}"
+                f"preempted {done.kind} {done.name} (grace {grace:g}s): {ending}, "
+                f"{done.exited_after_s:.1f}s after SIGTERM; {done.reason}"
             )
     if not kills:
         typer.echo("no training worker was preempted", err=True)

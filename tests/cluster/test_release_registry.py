@@ -81,10 +81,18 @@ def _render_archive(archive: Path, values: dict[str, Any]) -> list[dict[str, Any
 
     with helm.Chart.load_archive(archive.read_bytes()) as chart:
         files = chart.render(values, name="bert-eval", namespace="bert-eval", is_install=True)
-    return [doc for path, text in sorted(files.items()) if not path.endswith("NOTES.txt") for doc in yaml.safe_load_all(text) if doc]
+    return [
+        doc
+        for path, text in sorted(files.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
 
 
-def test_release_pushes_images_and_chart_and_the_chart_installs_from_oci(podman: Podman, registry: str, tmp_path: Path) -> None:
+def test_release_pushes_images_and_chart_and_the_chart_installs_from_oci(
+    podman: Podman, registry: str, tmp_path: Path
+) -> None:
     import helm_python as helm
 
     for source in SOURCE_IMAGES.values():
@@ -108,7 +116,9 @@ def test_release_pushes_images_and_chart_and_the_chart_installs_from_oci(podman:
         timeout=1800,
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    MEASURED["make release (push both images and the chart to a local registry)"] = f"{time.monotonic() - started:.0f} s"
+    MEASURED["make release (push both images and the chart to a local registry)"] = (
+        f"{time.monotonic() - started:.0f} s"
+    )
 
     # The chart, pulled back from the registry.
     pulled = tmp_path / "pulled"

@@ -22,8 +22,12 @@ from bert_eval.chaos import preempt_process
 
 GRACE_S = 15
 WORKER_START_TIMEOUT_S = 300
+# Generous: MiniLM steps take seconds each on a busy 2-core machine (a fraction of a second otherwise).
+RUN_TIMEOUT_S = 1500
 # 640 rows in batches of 8: 80 optimizer steps of the 22.7M-parameter MiniLM, a checkpoint every 5.
-MINILM_TRAIN = dict(max_train_samples=640, batch_size=8, max_seq_length=32, learning_rate=1e-4, checkpoint_every_steps=5, seed=11)
+MINILM_TRAIN = dict(
+    max_train_samples=640, batch_size=8, max_seq_length=32, learning_rate=1e-4, checkpoint_every_steps=5, seed=11
+)
 
 
 def _minilm_run(run_id: str) -> dict:
@@ -55,7 +59,11 @@ class _FakeProcess:
     def gone(self, pid: int) -> bool:
         if self.killed_at is not None:
             return True
-        return self.exits_after_s is not None and bool(self.signals) and self.now - self.signals[0][0] >= self.exits_after_s
+        return (
+            self.exits_after_s is not None
+            and bool(self.signals)
+            and self.now - self.signals[0][0] >= self.exits_after_s
+        )
 
     def sleep(self, seconds: float) -> None:
         self.now += seconds
@@ -94,7 +102,7 @@ def test_minilm_preempted_with_15s_grace_resumes_to_the_uninterrupted_metrics(st
     background = stack.run_in_background(
         {"experiment_id": "exp-preempted", "runs": [_minilm_run("preempted")]}, heartbeat_timeout_s=10
     )
-    wait_for_checkpoint(stack.runs_dir, "preempted", timeout_s=600)
+    wait_for_checkpoint(stack.runs_dir, "preempted", timeout_s=RUN_TIMEOUT_S)
     busy = next(w for w in workers[1:] if w.holds_training)
     idle = next(w for w in workers[1:] if w is not busy)
     chaos = subprocess.run(
@@ -108,7 +116,7 @@ def test_minilm_preempted_with_15s_grace_resumes_to_the_uninterrupted_metrics(st
     assert f"preempted process {busy.pid}" in chaos.stdout and "exited on SIGTERM" in chaos.stdout, chaos.stdout
     assert busy.process.wait(timeout=10) == 0  # a graceful exit, not a SIGKILL
     assert idle.process.poll() is None
-    [run] = background.result(timeout_s=600).runs
+    [run] = background.result(timeout_s=RUN_TIMEOUT_S).runs
 
     events = _events(stack.runs_dir, "preempted")
     second_attempt = next(i for i, e in enumerate(events) if e["event"] == "attempt" and e.get("attempt") == 2)
@@ -120,7 +128,9 @@ def test_minilm_preempted_with_15s_grace_resumes_to_the_uninterrupted_metrics(st
     assert resume["from_step"] == final["step"] and resume["steps_lost"] == 0, resume
     assert 0 < final["step"] < run.training.steps
 
-    reference = stack.run_experiment({"experiment_id": "straight", "runs": [_minilm_run("straight")]}, timeout_s=600)
+    reference = stack.run_experiment(
+        {"experiment_id": "straight", "runs": [_minilm_run("straight")]}, timeout_s=RUN_TIMEOUT_S
+    )
     [straight] = reference.runs
     assert straight.status == "completed" and straight.training.resumes == 0, straight
     assert run.status == "completed", run.error
@@ -131,6 +141,7 @@ def test_minilm_preempted_with_15s_grace_resumes_to_the_uninterrupted_metrics(st
     print(
         f"\npreemption (MiniLM, grace {GRACE_S}s): {chaos.stdout.strip()}\n"
         f"final checkpoint at step {final['step']} of {run.training.steps}: {final['bytes'] / 1e6:.1f} MB written in "
-        f"{final['seconds']:.2f}s (training blocked {final['blocked_seconds']:.2f}s); steps lost {resume['steps_lost']}; "
+        f"{final['seconds']:.2f}s (training blocked {final['blocked_seconds']:.2f}s); "
+        f"steps lost {resume['steps_lost']}; "
         f"recovery {resume['recovery_seconds']:.1f}s"
     )

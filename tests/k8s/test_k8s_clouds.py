@@ -63,7 +63,7 @@ def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None:
         assert _value(container, "TEMPORAL_ADDRESS") == address
         assert _value(container, "TEMPORAL_NAMESPACE") == "bert-eval.a1b2c"
         assert env_of(container)["TEMPORAL_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "temporal-cloud-api-key"
-    [scaled] = rendered.by_kind("ScaledObject")
+    [scaled] = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["endpoint"] == address
     # NOTES name both search attributes, with the OSS and the Temporal Cloud commands.
     for name in ("BertRunId", "BertExperimentId"):
@@ -140,7 +140,7 @@ def test_two_releases_poll_their_own_queues_and_mount_their_own_volumes(render) 
     for rendered, prefix in zip(releases, ("team-a", "team-b"), strict=True):
         pods = [_container(rendered, c) for c in ("training-worker", "eval-worker")]
         assert {_value(c, "BERT_EVAL_TASK_QUEUE_PREFIX") for c in pods} == {prefix}
-        [scaled] = rendered.by_kind("ScaledObject")
+        [scaled] = rendered.component("ScaledObject", "eval-worker")
         assert scaled["spec"]["triggers"][0]["metadata"]["taskQueue"] == f"{prefix}-bert-eval-task-queue"
         claims = {v["persistentVolumeClaim"]["claimName"] for w in ("training-worker", "eval-worker")
                   for v in rendered.workload(w)["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
@@ -176,7 +176,7 @@ def test_keda_task_queue_that_is_not_the_workers_is_refused(render) -> None:
 def test_kind_profile_keeps_the_reference_queue_names_and_offers_manifests(rendered_profiles) -> None:
     rendered = rendered_profiles["examples/kind"]
     assert "BERT_EVAL_TASK_QUEUE_PREFIX" not in env_of(_container(rendered, "eval-worker"))
-    [scaled] = rendered.by_kind("ScaledObject")
+    [scaled] = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["taskQueue"] == "bert-eval-task-queue"
     assert "manifests/starter-job.yaml" in rendered.notes
 

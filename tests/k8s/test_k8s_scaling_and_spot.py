@@ -68,7 +68,10 @@ def test_cloud_profiles_scale_training_from_zero_on_backlog_plus_running_attempt
     # The eval pool counts its running attempts too, so KEDA never scales a busy evaluation away.
     (eval_scaled,) = rendered.component("ScaledObject", "eval-worker")
     eval_queries = [t["metadata"]["query"] for t in eval_scaled["spec"]["triggers"] if t["type"] == "prometheus"]
-    assert eval_queries and f'kind="eval",task_queue="{queue.replace(TRAINING_TASK_QUEUE, EVAL_TASK_QUEUE)}"' in eval_queries[0]
+    assert (
+        eval_queries
+        and f'kind="eval",task_queue="{queue.replace(TRAINING_TASK_QUEUE, EVAL_TASK_QUEUE)}"' in eval_queries[0]
+    )
 
 
 def test_defaults_keep_a_fixed_training_pool(render) -> None:
@@ -122,7 +125,7 @@ def test_worker_pods_know_their_own_name_and_what_to_mark(render, component: str
     pod = _pod(rendered, component)
     env = _env(rendered, component)
     assert env["BERT_EVAL_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert env["BERT_EVAL_POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["BERT_EVAL_POD_NAMESPACE"]["value"] == "bert-eval"
     assert env["BERT_EVAL_POD_DELETION_COST"]["value"] == "true"
     assert env["BERT_EVAL_POD_DO_NOT_DISRUPT"]["value"] == do_not_disrupt
     assert pod["automountServiceAccountToken"] is True  # the worker calls the API for its own pod
@@ -149,7 +152,10 @@ EC2_SPOT_NOTICE_S = 120
 
 @pytest.mark.parametrize(
     ("profile", "spot_label", "notice_s"),
-    [("gke-spot", ("cloud.google.com/gke-spot", "true"), GKE_SPOT_GRACE_S), ("eks-spot", ("karpenter.sh/capacity-type", "spot"), EC2_SPOT_NOTICE_S)],
+    [
+        ("gke-spot", ("cloud.google.com/gke-spot", "true"), GKE_SPOT_GRACE_S),
+        ("eks-spot", ("karpenter.sh/capacity-type", "spot"), EC2_SPOT_NOTICE_S),
+    ],
 )
 def test_spot_profiles_put_only_training_on_spot_with_a_grace_that_fits_the_notice(
     profile: str, spot_label: tuple[str, str], notice_s: int, render
@@ -171,7 +177,9 @@ def test_spot_profiles_put_only_training_on_spot_with_a_grace_that_fits_the_noti
         assert pod.get("nodeSelector", {}).get(key) != value
         tolerated = {t.get("key") for t in pod.get("tolerations", [])}
         if key == "cloud.google.com/gke-spot":
-            (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+                "nodeSelectorTerms"
+            ]
             assert {"key": key, "operator": "DoesNotExist"} in term["matchExpressions"]
             assert key not in tolerated
         else:
@@ -193,7 +201,9 @@ def test_spot_profiles_put_only_training_on_spot_with_a_grace_that_fits_the_noti
         ({"monitoring": {"enabled": True}}, ("kube-prometheus-stack", "monitoring.enabled=false")),
     ],
 )
-def test_missing_operators_fail_the_install_with_one_line_naming_the_fix(values: dict[str, Any], names: tuple[str, ...], render) -> None:
+def test_missing_operators_fail_the_install_with_one_line_naming_the_fix(
+    values: dict[str, Any], names: tuple[str, ...], render
+) -> None:
     message = _fails(render, values, cluster_crds=False)
     assert "\n" not in message.strip()
     for name in names:
@@ -214,7 +224,10 @@ def test_helm_test_hooks_check_temporal_the_volume_and_the_gpu(render) -> None:
     assert "ensure_search_attributes" in script and "BERT_EVAL_RUNS_DIR" in script and "connect()" in script
     compile(script, "helm-test", "exec")  # the check is valid Python
     # As the workers: same uid, same volume, same Temporal settings, and the workers' NetworkPolicy.
-    assert connection["spec"]["securityContext"]["runAsUser"] == _pod(rendered, "eval-worker")["securityContext"]["runAsUser"]
+    assert (
+        connection["spec"]["securityContext"]["runAsUser"]
+        == _pod(rendered, "eval-worker")["securityContext"]["runAsUser"]
+    )
     worker_env = _env(rendered, "eval-worker")
     test_env = env_of(connection["spec"]["containers"][0])
     for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "BERT_EVAL_RUNS_DIR"):
@@ -226,7 +239,9 @@ def test_helm_test_hooks_check_temporal_the_volume_and_the_gpu(render) -> None:
     assert gpu["spec"]["tolerations"] == training["tolerations"]
     assert gpu["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "torch.cuda.is_available()" in gpu["spec"]["containers"][0]["args"][0]
-    assert f"{RELEASE}-test-gpu" not in {p["metadata"]["name"] for p in render({"gpu": {"enabled": False}}).by_kind("Pod")}
+    assert f"{RELEASE}-test-gpu" not in {
+        p["metadata"]["name"] for p in render({"gpu": {"enabled": False}}).by_kind("Pod")
+    }
 
 
 def test_hugging_face_cache_on_the_runs_volume_and_token_from_a_secret(render) -> None:
@@ -262,12 +277,15 @@ def test_upgrade_advice_resets_then_reuses_values(render) -> None:
     assert " --reuse-values" not in readme
 
 
-@pytest.mark.parametrize(("values", "component", "void"), [
-    ({}, "eval-worker", True),
-    ({}, "training-worker", False),
-    ({"gpu": {"enabled": False}}, "training-worker", True),
-    ({"starter": {"enabled": True}}, "starter", True),
-])
+@pytest.mark.parametrize(
+    ("values", "component", "void"),
+    [
+        ({}, "eval-worker", True),
+        ({}, "training-worker", False),
+        ({"gpu": {"enabled": False}}, "training-worker", True),
+        ({"starter": {"enabled": True}}, "starter", True),
+    ],
+)
 def test_pods_without_a_gpu_request_see_no_gpu(render, values: dict[str, Any], component: str, void: bool) -> None:
     env = _env(render(values), component)
     assert (env.get("NVIDIA_VISIBLE_DEVICES", {}).get("value") == "void") is void
@@ -279,11 +297,20 @@ def test_network_policy_opens_cloud_credential_endpoints_and_shared_dev_server_c
     cidrs = {b["ipBlock"]["cidr"] for rule in workers["spec"]["egress"] for b in rule.get("to", []) if "ipBlock" in b}
     assert not cidrs & {"169.254.169.254/32", "169.254.170.23/32"}
     rendered = render(
-        {"networkPolicy": {"cloudMetadata": {"gkeWorkloadIdentity": True, "eksPodIdentity": True}, "temporalClientNamespaces": ["notebooks"]}}
+        {
+            "networkPolicy": {
+                "cloudMetadata": {"gkeWorkloadIdentity": True, "eksPodIdentity": True},
+                "temporalClientNamespaces": ["notebooks"],
+            }
+        }
     )
     workers = next(o for o in rendered.by_kind("NetworkPolicy") if o["metadata"]["name"].endswith("-workers"))
     allowed = {
-        (b["ipBlock"]["cidr"], p["port"]) for rule in workers["spec"]["egress"] for b in rule.get("to", []) if "ipBlock" in b for p in rule["ports"]
+        (b["ipBlock"]["cidr"], p["port"])
+        for rule in workers["spec"]["egress"]
+        for b in rule.get("to", [])
+        if "ipBlock" in b
+        for p in rule["ports"]
     }
     assert {("169.254.169.254/32", 80), ("169.254.169.252/32", 988), ("169.254.170.23/32", 80)} <= allowed
     temporal = rendered.get("NetworkPolicy", f"{RELEASE}-temporal")

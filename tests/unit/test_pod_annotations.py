@@ -43,12 +43,19 @@ class FakePodEndpoint:
     """The API server's /api/v1/namespaces/{ns}/pods/{name} for PATCH, in memory."""
 
     def __init__(self, *pod_names: str) -> None:
-        self.pods = {name: {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE}} for name in pod_names}
+        self.pods = {
+            name: {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE}}
+            for name in pod_names
+        }
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
 
-    def request(self, method: str, url: str, headers: dict[str, str] | None = None, body: Any = None, **_: Any) -> rest.RESTResponse:
-        self.requests.append({"method": method, "url": url, "content_type": (headers or {}).get("Content-Type"), "body": body})
+    def request(
+        self, method: str, url: str, headers: dict[str, str] | None = None, body: Any = None, **_: Any
+    ) -> rest.RESTResponse:
+        self.requests.append(
+            {"method": method, "url": url, "content_type": (headers or {}).get("Content-Type"), "body": body}
+        )
         prefix = f"/api/v1/namespaces/{NAMESPACE}/pods/"
         path = url.split("://", 1)[-1].split("/", 1)[-1]
         name = ("/" + path).removeprefix(prefix).split("?")[0]
@@ -63,7 +70,9 @@ class FakePodEndpoint:
 
     @staticmethod
     def _response(status: int, payload: dict[str, Any]) -> rest.RESTResponse:
-        raw = SimpleNamespace(status=status, reason="", data=json.dumps(payload).encode(), headers={"content-type": "application/json"})
+        raw = SimpleNamespace(
+            status=status, reason="", data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
+        )
         return rest.RESTResponse(raw)
 
     def annotations(self, name: str) -> dict[str, str]:
@@ -97,7 +106,9 @@ def test_a_busy_training_pod_is_marked_and_unmarked_through_the_kubernetes_clien
     api: k8s.CoreV1Api, endpoint: FakePodEndpoint
 ) -> None:
     counts: list[int] = []
-    annotator = PodAnnotator(api, pod="trainer-a", namespace=NAMESPACE, deletion_cost=True, do_not_disrupt=True, on_count=counts.append)
+    annotator = PodAnnotator(
+        api, pod="trainer-a", namespace=NAMESPACE, deletion_cost=True, do_not_disrupt=True, on_count=counts.append
+    )
 
     async def scenario() -> list[dict[str, str]]:
         seen = []
@@ -165,7 +176,9 @@ def test_a_failed_patch_does_not_fail_the_attempt_and_is_retried_on_the_next_cha
     assert endpoint.annotations("trainer-a") == {DELETION_COST: "2"}
 
 
-def test_the_interceptor_counts_an_attempt_until_it_ends_even_when_it_fails(api: k8s.CoreV1Api, endpoint: FakePodEndpoint) -> None:
+def test_the_interceptor_counts_an_attempt_until_it_ends_even_when_it_fails(
+    api: k8s.CoreV1Api, endpoint: FakePodEndpoint
+) -> None:
     annotator = PodAnnotator(api, pod="trainer-a", namespace=NAMESPACE, do_not_disrupt=True)
     during: list[dict[str, str]] = []
 

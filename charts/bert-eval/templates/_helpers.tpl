@@ -157,10 +157,10 @@ Environment of a worker that keeps its own pod's annotations
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- /* The release's namespace is the pod's: a plain value (podman kube play, which plays these
+pods in tests, has no metadata.namespace field reference). */}}
 - name: BERT_EVAL_POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
+  value: {{ $root.Release.Namespace | quote }}
 - name: BERT_EVAL_POD_DELETION_COST
   value: {{ $b.deletionCost | quote }}
 - name: BERT_EVAL_POD_DO_NOT_DISRUPT

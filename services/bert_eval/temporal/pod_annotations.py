@@ -7,9 +7,10 @@ of attempts it runs (0 when idle). On the training pool the worker also marks it
 attempt runs, so neither node autoscaler consolidates a node away under a fine-tune; the marks are removed
 when the worker goes idle.
 
-The worker patches only its own pod (name and namespace from the downward API; the chart's Role grants
-`patch` on pods and a ValidatingAdmissionPolicy refuses patches to any other pod). A failed patch is
-logged and never fails the activity: the annotations steer scale-down, they do not gate work.
+The worker patches only its own pod (its name from the downward API, its namespace the release's; the
+chart's Role grants `patch` on pods and a ValidatingAdmissionPolicy refuses patches to any other pod).
+A failed patch is logged and never fails the activity: the annotations steer scale-down, they do not
+gate work.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class PodAnnotationSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BERT_EVAL_POD_", extra="ignore")
 
-    # The pod's own name and namespace (downward API: metadata.name, metadata.namespace).
+    # The pod's own name (downward API: metadata.name) and namespace.
     name: str = ""
     namespace: str = ""
     # Keep controller.kubernetes.io/pod-deletion-cost equal to the attempts running.
@@ -153,7 +154,10 @@ class PodAnnotator:
             except Exception as exc:  # API unreachable, RBAC: scale-down loses a hint, the attempt goes on
                 log.warning(
                     "cannot update this pod's annotations; scale-down may pick it while it is busy",
-                    pod=self._pod, namespace=self._namespace, annotations=wanted, error=repr(exc),
+                    pod=self._pod,
+                    namespace=self._namespace,
+                    annotations=wanted,
+                    error=repr(exc),
                 )
                 return
             self._applied = wanted
@@ -163,7 +167,10 @@ class PodAnnotator:
         assert self._api is not None
         # A JSON merge patch: null removes an annotation, and only these keys change.
         self._api.patch_namespaced_pod(
-            self._pod, self._namespace, {"metadata": {"annotations": annotations}}, _content_type="application/merge-patch+json"
+            self._pod,
+            self._namespace,
+            {"metadata": {"annotations": annotations}},
+            _content_type="application/merge-patch+json",
         )
 
 
@@ -205,10 +212,16 @@ def worker_annotator(kind: str, task_queue: str, settings: PodAnnotationSettings
         except Exception as exc:  # no token mounted, not in a cluster: count only
             log.warning(
                 "pod annotations are on but the Kubernetes API is not reachable from this pod; scale-down cannot "
-                "tell busy workers from idle ones (mount the service account token: serviceAccount.automountServiceAccountToken)",
-                pod=settings.name, error=repr(exc),
+                "tell busy workers from idle ones (the chart mounts the service account token when "
+                "busyPodProtection is on)",
+                pod=settings.name,
+                error=repr(exc),
             )
     return PodAnnotator(
-        api, pod=settings.name, namespace=settings.namespace, deletion_cost=settings.deletion_cost,
-        do_not_disrupt=settings.do_not_disrupt, on_count=gauge.set,
+        api,
+        pod=settings.name,
+        namespace=settings.namespace,
+        deletion_cost=settings.deletion_cost,
+        do_not_disrupt=settings.do_not_disrupt,
+        on_count=gauge.set,
     )
