@@ -24,9 +24,9 @@ GRACE_S = 15
 WORKER_START_TIMEOUT_S = 300
 # Generous: MiniLM steps take seconds each on a busy 2-core machine (a fraction of a second otherwise).
 RUN_TIMEOUT_S = 1500
-# 640 rows in batches of 8: 80 optimizer steps of the 22.7M-parameter MiniLM, a checkpoint every 5.
+# 480 rows in batches of 8: 60 optimizer steps of the 22.7M-parameter MiniLM, a checkpoint every 5.
 MINILM_TRAIN = dict(
-    max_train_samples=640, batch_size=8, max_seq_length=32, learning_rate=1e-4, checkpoint_every_steps=5, seed=11
+    max_train_samples=480, batch_size=8, max_seq_length=32, learning_rate=1e-4, checkpoint_every_steps=5, seed=11
 )
 
 
@@ -100,7 +100,9 @@ def test_minilm_preempted_with_15s_grace_resumes_to_the_uninterrupted_metrics(st
     for worker in workers:
         worker.wait_ready(timeout_s=WORKER_START_TIMEOUT_S)
     background = stack.run_in_background(
-        {"experiment_id": "exp-preempted", "runs": [_minilm_run("preempted")]}, heartbeat_timeout_s=10
+        {"experiment_id": "exp-preempted", "runs": [_minilm_run("preempted")]},
+        heartbeat_timeout_s=10,
+        timeout_s=RUN_TIMEOUT_S,
     )
     wait_for_checkpoint(stack.runs_dir, "preempted", timeout_s=RUN_TIMEOUT_S)
     busy = next(w for w in workers[1:] if w.holds_training)
