@@ -113,7 +113,7 @@ HELM = helm --kube-context kind-$(CLUSTER)
 # the shared volume, so nothing on the host needs a port-forward.
 IN_CLUSTER = $(KUBECTL) -n $(NAMESPACE) exec deploy/$(RELEASE)-eval-worker -- bert-eval
 
-.PHONY: kind-up images images-local test-cluster kind-images kind-load deploy experiment chaos demo-k8s ui kind-down chart-lint
+.PHONY: kind-up images images-local test-cluster kind-images kind-load deploy experiment chaos demo-k8s ui kind-down chart-lint release
 
 # The host directory shared by every node as /bert_runs (kind-config.yaml).
 # World-writable because pods run as uid 10001 and hostPath volumes ignore fsGroup.
@@ -143,21 +143,33 @@ images:
 images-local:
 	IMAGE_TAG=$(IMAGE_TAG) scripts/local-images.sh
 
-# The chart's own pods under `podman kube play`: submit, kill the training pod, resume (tests/cluster).
+# The chart's own pods under `podman kube play`: submit, kill the training pod, resume; and `make release`
+# against a local docker-registry, the chart pulled back from oci:// and rendered (tests/cluster).
 test-cluster: images-local
 	CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf $(PYTHON) -m pytest -q -m cluster tests/cluster
 
+# Both images and the chart to one registry: `make release REGISTRY=ghcr.io/my-org VERSION=0.3.0`, then
+# `helm install bert-eval oci://ghcr.io/my-org/bert-eval --version 0.3.0 -f values-<profile>.yaml`
+# (scripts/release.sh: PLATFORMS=linux/amd64,linux/arm64 for multi-arch, BUILD=0 to push local images).
+REGISTRY ?=
+VERSION ?=
+release:
+	REGISTRY=$(REGISTRY) VERSION=$(VERSION) PYTHON=$(PYTHON) scripts/release.sh
+
 # kind has no GPUs: the kind profile runs the training worker on the CPU (eval) image, so only that
-# image is built and loaded; the multi-GB CUDA image never reaches the nodes.
+# image is built and loaded; the multi-GB CUDA image never reaches the nodes. kind's nodes run on the
+# Docker server's own architecture (an arm64 Mac's Docker runs arm64 nodes), so the kind targets build
+# for that platform, whatever PLATFORM says; Docker >= 28 (containerd image store, `docker save --platform`).
+KIND_PLATFORM ?= $(or $(shell docker version --format '{{.Server.Os}}/{{.Server.Arch}}' 2>/dev/null | grep -xE '[a-z]+/[a-z0-9]+'),linux/amd64)
 kind-images:
-	docker build --platform $(PLATFORM) -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
+	docker build --platform $(KIND_PLATFORM) -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=$(PYTHON_IMAGE) \
 		--build-arg TORCH_INDEX_URL=$(EVAL_TORCH_INDEX) -t $(EVAL_IMAGE) .
 
 # Through an archive: `kind load docker-image` fails with Docker's containerd image store (the
 # default from Docker 29) when the image has no content for every platform of its index.
 kind-load:
 	mkdir -p .kind
-	docker save --platform $(PLATFORM) -o .kind/eval-image.tar $(EVAL_IMAGE)
+	docker save --platform $(KIND_PLATFORM) -o .kind/eval-image.tar $(EVAL_IMAGE)
 	kind load image-archive --name $(CLUSTER) .kind/eval-image.tar
 	rm -f .kind/eval-image.tar
 

@@ -1,8 +1,12 @@
-"""`bert-eval chaos kill`: kill a training worker mid-activity to show that training resumes.
+"""`bert-eval chaos kill` and `chaos preempt`: stop a training worker mid-activity to show that training resumes.
 
-Targets are local processes (`--target local`: SIGKILL), pods (`--target k8s`: delete with grace
-period 0) or pods started by `podman kube play` (`--target podman`: SIGKILL to every container of the
-pod; bringing the pod back is the caller's job, as a controller's would be). When Temporal can be
+`kill` gives no notice. Targets are local processes (`--target local`: SIGKILL), pods (`--target k8s`:
+delete with grace period 0) or pods started by `podman kube play` (`--target podman`: SIGKILL to every
+container of the pod; bringing the pod back is the caller's job, as a controller's would be).
+
+`preempt --grace N` gives the notice a node drain or a spot reclaim gives: SIGTERM, then SIGKILL once N
+seconds have passed (local: signals to the process; k8s: delete with grace period N; podman:
+`podman pod stop -t N`). The worker uses the notice to write a final checkpoint. When Temporal can be
 reached, the victim is a worker that holds a running training activity: each running training
 workflow's (`CheckpointedBertTrainingWorkflow`) pending activities name their worker as `pid@hostname`
 (the SDK's default identity; in a pod the hostname is the pod name). When Temporal cannot tell,
@@ -49,6 +53,7 @@ __all__ = [
     "is_training_worker_argv",
     "kill_training_workers",
     "parse_worker_identity",
+    "preempt_process",
     "release_selector",
 ]
 
@@ -105,6 +110,9 @@ class Kill:
     kind: str  # "process" or "pod"
     name: str  # pid, or namespace/pod
     reason: str
+    # preempt only: seconds from SIGTERM to the process's exit, and whether SIGKILL had to end it
+    exited_after_s: float | None = None
+    sigkilled: bool = False
 
 
 # --------------------------------------------------------------------------- pure selection logic
@@ -268,13 +276,70 @@ def find_local_training_workers(proc_root: Path = Path("/proc")) -> list[LocalWo
     return sorted(workers, key=lambda w: w.pid)
 
 
-def _kill_one_local(busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random) -> Kill | None:
+def _process_gone(pid: int, proc_root: Path = Path("/proc")) -> bool:
+    """True once the process has exited (a zombie waiting for its parent counts as exited)."""
+    try:
+        stat_line = (proc_root / str(pid) / "stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rsplit(")", 1)[-1].split()[0] in {"Z", "X"}
+
+
+def preempt_process(
+    pid: int,
+    grace_s: float,
+    *,
+    gone: Callable[[int], bool] = _process_gone,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    send: Callable[[int, int], None] = os.kill,
+) -> tuple[float, bool]:
+    """SIGTERM `pid`, then SIGKILL it if it is still running `grace_s` seconds later, as a node drain does.
+
+    Returns (seconds from SIGTERM until the process was seen gone, whether SIGKILL was sent).
+    Raises ProcessLookupError when the process does not exist at SIGTERM time.
+    """
+    started = clock()
+    send(pid, signal.SIGTERM)
+    while clock() - started < grace_s:
+        if gone(pid):
+            return clock() - started, False
+        sleep(0.05)
+    if gone(pid):
+        return clock() - started, False
+    try:
+        send(pid, signal.SIGKILL)
+    except ProcessLookupError:  # exited between the check and the signal
+        return clock() - started, False
+    while not gone(pid):
+        sleep(0.05)
+    return clock() - started, True
+
+
+def _preempt_local(worker: LocalWorker, reason: str, grace_s: float) -> Kill | None:
+    try:
+        exited_after_s, sigkilled = preempt_process(worker.pid, grace_s)
+    except ProcessLookupError:
+        log.warning("training worker exited before it could be preempted", pid=worker.pid)
+        return None
+    log.info(
+        "preempted training worker process", pid=worker.pid, grace_s=grace_s, exited_after_s=round(exited_after_s, 2),
+        sigkilled=sigkilled, reason=reason,
+    )
+    return Kill(kind="process", name=str(worker.pid), reason=reason, exited_after_s=exited_after_s, sigkilled=sigkilled)
+
+
+def _kill_one_local(
+    busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random, grace_s: float | None = None
+) -> Kill | None:
     hostname = socket.gethostname()
     choice = choose_local_target(find_local_training_workers(), busy, hostname=hostname, prefer_busy=prefer_busy, rng=rng)
     if choice is None:
         log.warning("no local training worker process found (looked for `bert-eval worker training`)")
         return None
     worker, reason = choice
+    if grace_s is not None:
+        return _preempt_local(worker, reason, grace_s)
     try:
         os.kill(worker.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -326,7 +391,14 @@ def _pod_candidates(api: PodApi, namespace: str, selector: str) -> list[PodCandi
 
 
 def _kill_one_pod(
-    api: PodApi, namespace: str, selector: str, busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random
+    api: PodApi,
+    namespace: str,
+    selector: str,
+    busy: set[WorkerIdentity],
+    *,
+    prefer_busy: bool,
+    rng: random.Random,
+    grace_s: float | None = None,
 ) -> Kill | None:
     from kubernetes.client.exceptions import ApiException
 
@@ -336,13 +408,16 @@ def _kill_one_pod(
         return None
     pod, reason = choice
     try:
-        api.delete_namespaced_pod(pod.name, namespace, grace_period_seconds=0)
+        # The kubelet sends SIGTERM and, grace_period_seconds later, SIGKILL: a drain's eviction.
+        api.delete_namespaced_pod(pod.name, namespace, grace_period_seconds=0 if grace_s is None else int(grace_s))
     except ApiException as exc:
         if exc.status != 404:
             raise
         log.warning("training worker pod vanished before it could be deleted", pod=pod.name, namespace=namespace)
         return None
-    log.info("deleted training worker pod", pod=pod.name, namespace=namespace, phase=pod.phase, reason=reason)
+    log.info(
+        "deleted training worker pod", pod=pod.name, namespace=namespace, phase=pod.phase, grace_s=grace_s, reason=reason
+    )
     return Kill(kind="pod", name=f"{namespace}/{pod.name}", reason=reason)
 
 
@@ -359,13 +434,19 @@ def _podman_pod_candidates(selector: str) -> list[PodCandidate]:
     return [PodCandidate(name=pod["Name"], phase=pod["Status"]) for pod in json.loads(listed or "[]")]
 
 
-def _kill_one_podman_pod(selector: str, busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random) -> Kill | None:
+def _kill_one_podman_pod(
+    selector: str, busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random, grace_s: float | None = None
+) -> Kill | None:
     choice = choose_pod_target(_podman_pod_candidates(selector), busy, prefer_busy=prefer_busy, rng=rng)
     if choice is None:
         log.warning("no training worker pod found in podman", selector=selector)
         return None
     pod, reason = choice
-    subprocess.run(["podman", "pod", "kill", "--signal", "KILL", pod.name], check=True, capture_output=True, text=True)
+    if grace_s is None:
+        command = ["podman", "pod", "kill", "--signal", "KILL", pod.name]
+    else:  # SIGTERM to every container, SIGKILL after the timeout
+        command = ["podman", "pod", "stop", "--time", str(int(grace_s)), pod.name]
+    subprocess.run(command, check=True, capture_output=True, text=True)
     log.info("killed podman training worker pod", pod=pod.name, status=pod.phase, reason=reason)
     return Kill(kind="pod", name=f"podman/{pod.name}", reason=reason)
 
@@ -385,14 +466,19 @@ def kill_training_workers(
     pod_api: PodApi | None = None,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    grace_s: float | None = None,
 ) -> list[Kill]:
     """Kill one training worker `times` times, `every_s` seconds apart; returns what was killed.
 
     Temporal is asked afresh before every kill (`busy_lookup`, by default Temporal from the
     TEMPORAL_* settings), since the busy worker changes once a killed one's activity is retried.
+    `grace_s` None kills at once (SIGKILL); a number preempts: SIGTERM, then SIGKILL after that many
+    seconds. Raises ValueError for times < 1 or a negative grace.
     """
     if times < 1:
         raise ValueError(f"times must be >= 1, got {times}")
+    if grace_s is not None and grace_s < 0:
+        raise ValueError(f"grace must be >= 0 seconds, got {grace_s}")
     rng = rng or random.Random()
     lookup = busy_lookup or lookup_busy_identities
     if target is Target.k8s:
@@ -405,11 +491,11 @@ def kill_training_workers(
         busy = lookup() if prefer_busy else set()
         if target is Target.k8s:
             assert pod_api is not None and namespace is not None
-            kill = _kill_one_pod(pod_api, namespace, selector, busy, prefer_busy=prefer_busy, rng=rng)
+            kill = _kill_one_pod(pod_api, namespace, selector, busy, prefer_busy=prefer_busy, rng=rng, grace_s=grace_s)
         elif target is Target.podman:
-            kill = _kill_one_podman_pod(selector, busy, prefer_busy=prefer_busy, rng=rng)
+            kill = _kill_one_podman_pod(selector, busy, prefer_busy=prefer_busy, rng=rng, grace_s=grace_s)
         else:
-            kill = _kill_one_local(busy, prefer_busy=prefer_busy, rng=rng)
+            kill = _kill_one_local(busy, prefer_busy=prefer_busy, rng=rng, grace_s=grace_s)
         if kill is not None:
             kills.append(kill)
     return kills
@@ -417,7 +503,9 @@ def kill_training_workers(
 
 # --------------------------------------------------------------------------- CLI
 
-chaos_app = typer.Typer(help="Fault injection: kill training workers to watch training resume.", no_args_is_help=True)
+chaos_app = typer.Typer(
+    help="Fault injection: kill or preempt training workers to watch training resume.", no_args_is_help=True
+)
 
 
 @chaos_app.command("kill")
@@ -448,5 +536,45 @@ def kill(
         typer.echo(f"killed {done.kind} {done.name}: {done.reason}")
     if not kills:
         typer.echo("no training worker was killed", err=True)
+        raise typer.Exit(1)
+    return kills
+
+
+@chaos_app.command("preempt")
+def preempt(
+    grace: Annotated[float, typer.Option(min=0, help="seconds between SIGTERM and SIGKILL (GKE spot: 15-30)")] = 15.0,
+    target: Annotated[Target, typer.Option(help="local processes, Kubernetes pods or podman pods")] = Target.local,
+    namespace: Annotated[
+        str | None, typer.Option(help="k8s: namespace of the pods (default: this pod's namespace, else `default`)")
+    ] = None,
+    selector: Annotated[
+        str, typer.Option(help="k8s, podman: label selector of training worker pods")
+    ] = DEFAULT_SELECTOR,
+    release: Annotated[
+        str | None, typer.Option(help="k8s, podman: only pods of this Helm release (app.kubernetes.io/instance)")
+    ] = None,
+    prefer_busy: Annotated[
+        bool, typer.Option("--prefer-busy/--any", help="prefer a worker that holds a running training activity")
+    ] = True,
+) -> list[Kill]:
+    """Preempt a training worker as a node drain or spot reclaim does: SIGTERM, then SIGKILL after --grace seconds."""
+    from bert_eval.settings import get_settings
+
+    telemetry.configure_logging(fmt=get_settings().log_format)
+    kills = kill_training_workers(
+        target=target, namespace=namespace, selector=release_selector(selector, release), prefer_busy=prefer_busy,
+        grace_s=grace,
+    )
+    for done in kills:
+        if done.exited_after_s is None:
+            typer.echo(f"preempted {done.kind} {done.name} (grace {grace:g}s): {done.reason}")
+        else:
+            ending = "SIGKILL after the grace period" if done.sigkilled else "exited on SIGTERM"
+            typer.echo(
+                f"preempted {done.kind} {done.name} (grace {grace:g}s): {ending}, "
+                f"{done.exited_after_s:.1f}s after SIGTERM; {done.reason}"
+            )
+    if not kills:
+        typer.echo("no training worker was preempted", err=True)
         raise typer.Exit(1)
     return kills

@@ -238,6 +238,8 @@ def _values(submitted: dict[str, Any], overrides: dict[str, Any] | None = None) 
     values = _merge(
         yaml.safe_load(KIND_VALUES.read_text()),
         {
+            # The kind cluster `make deploy` builds serves KEDA's and the Prometheus Operator's APIs.
+            "assumeApiVersions": ["keda.sh/v1alpha1", "monitoring.coreos.com/v1"],
             "persistence": {"hostPath": {"enabled": False}},
             "dataMirror": {"existingClaim": DATA_CLAIM},
             "starter": {

@@ -268,6 +268,19 @@ def test_cli_kill_k8s(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [name for _, name, _ in api.deleted] == ["w-busy"]
 
 
+def test_cli_preempt_k8s_deletes_the_busy_pod_with_the_grace_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bert_eval.cli import app
+
+    api = FakeCoreV1Api([pod("w-idle", TRAINING), pod("w-busy", TRAINING)])
+    monkeypatch.setattr(chaos, "kubernetes_core_api", lambda: api)
+    monkeypatch.setattr(chaos, "lookup_busy_identities", lambda: {WorkerIdentity(3, "w-busy")})
+    result = CliRunner().invoke(app, ["chaos", "preempt", "--grace", "15", "--target", "k8s", "--namespace", "bert-eval"])
+    assert result.exit_code == 0, result.output
+    assert "preempted pod bert-eval/w-busy (grace 15s)" in result.output
+    # The kubelet sends SIGTERM, then SIGKILL after 15 s: what a drain's eviction does.
+    assert api.deleted == [("bert-eval", "w-busy", {"grace_period_seconds": 15})]
+
+
 # --------------------------------------------------------------------------- local mode, real processes
 
 SLEEPER = textwrap.dedent(
@@ -415,7 +428,7 @@ def test_release_option_limits_the_kill_to_that_releases_pods(fake_podman: Path)
 
     from bert_eval.chaos import chaos_app
 
-    done = CliRunner().invoke(chaos_app, ["--target", "podman", "--release", "team-a", "--any"])
+    done = CliRunner().invoke(chaos_app, ["kill", "--target", "podman", "--release", "team-a", "--any"])
     assert done.exit_code == 0, done.output
     calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
     assert {

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from support.k8s import (
     CHART_SRC,
+    CRD_API_VERSIONS,
     KIND_CONFIG,
     MANIFESTS,
     NAMESPACE,
@@ -57,9 +58,13 @@ def render(helm_chart: Any):
     """render(values) -> Rendered, with the release/namespace the manifests assume."""
     cache: dict[str, Rendered] = {}
 
-    def _render(values: dict[str, Any], *, name: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
-        key = json.dumps([values, name, namespace], sort_keys=True)
+    def _render(values: dict[str, Any], *, name: str = RELEASE, namespace: str = NAMESPACE, cluster_crds: bool = True) -> Rendered:
+        """cluster_crds: render as for a cluster that serves KEDA's and the Prometheus Operator's APIs
+        (what `helm install` finds there); False: a cluster without them."""
+        key = json.dumps([values, name, namespace, cluster_crds], sort_keys=True)
         if key not in cache:
+            if cluster_crds and "assumeApiVersions" not in values:
+                values = {**values, "assumeApiVersions": list(CRD_API_VERSIONS)}
             files = helm_chart.render(values, name=name, namespace=namespace, is_install=True)
             objects: list[dict[str, Any]] = []
             notes = ""

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from support.k8s import (
     CHART_SRC,
+    CRD_API_VERSIONS,
     CRD_KINDS,
     KUBE_VERSION,
     NAMESPACE,
@@ -225,14 +226,20 @@ def test_training_gets_time_for_a_final_checkpoint_and_a_disruption_budget(rende
     rendered = rendered_profiles["defaults"]
     training = rendered.workload("training-worker")
     assert training["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
-    (pdb,) = rendered.by_kind("PodDisruptionBudget")
+    (pdb,) = rendered.component("PodDisruptionBudget", "training-worker")
     assert labels_match(pdb["spec"]["selector"]["matchLabels"], training["spec"]["template"]["metadata"]["labels"])
     assert not labels_match(
         pdb["spec"]["selector"]["matchLabels"], rendered.workload("eval-worker")["spec"]["template"]["metadata"]["labels"]
     )
     assert pdb["spec"]["maxUnavailable"] == 1
-    (min_available,) = rendered_profiles["ci/none"].by_kind("PodDisruptionBudget")
+    (min_available,) = rendered_profiles["ci/none"].component("PodDisruptionBudget", "training-worker")
     assert min_available["spec"] == {"minAvailable": 1, "selector": pdb["spec"]["selector"]}
+    # Drains take eval workers one at a time too.
+    (eval_pdb,) = rendered.component("PodDisruptionBudget", "eval-worker")
+    assert eval_pdb["spec"]["maxUnavailable"] == 1
+    eval_labels = rendered.workload("eval-worker")["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(eval_pdb["spec"]["selector"]["matchLabels"], eval_labels)
+    assert not labels_match(eval_pdb["spec"]["selector"]["matchLabels"], training["spec"]["template"]["metadata"]["labels"])
 
 
 # --------------------------------------------------------------------------- Temporal
@@ -354,7 +361,7 @@ def _eval_deployment_name(rendered: Rendered) -> str:
 def test_eval_autoscaling_mode(profile: str, rendered_profiles: dict[str, Rendered]) -> None:
     rendered = rendered_profiles[profile]
     mode = rendered.values.get("autoscaling", {}).get("mode", "hpa")
-    scaled, hpas = rendered.by_kind("ScaledObject"), rendered.by_kind("HorizontalPodAutoscaler")
+    scaled, hpas = rendered.component("ScaledObject", "eval-worker"), rendered.by_kind("HorizontalPodAutoscaler")
     deployment = rendered.workload("eval-worker")
     if mode == "keda":
         assert len(scaled) == 1 and not hpas  # KEDA owns an HPA of its own; two would fight
@@ -381,11 +388,14 @@ def check_scaled_object(rendered: Rendered, scaled: dict[str, Any]) -> None:
     assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     assert spec["minReplicaCount"] >= 1  # the eval queue also runs the CoordinatorWorkflow
-    (trigger,) = spec["triggers"]
-    assert trigger["type"] == "temporal"
+    triggers = {t["type"]: t for t in spec["triggers"]}
+    assert len(triggers) == len(spec["triggers"])
+    trigger = triggers["temporal"]
     metadata = trigger["metadata"]
-    assert all(isinstance(v, str) for v in metadata.values()), "KEDA trigger metadata is map[string]string"
-    assert metadata["taskQueue"] == "bert-eval-task-queue" == EVAL_TASK_QUEUE
+    for each in spec["triggers"]:
+        assert all(isinstance(v, str) for v in each["metadata"].values()), "KEDA trigger metadata is map[string]string"
+    prefix = env_of(rendered.workload("eval-worker")["spec"]["template"]["spec"]["containers"][0]).get("BERT_EVAL_TASK_QUEUE_PREFIX")
+    assert metadata["taskQueue"] == (f"{prefix['value']}-" if prefix else "") + EVAL_TASK_QUEUE
     assert "activity" in metadata["queueTypes"].split(",")
     assert int(metadata["targetQueueSize"]) >= 1 and int(metadata["activationTargetQueueSize"]) >= 0
     worker_env = env_of(rendered.workload("eval-worker")["spec"]["template"]["spec"]["containers"][0])
@@ -413,7 +423,7 @@ def test_keda_authenticates_like_the_workers(rendered_profiles: dict[str, Render
         "cert": ("temporal-client-tls", "tls.crt"),
         "key": ("temporal-client-tls", "tls.key"),
     }
-    (scaled,) = rendered.by_kind("ScaledObject")
+    (scaled,) = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["tlsServerName"] == "temporal.example.internal"
 
 
@@ -648,7 +658,7 @@ def test_invalid_values_fail_with_a_clear_message(values: dict[str, Any], messag
     from helm_python import HelmError
 
     with pytest.raises(HelmError) as caught:
-        helm_chart.render(values, name=RELEASE, namespace=NAMESPACE)
+        helm_chart.render({"assumeApiVersions": list(CRD_API_VERSIONS), **values}, name=RELEASE, namespace=NAMESPACE)
     assert message in str(caught.value)
 
 

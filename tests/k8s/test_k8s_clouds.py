@@ -63,7 +63,7 @@ def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None:
         assert _value(container, "TEMPORAL_ADDRESS") == address
         assert _value(container, "TEMPORAL_NAMESPACE") == "bert-eval.a1b2c"
         assert env_of(container)["TEMPORAL_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "temporal-cloud-api-key"
-    [scaled] = rendered.by_kind("ScaledObject")
+    [scaled] = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["endpoint"] == address
     # NOTES name both search attributes, with the OSS and the Temporal Cloud commands.
     for name in ("BertRunId", "BertExperimentId"):
@@ -72,11 +72,22 @@ def test_eks_temporal_cloud_api_key_uses_the_regional_endpoint(render) -> None:
     assert "tcld namespace search-attributes add --namespace bert-eval.a1b2c" in rendered.notes
 
 
-def test_api_key_on_a_namespace_endpoint_is_refused_with_the_regional_one(render) -> None:
+@pytest.mark.parametrize(
+    ("address", "warned"),
+    [
+        ("bert-eval.a1b2c.tmprl.cloud:7233", True),  # valid for high-availability namespaces: a warning, not a refusal
+        ("aws-us-east-1.region.tmprl.cloud:7233", False),  # the <cloud>-<region>.region.tmprl.cloud form
+        ("us-east-1.aws.api.temporal.io:7233", False),
+    ],
+)
+def test_temporal_cloud_endpoints_with_an_api_key_install(render, address: str, warned: bool) -> None:
     values = json.loads(json.dumps(EKS))
-    values["temporal"]["address"] = "bert-eval.a1b2c.tmprl.cloud:7233"
-    message = _fails(render, values)
-    assert "namespace endpoint" in message and "api.temporal.io:7233" in message
+    values["temporal"]["address"] = address
+    rendered = render(values)
+    assert _value(_container(rendered, "eval-worker"), "TEMPORAL_ADDRESS") == address
+    assert ("WARNING: temporal.address=" in rendered.notes) is warned
+    if warned:
+        assert "high-availability" in rendered.notes and "api.temporal.io:7233" in rendered.notes
 
 
 def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(render) -> None:
@@ -86,7 +97,7 @@ def test_mtls_on_the_namespace_endpoint_gives_workers_and_keda_the_server_name(r
         assert _value(container, "TEMPORAL_TLS_SERVER_NAME") == "bert-eval.a1b2c.tmprl.cloud"
         assert _value(container, "TEMPORAL_TLS_CERT_FILE") == "/etc/temporal-tls/tls.crt"
         assert "TEMPORAL_API_KEY" not in env_of(container)
-    [scaled] = rendered.by_kind("ScaledObject")
+    [scaled] = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["tlsServerName"] == "bert-eval.a1b2c.tmprl.cloud"
 
 
@@ -129,7 +140,7 @@ def test_two_releases_poll_their_own_queues_and_mount_their_own_volumes(render) 
     for rendered, prefix in zip(releases, ("team-a", "team-b"), strict=True):
         pods = [_container(rendered, c) for c in ("training-worker", "eval-worker")]
         assert {_value(c, "BERT_EVAL_TASK_QUEUE_PREFIX") for c in pods} == {prefix}
-        [scaled] = rendered.by_kind("ScaledObject")
+        [scaled] = rendered.component("ScaledObject", "eval-worker")
         assert scaled["spec"]["triggers"][0]["metadata"]["taskQueue"] == f"{prefix}-bert-eval-task-queue"
         claims = {v["persistentVolumeClaim"]["claimName"] for w in ("training-worker", "eval-worker")
                   for v in rendered.workload(w)["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
@@ -165,7 +176,7 @@ def test_keda_task_queue_that_is_not_the_workers_is_refused(render) -> None:
 def test_kind_profile_keeps_the_reference_queue_names_and_offers_manifests(rendered_profiles) -> None:
     rendered = rendered_profiles["examples/kind"]
     assert "BERT_EVAL_TASK_QUEUE_PREFIX" not in env_of(_container(rendered, "eval-worker"))
-    [scaled] = rendered.by_kind("ScaledObject")
+    [scaled] = rendered.component("ScaledObject", "eval-worker")
     assert scaled["spec"]["triggers"][0]["metadata"]["taskQueue"] == "bert-eval-task-queue"
     assert "manifests/starter-job.yaml" in rendered.notes
 

@@ -33,7 +33,7 @@ CHART_PATH = "charts/bert-eval"
 FIRST_INSTALL_SECTIONS = ("On your machine with kind", "On a cloud GPU pool (GKE, EKS)")
 # helm options that take a value (as one following argument); any other option must be a known flag.
 HELM_VALUE_OPTIONS = {"-n", "--namespace", "-f", "--values", "--set", "--version", "--timeout", "--kube-context"}
-HELM_FLAGS = {"--install", "--reuse-values", "--wait", "--create-namespace"}
+HELM_FLAGS = {"--install", "--reuse-values", "--reset-then-reuse-values", "--wait", "--create-namespace"}
 # A file a reader is told about: a path with one of these endings (or a services/Dockerfile.*).
 FILE_PATTERN = re.compile(r"^(?:\./)?[\w.*/-]+\.(?:ya?ml|json|py|md|sh|tpl|txt)$|^services/Dockerfile\.\w+$")
 
@@ -134,7 +134,7 @@ class HelmCommand:
 
     def values(self, reused: dict[str, Any]) -> dict[str, Any]:
         """What helm renders with: the reused values, then each values file, then each --set, in order."""
-        values = copy.deepcopy(reused) if "--reuse-values" in self.flags else {}
+        values = copy.deepcopy(reused) if self.flags & {"--reuse-values", "--reset-then-reuse-values"} else {}
         for option, value in self.options:
             if option in {"-f", "--values"}:
                 values = _merge(values, yaml.safe_load((REPO / value).read_text()) or {})
@@ -233,7 +233,7 @@ def test_every_helm_command_on_the_chart_renders_and_validates(render, helm_char
             )
             for path in helm.values_files:
                 assert (REPO / path).is_file(), f"{where}: `{shown}` reads {path}, which does not exist"
-            if "--reuse-values" in helm.flags:
+            if helm.flags & {"--reuse-values", "--reset-then-reuse-values"}:
                 assert helm.release in installed, f"{where}: `{shown}` reuses the values of a release no earlier command installed"
                 bases = installed[helm.release]
             else:

@@ -232,9 +232,13 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
         "kind load image-archive --name bert-eval .kind/eval-image.tar",
         "rm -f .kind/eval-image.tar",
     ]
-    arm = make_dry_run("images", "kind-load", "PLATFORM=linux/arm64")
-    assert sum("docker build --platform linux/arm64 " in c for c in arm) == 2
+    # Cloud images follow PLATFORM; kind's follow the Docker server's own architecture (KIND_PLATFORM).
+    arm = make_dry_run("images", "kind-images", "kind-load", "PLATFORM=linux/arm64", "KIND_PLATFORM=linux/arm64")
+    assert sum("docker build --platform linux/arm64 " in c for c in arm) == 3
     assert "docker save --platform linux/arm64 -o .kind/eval-image.tar bert-eval-eval:dev" in arm
+    cloud_only = make_dry_run("images", "kind-images", "PLATFORM=linux/arm64", "KIND_PLATFORM=linux/amd64")
+    assert sum("docker build --platform linux/arm64 " in c for c in cloud_only) == 2
+    assert sum("docker build --platform linux/amd64 " in c for c in cloud_only) == 1
     # The GKE/EKS profiles keep the CUDA training image.
     gke = _pod(rendered_profiles["examples/gke"], "training-worker")["spec"]["containers"][0]["image"]
     assert "bert-eval-training" in gke

@@ -23,6 +23,8 @@ RELEASE = "bert-eval"
 NAMESPACE = "bert-eval"
 KUBE_VERSION = "1.33"
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject", "TriggerAuthentication"}
+# API group/versions of those kinds: a cluster with KEDA and the Prometheus Operator serves them.
+CRD_API_VERSIONS = ("keda.sh/v1alpha1", "monitoring.coreos.com/v1")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 
 # bert_eval lives under services/; make it importable when the package is not installed.

@@ -98,7 +98,74 @@ A task queue of this release: the name behind taskQueuePrefix. Usage:
 */}}
 {{- define "bert-eval.taskQueue" -}}
 {{- $root := index . 0 }}
-{{- with $root.Values.taskQueuePrefix }}{{ . }}-{{ end }}{{ index . 1 }}
+{{- with include "bert-eval.taskQueuePrefix" $root }}{{ . }}-{{ end }}{{ index . 1 }}
+{{- end }}
+
+{{/*
+The task queue prefix in force: taskQueuePrefix, else the release name outside
+dev mode (releases sharing a Temporal namespace must not share queues), else
+empty (dev mode's server belongs to this release alone).
+*/}}
+{{- define "bert-eval.taskQueuePrefix" -}}
+{{- if .Values.taskQueuePrefix }}
+{{- .Values.taskQueuePrefix }}
+{{- else if ne .Values.temporal.mode "dev" }}
+{{- .Release.Name }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the cluster serves an API group/version, or assumeApiVersions
+lists it (rendering without a cluster). Usage:
+  include "bert-eval.hasAPI" (list $ "keda.sh/v1alpha1")
+*/}}
+{{- define "bert-eval.hasAPI" -}}
+{{- $root := index . 0 }}
+{{- $gv := index . 1 }}
+{{- if or ($root.Capabilities.APIVersions.Has $gv) (has $gv $root.Values.assumeApiVersions) }}true{{ end }}
+{{- end }}
+
+{{/*
+"true" when worker pods patch their own pod (busyPodProtection). Usage:
+  include "bert-eval.patchesOwnPod" (list $ "training")
+*/}}
+{{- define "bert-eval.patchesOwnPod" -}}
+{{- $root := index . 0 }}
+{{- $b := $root.Values.busyPodProtection }}
+{{- if or $b.deletionCost (and $b.doNotDisrupt (eq (index . 1) "training")) }}true{{ end }}
+{{- end }}
+
+{{/*
+Token mount of a worker pod: on when it patches its own pod. Usage:
+  include "bert-eval.workerTokenMount" (list $ "eval")
+*/}}
+{{- define "bert-eval.workerTokenMount" -}}
+{{- $root := index . 0 }}
+{{- if include "bert-eval.patchesOwnPod" . }}true{{ else }}{{ $root.Values.serviceAccount.automountServiceAccountToken }}{{ end }}
+{{- end }}
+
+{{/*
+Environment of a worker that keeps its own pod's annotations
+(bert_eval.temporal.pod_annotations). Usage:
+  include "bert-eval.busyPodEnv" (list $ "training")
+*/}}
+{{- define "bert-eval.busyPodEnv" -}}
+{{- $root := index . 0 }}
+{{- $b := $root.Values.busyPodProtection }}
+{{- if include "bert-eval.patchesOwnPod" . -}}
+- name: BERT_EVAL_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- /* The release's namespace is the pod's: a plain value (podman kube play, which plays these
+pods in tests, has no metadata.namespace field reference). */}}
+- name: BERT_EVAL_POD_NAMESPACE
+  value: {{ $root.Release.Namespace | quote }}
+- name: BERT_EVAL_POD_DELETION_COST
+  value: {{ $b.deletionCost | quote }}
+- name: BERT_EVAL_POD_DO_NOT_DISRUPT
+  value: {{ and $b.doNotDisrupt (eq (index . 1) "training") | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -179,7 +246,7 @@ connection, storage, telemetry. Usage:
 - name: TEMPORAL_TLS_SERVER_NAME
   value: {{ $v.temporal.tls.serverName | quote }}
 {{- end }}
-{{- with $v.taskQueuePrefix }}
+{{- with include "bert-eval.taskQueuePrefix" $root }}
 - name: BERT_EVAL_TASK_QUEUE_PREFIX
   value: {{ . | quote }}
 {{- end }}
@@ -221,7 +288,19 @@ connection, storage, telemetry. Usage:
 - name: OTEL_RESOURCE_ATTRIBUTES
   value: {{ printf "k8s.namespace.name=%s,k8s.pod.name=$(POD_NAME)" $root.Release.Namespace | quote }}
 - name: HF_HOME
-  value: /cache/huggingface
+  value: {{ ternary (printf "%s/hf-home" $v.persistence.mountPath) "/cache/huggingface" $v.huggingFace.cacheOnRunsVolume | quote }}
+{{- with $v.huggingFace.token.existingSecret }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.huggingFace.token.key }}
+{{- end }}
+{{- if not .gpu }}
+# No GPU requested: the NVIDIA runtime (a node default on many GPU pools) must not expose every GPU.
+- name: NVIDIA_VISIBLE_DEVICES
+  value: void
+{{- end }}
 - name: XDG_CACHE_HOME
   value: /cache
 - name: MPLCONFIGDIR
@@ -389,4 +468,68 @@ initContainers:
       - name: runs
         mountPath: {{ .Values.persistence.mountPath }}
 {{- end }}
+{{- end }}
+
+{{/*
+A KEDA ScaledObject for one worker pool that scales on what waits and what
+runs: the task queue's backlog (temporal trigger) plus the attempts the pool's
+workers run (prometheus trigger on bert_eval_worker_attempts_running), summed
+by scalingModifiers. A pool with running work never drops below the pods that
+run it, and the pods removed are the idle ones (busyPodProtection).
+*/}}
+{{- define "bert-eval.scaledObject" -}}
+{{- $root := .root }}
+{{- $t := $root.Values.temporal }}
+{{- $keda := $root.Values.autoscaling.keda }}
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata:
+  name: {{ include "bert-eval.fullname" $root }}-{{ .component }}
+  labels:
+    {{- include "bert-eval.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "bert-eval.fullname" $root }}-{{ .component }}
+  minReplicaCount: {{ .minReplicas }}
+  maxReplicaCount: {{ .maxReplicas }}
+  pollingInterval: {{ .pollingInterval }}
+  cooldownPeriod: {{ .cooldownPeriod }}
+  {{- if $keda.prometheus.enabled }}
+  advanced:
+    scalingModifiers:
+      # Waiting tasks plus running attempts, {{ .perReplica }} per pod.
+      formula: "backlog + running"
+      target: {{ .perReplica | quote }}
+      activationTarget: "0"
+      metricType: AverageValue
+  {{- end }}
+  triggers:
+    - type: temporal
+      name: backlog
+      metadata:
+        endpoint: {{ include "bert-eval.temporalAddress" $root | quote }}
+        namespace: {{ $t.namespace | quote }}
+        taskQueue: {{ .queue | quote }}
+        queueTypes: {{ .queueTypes | quote }}
+        targetQueueSize: {{ .perReplica | quote }}
+        activationTargetQueueSize: {{ $keda.activationTargetQueueSize | quote }}
+        {{- if and $t.tls.enabled $t.tls.serverName }}
+        tlsServerName: {{ $t.tls.serverName | quote }}
+        {{- end }}
+      {{- if .auth }}
+      authenticationRef:
+        name: {{ include "bert-eval.fullname" $root }}-temporal
+      {{- end }}
+    {{- if $keda.prometheus.enabled }}
+    - type: prometheus
+      name: running
+      metadata:
+        serverAddress: {{ $keda.prometheus.serverAddress | quote }}
+        query: {{ printf "sum(bert_eval_worker_attempts_running{kind=%q,task_queue=%q}) or vector(0)" .kind .queue | quote }}
+        threshold: {{ .perReplica | quote }}
+        activationThreshold: "0"
+    {{- end }}
 {{- end }}

@@ -131,6 +131,9 @@ class _WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.up = Gauge("bert_eval_worker_up", "1 while the worker process runs", ("kind", "task_queue"), registry=registry)
         self.gpu_present = Gauge("bert_eval_worker_gpu_present", "1 when a CUDA GPU is visible", ("kind",), registry=registry)
+        self.attempts_running = Gauge(
+            "bert_eval_worker_attempts_running", "Activity attempts this worker is running", ("kind", "task_queue"), registry=registry
+        )
         self.gpu_memory = Gauge(
             "bert_eval_worker_gpu_memory_bytes", "GPU memory allocated by this process", ("kind",), registry=registry
         )

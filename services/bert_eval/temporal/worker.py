@@ -9,15 +9,16 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import Enum
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from bert_eval import telemetry
 from bert_eval.settings import Settings, TemporalSettings, get_settings, get_temporal_settings, task_queues
-from bert_eval.temporal import metrics
+from bert_eval.temporal import metrics, pod_annotations
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import MissingSearchAttributesError, connect, ensure_search_attributes
 from bert_eval.temporal.names import TIMEOUTS
@@ -50,7 +51,7 @@ class WorkerKind(str, Enum):
     eval = "eval"
 
 
-def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
+def build_worker(client, kind: WorkerKind, settings: Settings, *, interceptors: Sequence[Interceptor] = ()) -> Worker:
     """The worker for one pool, wired with its workflows and activities (no I/O happens here)."""
     graceful = graceful_shutdown_timeout(kind, settings)
     training_queue, eval_queue = task_queues(settings)
@@ -65,6 +66,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
             max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
             default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
             graceful_shutdown_timeout=graceful,
+            interceptors=interceptors,
         )
     eval_activities = EvalActivities(
         runs_dir=settings.runs_dir,
@@ -81,6 +83,7 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         graceful_shutdown_timeout=graceful,
+        interceptors=interceptors,
     )
 
 
@@ -137,7 +140,10 @@ async def run_worker(kind: WorkerKind, settings: Settings | None = None) -> None
         await ensure_search_attributes(client)
     except MissingSearchAttributesError as exc:
         raise SystemExit(f"bert-eval {kind.value} worker: {exc}") from None
-    worker = build_worker(client, kind, settings)
+    # Keeps the pod's deletion cost (and, on the training pool, do-not-disrupt) in step with its attempts.
+    annotator = pod_annotations.worker_annotator(kind.value, queue)
+    await annotator.reset()
+    worker = build_worker(client, kind, settings, interceptors=[pod_annotations.AttemptsInterceptor(annotator)])
     _freeze_startup_heap()
 
     metrics_port = http.server_address[1] if http is not None else None
