@@ -122,6 +122,7 @@ def _run(
     try:
         experiment = load_experiment(experiment_file)
         check_runs_dir(experiment, get_settings().runs_dir)
+        experiment = _with_tracking(experiment)
     except (ExperimentFileError, SubmissionError) as exc:
         raise _fail(str(exc)) from None
     result = asyncio.run(_submit(experiment, wait=wait, temporal=temporal))
@@ -137,6 +138,25 @@ def _run(
         console.print(f"results written to {json_out}")
     if any(run.status == "failed" for run in result.runs) or (result.search is not None and result.search.best is None):
         raise typer.Exit(1)
+
+
+def _with_tracking(experiment: Experiment) -> Experiment:
+    """The experiment with its MLflow tracking URI resolved (the file's, else MLFLOW_TRACKING_URI) and its server
+    answering; an experiment without `tracking:` is logged when MLFLOW_TRACKING_URI is set. Exits 2 otherwise."""
+    from bert_eval.spec import MlflowTracking, TrackingSpec
+    from bert_eval.tracking.server import TrackingUnavailable, check_tracking_server, resolve_tracking_uri
+
+    default = get_settings().mlflow_tracking_uri
+    if experiment.tracking is None and not default:
+        return experiment
+    mlflow = experiment.tracking.mlflow if experiment.tracking is not None else MlflowTracking()
+    try:
+        uri = resolve_tracking_uri(mlflow.uri, default)
+        check_tracking_server(uri)
+    except TrackingUnavailable as exc:
+        raise _fail(str(exc)) from None
+    tracking = TrackingSpec(mlflow=mlflow.model_copy(update={"uri": uri}))
+    return experiment.model_copy(update={"tracking": tracking})
 
 
 async def _submit(experiment: Experiment, *, wait: bool, temporal: TemporalSettings) -> ExperimentResult | None:
@@ -240,6 +260,8 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
 
 
 def _print_results(result: ExperimentResult) -> None:
+    if result.tracking is not None:
+        console.print(f"mlflow: {result.tracking}", soft_wrap=True, highlight=False)
     if result.search is not None:
         Console().print(_leaderboard(result.search))
         best = next((t for t in result.search.trials if t.run_id == result.search.best), None)
@@ -362,6 +384,8 @@ async def _status(identifier: str) -> None:
             out.print(_status_table(*found))
             if found[0].summary is not None and found[0].summary.configs:
                 out.print(_configs_table(found[0].summary))
+            if found[0].tracking is not None:
+                out.print(f"mlflow: {found[0].tracking}", soft_wrap=True, highlight=False)
             return
     workflows = await find_workflows(client, identifier)
     if not workflows:
@@ -606,6 +630,34 @@ def compare_command(
     except ValueError as exc:  # InvalidInputError and pydantic's ValidationError (bad settings) included
         raise _fail(" ".join(str(exc).split())) from None
     print(json.dumps(found.to_json(), indent=2) if as_json else found.sentence)
+
+
+@app.command("export")
+def export_command(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="a finished run's id")],
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a new (or empty) directory for the model folder")],
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", metavar="REPO", help="also upload it to this Hub repository")] = None,
+    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
+) -> None:
+    """Write a finished run as a Hugging Face model folder (weights, tokenizer, id2label) with a model card."""
+    from bert_eval.tracking.export import ExportError, export_run
+    from bert_eval.tracking.export import push_to_hub as push
+
+    try:
+        if push_to_hub is not None:
+            import huggingface_hub
+
+            if not huggingface_hub.get_token():
+                raise ExportError(
+                    f"--push-to-hub {push_to_hub}: no Hugging Face token configured; set HF_TOKEN or run `hf auth login`, "
+                    "then export again"
+                )
+        folder = export_run(runs_dir or get_settings().runs_dir, normalize_id(run_id), out_dir)
+        print(f"run {run_id} exported to {folder}")
+        if push_to_hub is not None:
+            print(f"pushed to {push(folder, push_to_hub)}")
+    except ValueError as exc:  # ExportError, an invalid run id, bad settings
+        raise _fail(" ".join(str(exc).split())) from None
 
 
 app.add_typer(chaos_app, name="chaos")

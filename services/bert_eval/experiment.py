@@ -19,7 +19,7 @@ __all__ = ["MAX_SEEDS", "ExperimentFileError", "describe_validation_error", "exp
 # A configuration's replicates: enough for a tight interval, few enough that a typo is not 10,000 runs.
 MAX_SEEDS = 100
 
-_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid", "search"}
+_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid", "search", "tracking", "register"}
 
 
 class ExperimentFileError(ValueError):
@@ -82,7 +82,13 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
     search = _search(document.get("search"), specs, source=source)
     try:
         experiment_id = document.get("experiment_id")
-        return Experiment(experiment_id=experiment_id, runs=tuple(specs), search=search).canonical()
+        return Experiment(
+            experiment_id=experiment_id,
+            runs=tuple(specs),
+            search=search,
+            tracking=document.get("tracking"),
+            registry=document.get("register"),
+        ).canonical()
     except ValidationError as exc:
         raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:

@@ -60,6 +60,8 @@ class PATCH:
     snapshot_in_coordinator = "snapshot-in-coordinator"
     # The coordinator ends with the summarize_experiment activity (intervals per run and configuration).
     experiment_summary = "experiment-summary"
+    # An experiment with `tracking:` ends by logging to MLflow (and registering its winner with `register:`).
+    mlflow_tracking = "mlflow-tracking"
 
 
 class QUERY:
@@ -91,6 +93,8 @@ class ACTIVITY:
     keep_last_checkpoint = "keep_last_checkpoint"
     record_search_progress = "record_search_progress"
     record_search = "record_search"
+    log_to_mlflow = "log_to_mlflow"
+    register_in_mlflow = "register_in_mlflow"
 
 
 # Error types carried by ApplicationError.type (the core's error classes name them).
@@ -117,6 +121,12 @@ class TIMEOUTS:
     predict_heartbeat = timedelta(minutes=2)
     summarize_start_to_close = timedelta(minutes=30)
     suggest_start_to_close = timedelta(minutes=5)
+    # MLflow logging retries with backoff while the tracking server is away, for at most this long; the
+    # experiment's results stand without it (resubmitting the experiment logs them then).
+    tracking_start_to_close = timedelta(minutes=20)
+    tracking_schedule_to_close = timedelta(minutes=30)
+    tracking_heartbeat = timedelta(seconds=30)
+    tracking_retry_maximum = timedelta(seconds=60)
     # Workers send heartbeats at least this often, so progress and cancellation reach training within seconds.
     heartbeat_throttle = timedelta(seconds=2)
     # Transient failures and lost workers are retried without limit, backing off up to this interval.
