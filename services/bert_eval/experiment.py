@@ -82,13 +82,14 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
     search = _search(document.get("search"), specs, source=source)
     try:
         experiment_id = document.get("experiment_id")
-        return Experiment(
-            experiment_id=experiment_id,
-            runs=tuple(specs),
-            search=search,
-            tracking=document.get("tracking"),
-            registry=document.get("register"),
-        ).canonical()
+        # `register:` is read under its own name, so an error in it names `register.…`.
+        return Experiment.model_validate({
+            "experiment_id": experiment_id,
+            "runs": tuple(specs),
+            "search": search,
+            "tracking": document.get("tracking"),
+            "register": document.get("register"),
+        }).canonical()
     except ValidationError as exc:
         raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "ID_PATTERN",
@@ -574,6 +574,8 @@ class RegisterSpec(_Strict):
 
 
 class Experiment(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
     experiment_id: str | None = None
     runs: tuple[RunSpec, ...] = Field(min_length=1, max_length=1000)
     # A search (search.py) over the one run's hyperparameters, which it uses as every trial's template.
@@ -581,7 +583,7 @@ class Experiment(_Strict):
     # Where its results are logged and its winner registered (MLflow); None: nowhere but the runs volume.
     tracking: TrackingSpec | None = None
     # Written `register:` (the name `register` is taken by pydantic's base class).
-    registry: RegisterSpec | None = Field(default=None, validation_alias=AliasChoices("register", "registry"))
+    registry: RegisterSpec | None = Field(default=None, validation_alias="register")
 
     @model_validator(mode="after")
     def _register_has_a_winner(self) -> Experiment:

@@ -8,7 +8,9 @@ retries) and is written to the experiment's `experiments/<id>.mlflow.json`, whic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -73,7 +75,7 @@ class TrackingActivities:
         with telemetry.bind_run(experiment_id=request.experiment_id, attempt=activity.info().attempt):
             uri = self._uri(request.experiment_id, request.uri)
 
-            def log() -> TrackingResult:
+            def log_all() -> TrackingResult:
                 self._reachable(request.experiment_id, uri)
                 started = time.perf_counter()
                 logged = log_experiment(
@@ -87,7 +89,7 @@ class TrackingActivities:
                 return TrackingResult(**{k: v for k, v in logged.to_json().items() if k != "configs"})
 
             try:
-                return await _in_thread(log)
+                return await _in_thread(log_all)
             except (TrackingUnavailable, ApplicationError):
                 raise
             except Exception as exc:  # the server failed or went away mid-way: the next attempt resumes
@@ -122,7 +124,7 @@ class TrackingActivities:
             except Exception as exc:
                 raise self._unavailable(request.experiment_id, request.uri, f"{type(exc).__name__}: {exc}") from None
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         return [self.log_to_mlflow, self.register_in_mlflow]
 
     def _uri(self, experiment_id: str, uri: str | None) -> str:

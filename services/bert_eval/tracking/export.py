@@ -44,7 +44,7 @@ def export_run(runs_dir: Path, run_id: str, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportError(f"export: {out_dir} exists and is not an empty directory; choose a new directory")
-    spec = _read_json(layout.spec_file) or {}
+    spec = (_read_json(layout.spec_file) or {}).get("spec") or {}
     card = model_card(run_id, spec, training.get("summary", training), evaluations, _intervals(layout, run_id))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))

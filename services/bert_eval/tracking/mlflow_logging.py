@@ -272,7 +272,7 @@ def _log_search(
 
     for trial in search.trials:
         layout = RunLayout(runs_dir, trial.run_id)
-        spec = _read_json(layout.spec_file) or {"run_id": trial.run_id}
+        spec = (_read_json(layout.spec_file) or {}).get("spec") or {"run_id": trial.run_id}
         tags = {
             "bert_eval.trial": str(trial.trial),
             "bert_eval.rung": str(trial.rung),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -392,7 +393,7 @@ class CoordinatorWorkflow:
             self._tracking += f"; {registered.sentence}" if not isinstance(registered, str) else f"; not registered: {registered}"
         return self._tracking
 
-    async def _with_backoff(self, method, argument, *, heartbeat: timedelta):  # type: ignore[no-untyped-def]
+    async def _with_backoff(self, method: Any, argument: Any, *, heartbeat: timedelta) -> Any:
         """One tracking activity, called again after a failure (doubling the wait up to a minute) until it
         succeeds, fails on bad input, or the tracking deadline passes; returns its result or the last error."""
         deadline = workflow.now() + TIMEOUTS.tracking_schedule_to_close
