@@ -176,3 +176,38 @@ def test_report_to_wandb_writes_an_offline_run(tmp_path: Path, tiny_model_dir: P
     plain = core_spec(tiny_model_dir, "reports-nowhere", epochs=1, logging_steps=2)
     other = fine_tune(FineTuneRequest(run=plain, snapshot=core_snapshot(plain, tmp_path / "runs2", data_dir), runs_dir=tmp_path / "runs2"))
     assert summary.final_loss == other.final_loss
+
+
+# --------------------------------------------------------------------------- the logging activity
+
+
+def test_an_unreachable_server_is_a_retryable_failure_recorded_for_status(tmp_path: Path) -> None:
+    import asyncio
+
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from bert_eval.temporal.names import TRANSIENT_FAILURE
+    from bert_eval.temporal.tracking_activities import TrackingActivities, TrackingInput
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    activities = TrackingActivities(runs_dir=tmp_path)
+    with pytest.raises(ApplicationError) as raised:
+        asyncio.run(ActivityEnvironment().run(activities.log_to_mlflow, TrackingInput(experiment_id="exp-a", uri=uri)))
+    assert raised.value.type == TRANSIENT_FAILURE and not raised.value.non_retryable
+    assert f"experiment exp-a: MLflow logging to {uri} failed" in str(raised.value)
+    record = json.loads((tmp_path / "experiments" / "exp-a.mlflow.json").read_text())
+    assert record["state"] == "unreachable" and record["uri"] == uri and "does not answer" in record["error"]
+
+
+def test_no_tracking_uri_anywhere_fails_the_activity_without_retrying(tmp_path: Path) -> None:
+    import asyncio
+
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from bert_eval.temporal.tracking_activities import TrackingActivities, TrackingInput
+
+    with pytest.raises(ApplicationError) as raised:
+        asyncio.run(ActivityEnvironment().run(TrackingActivities(runs_dir=tmp_path).log_to_mlflow, TrackingInput(experiment_id="exp-a")))
+    assert raised.value.non_retryable and "tracking.mlflow.uri: not set" in str(raised.value)
