@@ -132,7 +132,8 @@ def _experiment(client: MlflowClient, name: str) -> str:
     if existing is not None:
         return str(existing.experiment_id)
     try:
-        return str(client.create_experiment(name))
+        # The MLflow UI opens a "model training" experiment on its runs table (not its GenAI traces).
+        return str(client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"}))
     except MlflowException:  # created meanwhile by another attempt
         again = client.get_experiment_by_name(name)
         if again is None:
@@ -252,7 +253,7 @@ def _log_config(
         ]
     stamp = _stamp(*(RunLayout(runs_dir, r).root for r in run_ids))
     client.log_batch(mlflow_run, metrics=_metrics(metrics, stamp), params=[Param(k, v) for k, v in shared.items()], tags=tags)
-    _finish(client, mlflow_run, stamp)
+    _finish(client, mlflow_run)
 
 
 # --------------------------------------------------------------------------- searches
@@ -340,7 +341,7 @@ def _log_run(
     for artifact in artifacts:
         if artifact.is_file():
             client.log_artifact(mlflow_run, str(artifact))
-    _finish(client, mlflow_run, stamp)
+    _finish(client, mlflow_run)
     return mlflow_run
 
 
@@ -372,7 +373,6 @@ def _log_parent(
 ) -> None:
     from mlflow.entities import Param, RunTag
 
-    stamp = _stamp(experiment_file(runs_dir, experiment_id))
     params = [Param("experiment_id", experiment_id), Param("runs", str(len(record["run_ids"])))]
     tags = []
     if search is not None:
@@ -389,14 +389,16 @@ def _log_parent(
                 client.log_artifact(parent, str(path))
         report = write_report(runs_dir, experiment_id, Path(scratch) / "report")
         client.log_artifact(parent, str(report), artifact_path="report")
-    _finish(client, parent, stamp)
+    _finish(client, parent)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _finish(client: MlflowClient, mlflow_run: str, stamp: int) -> None:
-    client.set_terminated(mlflow_run, status="FINISHED", end_time=stamp)
+def _finish(client: MlflowClient, mlflow_run: str) -> None:
+    """Mark the run finished (once: a run logged again keeps its first end time, so its duration is the logging's)."""
+    if client.get_run(mlflow_run).info.status != "FINISHED":
+        client.set_terminated(mlflow_run, status="FINISHED")
 
 
 def _metrics(values: dict[str, Any], stamp: int) -> list[Any]:
