@@ -3,6 +3,9 @@ over the DevTools protocol), for docs/.
 
     python benchmarks/mlflow_ui_screenshot.py http://127.0.0.1:5000 EXPERIMENT_ID docs/mlflow-nested-runs.png
 
+docs/mlflow-nested-runs.png is tests/integration/test_mlflow_tracking.py's experiment (2 configurations x 2 seeds of
+the tiny random BERT on SST-2 rows) logged to that test's server.
+
 Needs `chromium` (Debian: apt-get install -y chromium) and websocket-client.
 """
 
@@ -20,19 +23,31 @@ from typing import Any
 
 import websocket
 
-# Close the assistant panel and expand every collapsed parent row, a few times (children load lazily).
+# Close the assistant panel; expand every collapsed parent row (its button shows a plus; children load lazily).
 _EXPAND = """
 (() => {
   let clicked = 0;
-  for (const b of document.querySelectorAll('button[aria-label="Close"], button[aria-label="close"]')) { b.click(); clicked++; }
-  for (const b of document.querySelectorAll('button')) {
-    const label = (b.getAttribute('aria-label') || '') + ' ' + (b.title || '');
-    if (/expand/i.test(label) && !/collapse/i.test(label)) { b.click(); clicked++; }
-  }
-  for (const b of document.querySelectorAll('[data-testid*="expand"], span[role="button"]')) {
-    if (b.closest('.ag-row') || b.closest('[role="row"]')) { b.click(); clicked++; }
+  for (const b of document.querySelectorAll('button[aria-label="Close"]')) { b.click(); clicked++; }
+  for (const b of document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]')) {
+    if (b.innerHTML.includes('M7.25 7.25V4.5')) { b.click(); clicked++; }
   }
   return clicked;
+})()
+"""
+# Open the column chooser and tick the interval columns and the best / not_worse tags.
+_OPEN_COLUMNS = """
+(() => { const b = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Columns'); b.click(); return !!b; })()
+"""
+_TICK_COLUMNS = """
+(() => {
+  const wanted = /^(accuracy_mean|accuracy_ci_low|accuracy_ci_high|validation_accuracy|validation_accuracy_ci_low|validation_accuracy_ci_high|best|not_worse)$/;
+  const ticked = [];
+  for (const node of document.querySelectorAll('.du-bois-light-tree-treenode')) {
+    const text = node.textContent.trim();
+    const box = node.querySelector('.du-bois-light-tree-checkbox');
+    if (wanted.test(text) && box && !box.className.includes('checked')) { box.click(); ticked.push(text); }
+  }
+  return ticked.join(',');
 })()
 """
 
@@ -75,6 +90,12 @@ def screenshot(server: str, experiment_id: str, out: Path, *, width: int = 2200,
             for _ in range(4):
                 page.call("Runtime.evaluate", expression=_EXPAND, returnByValue=True)
                 time.sleep(2)
+            page.call("Runtime.evaluate", expression=_OPEN_COLUMNS, returnByValue=True)
+            time.sleep(1)
+            ticked = page.call("Runtime.evaluate", expression=_TICK_COLUMNS, returnByValue=True)
+            print("columns:", ticked.get("result", {}).get("value"))
+            page.call("Input.dispatchKeyEvent", type="keyDown", key="Escape", code="Escape", windowsVirtualKeyCode=27)
+            time.sleep(2)
             shot = page.call("Page.captureScreenshot", format="png")
             out.write_bytes(base64.b64decode(shot["data"]))
         finally:
