@@ -5,6 +5,7 @@ finished run, and `train.report_to: [wandb]` writing W&B's offline run directory
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,6 @@ def test_export_writes_a_model_folder_with_a_model_card(finished_run: tuple[Path
 
 
 def test_report_to_wandb_writes_an_offline_run(tmp_path: Path, tiny_model_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     monkeypatch.setenv("WANDB_PROJECT", "bert-eval-test")
@@ -170,8 +170,18 @@ def test_report_to_wandb_writes_an_offline_run(tmp_path: Path, tiny_model_dir: P
     spec = core_spec(tiny_model_dir, "reports-to-wandb", epochs=1, report_to=["wandb"], logging_steps=2)
     runs_dir = tmp_path / "runs"
     summary = fine_tune(FineTuneRequest(run=spec, snapshot=core_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir))
+    wandb = pytest.importorskip("wandb")
+    wandb.finish()  # the Trainer's callback leaves the run open; finishing it flushes the run file
     [run_dir] = (tmp_path / "wandb-dir" / "wandb").glob("offline-run-*")
-    assert list(run_dir.glob("*.wandb")), "W&B wrote no run file"
+    [run_file] = run_dir.glob("run-*.wandb")
+    # The offline run file holds the Trainer's arguments (the run's hyperparameters) and its final metrics
+    # (written by W&B's own service process, which may finish writing just after `finish` returns).
+    keys = (b"per_device_train_batch_size", b"learning_rate", b"train/global_step", b"train_loss")
+    deadline = time.monotonic() + 60
+    while [k for k in keys if k not in run_file.read_bytes()] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    missing = [k for k in keys if k not in run_file.read_bytes()]
+    assert not missing, f"{missing} not in the W&B run file {run_file}"
     # The run's own results are unchanged by reporting (report_to is not part of what is computed).
     plain = core_spec(tiny_model_dir, "reports-nowhere", epochs=1, logging_steps=2)
     other = fine_tune(FineTuneRequest(run=plain, snapshot=core_snapshot(plain, tmp_path / "runs2", data_dir), runs_dir=tmp_path / "runs2"))
