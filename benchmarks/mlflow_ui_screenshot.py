@@ -36,11 +36,16 @@ _EXPAND = """
 """
 # Open the column chooser and tick the interval columns and the best / not_worse tags.
 _OPEN_COLUMNS = """
-(() => { const b = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Columns'); b.click(); return !!b; })()
+(() => {
+  const b = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Columns');
+  b.click();
+  return !!b;
+})()
 """
 _TICK_COLUMNS = """
 (() => {
-  const wanted = /^(accuracy_mean|accuracy_ci_low|accuracy_ci_high|validation_accuracy|validation_accuracy_ci_low|validation_accuracy_ci_high|best|not_worse)$/;
+  const wanted = new RegExp('^(accuracy_mean|accuracy_ci_low|accuracy_ci_high|validation_accuracy|'
+    + 'validation_accuracy_ci_low|validation_accuracy_ci_high|best|not_worse)$');
   const ticked = [];
   for (const node of document.querySelectorAll('.du-bois-light-tree-treenode')) {
     const text = node.textContent.trim();
@@ -70,9 +75,19 @@ def screenshot(server: str, experiment_id: str, out: Path, *, width: int = 2200,
     port = 9333
     with tempfile.TemporaryDirectory() as profile:
         chromium = subprocess.Popen(
-            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--remote-debugging-port={port}",
-             f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             for _ in range(100):
@@ -84,7 +99,9 @@ def screenshot(server: str, experiment_id: str, out: Path, *, width: int = 2200,
                     time.sleep(0.2)
             page = _Page(targets[0]["webSocketDebuggerUrl"])
             page.call("Page.enable")
-            page.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+            page.call(
+                "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+            )
             page.call("Page.navigate", url=f"{server}/#/experiments/{experiment_id}/runs")
             time.sleep(8)
             for _ in range(4):

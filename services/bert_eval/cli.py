@@ -636,26 +636,23 @@ def compare_command(
 def export_command(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="a finished run's id")],
     out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a new (or empty) directory for the model folder")],
-    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", metavar="REPO", help="also upload it to this Hub repository")] = None,
-    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
+    push_to_hub: Annotated[
+        Optional[str], typer.Option("--push-to-hub", metavar="REPO", help="also upload it to this Hub repository")
+    ] = None,
+    runs_dir: Annotated[
+        Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")
+    ] = None,
 ) -> None:
     """Write a finished run as a Hugging Face model folder (weights, tokenizer, id2label) with a model card."""
-    from bert_eval.tracking.export import ExportError, export_run
+    from bert_eval.tracking.export import export_run, hub_token
     from bert_eval.tracking.export import push_to_hub as push
 
     try:
-        if push_to_hub is not None:
-            import huggingface_hub
-
-            if not huggingface_hub.get_token():
-                raise ExportError(
-                    f"--push-to-hub {push_to_hub}: no Hugging Face token configured; set HF_TOKEN or run `hf auth login`, "
-                    "then export again"
-                )
+        token = hub_token(push_to_hub) if push_to_hub is not None else None  # before anything is written
         folder = export_run(runs_dir or get_settings().runs_dir, normalize_id(run_id), out_dir)
         print(f"run {run_id} exported to {folder}")
         if push_to_hub is not None:
-            print(f"pushed to {push(folder, push_to_hub)}")
+            print(f"pushed to {push(folder, push_to_hub, token=token)}")
     except ValueError as exc:  # ExportError, an invalid run id, bad settings
         raise _fail(" ".join(str(exc).split())) from None
 

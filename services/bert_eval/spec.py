@@ -217,7 +217,8 @@ class TrainHyperparameters(_Strict):
         for name in names if isinstance(names, (list, tuple)) else ():
             if name not in REPORT_TO_INTEGRATIONS:
                 raise ValueError(
-                    f"report_to: {name!r} is not an integration of the Trainer; choose from {', '.join(REPORT_TO_INTEGRATIONS)}"
+                    f"report_to: {name!r} is not an integration of the Trainer; "
+                    f"choose from {', '.join(REPORT_TO_INTEGRATIONS)}"
                 )
         return names
 
@@ -527,7 +528,9 @@ class MlflowTracking(_Strict):
     """Where an experiment's results are logged: an MLflow tracking server (or store) and an MLflow experiment."""
 
     uri: str | None = Field(default=None, max_length=2048, description="None: the MLFLOW_TRACKING_URI setting")
-    experiment: str | None = Field(default=None, min_length=1, max_length=500, description="None: the bert-eval experiment id")
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=500, description="None: the bert-eval experiment id"
+    )
 
     @field_validator("uri")
     @classmethod

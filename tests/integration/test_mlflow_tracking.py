@@ -58,7 +58,9 @@ def _mlflow_runs(client, experiment_name: str, kind: str) -> list:
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return []
-    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`bert_eval.kind` = '{kind}'", max_results=1000)
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`bert_eval.kind` = '{kind}'", max_results=1000
+    )
 
 
 def test_experiment_logged_once_per_run_across_a_killed_eval_worker(
@@ -89,7 +91,9 @@ def test_experiment_logged_once_per_run_across_a_killed_eval_worker(
     result = background.result(timeout_s=600)
 
     assert [r.status for r in result.runs] == ["completed"] * 4
-    assert result.tracking is not None and "logged to MLflow" in result.tracking and "first 'champion'" in result.tracking
+    assert (
+        result.tracking is not None and "logged to MLflow" in result.tracking and "first 'champion'" in result.tracking
+    )
     record = json.loads((stack.runs_dir / "experiments" / "tracked.mlflow.json").read_text())
     assert record["state"] == "logged" and record["registration"]["alias_moved"] is True
 
@@ -128,7 +132,9 @@ def test_experiment_logged_once_per_run_across_a_killed_eval_worker(
         assert logged.metrics["accuracy_std"] == pytest.approx(stats.std)
         if stats.low is not None:
             assert (logged.metrics["accuracy_ci_low"], logged.metrics["accuracy_ci_high"]) == (
-                pytest.approx(stats.low), pytest.approx(stats.high))
+                pytest.approx(stats.low),
+                pytest.approx(stats.high),
+            )
         assert logged.tags["best"] == str(stats.mark == "best").lower()
         assert logged.tags["not_worse"] == str(stats.mark in ("best", "not significantly worse")).lower()
     parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -140,19 +146,36 @@ def test_experiment_logged_once_per_run_across_a_killed_eval_worker(
     assert champion.tags["bert_eval.run_id"] == winner and champion.run_id == runs[winner].info.run_id
     assert float(champion.tags["validation_accuracy"]) == pytest.approx(intervals[winner].value, abs=1e-5)
     assert champion.tags["validation_accuracy_ci"] == f"[{intervals[winner].low:.6g}, {intervals[winner].high:.6g}]"
-    print(f"\nMLflow runs present when the eval worker was killed: {logged_before_kill} of 4; after the retry: {len(runs)}")
+    print(
+        f"\nMLflow runs present when the eval worker was killed: {logged_before_kill} of 4; "
+        f"after the retry: {len(runs)}"
+    )
 
     # A run that is not better does not take the alias; the same run registered again is the same version.
     other = min((r for r in summary.runs if r.run_id != winner), key=lambda r: r.value)
     registration = register_winner(
-        stack.runs_dir, "tracked", uri=mlflow_server.uri, mlflow_run_id=runs[other.run_id].info.run_id, winner=other.run_id,
-        reason="test", name="sst2-tiny", alias="champion", split="validation",
+        stack.runs_dir,
+        "tracked",
+        uri=mlflow_server.uri,
+        mlflow_run_id=runs[other.run_id].info.run_id,
+        winner=other.run_id,
+        reason="test",
+        name="sst2-tiny",
+        alias="champion",
+        split="validation",
     )
     assert not registration.alias_moved and "stays on version" in registration.sentence
     assert client.get_model_version_by_alias("sst2-tiny", "champion").version == champion.version
     again = register_winner(
-        stack.runs_dir, "tracked", uri=mlflow_server.uri, mlflow_run_id=runs[winner].info.run_id, winner=winner,
-        reason="test", name="sst2-tiny", alias="champion", split="validation",
+        stack.runs_dir,
+        "tracked",
+        uri=mlflow_server.uri,
+        mlflow_run_id=runs[winner].info.run_id,
+        winner=winner,
+        reason="test",
+        name="sst2-tiny",
+        alias="champion",
+        split="validation",
     )
     assert again.version == champion.version and not again.alias_moved
 

@@ -38,13 +38,25 @@ def start_mlflow_server(root: Path, *, timeout_s: float = 120.0) -> MlflowServer
     port = free_port()
     log_file = root / "mlflow-server.log"
     argv = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    process = subprocess.Popen(argv, stdout=open(log_file, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        argv, stdout=open(log_file, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     server = MlflowServer(uri=f"http://127.0.0.1:{port}", process=process, log_file=log_file)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -32,14 +32,18 @@ def _experiment(**top: object) -> dict:
 
 
 def test_tracking_and_register_are_read_and_kept_through_canonical_ids() -> None:
-    experiment = parse_experiment(_experiment(
-        tracking={"mlflow": {"uri": " http://mlflow:5000 ", "experiment": "team-sst2"}},
-        register={"mlflow": {"name": "sst2-classifier"}},
-    ))
+    experiment = parse_experiment(
+        _experiment(
+            tracking={"mlflow": {"uri": " http://mlflow:5000 ", "experiment": "team-sst2"}},
+            register={"mlflow": {"name": "sst2-classifier"}},
+        )
+    )
     assert experiment.tracking is not None and experiment.tracking.mlflow.uri == "http://mlflow:5000"
     assert experiment.tracking.mlflow.experiment == "team-sst2"
     assert experiment.registry is not None and (experiment.registry.mlflow.name, experiment.registry.mlflow.alias) == (
-        "sst2-classifier", "champion")
+        "sst2-classifier",
+        "champion",
+    )
     # The payload the coordinator receives parses back to the same experiment.
     assert type(experiment).model_validate(experiment.model_dump(mode="json")) == experiment
 
@@ -47,7 +51,10 @@ def test_tracking_and_register_are_read_and_kept_through_canonical_ids() -> None
 @pytest.mark.parametrize(
     ("top", "expected"),
     [
-        ({"tracking": {"mlflow": {"uri": "mlflow-server:5000"}}}, "tracking.mlflow.uri 'mlflow-server:5000': not a tracking URI"),
+        (
+            {"tracking": {"mlflow": {"uri": "mlflow-server:5000"}}},
+            "tracking.mlflow.uri 'mlflow-server:5000': not a tracking URI",
+        ),
         ({"tracking": {"mlflow": {"uri": "http://"}}}, "an http(s) URI needs a host"),
         ({"tracking": {"mlflow": {"url": "http://x:5000"}}}, "tracking.mlflow.url"),
         ({"register": {"mlflow": {"name": "m"}}}, "register: the model registry is MLflow's; add tracking:"),
@@ -84,7 +91,9 @@ def _write(path: Path, document: dict) -> Path:
     return path
 
 
-def test_run_with_an_unreachable_tracking_server_exits_2_before_submitting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_with_an_unreachable_tracking_server_exits_2_before_submitting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BERT_EVAL_RUNS_DIR", str(tmp_path / "runs"))
     # A Temporal address nobody serves: the command must stop before it tries to connect.
     monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
@@ -120,11 +129,15 @@ def test_export_of_an_unfinished_run_exits_2_and_writes_nothing(tmp_path: Path) 
     assert result.exit_code == 2 and "run half-done: has not finished" in result.output and not out.exists()
 
 
-def test_push_to_hub_without_a_token_exits_2_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_to_hub_without_a_token_exits_2_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     out = tmp_path / "export"
-    result = CliRunner().invoke(app, ["export", "any-run", str(out), "--push-to-hub", "team/sst2", "--runs-dir", str(tmp_path)])
+    result = CliRunner().invoke(
+        app, ["export", "any-run", str(out), "--push-to-hub", "team/sst2", "--runs-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2 and "--push-to-hub team/sst2: no Hugging Face token configured" in result.output
     assert not out.exists()
 
@@ -133,7 +146,9 @@ def test_push_to_hub_without_a_token_exits_2_and_writes_nothing(tmp_path: Path, 
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, data_dir: Path) -> tuple[Path, RunSpec]:
+def finished_run(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, data_dir: Path
+) -> tuple[Path, RunSpec]:
     runs_dir = tmp_path_factory.mktemp("runs")
     spec = core_spec(tiny_model_dir, "finished", epochs=1)
     snapshot = core_snapshot(spec, runs_dir, data_dir)
@@ -162,7 +177,9 @@ def test_export_writes_a_model_folder_with_a_model_card(finished_run: tuple[Path
     assert again.exit_code == 2 and "exists and is not an empty directory" in again.output
 
 
-def test_report_to_wandb_writes_an_offline_run(tmp_path: Path, tiny_model_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_report_to_wandb_writes_an_offline_run(
+    tmp_path: Path, tiny_model_dir: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     monkeypatch.setenv("WANDB_PROJECT", "bert-eval-test")
@@ -184,7 +201,11 @@ def test_report_to_wandb_writes_an_offline_run(tmp_path: Path, tiny_model_dir: P
     assert not missing, f"{missing} not in the W&B run file {run_file}"
     # The run's own results are unchanged by reporting (report_to is not part of what is computed).
     plain = core_spec(tiny_model_dir, "reports-nowhere", epochs=1, logging_steps=2)
-    other = fine_tune(FineTuneRequest(run=plain, snapshot=core_snapshot(plain, tmp_path / "runs2", data_dir), runs_dir=tmp_path / "runs2"))
+    other = fine_tune(
+        FineTuneRequest(
+            run=plain, snapshot=core_snapshot(plain, tmp_path / "runs2", data_dir), runs_dir=tmp_path / "runs2"
+        )
+    )
     assert summary.final_loss == other.final_loss
 
 
@@ -219,5 +240,9 @@ def test_no_tracking_uri_anywhere_fails_the_activity_without_retrying(tmp_path: 
     from bert_eval.temporal.tracking_activities import TrackingActivities, TrackingInput
 
     with pytest.raises(ApplicationError) as raised:
-        asyncio.run(ActivityEnvironment().run(TrackingActivities(runs_dir=tmp_path).log_to_mlflow, TrackingInput(experiment_id="exp-a")))
+        asyncio.run(
+            ActivityEnvironment().run(
+                TrackingActivities(runs_dir=tmp_path).log_to_mlflow, TrackingInput(experiment_id="exp-a")
+            )
+        )
     assert raised.value.non_retryable and "tracking.mlflow.uri: not set" in str(raised.value)

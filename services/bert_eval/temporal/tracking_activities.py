@@ -85,7 +85,11 @@ class TrackingActivities:
                     mlflow_experiment=request.mlflow_experiment,
                     on_run=lambda run_id: log.info("run logged to mlflow", run_id=run_id),
                 )
-                log.info("experiment logged to mlflow", runs=len(logged.runs), seconds=round(time.perf_counter() - started, 3))
+                log.info(
+                    "experiment logged to mlflow",
+                    runs=len(logged.runs),
+                    seconds=round(time.perf_counter() - started, 3),
+                )
                 return TrackingResult(**{k: v for k, v in logged.to_json().items() if k != "configs"})
 
             try:
@@ -104,14 +108,25 @@ class TrackingActivities:
                 self._reachable(request.experiment_id, request.uri)
                 winner, reason = choose_winner(self.runs_dir, request.experiment_id)
                 if winner not in request.runs:
-                    raise InvalidInputError(f"experiment {request.experiment_id}: register: {winner} was not logged to MLflow")
+                    raise InvalidInputError(
+                        f"experiment {request.experiment_id}: register: {winner} was not logged to MLflow"
+                    )
                 registration = register_winner(
-                    self.runs_dir, request.experiment_id, uri=request.uri, mlflow_run_id=request.runs[winner], winner=winner,
-                    reason=reason, name=request.name, alias=request.alias, split=request.split,
+                    self.runs_dir,
+                    request.experiment_id,
+                    uri=request.uri,
+                    mlflow_run_id=request.runs[winner],
+                    winner=winner,
+                    reason=reason,
+                    name=request.name,
+                    alias=request.alias,
+                    split=request.split,
                 )
                 record = mlflow_record(self.runs_dir, request.experiment_id) or {}
-                atomic_write_json(tracking_record_file(self.runs_dir, request.experiment_id),
-                                  {**record, "registration": registration.to_json()})
+                atomic_write_json(
+                    tracking_record_file(self.runs_dir, request.experiment_id),
+                    {**record, "registration": registration.to_json()},
+                )
                 log.info("winner registered", **registration.to_json())
                 return RegisterResult(**registration.to_json())
 
@@ -131,7 +146,9 @@ class TrackingActivities:
         try:
             return resolve_tracking_uri(uri, self.default_uri)
         except TrackingUnavailable as exc:
-            raise ApplicationError(f"experiment {experiment_id}: {exc}", type=INVALID_INPUT, non_retryable=True) from None
+            raise ApplicationError(
+                f"experiment {experiment_id}: {exc}", type=INVALID_INPUT, non_retryable=True
+            ) from None
 
     def _reachable(self, experiment_id: str, uri: str) -> None:
         try:
@@ -142,10 +159,15 @@ class TrackingActivities:
     def _unavailable(self, experiment_id: str, uri: str, cause: str) -> ApplicationError:
         """A retryable failure, also written where `status` and the run records look."""
         attempt = activity.info().attempt
-        message = f"experiment {experiment_id}: MLflow logging to {uri} failed (attempt {attempt}, retrying with backoff): {cause}"
+        message = (
+            f"experiment {experiment_id}: MLflow logging to {uri} failed "
+            f"(attempt {attempt}, retrying with backoff): {cause}"
+        )
         record = mlflow_record(self.runs_dir, experiment_id) or {}
         if record.get("state") != "logged":
-            atomic_write_json(tracking_record_file(self.runs_dir, experiment_id),
-                              {**record, "state": "unreachable", "uri": uri, "error": message, "attempt": attempt})
+            atomic_write_json(
+                tracking_record_file(self.runs_dir, experiment_id),
+                {**record, "state": "unreachable", "uri": uri, "error": message, "attempt": attempt},
+            )
         log.warning("mlflow unreachable", uri=uri, error=cause)
         return ApplicationError(message, type=TRANSIENT_FAILURE)

@@ -19,9 +19,9 @@ from bert_eval import telemetry
 from bert_eval.settings import Settings, TemporalSettings, get_settings, get_temporal_settings, task_queues
 from bert_eval.temporal import metrics
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
-from bert_eval.temporal.tracking_activities import TrackingActivities
 from bert_eval.temporal.client import MissingSearchAttributesError, connect, ensure_search_attributes
 from bert_eval.temporal.names import TIMEOUTS
+from bert_eval.temporal.tracking_activities import TrackingActivities
 from bert_eval.temporal.workflows import (
     BertEvalWorkflow,
     CheckpointedBertTrainingWorkflow,
@@ -71,7 +71,10 @@ def build_worker(client, kind: WorkerKind, settings: Settings) -> Worker:
         client,
         task_queue=eval_queue,
         workflows=[CoordinatorWorkflow, BertEvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
-        activities=[*eval_activities.all(), *TrackingActivities(runs_dir=settings.runs_dir, default_uri=settings.mlflow_tracking_uri).all()],
+        activities=[
+            *eval_activities.all(),
+            *TrackingActivities(runs_dir=settings.runs_dir, default_uri=settings.mlflow_tracking_uri).all(),
+        ],
         max_concurrent_activities=settings.eval_concurrency,
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,

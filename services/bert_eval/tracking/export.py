@@ -14,7 +14,7 @@ from bert_eval.core.records import ExperimentSummary, RunInterval
 from bert_eval.core.storage.fsutil import fsync_tree
 from bert_eval.core.storage.layout import RunLayout
 
-__all__ = ["ExportError", "export_run", "model_card", "push_to_hub"]
+__all__ = ["ExportError", "export_run", "hub_token", "model_card", "push_to_hub"]
 
 
 class ExportError(ValueError):
@@ -71,19 +71,35 @@ def push_to_hub(folder: Path, repo_id: str, *, token: str | None = None) -> str:
     """
     import huggingface_hub
 
-    token = token or huggingface_hub.get_token()
-    if not token:
-        raise ExportError(
-            f"--push-to-hub {repo_id}: no Hugging Face token configured; set HF_TOKEN or run `hf auth login`, then export again"
-        )
-    api = huggingface_hub.HfApi(token=token)
+    api = huggingface_hub.HfApi(token=token or hub_token(repo_id))
     api.create_repo(repo_id, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="bert-eval export")
     return str(commit.commit_url)
 
 
+def hub_token(repo_id: str) -> str:
+    """The Hugging Face token configured here (`HF_TOKEN`, or a saved login).
+
+    Raises:
+        ExportError: none is configured; the message names `--push-to-hub REPO`.
+    """
+    import huggingface_hub
+
+    token = huggingface_hub.get_token()
+    if not token:
+        raise ExportError(
+            f"--push-to-hub {repo_id}: no Hugging Face token configured; set HF_TOKEN or run `hf auth login`, "
+            "then export again"
+        )
+    return str(token)
+
+
 def model_card(
-    run_id: str, spec: dict[str, Any], training: dict[str, Any], evaluations: list[dict[str, Any]], intervals: dict[str, RunInterval]
+    run_id: str,
+    spec: dict[str, Any],
+    training: dict[str, Any],
+    evaluations: list[dict[str, Any]],
+    intervals: dict[str, RunInterval],
 ) -> str:
     """The model card (`README.md`) of an exported run: YAML metadata, then what it was trained on and how it scores."""
     dataset = spec.get("dataset") or {}
@@ -97,35 +113,42 @@ def model_card(
         for metric, value in (evaluation.get("metrics") or {}).items():
             metrics_yaml.append(f"      - type: {metric}\n        value: {value:.6g}\n        name: {metric} ({split})")
             bounds = ""
-            if interval is not None and interval.metric == metric and interval.low is not None and interval.high is not None:
+            if (
+                interval is not None
+                and interval.metric == metric
+                and interval.low is not None
+                and interval.high is not None
+            ):
                 bounds = f"[{interval.low:.4f}, {interval.high:.4f}]"
             rows.append(f"| {split} | {metric} | {value:.4f} | {bounds} | {evaluation.get('examples', '')} |")
     hyper = "\n".join(f"| {key} | {value} |" for key, value in sorted(train.items()) if key != "report_to")
-    front = "\n".join([
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: text-classification",
-        f"base_model: {spec.get('model', '')}",
-        f"datasets:\n  - {dataset_name}",
-        "tags:\n  - bert-eval",
-        "model-index:",
-        f"  - name: {run_id}",
-        "    results:",
-        "      - task:\n          type: text-classification",
-        f"        dataset:\n          name: {dataset_name}\n          type: {dataset_name}",
-        "        metrics:",
-        *["  " + line.replace("\n", "\n  ") for line in metrics_yaml],
-        "---",
-    ])
+    front = "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "pipeline_tag: text-classification",
+            f"base_model: {spec.get('model', '')}",
+            f"datasets:\n  - {dataset_name}",
+            "tags:\n  - bert-eval",
+            "model-index:",
+            f"  - name: {run_id}",
+            "    results:",
+            "      - task:\n          type: text-classification",
+            f"        dataset:\n          name: {dataset_name}\n          type: {dataset_name}",
+            "        metrics:",
+            *["  " + line.replace("\n", "\n  ") for line in metrics_yaml],
+            "---",
+        ]
+    )
     train_rows = training.get("train_samples")
     return f"""{front}
 
 # {run_id}
 
-Fine-tuned from `{spec.get('model', '')}` on `{dataset_name}` (split `{dataset.get('train_split', 'train')}`, \
-{train_rows if train_rows is not None else 'all'} training rows, snapshot `{training.get('snapshot_id', '')}`), \
-seed {train.get('seed', '')}, {training.get('steps', '')} steps ({training.get('epochs', '')} epochs), \
-final training loss {training.get('final_loss')}.
+Fine-tuned from `{spec.get("model", "")}` on `{dataset_name}` (split `{dataset.get("train_split", "train")}`, \
+{train_rows if train_rows is not None else "all"} training rows, snapshot `{training.get("snapshot_id", "")}`), \
+seed {train.get("seed", "")}, {training.get("steps", "")} steps ({training.get("epochs", "")} epochs), \
+final training loss {training.get("final_loss")}.
 
 ## Evaluation
 

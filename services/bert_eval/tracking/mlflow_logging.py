@@ -108,7 +108,9 @@ def log_experiment(
     summary = _read_summary(runs_dir, experiment_id)
     search = _read_search(runs_dir, experiment_id)
     parent = finder.find_or_create(
-        f"experiment:{experiment_id}", experiment_id, {"bert_eval.experiment_id": experiment_id, "bert_eval.kind": "experiment"}
+        f"experiment:{experiment_id}",
+        experiment_id,
+        {"bert_eval.experiment_id": experiment_id, "bert_eval.kind": "experiment"},
     )
     logged = LoggedExperiment(uri=uri, mlflow_experiment_id=mlflow_experiment_id, parent_run_id=parent)
     if search is not None:
@@ -147,14 +149,18 @@ class _RunFinder:
     def __init__(self, client: MlflowClient, experiment_id: str, uri: str) -> None:
         self.client, self.experiment_id, self.uri = client, experiment_id, uri
 
-    def find_or_create(self, key: str, name: str, tags: dict[str, str], *, parent: str | None = None,
-                       record: Path | None = None) -> str:
+    def find_or_create(
+        self, key: str, name: str, tags: dict[str, str], *, parent: str | None = None, record: Path | None = None
+    ) -> str:
         """The MLflow run standing for `key`, created (with its key tag, atomically) if there is none."""
         recorded = self._recorded(record, key)
         if recorded is not None:
             return recorded
         found = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=2, order_by=["attributes.start_time ASC"]
+            [self.experiment_id],
+            filter_string=f"tags.`{KEY_TAG}` = '{key}'",
+            max_results=2,
+            order_by=["attributes.start_time ASC"],
         )
         if found:
             run_id = str(found[0].info.run_id)
@@ -229,12 +235,19 @@ def _log_configs(
             if not layout.root.is_dir():
                 continue  # failed before it wrote anything: nothing to log
             tags = {"bert_eval.config": config, "bert_eval.seed": str(specs[run_id]["train"]["seed"])}
-            logged.runs[run_id] = _log_run(client, finder, layout, experiment_id, specs[run_id], tags, config_run, intervals)
+            logged.runs[run_id] = _log_run(
+                client, finder, layout, experiment_id, specs[run_id], tags, config_run, intervals
+            )
             on_run(run_id)
 
 
 def _log_config(
-    client: MlflowClient, mlflow_run: str, spec: dict[str, Any], stats: ConfigStats | None, runs_dir: Path, run_ids: list[str]
+    client: MlflowClient,
+    mlflow_run: str,
+    spec: dict[str, Any],
+    stats: ConfigStats | None,
+    runs_dir: Path,
+    run_ids: list[str],
 ) -> None:
     from mlflow.entities import Param, RunTag
 
@@ -244,15 +257,23 @@ def _log_config(
     if stats is not None:
         m = stats.metric
         metrics = {f"{m}_mean": stats.mean, f"{m}_min": stats.min, f"{m}_max": stats.max, "seeds": float(stats.n)}
-        metrics |= _present({f"{m}_std": stats.std, f"{m}_ci_low": stats.low, f"{m}_ci_high": stats.high,
-                             "p_value_vs_best": stats.p_value})
+        metrics |= _present(
+            {
+                f"{m}_std": stats.std,
+                f"{m}_ci_low": stats.low,
+                f"{m}_ci_high": stats.high,
+                "p_value_vs_best": stats.p_value,
+            }
+        )
         tags += [
             RunTag("bert_eval.mark", stats.mark or "only configuration"),
             RunTag("best", str(stats.mark in ("best", None)).lower()),
             RunTag("not_worse", str(stats.mark in ("best", "not significantly worse", None)).lower()),
         ]
     stamp = _stamp(*(RunLayout(runs_dir, r).root for r in run_ids))
-    client.log_batch(mlflow_run, metrics=_metrics(metrics, stamp), params=[Param(k, v) for k, v in shared.items()], tags=tags)
+    client.log_batch(
+        mlflow_run, metrics=_metrics(metrics, stamp), params=[Param(k, v) for k, v in shared.items()], tags=tags
+    )
     _finish(client, mlflow_run)
 
 
@@ -321,8 +342,17 @@ def _log_run(
     metrics = _history(layout, stamp)
     training = (_read_json(layout.summary_file) or {}).get("summary")
     if isinstance(training, dict):
-        metrics += _metrics(_present({"final_loss": training.get("final_loss"), "train_seconds": training.get("wall_time_s"),
-                                      "resumes": training.get("resumes"), "steps": training.get("steps")}), stamp)
+        metrics += _metrics(
+            _present(
+                {
+                    "final_loss": training.get("final_loss"),
+                    "train_seconds": training.get("wall_time_s"),
+                    "resumes": training.get("resumes"),
+                    "steps": training.get("steps"),
+                }
+            ),
+            stamp,
+        )
     artifacts = []
     for eval_file in sorted(layout.root.glob("eval-*.json")):
         evaluation = _read_json(eval_file) or {}
@@ -330,14 +360,21 @@ def _log_run(
         values = {f"{split}_{name}": value for name, value in (evaluation.get("metrics") or {}).items()}
         interval = intervals.get((run_id, split))
         if interval is not None:
-            values |= _present({f"{split}_{interval.metric}_ci_low": interval.low, f"{split}_{interval.metric}_ci_high": interval.high})
+            values |= _present(
+                {f"{split}_{interval.metric}_ci_low": interval.low, f"{split}_{interval.metric}_ci_high": interval.high}
+            )
         metrics += _metrics(values, stamp)
         artifacts += [eval_file, layout.predictions_file(split)]
     params = [Param(k, v) for k, v in _flatten(spec).items()]
     all_tags = [RunTag(k, v) for k, v in tags.items()]
     # log_batch takes at most 1000 metrics and 100 params per call.
     for start in range(0, max(len(metrics), len(params), 1), 100):
-        client.log_batch(mlflow_run, metrics=metrics[start:start + 100], params=params[start:start + 100], tags=all_tags if start == 0 else [])
+        client.log_batch(
+            mlflow_run,
+            metrics=metrics[start : start + 100],
+            params=params[start : start + 100],
+            tags=all_tags if start == 0 else [],
+        )
     for artifact in artifacts:
         if artifact.is_file():
             client.log_artifact(mlflow_run, str(artifact))
@@ -452,4 +489,3 @@ def _read_summary(runs_dir: Path, experiment_id: str) -> ExperimentSummary | Non
 def _read_search(runs_dir: Path, experiment_id: str) -> SearchRecord | None:
     data = _read_json(experiment_file(runs_dir, experiment_id).with_name(f"{experiment_id}.search.json"))
     return SearchRecord.model_validate(data) if data is not None else None
-

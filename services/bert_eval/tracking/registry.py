@@ -51,15 +51,21 @@ def choose_winner(runs_dir: Path, experiment_id: str) -> tuple[str, str]:
     if search_file.is_file():
         search = SearchRecord.model_validate_json(search_file.read_text())
         if search.best is None:
-            raise InvalidInputError(f"experiment {experiment_id}: register: the search has no completed trial to register")
+            raise InvalidInputError(
+                f"experiment {experiment_id}: register: the search has no completed trial to register"
+            )
         return search.best, f"the search's best trial ({search.metric} on the search slice)"
     summary_file = base.with_name(f"{experiment_id}.summary.json")
     if not summary_file.is_file():
-        raise InvalidInputError(f"experiment {experiment_id}: register: no completed configuration to choose a winner from")
+        raise InvalidInputError(
+            f"experiment {experiment_id}: register: no completed configuration to choose a winner from"
+        )
     summary = ExperimentSummary.model_validate_json(summary_file.read_text())
     best_configs = [c for c in summary.configs if c.mark in ("best", None)]
     if not best_configs:
-        raise InvalidInputError(f"experiment {experiment_id}: register: no completed configuration to choose a winner from")
+        raise InvalidInputError(
+            f"experiment {experiment_id}: register: no completed configuration to choose a winner from"
+        )
     config = max(best_configs, key=lambda c: c.mean if higher_is_better(c.metric) else -c.mean)
     values = {r.run_id: r.value for r in summary.runs if r.config == config.config and r.metric == config.metric}
     sign = 1.0 if higher_is_better(config.metric) else -1.0
@@ -100,13 +106,17 @@ def register_winner(
 
     layout = RunLayout(Path(runs_dir), winner)
     if not (layout.model_dir / "config.json").is_file():
-        raise InvalidInputError(f"run {winner}: register: no final model under {layout.model_dir}; the run has not finished")
+        raise InvalidInputError(
+            f"run {winner}: register: no final model under {layout.model_dir}; the run has not finished"
+        )
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         client.get_registered_model(name)
     except MlflowException:
         try:
-            client.create_registered_model(name, description=f"bert-eval winners; alias {alias!r} moves only on a significant gain")
+            client.create_registered_model(
+                name, description=f"bert-eval winners; alias {alias!r} moves only on a significant gain"
+            )
         except MlflowException:
             client.get_registered_model(name)  # created meanwhile
     version = _version_of(client, name, winner)
@@ -114,7 +124,10 @@ def register_winner(
         client.log_artifacts(mlflow_run_id, str(layout.model_dir), artifact_path="model")
         source = f"{client.get_run(mlflow_run_id).info.artifact_uri}/model"
         created = client.create_model_version(
-            name, source, run_id=mlflow_run_id, tags=_version_tags(layout, experiment_id, winner, reason, split),
+            name,
+            source,
+            run_id=mlflow_run_id,
+            tags=_version_tags(layout, experiment_id, winner, reason, split),
             description=f"{winner}: {reason}",
         )
         version = str(created.version)
@@ -148,7 +161,9 @@ def _version_tags(layout: RunLayout, experiment_id: str, run_id: str, reason: st
     return tags
 
 
-def _maybe_move_alias(client: Any, runs_dir: Path, name: str, alias: str, version: str, run_id: str, split: str) -> tuple[bool, str]:
+def _maybe_move_alias(
+    client: Any, runs_dir: Path, name: str, alias: str, version: str, run_id: str, split: str
+) -> tuple[bool, str]:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -162,7 +177,11 @@ def _maybe_move_alias(client: Any, runs_dir: Path, name: str, alias: str, versio
         return False, f"{name} version {version} ({run_id}) already is {alias!r}"
     holder_run = (holder.tags or {}).get("bert_eval.run_id")
     if not holder_run:
-        return False, f"{alias!r} stays on version {holder.version}: it was not registered by bert-eval, so it cannot be compared"
+        return (
+            False,
+            f"{alias!r} stays on version {holder.version}: it was not registered by bert-eval, "
+            "so it cannot be compared",
+        )
     try:
         new = load_predictions(RunLayout(runs_dir, run_id), split)
         old = load_predictions(RunLayout(runs_dir, holder_run), split)

@@ -25,7 +25,8 @@ def resolve_tracking_uri(uri: str | None, default: str | None) -> str:
     chosen = uri or default
     if not chosen:
         raise TrackingUnavailable(
-            "tracking.mlflow.uri: not set; give it in the experiment file (tracking: {mlflow: {uri: http://host:5000}}) "
+            "tracking.mlflow.uri: not set; give it in the experiment file "
+            "(tracking: {mlflow: {uri: http://host:5000}}) "
             "or set MLFLOW_TRACKING_URI"
         )
     try:
@@ -61,4 +62,6 @@ def check_tracking_server(uri: str, *, timeout_s: float = 5.0) -> None:
         try:
             Path(parts.path).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrackingUnavailable(f"tracking.mlflow.uri {uri}: cannot create the store's directory ({exc})") from None
+            raise TrackingUnavailable(
+                f"tracking.mlflow.uri {uri}: cannot create the store's directory ({exc})"
+            ) from None

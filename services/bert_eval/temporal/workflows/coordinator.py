@@ -375,8 +375,8 @@ class CoordinatorWorkflow:
             )
             return self._tracking
         self._tracking = (
-            f"logged to MLflow at {logged.uri}: experiment {logged.mlflow_experiment_id}, parent run {logged.parent_run_id}, "
-            f"{len(logged.runs)} runs"
+            f"logged to MLflow at {logged.uri}: experiment {logged.mlflow_experiment_id}, "
+            f"parent run {logged.parent_run_id}, {len(logged.runs)} runs"
         )
         if experiment.registry is not None:
             registration = RegisterInput(
@@ -387,10 +387,12 @@ class CoordinatorWorkflow:
                 alias=experiment.registry.mlflow.alias,
                 split=experiment.runs[0].eval.split,
             )
+            heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
             registered = await self._with_backoff(
-                TrackingActivities.register_in_mlflow, registration, heartbeat=timedelta(seconds=request.heartbeat_timeout_s)
+                TrackingActivities.register_in_mlflow, registration, heartbeat=heartbeat
             )
-            self._tracking += f"; {registered.sentence}" if not isinstance(registered, str) else f"; not registered: {registered}"
+            outcome = f"not registered: {registered}" if isinstance(registered, str) else registered.sentence
+            self._tracking += f"; {outcome}"
         return self._tracking
 
     async def _with_backoff(self, method: Any, argument: Any, *, heartbeat: timedelta) -> Any:
@@ -410,7 +412,8 @@ class CoordinatorWorkflow:
             except ActivityError as exc:
                 cause = root_cause(exc)
                 failure = exc.cause
-                if (isinstance(failure, ApplicationError) and failure.non_retryable) or workflow.now() + delay > deadline:
+                bad_input = isinstance(failure, ApplicationError) and failure.non_retryable
+                if bad_input or workflow.now() + delay > deadline:
                     return cause
                 self._tracking = f"MLflow logging waits {delay.total_seconds():.0f} s to try again: {cause}"
                 workflow.logger.warning("experiment %s: %s", self._experiment_id, self._tracking)
