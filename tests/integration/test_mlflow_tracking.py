@@ -185,3 +185,53 @@ def test_experiment_logged_once_per_run_across_a_killed_eval_worker(
     seconds = time.perf_counter() - started
     assert len(fresh.runs) == 4 and len(_mlflow_runs(client, "bert-eval-overhead", "run")) == 4
     print(f"MLflow logging: {seconds:.2f} s for 4 runs, 2 configurations and the parent ({seconds / 4:.2f} s per run)")
+
+
+def test_a_search_logs_its_trials_under_the_experiment_and_registers_its_winner(
+    stack: Stack, tiny_model_dir: Path, mlflow_server: MlflowServer
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.uri, registry_uri=mlflow_server.uri)
+    stack.start_workers("training", "eval")
+    template = tiny_run(
+        tiny_model_dir, "template", max_train_samples=200, batch_size=16, epochs=1, checkpoint_every_steps=None,
+        checkpoint_every_seconds=None, eval_samples=64,
+    )
+    template.pop("run_id")
+    experiment = {
+        "experiment_id": "tracked-search",
+        "defaults": template,
+        "search": {
+            "space": {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}},
+            "sampler": "random",
+            "trials": 3,
+            "max_concurrent": 3,
+            "seed": 1,
+            "objective": {"metric": "accuracy", "holdout": 0.2},
+            "scheduler": {"type": "asha", "min_steps": 3, "reduction_factor": 3},
+        },
+        "tracking": {"mlflow": {"uri": mlflow_server.uri, "experiment": "bert-eval-search"}},
+        "register": {"mlflow": {"name": "sst2-search", "alias": "champion"}},
+    }
+    result = stack.run_experiment(experiment)
+    search = result.search
+    assert search is not None and search.best is not None
+    assert result.tracking is not None and "logged to MLflow" in result.tracking
+
+    [parent] = _mlflow_runs(client, "bert-eval-search", "experiment")
+    runs = {r.data.tags["bert_eval.run_id"]: r for r in _mlflow_runs(client, "bert-eval-search", "run")}
+    assert sorted(runs) == sorted(t.run_id for t in search.trials)
+    for trial in search.trials:
+        logged = runs[trial.run_id]
+        assert logged.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        tags = logged.data.tags
+        assert (tags["bert_eval.trial"], tags["bert_eval.rung"]) == (str(trial.trial), str(trial.rung))
+        assert logged.data.tags["best"] == str(trial.run_id == search.best).lower()
+        objectives = client.get_metric_history(logged.info.run_id, "objective_accuracy")
+        rungs = zip(search.rungs, trial.objectives, strict=False)
+        measured = [(step, value) for step, value in rungs if value is not None]
+        assert sorted((m.step, m.value) for m in objectives) == [(s, pytest.approx(v)) for s, v in measured]
+        assert float(logged.data.params["train.learning_rate"]) == pytest.approx(trial.params["train.learning_rate"])
+    champion = client.get_model_version_by_alias("sst2-search", "champion")
+    assert champion.tags["bert_eval.run_id"] == search.best
