@@ -235,3 +235,53 @@ def test_a_search_logs_its_trials_under_the_experiment_and_registers_its_winner(
         assert float(logged.data.params["train.learning_rate"]) == pytest.approx(trial.params["train.learning_rate"])
     champion = client.get_model_version_by_alias("sst2-search", "champion")
     assert champion.tags["bert_eval.run_id"] == search.best
+
+
+def test_logging_waits_for_an_unreachable_server_says_so_and_catches_up(
+    stack: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from bert_eval.temporal.names import QUERY, coordinator_workflow_id
+    from bert_eval.temporal.payloads import CoordinatorStatus
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    stack.start_workers("training", "eval")
+    run = tiny_run(tiny_model_dir, "late-server", **SMALL)
+    experiment = {"experiment_id": "late-server", "runs": [run], "tracking": {"mlflow": {"uri": uri}}}
+    background = stack.run_in_background(experiment)
+
+    record_file = stack.runs_dir / "experiments" / "late-server.mlflow.json"
+    deadline = time.monotonic() + 300
+    while not (record_file.is_file() and json.loads(record_file.read_text())["state"] == "unreachable"):
+        assert time.monotonic() < deadline and background.running, "the unreachable server was never recorded"
+        time.sleep(0.5)
+    assert uri in json.loads(record_file.read_text())["error"]
+
+    async def status() -> CoordinatorStatus:
+        client = await stack.client()
+        handle = client.get_workflow_handle(coordinator_workflow_id("late-server"))
+        return await handle.query(QUERY.status, result_type=CoordinatorStatus)
+
+    while "waits" not in (asyncio.run(status()).tracking or ""):
+        assert time.monotonic() < deadline, "status never said that logging waits"
+        time.sleep(0.5)
+    assert f"MLflow logging to {uri} failed" in (asyncio.run(status()).tracking or "")
+    assert background.running
+
+    server = start_mlflow_server(tmp_path / "late-mlflow", port=port)
+    try:
+        result = background.result(timeout_s=600)
+        assert [r.status for r in result.runs] == ["completed"]
+        assert result.tracking is not None and result.tracking.startswith(f"logged to MLflow at {uri}")
+        assert json.loads(record_file.read_text())["state"] == "logged"
+        from mlflow import MlflowClient
+
+        runs = MlflowClient(tracking_uri=uri).search_runs(
+            [MlflowClient(tracking_uri=uri).get_experiment_by_name("late-server").experiment_id],
+            filter_string="tags.`bert_eval.kind` = 'run'",
+        )
+        assert [r.data.tags["bert_eval.run_id"] for r in runs] == ["late-server"]
+    finally:
+        server.stop()

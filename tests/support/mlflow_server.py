@@ -31,11 +31,11 @@ class MlflowServer:
                 self.process.wait(timeout=10)
 
 
-def start_mlflow_server(root: Path, *, timeout_s: float = 120.0) -> MlflowServer:
-    """`mlflow server` on 127.0.0.1:<free port>, its store `root/mlflow.db` and artifacts under `root/artifacts`;
-    returns once `/health` answers (RuntimeError with the server's log otherwise)."""
+def start_mlflow_server(root: Path, *, port: int | None = None, timeout_s: float = 120.0) -> MlflowServer:
+    """`mlflow server` on 127.0.0.1:`port` (default: a free one), its store `root/mlflow.db` and artifacts under
+    `root/artifacts`; returns once `/health` answers (RuntimeError with the server's log otherwise)."""
     root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_file = root / "mlflow-server.log"
     argv = [
         sys.executable,

@@ -125,7 +125,6 @@ class TIMEOUTS:
     # experiment's results stand without it (resubmitting the experiment logs them then).
     tracking_start_to_close = timedelta(minutes=20)
     tracking_schedule_to_close = timedelta(minutes=30)
-    tracking_heartbeat = timedelta(seconds=30)
     tracking_retry_maximum = timedelta(seconds=60)
     # Workers send heartbeats at least this often, so progress and cancellation reach training within seconds.
     heartbeat_throttle = timedelta(seconds=2)

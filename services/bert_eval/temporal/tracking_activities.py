@@ -158,16 +158,13 @@ class TrackingActivities:
 
     def _unavailable(self, experiment_id: str, uri: str, cause: str) -> ApplicationError:
         """A retryable failure, also written where `status` and the run records look."""
-        attempt = activity.info().attempt
-        message = (
-            f"experiment {experiment_id}: MLflow logging to {uri} failed "
-            f"(attempt {attempt}, retrying with backoff): {cause}"
-        )
+        message = f"experiment {experiment_id}: MLflow logging to {uri} failed: {cause}"
         record = mlflow_record(self.runs_dir, experiment_id) or {}
         if record.get("state") != "logged":
+            failures = int(record.get("failures", 0)) + 1
             atomic_write_json(
                 tracking_record_file(self.runs_dir, experiment_id),
-                {**record, "state": "unreachable", "uri": uri, "error": message, "attempt": attempt},
+                {**record, "state": "unreachable", "uri": uri, "error": message, "failures": failures},
             )
         log.warning("mlflow unreachable", uri=uri, error=cause)
         return ApplicationError(message, type=TRANSIENT_FAILURE)
