@@ -4,7 +4,8 @@ over the DevTools protocol), for docs/.
     python benchmarks/mlflow_ui_screenshot.py http://127.0.0.1:5000 EXPERIMENT_ID docs/mlflow-nested-runs.png
 
 docs/mlflow-nested-runs.png is tests/integration/test_mlflow_tracking.py's experiment (2 configurations x 2 seeds of
-the tiny random BERT on SST-2 rows) logged to that test's server.
+the tiny random BERT on SST-2 rows), logged again from that test's runs volume (`log_experiment`) into a new MLflow
+experiment of a server on that test's store.
 
 Needs `chromium` (Debian: apt-get install -y chromium) and websocket-client.
 """
