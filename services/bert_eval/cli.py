@@ -153,6 +153,7 @@ def _run(
         if claim == "extend":
             experiment = _extended_on_disk(experiment, runs_dir)
         check_runs_dir(experiment, runs_dir, claim=claim)
+        experiment = _with_tracking(experiment)
     except (ExperimentFileError, SubmissionError) as exc:
         raise _fail(str(exc)) from None
     except ValidationError as exc:
@@ -185,6 +186,25 @@ def _extended_on_disk(experiment: Experiment, runs_dir: Path) -> Experiment:
         f"extending experiment {escape(extended.id)}: {kept} recorded run(s) kept, {len(experiment.runs)} from the file"
     )
     return extended
+
+
+def _with_tracking(experiment: Experiment) -> Experiment:
+    """The experiment with its MLflow tracking URI resolved (the file's, else MLFLOW_TRACKING_URI) and its server
+    answering; an experiment without `tracking:` is logged when MLFLOW_TRACKING_URI is set. Exits 2 otherwise."""
+    from bert_eval.spec import MlflowTracking, TrackingSpec
+    from bert_eval.tracking.server import TrackingUnavailable, check_tracking_server, resolve_tracking_uri
+
+    default = get_settings().mlflow_tracking_uri
+    if experiment.tracking is None and not default:
+        return experiment
+    mlflow = experiment.tracking.mlflow if experiment.tracking is not None else MlflowTracking()
+    try:
+        uri = resolve_tracking_uri(mlflow.uri, default)
+        check_tracking_server(uri)
+    except TrackingUnavailable as exc:
+        raise _fail(str(exc)) from None
+    tracking = TrackingSpec(mlflow=mlflow.model_copy(update={"uri": uri}))
+    return experiment.model_copy(update={"tracking": tracking})
 
 
 async def _submit(
@@ -316,6 +336,8 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
 
 
 def _print_results(result: ExperimentResult) -> None:
+    if result.tracking is not None:
+        console.print(f"mlflow: {result.tracking}", soft_wrap=True, highlight=False)
     if result.search is not None:
         Console().print(_leaderboard(result.search))
         best = next((t for t in result.search.trials if t.run_id == result.search.best), None)
@@ -454,6 +476,8 @@ async def _status(identifier: str) -> None:
                 out.print(_configs_table(found[0].summary))
             for flag in found[0].summary.flags if found[0].summary is not None else []:
                 out.print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
+            if found[0].tracking is not None:
+                out.print(f"mlflow: {found[0].tracking}", soft_wrap=True, highlight=False)
             return
     workflows = await find_workflows(client, identifier)
     if not workflows:
@@ -761,6 +785,29 @@ def plan_command(
     if plan.std_upper is not None:
         upper = f"{plan.seeds_at_upper} seeds" if plan.seeds_at_upper else "more than 100 seeds"
         print(f"the std from {observed} seeds is uncertain: at its 80% upper bound ({plan.std_upper:.4g}), {upper}")
+@app.command("export")
+def export_command(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="a finished run's id")],
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="a new (or empty) directory for the model folder")],
+    push_to_hub: Annotated[
+        Optional[str], typer.Option("--push-to-hub", metavar="REPO", help="also upload it to this Hub repository")
+    ] = None,
+    runs_dir: Annotated[
+        Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")
+    ] = None,
+) -> None:
+    """Write a finished run as a Hugging Face model folder (weights, tokenizer, id2label) with a model card."""
+    from bert_eval.tracking.export import export_run, hub_token
+    from bert_eval.tracking.export import push_to_hub as push
+
+    try:
+        token = hub_token(push_to_hub) if push_to_hub is not None else None  # before anything is written
+        folder = export_run(runs_dir or get_settings().runs_dir, normalize_id(run_id), out_dir)
+        print(f"run {run_id} exported to {folder}")
+        if push_to_hub is not None:
+            print(f"pushed to {push(folder, push_to_hub, token=token)}")
+    except ValueError as exc:  # ExportError, an invalid run id, bad settings
+        raise _fail(" ".join(str(exc).split())) from None
 
 
 app.add_typer(chaos_app, name="chaos")

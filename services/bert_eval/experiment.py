@@ -39,7 +39,7 @@ MAX_FILE_BYTES = 1 << 20
 # Nesting of mappings and lists; an experiment file needs four or five levels.
 _MAX_DEPTH = 32
 
-_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid", "search"}
+_TOP_LEVEL_KEYS = {"experiment_id", "defaults", "runs", "grid", "search", "tracking", "register"}
 
 
 class ExperimentFileError(ValueError):
@@ -184,7 +184,14 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
     search = _search(document.get("search"), specs, source=source)
     try:
         experiment_id = document.get("experiment_id")
-        return Experiment(experiment_id=experiment_id, runs=tuple(specs), search=search).canonical()
+        # `register:` is read under its own name, so an error in it names `register.…`.
+        return Experiment.model_validate({
+            "experiment_id": experiment_id,
+            "runs": tuple(specs),
+            "search": search,
+            "tracking": document.get("tracking"),
+            "register": document.get("register"),
+        }).canonical()
     except ValidationError as exc:
         raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TRAINING_TASK_QUEUE = "bert-training-task-queue"
@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # Prefix of both task queues (`<prefix>-bert-training-task-queue`), so releases sharing one Temporal
     # namespace do not take each other's tasks. Empty: the plain queue names.
     task_queue_prefix: str = ""
+    # MLflow's own variable: the tracking server an experiment with `tracking: {mlflow: {}}` (or without
+    # `tracking:`, when set on the submitting side) logs to.
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri")
+    )
 
     @field_validator("task_queue_prefix")
     @classmethod

@@ -25,6 +25,10 @@ __all__ = [
     "EvalRequest",
     "Experiment",
     "Holdout",
+    "MlflowRegistration",
+    "MlflowTracking",
+    "REPORT_TO_INTEGRATIONS",
+    "RegisterSpec",
     "RunSpec",
     "SEARCHABLE_FIELDS",
     "SEARCH_METRICS",
@@ -34,7 +38,9 @@ __all__ = [
     "Scheduler",
     "SearchSpec",
     "TaskType",
+    "TrackingSpec",
     "TrainHyperparameters",
+    "check_tracking_uri_form",
     "digest",
     "duplicate_run_id",
     "normalize_id",
@@ -202,6 +208,13 @@ class DatasetSpec(_Strict):
         return self.name or self.path or ""
 
 
+# transformers' integrations (`report_to` of TrainingArguments) a run may report to.
+REPORT_TO_INTEGRATIONS = (
+    "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow", "neptune",
+    "swanlab", "tensorboard", "trackio", "wandb",
+)
+
+
 class TrainHyperparameters(_Strict):
     epochs: float = Field(default=1.0, gt=0, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
@@ -234,6 +247,23 @@ class TrainHyperparameters(_Strict):
     dataloader_workers: int | None = Field(default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU")
     cache_tokenization: bool = Field(default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot")
     background_checkpoints: bool = Field(default=True, description="copy state to host memory, write and fsync it off the training thread")
+    # The Trainer's own experiment-tracker integrations, on the training worker (where the run executes and
+    # what it reports to, not what it computes: left out of the fingerprint).
+    report_to: tuple[str, ...] = Field(default=(), description="Trainer integrations, e.g. [wandb]; empty: none")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_integrations(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if names in ("none", ["none"], None):
+            return ()
+        for name in names if isinstance(names, (list, tuple)) else ():
+            if name not in REPORT_TO_INTEGRATIONS:
+                raise ValueError(
+                    f"report_to: {name!r} is not an integration of the Trainer; "
+                    f"choose from {', '.join(REPORT_TO_INTEGRATIONS)}"
+                )
+        return names
 
 
 class EvalRequest(_Strict):
@@ -258,8 +288,8 @@ class Holdout(_Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
-# Fields that say where a run executes, not what it computes: left out of its fingerprint.
-_PLACEMENT_FIELDS = {"train": {"use_gpu"}, "eval": {"use_gpu"}}
+# Fields that say where a run executes (or reports to), not what it computes: left out of its fingerprint.
+_PLACEMENT_FIELDS = {"train": {"use_gpu", "report_to"}, "eval": {"use_gpu"}}
 
 
 class RunSpec(_Strict):
@@ -540,11 +570,88 @@ class SearchSpec(_Strict):
         return self
 
 
+_TRACKING_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "databricks")
+
+
+class MlflowTracking(_Strict):
+    """Where an experiment's results are logged: an MLflow tracking server (or store) and an MLflow experiment."""
+
+    uri: str | None = Field(default=None, max_length=2048, description="None: the MLFLOW_TRACKING_URI setting")
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=500, description="None: the bert-eval experiment id"
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _well_formed(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_tracking_uri_form(value)
+
+
+def check_tracking_uri_form(value: str) -> str:
+    """The URI, trimmed, if it is one MLflow can log to; ValueError naming the URI and what is wrong."""
+    from urllib.parse import urlsplit
+
+    uri = value.strip()
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in _TRACKING_SCHEMES:
+        raise ValueError(
+            f"tracking.mlflow.uri {value!r}: not a tracking URI; use http(s)://host:port of an MLflow server "
+            f"(or one of the schemes {', '.join(_TRACKING_SCHEMES)})"
+        )
+    if scheme in ("http", "https") and (not parts.hostname or any(c.isspace() for c in uri)):
+        raise ValueError(f"tracking.mlflow.uri {value!r}: an http(s) URI needs a host, e.g. http://mlflow:5000")
+    return uri
+
+
+class TrackingSpec(_Strict):
+    """`tracking: {mlflow: {uri, experiment}}`: every run of the experiment logged to MLflow."""
+
+    mlflow: MlflowTracking = MlflowTracking()
+
+
+class MlflowRegistration(_Strict):
+    """The registered model the experiment's winner becomes a version of, and the alias it may move."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+    alias: str = Field(default="champion", min_length=1, max_length=255, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class RegisterSpec(_Strict):
+    """`register: {mlflow: {name, alias}}`: the winner (search winner, or best configuration's best seed)."""
+
+    mlflow: MlflowRegistration
+
+
 class Experiment(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
+
     experiment_id: str | None = None
     runs: tuple[RunSpec, ...] = Field(min_length=1, max_length=1000)
     # A search (search.py) over the one run's hyperparameters, which it uses as every trial's template.
     search: SearchSpec | None = None
+    # Where its results are logged and its winner registered (MLflow); None: nowhere but the runs volume.
+    tracking: TrackingSpec | None = None
+    # Written `register:` (the name `register` is taken by pydantic's base class).
+    registry: RegisterSpec | None = Field(default=None, validation_alias="register")
+
+    @model_validator(mode="after")
+    def _register_has_a_winner(self) -> Experiment:
+        if self.registry is None:
+            return self
+        if self.tracking is None:
+            raise ValueError(
+                "register: the model registry is MLflow's; add tracking: {mlflow: {uri: ...}} "
+                "(or tracking: {mlflow: {}} with MLFLOW_TRACKING_URI set)"
+            )
+        if self.search is None and all(run.eval_only for run in self.runs):
+            raise ValueError(
+                "register: no configuration to choose a winner from (every run is train: null); "
+                "add runs that train (configurations, seeds) or a search:"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_template(self) -> Experiment:
@@ -572,7 +679,13 @@ class Experiment(_Strict):
             default_id = f"search-{digest([self.search.model_dump(mode='json'), runs[0].fingerprint()], length=10)}"
         else:
             default_id = f"exp-{digest([r.id for r in runs], length=10)}"
-        return Experiment(experiment_id=self.experiment_id or default_id, runs=runs, search=self.search)
+        return Experiment(
+            experiment_id=self.experiment_id or default_id,
+            runs=runs,
+            search=self.search,
+            tracking=self.tracking,
+            registry=self.registry,
+        )
 
     @property
     def id(self) -> str:

@@ -65,6 +65,8 @@ class PATCH:
     search_sampling_lag = "search-sampling-lag"
     # A search ranks equal objectives by the slice's loss before the trial index: the ladder's `loss_ties`.
     search_loss_ties = "search-loss-ties"
+    # An experiment with `tracking:` ends by logging to MLflow (and registering its winner with `register:`).
+    mlflow_tracking = "mlflow-tracking"
 
 
 class QUERY:
@@ -96,6 +98,8 @@ class ACTIVITY:
     keep_last_checkpoint = "keep_last_checkpoint"
     record_search_progress = "record_search_progress"
     record_search = "record_search"
+    log_to_mlflow = "log_to_mlflow"
+    register_in_mlflow = "register_in_mlflow"
 
 
 # Error types carried by ApplicationError.type (the core's error classes name them).
@@ -122,6 +126,11 @@ class TIMEOUTS:
     predict_heartbeat = timedelta(minutes=2)
     summarize_start_to_close = timedelta(minutes=30)
     suggest_start_to_close = timedelta(minutes=5)
+    # MLflow logging retries with backoff while the tracking server is away, for at most this long; the
+    # experiment's results stand without it (resubmitting the experiment logs them then).
+    tracking_start_to_close = timedelta(minutes=20)
+    tracking_schedule_to_close = timedelta(minutes=30)
+    tracking_retry_maximum = timedelta(seconds=60)
     # Workers send heartbeats at least this often, so progress and cancellation reach training within seconds.
     heartbeat_throttle = timedelta(seconds=2)
     # Transient failures and lost workers are retried without limit, backing off up to this interval.

@@ -187,6 +187,7 @@ class CoordinatorStatus(BaseModel):
     runs: list[RunStatus]
     summary: ExperimentSummary | None = None  # once every run has ended
     search: SearchOutcome | None = None  # a search's leaderboard
+    tracking: str | None = None  # MLflow logging: where the results are, or why they are not there yet
 
 
 class MatrixCell(BaseModel):
@@ -249,6 +250,7 @@ class ExperimentResult(BaseModel):
     runs: list[RunResult]
     summary: ExperimentSummary | None = None
     search: SearchOutcome | None = None
+    tracking: str | None = None  # MLflow logging: where the results are, or why they are not there yet
 
 
 class SummaryRun(Payload):

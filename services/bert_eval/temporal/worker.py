@@ -22,6 +22,7 @@ from bert_eval.temporal import metrics, pod_annotations
 from bert_eval.temporal.activities import EvalActivities, TrainingActivities
 from bert_eval.temporal.client import MissingSearchAttributesError, connect, ensure_search_attributes
 from bert_eval.temporal.names import TIMEOUTS
+from bert_eval.temporal.tracking_activities import TrackingActivities
 from bert_eval.temporal.workflows import (
     BertEvalWorkflow,
     CheckpointedBertTrainingWorkflow,
@@ -78,7 +79,10 @@ def build_worker(client, kind: WorkerKind, settings: Settings, *, interceptors: 
         client,
         task_queue=eval_queue,
         workflows=[CoordinatorWorkflow, BertEvalWorkflow, LegacyEvalWorkflow, PredictWorkflow],
-        activities=eval_activities.all(),
+        activities=[
+            *eval_activities.all(),
+            *TrackingActivities(runs_dir=settings.runs_dir, default_uri=settings.mlflow_tracking_uri).all(),
+        ],
         max_concurrent_activities=settings.eval_concurrency,
         max_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,
         default_heartbeat_throttle_interval=_MAX_HEARTBEAT_THROTTLE,

@@ -82,13 +82,15 @@ def training_arguments(hp: TrainHyperparameters, plan: DevicePlan, *, output_dir
         lr_scheduler_type="linear",
         optim="adamw_torch_fused" if plan.fused_optimizer else "adamw_torch",
         # The observer logs (reading the on-device loss every `logging_steps`) and the background
-        # writer checkpoints; the Trainer's own versions would read the device or block the step.
+        # writer checkpoints; the Trainer's own versions would read the device or block the step. (Its step
+        # logging would also add entries to the history the run's summary reads: `report_to` integrations
+        # receive the run's arguments and its final training metrics.)
         logging_strategy="no",
         save_strategy="no",
         # Its NaN filter reads every step's loss on the host: a device sync per step.
         logging_nan_inf_filter=False,
         eval_strategy="no",
-        report_to="none",
+        report_to=list(hp.report_to) or "none",
         disable_tqdm=True,
         log_level="error",
         seed=hp.seed,

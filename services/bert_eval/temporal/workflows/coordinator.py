@@ -10,7 +10,11 @@ What it takes (`CoordinatorRequest`):
   with ASHA on checkpoints, continuing as new when its history grows;
 - the reference design's `{"configs": [...]}`: the same runs, answered as a list of `BertEvalResult`.
 
-The `status` query reports each run's phase, the experiment's summary and the search's leaderboard.
+An experiment with `tracking:` ends by logging its results to MLflow (an activity of its own, retried with
+backoff while the server is away, never failing the experiment) and, with `register:`, registering its winner.
+
+The `status` query reports each run's phase, the experiment's summary, the search's leaderboard and where
+the MLflow logging stands.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -70,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         TrainingResult,
     )
     from bert_eval.temporal.search import SearchRunner
+    from bert_eval.temporal.tracking_activities import RegisterInput, TrackingActivities, TrackingInput, TrackingResult
 
 __all__ = ["CoordinatorWorkflow"]
 
@@ -89,6 +96,7 @@ class CoordinatorWorkflow:
         self._snapshot_pins: dict[str, str] = {}  # run_id -> snapshot id the reference input pinned
         self._summary: ExperimentSummary | None = None
         self._search: SearchRunner | None = None
+        self._tracking: str | None = None
 
     @workflow.run
     async def run(self, request: CoordinatorRequest) -> ExperimentResult | list[BertEvalResult]:
@@ -151,7 +159,8 @@ class CoordinatorWorkflow:
         summary = None
         if workflow.patched(PATCH.experiment_summary):
             summary = await self._summarize(experiment, results)
-        return ExperimentResult(experiment_id=experiment.id, runs=list(results), summary=summary)
+        tracking = await self._track(experiment, request)
+        return ExperimentResult(experiment_id=experiment.id, runs=list(results), summary=summary, tracking=tracking)
 
     async def _run_search(self, experiment: Experiment, request: CoordinatorInput) -> ExperimentResult:
         """A search (temporal/search.py): one record per completed or failed trial, the leaderboard in `search`."""
@@ -166,7 +175,8 @@ class CoordinatorWorkflow:
             for t in outcome.trials
             if t.state in (TrialState.completed, TrialState.failed)
         ]
-        return ExperimentResult(experiment_id=experiment.id, runs=runs, search=outcome)
+        tracking = await self._track(experiment, request)
+        return ExperimentResult(experiment_id=experiment.id, runs=runs, search=outcome, tracking=tracking)
 
     # --- one run: evaluate only, or train (or reuse) then evaluate --------------------------------------------
 
@@ -347,6 +357,69 @@ class CoordinatorWorkflow:
             workflow.logger.warning("experiment %s: no statistics: %s", experiment.id, root_cause(exc))
         return self._summary
 
+    async def _track(self, experiment: Experiment, request: CoordinatorInput) -> str | None:
+        """Log the results to MLflow (and register the winner), retrying with backoff while the server is away,
+        for at most TIMEOUTS.tracking_schedule_to_close; the experiment's results stand whatever happens."""
+        if experiment.tracking is None or not workflow.patched(PATCH.mlflow_tracking):
+            return None
+        mlflow = experiment.tracking.mlflow
+        target = TrackingInput(experiment_id=experiment.id, uri=mlflow.uri, mlflow_experiment=mlflow.experiment)
+        self._tracking = f"logging to MLflow at {mlflow.uri or 'MLFLOW_TRACKING_URI'}"
+        logged = await self._with_backoff(
+            TrackingActivities.log_to_mlflow, target, heartbeat=timedelta(seconds=request.heartbeat_timeout_s)
+        )
+        if not isinstance(logged, TrackingResult):
+            self._tracking = (
+                f"not logged to MLflow: {logged}; the results are on the runs volume: resubmit the experiment once the "
+                "tracking server is back to log them"
+            )
+            return self._tracking
+        self._tracking = (
+            f"logged to MLflow at {logged.uri}: experiment {logged.mlflow_experiment_id}, "
+            f"parent run {logged.parent_run_id}, {len(logged.runs)} runs"
+        )
+        if experiment.registry is not None:
+            registration = RegisterInput(
+                experiment_id=experiment.id,
+                uri=logged.uri,
+                runs=logged.runs,
+                name=experiment.registry.mlflow.name,
+                alias=experiment.registry.mlflow.alias,
+                split=experiment.runs[0].eval.split,
+            )
+            heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
+            registered = await self._with_backoff(
+                TrackingActivities.register_in_mlflow, registration, heartbeat=heartbeat
+            )
+            outcome = f"not registered: {registered}" if isinstance(registered, str) else registered.sentence
+            self._tracking += f"; {outcome}"
+        return self._tracking
+
+    async def _with_backoff(self, method: Any, argument: Any, *, heartbeat: timedelta) -> Any:
+        """One tracking activity, called again after a failure (doubling the wait up to a minute) until it
+        succeeds, fails on bad input, or the tracking deadline passes; returns its result or the last error."""
+        deadline = workflow.now() + TIMEOUTS.tracking_schedule_to_close
+        delay = TIMEOUTS.retry_initial
+        while True:
+            try:
+                return await workflow.execute_activity_method(
+                    method,
+                    argument,
+                    start_to_close_timeout=TIMEOUTS.tracking_start_to_close,
+                    heartbeat_timeout=heartbeat,
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+            except ActivityError as exc:
+                cause = root_cause(exc)
+                failure = exc.cause
+                bad_input = isinstance(failure, ApplicationError) and failure.non_retryable
+                if bad_input or workflow.now() + delay > deadline:
+                    return cause
+                self._tracking = f"MLflow logging waits {delay.total_seconds():.0f} s to try again: {cause}"
+                workflow.logger.warning("experiment %s: %s", self._experiment_id, self._tracking)
+                await workflow.sleep(delay)
+                delay = min(delay * 2, TIMEOUTS.tracking_retry_maximum)
+
     def _failed(self, run_id: str, error: str) -> RunResult:
         status = self._status[run_id]
         status.phase, status.error = RunPhase.failed, error
@@ -359,7 +432,13 @@ class CoordinatorWorkflow:
     def status(self) -> CoordinatorStatus:
         """Each run's phase, the experiment's summary once computed, and a search's leaderboard."""
         search = self._search.outcome() if self._search is not None else None
-        return CoordinatorStatus(experiment_id=self._experiment_id, runs=list(self._status.values()), summary=self._summary, search=search)
+        return CoordinatorStatus(
+            experiment_id=self._experiment_id,
+            runs=list(self._status.values()),
+            summary=self._summary,
+            search=search,
+            tracking=self._tracking,
+        )
 
 
 # --- patch checks (docs/versioning.md): each called where its command goes, so recorded histories replay ---
