@@ -28,7 +28,7 @@ import numpy as np
 from scipy import stats
 
 from bert_eval.core.evaluation.task_metrics import metric_function, metric_names
-from bert_eval.spec import TaskType
+from bert_eval.spec import TaskType, higher_is_better
 
 if TYPE_CHECKING:
     from bert_eval.core.evaluation.predictions import Predictions
@@ -56,8 +56,6 @@ BOOTSTRAP_SEED = 162024  # fixed: the same predictions always give the same inte
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05
-# Smaller is better for these metrics; larger for every other one.
-LOWER_IS_BETTER = frozenset({"mse"})
 # Metrics bounded by ±1, stated in points (hundredths) in sentences.
 _IN_POINTS = frozenset({"accuracy", "f1", "mcc", "pearson", "spearman"})
 # Metrics that are the mean of a per-example term (`accuracy_score`, `mean_squared_error`): resampled as
@@ -70,10 +68,6 @@ _MEAN_OF: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 _BATCH_INDICES = 1 << 22
 # The fewest seed pairs with which a two-sided Wilcoxon signed-rank test can reach p < 0.05 (2 / 2**6).
 MIN_WILCOXON_PAIRS = 6
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def default_metric(task: TaskType) -> str:
