@@ -64,7 +64,11 @@ def log_ticks(axes: Axes, axis: str = "x") -> None:
     from matplotlib import ticker
 
     target = axes.xaxis if axis == "x" else axes.yaxis
-    target.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=6))
+    low, high = sorted(axes.get_xlim() if axis == "x" else axes.get_ylim())
+    decades = math.log10(high / low) if low > 0 else 0.0
+    # 1, 2 and 5 times each power of ten over a span of two decades or less; beyond, powers of ten only.
+    subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
+    target.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=6))
     target.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10)), numticks=12))
     target.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.0e}" if value < 0.01 or value >= 1e4 else f"{value:g}"))
     target.set_minor_formatter(ticker.NullFormatter())
@@ -345,6 +349,7 @@ def params_png(search: SearchOutcome) -> bytes:
             if trial.run_id == search.best:
                 axes.scatter([x], [y], marker="*", s=260, facecolors="none", edgecolors=WINNER_GOLD, linewidths=2, zorder=4)
         log = log_scale(search, name)
+        axes.margins(x=0.08, y=0.12)
         if log:
             axes.set_xscale("log")
             log_ticks(axes, "x")
@@ -353,7 +358,6 @@ def params_png(search: SearchOutcome) -> bytes:
             axes.set_ylabel(search.metric)
         else:
             axes.tick_params(labelleft=False)
-        axes.margins(x=0.08, y=0.12)
         axes.grid(alpha=0.3)
     if scatter is not None:
         _rung_colourbar(figure, scatter, search, top, figure.axes)
