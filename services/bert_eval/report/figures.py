@@ -54,7 +54,10 @@ def _figure(width: float, height: float) -> Figure:
 
 def _png(figure: Figure, *, tight: bool = False) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", **({"bbox_inches": "tight"} if tight else {}))
+    if tight:
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+    else:
+        figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
@@ -115,8 +118,7 @@ def config_forest_png(summary: ExperimentSummary) -> bytes:
         Line2D([], [], color=NOT_WORSE_COLOUR, marker="o", label="not significantly worse"),
         Line2D([], [], color=WORSE_COLOUR, marker="o", label="significantly worse / untested"),
     ]
-    axes.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.6 / (1.4 + 0.32 * len(configs))),
-                ncol=3, fontsize="small", frameon=False)  # fmt: skip
+    axes.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     axes.set_title(f"configurations on {summary.split}")
     return _png(figure, tight=True)
 
