@@ -13,7 +13,9 @@ Every row runs both sides in this one process, on the same model, rows and devic
   recovery     SIGKILL the training worker after its first checkpoint; a replacement picks up the retry
   scale        one experiment of N tiny runs; the longest training workflow history
   search       ASHA vs the full search, bert-eval vs Optuna standalone, kill survival (search_bench.py)
-It prints a table with ratios and writes JSON (benchmarks/results/latest-<device>.json).
+It prints a table with ratios and writes JSON (benchmarks/results/latest-<device>.json). The orchestration rows
+start their dev server and workers through the product (bench_stack.py), as `bert-eval up` does. `--quick`
+is a smoke run of every row group (tiny random BERT, one round each side): its numbers say the rows run.
 
 Rows whose inputs are missing on the machine are skipped with a printed reason (and listed under
 "skipped" in the JSON): the coordinator, recovery and many-runs rows need temporalio and the Temporal
