@@ -578,7 +578,9 @@ class Bench:
 
         force_cpu = "true" if self.sizes.device == "cpu" else "false"
         log_dir, runs_dir = self.fresh(f"{name}-logs"), self.fresh(f"{name}-runs")
-        stack = BenchStack.start(runs_dir=runs_dir, data_dir=self.data_dir, log_dir=log_dir, BERT_EVAL_FORCE_CPU=force_cpu)
+        stack = BenchStack.start(
+            runs_dir=runs_dir, data_dir=self.data_dir, log_dir=log_dir, BERT_EVAL_FORCE_CPU=force_cpu
+        )
         try:
             stack.start_worker("eval", wait=False, BERT_EVAL_EVAL_CONCURRENCY="8")
             stack.start_worker("training", wait=False)

@@ -131,7 +131,9 @@ class BenchStack:
         port = free_port()
         server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=log_dir / "temporal.log")
         address = f"127.0.0.1:{port}"
-        return cls(address=address, runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=server, extra_env=extra_env)
+        return cls(
+            address=address, runs_dir=runs_dir, data_dir=data_dir, log_dir=log_dir, server=server, extra_env=extra_env
+        )
 
     def env(self, **overrides: str) -> dict[str, str]:
         """A worker's environment: this process's, pointed at this stack's server, runs and data."""
@@ -184,7 +186,9 @@ class BenchStack:
         """Submit the experiment (with these submission settings) and wait for its result. Raises
         TimeoutError after `timeout_s`, or what the coordinator failed with."""
         parsed = experiment if isinstance(experiment, Experiment) else parse_experiment(experiment)
-        submission = Settings(runs_dir=self.runs_dir, data_dir=self.data_dir, heartbeat_timeout_s=heartbeat_timeout_s, **settings)
+        submission = Settings(
+            runs_dir=self.runs_dir, data_dir=self.data_dir, heartbeat_timeout_s=heartbeat_timeout_s, **settings
+        )
 
         async def go() -> ExperimentResult:
             handle = await start_experiment(await self.client(), parsed, submission)

@@ -32,6 +32,7 @@ if __name__ == "__main__":
     from bert_eval.cli import main
     from bert_eval.core.training.callbacks import ProgressEvents
 
-    ProgressEvents.on_step_end = _paced(ProgressEvents.on_step_end, float(os.environ[PACE_ENV]))  # type: ignore[method-assign]
+    pace_s = float(os.environ[PACE_ENV])
+    ProgressEvents.on_step_end = _paced(ProgressEvents.on_step_end, pace_s)  # type: ignore[method-assign]
     sys.argv[0] = "bert-eval"
     main()

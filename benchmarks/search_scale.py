@@ -70,7 +70,9 @@ def main() -> int:
         root = Path(tmp)
         model = Bench(QUICK, root, data_dir).tiny_model()  # 2 layers, 32 wide, random weights, MiniLM's tokenizer
         (root / "runs").mkdir()
-        stack = BenchStack.start(runs_dir=root / "runs", data_dir=data_dir, log_dir=root / "logs", BERT_EVAL_FORCE_CPU="true")
+        stack = BenchStack.start(
+            runs_dir=root / "runs", data_dir=data_dir, log_dir=root / "logs", BERT_EVAL_FORCE_CPU="true"
+        )
         try:
             for kind in ("eval", *["training"] * args.training_workers):
                 stack.start_worker(kind, wait=False, BERT_EVAL_EVAL_CONCURRENCY="8")

@@ -205,7 +205,8 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
     table = _table(f"experiment {status.experiment_id}", "run", "phase / progress", "metrics / error")
     for run in status.runs:
         p = progress.get(run.run_id)
-        lines = [(p.phase if p and run.phase.value == "training" else run.phase.value) + (" (reused)" if run.reused else "")]
+        phase = p.phase if p and run.phase.value == "training" else run.phase.value
+        lines = [phase + (" (reused)" if run.reused else "")]
         if p and p.total_steps:
             lines.append(f"step {p.step}/{p.total_steps}")
         if p:
@@ -257,13 +258,16 @@ def _print_results(result: ExperimentResult) -> None:
             objective = f"{result.search.metric} {best.objective:.4f}" if best.objective is not None else ""
             Console().print(f"best trial {best.trial} ({best.run_id}): {objective} on the search slice; {metrics} on the eval split")
         return
-    table = _table(f"experiment {result.experiment_id}: results", "run [config]", "status / training", "metrics / error (95% CI)")
+    table = _table(
+        f"experiment {result.experiment_id}: results", "run [config]", "status / training", "metrics / error (95% CI)"
+    )
     intervals = {r.run_id: r for r in result.summary.runs} if result.summary else {}
     for run in result.runs:
         summary = run.training
         lines = [run.status + (" (reused)" if run.reused else "")]
         if summary is not None:
-            lines.append(f"{summary.steps} steps" + (f", final loss {summary.final_loss:.4f}" if summary.final_loss is not None else ""))
+            loss = f", final loss {summary.final_loss:.4f}" if summary.final_loss is not None else ""
+            lines.append(f"{summary.steps} steps{loss}")
             if summary.resumes:
                 lines.append(f"resumed {summary.resumes}×")
             # The label set training used (recorded in the run's training summary): a stray class shows here.
@@ -487,7 +491,8 @@ def predict(
     if json_out:
         print(result.model_dump_json(indent=2))
         return
-    table = _table(f"predictions of run {result.run_id}", "text", "label", "confidence" if not result.scores else "score")
+    score = "confidence" if not result.scores else "score"
+    table = _table(f"predictions of run {result.run_id}", "text", "label", score)
     for index, text in enumerate(result.texts):
         value = result.scores[index] if result.scores else result.confidences[index]
         table.add_row(text, result.predicted_labels[index], f"{value:.4f}")

@@ -36,7 +36,10 @@ ROW_GROUPS = (
 def _checkout(destination: Path) -> Path:
     """The repository's files as a clone has them: tracked files and new files not ignored (git's view)."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         source = REPO / name
@@ -61,9 +64,15 @@ def test_bench_quick_runs_every_row_group_from_a_fresh_checkout(tmp_path: Path, 
     }
     done = subprocess.run(
         [sys.executable, "benchmarks/bench.py", "--quick", "--out", str(out), "--work", str(tmp_path / "work")],
-        cwd=checkout, env=env, capture_output=True, text=True, timeout=2300,
-    )  # fmt: skip
-    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2300,
+    )
+    assert done.returncode == 0, (
+        f"exit {done.returncode}\nstdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
+    )
     assert "| row | ours | baseline | ratio | target | note |" in done.stdout
     table = done.stdout[done.stdout.index("| row | ours |") :]
     for group in ROW_GROUPS:

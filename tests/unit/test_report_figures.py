@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -50,17 +51,37 @@ def _write_big_search(runs_dir: Path) -> None:
         if failed:
             objectives[-1] = None
         steps = RUNGS[rung]
-        history = [{"step": s, "loss": float(0.7 * np.exp(-s / (20 + index % 17)) + rng.normal(0, 0.01))} for s in range(1, steps + 1)]
+        history = [
+            {"step": s, "loss": float(0.7 * np.exp(-s / (20 + index % 17)) + rng.normal(0, 0.01))}
+            for s in range(1, steps + 1)
+        ]
         atomic_write_json(RunLayout(runs_dir, run_id).history_file, {"log_history": history})
-        trials.append({
-            "trial": index, "run_id": run_id, "rung": rung, "steps": steps, "state": state,
-            "params": {"train.learning_rate": float(10 ** rng.uniform(-5, np.log10(3e-4))), "train.warmup_ratio": float(rng.uniform(0, 0.2))},
-            "objective": objectives[-1], "objectives": objectives,
-            "error": "fine_tune: out of memory" if failed else None,
-        })  # fmt: skip
+        trials.append(
+            {
+                "trial": index,
+                "run_id": run_id,
+                "rung": rung,
+                "steps": steps,
+                "state": state,
+                "params": {
+                    "train.learning_rate": float(10 ** rng.uniform(-5, np.log10(3e-4))),
+                    "train.warmup_ratio": float(rng.uniform(0, 0.2)),
+                },
+                "objective": objectives[-1],
+                "objectives": objectives,
+                "error": "fine_tune: out of memory" if failed else None,
+            }
+        )
     best = max((t for t in trials if t["state"] == "completed"), key=lambda t: t["objective"])
-    outcome = {"experiment_id": SEARCH, "metric": "accuracy", "maximize": True, "rungs": RUNGS, "trials": trials,
-               "best": best["run_id"], "finished": True}  # fmt: skip
+    outcome = {
+        "experiment_id": SEARCH,
+        "metric": "accuracy",
+        "maximize": True,
+        "rungs": RUNGS,
+        "trials": trials,
+        "best": best["run_id"],
+        "finished": True,
+    }
     record = experiment_file(runs_dir, SEARCH)
     atomic_write_json(record.with_name(f"{SEARCH}.search.json"), outcome)
     atomic_write_json(record, {"experiment_id": SEARCH, "run_ids": ["template"]})
@@ -72,7 +93,11 @@ def test_a_search_of_120_trials_has_a_bounded_number_of_figures(runs_dir: Path, 
     html = report.read_text()
     images = _images(html)
     assert set(images) == {"training loss of every trial", "rung ladder", "searched parameters against the objective"}
-    assert sorted(p.name for p in report.parent.glob("*.png")) == ["params-vs-objective.png", "rung-ladder.png", "trial-curves.png"]
+    assert sorted(p.name for p in report.parent.glob("*.png")) == [
+        "params-vs-objective.png",
+        "rung-ladder.png",
+        "trial-curves.png",
+    ]
     # Every trial is still in the tables, and per-run charts are offered, not drawn.
     assert len(re.findall(r'<tr id="trial-', html)) == TRIALS and len(re.findall(r'<tr id="row-', html)) == TRIALS
     assert "bert-eval report --per-run" in html
@@ -98,18 +123,40 @@ def _write_seeded_experiment(runs_dir: Path) -> str:
         ids = [f"{config}-s{seed}" for seed in range(len(values))]
         run_ids += ids
         mean = float(np.mean(values))
-        configs.append({
-            "config": config, "metric": "accuracy", "runs": ids, "n": len(values), "mean": mean,
-            "std": float(np.std(values, ddof=1)), "min": min(values), "max": max(values),
-            "low": mean - 0.006, "high": mean + 0.006, "mark": mark, "p_value": None if mark == "best" else 0.2 if index == 1 else 0.001,
-        })  # fmt: skip
+        configs.append(
+            {
+                "config": config,
+                "metric": "accuracy",
+                "runs": ids,
+                "n": len(values),
+                "mean": mean,
+                "std": float(np.std(values, ddof=1)),
+                "min": min(values),
+                "max": max(values),
+                "low": mean - 0.006,
+                "high": mean + 0.006,
+                "mark": mark,
+                "p_value": None if mark == "best" else 0.2 if index == 1 else 0.001,
+            }
+        )
         for seed, (run_id, value) in enumerate(zip(ids, values, strict=True)):
-            runs.append({"run_id": run_id, "config": config, "metric": "accuracy", "value": value, "low": value - 0.02, "high": value + 0.02})
+            runs.append(
+                {
+                    "run_id": run_id,
+                    "config": config,
+                    "metric": "accuracy",
+                    "value": value,
+                    "low": value - 0.02,
+                    "high": value + 0.02,
+                }
+            )
             history = [{"step": s, "loss": 0.7 * np.exp(-s / (10 + 5 * index)) + 0.01 * seed} for s in range(1, 31)]
             atomic_write_json(RunLayout(runs_dir, run_id).history_file, {"log_history": history})
     record = experiment_file(runs_dir, experiment)
     atomic_write_json(record, {"experiment_id": experiment, "run_ids": run_ids})
-    atomic_write_json(record.with_name(f"{experiment}.summary.json"), {"split": "validation", "configs": configs, "runs": runs})
+    atomic_write_json(
+        record.with_name(f"{experiment}.summary.json"), {"split": "validation", "configs": configs, "runs": runs}
+    )
     return experiment
 
 
@@ -126,8 +173,10 @@ def test_the_configurations_forest_plot_marks_the_best_and_those_not_worse(runs_
     assert _pixels_near(runs_forest, _hex(BEST_COLOUR)) > 50 and _pixels_near(runs_forest, _hex(WORSE_COLOUR)) > 50
     # Nine runs, three configurations: one loss chart with the seeds overlaid, not nine.
     assert set(_images(html)) == {
-        "configurations: mean and 95% interval", "runs: 95% intervals", "training loss by configuration",
-    }  # fmt: skip
+        "configurations: mean and 95% interval",
+        "runs: 95% intervals",
+        "training loss by configuration",
+    }
     assert "lr-3e-5 (mean of 3)" not in html  # the legend is in the picture; the table names the marks
     assert re.search(r"<td>lr-5e-5</td><td>3</td>.*?<td>not significantly worse</td>", html)
 
@@ -136,9 +185,23 @@ def test_the_best_configuration_is_drawn_even_without_an_interval() -> None:
     from bert_eval.core.records import ExperimentSummary
     from bert_eval.report.figures import config_forest_png
 
-    summary = ExperimentSummary.model_validate({"split": "validation", "configs": [
-        {"config": "only", "metric": "mse", "runs": ["a"], "n": 1, "mean": 0.3, "min": 0.3, "max": 0.3, "mark": "best"},
-    ]})  # fmt: skip
+    summary = ExperimentSummary.model_validate(
+        {
+            "split": "validation",
+            "configs": [
+                {
+                    "config": "only",
+                    "metric": "mse",
+                    "runs": ["a"],
+                    "n": 1,
+                    "mean": 0.3,
+                    "min": 0.3,
+                    "max": 0.3,
+                    "mark": "best",
+                },
+            ],
+        }
+    )
     assert _pixels_near(config_forest_png(summary), _hex(BEST_COLOUR)) > 50
 
 
@@ -162,3 +225,13 @@ def test_log_axis_tick_labels_do_not_overlap(low: float, high: float) -> None:
     assert len(boxes) >= 2, "at least two labelled ticks"
     for first, second in itertools.combinations(boxes, 2):
         assert not first.overlaps(second), (low, high, [label.get_text() for label in shown])
+
+
+def test_a_search_naming_a_run_outside_the_runs_directory_is_not_read(runs_dir: Path, tmp_path: Path) -> None:
+    _write_big_search(runs_dir)
+    path = experiment_file(runs_dir, SEARCH).with_name(f"{SEARCH}.search.json")
+    outcome = json.loads(path.read_text())
+    outcome["trials"][3]["run_id"] = "../../etc"
+    path.write_text(json.dumps(outcome))
+    html = write_report(runs_dir, SEARCH, tmp_path / "out").read_text()
+    assert "names run ids that are not canonical ('../../etc')" in html and '<table class="leaderboard">' not in html

@@ -56,7 +56,11 @@ def _ask(port: int, path: str) -> bytes:
 def test_a_client_hanging_up_before_the_reply_leaves_only_json_lines() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        [sys.executable, "-c", _SERVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         assert process.stdout is not None and process.stdin is not None
@@ -78,7 +82,9 @@ def test_a_client_hanging_up_before_the_reply_leaves_only_json_lines() -> None:
             parsed.append(json.loads(line))
         except ValueError:
             pytest.fail(f"non-JSON line in the worker's output: {line!r}\nwhole output:\n" + "\n".join(lines))
-    disconnects = [entry for entry in parsed if entry.get("event") == "worker HTTP client disconnected before the reply"]
+    disconnects = [
+        entry for entry in parsed if entry.get("event") == "worker HTTP client disconnected before the reply"
+    ]
     assert len(disconnects) == 3, parsed
     assert all(entry["path"] == "/readyz" and entry["level"] == "debug" for entry in disconnects)
     assert not [entry for entry in parsed if entry.get("level") == "error"], parsed

@@ -51,7 +51,9 @@ def report_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="EXPERIMENT_ID") from None
     try:
-        path = write_report(get_settings().runs_dir, experiment_id, out or Path("reports") / experiment_id, per_run_charts=per_run)
+        path = write_report(
+            get_settings().runs_dir, experiment_id, out or Path("reports") / experiment_id, per_run_charts=per_run
+        )
     except ReportError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -183,6 +183,13 @@ def _experiment_run_ids(runs_dir: Path, experiment_id: str) -> list[str]:
     return run_ids
 
 
+def _canonical(run_id: str) -> bool:
+    try:
+        return normalize_id(run_id) == run_id
+    except ValueError:
+        return False
+
+
 def _read_search(runs_dir: Path, experiment_id: str) -> tuple[SearchOutcome | None, str | None]:
     """The search's outcome, or None for a plain experiment; a record that cannot be read gives a problem."""
     path = experiment_file(runs_dir, experiment_id).with_name(f"{experiment_id}.search.json")
@@ -192,9 +199,13 @@ def _read_search(runs_dir: Path, experiment_id: str) -> tuple[SearchOutcome | No
         return None, None
     except (OSError, ValidationError) as exc:
         return None, f"{path.name} unreadable ({exc.__class__.__name__}): the search's trials are not shown"
-    odd = [t.run_id for t in search.trials if normalize_id(t.run_id) != t.run_id]
+    odd = [t.run_id for t in search.trials if not _canonical(t.run_id)]
     if odd:  # a run id becomes a path below: refuse one that could leave the runs directory
-        return None, f"{path.name} names run ids that are not canonical ({', '.join(map(repr, odd[:3]))}): the search's trials are not shown"
+        return (
+            None,
+            f"{path.name} names run ids that are not canonical ({', '.join(map(repr, odd[:3]))}): "
+            "the search's trials are not shown",
+        )
     return search, None
 
 
@@ -222,7 +233,9 @@ def rung_points(runs_dir: Path, search: SearchOutcome, trial: SearchTrial) -> li
     """(step, objective) of each rung the trial reached. The steps are those of its `rungs/step-<N>.json`
     (a trial with another budget than the template's has other rungs); without them, the template's rungs
     and the trial's own last step."""
-    names = [p.stem.removeprefix("step-") for p in (RunLayout(runs_dir, trial.run_id).root / "rungs").glob("step-*.json")]
+    names = [
+        p.stem.removeprefix("step-") for p in (RunLayout(runs_dir, trial.run_id).root / "rungs").glob("step-*.json")
+    ]
     recorded = sorted(int(n) for n in names if n.isdigit())
     points: list[tuple[int, float | None]] = []
     for rung, objective in enumerate(trial.objectives):
@@ -283,7 +296,9 @@ def searched_params(search: SearchOutcome) -> list[str]:
 
 def measured(search: SearchOutcome, name: str) -> list[tuple[SearchTrial, float, float]]:
     """(trial, its value of `name`, its objective at its highest rung) for each trial with that objective."""
-    return [(t, float(t.params[name]), t.objective) for t in search.trials if t.objective is not None and name in t.params]
+    return [
+        (t, float(t.params[name]), t.objective) for t in search.trials if t.objective is not None and name in t.params
+    ]
 
 
 def log_scale(search: SearchOutcome, name: str) -> bool:

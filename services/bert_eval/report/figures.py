@@ -73,7 +73,9 @@ def log_ticks(axes: Axes, axis: str = "x") -> None:
     subs = (1.0, 2.0, 5.0) if decades <= 2 else (1.0,)
     target.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=6))
     target.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10)), numticks=12))
-    target.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.0e}" if value < 0.01 or value >= 1e4 else f"{value:g}"))
+    target.set_major_formatter(
+        ticker.FuncFormatter(lambda value, _: f"{value:.0e}" if value < 0.01 or value >= 1e4 else f"{value:g}")
+    )
     target.set_minor_formatter(ticker.NullFormatter())
     if axis == "x":
         axes.tick_params(axis="x", labelrotation=35)
@@ -102,8 +104,17 @@ def config_forest_png(summary: ExperimentSummary) -> bytes:
         colour = _mark_colour(config.mark)
         if config.low is not None and config.high is not None:
             axes.hlines(row, config.low, config.high, color=colour, linewidth=2.4)
-        axes.plot([config.mean], [row], marker="*" if config.mark == "best" else "o", markersize=14 if config.mark == "best" else 7,
-                  color=colour, markeredgecolor="black", markeredgewidth=0.6, linestyle="", zorder=3)  # fmt: skip
+        axes.plot(
+            [config.mean],
+            [row],
+            marker="*" if config.mark == "best" else "o",
+            markersize=14 if config.mark == "best" else 7,
+            color=colour,
+            markeredgecolor="black",
+            markeredgewidth=0.6,
+            linestyle="",
+            zorder=3,
+        )
         axes.plot([config.min, config.max], [row, row], marker="|", markersize=9, color=colour, linestyle="", alpha=0.6)
     best = next((c for c in configs if c.mark == "best"), None)
     if best is not None:
@@ -137,7 +148,9 @@ def run_forest_png(summary: ExperimentSummary) -> bytes:
         if run.low is not None and run.high is not None:
             axes.hlines(row, run.low, run.high, color=colour, linewidth=1.8)
         axes.plot([run.value], [row], marker="o", markersize=5, color=colour, linestyle="", zorder=3)
-    axes.set_yticks(rows, [f"{r.run_id} [{r.config}]" if r.config != r.run_id else r.run_id for r in runs], fontsize="small")
+    axes.set_yticks(
+        rows, [f"{r.run_id} [{r.config}]" if r.config != r.run_id else r.run_id for r in runs], fontsize="small"
+    )
     axes.set_ylim(-0.7, len(runs) - 0.3)
     metric = runs[0].metric if runs else ""
     axes.set_xlabel(f"{metric} on {summary.split}: each run's 95% bootstrap interval over examples")
@@ -205,7 +218,9 @@ def _rung_colours(search: SearchOutcome) -> tuple[Any, Any, int]:
 
 def _rung_colourbar(figure: Figure, mappable: Any, search: SearchOutcome, top: int, axes: Any) -> None:
     bar = figure.colorbar(mappable, ax=axes, ticks=list(range(top + 1)), fraction=0.04, pad=0.02)
-    bar.ax.set_yticklabels([f"{r} ({search.rungs[r]} steps)" if r < len(search.rungs) else str(r) for r in range(top + 1)])
+    bar.ax.set_yticklabels(
+        [f"{r} ({search.rungs[r]} steps)" if r < len(search.rungs) else str(r) for r in range(top + 1)]
+    )
     bar.set_label("rung reached")
 
 
@@ -295,12 +310,31 @@ def rung_ladder_png(search: SearchOutcome, points: dict[str, list[tuple[int, flo
         last = (steps[-1], objectives[-1])
         if trial.run_id == search.best:
             axes.plot(steps, objectives, color=WINNER_GOLD, linewidth=3.2, marker="o", zorder=6)
-            axes.plot(*last, color=WINNER_GOLD, marker="*", markersize=18, markeredgecolor="black", linestyle="", zorder=7)
-            legend[f"winner (trial {trial.trial})"] = Line2D([], [], color=WINNER_GOLD, linewidth=3.2, marker="*", markersize=12,
-                                                              markeredgecolor="black")  # fmt: skip
+            axes.plot(
+                *last, color=WINNER_GOLD, marker="*", markersize=18, markeredgecolor="black", linestyle="", zorder=7
+            )
+            legend[f"winner (trial {trial.trial})"] = Line2D(
+                [], [], color=WINNER_GOLD, linewidth=3.2, marker="*", markersize=12, markeredgecolor="black"
+            )
         elif trial.state is TrialState.stopped:
-            axes.plot(steps, objectives, color=STOPPED_GREY, alpha=0.4 if many else 0.7, linewidth=0.8 if many else 1, marker=".", zorder=2)
-            axes.plot(*last, color=STOPPED_GREY, marker="x", markersize=6 if many else 8, markeredgewidth=2, linestyle="", zorder=3)
+            axes.plot(
+                steps,
+                objectives,
+                color=STOPPED_GREY,
+                alpha=0.4 if many else 0.7,
+                linewidth=0.8 if many else 1,
+                marker=".",
+                zorder=2,
+            )
+            axes.plot(
+                *last,
+                color=STOPPED_GREY,
+                marker="x",
+                markersize=6 if many else 8,
+                markeredgewidth=2,
+                linestyle="",
+                zorder=3,
+            )
             legend["stopped (× at its last rung)"] = Line2D([], [], color=STOPPED_GREY, marker="x", markeredgewidth=2)
         elif trial.state is TrialState.failed:
             axes.plot(steps, objectives, color=FAILED_RED, alpha=0.7, linewidth=1, linestyle="--", marker=".", zorder=2)
@@ -313,7 +347,9 @@ def rung_ladder_png(search: SearchOutcome, points: dict[str, list[tuple[int, flo
             marker, fill = ("o", colour) if done else (".", "white")
             axes.plot(steps, objectives, color=colour, linewidth=1.6, marker=marker, markerfacecolor=fill, zorder=4)
             label = "completed" if done else "running / paused"
-            legend[label] = Line2D([], [], color="C0", linewidth=1.6, marker=marker, markerfacecolor="C0" if done else "white")
+            legend[label] = Line2D(
+                [], [], color="C0", linewidth=1.6, marker=marker, markerfacecolor="C0" if done else "white"
+            )
     axes.margins(x=0.06, y=0.1)
     if search.rungs:
         if search.rungs[-1] > 10 * search.rungs[0]:
@@ -345,11 +381,23 @@ def params_png(search: SearchOutcome) -> bytes:
         first = first or axes
         points = measured(search, name)
         xs, ys, reached = [x for _, x, _ in points], [y for _, _, y in points], [t.rung for t, _, _ in points]
-        scatter = axes.scatter(xs, ys, c=reached, cmap=colours, norm=norm, s=18 if many else 36, edgecolors="black",
-                               linewidths=0.3 if many else 0.4, alpha=0.8 if many else 1.0, zorder=3)  # fmt: skip
+        scatter = axes.scatter(
+            xs,
+            ys,
+            c=reached,
+            cmap=colours,
+            norm=norm,
+            s=18 if many else 36,
+            edgecolors="black",
+            linewidths=0.3 if many else 0.4,
+            alpha=0.8 if many else 1.0,
+            zorder=3,
+        )
         for trial, x, y in points:
             if trial.run_id == search.best:
-                axes.scatter([x], [y], marker="*", s=260, facecolors="none", edgecolors=WINNER_GOLD, linewidths=2, zorder=4)
+                axes.scatter(
+                    [x], [y], marker="*", s=260, facecolors="none", edgecolors=WINNER_GOLD, linewidths=2, zorder=4
+                )
         log = log_scale(search, name)
         axes.margins(x=0.08, y=0.12)
         if log:

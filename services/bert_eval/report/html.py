@@ -16,7 +16,14 @@ from bert_eval.core.records import ExperimentSummary
 from bert_eval.core.search.asha import TrialState
 from bert_eval.core.storage.fsutil import atomic_write_text
 from bert_eval.report import figures
-from bert_eval.report.collect import ExperimentRecords, RunRecord, collect_experiment, log_scale, param_name, searched_params
+from bert_eval.report.collect import (
+    ExperimentRecords,
+    RunRecord,
+    collect_experiment,
+    log_scale,
+    param_name,
+    searched_params,
+)
 from bert_eval.search import leaderboard
 from bert_eval.spec import higher_is_better
 from bert_eval.temporal.payloads import SearchOutcome
@@ -183,9 +190,17 @@ def _leaderboard(search: SearchOutcome, points: dict[str, list[tuple[int, float 
     params = searched_params(search)
     final = list(dict.fromkeys(name for trial in search.trials for name in trial.metrics or {}))
     headers = [
-        "rank", "trial", "run", *(param_name(p) for p in params), "rung (steps)", search.metric,
-        f"{search.metric} per rung (steps)", "state", *(f"final {m}" for m in final), "train time (s)",
-    ]  # fmt: skip
+        "rank",
+        "trial",
+        "run",
+        *(param_name(p) for p in params),
+        "rung (steps)",
+        search.metric,
+        f"{search.metric} per rung (steps)",
+        "state",
+        *(f"final {m}" for m in final),
+        "train time (s)",
+    ]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = []
     for rank, trial in enumerate(leaderboard(search.trials, maximize=search.maximize), start=1):
@@ -240,31 +255,42 @@ def _search_section(experiment: ExperimentRecords, out_dir: Path) -> str:
     logs = [param_name(name) for name in searched_params(search) if log_scale(search, name)]
     sections = []
     if any(r.losses for r in experiment.runs):
-        sections.append(_Figure(
-            "trial-curves.png", "training loss of every trial", figures.trial_curves_png(search, experiment.runs),
-            "Every trial's training loss, coloured by the highest rung it reached (the search stopped the others "
-            "earlier); the winner bold orange, failed trials dashed red.",
-        ))  # fmt: skip
+        sections.append(
+            _Figure(
+                "trial-curves.png",
+                "training loss of every trial",
+                figures.trial_curves_png(search, experiment.runs),
+                "Every trial's training loss, coloured by the highest rung it reached (the search stopped the others "
+                "earlier); the winner bold orange, failed trials dashed red.",
+            )
+        )
     if any(o is not None for ladder in points.values() for _, o in ladder) and searched_params(search):
-        sections.append(_Figure(
-            "rung-ladder.png", "rung ladder", figures.rung_ladder_png(search, points),
-            "Each trial's objective at every rung it reached. Stopped trials are grey with × at the rung where "
-            "the search stopped them; failed trials dashed red; the winner thick orange with ★.",
-        ))  # fmt: skip
-        sections.append(_Figure(
-            "params-vs-objective.png", "searched parameters against the objective", figures.params_png(search),
-            "Each trial's objective at its highest rung against each searched parameter, coloured by the rung "
-            "reached: objectives at higher rungs come from more training, so compare points of one colour. "
-            + (f"log axis: {', '.join(logs)}." if logs else "No parameter spans more than 10×: linear axes."),
-        ))  # fmt: skip
+        sections.append(
+            _Figure(
+                "rung-ladder.png",
+                "rung ladder",
+                figures.rung_ladder_png(search, points),
+                "Each trial's objective at every rung it reached. Stopped trials are grey with × at the rung where "
+                "the search stopped them; failed trials dashed red; the winner thick orange with ★.",
+            )
+        )
+        sections.append(
+            _Figure(
+                "params-vs-objective.png",
+                "searched parameters against the objective",
+                figures.params_png(search),
+                "Each trial's objective at its highest rung against each searched parameter, coloured by the rung "
+                "reached: objectives at higher rungs come from more training, so compare points of one colour. "
+                + (f"log axis: {', '.join(logs)}." if logs else "No parameter spans more than 10×: linear axes."),
+            )
+        )
     else:
-        return f'<h2>Search: {len(search.trials)} trials</h2>{meta}{_leaderboard(search, points)}' + (
+        return f"<h2>Search: {len(search.trials)} trials</h2>{meta}{_leaderboard(search, points)}" + (
             '<p class="meta">No trial has an objective yet: no rung figures.</p>'
             + "".join(_section(f, out_dir) for f in sections)
         )
-    return (
-        f"<h2>Search: {len(search.trials)} trials</h2>{meta}{_leaderboard(search, points)}"
-        + "".join(_section(f, out_dir) for f in sections)
+    return f"<h2>Search: {len(search.trials)} trials</h2>{meta}{_leaderboard(search, points)}" + "".join(
+        _section(f, out_dir) for f in sections
     )
 
 
@@ -274,25 +300,38 @@ def _decision_figures(experiment: ExperimentRecords) -> list[_Figure]:
     found: list[_Figure] = []
     summary = experiment.summary
     if summary is not None and summary.configs:
-        found.append(_Figure(
-            "configs-forest.png", "configurations: mean and 95% interval", figures.config_forest_png(summary),
-            "Each configuration's mean over its seeds with the 95% t-interval of the mean (| marks the lowest and "
-            "highest seed). ★ orange: the best configuration; blue: not significantly worse than it (one-sided "
-            "Welch t-test, p ≥ 0.05); grey: significantly worse, or untested.",
-        ))  # fmt: skip
+        found.append(
+            _Figure(
+                "configs-forest.png",
+                "configurations: mean and 95% interval",
+                figures.config_forest_png(summary),
+                "Each configuration's mean over its seeds with the 95% t-interval of the mean (| marks the lowest and "
+                "highest seed). ★ orange: the best configuration; blue: not significantly worse than it (one-sided "
+                "Welch t-test, p ≥ 0.05); grey: significantly worse, or untested.",
+            )
+        )
     if summary is not None and summary.runs:
-        found.append(_Figure(
-            "runs-forest.png", "runs: 95% intervals", figures.run_forest_png(summary),
-            "Each run's metric with its 95% bootstrap interval over the evaluation examples, grouped by "
-            "configuration and coloured as its configuration is above.",
-        ))  # fmt: skip
+        found.append(
+            _Figure(
+                "runs-forest.png",
+                "runs: 95% intervals",
+                figures.run_forest_png(summary),
+                "Each run's metric with its 95% bootstrap interval over the evaluation examples, grouped by "
+                "configuration and coloured as its configuration is above.",
+            )
+        )
     if experiment.search is None and any(r.losses for r in experiment.runs):
-        found.append(_Figure(
-            "loss-by-config.png", "training loss by configuration",
-            figures.loss_by_config_png(experiment.runs, experiment.config_of, title=f"{experiment.experiment_id}: training loss"),
-            "A colour per configuration: each seed a thin line, the mean over its seeds bold (on the steps all its "
-            "seeds logged).",
-        ))  # fmt: skip
+        found.append(
+            _Figure(
+                "loss-by-config.png",
+                "training loss by configuration",
+                figures.loss_by_config_png(
+                    experiment.runs, experiment.config_of, title=f"{experiment.experiment_id}: training loss"
+                ),
+                "A colour per configuration: each seed a thin line, the mean over its seeds bold (on the steps all its "
+                "seeds logged).",
+            )
+        )
     return found
 
 
@@ -316,8 +355,12 @@ def _per_run_sections(records: list[RunRecord], out_dir: Path) -> str:
     for record in records:
         if not record.losses:
             continue
-        figure = _Figure(f"loss-{record.run_id}.png", f"training loss of {record.run_id}", figures.run_loss_png(record),
-                         _caption(record))  # fmt: skip
+        figure = _Figure(
+            f"loss-{record.run_id}.png",
+            f"training loss of {record.run_id}",
+            figures.run_loss_png(record),
+            _caption(record),
+        )
         sections.append(_section(figure, out_dir).replace('id="loss-', 'id="run-', 1))
     return "".join(sections)
 
@@ -342,16 +385,12 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path, *, per_run_c
     out_dir.mkdir(parents=True, exist_ok=True)
     records = experiment.runs
 
-    search_html = (
-        f'<p class="meta">{html.escape(experiment.search_problem)}</p>' if experiment.search_problem else ""
-    )
+    search_html = f'<p class="meta">{html.escape(experiment.search_problem)}</p>' if experiment.search_problem else ""
     if experiment.search is not None:
         search_html = _search_section(experiment, out_dir)
     decisions = "".join(_section(f, out_dir) for f in _decision_figures(experiment))
     without_curve = [r.run_id for r in records if not r.losses]
-    note = (
-        f"<p class=\"meta\">No loss history for: {html.escape(', '.join(without_curve))}.</p>" if without_curve else ""
-    )
+    note = f'<p class="meta">No loss history for: {html.escape(", ".join(without_curve))}.</p>' if without_curve else ""
     if per_run_charts:
         per_run = f"<h2>Loss curves, run by run</h2>{_per_run_sections(records, out_dir)}"
     else:
@@ -368,9 +407,7 @@ def write_report(runs_dir: Path, experiment_id: str, out_dir: Path, *, per_run_c
         f'<p class="meta">{len(records)} runs from {html.escape(str(runs_dir))}; '
         f"generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Bold: best value in its column. "
         "Wall time runs from the first training attempt's start to completion, recovery included.</p>"
-        f"{search_html}"
-        + (f"<h2>Decisions</h2>{decisions}" if decisions else "")
-        + f"{note}{per_run}"
+        f"{search_html}" + (f"<h2>Decisions</h2>{decisions}" if decisions else "") + f"{note}{per_run}"
         f"<h2>Metrics</h2>{_metrics_table(records)}"
         f"{summary}"
         "</body></html>\n"

@@ -215,7 +215,8 @@ class _WorkerHTTPServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
-        client = ":".join(str(part) for part in client_address) if isinstance(client_address, tuple) else str(client_address)
+        address = client_address if isinstance(client_address, tuple) else (client_address,)
+        client = ":".join(str(part) for part in address)
         if isinstance(error, _DISCONNECTS):
             log.debug("worker HTTP client disconnected before the reply", client=client, error=error.__class__.__name__)
         else:
