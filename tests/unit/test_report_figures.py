@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import re
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -233,5 +234,6 @@ def test_a_search_naming_a_run_outside_the_runs_directory_is_not_read(runs_dir: 
     outcome = json.loads(path.read_text())
     outcome["trials"][3]["run_id"] = "../../etc"
     path.write_text(json.dumps(outcome))
-    html = write_report(runs_dir, SEARCH, tmp_path / "out").read_text()
-    assert "names run ids that are not canonical ('../../etc')" in html and '<table class="leaderboard">' not in html
+    page = write_report(runs_dir, SEARCH, tmp_path / "out").read_text()
+    assert "names run ids that are not canonical ('../../etc')" in unescape(page)
+    assert '<table class="leaderboard">' not in page
