@@ -13,7 +13,9 @@ Every row runs both sides in this one process, on the same model, rows and devic
   recovery     SIGKILL the training worker after its first checkpoint; a replacement picks up the retry
   scale        one experiment of N tiny runs; the longest training workflow history
   search       ASHA vs the full search, bert-eval vs Optuna standalone, kill survival (search_bench.py)
-It prints a table with ratios and writes JSON (benchmarks/results/latest-<device>.json).
+It prints a table with ratios and writes JSON (benchmarks/results/latest-<device>.json). The orchestration rows
+start their dev server and workers through the product (bench_stack.py), as `bert-eval up` does. `--quick`
+is a smoke run of every row group (tiny random BERT, one round each side): its numbers say the rows run.
 
 Rows whose inputs are missing on the machine are skipped with a printed reason (and listed under
 "skipped" in the JSON): the coordinator, recovery and many-runs rows need temporalio and the Temporal
@@ -42,8 +44,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-# The integration tests' harness starts a dev server and real worker processes; the benchmark reuses it.
-sys.path.insert(0, str(REPO / "tests"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -88,7 +88,7 @@ RECIPE_EVAL = dict(batch_size=64, sort_by_length=False, dynamic_padding=False, b
 @dataclass(frozen=True)
 class Sizes:
     device: str
-    throughput_model: str  # "minilm" or "bert-base" (random init, throughput only)
+    throughput_model: str  # "minilm", "bert-base" (random init, throughput only) or "tiny" (2 layers, a smoke run)
     train_rows: int
     recipe_batches: tuple[int, ...]
     ours_batch: int
@@ -103,6 +103,8 @@ class Sizes:
     # Rounds of the training rows (sides alternating, fastest kept): 2 on a shared CPU machine, where the
     # load moves; 1 on a GPU, where the device is the run's alone.
     training_rounds: int = 2
+    # Rounds of each side in the coordinator row after its warm-up round.
+    coordinator_repeats: int = COORDINATOR_REPEATS
     # Rows of each evaluation set in the matrix row (8 runs x 2 sets of these).
     matrix_eval_rows: int = 400
 
@@ -114,9 +116,12 @@ CPU = Sizes(
     device="cpu", throughput_model="minilm", train_rows=1024, recipe_batches=(16, 32), ours_batch=32, eval_rows=256,
     checkpoint_rows=160, checkpoint_every_steps=2, coordinator_rows=512, tiny_runs=100,
 )
+# A smoke run of every row group (`--quick`, and the test that runs it): the tiny random BERT, one round of
+# each side; its numbers say that the rows run, not how fast.
 QUICK = Sizes(
-    device="cpu", throughput_model="minilm", train_rows=96, recipe_batches=(16,), ours_batch=32, eval_rows=128,
+    device="cpu", throughput_model="tiny", train_rows=96, recipe_batches=(16,), ours_batch=32, eval_rows=128,
     checkpoint_rows=96, checkpoint_every_steps=1, coordinator_rows=64, tiny_runs=4, matrix_eval_rows=40,
+    training_rounds=1, coordinator_repeats=1,
 )
 # Sized for about 10 minutes on one GPU (estimated from the recipe's ~320 samples/s on bert-base and
 # ours at several thousand). The 100-run row is a CPU row; 10 here.
@@ -265,6 +270,8 @@ class Bench:
         if self._throughput_model is None:
             if self.sizes.throughput_model == "minilm":
                 self._throughput_model = MINILM
+            elif self.sizes.throughput_model == "tiny":
+                self._throughput_model = str(self.tiny_model())
             else:  # bert-base shape, random weights: throughput only
                 self._throughput_model = str(self._random_bert("bert-base-random"))
         return self._throughput_model
@@ -456,7 +463,7 @@ class Bench:
             # does not scan the benchmark's own ~0.5M start-up objects.
             gc.collect()
             gc.freeze()
-            for repeat in range(1 + COORDINATOR_REPEATS):
+            for repeat in range(1 + s.coordinator_repeats):
                 seconds, snapshot = direct_call()
                 direct_times.append(seconds)
                 run_id = f"via-coordinator-{repeat}"
@@ -479,7 +486,7 @@ class Bench:
             # Each round's activity times, from the server's event times (round 0 was the warm-up).
             via_phases = [
                 asyncio.run(self._coordinator_phases(stack, f"bench-coordinator-{r}", f"via-coordinator-{r}", spec.eval.split))
-                for r in range(1, 1 + COORDINATOR_REPEATS)
+                for r in range(1, 1 + s.coordinator_repeats)
             ]
             fastest = via_times.index(via) + 1
             phases = via_phases[fastest - 1]
@@ -493,7 +500,7 @@ class Bench:
                 "experiment wall time, coordinator vs direct call", via, direct, "s",
                 target="<= 1.05x, fixed overhead <= 2 s beyond model load",
                 note=(
-                    f"{s.coordinator_rows} rows; fixed overhead {via - direct:.2f} s (fastest of {COORDINATOR_REPEATS} each, alternated, "
+                    f"{s.coordinator_rows} rows; fixed overhead {via - direct:.2f} s (fastest of {s.coordinator_repeats} each, alternated, "
                     f"after a warm-up round; medians {medians[0]:.2f} s vs {medians[1]:.2f} s, x{medians[0] / medians[1]:.2f}; "
                     f"median of the rounds' paired ratios x{paired:.2f}); "
                     f"workflow and task dispatch between activities {phases['dispatch_s']:.2f} s; one model load is {model_load:.2f} s; "
@@ -564,18 +571,24 @@ class Bench:
         ))
 
     def stack(self, name: str) -> Any:
-        """A dev server with one eval and one training worker, in this bench's scratch directory."""
-        from support.harness import Stack, free_port  # type: ignore[import-not-found]
+        """A dev server with one eval and one training worker, in this bench's scratch directory
+        (benchmarks/bench_stack.py: started through the product, as `bert-eval up` does)."""
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_stack import BenchStack  # type: ignore[import-not-found]
 
-        from bert_eval.temporal.devserver import start_dev_server
-
-        log_dir, runs_dir = self.fresh(f"{name}-logs"), self.fresh(f"{name}-runs")
-        port = free_port()
-        server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=log_dir / "temporal.log")
-        stack = Stack(address=f"127.0.0.1:{port}", runs_dir=runs_dir, data_dir=self.data_dir, log_dir=log_dir, server=server)
         force_cpu = "true" if self.sizes.device == "cpu" else "false"
-        stack.start_worker("eval", BERT_EVAL_FORCE_CPU=force_cpu, BERT_EVAL_EVAL_CONCURRENCY="8")
-        stack.start_worker("training", BERT_EVAL_FORCE_CPU=force_cpu)
+        log_dir, runs_dir = self.fresh(f"{name}-logs"), self.fresh(f"{name}-runs")
+        stack = BenchStack.start(
+            runs_dir=runs_dir, data_dir=self.data_dir, log_dir=log_dir, BERT_EVAL_FORCE_CPU=force_cpu
+        )
+        try:
+            stack.start_worker("eval", wait=False, BERT_EVAL_EVAL_CONCURRENCY="8")
+            stack.start_worker("training", wait=False)
+            for worker in stack.workers:
+                worker.wait_ready()
+        except BaseException:
+            stack.close()
+            raise
         return stack
 
     def bench_search(self, *, quick: bool) -> None:
@@ -673,7 +686,8 @@ class Bench:
         return {**activities, "workflow_total_s": total, "dispatch_s": total - sum(activities.values())}
 
     def _model_label(self) -> str:
-        return "MiniLM-L6 (pretrained)" if self.sizes.throughput_model == "minilm" else "bert-base shape (random init)"
+        labels = {"minilm": "MiniLM-L6 (pretrained)", "tiny": "tiny BERT (random init)"}
+        return labels.get(self.sizes.throughput_model, "bert-base shape (random init)")
 
 
 def machine() -> dict[str, Any]:

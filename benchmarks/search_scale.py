@@ -17,22 +17,25 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
 
-from support.harness import Stack, make_tiny_model  # noqa: E402
-from support.specs import tiny_run  # noqa: E402
+from bench import QUICK, Bench  # noqa: E402
+from bench_stack import BenchStack  # noqa: E402
 
 from bert_eval.temporal.names import coordinator_workflow_id  # noqa: E402
 
 
 def experiment(model_dir: Path, trials: int, concurrent: int) -> dict:
     """40 training rows, half held out: each trial trains 2 steps of 10 rows."""
-    template = tiny_run(model_dir, "template", max_train_samples=40, batch_size=10, epochs=1, checkpoint_every_steps=None,
-                        checkpoint_every_seconds=None, eval_samples=32)  # fmt: skip
-    template.pop("run_id")
+    template = {
+        "model": str(model_dir),
+        "dataset": "glue/sst2",
+        "train": {"epochs": 1, "batch_size": 10, "learning_rate": 1.0e-3, "max_seq_length": 64, "max_train_samples": 40,
+                  "seed": 7, "checkpoint_every_steps": None, "checkpoint_every_seconds": None, "logging_steps": 2},
+        "eval": {"split": "validation", "max_eval_samples": 32},
+    }  # fmt: skip
     return {
         "experiment_id": f"scale-{trials}",
         "defaults": template,
@@ -48,7 +51,7 @@ def experiment(model_dir: Path, trials: int, concurrent: int) -> dict:
     }
 
 
-async def histories(stack: Stack, workflow_id: str) -> list[int]:
+async def histories(stack: BenchStack, workflow_id: str) -> list[int]:
     """The event count of every run of the coordinator (continue-as-new chain), oldest first."""
     client = await stack.client()
     runs = sorted([e async for e in client.list_workflows(f'WorkflowId = "{workflow_id}"')], key=lambda e: e.start_time)
@@ -65,10 +68,16 @@ def main() -> int:
     data_dir = Path(os.environ.get("BERT_EVAL_DATA_DIR", REPO.parent / "shared" / "data"))
     with tempfile.TemporaryDirectory(prefix="bert-eval-scale-") as tmp:
         root = Path(tmp)
-        model = make_tiny_model(root / "tiny-bert")
-        stack = Stack.start(root / "stack", data_dir)
+        model = Bench(QUICK, root, data_dir).tiny_model()  # 2 layers, 32 wide, random weights, MiniLM's tokenizer
+        (root / "runs").mkdir()
+        stack = BenchStack.start(
+            runs_dir=root / "runs", data_dir=data_dir, log_dir=root / "logs", BERT_EVAL_FORCE_CPU="true"
+        )
         try:
-            stack.start_workers("eval", *["training"] * args.training_workers, BERT_EVAL_EVAL_CONCURRENCY="8")
+            for kind in ("eval", *["training"] * args.training_workers):
+                stack.start_worker(kind, wait=False, BERT_EVAL_EVAL_CONCURRENCY="8")
+            for worker in stack.workers:
+                worker.wait_ready()
             started = time.monotonic()
             result = stack.run_experiment(
                 experiment(model, args.trials, args.concurrent), timeout_s=6 * 3600, search_history_limit=args.history_limit

@@ -278,26 +278,37 @@ async def _connect_or_fail(temporal: TemporalSettings) -> Client:
         raise _fail(f"cannot reach Temporal at {temporal.address} (TEMPORAL_ADDRESS): {exc}") from None
 
 
+def _table(title: str, *columns: str, whole: tuple[int, ...] = (0,)) -> Table:
+    """A table that fits the terminal, 80 columns included: the columns at the `whole` indexes (an id, a
+    verdict) keep each line whole, the others wrap at spaces (one metric, one parameter per line), and a word
+    wider than its column folds onto the next line; nothing is cut to `…`."""
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=index in whole)
+    return table
+
+
+def _metric_lines(metrics: dict[str, float]) -> str:
+    return "\n".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
 def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgress]) -> Table:
     if status.search is not None:
         return _leaderboard(status.search, progress)
-    table = Table(title=f"experiment {status.experiment_id}")
-    for column in ("run", "phase", "step", "epoch", "loss", "checkpoint", "metrics / error"):
-        table.add_column(column)
+    table = _table(f"experiment {status.experiment_id}", "run", "phase / progress", "metrics / error")
     for run in status.runs:
         p = progress.get(run.run_id)
-        step = f"{p.step}/{p.total_steps}" if p and p.total_steps else ""
-        checkpoint = str(p.last_checkpoint.step) if p and p.last_checkpoint else ""
-        detail = escape(run.error) if run.error else ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items())
-        table.add_row(
-            run.run_id,
-            (p.phase if p and run.phase.value == "training" else run.phase.value) + (" (reused)" if run.reused else ""),
-            step,
-            f"{p.epoch:.2f}" if p else "",
-            f"{p.loss:.4f}" if p and p.loss is not None else "",
-            checkpoint,
-            detail,
-        )
+        phase = p.phase if p and run.phase.value == "training" else run.phase.value
+        lines = [phase + (" (reused)" if run.reused else "")]
+        if p and p.total_steps:
+            lines.append(f"step {p.step}/{p.total_steps}")
+        if p:
+            lines.append(f"epoch {p.epoch:.2f}")
+        if p and p.loss is not None:
+            lines.append(f"loss {p.loss:.4f}")
+        if p and p.last_checkpoint:
+            lines.append(f"checkpoint {p.last_checkpoint.step}")
+        table.add_row(run.run_id, "\n".join(lines), escape(run.error) if run.error else _metric_lines(run.metrics))
     return table
 
 
@@ -308,22 +319,20 @@ def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | 
     """A search's trials, highest rung first, then best objective: params, rung reached, objective, state."""
     direction = "max" if search.maximize else "min"
     done = "" if search.finished else " (in progress)"
-    table = Table(
-        title=f"search {search.experiment_id}: {len(search.trials)} trials (runs {search.experiment_id}-tNNNN), "
+    table = _table(
+        f"search {search.experiment_id}: {len(search.trials)} trials (runs {search.experiment_id}-tNNNN), "
         f"{search.metric} ({direction}) on the search slice{done}",
-        caption="\n".join(f"! {flag.kind}: {flag.message}" for flag in search.flags) or None,
-        caption_justify="left",
-    )
-    for column in ("trial", "params", "rung (steps)", search.metric, "state", "final metrics / error"):
-        table.add_column(column)
+        "trial", "params", "rung (steps)", search.metric, "state", "final metrics / error",
+    )  # fmt: skip
+    table.caption = "\n".join(f"! {flag.kind}: {escape(flag.message)}" for flag in search.flags) or None
+    table.caption_justify = "left"
     ranked = leaderboard(search.trials, maximize=search.maximize)
     for trial in ranked:
         p = (progress or {}).get(trial.run_id)
         live = f" training {p.step}/{p.total_steps}" if p and p.phase == "training" and p.total_steps else ""
         names = {k: _SHORT_PARAMS.get(k.removeprefix("train."), k.removeprefix("train.")) for k in trial.params}
-        params = " ".join(f"{names[k]}={v:.3g}" for k, v in trial.params.items())
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in (trial.metrics or {}).items())
-        final = escape(trial.error) if trial.error else metrics
+        params = "\n".join(f"{names[k]}={v:.3g}" for k, v in trial.params.items())
+        final = escape(trial.error) if trial.error else _metric_lines(trial.metrics or {})
         table.add_row(
             f"{trial.trial}" + (" *" if trial.run_id == search.best else ""),
             params,
@@ -346,26 +355,28 @@ def _print_results(result: ExperimentResult) -> None:
             objective = f"{result.search.metric} {best.objective:.4f}" if best.objective is not None else ""
             Console().print(f"best trial {best.trial} ({best.run_id}): {objective} on the search slice; {metrics} on the eval split")
         return
-    table = Table(title=f"experiment {result.experiment_id}: results")
+    table = _table(
+        f"experiment {result.experiment_id}: results", "run [config]", "status / training", "metrics / error (95% CI)"
+    )
     intervals = {r.run_id: r for r in result.summary.runs} if result.summary else {}
-    for column in ("run", "config", "status", "steps", "final loss", "resumes", "classes", "metrics / error", "95% CI"):
-        table.add_column(column)
     for run in result.runs:
         summary = run.training
-        schema = summary.dataset_schema if summary else None
-        interval = intervals.get(run.run_id)
-        table.add_row(
-            run.run_id,
-            run.config or "",
-            run.status + (" (reused)" if run.reused else ""),
-            str(summary.steps) if summary else "",
-            f"{summary.final_loss:.4f}" if summary and summary.final_loss is not None else "",
-            str(summary.resumes) if summary else "",
+        lines = [run.status + (" (reused)" if run.reused else "")]
+        if summary is not None:
+            loss = f", final loss {summary.final_loss:.4f}" if summary.final_loss is not None else ""
+            lines.append(f"{summary.steps} steps{loss}")
+            if summary.resumes:
+                lines.append(f"resumed {summary.resumes}×")
             # The label set training used (recorded in the run's training summary): a stray class shows here.
-            (",".join(schema.label_names) or schema.task.value) if schema else "",
-            escape(run.error) if run.error else ", ".join(f"{k}={v:.4f}" for k, v in run.metrics.items()),
-            _interval_text(interval.metric, interval.low, interval.high) if interval else "",
-        )
+            schema = summary.dataset_schema
+            if schema is not None:
+                lines.append(f"classes {','.join(schema.label_names) or schema.task.value}")
+        metrics = escape(run.error) if run.error else _metric_lines(run.metrics)
+        interval = intervals.get(run.run_id)
+        if interval is not None and interval.low is not None and interval.high is not None:
+            metrics += f"\n{interval.metric} 95% CI\n[{interval.low:.4f}, {interval.high:.4f}]"
+        run_cell = run.run_id + (f"\n[{run.config}]" if run.config and run.config != run.run_id else "")
+        table.add_row(run_cell, "\n".join(lines), metrics)
     Console().print(table)
     if result.summary is not None and any(c.n > 1 for c in result.summary.configs):
         Console().print(_configs_table(result.summary))
@@ -398,21 +409,21 @@ def _interval_text(metric: str, low: float | None, high: float | None) -> str:
 
 def _configs_table(summary: ExperimentSummary) -> Table:
     """One row per configuration: its metric over seeds, and whether it is (not significantly worse than) the best."""
-    table = Table(title=f"configurations on {summary.split} (mean over seeds, 95% t-interval of the mean)")
-    for column in ("config", "seeds", "metric", "mean ± std", "95% CI", "min / max", "vs best"):
-        table.add_column(column)
+    metrics = ", ".join(dict.fromkeys(c.metric for c in summary.configs))
+    table = _table(
+        f"configurations on {summary.split}: {metrics} (mean over seeds, 95% t-interval of the mean; "
+        "vs best: Holm-adjusted p over all pairs)",
+        "config (seeds)", "mean ± std (min, max)", "95% CI", "vs best", whole=(0, 3),
+    )  # fmt: skip
     for config in summary.configs:
         spread = f" ± {config.std:.4f}" if config.std is not None else ""
         vs_best = config.mark or ""
         if config.p_value is not None and config.mark != "best":
-            vs_best += f" (vs {config.against}, Holm p = {config.p_value:.3g})"
+            vs_best += f"\n(p = {config.p_value:.3g})" + (f"\nvs {config.against}" if config.against else "")
         table.add_row(
-            config.config,
-            str(config.n),
-            config.metric,
-            f"{config.mean:.4f}{spread}",
+            f"{config.config}\n({config.n} seeds)",
+            f"{config.mean:.4f}{spread}\n({config.min:.4f}, {config.max:.4f})",
             _interval_text(config.metric, config.low, config.high).removeprefix(f"{config.metric} "),
-            f"{config.min:.4f} / {config.max:.4f}",
             vs_best,
         )
     return table
@@ -482,9 +493,7 @@ async def _status(identifier: str) -> None:
     workflows = await find_workflows(client, identifier)
     if not workflows:
         raise _fail(f"no experiment or run {identifier!r} found in namespace {client.namespace}", code=1)
-    table = Table(title=f"workflows of {identifier}")
-    for column in ("workflow id", "type", "status"):
-        table.add_column(column)
+    table = _table(f"workflows of {identifier}", "workflow id", "type", "status")
     for workflow_id, workflow_type, state in workflows:
         table.add_row(workflow_id, workflow_type, state.name if state else "")
     out.print(table)
@@ -607,9 +616,8 @@ def predict(
     if json_out:
         print(result.model_dump_json(indent=2))
         return
-    table = Table(title=f"predictions of run {result.run_id}")
-    for column in ("text", "label", "confidence" if not result.scores else "score"):
-        table.add_column(column)
+    score = "confidence" if not result.scores else "score"
+    table = _table(f"predictions of run {result.run_id}", "text", "label", score)
     for index, text in enumerate(result.texts):
         value = result.scores[index] if result.scores else result.confidences[index]
         table.add_row(text, result.predicted_labels[index], f"{value:.4f}")

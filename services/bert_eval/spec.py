@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 __all__ = [
     "ID_PATTERN",
+    "LOWER_IS_BETTER",
     "RUN_MODEL_PREFIX",
     "DatasetSpec",
     "EvalRequest",
@@ -43,6 +44,7 @@ __all__ = [
     "check_tracking_uri_form",
     "digest",
     "duplicate_run_id",
+    "higher_is_better",
     "normalize_id",
     "short",
 ]
@@ -423,7 +425,16 @@ SEARCH_METRICS: dict[TaskType, tuple[str, ...]] = {
     TaskType.classification: ("accuracy", "f1", "mcc"),
     TaskType.regression: ("pearson", "spearman", "mse"),
 }
-_LOWER_IS_BETTER = {"mse"}
+# The metrics where a smaller value is the better one; larger is better for every other metric. The one
+# definition: the search's objective, the statistics and the report all read it.
+LOWER_IS_BETTER = frozenset({"mse"})
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of `metric` is the better one (every metric but those in LOWER_IS_BETTER)."""
+    return metric not in LOWER_IS_BETTER
+
+
 _KINDS = ("loguniform", "uniform", "int", "choice")
 # The held-out slice must hold enough rows for an objective to mean something, and leave rows to train on.
 SEARCH_MIN_HOLDOUT_ROWS = 20
@@ -509,7 +520,7 @@ class Objective(_Strict):
 
     @property
     def maximize(self) -> bool:
-        return self.mode == "max" if self.mode is not None else self.metric not in _LOWER_IS_BETTER
+        return self.mode == "max" if self.mode is not None else higher_is_better(self.metric)
 
 
 class Scheduler(_Strict):

@@ -120,19 +120,26 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, d
     return runs_dir
 
 
+def test_report_overlays_the_loss_curves_and_draws_one_per_run_on_request(experiment: Path, tmp_path: Path) -> None:
+    overlaid = write_report(experiment, EXPERIMENT, tmp_path / "default")
+    assert sorted(p.name for p in overlaid.parent.glob("*.png")) == ["loss-by-config.png"]
+    assert overlaid.read_text().count("<img") == 1 and "bert-eval report --per-run" in overlaid.read_text()
+
+
 def test_report_has_a_curve_per_trained_run_and_the_metrics_table(experiment: Path, tmp_path: Path) -> None:
     runs_dir = experiment
-    report = write_report(runs_dir, EXPERIMENT, tmp_path / "out")
+    report = write_report(runs_dir, EXPERIMENT, tmp_path / "out", per_run_charts=True)
     assert report == tmp_path / "out" / "report.html" and report.is_file()
     page = report.read_text()
     print(f"\nreport: {report} ({report.stat().st_size} bytes)")
 
-    # One curve per run that has a loss history (tiny-c's comes from its last checkpoint), embedded and beside.
+    # One curve per run that has a loss history (tiny-c's comes from its last checkpoint), embedded and beside,
+    # after the chart that overlays them all.
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
-    assert pngs == ["loss-tiny-a.png", "loss-tiny-b.png", "loss-tiny-c.png"]
+    assert pngs == ["loss-by-config.png", "loss-tiny-a.png", "loss-tiny-b.png", "loss-tiny-c.png"]
     embedded = re.findall(r'<img alt="training loss of ([^"]+)" src="data:image/png;base64,([^"]+)"', page)
     assert [run_id for run_id, _ in embedded] == ["tiny-a", "tiny-b", "tiny-c"]
-    assert page.count("<img") == 3
+    assert page.count("<img") == 4
     for run_id, data in embedded:
         assert base64.b64decode(data) == (report.parent / f"loss-{run_id}.png").read_bytes()
     assert "src=\"http" not in page and "<link" not in page and "<script" not in page  # self-contained

@@ -195,8 +195,9 @@ def test_a_search_reports_its_trials_not_the_template_run(page: tuple[Path, str]
     states = dict(rows)
     assert states[_trial_id(2)] == "stopped by the search at step 9"
     assert states[_trial_id(4)] == "failed: fine_tune: CUDA out of memory at step 2"
-    # The trial trained to its budget has its loss curve; the template run, never trained, is not mentioned.
-    assert sorted(p.name for p in report.parent.glob("*.png")) == [f"loss-{WINNER}.png", "params-vs-objective.png", "rung-ladder.png"]
+    # The trials' loss curves share one chart (per-run charts only on request); the template run, never
+    # trained, is not mentioned.
+    assert sorted(p.name for p in report.parent.glob("*.png")) == ["params-vs-objective.png", "rung-ladder.png", "trial-curves.png"]
     assert 'id="row-template"' not in html and "No loss history for: asha-report-t0000" in html
 
 

@@ -8,6 +8,7 @@ core free of it): importing it registers the metrics in prometheus_client's defa
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bert_eval import telemetry
 from bert_eval.core.records import EvalResult
 from bert_eval.core.training.observer import CheckpointEvent, LogWindow, ResumeEvent, TrainingObserver
 
@@ -31,6 +33,7 @@ __all__ = [
     "set_phase",
 ]
 
+log = telemetry.get_logger(__name__)
 
 
 class _TrainingMetrics:
@@ -203,6 +206,26 @@ def record_eval_metrics(result: EvalResult) -> None:
 # --------------------------------------------------------------------------- worker HTTP endpoint
 
 
+# A client that closes its connection before the reply (a probe that timed out, a scraper stopped mid-request).
+_DISCONNECTS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class _WorkerHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server whose request errors go to the worker's log as one structured line each,
+    never as a traceback printed to stderr (socketserver's default)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        address = client_address if isinstance(client_address, tuple) else (client_address,)
+        client = ":".join(str(part) for part in address)
+        if isinstance(error, _DISCONNECTS):
+            log.debug("worker HTTP client disconnected before the reply", client=client, error=error.__class__.__name__)
+        else:
+            log.error("worker HTTP request failed", client=client, exc_info=True)
+
+
 def serve_worker_http(
     *,
     host: str,
@@ -210,7 +233,22 @@ def serve_worker_http(
     ready: Callable[[], bool],
     sdk_metrics_url: str | None = None,
 ) -> ThreadingHTTPServer:
-    """One port per worker: /metrics (ours + the Temporal SDK's), /healthz (alive), /readyz (polling)."""
+    """Serve one port per worker in a daemon thread: /metrics (ours and the Temporal SDK's), /healthz (alive),
+    /readyz (polling).
+
+    Args:
+        host: the interface to listen on.
+        port: the port; 0 picks a free one (read it from the returned server's `server_address`).
+        ready: called on each /readyz request; True answers 200, False 503.
+        sdk_metrics_url: the Temporal SDK's own Prometheus endpoint, appended to /metrics when it answers.
+
+    Returns:
+        The running server; `shutdown()` stops it. A client that disconnects before its reply is logged at
+        debug level as one line; other request errors as one error line with the exception.
+
+    Raises:
+        OSError: the address cannot be bound (EADDRINUSE when the port is taken).
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -230,16 +268,24 @@ def serve_worker_http(
                 self._reply(404, b"not found\n", "text/plain")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except _DISCONNECTS as exc:
+                self.close_connection = True
+                log.debug(
+                    "worker HTTP client disconnected before the reply",
+                    path=self.path.split("?", 1)[0],
+                    status=status,
+                    error=exc.__class__.__name__,
+                )
 
         def log_message(self, *args: Any) -> None:  # scrapes every few seconds are not news
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _WorkerHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="worker-http", daemon=True).start()
     return server

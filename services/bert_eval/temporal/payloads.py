@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, f
 from temporalio.exceptions import ApplicationError
 
 from bert_eval.core.records import EvalResult, ExperimentSummary, ModelInfo, SnapshotResult, TrainingSummary
-from bert_eval.core.search.asha import Ladder, SeenTrial, TrialState
+from bert_eval.core.search.asha import Ladder, SeenTrial
+from bert_eval.core.search.outcome import SearchOutcome, SearchTrial
 from bert_eval.experiment import describe_validation_error
 from bert_eval.reference_compat import BertEvalRequest, CoordinatorWorkflowInput, is_reference_input
-from bert_eval.search import SearchFlag
 from bert_eval.spec import EvalRequest, Experiment, RunSpec, SearchSpec, normalize_id
 from bert_eval.temporal.names import EVAL_TASK_QUEUE, INVALID_INPUT, TRAINING_TASK_QUEUE
 
@@ -209,38 +209,6 @@ class RunResult(BaseModel):
     evaluation: EvalResult | None = None  # the run's first (primary) evaluation; `metrics` are its metrics
     cells: list[MatrixCell] = []  # the run's other evaluations (the evaluation matrix)
     metrics: dict[str, float] = {}
-
-
-class SearchTrial(BaseModel):
-    """One trial of a search, as `bert-eval run --json` writes it."""
-
-    trial: int
-    run_id: str
-    params: dict[str, float | int]
-    rung: int  # the highest rung it reached (0-based; -1: none yet)
-    steps: int  # the steps it trained to
-    state: TrialState
-    objective: float | None = None  # at its highest rung, on the search slice
-    objectives: list[float | None] = []  # per rung
-    metrics: dict[str, float] | None = None  # final evaluation on the experiment's eval split (completed trials)
-    train_seconds: float = 0.0
-    error: str | None = None
-    predicted_classes: int | None = None  # distinct classes predicted on the slice at its highest rung
-
-
-class SearchOutcome(BaseModel):
-    """A search's leaderboard: every trial, the rung steps, the promotions decided and the best trial."""
-
-    experiment_id: str
-    metric: str
-    maximize: bool
-    rungs: list[int]  # the rung steps of the template's budget (trials with another budget end elsewhere)
-    trials: list[SearchTrial]
-    best: str | None = None  # run id of the best completed trial
-    promotions: list[str] = []  # "trial:rung->rung", by rung, in the order decided within each rung
-    continued: int = 0
-    finished: bool = False
-    flags: list[SearchFlag] = []  # why the ranking may mean nothing, each with what to change
 
 
 class ExperimentResult(BaseModel):

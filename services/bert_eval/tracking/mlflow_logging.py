@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_eval.core.records import ConfigStats, ExperimentSummary, RunInterval
+from bert_eval.core.search.outcome import SearchOutcome
 from bert_eval.core.storage.fsutil import atomic_write_json
 from bert_eval.core.storage.layout import RunLayout, experiment_file
-from bert_eval.report import SearchRecord, write_report
+from bert_eval.report import write_report
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -285,7 +286,7 @@ def _log_search(
     finder: _RunFinder,
     runs_dir: Path,
     experiment_id: str,
-    search: SearchRecord,
+    search: SearchOutcome,
     parent: str,
     logged: LoggedExperiment,
     on_run: Callable[[str], None],
@@ -406,7 +407,7 @@ def _log_parent(
     parent: str,
     record: dict[str, Any],
     summary: ExperimentSummary | None,
-    search: SearchRecord | None,
+    search: SearchOutcome | None,
 ) -> None:
     from mlflow.entities import Param, RunTag
 
@@ -486,6 +487,6 @@ def _read_summary(runs_dir: Path, experiment_id: str) -> ExperimentSummary | Non
     return ExperimentSummary.model_validate(data) if data is not None else None
 
 
-def _read_search(runs_dir: Path, experiment_id: str) -> SearchRecord | None:
+def _read_search(runs_dir: Path, experiment_id: str) -> SearchOutcome | None:
     data = _read_json(experiment_file(runs_dir, experiment_id).with_name(f"{experiment_id}.search.json"))
-    return SearchRecord.model_validate(data) if data is not None else None
+    return SearchOutcome.model_validate(data) if data is not None else None

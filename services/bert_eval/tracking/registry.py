@@ -18,9 +18,9 @@ from typing import Any
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.evaluation.predictions import load_predictions
 from bert_eval.core.records import ExperimentSummary
+from bert_eval.core.search.outcome import SearchOutcome
 from bert_eval.core.statistics.comparisons import compare_runs, higher_is_better
 from bert_eval.core.storage.layout import RunLayout, experiment_file
-from bert_eval.report import SearchRecord
 
 __all__ = ["Registration", "choose_winner", "register_winner"]
 
@@ -49,7 +49,7 @@ def choose_winner(runs_dir: Path, experiment_id: str) -> tuple[str, str]:
     base = experiment_file(runs_dir, experiment_id)
     search_file = base.with_name(f"{experiment_id}.search.json")
     if search_file.is_file():
-        search = SearchRecord.model_validate_json(search_file.read_text())
+        search = SearchOutcome.model_validate_json(search_file.read_text())
         if search.best is None:
             raise InvalidInputError(
                 f"experiment {experiment_id}: register: the search has no completed trial to register"

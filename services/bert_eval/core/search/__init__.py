@@ -7,6 +7,7 @@ from bert_eval.core._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from bert_eval.core.search.asha import Job, Ladder, Trial, TrialState
+    from bert_eval.core.search.outcome import SearchOutcome, SearchTrial
     from bert_eval.core.search.rungs import RungResult, evaluate_rung
     from bert_eval.core.search.sampling import suggest
 
@@ -14,6 +15,8 @@ __all__ = [
     "Job",
     "Ladder",
     "RungResult",
+    "SearchOutcome",
+    "SearchTrial",
     "Trial",
     "TrialState",
     "evaluate_rung",
@@ -26,6 +29,8 @@ __getattr__, __dir__ = lazy_exports(
         "Job": "asha",
         "Ladder": "asha",
         "RungResult": "rungs",
+        "SearchOutcome": "outcome",
+        "SearchTrial": "outcome",
         "Trial": "asha",
         "TrialState": "asha",
         "evaluate_rung": "rungs",

@@ -38,7 +38,7 @@ from scipy import stats
 from bert_eval.core.evaluation.task_metrics import metric_function, metric_names
 from bert_eval.core.statistics.mcnemar import paired_accuracy
 from bert_eval.core.statistics.signflip import sign_flip_test, smallest_p
-from bert_eval.spec import TaskType
+from bert_eval.spec import TaskType, higher_is_better
 
 if TYPE_CHECKING:
     from bert_eval.core.evaluation.predictions import Predictions
@@ -66,8 +66,6 @@ BOOTSTRAP_SEED = 162024  # fixed: the same predictions always give the same inte
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05
-# Smaller is better for these metrics; larger for every other one.
-LOWER_IS_BETTER = frozenset({"mse"})
 # Metrics bounded by ±1, stated in points (hundredths) in sentences.
 _IN_POINTS = frozenset({"accuracy", "f1", "mcc", "pearson", "spearman"})
 # Metrics that are the mean of a per-example term (`accuracy_score`, `mean_squared_error`): resampled as
@@ -78,10 +76,6 @@ _MEAN_OF: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 # Resampled indices held in memory at once (the bootstrap draws them in batches of resamples).
 _BATCH_INDICES = 1 << 22
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def default_metric(task: TaskType) -> str:
