@@ -28,7 +28,7 @@ ROW_GROUPS = (
     "recovery: retry picked up by the replacement worker",
     "4 tiny runs in one experiment: completed",
     "add one eval set to a finished 8-run experiment",
-    "search training seconds (sum over trials), ASHA vs full search",
+    "search best objective, bert-eval ASHA vs Optuna standalone",
     "kill survival: trials lost",
 )
 

@@ -48,7 +48,10 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
     # (the README's 30 s default would be most of this test's wall time; the commands are as written).
     env["BERT_EVAL_HEARTBEAT_TIMEOUT_S"] = "5"
     experiment = tmp_path / "experiment.yaml"
-    experiment.write_text(yaml.safe_dump({"experiment_id": "walkthrough", "runs": [tiny_run(tiny_model_dir, "walk", **LONG)]}))
+    # 750 steps (as the chaos test): training is still going when `chaos kill` has asked Temporal which worker
+    # is busy, even on a loaded machine; 250 steps once finished before the kill landed.
+    walk = tiny_run(tiny_model_dir, "walk", **{**LONG, "max_train_samples": 6000})
+    experiment.write_text(yaml.safe_dump({"experiment_id": "walkthrough", "runs": [walk]}))
 
     def bert_eval(command: str, log: str) -> subprocess.Popen:
         args = shlex.split(command.rstrip("&"))[1:]

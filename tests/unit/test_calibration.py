@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from support.predictions import classified, scored
 
-from bert_eval.core.evaluation.predictions import Predictions
 from bert_eval.core.statistics.comparisons import (
     ConfigComparison,
     compare_configs,
@@ -26,7 +26,6 @@ from bert_eval.core.statistics.comparisons import (
 from bert_eval.core.statistics.configs import config_interval
 from bert_eval.core.statistics.mcnemar import paired_accuracy
 from bert_eval.core.statistics.power import plan_seeds
-from bert_eval.spec import TaskType
 
 ALPHA = 0.05
 ROWS_OF_SST2 = 872  # accuracies over seeds are multiples of 1/872: ties, as in real results
@@ -52,34 +51,8 @@ def _covers(low: float | None, high: float | None, truth: float) -> bool:
     return (low is None or low <= truth) and (high is None or truth <= high)
 
 
-def _classified(run_id: str, labels: np.ndarray, predicted: np.ndarray) -> Predictions:
-    return Predictions(
-        run_id=run_id,
-        split="validation",
-        snapshot_id="snap",
-        rows_digest="rows",
-        task=TaskType.classification,
-        label_names=("0", "1"),
-        rows=np.arange(len(labels)),
-        labels=labels,
-        predicted=predicted,
-        probabilities=None,
-    )
 
 
-def _scored(run_id: str, labels: np.ndarray, predicted: np.ndarray) -> Predictions:
-    return Predictions(
-        run_id=run_id,
-        split="validation",
-        snapshot_id="snap",
-        rows_digest="rows",
-        task=TaskType.regression,
-        label_names=(),
-        rows=np.arange(len(labels)),
-        labels=labels,
-        predicted=predicted,
-        probabilities=None,
-    )
 
 
 # --------------------------------------------------------------------------- two runs on the same rows
@@ -126,15 +99,15 @@ def test_the_paired_bootstrap_for_other_metrics(rows: int) -> None:
     for _ in range(reps):
         labels = rng.uniform(0, 5, rows)
         same = compare_runs(
-            _scored("a", labels, labels + rng.normal(0, 0.5, rows)),
-            _scored("b", labels, labels + rng.normal(0, 0.5, rows)),
+            scored("a", labels, labels + rng.normal(0, 0.5, rows)),
+            scored("b", labels, labels + rng.normal(0, 0.5, rows)),
             "mse",
             n_resamples=400,
         )
         false_positives += same.significant
         apart = compare_runs(
-            _scored("a", labels, labels + rng.normal(0, 0.5, rows)),
-            _scored("b", labels, labels + rng.normal(0, 0.6, rows)),
+            scored("a", labels, labels + rng.normal(0, 0.5, rows)),
+            scored("b", labels, labels + rng.normal(0, 0.6, rows)),
             "mse",
             n_resamples=400,
         )
@@ -152,7 +125,7 @@ def test_a_runs_bootstrap_interval(rows: int) -> None:
     for _ in range(reps):
         labels = rng.integers(0, 2, rows)
         predicted = np.where(rng.random(rows) < 0.85, labels, 1 - labels)
-        found = metric_interval(_classified("run", labels, predicted), "accuracy", n_resamples=400)
+        found = metric_interval(classified("run", labels, predicted), "accuracy", n_resamples=400)
         covered += _covers(found.low, found.high, 0.85)
     _check("run bootstrap interval (accuracy)", f"{rows} rows", covered, reps, nominal=0.95, kind="coverage")
 
@@ -245,7 +218,7 @@ def test_the_configuration_interval_covers_its_expected_accuracy(seeds: int, row
     for _ in range(reps):
         probability = stats.norm.cdf(c + rng.normal(0, tau, (seeds, 1)) + lam * rng.normal(0, 1, (1, rows)))
         correct = rng.random((seeds, rows)) < probability
-        runs = [_classified(f"s{i}", labels, row.astype(np.int64)) for i, row in enumerate(correct)]
+        runs = [classified(f"s{i}", labels, row.astype(np.int64)) for i, row in enumerate(correct)]
         found = config_interval(runs, "accuracy")
         covered += _covers(found.low, found.high, truth)
         t_interval = summarize_seeds("c", correct.mean(axis=1), "accuracy").mean_interval

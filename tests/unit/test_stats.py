@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 from scipy import stats as scipy_stats
+from support.predictions import classified, scored
 
 from bert_eval.core.evaluation import task_metrics as metrics
 from bert_eval.core.evaluation.predictions import Predictions
@@ -31,36 +32,6 @@ from bert_eval.core.statistics.signflip import sign_flip_test
 from bert_eval.spec import TaskType
 
 
-def _classified(run_id: str, labels: np.ndarray, predicted: np.ndarray, *, digest: str = "rows-1") -> Predictions:
-    return Predictions(
-        run_id=run_id,
-        split="validation",
-        snapshot_id="snap",
-        rows_digest=digest,
-        task=TaskType.classification,
-        label_names=("0", "1"),
-        rows=np.arange(len(labels)),
-        labels=labels,
-        predicted=predicted,
-        probabilities=None,
-    )
-
-
-def _scored(run_id: str, labels: np.ndarray, predicted: np.ndarray) -> Predictions:
-    return Predictions(
-        run_id=run_id,
-        split="validation",
-        snapshot_id="snap",
-        rows_digest="rows-1",
-        task=TaskType.regression,
-        label_names=(),
-        rows=np.arange(len(labels)),
-        labels=labels,
-        predicted=predicted,
-        probabilities=None,
-    )
-
-
 def _noisy(labels: np.ndarray, accuracy: float, rng: np.random.Generator) -> np.ndarray:
     """A binary classifier right on about `accuracy` of the rows, wrong at random on the rest."""
     return np.where(rng.random(len(labels)) < accuracy, labels, 1 - labels)
@@ -75,7 +46,7 @@ def _resampled(n: int, n_resamples: int) -> np.ndarray:
 def test_a_runs_interval_is_the_percentile_bootstrap_of_its_metric(metric: str) -> None:
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 60)
-    run = _classified("one", labels, _noisy(labels, 0.75, rng))
+    run = classified("one", labels, _noisy(labels, 0.75, rng))
     interval = metric_interval(run, metric, n_resamples=300)
 
     score = metrics.metric_function(metric, task=TaskType.classification, num_labels=2)
@@ -135,8 +106,8 @@ def test_runs_that_differ_on_too_few_rows_cannot_be_tested() -> None:
     labels = np.ones(200, dtype=np.int64)
     a_correct, b_correct = _correctness(3, 0, 150, 47)
     comparison = compare_runs(
-        _classified("a", labels, a_correct.astype(np.int64)),
-        _classified("b", labels, b_correct.astype(np.int64)),
+        classified("a", labels, a_correct.astype(np.int64)),
+        classified("b", labels, b_correct.astype(np.int64)),
         n_resamples=200,
     )
     assert comparison.p_value is None and not comparison.significant and comparison.mcnemar.p_value is None
@@ -155,7 +126,7 @@ def test_runs_that_differ_on_too_few_rows_cannot_be_tested() -> None:
 def test_other_metrics_use_the_paired_bootstrap_for_interval_and_verdict(metric: str) -> None:
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 2, 80)
-    a, b = _classified("a", labels, _noisy(labels, 0.8, rng)), _classified("b", labels, _noisy(labels, 0.7, rng))
+    a, b = classified("a", labels, _noisy(labels, 0.8, rng)), classified("b", labels, _noisy(labels, 0.7, rng))
     comparison = compare_runs(a, b, metric, n_resamples=400)
 
     score = metrics.metric_function(metric, task=TaskType.classification, num_labels=2)
@@ -186,7 +157,7 @@ def test_identical_runs_cannot_be_told_apart_and_get_no_p_value() -> None:
     predicted = _noisy(labels, 0.8, rng)
     for metric, why in (("accuracy", "they agree on all 100 rows"), ("f1", "their predictions give the same f1")):
         comparison = compare_runs(
-            _classified("a", labels, predicted), _classified("b", labels, predicted.copy()), metric, n_resamples=200
+            classified("a", labels, predicted), classified("b", labels, predicted.copy()), metric, n_resamples=200
         )
         assert comparison.difference.value == 0.0 and comparison.p_value is None and not comparison.significant
         assert comparison.sentence.startswith(f"cannot tell whether a or b is better on {metric}: {why}")
@@ -197,7 +168,7 @@ def test_runs_of_equal_quality_are_rarely_called_different() -> None:
     called_different = 0
     for _ in range(40):
         labels = rng.integers(0, 2, 300)
-        a, b = _classified("a", labels, _noisy(labels, 0.8, rng)), _classified("b", labels, _noisy(labels, 0.8, rng))
+        a, b = classified("a", labels, _noisy(labels, 0.8, rng)), classified("b", labels, _noisy(labels, 0.8, rng))
         called_different += compare_runs(a, b, n_resamples=200).significant
     assert called_different <= 6  # about 2 of 40 expected at the 5% level
 
@@ -206,8 +177,8 @@ def test_a_real_gap_is_significant_and_named_in_the_winners_favour() -> None:
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 400)
     good, weak = (
-        _classified("good", labels, _noisy(labels, 0.9, rng)),
-        _classified("weak", labels, _noisy(labels, 0.72, rng)),
+        classified("good", labels, _noisy(labels, 0.9, rng)),
+        classified("weak", labels, _noisy(labels, 0.72, rng)),
     )
 
     forward = compare_runs(good, weak, n_resamples=500)
@@ -231,8 +202,8 @@ def test_a_real_gap_is_significant_and_named_in_the_winners_favour() -> None:
 def test_smaller_mse_wins_and_mse_is_resampled_like_its_metric() -> None:
     rng = np.random.default_rng(6)
     labels = rng.uniform(0, 5, 120).astype(np.float32)
-    close = _scored("close", labels, (labels + rng.normal(0, 0.3, 120)).astype(np.float32))
-    far = _scored("far", labels, (labels + rng.normal(0, 1.2, 120)).astype(np.float32))
+    close = scored("close", labels, (labels + rng.normal(0, 0.3, 120)).astype(np.float32))
+    far = scored("far", labels, (labels + rng.normal(0, 1.2, 120)).astype(np.float32))
 
     comparison = compare_runs(close, far, "mse", n_resamples=300)
     mse = metrics.metric_function("mse", task=TaskType.regression, num_labels=1)
@@ -248,16 +219,16 @@ def test_smaller_mse_wins_and_mse_is_resampled_like_its_metric() -> None:
 def test_runs_on_different_rows_or_tasks_are_refused_with_the_cause() -> None:
     rng = np.random.default_rng(7)
     labels = rng.integers(0, 2, 50)
-    a = _classified("run-a", labels, _noisy(labels, 0.8, rng))
-    elsewhere = _classified("run-b", labels, _noisy(labels, 0.8, rng), digest="rows-2")
+    a = classified("run-a", labels, _noisy(labels, 0.8, rng))
+    elsewhere = classified("run-b", labels, _noisy(labels, 0.8, rng), digest="rows-2")
     with pytest.raises(ValueError, match="runs run-a and run-b were evaluated on different rows"):
         compare_runs(a, elsewhere)
-    shorter = _classified("run-c", labels[:40], a.predicted[:40])
+    shorter = classified("run-c", labels[:40], a.predicted[:40])
     with pytest.raises(ValueError, match="evaluated on different rows .*same dataset, split and max_eval_samples"):
         compare_runs(a, shorter)
-    scored = _scored("run-d", labels.astype(np.float32), labels.astype(np.float32))
+    regression = scored("run-d", labels.astype(np.float32), labels.astype(np.float32))
     with pytest.raises(ValueError, match="run run-a is a classification run and run run-d a regression run"):
-        compare_runs(a, scored)
+        compare_runs(a, regression)
     with pytest.raises(ValueError, match="run run-a: classification runs have no metric 'pearson'"):
         compare_runs(a, a, "pearson")
 
@@ -412,7 +383,7 @@ def test_the_best_config_and_those_significantly_worse_over_all_pairs_are_marked
 
 def _bernoulli_runs(correct: np.ndarray) -> list[Predictions]:
     labels = np.ones(correct.shape[1], dtype=np.int64)
-    return [_classified(f"s{i}", labels, row.astype(np.int64)) for i, row in enumerate(correct)]
+    return [classified(f"s{i}", labels, row.astype(np.int64)) for i, row in enumerate(correct)]
 
 
 def test_the_configuration_interval_adds_the_variance_the_seeds_share_over_examples() -> None:
@@ -442,14 +413,14 @@ def test_the_configuration_interval_adds_the_variance_the_seeds_share_over_examp
 
 def test_a_run_that_predicts_one_class_is_flagged_with_what_to_change() -> None:
     labels = np.array([0, 1, 1, 0, 1, 1, 1, 0])
-    flag = constant_prediction(_classified("flat", labels, np.ones(8, dtype=np.int64)))
+    flag = constant_prediction(classified("flat", labels, np.ones(8, dtype=np.int64)))
     assert flag is not None and flag.startswith(
         "run flat predicts class '1' for all 8 rows of validation: its accuracy (0.625)"
     )
     assert "train longer" in flag and "learning-rate" in flag
-    assert constant_prediction(_classified("fine", labels, labels.copy())) is None
-    scored = _scored("flat-score", labels.astype(np.float32), np.full(8, 0.5, dtype=np.float32))
-    assert "predicts the same score (0.5)" in (constant_prediction(scored) or "")
+    assert constant_prediction(classified("fine", labels, labels.copy())) is None
+    flat = scored("flat-score", labels.astype(np.float32), np.full(8, 0.5, dtype=np.float32))
+    assert "predicts the same score (0.5)" in (constant_prediction(flat) or "")
 
 
 def test_the_seed_plan_is_the_fewest_seeds_with_the_power_asked_for() -> None:
