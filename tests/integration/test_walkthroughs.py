@@ -49,7 +49,7 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
     env["BERT_EVAL_HEARTBEAT_TIMEOUT_S"] = "5"
     experiment = tmp_path / "experiment.yaml"
     # 750 steps (as the chaos test): training is still going when `chaos kill` has asked Temporal which worker
-    # is busy, even on a loaded machine; 250 steps once finished before the kill landed.
+    # is busy, even on a loaded machine.
     walk = tiny_run(tiny_model_dir, "walk", **{**LONG, "max_train_samples": 6000})
     experiment.write_text(yaml.safe_dump({"experiment_id": "walkthrough", "runs": [walk]}))
 

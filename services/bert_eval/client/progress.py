@@ -5,6 +5,7 @@ implements to follow an experiment through `AsyncExperimentHandle.wait_with`."""
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from collections import Counter
 from typing import Any, Protocol
 
@@ -62,7 +63,9 @@ def open_progress_bar(title: str, *, trials: int | None = None) -> ProgressBar:
     return _TqdmBar(tqdm, title, trials)
 
 
-class _CountingBar:
+class _CountingBar(ABC):
+    """A bar that counts ended runs (or trials) against the total; subclasses draw it."""
+
     def __init__(self, trials: int | None) -> None:
         self._trials = trials
 
@@ -74,8 +77,9 @@ class _CountingBar:
         failed = sum(run.status == "failed" for run in result.runs)
         self._show(ended, ended, f"finished, {failed} failed" if failed else "finished")
 
+    @abstractmethod
     def _show(self, done: int, total: int, detail: str) -> None:
-        raise NotImplementedError
+        """Draw `done` of `total` with a short `detail`."""
 
 
 class _TqdmBar(_CountingBar):
