@@ -213,6 +213,7 @@ async def _submit(
     from temporalio.client import WorkflowFailureError
 
     from bert_eval import telemetry
+    from bert_eval.search import submission_flags
     from bert_eval.temporal.client import MissingSearchAttributesError, ensure_search_attributes
     from bert_eval.temporal.failures import root_cause
     from bert_eval.temporal.submit import (
@@ -246,6 +247,8 @@ async def _submit(
     if experiment.search is not None:
         print(f"  search: {experiment.search.trials} trials of {experiment.runs[0].id}, {experiment.search.sampler} sampler, "
               f"scheduler {experiment.search.scheduler.type}")
+        for flag in submission_flags(experiment.search, experiment.runs[0]):
+            console.print(f"[yellow]warning:[/yellow] {escape(flag.message)}", soft_wrap=True)
     for spec in () if experiment.search is not None else experiment.runs:
         print(f"  run {spec.id}")
     if not wait:

@@ -28,6 +28,7 @@ from bert_eval.spec import (
 )
 
 __all__ = [
+    "CLASSIFICATION_OBJECTIVES",
     "SEPARABLE_GAP",
     "SearchFlag",
     "check_search",
@@ -38,12 +39,16 @@ __all__ = [
     "search_flags",
     "search_holdout",
     "separable_gap",
+    "small_slice_flag",
+    "submission_flags",
     "trial_id",
     "trial_spec",
 ]
 
 # The difference in accuracy a search slice should tell apart; a smaller slice is flagged with the rows it needs.
 SEPARABLE_GAP = 0.05
+# Objectives scored on predicted classes, whose noise on the slice is a binomial proportion's.
+CLASSIFICATION_OBJECTIVES = ("accuracy", "f1", "mcc")
 _Z = 1.959963984540054  # the two-sided 95% normal quantile
 
 
@@ -156,6 +161,31 @@ def separable_gap(rows: int, rate: float = 0.5) -> float:
     return _Z * math.sqrt(2 * rate * (1 - rate) / max(rows, 1))
 
 
+def small_slice_flag(metric: str, slice_rows: int) -> SearchFlag | None:
+    """A flag when a classification objective is measured on a slice too small to tell trials
+    `SEPARABLE_GAP` apart (95%), with the rows that would; None otherwise."""
+    if metric not in CLASSIFICATION_OBJECTIVES or separable_gap(slice_rows) <= SEPARABLE_GAP:
+        return None
+    need = math.ceil(2 * 0.25 * (_Z / SEPARABLE_GAP) ** 2)
+    return SearchFlag(
+        kind="small-slice",
+        message=f"the search slice has {slice_rows} rows: two trials' accuracies must differ by "
+        f"{separable_gap(slice_rows):.1%} to be told apart (95%); {need} rows tell {SEPARABLE_GAP:.0%} apart: "
+        "raise search.objective.holdout or train.max_train_samples",
+    )
+
+
+def submission_flags(search: SearchSpec, template: RunSpec) -> list[SearchFlag]:
+    """What can be flagged before a search is submitted: a slice too small for its objective, when the file
+    gives the number of training rows (`train.max_train_samples`); the coordinator flags it again with the
+    rows the data gave."""
+    rows = template.train.max_train_samples
+    if rows is None:
+        return []
+    flag = small_slice_flag(search.objective.metric, holdout_rows(rows, search.objective.holdout))
+    return [flag] if flag is not None else []
+
+
 def search_flags(
     *,
     metric: str,
@@ -170,18 +200,8 @@ def search_flags(
     trials, trials that predict one class, trials all tied or all within the slice's noise at a rung, and a
     winner no better than a constant prediction (`constant`: what one scores on the slice). `objectives` and
     `classes` are per trial, per rung processed; `best` indexes the winner, if any."""
-    flags: list[SearchFlag] = []
-    classification = metric in ("accuracy", "f1", "mcc")
-    if classification and separable_gap(slice_rows) > SEPARABLE_GAP:
-        need = math.ceil(2 * 0.25 * (_Z / SEPARABLE_GAP) ** 2)
-        flags.append(
-            SearchFlag(
-                kind="small-slice",
-                message=f"the search slice has {slice_rows} rows: two trials' accuracies must differ by "
-                f"{separable_gap(slice_rows):.1%} to be told apart (95%); {need} rows tell {SEPARABLE_GAP:.0%} apart: "
-                "raise search.objective.holdout or train.max_train_samples",
-            )
-        )
+    classification = metric in CLASSIFICATION_OBJECTIVES
+    flags = [flag] if (flag := small_slice_flag(metric, slice_rows)) is not None else []
     one_class = [i for i, c in enumerate(classes) if c and c[-1] == 1]
     if one_class:
         who = "every trial predicts" if len(one_class) == len(classes) else f"trials {_indices(one_class)} predict"

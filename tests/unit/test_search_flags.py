@@ -133,3 +133,40 @@ def test_the_leaderboard_and_the_json_records_carry_the_flags() -> None:
     assert "! one-class: every trial predicts one class" in shown and "! tied: all 2 trials at rung 0" in shown
     records = _json_records(ExperimentResult(experiment_id="s", runs=[], search=outcome))
     assert [f["kind"] for f in records[0]["search_flags"]] == ["one-class", "tied", "constant-wins"]  # type: ignore[index]
+
+
+def _search_experiment(max_train_samples: int | None, holdout: float, metric: str = "accuracy") -> object:
+    from bert_eval.experiment import parse_experiment
+
+    train = {"epochs": 1} if max_train_samples is None else {"epochs": 1, "max_train_samples": max_train_samples}
+    return parse_experiment({
+        "experiment_id": "slice",
+        "runs": [{"model": "tiny", "dataset": "glue/sst2", "train": train}],
+        "search": {
+            "trials": 4,
+            "space": {"train.learning_rate": {"loguniform": [1.0e-5, 1.0e-3]}},
+            "objective": {"metric": metric, "holdout": holdout},
+            "scheduler": {"type": "asha", "min_steps": 2},
+        },
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "holdout", "metric", "flagged"),
+    [
+        (400, 0.2, "accuracy", True),  # 80 rows: 15.3% apart
+        (20000, 0.1, "accuracy", False),  # 2,000 rows: 3.1% apart
+        (400, 0.2, "f1", True),
+        (None, 0.2, "accuracy", False),  # the whole dataset: the coordinator flags it once the rows are known
+    ],
+)
+def test_a_slice_too_small_is_flagged_before_submitting(
+    rows: int | None, holdout: float, metric: str, flagged: bool
+) -> None:
+    from bert_eval.search import submission_flags
+
+    experiment = _search_experiment(rows, holdout, metric)
+    flags = submission_flags(experiment.search, experiment.runs[0])  # type: ignore[attr-defined]
+    assert [f.kind for f in flags] == (["small-slice"] if flagged else [])
+    if flagged:
+        assert f"{round(rows * holdout)} rows" in flags[0].message  # type: ignore[operator]
