@@ -361,7 +361,7 @@ def _print_results(result: ExperimentResult) -> None:
     intervals = {r.run_id: r for r in result.summary.runs} if result.summary else {}
     for run in result.runs:
         summary = run.training
-        lines = [run.status + (" (reused)" if run.reused else "")]
+        lines = [run.status + (" (reused)" if run.reused else " (evaluated again)" if run.evaluated_again else "")]
         if summary is not None:
             loss = f", final loss {summary.final_loss:.4f}" if summary.final_loss is not None else ""
             lines.append(f"{summary.steps} steps{loss}")
@@ -382,6 +382,13 @@ def _print_results(result: ExperimentResult) -> None:
         Console().print(_configs_table(result.summary))
     for flag in result.summary.flags if result.summary is not None else []:
         Console().print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
+    for run in result.runs:
+        if run.evaluated_again:
+            Console().print(f"[yellow]repaired:[/yellow] {escape(_evaluated_again(run))}", soft_wrap=True)
+
+
+def _evaluated_again(run: RunResult) -> str:
+    return f"run {run.run_id}: {run.evaluated_again}; evaluated again"
 
 
 def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
@@ -584,6 +591,8 @@ def _result_line(run: RunResult) -> str:
     if summary is not None:
         parts += [f"steps {summary.steps}", f"resumes: {summary.resumes}"]
     parts.append(run.error or ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
+    if run.evaluated_again:
+        parts.append(f"{run.evaluated_again}: evaluated again")
     return ", ".join(p for p in parts if p)
 
 

@@ -289,15 +289,20 @@ class EvalActivities:
             evaluation = load_eval_result(layout, run.eval.split)
             if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
                 evaluation = None
+            again = None
             if evaluation is not None and not _kept_predictions_intact(layout, run.eval.split, evaluation):
                 # Comparisons and intervals read the kept predictions: evaluate again rather than reuse a result
-                # whose predictions are gone or altered.
+                # whose predictions are gone or altered (and say so in the run's result).
+                kept = layout.predictions_file(run.eval.split)
+                again = f"its kept predictions {kept} " + (
+                    "did not match the digest its evaluation recorded (altered)" if kept.exists() else "were missing"
+                )
                 log.warning(
                     "kept predictions missing or not matching their digest; evaluating the run again",
-                    run_id=run.id, split=run.eval.split, predictions=str(layout.predictions_file(run.eval.split)),
+                    run_id=run.id, split=run.eval.split, predictions=str(kept),
                 )
                 evaluation = None
-            return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
+            return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation, evaluated_again=again)
 
         with _activity_scope(run.id):
             return await _in_thread(look)

@@ -292,6 +292,7 @@ class CoordinatorWorkflow:
             evaluation=evaluation,
             cells=cells,
             metrics=evaluation.metrics,
+            evaluated_again=existing.evaluated_again,
         )
 
     async def _cells(
