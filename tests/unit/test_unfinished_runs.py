@@ -87,6 +87,13 @@ def failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
 
 
+def test_compare_names_a_failed_run_as_failed(failed_run: Path) -> None:
+    result = CliRunner().invoke(app, ["compare", "base", "other"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: run base: training has not finished")
+    assert "it failed (attempt 1: run base: no label column); fix the cause" in result.stderr
+
+
 def test_evaluating_a_failed_runs_model_names_it_as_failed(failed_run: Path, tmp_path: Path) -> None:
     path = tmp_path / "experiment.yaml"
     path.write_text(json.dumps({"runs": [{"run_id": "ev", "model": {"run": "base"}, "dataset": "glue/sst2", "train": None}]}))

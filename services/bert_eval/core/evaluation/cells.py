@@ -86,6 +86,7 @@ def evaluate_cell(
     existing = load_cell(cell, snapshot)
     if existing is not None:
         log.info("evaluation cell reused", run_id=run_id, cell=cell.name, computed_by=existing.run_id)
+        _record_run(cell, run_id, request)
         return existing.model_copy(update={"run_id": run_id, "reused": True})
 
     outputs = infer(
@@ -116,12 +117,26 @@ def evaluate_cell(
             log.info(
                 "evaluation cell published concurrently; using the existing one", run_id=run_id, cell=cell.name
             )
+            _record_run(cell, run_id, request)
             return published.model_copy(update={"run_id": run_id, "reused": True})
         raise InvalidInputError(
             f"run {run_id}: evaluation cell {cell.root} appeared incomplete while being published; evaluate again"
         )
+    _record_run(cell, run_id, request)
     log.info("evaluation cell done", run_id=run_id, cell=cell.name, examples=result.examples, **outputs.metrics)
     return result
+
+
+def _record_run(cell: CellLayout, run_id: str, request: EvalRequest) -> None:
+    """Write `runs/<run_id>.json` into the published cell: run `run_id` was evaluated as this cell, on its own
+    dataset or on `request.dataset` (an evaluation-matrix entry). The same run and cell always write the same
+    file, so writing it again changes nothing."""
+    path = cell.run_file(run_id)
+    if path.parent.is_symlink():
+        raise InvalidInputError(f"run {run_id}: {path.parent} is a symbolic link; refusing to write through it")
+    path.parent.mkdir(exist_ok=True)
+    dataset = request.dataset.label if request.dataset is not None else None
+    atomic_write_json(path, {"run_id": run_id, "split": cell.split, "cell": cell.name, "dataset": dataset})
 
 
 def load_cell(cell: CellLayout, snapshot: SnapshotResult) -> EvalResult | None:
