@@ -663,7 +663,8 @@ def _predict_texts(texts: list[str], file: Path | None) -> list[str]:
         try:
             lines = raw.decode("utf-8").splitlines()
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{file}: not UTF-8 text (byte {exc.start}); save it as UTF-8, one text per line") from None
+            problem = f"not UTF-8 text (byte {exc.start}); save it as UTF-8, one text per line"
+            raise ValueError(f"{file}: {problem}") from None
         numbered += [(f"{file} line {index + 1}", line) for index, line in enumerate(lines) if line.strip()]
     if not numbered:
         raise ValueError('nothing to predict: give texts (bert-eval predict RUN_ID "a text" ...) or --file FILE')

@@ -126,15 +126,17 @@ def _unfinished_training(layout: RunLayout) -> str:
     """Why a run has no final model, as its journal tells: its last attempt failed, it paused at a search rung,
     it is training, or it never started."""
     run_id = layout.run_id
-    states = [e for e in RunJournal(layout.journal_file).read() if e.get("event") in ("attempt", "failed", "paused", "completed")]
-    last = states[-1] if states else {}
+    states = ("attempt", "failed", "paused", "completed")
+    last = next((e for e in reversed(RunJournal(layout.journal_file).read()) if e.get("event") in states), {})
+    attempt, error = last.get("attempt", "?"), str(last.get("error", "no cause recorded"))[:_MAX_ERROR_CHARS]
     state = {
-        "failed": f"it failed (attempt {last.get('attempt', '?')}: {str(last.get('error', 'no cause recorded'))[:_MAX_ERROR_CHARS]}); "
-        f"fix the cause and resubmit its experiment (`bert-eval status {run_id}`)",
-        "paused": f"it paused at step {last.get('step', '?')} (a search trial that was not promoted); use a trial that "
-        "trained to the end",
-        "completed": "it completed but its final model or summary is missing; resubmit its experiment to train it again",
-        "attempt": f"it is still training (attempt {last.get('attempt', '?')}); wait for it (`bert-eval status {run_id}`)",
+        "failed": f"it failed (attempt {attempt}: {error}); fix the cause and resubmit its experiment "
+        f"(`bert-eval status {run_id}`)",
+        "paused": f"it paused at step {last.get('step', '?')} (a search trial that was not promoted); use a trial "
+        "that trained to the end",
+        "completed": "it completed but its final model or summary is missing; resubmit its experiment to train it "
+        "again",
+        "attempt": f"it is still training (attempt {attempt}); wait for it (`bert-eval status {run_id}`)",
     }.get(str(last.get("event")), f"it has not started (no attempt is recorded); see `bert-eval status {run_id}`")
     return f"training has not finished (no final model in {layout.model_dir}): {state}"
 
