@@ -235,8 +235,8 @@ def _cell_of(runs_dir: Path, run_id: str, split: str) -> CellLayout | None:
         try:
             dataset = json.loads(path.read_text())["dataset"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            problem = f"{path} is unreadable ({type(exc).__name__}); move it aside"
-            raise InvalidInputError(f"run {run_id}: {problem}") from None
+            unreadable = f"{path} is unreadable ({type(exc).__name__}); move it aside"
+            raise InvalidInputError(f"run {run_id}: {unreadable}") from None
         recorded.append((dataset, path.parent.parent.name))
     own = [name for dataset, name in recorded if dataset is None]
     cells = own or [name for _, name in recorded]

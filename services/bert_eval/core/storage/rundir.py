@@ -127,7 +127,8 @@ def _unfinished_training(layout: RunLayout) -> str:
     it is training, or it never started."""
     run_id = layout.run_id
     states = ("attempt", "failed", "paused", "completed")
-    last = next((e for e in reversed(RunJournal(layout.journal_file).read()) if e.get("event") in states), {})
+    events = reversed(RunJournal(layout.journal_file).read())
+    last: dict[str, Any] = next((e for e in events if e.get("event") in states), {})
     attempt, error = last.get("attempt", "?"), str(last.get("error", "no cause recorded"))[:_MAX_ERROR_CHARS]
     state = {
         "failed": f"it failed (attempt {attempt}: {error}); fix the cause and resubmit its experiment "
