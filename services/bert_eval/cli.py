@@ -383,12 +383,15 @@ def _print_results(result: ExperimentResult) -> None:
     for flag in result.summary.flags if result.summary is not None else []:
         Console().print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
     for run in result.runs:
-        if run.evaluated_again:
-            Console().print(f"[yellow]repaired:[/yellow] {escape(_evaluated_again(run))}", soft_wrap=True)
+        for why in _evaluated_again(run):
+            line = f"run {run.run_id}: {why}; evaluated again"
+            Console().print(f"[yellow]repaired:[/yellow] {escape(line)}", soft_wrap=True)
 
 
-def _evaluated_again(run: RunResult) -> str:
-    return f"run {run.run_id}: {run.evaluated_again}; evaluated again"
+def _evaluated_again(run: RunResult) -> list[str]:
+    """Why the run, or one of its evaluation-matrix cells, was evaluated again instead of reused."""
+    found = [run.evaluated_again, *(cell.evaluation.evaluated_again for cell in run.cells)]
+    return list(dict.fromkeys(why for why in found if why))
 
 
 def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:

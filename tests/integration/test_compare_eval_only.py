@@ -48,6 +48,19 @@ def test_compare_reads_eval_only_runs_through_their_cells(stack: Stack, tiny_mod
         assert (found[pair]["a"], found[pair]["b"]) == pair
         assert found[pair]["difference"] == reference["difference"], pair
 
+    # Its cell's predictions altered: resubmitting evaluates it again, and says so for that run.
+    from bert_eval.core.storage.layout import CellLayout
+
+    [record] = CellLayout.runs_evaluated_as(stack.runs_dir, "base-eval", "validation")
+    (record.parent.parent / "predictions.parquet").write_bytes(b"not the predictions")
+    again = stack.run_experiment({"experiment_id": "eval-only-compare", "runs": [*trained, *evaluated]})
+    assert [(run.reused, run.evaluated_again is not None) for run in again.runs] == [
+        (True, False), (True, False), (False, True), (True, False)
+    ]  # fmt: skip
+    assert again.runs[2].evaluated_again.startswith(f"its evaluation cell {record.parent.parent} failed verification")
+    assert again.runs[2].metrics == result.runs[2].metrics
+    assert json.loads(_compare(stack, "base-eval", "other-eval").stdout)["difference"] == reference["difference"]
+
     # A run id nothing recorded: named, one line, exit 2.
     missing = _compare(stack, "nobody", "base-eval")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr

@@ -114,6 +114,12 @@ def test_a_damaged_cell_is_kept_aside_and_evaluated_again(
     assert not again.reused and inferences == ["first", "second"] and again.metrics == first.metrics
     aside = [p.name for p in cell.root.parent.iterdir() if p.name.startswith(".corrupt-")]
     assert len(aside) == 1 and aside[0].startswith(f".corrupt-{cell.name}-")
+    # The run that evaluated it again is told why (and the cell's file does not keep that).
+    assert again.evaluated_again == (
+        f"its evaluation cell {cell.root} failed verification (predictions.parquet is missing or does not match "
+        f"the digest its result records; kept aside as {aside[0]})"
+    )
+    assert "evaluated_again" not in json.loads(cell.eval_file.read_text())
     assert evaluate_cell(run_id="third", model=model, snapshot=snapshot, request=request, runs_dir=runs_dir).reused
 
 
