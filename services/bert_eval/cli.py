@@ -364,7 +364,7 @@ def _print_results(result: ExperimentResult) -> None:
     intervals = {r.run_id: r for r in result.summary.runs} if result.summary else {}
     for run in result.runs:
         summary = run.training
-        lines = [run.status + (" (reused)" if run.reused else "")]
+        lines = [run.status + (" (reused)" if run.reused else " (evaluated again)" if run.evaluated_again else "")]
         if summary is not None:
             loss = f", final loss {summary.final_loss:.4f}" if summary.final_loss is not None else ""
             lines.append(f"{summary.steps} steps{loss}")
@@ -385,6 +385,16 @@ def _print_results(result: ExperimentResult) -> None:
         Console().print(_configs_table(result.summary))
     for flag in result.summary.flags if result.summary is not None else []:
         Console().print(f"[yellow]warning:[/yellow] {flag}", soft_wrap=True)
+    for run in result.runs:
+        for why in _evaluated_again(run):
+            line = f"run {run.run_id}: {why}; evaluated again"
+            Console().print(f"[yellow]repaired:[/yellow] {escape(line)}", soft_wrap=True)
+
+
+def _evaluated_again(run: RunResult) -> list[str]:
+    """Why the run, or one of its evaluation-matrix cells, was evaluated again instead of reused."""
+    found = [run.evaluated_again, *(cell.evaluation.evaluated_again for cell in run.cells)]
+    return list(dict.fromkeys(why for why in found if why))
 
 
 def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
@@ -587,31 +597,45 @@ def _result_line(run: RunResult) -> str:
     if summary is not None:
         parts += [f"steps {summary.steps}", f"resumes: {summary.resumes}"]
     parts.append(run.error or ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
+    if run.evaluated_again:
+        parts.append(f"{run.evaluated_again}: evaluated again")
     return ", ".join(p for p in parts if p)
 
 
 # --------------------------------------------------------------------------- predict
 
 
+# `predict` sends its texts in one Temporal payload and gets them back in another (with their labels), both
+# under the server's 2 MiB payload limit: a --file is read only up to this size, and a request holds at most
+# this many texts.
+PREDICT_MAX_FILE_BYTES = 512 * 1024
+PREDICT_MAX_TEXTS = 10_000
+# C0 control characters other than tab (the sentence-pair separator) and line ends: never in a text to label.
+_CONTROL_CHARACTERS = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"\x7f"}
+
+
 @app.command()
 def predict(
     run_id: Annotated[str, typer.Argument(help="a trained run's id")],
     texts: Annotated[Optional[list[str]], typer.Argument(help="texts to label (sentence pairs: 'first<TAB>second')")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", help="more texts, one per line")] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--file",
+            help=f"more texts, one per line: UTF-8, at most {PREDICT_MAX_FILE_BYTES // 1024} KiB "
+            f"and {PREDICT_MAX_TEXTS:,} texts in all",
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the result as JSON instead of a table")] = False,
 ) -> None:
-    """Label texts with a trained run's final model (on the eval pool), in the dataset's own label names."""
+    """Label texts with a trained run's final model (on the eval pool), in the dataset's own label names.
+
+    Refusals (an unknown or unfinished run, an unreadable, non-UTF-8 or too large --file, a text with control
+    characters, a pair run's text without a tab) print one `error:` line and exit 2."""
     from bert_eval.temporal.payloads import PredictInput
 
-    all_texts = list(texts or [])
-    if file is not None:
-        try:
-            all_texts += [line for line in file.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
-    if not all_texts:
-        raise _fail('nothing to predict: give texts (bert-eval predict RUN_ID "a text" ...) or --file FILE')
     try:
+        all_texts = _predict_texts(list(texts or []), file)
         request = PredictInput(run_id=run_id, texts=tuple(all_texts))
     except ValueError as exc:
         raise _fail(str(exc)) from None
@@ -627,17 +651,57 @@ def predict(
     Console().print(table)
 
 
+def _predict_texts(texts: list[str], file: Path | None) -> list[str]:
+    """The texts to label: the arguments', then the non-blank lines of `file` (read only up to
+    PREDICT_MAX_FILE_BYTES). Raises ValueError, one line naming the file or text, the cause and the fix."""
+    numbered = [(f"text {index + 1}", text) for index, text in enumerate(texts)]
+    if file is not None:
+        try:
+            with open(file, "rb") as handle:
+                raw = handle.read(PREDICT_MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
+        if len(raw) > PREDICT_MAX_FILE_BYTES:
+            raise ValueError(
+                f"{file}: larger than {PREDICT_MAX_FILE_BYTES // 1024} KiB, the limit for a --file; "
+                f"split it and call predict once per part"
+            )
+        try:
+            lines = raw.decode("utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            problem = f"not UTF-8 text (byte {exc.start}); save it as UTF-8, one text per line"
+            raise ValueError(f"{file}: {problem}") from None
+        numbered += [(f"{file} line {index + 1}", line) for index, line in enumerate(lines) if line.strip()]
+    if not numbered:
+        raise ValueError('nothing to predict: give texts (bert-eval predict RUN_ID "a text" ...) or --file FILE')
+    if len(numbered) > PREDICT_MAX_TEXTS:
+        raise ValueError(
+            f"{len(numbered):,} texts: at most {PREDICT_MAX_TEXTS:,} per call; split them over several calls"
+        )
+    for where, text in numbered:
+        if bad := next((c for c in text if c in _CONTROL_CHARACTERS), None):
+            raise ValueError(
+                f"{where} holds the control character U+{ord(bad):04X}; give plain text "
+                "(a tab only between the two sentences of a pair)"
+            )
+    return [text for _, text in numbered]
+
+
 async def _predict(request: PredictInput) -> PredictResult:
     from temporalio.client import WorkflowFailureError
 
     from bert_eval.temporal.failures import root_cause
-    from bert_eval.temporal.submit import predict
+    from bert_eval.temporal.names import INVALID_INPUT
+    from bert_eval.temporal.submit import predict, refusal
 
     client = await _connect_or_fail(get_temporal_settings())
     try:
         return await predict(client, request)
     except WorkflowFailureError as exc:
-        raise _fail(root_cause(exc, with_type=False), code=1) from None
+        # The worker refusing the request (an unknown or unfinished run, a pair run's text without a tab) is a
+        # refusal like `run`'s; anything else is a failure.
+        refused = refusal(exc, of_type=INVALID_INPUT)
+        raise (_fail(refused) if refused is not None else _fail(root_cause(exc, with_type=False), code=1)) from None
 
 
 # --------------------------------------------------------------------------- up and demo

@@ -1,5 +1,8 @@
 """Compare two runs, or two configurations (each a group of runs, one per seed), from the runs directory.
 
+A run's evaluation is read from its run directory; an eval-only run has none: its evaluation is the cell
+(`evals/<cell>/`) that records it in `runs/<run_id>.json`, the cell the coordinator evaluated it as.
+
 One run against one run: a paired comparison over the evaluation examples both were evaluated on
 (core/statistics/comparisons.py `compare_runs`), read from their kept predictions. Two groups of runs
 (`compare_configs`): paired by the training seed each run's spec records when both sides hold the same
@@ -22,11 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.storage.layout import RunLayout
+from bert_eval.core.storage.layout import CellLayout, RunLayout, evals_dir
 from bert_eval.spec import RunSpec, normalize_id
 
 if TYPE_CHECKING:
     from bert_eval.core.evaluation.predictions import Predictions
+    from bert_eval.core.records import EvalResult
     from bert_eval.core.statistics.comparisons import ConfigComparison, ConfigSummary, RunComparison
 
 __all__ = ["Comparison", "compare", "parse_side"]
@@ -78,17 +82,16 @@ def compare(
         )
     if shared := sorted(set(sides[0]) & set(sides[1])):
         raise ValueError(f"run {', '.join(shared)} is on both sides; a run belongs to one side of a comparison")
-    if not (runs_dir / "runs").is_dir():
+    if not ((runs_dir / "runs").is_dir() or evals_dir(runs_dir).is_dir()):
         raise InvalidInputError(
             f"no runs under {runs_dir}: pass the runs directory the workers write to (--runs-dir or BERT_EVAL_RUNS_DIR)"
         )
     # Only now the statistics and the evaluation records (scipy, torch): a mistake above is refused at once.
-    from bert_eval.core.evaluation.predictions import load_predictions
     from bert_eval.core.statistics.comparisons import check_comparable, compare_configs, compare_runs, default_metric
     from bert_eval.core.statistics.configs import constant_prediction
 
     names = _names(sides, a_name, b_name)
-    predictions = [[load_predictions(RunLayout(runs_dir, run_id), split) for run_id in ids] for ids in sides]
+    predictions = [[_predictions(runs_dir, run_id, split) for run_id in ids] for ids in sides]
     first = predictions[0][0]
     for run in (*predictions[0][1:], *predictions[1]):
         check_comparable(first, run)
@@ -108,12 +111,10 @@ def seed_values(
 ) -> tuple[str, list[float]]:
     """One configuration's metric, one value per run: (metric, values). InvalidInputError naming the run when a
     run is unknown or has no evaluation of `split` with that metric."""
-    from bert_eval.core.evaluation.batched import load_eval_result
-
     ids = _run_ids(run_ids, "the configuration")
     results = []
     for run_id in ids:
-        result = load_eval_result(RunLayout(runs_dir, run_id), split)
+        result = _eval_result(runs_dir, run_id, split)
         if result is None:
             raise InvalidInputError(f"run {run_id} has no evaluation of split {split!r} under {runs_dir}")
         results.append(result)
@@ -186,13 +187,86 @@ def _training_seed(runs_dir: Path, run_id: str) -> int | None:
 
 
 def _recorded_metric(runs_dir: Path, run: Predictions, metric: str) -> float:
-    from bert_eval.core.evaluation.batched import load_eval_result
-
-    result = load_eval_result(RunLayout(runs_dir, run.run_id), run.split)
+    result = _eval_result(runs_dir, run.run_id, run.split)
     if result is None or metric not in result.metrics:
         recorded = sorted(result.metrics) if result else []
         raise InvalidInputError(f"run {run.run_id}: its evaluation of {run.split!r} has no {metric!r} (has {recorded})")
     return result.metrics[metric]
+
+
+def _predictions(runs_dir: Path, run_id: str, split: str) -> Predictions:
+    """The kept predictions of the run's evaluation of `split`: its run directory's, else (an eval-only run) its
+    cell's. InvalidInputError naming the run, and what to do, when there are none."""
+    from bert_eval.core.evaluation.predictions import load_predictions, predictions_of
+    from bert_eval.core.storage.rundir import trained_summary
+
+    layout = RunLayout(runs_dir, run_id)
+    if not layout.eval_file(split).exists():
+        if (cell := _cell_of(runs_dir, run_id, split)) is not None:
+            return dataclasses.replace(predictions_of(_cell_result(run_id, cell)), run_id=run_id)
+        if not layout.root.is_dir():
+            raise InvalidInputError(
+                f"run {run_id} has no evaluation of split {split!r} under {runs_dir}: no run directory, and no "
+                "evaluation cell records it (an eval-only run is recorded in its cell when it finishes; one that "
+                "finished before that was recorded: resubmit its experiment, which reuses the cell); check the run "
+                "id and --split"
+            )
+        if not any(layout.root.glob("eval-*.json")):
+            trained_summary(layout)  # a run that failed, or is still training, says so
+    return load_predictions(layout, split)
+
+
+def _eval_result(runs_dir: Path, run_id: str, split: str) -> EvalResult | None:
+    """The run's evaluation of `split` (its run directory's, else its cell's), or None when there is none."""
+    from bert_eval.core.evaluation.batched import load_eval_result
+
+    if (result := load_eval_result(RunLayout(runs_dir, run_id), split)) is not None:
+        return result
+    cell = _cell_of(runs_dir, run_id, split)
+    return _cell_result(run_id, cell) if cell is not None else None
+
+
+def _cell_of(runs_dir: Path, run_id: str, split: str) -> CellLayout | None:
+    """The evaluation cell of `split` that run `run_id` was evaluated as on its own dataset (else on the one
+    other dataset it was evaluated on); None when no cell records the run. InvalidInputError when the run id
+    names several (the id was reused with another model or rows)."""
+    recorded = []
+    for path in CellLayout.runs_evaluated_as(runs_dir, run_id, split):
+        try:
+            dataset = json.loads(path.read_text())["dataset"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            unreadable = f"{path} is unreadable ({type(exc).__name__}); move it aside"
+            raise InvalidInputError(f"run {run_id}: {unreadable}") from None
+        recorded.append((dataset, path.parent.parent.name))
+    own = [name for dataset, name in recorded if dataset is None]
+    cells = own or [name for _, name in recorded]
+    if len(cells) > 1:
+        raise InvalidInputError(
+            f"run {run_id} was evaluated on {split!r} as {len(cells)} different cells ({', '.join(cells)} under "
+            f"{evals_dir(runs_dir)}): its id was reused with another model or dataset; give each run its own id"
+        )
+    if not cells:
+        return None
+    digest, snapshot_id, _ = cells[0].split("-", 2)
+    cell = CellLayout(Path(runs_dir), digest, snapshot_id, split)
+    if (problem := cell.escape()) is not None:
+        raise InvalidInputError(f"run {run_id}: {problem}")
+    return cell
+
+
+def _cell_result(run_id: str, cell: CellLayout) -> EvalResult:
+    """The cell's result, its files as seen from here (the volume may be mounted elsewhere than where it was
+    written)."""
+    from bert_eval.core.records import EvalResult
+
+    try:
+        result = EvalResult.model_validate(json.loads(cell.eval_file.read_text()))
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"run {run_id}: its evaluation cell {cell.root} is unreadable ({type(exc).__name__}); resubmit its "
+            "experiment to evaluate it again"
+        ) from None
+    return result.model_copy(update={"path": str(cell.eval_file), "predictions_path": str(cell.predictions_file)})
 
 
 # --------------------------------------------------------------------------- CLI

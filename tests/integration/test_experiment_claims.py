@@ -77,9 +77,11 @@ def test_a_terminated_experiment_claims_nothing(stack: Stack, tmp_path: Path) ->
     assert fixed.returncode == 0, fixed.stderr
 
 
-def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(stack: Stack, tiny_model_dir: Path) -> None:
+def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(
+    stack: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     """Resubmitting repairs a run whose kept predictions were deleted or replaced, instead of reusing a result
-    that comparisons and intervals cannot read."""
+    that comparisons and intervals cannot read, and `run` says so per run (table, line and --json)."""
     from support.specs import tiny_run
 
     from bert_eval.compare import compare
@@ -98,11 +100,28 @@ def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(stack: St
     with pytest.raises(ValueError, match="kept-a"):
         compare(stack.runs_dir, ["kept-a"], ["kept-b"])
 
-    again = stack.run_experiment(experiment)
-    assert [(run.status, run.reused) for run in again.runs] == [("completed", False), ("completed", False)]
-    assert [run.metrics for run in again.runs] == [run.metrics for run in first.runs]
-    assert again.runs[0].training is not None and again.runs[0].training.steps == first.runs[0].training.steps
+    path, records = tmp_path / "repaired.yaml", tmp_path / "repaired.json"
+    path.write_text(json.dumps(experiment))
+    done = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(path), "--json", str(records)],
+        env=stack.env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = json.loads(records.read_text())
+    assert [(run["status"], run["reused"]) for run in again] == [("completed", False), ("completed", False)]
+    assert [run["metrics"] for run in again] == [run.metrics for run in first.runs]
+    assert again[0]["training"]["steps"] == first.runs[0].training.steps
+    missing, altered = (f"its kept predictions {p.predictions_file('validation')}" for p in (a, b))
+    assert [run["evaluated_again"] for run in again] == [
+        f"{missing} were missing",
+        f"{altered} did not match the digest its evaluation recorded (altered)",
+    ]
+    assert f"repaired: run kept-a: {missing} were missing; evaluated again" in done.stdout
+    assert f"repaired: run kept-b: {altered} did not match the digest its evaluation recorded (altered); evaluated again" in done.stdout
     assert compare(stack.runs_dir, ["kept-a"], ["kept-b"]).sentence  # readable again
+    # A third submission finds the repaired files: reused, nothing to say.
+    third = stack.run_experiment(experiment)
+    assert [(run.reused, run.evaluated_again) for run in third.runs] == [(True, None), (True, None)]
     log = "".join(path.read_text() for path in stack.log_dir.glob("*eval*.log"))
     assert "kept predictions missing or not matching their digest" in log
 

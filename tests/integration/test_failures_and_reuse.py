@@ -41,6 +41,12 @@ def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(served: Stack, tin
     # The coordinator snapshots each run (3 runs, one attempt each); the bad dataset's run never starts training.
     assert asyncio.run(_attempts(served, "experiment-mixed", "snapshot_dataset")) == [1, 1, 1]
     assert not asyncio.run(_workflow_exists(served, "train-bad-dataset"))
+    # Whoever asks for the failed run's model later is told it failed, and why (not "still training").
+    from bert_eval.core.storage.layout import RunLayout
+    from bert_eval.core.storage.rundir import trained_summary
+
+    with pytest.raises(ValueError, match=r"run bad-model: training has not finished .*: it failed \(attempt 1: .*does not exist"):
+        trained_summary(RunLayout(served.runs_dir, "bad-model"))
 
 
 async def _attempts(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:

@@ -139,10 +139,10 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
     assert done.returncode == 0, done.stderr
     assert "a gorgeous, witty film" in done.stdout and "confidence" in done.stdout
 
-    # Unknown run: a clear error naming it, exit code 1, within the activity's first attempt.
+    # Unknown run: a refusal naming it, in one line with exit code 2, within the activity's first attempt.
     done = _bert_eval(served, "predict", "no-such-run", "text")
-    assert done.returncode == 1
-    assert "run no-such-run: no such run" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: run no-such-run: no such run") and done.stderr.count("\n") == 1
 
 
 def test_invalid_reference_input_fails_the_workflow_with_the_field_named(served: Stack, tiny_model_dir: Path) -> None:

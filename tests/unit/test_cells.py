@@ -59,7 +59,7 @@ def test_a_cell_is_evaluated_once_then_reused_by_any_run(
     cell = CellLayout(runs_dir, model.digest, snapshot.snapshot_id, "validation")
     assert not first.reused and inferences == ["first"] and first.examples == 64
     assert cell.root == runs_dir / "evals" / f"{model.digest}-{snapshot.snapshot_id}-validation"
-    assert sorted(p.name for p in cell.root.iterdir()) == ["eval.json", "predictions.parquet"]
+    assert sorted(p.name for p in cell.root.iterdir()) == ["eval.json", "predictions.parquet", "runs"]
     assert (first.path, first.predictions_path) == (str(cell.eval_file), str(cell.predictions_file))
     assert sorted(p.name for p in cell.root.parent.iterdir()) == [cell.name]  # no staging left behind
     written = cell.eval_file.stat().st_mtime_ns
@@ -68,6 +68,10 @@ def test_a_cell_is_evaluated_once_then_reused_by_any_run(
     again = evaluate_cell(run_id="second", model=model, snapshot=snapshot, request=EvalRequest(batch_size=7), runs_dir=runs_dir)
     assert again.reused and again.run_id == "second" and inferences == ["first"]
     assert again.metrics == first.metrics and again.predictions_sha256 == first.predictions_sha256
+    # Each run that was evaluated as the cell is recorded in it (an eval-only run's only trace: `compare` reads it).
+    assert CellLayout.runs_evaluated_as(runs_dir, "second", "validation") == [cell.run_file("second")]
+    assert sorted(p.name for p in (cell.root / "runs").iterdir()) == ["first.json", "second.json"]
+    assert CellLayout.runs_evaluated_as(runs_dir, "second", "test") == []
     assert cell.eval_file.stat().st_mtime_ns == written
     assert json.loads(cell.eval_file.read_text())["run_id"] == "first"  # the cell records who computed it
 
@@ -110,6 +114,12 @@ def test_a_damaged_cell_is_kept_aside_and_evaluated_again(
     assert not again.reused and inferences == ["first", "second"] and again.metrics == first.metrics
     aside = [p.name for p in cell.root.parent.iterdir() if p.name.startswith(".corrupt-")]
     assert len(aside) == 1 and aside[0].startswith(f".corrupt-{cell.name}-")
+    # The run that evaluated it again is told why (and the cell's file does not keep that).
+    assert again.evaluated_again == (
+        f"its evaluation cell {cell.root} failed verification (predictions.parquet is missing or does not match "
+        f"the digest its result records; kept aside as {aside[0]})"
+    )
+    assert "evaluated_again" not in json.loads(cell.eval_file.read_text())
     assert evaluate_cell(run_id="third", model=model, snapshot=snapshot, request=request, runs_dir=runs_dir).reused
 
 

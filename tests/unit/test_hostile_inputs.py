@@ -437,3 +437,95 @@ def test_evaluating_a_run_that_never_trained_names_its_experiment(runs_dir: Path
     )
     path.write_text("runs:\n  - {run_id: ev, model: {run: nobody}, dataset: glue/sst2, train: null}\n")
     _assert_refused(*_run_cli(runs_dir, path), "run nobody: no such run")
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _predict_cli(runs_dir: Path, *args: str) -> tuple[int, str, float]:
+    before = _tree(runs_dir)
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["predict", "some-run", *args])
+    elapsed = time.monotonic() - started
+    assert _tree(runs_dir) == before, "the runs directory changed"
+    return result.exit_code, result.stderr, elapsed
+
+
+def test_a_predict_file_over_the_size_cap_is_refused_before_reading(runs_dir: Path, tmp_path: Path) -> None:
+    from bert_eval.cli import PREDICT_MAX_FILE_BYTES
+
+    path = tmp_path / "texts.txt"
+    with open(path, "wb") as handle:  # sparse: 4 GiB that reading whole would exhaust the machine
+        handle.write(b"a text\n")
+        handle.seek(4 << 30)
+        handle.write(b"\n")
+    _assert_refused(*_predict_cli(runs_dir, "--file", str(path)), f"larger than {PREDICT_MAX_FILE_BYTES // 1024} KiB")
+
+
+PREDICT_FILES = {
+    # name: (file contents, text the one line must hold)
+    "binary file": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 40, "not UTF-8 text (byte 0)"),
+    "latin-1 file": ("a caf\u00e9 film\n".encode("latin-1"), "not UTF-8 text (byte 5); save it as UTF-8"),
+    "NUL in a line": (b"fine\nbad\x00text\n", "texts.txt line 2 holds the control character U+0000"),
+    "escape sequence": (b"\x1b[31mred\x1b[0m\n", "line 1 holds the control character U+001B"),
+    "too many lines": (b"x\n" * 10_001, "10,001 texts: at most 10,000 per call"),
+    "only blank lines": (b"\n  \n\t\n", "nothing to predict"),
+    "a directory": (None, "cannot read"),
+}
+
+
+@pytest.mark.parametrize("name", list(PREDICT_FILES))
+def test_a_hostile_predict_file_is_refused_in_one_line(name: str, runs_dir: Path, tmp_path: Path) -> None:
+    content, expected = PREDICT_FILES[name]
+    path = tmp_path / "texts.txt"
+    path.mkdir() if content is None else path.write_bytes(content)
+    _assert_refused(*_predict_cli(runs_dir, "--file", str(path)), expected)
+
+
+def test_a_bad_predict_argument_is_refused_in_one_line(runs_dir: Path) -> None:
+    _assert_refused(*_predict_cli(runs_dir, "fine", "bell\x07"), "text 2 holds the control character U+0007")
+    before = _tree(runs_dir)
+    result = CliRunner().invoke(app, ["predict", "../escape", "text"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert _tree(runs_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("error_type", "message", "code"),
+    [
+        ("InvalidInput", "run no-such-run: no such run under /runs; check the id", 2),
+        ("InvalidInput", "run pair: was trained on sentence pairs: give each text as 'first<TAB>second'", 2),
+        ("DeterministicFailure", "run r: model weights unreadable (OSError)", 1),
+    ],
+)
+def test_the_workers_refusal_of_a_prediction_prints_one_line_and_exits_2(
+    runs_dir: Path, monkeypatch: pytest.MonkeyPatch, error_type: str, message: str, code: int
+) -> None:
+    """The worker refuses a run it does not hold (or texts the run cannot take) as bad input: exit 2, like
+    `run`; a failure of the model itself stays exit 1."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+
+    import bert_eval.cli as cli
+    import bert_eval.temporal.submit as submit
+
+    async def connected(_temporal: object) -> object:
+        return object()
+
+    async def refused(*_args: object, **_kwargs: object) -> object:
+        cause = ApplicationError(message, type=error_type, non_retryable=True)
+        activity_error = ActivityError(
+            "activity error", scheduled_event_id=1, started_event_id=2, identity="w", activity_type="predict",
+            activity_id="1", retry_state=RetryState.NON_RETRYABLE_FAILURE,
+        )  # fmt: skip
+        activity_error.__cause__ = cause
+        failure = WorkflowFailureError(cause=activity_error)
+        failure.__cause__ = activity_error
+        raise failure
+
+    monkeypatch.setattr(cli, "_connect_or_fail", connected)
+    monkeypatch.setattr(submit, "predict", refused)
+    code_seen, stderr, elapsed = _predict_cli(runs_dir, "a text")
+    assert code_seen == code, stderr
+    assert stderr == f"error: {message}\n"
+    assert elapsed < REFUSAL_S

@@ -95,8 +95,8 @@ def test_a_run_reference_is_its_finished_model(runs_dir: Path, classifier: Path)
 def test_run_references_that_cannot_be_evaluated_say_why(runs_dir: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"run ghost: no such run under .* check the id"):
         describe_model("run:ghost", runs_dir=runs_dir, models_dir=None)
-    (runs_dir / "runs" / "training").mkdir(parents=True)  # started, no final model yet (or failed)
-    with pytest.raises(InvalidInputError, match=r"run training: training has not finished .* still training or it failed; wait"):
+    (runs_dir / "runs" / "training").mkdir(parents=True)  # no attempt recorded, no final model
+    with pytest.raises(InvalidInputError, match=r"run training: training has not finished .*: it has not started"):
         describe_model("run:training", runs_dir=runs_dir, models_dir=None)
     with pytest.raises(InvalidInputError, match=r"model 'run:\.\./etc': invalid run_id"):
         describe_model("run:../etc", runs_dir=runs_dir, models_dir=None)

@@ -20,3 +20,20 @@ def test_the_class_set_is_printed_with_the_results(capsys: pytest.CaptureFixture
     _print_results(result)
     out = capsys.readouterr().out
     assert "classes" in out and "neg,pos" in out
+
+
+def test_a_run_evaluated_again_says_why_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from bert_eval.cli import _result_line
+
+    why = "its kept predictions /runs/r2/predictions-validation.parquet were missing"
+    runs = [
+        RunResult(run_id="r1", status="completed", reused=True, metrics={"accuracy": 0.9}),
+        RunResult(run_id="r2", status="completed", metrics={"accuracy": 0.8}, evaluated_again=why),
+    ]
+    _print_results(ExperimentResult(experiment_id="e", runs=runs))
+    out = capsys.readouterr().out
+    assert f"repaired: run r2: {why}; evaluated again\n" in out and "repaired: run r1" not in out
+    assert "(evaluated again)" in out
+    assert _result_line(runs[1]) == f"run r2: completed, accuracy=0.8000, {why}: evaluated again"
+    # Results written before the field existed still parse: it defaults to None.
+    assert RunResult.model_validate({"run_id": "r3", "status": "completed"}).evaluated_again is None

@@ -142,6 +142,9 @@ class EvalResult(_Strict):
     # True when an existing evaluation of the same model on the same rows was returned
     # (core/evaluation/cells.py).
     reused: bool = False
+    # Why the existing evaluation was not returned and this one was computed instead (its predictions missing
+    # or altered); like `reused`, a property of one call, not written to the result file.
+    evaluated_again: str | None = None
 
 
 class PredictResult(BaseModel):

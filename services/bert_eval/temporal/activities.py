@@ -49,7 +49,7 @@ from bert_eval.core.search.sampling import suggest
 from bert_eval.core.statistics.summary import RunOutcome, summarize_runs
 from bert_eval.core.storage.fsutil import atomic_write_json
 from bert_eval.core.storage.layout import RunLayout, experiment_file, snapshots_dir, write_experiment_record
-from bert_eval.core.storage.rundir import completed_summary, run_dir_conflict
+from bert_eval.core.storage.rundir import StaleAttemptError, completed_summary, record_failed_training, run_dir_conflict
 from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
@@ -95,9 +95,12 @@ def _heartbeat_period_s() -> float:
 
 
 @contextlib.contextmanager
-def _activity_scope(run_id: str, experiment_id: str | None = None) -> Iterator[None]:
+def _activity_scope(
+    run_id: str, experiment_id: str | None = None, *, on_final_failure: Callable[[Exception, str], None] | None = None
+) -> Iterator[None]:
     """Log lines carry the run and this attempt; a core error becomes an ApplicationError whose type
-    and retryability follow its class (core/errors.py); messages always name the run."""
+    and retryability follow its class (core/errors.py); messages always name the run. A non-retryable one
+    is first passed to `on_final_failure` (the error, the message)."""
     info = activity.info()
     with telemetry.bind_run(
         run_id=run_id, experiment_id=experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
@@ -107,7 +110,10 @@ def _activity_scope(run_id: str, experiment_id: str | None = None) -> Iterator[N
         except (ApplicationError, TrainingInterrupted, asyncio.CancelledError):
             raise
         except Exception as exc:  # every other error is classified: the retry decision depends on it
-            raise _application_error(run_id, exc) from None
+            error = _application_error(run_id, exc)
+            if on_final_failure is not None and error.non_retryable:
+                on_final_failure(exc, error.message)
+            raise error from None
 
 
 def _application_error(run_id: str, exc: Exception) -> ApplicationError:
@@ -199,7 +205,12 @@ class TrainingActivities:
             stop_at_step=request.stop_at_step,
         )
         observer = metrics.PrometheusTrainingObserver(run.id, run.model)
-        with _activity_scope(run.id, request.experiment_id):
+
+        def failed(exc: Exception, message: str) -> None:
+            if not isinstance(exc, StaleAttemptError):  # a superseded attempt: the current one goes on
+                record_failed_training(RunLayout(self.runs_dir, run.id), run, attempt=info.attempt, error=message)
+
+        with _activity_scope(run.id, request.experiment_id, on_final_failure=failed):
             log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
             work = asyncio.create_task(
                 _in_thread(
@@ -278,15 +289,20 @@ class EvalActivities:
             evaluation = load_eval_result(layout, run.eval.split)
             if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
                 evaluation = None
+            again = None
             if evaluation is not None and not _kept_predictions_intact(layout, run.eval.split, evaluation):
                 # Comparisons and intervals read the kept predictions: evaluate again rather than reuse a result
-                # whose predictions are gone or altered.
+                # whose predictions are gone or altered (and say so in the run's result).
+                kept = layout.predictions_file(run.eval.split)
+                again = f"its kept predictions {kept} " + (
+                    "did not match the digest its evaluation recorded (altered)" if kept.exists() else "were missing"
+                )
                 log.warning(
                     "kept predictions missing or not matching their digest; evaluating the run again",
-                    run_id=run.id, split=run.eval.split, predictions=str(layout.predictions_file(run.eval.split)),
+                    run_id=run.id, split=run.eval.split, predictions=str(kept),
                 )
                 evaluation = None
-            return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
+            return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation, evaluated_again=again)
 
         with _activity_scope(run.id):
             return await _in_thread(look)

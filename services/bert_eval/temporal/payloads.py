@@ -157,6 +157,8 @@ class ExistingRun(Payload):
     summary: TrainingSummary | None = None
     snapshot: SnapshotResult | None = None
     evaluation: EvalResult | None = None
+    # Why the evaluation on disk is not reused (its kept predictions are missing or altered); None otherwise.
+    evaluated_again: str | None = None
 
 
 class RunPhase(str, Enum):
@@ -209,6 +211,8 @@ class RunResult(BaseModel):
     evaluation: EvalResult | None = None  # the run's first (primary) evaluation; `metrics` are its metrics
     cells: list[MatrixCell] = []  # the run's other evaluations (the evaluation matrix)
     metrics: dict[str, float] = {}
+    # Why its kept evaluation was not reused and the run was evaluated again (kept predictions missing or altered).
+    evaluated_again: str | None = None
 
 
 class ExperimentResult(BaseModel):

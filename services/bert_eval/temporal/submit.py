@@ -223,14 +223,16 @@ async def submitted_experiment(client: Client, experiment_id: str) -> RecordedEx
     return RecordedExperiment(runs=experiment.runs, search=experiment.search, where=where, running=running)
 
 
-def refusal(exc: BaseException) -> str | None:
+def refusal(exc: BaseException, *, of_type: str | None = None) -> str | None:
     """The message of a non-retryable application error along `exc`'s causes (the coordinator's refusal of
-    bad input, read out of a `WorkflowFailureError`), or None when the failure is not a refusal."""
+    bad input, read out of a `WorkflowFailureError`), or None when the failure is not a refusal; with
+    `of_type`, only an error of that type (`names.INVALID_INPUT`) counts."""
     cause: BaseException | None = exc
     found = None
     while cause is not None:
         if isinstance(cause, ApplicationError) and cause.non_retryable and cause.message:
-            found = cause.message
+            if of_type is None or cause.type == of_type:
+                found = cause.message
         cause = cause.__cause__
     return found
 

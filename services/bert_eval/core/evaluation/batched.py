@@ -200,8 +200,9 @@ def infer(
 
 
 def result_record(result: EvalResult) -> dict[str, object]:
-    """What a result file holds: the result, less `reused` (a property of one call, not of the evaluation)."""
-    return result.model_dump(mode="json", exclude={"reused"})
+    """What a result file holds: the result, less `reused` and `evaluated_again` (properties of one call, not of
+    the evaluation)."""
+    return result.model_dump(mode="json", exclude={"reused", "evaluated_again"})
 
 
 def load_eval_result(layout: RunLayout, split: str) -> EvalResult | None:

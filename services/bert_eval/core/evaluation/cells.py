@@ -83,9 +83,11 @@ def evaluate_cell(
     cell = CellLayout(Path(runs_dir), model.digest, snapshot.snapshot_id, request.split)
     if (problem := cell.escape()) is not None:
         raise InvalidInputError(f"run {run_id}: {problem}")
-    existing = load_cell(cell, snapshot)
-    if existing is not None:
+    existing = _verified_cell(cell, snapshot)
+    set_aside = existing if isinstance(existing, str) else None
+    if isinstance(existing, EvalResult):
         log.info("evaluation cell reused", run_id=run_id, cell=cell.name, computed_by=existing.run_id)
+        _record_run(cell, run_id, request)
         return existing.model_copy(update={"run_id": run_id, "reused": True})
 
     outputs = infer(
@@ -116,18 +118,38 @@ def evaluate_cell(
             log.info(
                 "evaluation cell published concurrently; using the existing one", run_id=run_id, cell=cell.name
             )
+            _record_run(cell, run_id, request)
             return published.model_copy(update={"run_id": run_id, "reused": True})
         raise InvalidInputError(
             f"run {run_id}: evaluation cell {cell.root} appeared incomplete while being published; evaluate again"
         )
+    _record_run(cell, run_id, request)
     log.info("evaluation cell done", run_id=run_id, cell=cell.name, examples=result.examples, **outputs.metrics)
-    return result
+    return result.model_copy(update={"evaluated_again": set_aside}) if set_aside is not None else result
+
+
+def _record_run(cell: CellLayout, run_id: str, request: EvalRequest) -> None:
+    """Write `runs/<run_id>.json` into the published cell: run `run_id` was evaluated as this cell, on its own
+    dataset or on `request.dataset` (an evaluation-matrix entry). The same run and cell always write the same
+    file, so writing it again changes nothing."""
+    path = cell.run_file(run_id)
+    if path.parent.is_symlink():
+        raise InvalidInputError(f"run {run_id}: {path.parent} is a symbolic link; refusing to write through it")
+    path.parent.mkdir(exist_ok=True)
+    dataset = request.dataset.label if request.dataset is not None else None
+    atomic_write_json(path, {"run_id": run_id, "split": cell.split, "cell": cell.name, "dataset": dataset})
 
 
 def load_cell(cell: CellLayout, snapshot: SnapshotResult) -> EvalResult | None:
     """The cell's result when the cell is complete: its result readable, its predictions the ones the result
     records, and as many rows as the snapshot's table. None when there is no cell; an incomplete or damaged
     one is moved aside (kept for inspection, never deleted) and None returned, so it is evaluated again."""
+    found = _verified_cell(cell, snapshot)
+    return found if isinstance(found, EvalResult) else None
+
+
+def _verified_cell(cell: CellLayout, snapshot: SnapshotResult) -> EvalResult | str | None:
+    """`load_cell`, saying why a damaged cell was moved aside (one line naming the cell and where it went)."""
     if not cell.root.exists():
         return None
     problem = None
@@ -153,7 +175,7 @@ def load_cell(cell: CellLayout, snapshot: SnapshotResult) -> EvalResult | None:
             os.replace(cell.root, aside)
         except FileNotFoundError:
             pass  # another worker moved it aside first
-        return None
+        return f"its evaluation cell {cell.root} failed verification ({problem}; kept aside as {aside.name})"
     # Paths as seen from this worker (the volume may be mounted elsewhere than where the cell was written).
     return result.model_copy(update={"path": str(cell.eval_file), "predictions_path": str(cell.predictions_file)})
 

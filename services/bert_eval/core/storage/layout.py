@@ -223,6 +223,21 @@ class CellLayout:
         """`predictions.parquet`: the cell's per-example predictions."""
         return self.root / "predictions.parquet"
 
+    def run_file(self, run_id: str) -> Path:
+        """`runs/<run_id>.json`: says that run `run_id` was evaluated as this cell (an eval-only run has no run
+        directory: `compare` finds its evaluation through this file, `runs_evaluated_as`)."""
+        if normalize_id(run_id) != run_id:
+            raise ValueError(f"run_id {run_id!r} is not canonical")
+        return self.root / "runs" / f"{run_id}.json"
+
+    @classmethod
+    def runs_evaluated_as(cls, runs_dir: Path, run_id: str, split: str) -> list[Path]:
+        """The `run_file`s of every cell of `split` that run `run_id` was evaluated as, in name order."""
+        if normalize_id(run_id) != run_id or not _SPLIT.fullmatch(split):
+            raise ValueError(f"run {run_id!r}, split {split!r}: not a canonical run id and split name")
+        cells = "?" * 16 + "-" + "?" * 16 + f"-{split}"
+        return sorted(evals_dir(runs_dir).glob(f"{cells}/runs/{run_id}.json"))
+
     def escape(self) -> str | None:
         """Why this cell's directory is not safe to use (a symbolic link, or resolving outside the runs
         directory), or None; as RunLayout.escape."""

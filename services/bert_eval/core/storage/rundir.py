@@ -24,6 +24,7 @@ from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.records import TrainingSummary
 from bert_eval.core.storage.checkpoints import CheckpointStore
 from bert_eval.core.storage.fsutil import atomic_write_json
+from bert_eval.core.storage.journal import RunJournal
 from bert_eval.core.storage.layout import RunLayout
 from bert_eval.spec import RunSpec
 
@@ -32,9 +33,13 @@ __all__ = [
     "StaleAttemptError",
     "claim_run_dir",
     "completed_summary",
+    "record_failed_training",
     "run_dir_conflict",
     "trained_summary",
 ]
+
+# A failed attempt's error, as the journal keeps it and messages quote it.
+_MAX_ERROR_CHARS = 300
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +115,44 @@ def trained_summary(layout: RunLayout) -> TrainingSummary:
             "and that this worker's BERT_EVAL_RUNS_DIR is the volume the run trained on"
         )
     if not (layout.summary_file.is_file() and (layout.model_dir / "config.json").is_file()):
-        raise InvalidInputError(
-            f"run {run_id}: training has not finished (no final model in {layout.model_dir}): it is still training "
-            f"or it failed; wait for it (`bert-eval status {run_id}`) or resubmit its experiment"
-        )
+        raise InvalidInputError(f"run {run_id}: {_unfinished_training(layout)}")
     try:
         return TrainingSummary.model_validate(json.loads(layout.summary_file.read_text())["summary"])
     except (ValueError, KeyError) as exc:
         raise InvalidInputError(f"run {run_id}: unreadable training summary {layout.summary_file}: {exc}") from exc
+
+
+def _unfinished_training(layout: RunLayout) -> str:
+    """Why a run has no final model, as its journal tells: its last attempt failed, it paused at a search rung,
+    it is training, or it never started."""
+    run_id = layout.run_id
+    states = ("attempt", "failed", "paused", "completed")
+    events = reversed(RunJournal(layout.journal_file).read())
+    last: dict[str, Any] = next((e for e in events if e.get("event") in states), {})
+    attempt, error = last.get("attempt", "?"), str(last.get("error", "no cause recorded"))[:_MAX_ERROR_CHARS]
+    state = {
+        "failed": f"it failed (attempt {attempt}: {error}); fix the cause and resubmit its experiment "
+        f"(`bert-eval status {run_id}`)",
+        "paused": f"it paused at step {last.get('step', '?')} (a search trial that was not promoted); use a trial "
+        "that trained to the end",
+        "completed": "it completed but its final model or summary is missing; resubmit its experiment to train it "
+        "again",
+        "attempt": f"it is still training (attempt {attempt}); wait for it (`bert-eval status {run_id}`)",
+    }.get(str(last.get("event")), f"it has not started (no attempt is recorded); see `bert-eval status {run_id}`")
+    return f"training has not finished (no final model in {layout.model_dir}): {state}"
+
+
+def record_failed_training(layout: RunLayout, run: RunSpec, *, attempt: int, error: str) -> None:
+    """Journal that this attempt of the run's training failed for good, so that a later reader names the run
+    as failed rather than still training. Only into the run's own directory (safe, and its spec.json records
+    this spec); never raises: the failure itself is what the caller reports."""
+    try:
+        if layout.escape() is not None or not layout.spec_file.is_file():
+            return
+        if json.loads(layout.spec_file.read_text()).get("fingerprint") == run.fingerprint():
+            RunJournal(layout.journal_file).append("failed", attempt=attempt, error=error[:_MAX_ERROR_CHARS])
+    except (OSError, ValueError, AttributeError) as exc:
+        log.warning("run %s: could not journal its failed training: %s", run.id, exc)
 
 
 class AttemptFence:

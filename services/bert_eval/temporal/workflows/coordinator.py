@@ -222,6 +222,7 @@ class CoordinatorWorkflow:
             evaluation=primary.evaluation,
             cells=others,
             metrics=primary.evaluation.metrics,
+            evaluated_again=primary.evaluation.evaluated_again,
         )
 
     async def _train_or_reuse(
@@ -292,6 +293,7 @@ class CoordinatorWorkflow:
             evaluation=evaluation,
             cells=cells,
             metrics=evaluation.metrics,
+            evaluated_again=existing.evaluated_again,
         )
 
     async def _cells(
