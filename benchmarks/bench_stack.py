@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paced_worker import PACE_ENV  # type: ignore[import-not-found]  # beside this file
+
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.spec import Experiment
@@ -31,8 +33,6 @@ from bert_eval.temporal.submit import start_experiment
 __all__ = ["BackgroundRun", "BenchStack", "BenchWorker", "free_port"]
 
 HERE = Path(__file__).resolve().parent
-# Read by a paced worker (paced_worker.py): every optimizer step lasts at least this many seconds.
-PACE_ENV = "BERT_EVAL_TEST_STEP_PACE_S"
 
 
 def free_port() -> int:

@@ -72,23 +72,6 @@ def wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0, *
     raise TimeoutError(f"no checkpoint past step {after} for {run_id} within {timeout_s}s")
 
 
-async def activity_attempts(client: Any, workflow_id: str, activity_type: str) -> list[int]:
-    """The attempt number of every start of `activity_type` in the workflow's history."""
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    scheduled = {
-        e.event_id
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
-    }
-    return [
-        e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
-        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    ]
-
-
 def create_namespace(address: str, label: str) -> str:
     """A new namespace on the server at `address`, named after `label` and unique, with bert-eval's search
     attributes (a submission sets them, possibly before any worker has registered them)."""
@@ -254,13 +237,13 @@ class Stack:
 
     def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, fork: bool = True, **env: str) -> WorkerProcess:
         """A real worker process; `step_pace_s` > 0 makes each training step last at least that long
-        (paced_worker.py), so a kill "mid-training" lands mid-training on any machine. Under pytest it is
+        (benchmarks/paced_worker.py), so a kill "mid-training" lands mid-training on any machine. Under pytest it is
         forked from a template that has imported the worker's modules (support/worker_forks.py) unless
         `fork` is False; elsewhere (benchmarks) it is always started with `subprocess`."""
         port = int(env.pop("BERT_EVAL_METRICS_PORT", 0)) or free_port()
         log_file = self.log_dir / f"{kind}-worker-{len(self.workers)}.log"
         if step_pace_s > 0:
-            argv = [str(REPO / "tests" / "integration" / "paced_worker.py"), "worker", kind]
+            argv = [str(REPO / "benchmarks" / "paced_worker.py"), "worker", kind]
             env["BERT_EVAL_TEST_STEP_PACE_S"] = str(step_pace_s)
         else:
             argv = ["-m", "bert_eval", "worker", kind]
