@@ -292,19 +292,19 @@ class EvalActivities:
             return await _in_thread(look)
 
     @activity.defn(name=ACTIVITY.evaluate_model)
-    async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
-        with _activity_scope(request.run_id, request.experiment_id):
-            log.info("evaluation started", split=request.request.split, model_dir=request.model_dir)
+    async def evaluate_model(self, evaluation: EvalRunInput) -> EvalResult:
+        with _activity_scope(evaluation.run_id, evaluation.experiment_id):
+            log.info("evaluation started", split=evaluation.request.split, model_dir=evaluation.model_dir)
             return await self._on_model_thread(
                 lambda device: evaluate(
-                    run_id=request.run_id,
-                    model_dir=request.model_dir,
-                    snapshot=request.snapshot,
-                    request=request.request,
+                    run_id=evaluation.run_id,
+                    model_dir=evaluation.model_dir,
+                    snapshot=evaluation.snapshot,
+                    request=evaluation.request,
                     runs_dir=self.runs_dir,
                     device=device,
                 ),
-                use_gpu=request.request.use_gpu,
+                use_gpu=evaluation.request.use_gpu,
             )
 
     @activity.defn(name=ACTIVITY.predict)
@@ -340,20 +340,20 @@ class EvalActivities:
             return await _in_thread(describe)
 
     @activity.defn(name=ACTIVITY.evaluate_cell)
-    async def evaluate_cell(self, request: CellInput) -> EvalResult:
+    async def evaluate_cell(self, cell: CellInput) -> EvalResult:
         """One cell of the evaluation matrix: evaluated once per (model, rows, split), reused after that."""
-        with _activity_scope(request.run_id, request.experiment_id):
-            log.info("evaluation cell started", split=request.request.split, model_digest=request.model.digest)
+        with _activity_scope(cell.run_id, cell.experiment_id):
+            log.info("evaluation cell started", split=cell.request.split, model_digest=cell.model.digest)
             return await self._on_model_thread(
                 lambda device: evaluate_cell(
-                    run_id=request.run_id,
-                    model=request.model,
-                    snapshot=request.snapshot,
-                    request=request.request,
+                    run_id=cell.run_id,
+                    model=cell.model,
+                    snapshot=cell.snapshot,
+                    request=cell.request,
                     runs_dir=self.runs_dir,
                     device=device,
                 ),
-                use_gpu=request.request.use_gpu,
+                use_gpu=cell.request.use_gpu,
             )
 
     async def _on_model_thread(self, evaluation: Callable[[str], EvalResult], *, use_gpu: bool) -> EvalResult:
