@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from bert_eval.core.storage.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.spec import Experiment
+from bert_eval.temporal import devserver
 from bert_eval.temporal.client import connect, ensure_search_attributes
 from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.payloads import ExperimentResult
@@ -98,51 +98,19 @@ def stop_process(process: subprocess.Popen, *, timeout_s: float) -> None:
             process.wait(timeout=10)
 
 
-def wait_for_http(url: str, process: subprocess.Popen | ForkedProcess, log_file: Path, *, timeout_s: float) -> None:
-    """Until `url` answers 200; fails early, with the log's tail, if the process exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{log_file.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout_s}s:\n{log_file.read_text()[-4000:]}")
+class WorkerProcess(devserver.WorkerProcess):
+    """The product's worker process, as a test inspects it: its pid, its log, its metrics."""
 
-
-@dataclass
-class WorkerProcess:
-    kind: str
     process: subprocess.Popen | ForkedProcess
-    metrics_port: int
-    log_file: Path
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        wait_for_http(f"http://127.0.0.1:{self.metrics_port}/readyz", self.process, self.log_file, timeout_s=timeout_s)
-
     @property
     def holds_training(self) -> bool:
         """This worker started a fine-tune attempt (per its log)."""
         return '"fine-tune started"' in self.log_file.read_text()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def terminate(self, timeout_s: float = 120.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        return self.process.returncode
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
