@@ -130,13 +130,17 @@ class ChildProcess(Protocol):
     signalling (a test harness may hand in a stand-in for a forked process)."""
 
     @property
-    def returncode(self) -> int | None: ...
+    def returncode(self) -> int | None:
+        """The exit code once the process is known to have exited, else None."""
 
-    def poll(self) -> int | None: ...
+    def poll(self) -> int | None:
+        """The exit code if the process has exited, else None; does not block."""
 
-    def wait(self, timeout: float | None = None) -> int: ...
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the process exits (`subprocess.TimeoutExpired` after `timeout`); its exit code."""
 
-    def send_signal(self, sig: int) -> None: ...
+    def send_signal(self, sig: int) -> None:
+        """Send the signal `sig` to the process."""
 
 
 def wait_for_http(url: str, process: ChildProcess, log_file: Path, *, timeout_s: float) -> None:
