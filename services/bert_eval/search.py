@@ -52,15 +52,17 @@ def check_search(search: SearchSpec, template: RunSpec, *, task: TaskType | None
     when the file gives them, in the coordinator once the data is read. ValueError naming the field."""
     if task is not None and search.objective.metric not in SEARCH_METRICS[task]:
         raise ValueError(
-            f"search.objective.metric: {task.value} runs report {', '.join(SEARCH_METRICS[task])}, not {search.objective.metric!r}"
+            f"search.objective.metric: {task.value} runs report {', '.join(SEARCH_METRICS[task])}, "
+            f"not {search.objective.metric!r}"
         )
     if train_rows is None:
         return
     held = holdout_rows(train_rows, search.objective.holdout)
     if held < SEARCH_MIN_HOLDOUT_ROWS or train_rows - held < SEARCH_MIN_HOLDOUT_ROWS:
         raise ValueError(
-            f"search.objective.holdout: {train_rows} training rows cannot give a search slice of {SEARCH_MIN_HOLDOUT_ROWS}+ "
-            f"rows and keep {SEARCH_MIN_HOLDOUT_ROWS}+ to train on (holdout {search.objective.holdout} gives {held}); "
+            f"search.objective.holdout: {train_rows} training rows cannot give a search slice of "
+            f"{SEARCH_MIN_HOLDOUT_ROWS}+ rows and keep {SEARCH_MIN_HOLDOUT_ROWS}+ to train on "
+            f"(holdout {search.objective.holdout} gives {held}); "
             "raise train.max_train_samples or objective.holdout"
         )
     if search.scheduler.type == "asha":

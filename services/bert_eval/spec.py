@@ -241,14 +241,27 @@ class TrainHyperparameters(_Strict):
     # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
     use_gpu: bool = True
     # --- speed knobs; each can be turned off (core/training/arguments.py applies them per device) ---
-    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (CUDA: to a multiple of 8); off: pad to max_seq_length")
+    dynamic_padding: bool = Field(
+        default=True,
+        description="pad each batch to its longest row (CUDA: to a multiple of 8); off: pad to max_seq_length",
+    )
     group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
-    fused_optimizer: bool = Field(default=True, description="fused AdamW kernel (CUDA and CPU); false: the per-tensor AdamW loop")
-    torch_compile: bool = Field(default=False, description="torch.compile the model (long warm-up; pays off on long GPU runs)")
-    dataloader_workers: int | None = Field(default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU")
-    cache_tokenization: bool = Field(default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot")
-    background_checkpoints: bool = Field(default=True, description="copy state to host memory, write and fsync it off the training thread")
+    fused_optimizer: bool = Field(
+        default=True, description="fused AdamW kernel (CUDA and CPU); false: the per-tensor AdamW loop"
+    )
+    torch_compile: bool = Field(
+        default=False, description="torch.compile the model (long warm-up; pays off on long GPU runs)"
+    )
+    dataloader_workers: int | None = Field(
+        default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU"
+    )
+    cache_tokenization: bool = Field(
+        default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot"
+    )
+    background_checkpoints: bool = Field(
+        default=True, description="copy state to host memory, write and fsync it off the training thread"
+    )
     # The Trainer's own experiment-tracker integrations, on the training worker (where the run executes and
     # what it reports to, not what it computes: left out of the fingerprint).
     report_to: tuple[str, ...] = Field(default=(), description="Trainer integrations, e.g. [wandb]; empty: none")
@@ -276,8 +289,12 @@ class EvalRequest(_Strict):
     # Rows are sorted by length and padded per batch, so a batch costs no accuracy however large; what
     # suits a device differs (core/evaluation/batched.py: eval_batch_size).
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="None: 256 on CUDA, 64 on CPU")
-    sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
-    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (on CUDA: rounded up to a multiple of 8)")
+    sort_by_length: bool = Field(
+        default=True, description="evaluate rows in length order (results are put back in order)"
+    )
+    dynamic_padding: bool = Field(
+        default=True, description="pad each batch to its longest row (on CUDA: rounded up to a multiple of 8)"
+    )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
     use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
 
@@ -475,7 +492,10 @@ class Distribution(_Strict):
             return self
         assert self.low is not None and self.high is not None
         if not self.low < self.high:
-            raise ValueError(f"{self.kind}: the range [{self.low}, {self.high}] is empty or reversed; write [low, high] with low < high")
+            raise ValueError(
+                f"{self.kind}: the range [{self.low}, {self.high}] is empty or reversed; "
+                "write [low, high] with low < high"
+            )
         if self.kind == "loguniform" and self.low <= 0:
             raise ValueError(f"loguniform: the range must be above 0, got [{self.low}, {self.high}]")
         if self.kind == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
@@ -494,9 +514,12 @@ class Objective(_Strict):
     metric: str = "accuracy"
     mode: Literal["max", "min"] | None = Field(default=None, description="None: min for mse, else max")
     split: Literal["search"] = Field(
-        default="search", description="the held-out slice of the training split; the final eval split is never searched on"
+        default="search",
+        description="the held-out slice of the training split; the final eval split is never searched on",
     )
-    holdout: float = Field(default=0.1, gt=0, le=0.5, description="fraction of the training rows held out as the search slice")
+    holdout: float = Field(
+        default=0.1, gt=0, le=0.5, description="fraction of the training rows held out as the search slice"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -668,11 +691,15 @@ class Experiment(_Strict):
     def _one_template(self) -> Experiment:
         if self.search is not None:
             if len(self.runs) != 1:
-                raise ValueError(f"search: needs exactly one run, the trials' template (got {len(self.runs)}); drop grid: and seeds:")
+                raise ValueError(
+                    f"search: needs exactly one run, the trials' template (got {len(self.runs)}); drop grid: and seeds:"
+                )
             if self.runs[0].eval_only:
                 raise ValueError("search: the template run trains (it cannot be train: null)")
             if self.runs[0].holdout is not None:
-                raise ValueError("search: the search holds out its own rows (objective.holdout); drop the template's holdout")
+                raise ValueError(
+                    "search: the search holds out its own rows (objective.holdout); drop the template's holdout"
+                )
         return self
 
     @field_validator("experiment_id")

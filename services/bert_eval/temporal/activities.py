@@ -53,7 +53,14 @@ from bert_eval.core.storage.rundir import completed_summary, run_dir_conflict
 from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
-from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
+from bert_eval.temporal.names import (
+    ACTIVITY,
+    DETERMINISTIC_FAILURE,
+    INVALID_INPUT,
+    TIMEOUTS,
+    TRAINING_INTERRUPTED,
+    TRANSIENT_FAILURE,
+)
 from bert_eval.temporal.payloads import (
     CellInput,
     EvalRunInput,
@@ -72,6 +79,7 @@ __all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
 log = telemetry.get_logger(__name__)
 T = TypeVar("T")
+
 
 class FineTuneInput(Payload):
     """Input of the fine-tune activity: the run and the snapshot it trains on."""
@@ -100,7 +108,11 @@ def _activity_scope(run_id: str, experiment_id: str | None = None) -> Iterator[N
     and retryability follow its class (core/errors.py); messages always name the run."""
     info = activity.info()
     with telemetry.bind_run(
-        run_id=run_id, experiment_id=experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+        run_id=run_id,
+        experiment_id=experiment_id,
+        workflow_id=info.workflow_id,
+        activity=info.activity_type,
+        attempt=info.attempt,
     ):
         try:
             yield
@@ -193,17 +205,28 @@ class TrainingActivities:
         relay = _ProgressRelay(TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading"), stop)
         device = self.device if run.train.use_gpu else "cpu"
         core_request = FineTuneRequest(
-            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device, attempt=info.attempt, previous=previous,
+            run=run,
+            snapshot=request.snapshot,
+            runs_dir=self.runs_dir,
+            device=device,
+            attempt=info.attempt,
+            previous=previous,
             # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
             scheduled_at=info.current_attempt_scheduled_time.timestamp(),
             stop_at_step=request.stop_at_step,
         )
         observer = metrics.PrometheusTrainingObserver(run.id, run.model)
         with _activity_scope(run.id, request.experiment_id):
-            log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
+            log.info(
+                "fine-tune started",
+                device=device,
+                resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None,
+            )
             work = asyncio.create_task(
                 _in_thread(
-                    lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer),
+                    lambda: fine_tune(
+                        core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer
+                    ),
                     tick=relay.tick,
                     executor=self._training_thread,
                 )
@@ -228,7 +251,9 @@ class TrainingActivities:
 class EvalActivities:
     """Activities of the CPU eval pool: snapshots, reuse checks, evaluation."""
 
-    def __init__(self, *, runs_dir: Path, data_dir: Path | None, models_dir: Path | None = None, force_cpu: bool = False) -> None:
+    def __init__(
+        self, *, runs_dir: Path, data_dir: Path | None, models_dir: Path | None = None, force_cpu: bool = False
+    ) -> None:
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
         self.models_dir = models_dir
@@ -242,7 +267,9 @@ class EvalActivities:
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
         with _activity_scope(request.run_id):
             with telemetry.tracer().start_as_current_span("snapshot", attributes={"run_id": request.run_id}) as span:
-                result = await _in_thread(lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir))
+                result = await _in_thread(
+                    lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir)
+                )
                 span.set_attributes({"snapshot_id": result.snapshot_id, "reused": result.reused})
             log.info("snapshot ready", snapshot_id=result.snapshot_id, splits=result.splits, reused=result.reused)
             return result
@@ -283,7 +310,9 @@ class EvalActivities:
                 # whose predictions are gone or altered.
                 log.warning(
                     "kept predictions missing or not matching their digest; evaluating the run again",
-                    run_id=run.id, split=run.eval.split, predictions=str(layout.predictions_file(run.eval.split)),
+                    run_id=run.id,
+                    split=run.eval.split,
+                    predictions=str(layout.predictions_file(run.eval.split)),
                 )
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
@@ -328,6 +357,7 @@ class EvalActivities:
     @activity.defn(name=ACTIVITY.describe_model)
     async def describe_model(self, request: ModelSourceInput) -> ModelInfo:
         """Where a run's model is, its digest (which keys its evaluation cells) and its classes."""
+
         def describe() -> ModelInfo:
             source = request.source
             if request.reference_path:
@@ -381,7 +411,9 @@ class EvalActivities:
         def summarize() -> ExperimentSummary:
             summary = summarize_runs(outcomes)
             record = experiment_file(self.runs_dir, request.experiment_id)
-            atomic_write_json(record.with_name(f"{request.experiment_id}.summary.json"), summary.model_dump(mode="json"))
+            atomic_write_json(
+                record.with_name(f"{request.experiment_id}.summary.json"), summary.model_dump(mode="json")
+            )
             return summary
 
         with telemetry.bind_run(experiment_id=request.experiment_id):
@@ -399,18 +431,29 @@ class EvalActivities:
     async def find_rung(self, request: RungInput) -> RungResult | None:
         """A rung's result measured before (a resubmitted search), or None."""
         with _activity_scope(request.run.id, request.experiment_id):
-            return await _in_thread(lambda: load_rung(request.run, request.step, snapshot=request.snapshot, runs_dir=self.runs_dir))
+            return await _in_thread(
+                lambda: load_rung(request.run, request.step, snapshot=request.snapshot, runs_dir=self.runs_dir)
+            )
 
     @activity.defn(name=ACTIVITY.evaluate_rung)
     async def evaluate_rung(self, request: RungInput) -> RungResult:
         """A trial's objective at a rung, on the search slice (on the model thread, like every evaluation)."""
         model_dir = request.model_dir
         if model_dir is None:
-            raise ApplicationError(f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True)
+            raise ApplicationError(
+                f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True
+            )
         with _activity_scope(request.run.id, request.experiment_id):
             device = self.device if request.run.eval.use_gpu else "cpu"
             result = await _in_thread(
-                lambda: evaluate_rung(request.run, request.step, model_dir=model_dir, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device),
+                lambda: evaluate_rung(
+                    request.run,
+                    request.step,
+                    model_dir=model_dir,
+                    snapshot=request.snapshot,
+                    runs_dir=self.runs_dir,
+                    device=device,
+                ),
                 executor=self._model_thread,
             )
             for name, value in result.metrics.items():
@@ -431,7 +474,11 @@ class EvalActivities:
     async def record_search(self, outcome: SearchOutcome) -> None:
         """Write `experiments/<id>.search.json` (every trial, its rungs and state) for reports."""
         record = experiment_file(self.runs_dir, outcome.experiment_id)
-        await _in_thread(lambda: atomic_write_json(record.with_name(f"{outcome.experiment_id}.search.json"), outcome.model_dump(mode="json")))
+        await _in_thread(
+            lambda: atomic_write_json(
+                record.with_name(f"{outcome.experiment_id}.search.json"), outcome.model_dump(mode="json")
+            )
+        )
 
     @activity.defn(name=ACTIVITY.keep_last_checkpoint)
     async def keep_last_checkpoint(self, run_id: str) -> int:

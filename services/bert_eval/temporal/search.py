@@ -107,7 +107,9 @@ class SearchRunner:
                 self._in_flight += 1
                 tasks.append(asyncio.create_task(self._job(job)))
             if draining and self._in_flight == 0:
-                workflow.logger.info("search %s: continuing as new after %d trials", self.experiment.id, len(ladder.trials))
+                workflow.logger.info(
+                    "search %s: continuing as new after %d trials", self.experiment.id, len(ladder.trials)
+                )
                 await self._record()
                 return self.state.model_copy(update={"continued": self.state.continued + 1})
             seen = self._changes
@@ -115,7 +117,10 @@ class SearchRunner:
         await asyncio.gather(*tasks)
         for trial in ladder.stop_paused():
             await self._call(
-                trial.run_id, EvalActivities.keep_last_checkpoint, trial.run_id, start_to_close=TIMEOUTS.find_existing_start_to_close
+                trial.run_id,
+                EvalActivities.keep_last_checkpoint,
+                trial.run_id,
+                start_to_close=TIMEOUTS.find_existing_start_to_close,
             )
         await self._progress()
         return await self._record(finished=True)
@@ -131,7 +136,9 @@ class SearchRunner:
         await self._call(
             self.experiment.id,
             EvalActivities.record_search_progress,
-            SearchProgress(experiment_id=self.experiment.id, metric=self.search.objective.metric, trials=counts, best=best),
+            SearchProgress(
+                experiment_id=self.experiment.id, metric=self.search.objective.metric, trials=counts, best=best
+            ),
             start_to_close=TIMEOUTS.find_existing_start_to_close,
         )
 
@@ -139,15 +146,24 @@ class SearchRunner:
         """The outcome so far, written beside the experiment's record for reports."""
         outcome = self.outcome(finished=finished)
         await self._call(
-            self.experiment.id, EvalActivities.record_search, outcome, start_to_close=TIMEOUTS.record_experiment_start_to_close
+            self.experiment.id,
+            EvalActivities.record_search,
+            outcome,
+            start_to_close=TIMEOUTS.record_experiment_start_to_close,
         )
         return outcome
 
-    async def _call(self, run_id: str, method: Callable[[Any, Any], Awaitable[T]], arg: Any, *, start_to_close: timedelta) -> T:
+    async def _call(
+        self, run_id: str, method: Callable[[Any, Any], Awaitable[T]], arg: Any, *, start_to_close: timedelta
+    ) -> T:
         """An activity of the search, with a heartbeat timeout: activities heartbeat while they work, so one
         lost with its worker is retried within seconds, not at its start-to-close timeout."""
         return await activity_of_run(
-            run_id, method, arg, start_to_close=start_to_close, heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s)
+            run_id,
+            method,
+            arg,
+            start_to_close=start_to_close,
+            heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s),
         )
 
     def _changed_since(self, seen: int) -> bool:
@@ -162,7 +178,9 @@ class SearchRunner:
 
     def _history_full(self) -> bool:
         info = workflow.info()
-        return info.get_current_history_length() > self.request.search_history_limit or info.is_continue_as_new_suggested()
+        return (
+            info.get_current_history_length() > self.request.search_history_limit or info.is_continue_as_new_suggested()
+        )
 
     async def _sample(self, ladder: Ladder) -> Job:
         index = len(ladder.trials)
@@ -253,7 +271,9 @@ class SearchRunner:
         if existing.evaluation is not None:
             return existing.evaluation.metrics
         if existing.summary is None:
-            raise ApplicationError(f"run {spec.id}: its training completed but no final model was found", type=INVALID_INPUT)
+            raise ApplicationError(
+                f"run {spec.id}: its training completed but no final model was found", type=INVALID_INPUT
+            )
         evaluation: EvalResult = await self._call(
             spec.id,
             EvalActivities.evaluate_model,

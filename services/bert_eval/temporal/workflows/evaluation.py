@@ -72,7 +72,13 @@ class BertEvalWorkflow:
         evaluation: EvalResult = await activity_of_run(
             run_id,
             EvalActivities.evaluate_cell,
-            CellInput(experiment_id=workflow.info().workflow_id, run_id=run_id, model=model, snapshot=snapshot, request=wanted.request),
+            CellInput(
+                experiment_id=workflow.info().workflow_id,
+                run_id=run_id,
+                model=model,
+                snapshot=snapshot,
+                request=wanted.request,
+            ),
             start_to_close=TIMEOUTS.evaluate_start_to_close,
             heartbeat_timeout=TIMEOUTS.predict_heartbeat,
         )

@@ -35,15 +35,21 @@ class CheckpointedBertTrainingWorkflow:
         snapshot = request.snapshot
         if snapshot is None:
             self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
-            snapshot = await snapshot_of(run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue)
+            snapshot = await snapshot_of(
+                run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue
+            )
         pinned = request.expected_snapshot_id
         if pinned is not None and snapshot.snapshot_id != pinned:
-            raise ApplicationError(snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True)
+            raise ApplicationError(
+                snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
+            )
         self._progress = TrainingProgress(run_id=run.id, phase="loading")
         summary: TrainingSummary = await activity_of_run(
             run.id,
             TrainingActivities.fine_tune,
-            FineTuneInput(experiment_id=request.experiment_id, run=run, snapshot=snapshot, stop_at_step=request.stop_at_step),
+            FineTuneInput(
+                experiment_id=request.experiment_id, run=run, snapshot=snapshot, stop_at_step=request.stop_at_step
+            ),
             start_to_close=TIMEOUTS.fine_tune_start_to_close,
             # A killed worker stops heartbeating: its attempt times out and another worker resumes.
             heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
