@@ -89,6 +89,8 @@ def holdout_rows(train_rows: int, fraction: float) -> int:
 
 
 def search_holdout(search: SearchSpec) -> Holdout:
+    """The training rows every trial of `search` holds out as its `search` slice (the objective's fraction,
+    drawn with the search's seed)."""
     return Holdout(fraction=search.objective.holdout, seed=search.seed)
 
 
@@ -111,6 +113,7 @@ def rung_steps(scheduler: Scheduler, budget: int) -> tuple[int, ...]:
 
 
 def trial_id(search_id: str, index: int) -> str:
+    """The run id of trial `index` of the search `search_id` (`<search id>-t0007`, within the id length)."""
     return normalize_id(f"{search_id[:52].rstrip('-._')}-t{index:04d}")
 
 

@@ -96,6 +96,8 @@ def duplicate_run_id(run_ids: Iterable[str]) -> tuple[int, int, str] | None:
 
 
 def digest(payload: Any, length: int = 8) -> str:
+    """The first `length` hex digits of the SHA-256 of `payload` as canonical JSON (sorted keys, no spaces,
+    non-JSON values via `str`): equal payloads give equal digests across processes and releases."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
@@ -177,6 +179,8 @@ def _accepts(annotation: Any, kind: type) -> bool:
 
 
 class TaskType(str, Enum):
+    """What a dataset's label asks of the model: a class (`classification`) or a number (`regression`)."""
+
     classification = "classification"
     regression = "regression"
 
@@ -207,6 +211,7 @@ class DatasetSpec(_Strict):
 
     @property
     def label(self) -> str:
+        """The dataset as a person names it: the hub name, else the local directory."""
         return self.name or self.path or ""
 
 
@@ -218,6 +223,9 @@ REPORT_TO_INTEGRATIONS = (
 
 
 class TrainHyperparameters(_Strict):
+    """`train:`: how a run fine-tunes (optimizer, schedule, rows, checkpoints, speed knobs). The speed knobs
+    and `use_gpu`/`report_to` change where and how fast a run trains, not what it computes."""
+
     epochs: float = Field(default=1.0, gt=0, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     learning_rate: float = Field(default=5e-5, gt=0, lt=1)
@@ -282,6 +290,9 @@ class TrainHyperparameters(_Strict):
 
 
 class EvalRequest(_Strict):
+    """`eval:`: one evaluation of a run's model: which split (of the run's own dataset, or of `dataset`),
+    how many rows, and how to batch them (batching never changes the metrics)."""
+
     # Another dataset to evaluate on (a cell of the evaluation matrix); None: the run's own dataset.
     dataset: DatasetSpec | None = None
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -402,6 +413,8 @@ class RunSpec(_Strict):
         return digest(self.fingerprint_form(), length=16)
 
     def fingerprint_form(self) -> dict[str, Any]:
+        """The canonical JSON form that `fingerprint` digests (see there): the run's id, configuration label,
+        extra evaluations and placement fields left out."""
         # Placement (which device runs it) does not change what is computed.
         exclude: dict[str, Any] = {"run_id": True, "config": True, "evals": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
@@ -422,6 +435,7 @@ class RunSpec(_Strict):
 
     @property
     def id(self) -> str:
+        """The run id; ValueError if none was given or derived yet (`with_canonical_id`)."""
         if self.run_id is None:
             raise ValueError("run spec has no run_id yet; call with_canonical_id() first")
         return self.run_id
@@ -511,6 +525,9 @@ class Distribution(_Strict):
 
 
 class Objective(_Strict):
+    """`objective:` of a search: the metric its trials are ranked by, in which direction, measured on the
+    held-out `search` slice (a `holdout` fraction of the training rows)."""
+
     metric: str = "accuracy"
     mode: Literal["max", "min"] | None = Field(default=None, description="None: min for mse, else max")
     split: Literal["search"] = Field(
@@ -543,10 +560,14 @@ class Objective(_Strict):
 
     @property
     def maximize(self) -> bool:
+        """Whether a larger objective is better: `mode` when given, else the metric's own direction."""
         return self.mode == "max" if self.mode is not None else higher_is_better(self.metric)
 
 
 class Scheduler(_Strict):
+    """`scheduler:` of a search: ASHA's rungs (`min_steps` times powers of `reduction_factor`), or `none`
+    (every trial trains its full budget)."""
+
     type: Literal["asha", "none"] = "asha"
     min_steps: int = Field(default=40, ge=1, description="steps of the first rung")
     # η: rung k+1 trains η times the steps of rung k, and the top 1/η of each rung are promoted.
@@ -554,6 +575,9 @@ class Scheduler(_Strict):
 
 
 class SearchSpec(_Strict):
+    """`search:`: a hyperparameter search over the one run's `train.*` fields: the space, the sampler, how
+    many trials (and how many train at once), the objective and the scheduler."""
+
     space: dict[str, Distribution] = Field(min_length=1, max_length=32)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     trials: int = Field(default=16, ge=1, le=10_000)
@@ -660,6 +684,9 @@ class RegisterSpec(_Strict):
 
 
 class Experiment(_Strict):
+    """The user's experiment: runs (or one search template), and where results are logged and the winner
+    registered. `canonical()` gives every run an id and the experiment its id."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
 
     experiment_id: str | None = None
@@ -727,6 +754,7 @@ class Experiment(_Strict):
 
     @property
     def id(self) -> str:
+        """The experiment id; ValueError if none was given or derived yet (`canonical`)."""
         if self.experiment_id is None:
             raise ValueError("experiment has no id yet; call canonical() first")
         return self.experiment_id

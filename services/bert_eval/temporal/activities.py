@@ -195,6 +195,9 @@ class TrainingActivities:
 
     @activity.defn(name=ACTIVITY.fine_tune)
     async def fine_tune(self, request: FineTuneInput) -> TrainingSummary:
+        """Fine-tune the run (core `fine_tune`) on this worker's device, heartbeating its progress; a retry
+        resumes from the progress in the last heartbeat and the newest checkpoint. Bad input fails it for good
+        (non-retryable `ApplicationError`); a cancellation or shutdown saves a checkpoint first."""
         info = activity.info()
         run = request.run
         previous = None
@@ -265,6 +268,7 @@ class EvalActivities:
 
     @activity.defn(name=ACTIVITY.snapshot_dataset)
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
+        """Read the run's dataset into a content-addressed snapshot (or find the one already taken)."""
         with _activity_scope(request.run_id):
             with telemetry.tracer().start_as_current_span("snapshot", attributes={"run_id": request.run_id}) as span:
                 result = await _in_thread(
@@ -322,6 +326,8 @@ class EvalActivities:
 
     @activity.defn(name=ACTIVITY.evaluate_model)
     async def evaluate_model(self, evaluation: EvalRunInput) -> EvalResult:
+        """Evaluate a run's trained model on the requested split (core `evaluate`: predictions, then
+        `eval-<split>.json`), on the model thread and this worker's device unless the request asks for the CPU."""
         with _activity_scope(evaluation.run_id, evaluation.experiment_id):
             log.info("evaluation started", split=evaluation.request.split, model_dir=evaluation.model_dir)
             return await self._on_model_thread(
@@ -487,6 +493,7 @@ class EvalActivities:
             return len(await _in_thread(lambda: keep_last_checkpoint(run_id, runs_dir=self.runs_dir)))
 
     def all(self) -> list[Callable[..., Any]]:
+        """Every activity of the eval pool, for the worker to register."""
         return [
             self.suggest_trial,
             self.find_rung,

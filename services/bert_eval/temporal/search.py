@@ -65,6 +65,17 @@ T = TypeVar("T")
 
 
 class SearchRunner:
+    """The search of one experiment, inside the coordinator workflow (module docstring: how it runs).
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The canonical experiment; its `search` is set and its one run is every trial's template.
+    request : CoordinatorInput
+        The coordinator's input: heartbeat timeout, history limit, and the `search_state` of a search that
+        continued as new (None on the first run).
+    """
+
     def __init__(self, experiment: Experiment, request: CoordinatorInput) -> None:
         assert experiment.search is not None
         self.experiment, self.request = experiment, request
@@ -78,7 +89,24 @@ class SearchRunner:
     # --- the search ---
 
     async def run(self) -> SearchOutcome | SearchState:
-        """The outcome, or the state to continue as new with."""
+        """Take the snapshot (first run only), then sample, train, evaluate and promote trials until the ladder
+        is finished, and record the outcome (`experiments/<id>.search.json`).
+
+        Returns
+        -------
+        SearchOutcome
+            Every trial, its rungs and state, the promotions and the best trial, once the search is done.
+        SearchState
+            The ladder and snapshot to continue as new with, once the history passed its limit (nothing in
+            flight is lost: the search stops starting work and waits for what runs).
+
+        Raises
+        ------
+        ApplicationError
+            Non-retryable (`INVALID_INPUT`) when the data cannot support the search (its task does not report
+            the objective's metric, or too few training rows for the held-out slice); activity and child
+            failures of a trial fail that trial, not the search.
+        """
         if self.state is None:
             snapshot = await snapshot_of(self.template, heartbeat_timeout_s=self.request.heartbeat_timeout_s)
             self._check(snapshot)
@@ -292,6 +320,8 @@ class SearchRunner:
     # --- what it reports ---
 
     def outcome(self, *, finished: bool = False) -> SearchOutcome:
+        """What the search has found so far (the coordinator's query reads it): every trial with its rung,
+        state and objectives, the promotions, the best trial; `finished` once the ladder is done."""
         ladder = self.state.ladder if self.state is not None else None
         trials = ladder.trials if ladder is not None else []
         best = ladder.best() if ladder is not None else None

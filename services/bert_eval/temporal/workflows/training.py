@@ -31,6 +31,26 @@ class CheckpointedBertTrainingWorkflow:
 
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
+        """Fine-tune one run: take its snapshot if the request carries none, then the fine-tune activity on
+        the training queue (resumed from checkpoints across worker losses).
+
+        Parameters
+        ----------
+        request : TrainingInput
+            The run, its snapshot (or None: taken here, on `eval_task_queue`), the snapshot id it must match,
+            the heartbeat timeout, and `stop_at_step` for a search rung.
+
+        Returns
+        -------
+        TrainingResult
+            The training summary and the snapshot it trained on.
+
+        Raises
+        ------
+        ApplicationError
+            Non-retryable (`INVALID_INPUT`) when the snapshot taken is not the pinned one; a fine-tune that
+            keeps failing the same way fails the workflow after a bounded number of tries.
+        """
         run = request.run
         snapshot = request.snapshot
         if snapshot is None:
