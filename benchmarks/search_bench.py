@@ -258,7 +258,7 @@ def optuna_trial(study: optuna.Study, experiment: Experiment, template: RunSpec,
             _set_attrs(trial, train_s=train_s, eval_s=eval_s, steps=step)
             study.tell(trial, state=OptunaState.PRUNED)
             return
-    result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir)
+    result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
     _set_attrs(trial, train_s=train_s, eval_s=eval_s + result.duration_s, steps=step, metrics=result.metrics)
     study.tell(trial, rung.metrics[search.objective.metric])
 

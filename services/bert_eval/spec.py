@@ -319,11 +319,23 @@ class Holdout(_Strict):
 
 
 # Fields that say where a run executes (or reports to), not what it computes: left out of its fingerprint.
-_PLACEMENT_FIELDS = {"train": {"use_gpu", "report_to"}, "eval": {"use_gpu"}}
+# Keyed by field name (what `model_dump(exclude=...)` takes).
+_PLACEMENT_FIELDS = {"train": {"use_gpu", "report_to"}, "primary_eval": {"use_gpu"}}
 
 
 class RunSpec(_Strict):
-    """One fine-tune + evaluation run."""
+    """One fine-tune + evaluation run.
+
+    Its evaluations are `primary_eval` and `extra_evals` in Python, and `eval`/`evals` on the wire and on
+    disk (the YAML key, spec.json, workflow payloads, the fingerprint): the fields are aliased, and dumped
+    by alias.
+    """
+
+    # Read and written under the aliases `eval`/`evals` (the keys of every stored spec and recorded history);
+    # the field names are accepted too.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
 
     run_id: str | None = None
     # The configuration this run is a replicate of (`seeds:` gives every seed's run the same one); statistics
@@ -336,11 +348,12 @@ class RunSpec(_Strict):
     train: TrainHyperparameters = TrainHyperparameters()
     # Evaluate the model as given, without training (written `train: null`).
     eval_only: bool = False
-    eval: EvalRequest = EvalRequest()
-    # More evaluations of the same model (`eval:` written as a list: its first entry is `eval`). Each
-    # (model, dataset, split) cell is evaluated once and reused, and they are not part of the fingerprint:
-    # adding one to a finished experiment evaluates the new cells and trains nothing.
-    evals: tuple[EvalRequest, ...] = ()
+    # The evaluation that is the run's result (`eval:`, or the first entry of `eval:` written as a list).
+    primary_eval: EvalRequest = Field(default=EvalRequest(), alias="eval")
+    # More evaluations of the same model (the rest of `eval:` written as a list). Each (model, dataset,
+    # split) cell is evaluated once and reused, and they are not part of the fingerprint: adding one to a
+    # finished experiment evaluates the new cells and trains nothing.
+    extra_evals: tuple[EvalRequest, ...] = Field(default=(), alias="evals")
     # Set on a search's trials (search.py); a run given one trains without those rows.
     holdout: Holdout | None = None
 
@@ -375,7 +388,7 @@ class RunSpec(_Strict):
                 f"model: {{run: {self.model.removeprefix(RUN_MODEL_PREFIX)}}} evaluates another run's final model; "
                 "set train: null (an eval-only run)"
             )
-        if self.eval.dataset is not None and not self.eval_only:
+        if self.primary_eval.dataset is not None and not self.eval_only:
             raise ValueError(
                 "eval: the first evaluation of a trained run is on its own dataset (a split of it); list evaluations "
                 "on other datasets after it"
@@ -383,9 +396,15 @@ class RunSpec(_Strict):
         return self
 
     @property
+    def eval(self) -> EvalRequest:
+        """`primary_eval`, under its old Python name: read by core/data/snapshot.py and core/search/rungs.py
+        until they move to `primary_eval` (a separate change; new code reads `primary_eval`)."""
+        return self.primary_eval
+
+    @property
     def evaluations(self) -> tuple[EvalRequest, ...]:
-        """Every evaluation of the run, the primary one (`eval`) first."""
-        return (self.eval, *self.evals)
+        """Every evaluation of the run, the primary one first."""
+        return (self.primary_eval, *self.extra_evals)
 
     @field_validator("run_id")
     @classmethod
@@ -416,7 +435,7 @@ class RunSpec(_Strict):
         """The canonical JSON form that `fingerprint` digests (see there): the run's id, configuration label,
         extra evaluations and placement fields left out."""
         # Placement (which device runs it) does not change what is computed.
-        exclude: dict[str, Any] = {"run_id": True, "config": True, "evals": True, **_PLACEMENT_FIELDS}
+        exclude: dict[str, Any] = {"run_id": True, "config": True, "extra_evals": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)

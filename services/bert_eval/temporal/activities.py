@@ -306,17 +306,18 @@ class EvalActivities:
             if summary is None:
                 return ExistingRun()
             snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
-            evaluation = load_eval_result(layout, run.eval.split)
-            if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
+            split = run.primary_eval.split
+            evaluation = load_eval_result(layout, split)
+            if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(split)):
                 evaluation = None
-            if evaluation is not None and not _kept_predictions_intact(layout, run.eval.split, evaluation):
+            if evaluation is not None and not _kept_predictions_intact(layout, split, evaluation):
                 # Comparisons and intervals read the kept predictions: evaluate again rather than reuse a result
                 # whose predictions are gone or altered.
                 log.warning(
                     "kept predictions missing or not matching their digest; evaluating the run again",
                     run_id=run.id,
-                    split=run.eval.split,
-                    predictions=str(layout.predictions_file(run.eval.split)),
+                    split=split,
+                    predictions=str(layout.predictions_file(split)),
                 )
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation)
@@ -450,7 +451,7 @@ class EvalActivities:
                 f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True
             )
         with _activity_scope(request.run.id, request.experiment_id):
-            device = self.device if request.run.eval.use_gpu else "cpu"
+            device = self.device if request.run.primary_eval.use_gpu else "cpu"
             result = await _in_thread(
                 lambda: evaluate_rung(
                     request.run,

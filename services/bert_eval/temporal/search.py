@@ -310,7 +310,7 @@ class SearchRunner:
                 run_id=spec.id,
                 model_dir=existing.summary.model_dir,
                 snapshot=self.state.snapshot,
-                request=spec.eval,
+                request=spec.primary_eval,
                 heartbeat_timeout_s=self.request.heartbeat_timeout_s,
             ),
             start_to_close=TIMEOUTS.evaluate_start_to_close,

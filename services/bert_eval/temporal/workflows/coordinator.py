@@ -295,17 +295,17 @@ class CoordinatorWorkflow:
                     run_id=run.id,
                     model_dir=training.summary.model_dir,
                     snapshot=training.snapshot,
-                    request=run.eval,
+                    request=run.primary_eval,
                     heartbeat_timeout_s=request.heartbeat_timeout_s,
                 ),
                 result_type=EvalResult,
-                id=eval_workflow_id(run.id, run.eval.split, prefix=release_prefix(workflow.info().task_queue)),
+                id=eval_workflow_id(run.id, run.primary_eval.split, prefix=release_prefix(workflow.info().task_queue)),
                 task_queue=workflow.info().task_queue,
                 search_attributes=run_attributes(experiment_id, run.id),
             )
-        cells = (
-            await self._cells(experiment_id, run, RUN_MODEL_PREFIX + run.id, run.evals, request) if run.evals else []
-        )
+        cells: list[MatrixCell] = []
+        if run.extra_evals:
+            cells = await self._cells(experiment_id, run, RUN_MODEL_PREFIX + run.id, run.extra_evals, request)
         reused = (
             existing.summary is not None and existing.evaluation is not None and all(c.evaluation.reused for c in cells)
         )
@@ -368,7 +368,7 @@ class CoordinatorWorkflow:
             SummaryRun(
                 run_id=r.run_id,
                 config=specs[r.run_id].config_name,
-                dataset=(specs[r.run_id].eval.dataset or specs[r.run_id].dataset).label,
+                dataset=(specs[r.run_id].primary_eval.dataset or specs[r.run_id].dataset).label,
                 evaluation=r.evaluation,
                 cells=tuple(r.cells),
             )
@@ -416,7 +416,7 @@ class CoordinatorWorkflow:
                 runs=logged.runs,
                 name=experiment.registry.mlflow.name,
                 alias=experiment.registry.mlflow.alias,
-                split=experiment.runs[0].eval.split,
+                split=experiment.runs[0].primary_eval.split,
             )
             heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
             registered = await self._with_backoff(
