@@ -233,7 +233,7 @@ class Bench:
     ) -> RunSpec:
         hyper = {"epochs": 1, "max_train_samples": rows, "seed": 42, "max_seq_length": 128, **train}
         evaluation = {"max_eval_samples": eval_rows, **(eval_overrides or {})}
-        return RunSpec(run_id=run_id, model=model, dataset=dataset, train=hyper, eval=evaluation)
+        return RunSpec(run_id=run_id, model=model, dataset=dataset, train=hyper, primary_eval=evaluation)
 
     def throughput_dataset(self) -> Any:
         """SST-2, or (large_eval) SST-2's training rows as both its train and validation split."""
@@ -362,7 +362,7 @@ class Bench:
         for label, batch in (("batch32", 32), ("ours", s.ours_batch)):
             spec = self.spec(f"acc-{label}", MINILM, s.accuracy_rows or 70000, batch_size=batch, learning_rate=scaled_learning_rate(batch))
             summary, wall, snapshot = self.train(spec, runs_dir)
-            result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir, device=s.device)
+            result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir, device=s.device)
             accuracy[label] = result.metrics["accuracy"]
             self.raw[f"accuracy.{label}"] = {"wall_s": wall, "samples_per_s": summary.train_samples / wall, "metrics": result.metrics}
         self.add(Row(
@@ -437,7 +437,7 @@ class Bench:
             started = time.monotonic()
             summary, train_s, snapshot = self.train(spec, runs_dir)
             eval_started = time.monotonic()
-            evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir, device=s.device)
+            evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir, device=s.device)
             direct_phases.append({"fine_tune": train_s, "evaluate": time.monotonic() - eval_started})
             return time.monotonic() - started, snapshot
 
@@ -485,7 +485,7 @@ class Bench:
             model_load = time.monotonic() - load_started
             # Each round's activity times, from the server's event times (round 0 was the warm-up).
             via_phases = [
-                asyncio.run(self._coordinator_phases(stack, f"bench-coordinator-{r}", f"via-coordinator-{r}", spec.eval.split))
+                asyncio.run(self._coordinator_phases(stack, f"bench-coordinator-{r}", f"via-coordinator-{r}", spec.primary_eval.split))
                 for r in range(1, 1 + s.coordinator_repeats)
             ]
             fastest = via_times.index(via) + 1

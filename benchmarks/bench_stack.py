@@ -9,30 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from paced_worker import PACE_ENV  # type: ignore[import-not-found]  # beside this file
 
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.spec import Experiment
 from bert_eval.temporal.client import connect
-from bert_eval.temporal.devserver import start_dev_server, stop_processes
+from bert_eval.temporal.devserver import WorkerProcess, start_dev_server, stop_processes
 from bert_eval.temporal.payloads import ExperimentResult
 from bert_eval.temporal.submit import start_experiment
 
-__all__ = ["BackgroundRun", "BenchStack", "BenchWorker", "free_port"]
+__all__ = ["BackgroundRun", "BenchStack", "free_port"]
 
 HERE = Path(__file__).resolve().parent
-# Read by a paced worker (paced_worker.py): every optimizer step lasts at least this many seconds.
-PACE_ENV = "BERT_EVAL_TEST_STEP_PACE_S"
 
 
 def free_port() -> int:
@@ -40,47 +37,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@dataclass
-class BenchWorker:
-    """One worker process of the stack and the port of its /metrics, /healthz and /readyz."""
-
-    kind: str
-    process: subprocess.Popen
-    metrics_port: int
-    log_file: Path
-
-    def wait_ready(self, timeout_s: float = 180.0) -> None:
-        """Until its /readyz answers 200. Raises RuntimeError (with the log's tail) if it exits first,
-        TimeoutError after `timeout_s`."""
-        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log_file.read_text(errors="replace")[-4000:]
-                raise RuntimeError(f"the {self.kind} worker exited with {self.process.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"the {self.kind} worker was not ready after {timeout_s:.0f} s (log {self.log_file})")
-
-    def kill(self) -> None:
-        """SIGKILL, as a node loss does."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def terminate(self, timeout_s: float = 120.0) -> int | None:
-        """SIGTERM (a graceful shutdown) and wait for the exit; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        return self.process.returncode
 
 
 class BackgroundRun:
@@ -121,7 +77,7 @@ class BenchStack:
     data_dir: Path
     log_dir: Path
     server: subprocess.Popen
-    workers: list[BenchWorker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)  # every worker's, before its own overrides
 
     @classmethod
@@ -150,7 +106,7 @@ class BenchStack:
             **overrides,
         }
 
-    def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, **env: str) -> BenchWorker:
+    def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, **env: str) -> WorkerProcess:
         """Start a `kind` ("training" or "eval") worker with `env` added to its environment; wait until it is
         ready unless `wait` is False. `step_pace_s` > 0 makes each training step last at least that long, so
         that a kill "mid-training" lands mid-training on any machine."""
@@ -165,7 +121,7 @@ class BenchStack:
         worker_env = self.env(BERT_EVAL_METRICS_PORT=str(port), **env)
         with open(log_file, "ab") as log:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen([sys.executable, *argv], env=worker_env, stdout=log, stderr=subprocess.STDOUT)
-        worker = BenchWorker(kind, process, port, log_file)
+        worker = WorkerProcess(kind, process, port, log_file)
         self.workers.append(worker)
         if wait:
             worker.wait_ready()

@@ -1,10 +1,12 @@
 """`bert-eval worker ...` (or, imported, the pacing alone) with every optimizer step lasting at least
-BERT_EVAL_TEST_STEP_PACE_S seconds: the benchmarks' kill rows, whose tiny model's steps are milliseconds,
-need a kill "mid-training" to land mid-training on any machine.
+BERT_EVAL_TEST_STEP_PACE_S seconds: the benchmarks' kill rows and the tests that kill a worker "after the
+first checkpoint, mid-training", whose tiny model's steps are milliseconds, need that kill to land
+mid-training on any machine.
 
 The pause is in the step callback, outside the numerics: the worker, the Trainer, checkpoints and resume are
 unchanged. `search_bench.py`'s Optuna subprocess imports `_paced` from here (this directory is its path's
-first entry); `bench_stack.py` starts this file as a paced worker.
+first entry); `bench_stack.py` and the tests' harness (tests/support/harness.py) start this file as a paced
+worker. It imports nothing from `tests/`.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
@@ -49,7 +48,6 @@ os.environ.setdefault("BERT_EVAL_LOG_LEVEL", "WARNING")
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState as OptunaState  # noqa: E402
-from support.calls import fine_tune_calls  # noqa: E402
 
 from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot  # noqa: E402
 from bert_eval.core.evaluation.batched import evaluate  # noqa: E402
@@ -64,6 +62,7 @@ from bert_eval.spec import Experiment, RunSpec  # noqa: E402
 from bert_eval.telemetry import configure_logging  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paced_worker import PACE_ENV  # noqa: E402
 from search_replay import (  # noqa: E402
     REPLAY_CPU,
     REPLAY_MINI,
@@ -78,7 +77,6 @@ from search_replay import (  # noqa: E402
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SPACE = {"train.learning_rate": {"loguniform": [1.0e-5, 3.0e-4]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}}
-PACE_ENV = "BERT_EVAL_TEST_STEP_PACE_S"  # read by tests/integration/paced_worker.py too
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ def measured_bert_eval(outcome: Any, wall_s: float, runs_dir: Path) -> SearchRun
         train_s=sum(t.train_seconds for t in outcome.trials),
         eval_s=sum(evaluation_seconds(runs_dir, t.run_id) for t in outcome.trials),
         busy_s=busy_seconds(runs_dir, [t.run_id for t in outcome.trials]),
-        training_calls=sum(fine_tune_calls(runs_dir, t.run_id) for t in outcome.trials),
+        training_calls=sum(RunLayout(runs_dir, t.run_id).journal.fine_tune_calls() for t in outcome.trials),
         trials=[
             {"trial": t.trial, "params": t.params, "state": t.state.value, "steps": t.steps, "objectives": t.objectives, "train_s": t.train_seconds}
             for t in outcome.trials
@@ -210,7 +208,7 @@ def busy_seconds(runs_dir: Path, run_ids: list[str]) -> float:
 
 
 def journal(runs_dir: Path, run_id: str) -> list[dict[str, Any]]:
-    return RunJournal(RunLayout(runs_dir, run_id).journal_file).read()
+    return RunLayout(runs_dir, run_id).journal.read()
 
 
 # ---------------------------------------------------------------- Optuna standalone
@@ -260,7 +258,7 @@ def optuna_trial(study: optuna.Study, experiment: Experiment, template: RunSpec,
             _set_attrs(trial, train_s=train_s, eval_s=eval_s, steps=step)
             study.tell(trial, state=OptunaState.PRUNED)
             return
-    result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir)
+    result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
     _set_attrs(trial, train_s=train_s, eval_s=eval_s + result.duration_s, steps=step, metrics=result.metrics)
     study.tell(trial, rung.metrics[search.objective.metric])
 
@@ -464,7 +462,7 @@ def bert_eval_losses(outcome: Any, kills: list[Kill], runs_dir: Path, wanted: in
     training_kill = next((k for k in kills if k.target == "training"), None)
     return {
         "trials_lost": wanted - len(kept),
-        "rungs_trained_twice": sum(max(fine_tune_calls(runs_dir, t.run_id) - (t.rung + 1), 0) for t in outcome.trials),
+        "rungs_trained_twice": sum(max(RunLayout(runs_dir, t.run_id).journal.fine_tune_calls() - (t.rung + 1), 0) for t in outcome.trials),
         "retried_attempts": sum(1 for es in events.values() for e in es if e["event"] == "attempt" and e.get("attempt", 1) > 1),
         "steps_lost": sum(e.get("steps_lost") or 0 for es in events.values() for e in es if e["event"] == "resume"),
         "wasted_training_s": seconds_since_last_save(events[training_kill.run_id], training_kill.at) if training_kill else 0.0,
@@ -473,8 +471,7 @@ def bert_eval_losses(outcome: Any, kills: list[Kill], runs_dir: Path, wanted: in
 
 async def retried_evaluations(stack: Any, experiment_id: str) -> int:
     """Evaluation activities of the search started more than once (their worker killed mid-way)."""
-    from support.harness import activity_attempts  # type: ignore[import-not-found]
-
+    from bert_eval.temporal.history import activity_attempts
     from bert_eval.temporal.names import ACTIVITY, coordinator_workflow_id
 
     client = await stack.client()
@@ -721,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.document is None or args.runs_dir is None or args.storage is None:
         parser.error("optuna needs --document, --runs-dir and --storage")
     if pace := os.environ.get(PACE_ENV):
-        from paced_worker import _paced  # type: ignore[import-not-found]
+        from paced_worker import _paced
 
         from bert_eval.core.training.callbacks import ProgressEvents
 

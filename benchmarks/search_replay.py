@@ -204,7 +204,7 @@ def record_curves(document: dict[str, Any], runs_dir: Path, data_dir: Path) -> C
             curve.row_loss.append(-log_softmax(logits, axis=-1)[np.arange(len(labels)), labels])
             curves.eval_seconds += rung.seconds
         result = evaluate(
-            run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir
+            run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
         )
         curve.validation = result.metrics["accuracy"]
         curves.eval_seconds += result.duration_s

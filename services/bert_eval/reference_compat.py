@@ -319,7 +319,7 @@ def _map_config(index: int, config: CoordinatorWorkflowConfig) -> ReferenceRun:
                 shuffle_before_select=tune.shuffle_before_select,
                 use_gpu=tune.use_gpu,
             ),
-            eval=EvalRequest(
+            primary_eval=EvalRequest(
                 split=ev.split, max_eval_samples=ev.max_eval_samples, batch_size=ev.batch_size, use_gpu=ev.use_gpu
             ),
         ).with_canonical_id()

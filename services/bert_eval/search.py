@@ -57,15 +57,17 @@ def check_search(search: SearchSpec, template: RunSpec, *, task: TaskType | None
     when the file gives them, in the coordinator once the data is read. ValueError naming the field."""
     if task is not None and search.objective.metric not in SEARCH_METRICS[task]:
         raise ValueError(
-            f"search.objective.metric: {task.value} runs report {', '.join(SEARCH_METRICS[task])}, not {search.objective.metric!r}"
+            f"search.objective.metric: {task.value} runs report {', '.join(SEARCH_METRICS[task])}, "
+            f"not {search.objective.metric!r}"
         )
     if train_rows is None:
         return
     held = holdout_rows(train_rows, search.objective.holdout)
     if held < SEARCH_MIN_HOLDOUT_ROWS or train_rows - held < SEARCH_MIN_HOLDOUT_ROWS:
         raise ValueError(
-            f"search.objective.holdout: {train_rows} training rows cannot give a search slice of {SEARCH_MIN_HOLDOUT_ROWS}+ "
-            f"rows and keep {SEARCH_MIN_HOLDOUT_ROWS}+ to train on (holdout {search.objective.holdout} gives {held}); "
+            f"search.objective.holdout: {train_rows} training rows cannot give a search slice of "
+            f"{SEARCH_MIN_HOLDOUT_ROWS}+ rows and keep {SEARCH_MIN_HOLDOUT_ROWS}+ to train on "
+            f"(holdout {search.objective.holdout} gives {held}); "
             "raise train.max_train_samples or objective.holdout"
         )
     if search.scheduler.type == "asha":
@@ -92,6 +94,8 @@ def holdout_rows(train_rows: int, fraction: float) -> int:
 
 
 def search_holdout(search: SearchSpec) -> Holdout:
+    """The training rows every trial of `search` holds out as its `search` slice (the objective's fraction,
+    drawn with the search's seed)."""
     return Holdout(fraction=search.objective.holdout, seed=search.seed)
 
 
@@ -114,6 +118,7 @@ def rung_steps(scheduler: Scheduler, budget: int) -> tuple[int, ...]:
 
 
 def trial_id(search_id: str, index: int) -> str:
+    """The run id of trial `index` of the search `search_id` (`<search id>-t0007`, within the id length)."""
     return normalize_id(f"{search_id[:52].rstrip('-._')}-t{index:04d}")
 
 

@@ -96,6 +96,8 @@ def duplicate_run_id(run_ids: Iterable[str]) -> tuple[int, int, str] | None:
 
 
 def digest(payload: Any, length: int = 8) -> str:
+    """The first `length` hex digits of the SHA-256 of `payload` as canonical JSON (sorted keys, no spaces,
+    non-JSON values via `str`): equal payloads give equal digests across processes and releases."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
@@ -177,6 +179,8 @@ def _accepts(annotation: Any, kind: type) -> bool:
 
 
 class TaskType(str, Enum):
+    """What a dataset's label asks of the model: a class (`classification`) or a number (`regression`)."""
+
     classification = "classification"
     regression = "regression"
 
@@ -207,6 +211,7 @@ class DatasetSpec(_Strict):
 
     @property
     def label(self) -> str:
+        """The dataset as a person names it: the hub name, else the local directory."""
         return self.name or self.path or ""
 
 
@@ -218,6 +223,9 @@ REPORT_TO_INTEGRATIONS = (
 
 
 class TrainHyperparameters(_Strict):
+    """`train:`: how a run fine-tunes (optimizer, schedule, rows, checkpoints, speed knobs). The speed knobs
+    and `use_gpu`/`report_to` change where and how fast a run trains, not what it computes."""
+
     epochs: float = Field(default=1.0, gt=0, le=1000)
     batch_size: int = Field(default=32, ge=1, le=4096)
     learning_rate: float = Field(default=5e-5, gt=0, lt=1)
@@ -241,14 +249,27 @@ class TrainHyperparameters(_Strict):
     # False: train on CPU even on a GPU worker (where the run executes, not what it computes).
     use_gpu: bool = True
     # --- speed knobs; each can be turned off (core/training/arguments.py applies them per device) ---
-    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (CUDA: to a multiple of 8); off: pad to max_seq_length")
+    dynamic_padding: bool = Field(
+        default=True,
+        description="pad each batch to its longest row (CUDA: to a multiple of 8); off: pad to max_seq_length",
+    )
     group_by_length: bool = Field(default=True, description="batch rows of similar length (seeded, resume-exact)")
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
-    fused_optimizer: bool = Field(default=True, description="fused AdamW kernel (CUDA and CPU); false: the per-tensor AdamW loop")
-    torch_compile: bool = Field(default=False, description="torch.compile the model (long warm-up; pays off on long GPU runs)")
-    dataloader_workers: int | None = Field(default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU")
-    cache_tokenization: bool = Field(default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot")
-    background_checkpoints: bool = Field(default=True, description="copy state to host memory, write and fsync it off the training thread")
+    fused_optimizer: bool = Field(
+        default=True, description="fused AdamW kernel (CUDA and CPU); false: the per-tensor AdamW loop"
+    )
+    torch_compile: bool = Field(
+        default=False, description="torch.compile the model (long warm-up; pays off on long GPU runs)"
+    )
+    dataloader_workers: int | None = Field(
+        default=None, ge=0, le=64, description="None: 2 on CUDA (pinned memory), 0 on CPU"
+    )
+    cache_tokenization: bool = Field(
+        default=True, description="tokenize once per snapshot+tokenizer+max_seq_length, cached beside the snapshot"
+    )
+    background_checkpoints: bool = Field(
+        default=True, description="copy state to host memory, write and fsync it off the training thread"
+    )
     # The Trainer's own experiment-tracker integrations, on the training worker (where the run executes and
     # what it reports to, not what it computes: left out of the fingerprint).
     report_to: tuple[str, ...] = Field(default=(), description="Trainer integrations, e.g. [wandb]; empty: none")
@@ -269,6 +290,9 @@ class TrainHyperparameters(_Strict):
 
 
 class EvalRequest(_Strict):
+    """`eval:`: one evaluation of a run's model: which split (of the run's own dataset, or of `dataset`),
+    how many rows, and how to batch them (batching never changes the metrics)."""
+
     # Another dataset to evaluate on (a cell of the evaluation matrix); None: the run's own dataset.
     dataset: DatasetSpec | None = None
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -276,8 +300,12 @@ class EvalRequest(_Strict):
     # Rows are sorted by length and padded per batch, so a batch costs no accuracy however large; what
     # suits a device differs (core/evaluation/batched.py: eval_batch_size).
     batch_size: int | None = Field(default=None, ge=1, le=4096, description="None: 256 on CUDA, 64 on CPU")
-    sort_by_length: bool = Field(default=True, description="evaluate rows in length order (results are put back in order)")
-    dynamic_padding: bool = Field(default=True, description="pad each batch to its longest row (on CUDA: rounded up to a multiple of 8)")
+    sort_by_length: bool = Field(
+        default=True, description="evaluate rows in length order (results are put back in order)"
+    )
+    dynamic_padding: bool = Field(
+        default=True, description="pad each batch to its longest row (on CUDA: rounded up to a multiple of 8)"
+    )
     bf16: bool = Field(default=True, description="bf16 autocast on CUDA devices that support it (never on CPU)")
     use_gpu: bool = True  # False: evaluate on CPU even on a GPU worker
 
@@ -291,11 +319,23 @@ class Holdout(_Strict):
 
 
 # Fields that say where a run executes (or reports to), not what it computes: left out of its fingerprint.
-_PLACEMENT_FIELDS = {"train": {"use_gpu", "report_to"}, "eval": {"use_gpu"}}
+# Keyed by field name (what `model_dump(exclude=...)` takes).
+_PLACEMENT_FIELDS = {"train": {"use_gpu", "report_to"}, "primary_eval": {"use_gpu"}}
 
 
 class RunSpec(_Strict):
-    """One fine-tune + evaluation run."""
+    """One fine-tune + evaluation run.
+
+    Its evaluations are `primary_eval` and `extra_evals` in Python, and `eval`/`evals` on the wire and on
+    disk (the YAML key, spec.json, workflow payloads, the fingerprint): the fields are aliased, and dumped
+    by alias.
+    """
+
+    # Read and written under the aliases `eval`/`evals` (the keys of every stored spec and recorded history);
+    # the field names are accepted too.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
 
     run_id: str | None = None
     # The configuration this run is a replicate of (`seeds:` gives every seed's run the same one); statistics
@@ -308,11 +348,12 @@ class RunSpec(_Strict):
     train: TrainHyperparameters = TrainHyperparameters()
     # Evaluate the model as given, without training (written `train: null`).
     eval_only: bool = False
-    eval: EvalRequest = EvalRequest()
-    # More evaluations of the same model (`eval:` written as a list: its first entry is `eval`). Each
-    # (model, dataset, split) cell is evaluated once and reused, and they are not part of the fingerprint:
-    # adding one to a finished experiment evaluates the new cells and trains nothing.
-    evals: tuple[EvalRequest, ...] = ()
+    # The evaluation that is the run's result (`eval:`, or the first entry of `eval:` written as a list).
+    primary_eval: EvalRequest = Field(default=EvalRequest(), alias="eval")
+    # More evaluations of the same model (the rest of `eval:` written as a list). Each (model, dataset,
+    # split) cell is evaluated once and reused, and they are not part of the fingerprint: adding one to a
+    # finished experiment evaluates the new cells and trains nothing.
+    extra_evals: tuple[EvalRequest, ...] = Field(default=(), alias="evals")
     # Set on a search's trials (search.py); a run given one trains without those rows.
     holdout: Holdout | None = None
 
@@ -347,7 +388,7 @@ class RunSpec(_Strict):
                 f"model: {{run: {self.model.removeprefix(RUN_MODEL_PREFIX)}}} evaluates another run's final model; "
                 "set train: null (an eval-only run)"
             )
-        if self.eval.dataset is not None and not self.eval_only:
+        if self.primary_eval.dataset is not None and not self.eval_only:
             raise ValueError(
                 "eval: the first evaluation of a trained run is on its own dataset (a split of it); list evaluations "
                 "on other datasets after it"
@@ -355,9 +396,15 @@ class RunSpec(_Strict):
         return self
 
     @property
+    def eval(self) -> EvalRequest:
+        """`primary_eval`, under its old Python name: read by core/data/snapshot.py and core/search/rungs.py
+        until they move to `primary_eval` (a separate change; new code reads `primary_eval`)."""
+        return self.primary_eval
+
+    @property
     def evaluations(self) -> tuple[EvalRequest, ...]:
-        """Every evaluation of the run, the primary one (`eval`) first."""
-        return (self.eval, *self.evals)
+        """Every evaluation of the run, the primary one first."""
+        return (self.primary_eval, *self.extra_evals)
 
     @field_validator("run_id")
     @classmethod
@@ -385,8 +432,10 @@ class RunSpec(_Strict):
         return digest(self.fingerprint_form(), length=16)
 
     def fingerprint_form(self) -> dict[str, Any]:
+        """The canonical JSON form that `fingerprint` digests (see there): the run's id, configuration label,
+        extra evaluations and placement fields left out."""
         # Placement (which device runs it) does not change what is computed.
-        exclude: dict[str, Any] = {"run_id": True, "config": True, "evals": True, **_PLACEMENT_FIELDS}
+        exclude: dict[str, Any] = {"run_id": True, "config": True, "extra_evals": True, **_PLACEMENT_FIELDS}
         full = self.model_dump(mode="json", exclude=exclude)
         explicit = self.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
         form = _canonical(full, explicit, _FINGERPRINT_V1_FIELDS)
@@ -405,6 +454,7 @@ class RunSpec(_Strict):
 
     @property
     def id(self) -> str:
+        """The run id; ValueError if none was given or derived yet (`with_canonical_id`)."""
         if self.run_id is None:
             raise ValueError("run spec has no run_id yet; call with_canonical_id() first")
         return self.run_id
@@ -475,7 +525,10 @@ class Distribution(_Strict):
             return self
         assert self.low is not None and self.high is not None
         if not self.low < self.high:
-            raise ValueError(f"{self.kind}: the range [{self.low}, {self.high}] is empty or reversed; write [low, high] with low < high")
+            raise ValueError(
+                f"{self.kind}: the range [{self.low}, {self.high}] is empty or reversed; "
+                "write [low, high] with low < high"
+            )
         if self.kind == "loguniform" and self.low <= 0:
             raise ValueError(f"loguniform: the range must be above 0, got [{self.low}, {self.high}]")
         if self.kind == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
@@ -491,12 +544,18 @@ class Distribution(_Strict):
 
 
 class Objective(_Strict):
+    """`objective:` of a search: the metric its trials are ranked by, in which direction, measured on the
+    held-out `search` slice (a `holdout` fraction of the training rows)."""
+
     metric: str = "accuracy"
     mode: Literal["max", "min"] | None = Field(default=None, description="None: min for mse, else max")
     split: Literal["search"] = Field(
-        default="search", description="the held-out slice of the training split; the final eval split is never searched on"
+        default="search",
+        description="the held-out slice of the training split; the final eval split is never searched on",
     )
-    holdout: float = Field(default=0.1, gt=0, le=0.5, description="fraction of the training rows held out as the search slice")
+    holdout: float = Field(
+        default=0.1, gt=0, le=0.5, description="fraction of the training rows held out as the search slice"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -520,10 +579,14 @@ class Objective(_Strict):
 
     @property
     def maximize(self) -> bool:
+        """Whether a larger objective is better: `mode` when given, else the metric's own direction."""
         return self.mode == "max" if self.mode is not None else higher_is_better(self.metric)
 
 
 class Scheduler(_Strict):
+    """`scheduler:` of a search: ASHA's rungs (`min_steps` times powers of `reduction_factor`), or `none`
+    (every trial trains its full budget)."""
+
     type: Literal["asha", "none"] = "asha"
     min_steps: int = Field(default=40, ge=1, description="steps of the first rung")
     # η: rung k+1 trains η times the steps of rung k, and the top 1/η of each rung are promoted.
@@ -531,6 +594,9 @@ class Scheduler(_Strict):
 
 
 class SearchSpec(_Strict):
+    """`search:`: a hyperparameter search over the one run's `train.*` fields: the space, the sampler, how
+    many trials (and how many train at once), the objective and the scheduler."""
+
     space: dict[str, Distribution] = Field(min_length=1, max_length=32)
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     trials: int = Field(default=16, ge=1, le=10_000)
@@ -637,6 +703,9 @@ class RegisterSpec(_Strict):
 
 
 class Experiment(_Strict):
+    """The user's experiment: runs (or one search template), and where results are logged and the winner
+    registered. `canonical()` gives every run an id and the experiment its id."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True)
 
     experiment_id: str | None = None
@@ -668,11 +737,15 @@ class Experiment(_Strict):
     def _one_template(self) -> Experiment:
         if self.search is not None:
             if len(self.runs) != 1:
-                raise ValueError(f"search: needs exactly one run, the trials' template (got {len(self.runs)}); drop grid: and seeds:")
+                raise ValueError(
+                    f"search: needs exactly one run, the trials' template (got {len(self.runs)}); drop grid: and seeds:"
+                )
             if self.runs[0].eval_only:
                 raise ValueError("search: the template run trains (it cannot be train: null)")
             if self.runs[0].holdout is not None:
-                raise ValueError("search: the search holds out its own rows (objective.holdout); drop the template's holdout")
+                raise ValueError(
+                    "search: the search holds out its own rows (objective.holdout); drop the template's holdout"
+                )
         return self
 
     @field_validator("experiment_id")
@@ -700,6 +773,7 @@ class Experiment(_Strict):
 
     @property
     def id(self) -> str:
+        """The experiment id; ValueError if none was given or derived yet (`canonical`)."""
         if self.experiment_id is None:
             raise ValueError("experiment has no id yet; call canonical() first")
         return self.experiment_id

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.harness import Stack, activity_attempts, wait_for_checkpoint
+from support.harness import Stack, wait_for_checkpoint
 from support.specs import LONG, tiny_run
+
+from bert_eval.temporal.history import activity_attempts
 
 pytestmark = pytest.mark.integration
 

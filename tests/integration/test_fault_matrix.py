@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from support.harness import Stack, activity_attempts, result_across_outages, run_on_two_training_workers, wait_for_checkpoint
+from support.harness import Stack, result_across_outages, run_on_two_training_workers, wait_for_checkpoint
 from support.specs import LONG, tiny_run
 
 from bert_eval.core.storage.checkpoints import CHECKPOINT_MANIFEST, CheckpointStore
 from bert_eval.experiment import parse_experiment
+from bert_eval.temporal.history import activity_attempts
 from bert_eval.temporal.names import training_workflow_id
 from bert_eval.temporal.payloads import ExperimentResult
 from bert_eval.temporal.submit import start_experiment

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.harness import Stack, WorkerProcess, stop_process, wait_for_http
+from support.harness import Stack, WorkerProcess, stop_process
 from support.ports import free_port
 from support.specs import tiny_run
 
 from bert_eval.core.storage.checkpoints import CheckpointStore
 from bert_eval.core.storage.layout import RunLayout
+from bert_eval.temporal.devserver import wait_for_http
 from bert_eval.temporal.workflows import training_workflow_id
 
 pytestmark = pytest.mark.integration

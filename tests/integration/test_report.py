@@ -115,7 +115,7 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, d
 
     for run_id in ("tiny-a", "tiny-b"):
         layout = RunLayout(runs_dir, run_id)
-        evaluate(run_id=run_id, model_dir=layout.model_dir, snapshot=snapshot, request=specs[run_id].eval, runs_dir=runs_dir)
+        evaluate(run_id=run_id, model_dir=layout.model_dir, snapshot=snapshot, request=specs[run_id].primary_eval, runs_dir=runs_dir)
     atomic_write_json(experiment_file(runs_dir, EXPERIMENT), {"experiment_id": EXPERIMENT, "run_ids": list(specs)})
     return runs_dir
 

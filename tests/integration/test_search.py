@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from support.calls import fine_tune_calls
 from support.harness import Stack, result_across_outages
 from support.specs import tiny_run
 from temporalio.client import WorkflowFailureError
 
 from bert_eval.cli import _json_records
 from bert_eval.core.search.asha import TrialState
+from bert_eval.core.storage.layout import RunLayout
 from bert_eval.experiment import parse_experiment
 from bert_eval.spec import Experiment, RunSpec, SearchSpec, TaskType
 from bert_eval.temporal.failures import root_cause
@@ -76,7 +76,7 @@ def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and
     for trial in trials:
         run_dir = served.runs_dir / "runs" / trial.run_id
         # Each rung trained once (fine_tune calls), the next resuming from the previous rung's checkpoint.
-        assert fine_tune_calls(served.runs_dir, trial.run_id) == trial.rung + 1
+        assert RunLayout(served.runs_dir, trial.run_id).journal.fine_tune_calls() == trial.rung + 1
         assert sorted(int(p.stem.split("-")[1]) for p in (run_dir / "rungs").glob("step-*.json")) == search.rungs[: trial.rung + 1]
         if trial.state is TrialState.stopped:
             assert [p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")] == [f"checkpoint-{trial.steps}"]
@@ -101,7 +101,7 @@ def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and
     assert [t.model_dump(exclude={"train_seconds"}) for t in again.search.trials] == [t.model_dump(exclude={"train_seconds"}) for t in trials]
     assert again.search.promotions == search.promotions and again.search.best == search.best
     assert all(t.train_seconds == 0 for t in again.search.trials)
-    assert all(fine_tune_calls(served.runs_dir, t.run_id) == t.rung + 1 for t in trials)
+    assert all(RunLayout(served.runs_dir, t.run_id).journal.fine_tune_calls() == t.rung + 1 for t in trials)
 
 
 def test_a_search_the_data_cannot_support_is_refused_by_the_coordinator(served: Stack, tiny_model_dir: Path) -> None:
@@ -184,7 +184,8 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
     assert [t.model_dump(exclude=same) for t in storm.search.trials] == [t.model_dump(exclude=same) for t in calm.search.trials]
     assert storm.search.promotions == calm.search.promotions and storm.search.best == calm.search.best
     for trial in storm.search.trials:  # none lost, none trained twice: one fine_tune per rung it reached
-        assert fine_tune_calls(stack.runs_dir, trial.run_id) == trial.rung + 1 == fine_tune_calls(served.runs_dir, trial.run_id)
+        calls = [RunLayout(runs_dir, trial.run_id).journal.fine_tune_calls() for runs_dir in (stack.runs_dir, served.runs_dir)]
+        assert calls == [trial.rung + 1] * 2
     total = time.monotonic() - started
     print(f"\nsearch durability: undisturbed {calm_s:.0f}s; kills (target, rungs measured, s) {done}; all {total:.0f}s; "
           f"continued as new {storm.search.continued} times (histories {lengths}), best {storm.search.best}")

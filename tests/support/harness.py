@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from bert_eval.core.storage.checkpoints import CheckpointStore
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import Settings, TemporalSettings
 from bert_eval.spec import Experiment
+from bert_eval.temporal import devserver
 from bert_eval.temporal.client import connect, ensure_search_attributes
 from bert_eval.temporal.devserver import start_dev_server
 from bert_eval.temporal.payloads import ExperimentResult
@@ -72,23 +72,6 @@ def wait_for_checkpoint(runs_dir: Path, run_id: str, timeout_s: float = 180.0, *
     raise TimeoutError(f"no checkpoint past step {after} for {run_id} within {timeout_s}s")
 
 
-async def activity_attempts(client: Any, workflow_id: str, activity_type: str) -> list[int]:
-    """The attempt number of every start of `activity_type` in the workflow's history."""
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    scheduled = {
-        e.event_id
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == activity_type
-    }
-    return [
-        e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
-        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    ]
-
-
 def create_namespace(address: str, label: str) -> str:
     """A new namespace on the server at `address`, named after `label` and unique, with bert-eval's search
     attributes (a submission sets them, possibly before any worker has registered them)."""
@@ -115,51 +98,19 @@ def stop_process(process: subprocess.Popen, *, timeout_s: float) -> None:
             process.wait(timeout=10)
 
 
-def wait_for_http(url: str, process: subprocess.Popen | ForkedProcess, log_file: Path, *, timeout_s: float) -> None:
-    """Until `url` answers 200; fails early, with the log's tail, if the process exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{log_file.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {timeout_s}s:\n{log_file.read_text()[-4000:]}")
+class WorkerProcess(devserver.WorkerProcess):
+    """The product's worker process, as a test inspects it: its pid, its log, its metrics."""
 
-
-@dataclass
-class WorkerProcess:
-    kind: str
     process: subprocess.Popen | ForkedProcess
-    metrics_port: int
-    log_file: Path
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        wait_for_http(f"http://127.0.0.1:{self.metrics_port}/readyz", self.process, self.log_file, timeout_s=timeout_s)
-
     @property
     def holds_training(self) -> bool:
         """This worker started a fine-tune attempt (per its log)."""
         return '"fine-tune started"' in self.log_file.read_text()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def terminate(self, timeout_s: float = 120.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        return self.process.returncode
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
@@ -254,13 +205,13 @@ class Stack:
 
     def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, fork: bool = True, **env: str) -> WorkerProcess:
         """A real worker process; `step_pace_s` > 0 makes each training step last at least that long
-        (paced_worker.py), so a kill "mid-training" lands mid-training on any machine. Under pytest it is
+        (benchmarks/paced_worker.py), so a kill "mid-training" lands mid-training on any machine. Under pytest it is
         forked from a template that has imported the worker's modules (support/worker_forks.py) unless
         `fork` is False; elsewhere (benchmarks) it is always started with `subprocess`."""
         port = int(env.pop("BERT_EVAL_METRICS_PORT", 0)) or free_port()
         log_file = self.log_dir / f"{kind}-worker-{len(self.workers)}.log"
         if step_pace_s > 0:
-            argv = [str(REPO / "tests" / "integration" / "paced_worker.py"), "worker", kind]
+            argv = [str(REPO / "benchmarks" / "paced_worker.py"), "worker", kind]
             env["BERT_EVAL_TEST_STEP_PACE_S"] = str(step_pace_s)
         else:
             argv = ["-m", "bert_eval", "worker", kind]

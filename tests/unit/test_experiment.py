@@ -32,7 +32,7 @@ runs:
     experiment = load_experiment(path)
     assert experiment.id == "sst2-minilm"
     run = experiment.runs[0]
-    assert (run.id, run.train.max_train_samples, run.eval.split) == ("minilm-lr5e-5", 4000, "validation")
+    assert (run.id, run.train.max_train_samples, run.primary_eval.split) == ("minilm-lr5e-5", 4000, "validation")
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "-lead", "trail-", "x" * 64, "", "a..b", "sp ace"])

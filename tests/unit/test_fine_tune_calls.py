@@ -1,4 +1,4 @@
-"""Counting fine_tune calls from a run's journal (tests/support/calls.py), which the search tests and the
+"""Counting fine_tune calls from a run's journal (`RunJournal.fine_tune_calls`), which the search tests and the
 search benchmark use to say that no rung was trained twice and none was lost."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.calls import fine_tune_calls
 
 from bert_eval.core.storage.journal import RunJournal
 from bert_eval.core.storage.layout import RunLayout
@@ -30,4 +29,4 @@ def test_calls_are_counted_per_training_target(tmp_path: Path, attempts: list[tu
     for stop_at_step, attempt in attempts:
         journal.append("attempt", attempt=attempt, stop_at_step=stop_at_step)
         journal.append("checkpoint", step=1)
-    assert fine_tune_calls(tmp_path, "run-a") == calls
+    assert journal.fine_tune_calls() == calls

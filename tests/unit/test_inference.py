@@ -50,7 +50,7 @@ def test_predictions_use_class_names_and_agree_with_evaluation(
     config = json.loads((Path(summary.model_dir) / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 
-    evaluation = evaluate(run_id="named", model_dir=summary.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir)
+    evaluation = evaluate(run_id="named", model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
     rows = read_split(snapshot, "validation")
     result = predict(run_id="named", texts=rows["text"], runs_dir=runs_dir, batch_size=16)
     assert set(result.predicted_labels) <= {"negative", "positive"}

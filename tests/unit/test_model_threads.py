@@ -43,7 +43,7 @@ def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_othe
     spec = core_spec(tiny_model_dir, "evaluated")
     snapshot = core_snapshot(spec, runs_dir, data_dir)
     requests = [
-        EvalRunInput(experiment_id="threads", run_id=f"evaluated-{i}", model_dir=str(model_dir), snapshot=snapshot, request=spec.eval)
+        EvalRunInput(experiment_id="threads", run_id=f"evaluated-{i}", model_dir=str(model_dir), snapshot=snapshot, request=spec.primary_eval)
         for i in range(3)
     ]
     other_spec = core_spec(tiny_model_dir, "snapshotted", max_train_samples=64)

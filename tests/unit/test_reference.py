@@ -88,7 +88,8 @@ def test_every_field_lands_where_bert_eval_reads_it() -> None:
     assert spec.dataset.task is not None and spec.dataset.task.value == "regression"
     assert (spec.train.epochs, spec.train.batch_size, spec.train.max_train_samples) == (1, 32, 4000)
     assert spec.train.shuffle_before_select is False and spec.train.use_gpu is False
-    assert (spec.eval.split, spec.eval.max_eval_samples, spec.eval.batch_size, spec.eval.use_gpu) == ("validation", 200, 8, False)
+    evaluation = spec.primary_eval
+    assert (evaluation.split, evaluation.max_eval_samples, evaluation.batch_size, evaluation.use_gpu) == ("validation", 200, 8, False)
 
 
 def test_run_id_is_derived_from_content_when_absent_and_reference_defaults_apply() -> None:
@@ -99,7 +100,7 @@ def test_run_id_is_derived_from_content_when_absent_and_reference_defaults_apply
     assert a.spec.id.startswith("run-")
     # The reference design's defaults: 3 epochs, batch 16, 2,000 training and 1,000 evaluation rows.
     assert (a.spec.train.epochs, a.spec.train.batch_size, a.spec.train.max_train_samples) == (3, 16, 2000)
-    assert a.spec.eval.max_eval_samples == 1000 and a.spec.dataset.name == "glue/sst2"
+    assert a.spec.primary_eval.max_eval_samples == 1000 and a.spec.dataset.name == "glue/sst2"
 
 
 def test_placement_and_new_knobs_at_default_leave_the_fingerprint_unchanged() -> None:

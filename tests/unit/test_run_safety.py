@@ -52,7 +52,7 @@ def test_a_symlinked_run_directory_is_refused_and_nothing_lands_outside(
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert time.monotonic() - started < 5
     with pytest.raises(InvalidInputError, match="is a symbolic link"):
-        evaluate(run_id=spec.id, model_dir=tiny_model_dir, snapshot=snapshot, request=spec.eval, runs_dir=runs_dir)
+        evaluate(run_id=spec.id, model_dir=tiny_model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
     assert list(outside.iterdir()) == []
 
 

@@ -47,11 +47,11 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path: Path, tiny_
     assert resumed.final_loss == straight.final_loss
     a, b = _weights(straight), _weights(resumed)
     assert all((a[k] == b[k]).all() for k in a)
-    eval_a = evaluate(run_id=spec.id, model_dir=straight.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=straight_dir)
-    eval_b = evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=resumed_dir)
+    eval_a = evaluate(run_id=spec.id, model_dir=straight.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=straight_dir)
+    eval_b = evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=resumed_dir)
     assert eval_a.metrics == eval_b.metrics
     # Re-running evaluation gives the same numbers.
-    assert evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.eval, runs_dir=resumed_dir).metrics == eval_b.metrics
+    assert evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=resumed_dir).metrics == eval_b.metrics
 
 
 def test_completed_training_is_not_redone(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:

@@ -53,7 +53,14 @@ from bert_eval.core.storage.rundir import StaleAttemptError, completed_summary, 
 from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.spec import Experiment, RunSpec
 from bert_eval.temporal import metrics
-from bert_eval.temporal.names import ACTIVITY, DETERMINISTIC_FAILURE, INVALID_INPUT, TIMEOUTS, TRAINING_INTERRUPTED, TRANSIENT_FAILURE
+from bert_eval.temporal.names import (
+    ACTIVITY,
+    DETERMINISTIC_FAILURE,
+    INVALID_INPUT,
+    TIMEOUTS,
+    TRAINING_INTERRUPTED,
+    TRANSIENT_FAILURE,
+)
 from bert_eval.temporal.payloads import (
     CellInput,
     EvalRunInput,
@@ -72,6 +79,7 @@ __all__ = ["EvalActivities", "FineTuneInput", "TrainingActivities"]
 
 log = telemetry.get_logger(__name__)
 T = TypeVar("T")
+
 
 class FineTuneInput(Payload):
     """Input of the fine-tune activity: the run and the snapshot it trains on."""
@@ -103,7 +111,11 @@ def _activity_scope(
     is first passed to `on_final_failure` (the error, the message)."""
     info = activity.info()
     with telemetry.bind_run(
-        run_id=run_id, experiment_id=experiment_id, workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+        run_id=run_id,
+        experiment_id=experiment_id,
+        workflow_id=info.workflow_id,
+        activity=info.activity_type,
+        attempt=info.attempt,
     ):
         try:
             yield
@@ -189,6 +201,9 @@ class TrainingActivities:
 
     @activity.defn(name=ACTIVITY.fine_tune)
     async def fine_tune(self, request: FineTuneInput) -> TrainingSummary:
+        """Fine-tune the run (core `fine_tune`) on this worker's device, heartbeating its progress; a retry
+        resumes from the progress in the last heartbeat and the newest checkpoint. Bad input fails it for good
+        (non-retryable `ApplicationError`); a cancellation or shutdown saves a checkpoint first."""
         info = activity.info()
         run = request.run
         previous = None
@@ -199,7 +214,12 @@ class TrainingActivities:
         relay = _ProgressRelay(TrainingProgress(run_id=run.id, attempt=info.attempt, phase="loading"), stop)
         device = self.device if run.train.use_gpu else "cpu"
         core_request = FineTuneRequest(
-            run=run, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device, attempt=info.attempt, previous=previous,
+            run=run,
+            snapshot=request.snapshot,
+            runs_dir=self.runs_dir,
+            device=device,
+            attempt=info.attempt,
+            previous=previous,
             # Write fence: the attempt scheduled last (server clock) is the one allowed to publish.
             scheduled_at=info.current_attempt_scheduled_time.timestamp(),
             stop_at_step=request.stop_at_step,
@@ -211,10 +231,16 @@ class TrainingActivities:
                 record_failed_training(RunLayout(self.runs_dir, run.id), run, attempt=info.attempt, error=message)
 
         with _activity_scope(run.id, request.experiment_id, on_final_failure=failed):
-            log.info("fine-tune started", device=device, resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None)
+            log.info(
+                "fine-tune started",
+                device=device,
+                resumable_from=previous.last_checkpoint.step if previous and previous.last_checkpoint else None,
+            )
             work = asyncio.create_task(
                 _in_thread(
-                    lambda: fine_tune(core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer),
+                    lambda: fine_tune(
+                        core_request, on_progress=relay.update, should_stop=stop.is_set, observer=observer
+                    ),
                     tick=relay.tick,
                     executor=self._training_thread,
                 )
@@ -239,7 +265,9 @@ class TrainingActivities:
 class EvalActivities:
     """Activities of the CPU eval pool: snapshots, reuse checks, evaluation."""
 
-    def __init__(self, *, runs_dir: Path, data_dir: Path | None, models_dir: Path | None = None, force_cpu: bool = False) -> None:
+    def __init__(
+        self, *, runs_dir: Path, data_dir: Path | None, models_dir: Path | None = None, force_cpu: bool = False
+    ) -> None:
         self.runs_dir = Path(runs_dir)
         self.data_dir = data_dir
         self.models_dir = models_dir
@@ -251,9 +279,12 @@ class EvalActivities:
 
     @activity.defn(name=ACTIVITY.snapshot_dataset)
     async def snapshot_dataset(self, request: SnapshotInput) -> SnapshotResult:
+        """Read the run's dataset into a content-addressed snapshot (or find the one already taken)."""
         with _activity_scope(request.run_id):
             with telemetry.tracer().start_as_current_span("snapshot", attributes={"run_id": request.run_id}) as span:
-                result = await _in_thread(lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir))
+                result = await _in_thread(
+                    lambda: create_snapshot(request, runs_dir=self.runs_dir, data_dir=self.data_dir)
+                )
                 span.set_attributes({"snapshot_id": result.snapshot_id, "reused": result.reused})
             log.info("snapshot ready", snapshot_id=result.snapshot_id, splits=result.splits, reused=result.reused)
             return result
@@ -286,20 +317,23 @@ class EvalActivities:
             if summary is None:
                 return ExistingRun()
             snapshot = open_snapshot(snapshots_dir(self.runs_dir) / summary.snapshot_id)
-            evaluation = load_eval_result(layout, run.eval.split)
-            if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(run.eval.split)):
+            split = run.primary_eval.split
+            evaluation = load_eval_result(layout, split)
+            if evaluation is not None and evaluation.examples != snapshot.splits.get(eval_table(split)):
                 evaluation = None
             again = None
-            if evaluation is not None and not _kept_predictions_intact(layout, run.eval.split, evaluation):
+            if evaluation is not None and not _kept_predictions_intact(layout, split, evaluation):
                 # Comparisons and intervals read the kept predictions: evaluate again rather than reuse a result
                 # whose predictions are gone or altered (and say so in the run's result).
-                kept = layout.predictions_file(run.eval.split)
+                kept = layout.predictions_file(split)
                 again = f"its kept predictions {kept} " + (
                     "did not match the digest its evaluation recorded (altered)" if kept.exists() else "were missing"
                 )
                 log.warning(
                     "kept predictions missing or not matching their digest; evaluating the run again",
-                    run_id=run.id, split=run.eval.split, predictions=str(kept),
+                    run_id=run.id,
+                    split=split,
+                    predictions=str(kept),
                 )
                 evaluation = None
             return ExistingRun(summary=summary, snapshot=snapshot, evaluation=evaluation, evaluated_again=again)
@@ -308,19 +342,21 @@ class EvalActivities:
             return await _in_thread(look)
 
     @activity.defn(name=ACTIVITY.evaluate_model)
-    async def evaluate_model(self, request: EvalRunInput) -> EvalResult:
-        with _activity_scope(request.run_id, request.experiment_id):
-            log.info("evaluation started", split=request.request.split, model_dir=request.model_dir)
+    async def evaluate_model(self, evaluation: EvalRunInput) -> EvalResult:
+        """Evaluate a run's trained model on the requested split (core `evaluate`: predictions, then
+        `eval-<split>.json`), on the model thread and this worker's device unless the request asks for the CPU."""
+        with _activity_scope(evaluation.run_id, evaluation.experiment_id):
+            log.info("evaluation started", split=evaluation.request.split, model_dir=evaluation.model_dir)
             return await self._on_model_thread(
                 lambda device: evaluate(
-                    run_id=request.run_id,
-                    model_dir=request.model_dir,
-                    snapshot=request.snapshot,
-                    request=request.request,
+                    run_id=evaluation.run_id,
+                    model_dir=evaluation.model_dir,
+                    snapshot=evaluation.snapshot,
+                    request=evaluation.request,
                     runs_dir=self.runs_dir,
                     device=device,
                 ),
-                use_gpu=request.request.use_gpu,
+                use_gpu=evaluation.request.use_gpu,
             )
 
     @activity.defn(name=ACTIVITY.predict)
@@ -344,6 +380,7 @@ class EvalActivities:
     @activity.defn(name=ACTIVITY.describe_model)
     async def describe_model(self, request: ModelSourceInput) -> ModelInfo:
         """Where a run's model is, its digest (which keys its evaluation cells) and its classes."""
+
         def describe() -> ModelInfo:
             source = request.source
             if request.reference_path:
@@ -356,20 +393,20 @@ class EvalActivities:
             return await _in_thread(describe)
 
     @activity.defn(name=ACTIVITY.evaluate_cell)
-    async def evaluate_cell(self, request: CellInput) -> EvalResult:
+    async def evaluate_cell(self, cell: CellInput) -> EvalResult:
         """One cell of the evaluation matrix: evaluated once per (model, rows, split), reused after that."""
-        with _activity_scope(request.run_id, request.experiment_id):
-            log.info("evaluation cell started", split=request.request.split, model_digest=request.model.digest)
+        with _activity_scope(cell.run_id, cell.experiment_id):
+            log.info("evaluation cell started", split=cell.request.split, model_digest=cell.model.digest)
             return await self._on_model_thread(
                 lambda device: evaluate_cell(
-                    run_id=request.run_id,
-                    model=request.model,
-                    snapshot=request.snapshot,
-                    request=request.request,
+                    run_id=cell.run_id,
+                    model=cell.model,
+                    snapshot=cell.snapshot,
+                    request=cell.request,
                     runs_dir=self.runs_dir,
                     device=device,
                 ),
-                use_gpu=request.request.use_gpu,
+                use_gpu=cell.request.use_gpu,
             )
 
     async def _on_model_thread(self, evaluation: Callable[[str], EvalResult], *, use_gpu: bool) -> EvalResult:
@@ -397,7 +434,9 @@ class EvalActivities:
         def summarize() -> ExperimentSummary:
             summary = summarize_runs(outcomes)
             record = experiment_file(self.runs_dir, request.experiment_id)
-            atomic_write_json(record.with_name(f"{request.experiment_id}.summary.json"), summary.model_dump(mode="json"))
+            atomic_write_json(
+                record.with_name(f"{request.experiment_id}.summary.json"), summary.model_dump(mode="json")
+            )
             return summary
 
         with telemetry.bind_run(experiment_id=request.experiment_id):
@@ -415,18 +454,29 @@ class EvalActivities:
     async def find_rung(self, request: RungInput) -> RungResult | None:
         """A rung's result measured before (a resubmitted search), or None."""
         with _activity_scope(request.run.id, request.experiment_id):
-            return await _in_thread(lambda: load_rung(request.run, request.step, snapshot=request.snapshot, runs_dir=self.runs_dir))
+            return await _in_thread(
+                lambda: load_rung(request.run, request.step, snapshot=request.snapshot, runs_dir=self.runs_dir)
+            )
 
     @activity.defn(name=ACTIVITY.evaluate_rung)
     async def evaluate_rung(self, request: RungInput) -> RungResult:
         """A trial's objective at a rung, on the search slice (on the model thread, like every evaluation)."""
         model_dir = request.model_dir
         if model_dir is None:
-            raise ApplicationError(f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True)
+            raise ApplicationError(
+                f"run {request.run.id}: evaluate_rung needs model_dir", type=INVALID_INPUT, non_retryable=True
+            )
         with _activity_scope(request.run.id, request.experiment_id):
-            device = self.device if request.run.eval.use_gpu else "cpu"
+            device = self.device if request.run.primary_eval.use_gpu else "cpu"
             result = await _in_thread(
-                lambda: evaluate_rung(request.run, request.step, model_dir=model_dir, snapshot=request.snapshot, runs_dir=self.runs_dir, device=device),
+                lambda: evaluate_rung(
+                    request.run,
+                    request.step,
+                    model_dir=model_dir,
+                    snapshot=request.snapshot,
+                    runs_dir=self.runs_dir,
+                    device=device,
+                ),
                 executor=self._model_thread,
             )
             for name, value in result.metrics.items():
@@ -447,7 +497,11 @@ class EvalActivities:
     async def record_search(self, outcome: SearchOutcome) -> None:
         """Write `experiments/<id>.search.json` (every trial, its rungs and state) for reports."""
         record = experiment_file(self.runs_dir, outcome.experiment_id)
-        await _in_thread(lambda: atomic_write_json(record.with_name(f"{outcome.experiment_id}.search.json"), outcome.model_dump(mode="json")))
+        await _in_thread(
+            lambda: atomic_write_json(
+                record.with_name(f"{outcome.experiment_id}.search.json"), outcome.model_dump(mode="json")
+            )
+        )
 
     @activity.defn(name=ACTIVITY.keep_last_checkpoint)
     async def keep_last_checkpoint(self, run_id: str) -> int:
@@ -456,6 +510,7 @@ class EvalActivities:
             return len(await _in_thread(lambda: keep_last_checkpoint(run_id, runs_dir=self.runs_dir)))
 
     def all(self) -> list[Callable[..., Any]]:
+        """Every activity of the eval pool, for the worker to register."""
         return [
             self.suggest_trial,
             self.find_rung,

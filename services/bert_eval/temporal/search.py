@@ -65,6 +65,17 @@ T = TypeVar("T")
 
 
 class SearchRunner:
+    """The search of one experiment, inside the coordinator workflow (module docstring: how it runs).
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The canonical experiment; its `search` is set and its one run is every trial's template.
+    request : CoordinatorInput
+        The coordinator's input: heartbeat timeout, history limit, and the `search_state` of a search that
+        continued as new (None on the first run).
+    """
+
     def __init__(self, experiment: Experiment, request: CoordinatorInput) -> None:
         assert experiment.search is not None
         self.experiment, self.request = experiment, request
@@ -78,7 +89,24 @@ class SearchRunner:
     # --- the search ---
 
     async def run(self) -> SearchOutcome | SearchState:
-        """The outcome, or the state to continue as new with."""
+        """Take the snapshot (first run only), then sample, train, evaluate and promote trials until the ladder
+        is finished, and record the outcome (`experiments/<id>.search.json`).
+
+        Returns
+        -------
+        SearchOutcome
+            Every trial, its rungs and state, the promotions and the best trial, once the search is done.
+        SearchState
+            The ladder and snapshot to continue as new with, once the history passed its limit (nothing in
+            flight is lost: the search stops starting work and waits for what runs).
+
+        Raises
+        ------
+        ApplicationError
+            Non-retryable (`INVALID_INPUT`) when the data cannot support the search (its task does not report
+            the objective's metric, or too few training rows for the held-out slice); activity and child
+            failures of a trial fail that trial, not the search.
+        """
         if self.state is None:
             snapshot = await snapshot_of(self.template, heartbeat_timeout_s=self.request.heartbeat_timeout_s)
             self._check(snapshot)
@@ -107,7 +135,9 @@ class SearchRunner:
                 self._in_flight += 1
                 tasks.append(asyncio.create_task(self._job(job)))
             if draining and self._in_flight == 0:
-                workflow.logger.info("search %s: continuing as new after %d trials", self.experiment.id, len(ladder.trials))
+                workflow.logger.info(
+                    "search %s: continuing as new after %d trials", self.experiment.id, len(ladder.trials)
+                )
                 await self._record()
                 return self.state.model_copy(update={"continued": self.state.continued + 1})
             seen = self._changes
@@ -115,7 +145,10 @@ class SearchRunner:
         await asyncio.gather(*tasks)
         for trial in ladder.stop_paused():
             await self._call(
-                trial.run_id, EvalActivities.keep_last_checkpoint, trial.run_id, start_to_close=TIMEOUTS.find_existing_start_to_close
+                trial.run_id,
+                EvalActivities.keep_last_checkpoint,
+                trial.run_id,
+                start_to_close=TIMEOUTS.find_existing_start_to_close,
             )
         await self._progress()
         return await self._record(finished=True)
@@ -131,7 +164,9 @@ class SearchRunner:
         await self._call(
             self.experiment.id,
             EvalActivities.record_search_progress,
-            SearchProgress(experiment_id=self.experiment.id, metric=self.search.objective.metric, trials=counts, best=best),
+            SearchProgress(
+                experiment_id=self.experiment.id, metric=self.search.objective.metric, trials=counts, best=best
+            ),
             start_to_close=TIMEOUTS.find_existing_start_to_close,
         )
 
@@ -139,15 +174,24 @@ class SearchRunner:
         """The outcome so far, written beside the experiment's record for reports."""
         outcome = self.outcome(finished=finished)
         await self._call(
-            self.experiment.id, EvalActivities.record_search, outcome, start_to_close=TIMEOUTS.record_experiment_start_to_close
+            self.experiment.id,
+            EvalActivities.record_search,
+            outcome,
+            start_to_close=TIMEOUTS.record_experiment_start_to_close,
         )
         return outcome
 
-    async def _call(self, run_id: str, method: Callable[[Any, Any], Awaitable[T]], arg: Any, *, start_to_close: timedelta) -> T:
+    async def _call(
+        self, run_id: str, method: Callable[[Any, Any], Awaitable[T]], arg: Any, *, start_to_close: timedelta
+    ) -> T:
         """An activity of the search, with a heartbeat timeout: activities heartbeat while they work, so one
         lost with its worker is retried within seconds, not at its start-to-close timeout."""
         return await activity_of_run(
-            run_id, method, arg, start_to_close=start_to_close, heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s)
+            run_id,
+            method,
+            arg,
+            start_to_close=start_to_close,
+            heartbeat_timeout=timedelta(seconds=self.request.heartbeat_timeout_s),
         )
 
     def _changed_since(self, seen: int) -> bool:
@@ -162,7 +206,9 @@ class SearchRunner:
 
     def _history_full(self) -> bool:
         info = workflow.info()
-        return info.get_current_history_length() > self.request.search_history_limit or info.is_continue_as_new_suggested()
+        return (
+            info.get_current_history_length() > self.request.search_history_limit or info.is_continue_as_new_suggested()
+        )
 
     async def _sample(self, ladder: Ladder) -> Job:
         index = len(ladder.trials)
@@ -253,7 +299,9 @@ class SearchRunner:
         if existing.evaluation is not None:
             return existing.evaluation.metrics
         if existing.summary is None:
-            raise ApplicationError(f"run {spec.id}: its training completed but no final model was found", type=INVALID_INPUT)
+            raise ApplicationError(
+                f"run {spec.id}: its training completed but no final model was found", type=INVALID_INPUT
+            )
         evaluation: EvalResult = await self._call(
             spec.id,
             EvalActivities.evaluate_model,
@@ -262,7 +310,7 @@ class SearchRunner:
                 run_id=spec.id,
                 model_dir=existing.summary.model_dir,
                 snapshot=self.state.snapshot,
-                request=spec.eval,
+                request=spec.primary_eval,
                 heartbeat_timeout_s=self.request.heartbeat_timeout_s,
             ),
             start_to_close=TIMEOUTS.evaluate_start_to_close,
@@ -272,6 +320,8 @@ class SearchRunner:
     # --- what it reports ---
 
     def outcome(self, *, finished: bool = False) -> SearchOutcome:
+        """What the search has found so far (the coordinator's query reads it): every trial with its rung,
+        state and objectives, the promotions, the best trial; `finished` once the ladder is done."""
         ladder = self.state.ladder if self.state is not None else None
         trials = ladder.trials if ladder is not None else []
         best = ladder.best() if ladder is not None else None

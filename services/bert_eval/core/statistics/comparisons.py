@@ -466,30 +466,19 @@ def _compare_paired(
     )
     test = f"{exact}sign-flip permutation test, {n} seed pairs"
     p_value = found.p_value if note is None else None
-    significant = p_value is not None and p_value < 1 - confidence
     sign = 1.0 if higher_is_better(metric) else -1.0
     wins = np.sign(sign * differences)
-    return ConfigComparison(
-        a=a,
-        b=b,
-        metric=metric,
+    return _config_comparison(
+        a,
+        b,
         paired_by="seed",
         differences=tuple(float(d) for d in differences),
         difference=difference,
         p_value=p_value,
         test=test,
-        significant=significant,
         prob_a_beats_b=float(np.mean((wins + 1) / 2)),
         note=note,
-        sentence=_verdict(
-            (a.name, b.name),
-            difference,
-            p_value=p_value,
-            test=test,
-            significant=significant,
-            note=note,
-            over=f"mean over {n} seeds",
-        ),
+        over=f"mean over {n} seeds",
     )
 
 
@@ -525,29 +514,52 @@ def _compare_unpaired(
         confidence=confidence,
         method=f"Welch's t-interval, {a.n} and {b.n} seeds",
     )
-    significant = p_value is not None and p_value < 1 - confidence
     u_statistic = stats.mannwhitneyu(a.values, b.values, alternative="two-sided").statistic
     beats = float(u_statistic) / (a.n * b.n)
-    return ConfigComparison(
-        a=a,
-        b=b,
-        metric=metric,
+    return _config_comparison(
+        a,
+        b,
         paired_by="unpaired",
         differences=(),
         difference=difference,
         p_value=p_value,
         test=test,
-        significant=significant,
         prob_a_beats_b=beats if higher_is_better(metric) else 1.0 - beats,
         note=note,
+        over="difference of means over seeds",
+    )
+
+
+def _config_comparison(
+    a: ConfigSummary,
+    b: ConfigSummary,
+    *,
+    paired_by: Literal["seed", "unpaired"],
+    differences: tuple[float, ...],
+    difference: MetricInterval,
+    p_value: float | None,
+    test: str,
+    prob_a_beats_b: float,
+    note: str | None,
+    over: str,
+) -> ConfigComparison:
+    """The comparison record of either test: significant when `p_value` is below 1 − the interval's
+    confidence, and its one-line verdict (`over`: what the difference is taken over)."""
+    significant = p_value is not None and p_value < 1 - difference.confidence
+    return ConfigComparison(
+        a=a,
+        b=b,
+        metric=a.metric,
+        paired_by=paired_by,
+        differences=differences,
+        difference=difference,
+        p_value=p_value,
+        test=test,
+        significant=significant,
+        prob_a_beats_b=prob_a_beats_b,
+        note=note,
         sentence=_verdict(
-            (a.name, b.name),
-            difference,
-            p_value=p_value,
-            test=test,
-            significant=significant,
-            note=note,
-            over="difference of means over seeds",
+            (a.name, b.name), difference, p_value=p_value, test=test, significant=significant, note=note, over=over
         ),
     )
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,15 @@ class RunJournal:
     def of_kind(self, event: str) -> list[dict[str, Any]]:
         """The events named `event`, in order."""
         return [e for e in self.read() if e.get("event") == event]
+
+    def fine_tune_calls(self) -> int:
+        """How many fine_tune calls the run's `attempt` events record.
+
+        Each `attempt` event names its call's training target (a search rung's step, or None: the end); a retry
+        after a kill is the same call with a higher attempt number, so a target's attempt numbers restarting
+        mean a second call. An attempt lost before it wrote anything (its worker killed as it began) leaves no
+        event: a call may first appear as attempt 2."""
+        attempts: dict[int | None, list[int]] = defaultdict(list)
+        for event in self.of_kind("attempt"):
+            attempts[event.get("stop_at_step")].append(int(event["attempt"]))
+        return sum(1 + sum(later <= earlier for earlier, later in pairwise(seen)) for seen in attempts.values())

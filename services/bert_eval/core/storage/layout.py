@@ -12,6 +12,7 @@ from typing import Any
 
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.core.storage.fsutil import atomic_write_json, atomic_write_text
+from bert_eval.core.storage.journal import RunJournal
 from bert_eval.spec import normalize_id
 
 __all__ = ["CellLayout", "RunLayout", "evals_dir", "experiment_file", "snapshots_dir", "write_experiment_record"]
@@ -117,6 +118,11 @@ class RunLayout:
     def journal_file(self) -> Path:
         """`events.jsonl`: the run's `RunJournal` (checkpoints, resumes, completion across attempts)."""
         return self.root / "events.jsonl"
+
+    @property
+    def journal(self) -> RunJournal:
+        """The run's event journal, at `journal_file`."""
+        return RunJournal(self.journal_file)
 
     @property
     def history_file(self) -> Path:

@@ -44,7 +44,14 @@ with workflow.unsafe.imports_passed_through():
     from bert_eval.spec import RUN_MODEL_PREFIX, EvalRequest, Experiment, RunSpec
     from bert_eval.telemetry import run_baggage
     from bert_eval.temporal.activities import EvalActivities
-    from bert_eval.temporal.calls import FAIL_WORKFLOW_ON, RETRY, activity_of_run, run_attributes, snapshot_mismatch, snapshot_of
+    from bert_eval.temporal.calls import (
+        FAIL_WORKFLOW_ON,
+        RETRY,
+        activity_of_run,
+        run_attributes,
+        snapshot_mismatch,
+        snapshot_of,
+    )
     from bert_eval.temporal.failures import root_cause
     from bert_eval.temporal.names import (
         INVALID_INPUT,
@@ -100,7 +107,8 @@ class CoordinatorWorkflow:
 
     @workflow.run
     async def run(self, request: CoordinatorRequest) -> ExperimentResult | list[BertEvalResult]:
-        """bert-eval's CoordinatorInput -> ExperimentResult; the reference's {"configs": [...]} -> list[BertEvalResult]."""
+        """bert-eval's CoordinatorInput -> ExperimentResult; the reference's {"configs": [...]} ->
+        list[BertEvalResult]."""
         if isinstance(request.root, CoordinatorWorkflowInput):
             try:
                 runs = to_run_specs(request.root)
@@ -205,15 +213,25 @@ class CoordinatorWorkflow:
     async def _evaluate_only(self, experiment_id: str, run: RunSpec, request: CoordinatorInput) -> RunResult:
         """A run without training: its model's evaluation cells, once the run it names (if any) has trained."""
         status = self._status[run.id]
-        source = self._status.get(run.model.removeprefix(RUN_MODEL_PREFIX)) if run.model.startswith(RUN_MODEL_PREFIX) else None
+        source = (
+            self._status.get(run.model.removeprefix(RUN_MODEL_PREFIX))
+            if run.model.startswith(RUN_MODEL_PREFIX)
+            else None
+        )
         if source is not None and source is not status:
             # The model is another run of this experiment: evaluate it once that run's training has ended.
-            await workflow.wait_condition(lambda: source.phase in (RunPhase.evaluating, RunPhase.completed, RunPhase.failed))
+            await workflow.wait_condition(
+                lambda: source.phase in (RunPhase.evaluating, RunPhase.completed, RunPhase.failed)
+            )
             if source.phase is RunPhase.failed:
                 raise _RunFailed(f"run {run.id}: its model is run {source.run_id}'s, and that run failed")
         status.phase = RunPhase.evaluating
         primary, *others = await self._cells(experiment_id, run, run.model, run.evaluations, request)
-        status.phase, status.reused, status.metrics = RunPhase.completed, primary.evaluation.reused, primary.evaluation.metrics
+        status.phase, status.reused, status.metrics = (
+            RunPhase.completed,
+            primary.evaluation.reused,
+            primary.evaluation.metrics,
+        )
         return RunResult(
             run_id=run.id,
             config=run.config,
@@ -259,7 +277,12 @@ class CoordinatorWorkflow:
         )
 
     async def _evaluate(
-        self, experiment_id: str, run: RunSpec, request: CoordinatorInput, existing: ExistingRun, training: TrainingResult
+        self,
+        experiment_id: str,
+        run: RunSpec,
+        request: CoordinatorInput,
+        existing: ExistingRun,
+        training: TrainingResult,
     ) -> RunResult:
         """The run's own evaluation (reused when it exists), then its further evaluation-matrix cells."""
         status = self._status[run.id]
@@ -273,16 +296,20 @@ class CoordinatorWorkflow:
                     run_id=run.id,
                     model_dir=training.summary.model_dir,
                     snapshot=training.snapshot,
-                    request=run.eval,
+                    request=run.primary_eval,
                     heartbeat_timeout_s=request.heartbeat_timeout_s,
                 ),
                 result_type=EvalResult,
-                id=eval_workflow_id(run.id, run.eval.split, prefix=release_prefix(workflow.info().task_queue)),
+                id=eval_workflow_id(run.id, run.primary_eval.split, prefix=release_prefix(workflow.info().task_queue)),
                 task_queue=workflow.info().task_queue,
                 search_attributes=run_attributes(experiment_id, run.id),
             )
-        cells = await self._cells(experiment_id, run, RUN_MODEL_PREFIX + run.id, run.evals, request) if run.evals else []
-        reused = existing.summary is not None and existing.evaluation is not None and all(c.evaluation.reused for c in cells)
+        cells: list[MatrixCell] = []
+        if run.extra_evals:
+            cells = await self._cells(experiment_id, run, RUN_MODEL_PREFIX + run.id, run.extra_evals, request)
+        reused = (
+            existing.summary is not None and existing.evaluation is not None and all(c.evaluation.reused for c in cells)
+        )
         status.phase, status.reused, status.metrics = RunPhase.completed, reused, evaluation.metrics
         return RunResult(
             run_id=run.id,
@@ -314,7 +341,11 @@ class CoordinatorWorkflow:
                 run.id,
                 EvalActivities.snapshot_dataset,
                 SnapshotInput.for_model(
-                    run_id=run.id, dataset=dataset, model=model, eval_split=entry.split, max_eval_samples=entry.max_eval_samples
+                    run_id=run.id,
+                    dataset=dataset,
+                    model=model,
+                    eval_split=entry.split,
+                    max_eval_samples=entry.max_eval_samples,
                 ),
                 start_to_close=TIMEOUTS.snapshot_start_to_close,
                 heartbeat_timeout=heartbeat,
@@ -339,7 +370,7 @@ class CoordinatorWorkflow:
             SummaryRun(
                 run_id=r.run_id,
                 config=specs[r.run_id].config_name,
-                dataset=(specs[r.run_id].eval.dataset or specs[r.run_id].dataset).label,
+                dataset=(specs[r.run_id].primary_eval.dataset or specs[r.run_id].dataset).label,
                 evaluation=r.evaluation,
                 cells=tuple(r.cells),
             )
@@ -387,7 +418,7 @@ class CoordinatorWorkflow:
                 runs=logged.runs,
                 name=experiment.registry.mlflow.name,
                 alias=experiment.registry.mlflow.alias,
-                split=experiment.runs[0].eval.split,
+                split=experiment.runs[0].primary_eval.split,
             )
             heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
             registered = await self._with_backoff(

@@ -32,6 +32,27 @@ class BertEvalWorkflow:
 
     @workflow.run
     async def run(self, request: EvalWorkflowRequest) -> EvalResult | BertEvalResult:
+        """Evaluate the model the request names.
+
+        Parameters
+        ----------
+        request : EvalWorkflowRequest
+            An `EvalRunInput` (a run's model and split, from the coordinator) or a reference-design
+            `BertEvalRequest` (a model path or run id, a dataset and a split).
+
+        Returns
+        -------
+        EvalResult
+            For an `EvalRunInput`: the metrics of the run's model on the split.
+        BertEvalResult
+            For a `BertEvalRequest`: the same, in the reference design's shape.
+
+        Raises
+        ------
+        ApplicationError
+            Non-retryable (`INVALID_INPUT`) when a `BertEvalRequest` names no usable model or data; an
+            evaluation that keeps failing the same way fails the workflow after a bounded number of tries.
+        """
         if isinstance(request.root, BertEvalRequest):
             return await self._run_reference(request.root)
         return await self._evaluate_run(request.root)
@@ -72,7 +93,13 @@ class BertEvalWorkflow:
         evaluation: EvalResult = await activity_of_run(
             run_id,
             EvalActivities.evaluate_cell,
-            CellInput(experiment_id=workflow.info().workflow_id, run_id=run_id, model=model, snapshot=snapshot, request=wanted.request),
+            CellInput(
+                experiment_id=workflow.info().workflow_id,
+                run_id=run_id,
+                model=model,
+                snapshot=snapshot,
+                request=wanted.request,
+            ),
             start_to_close=TIMEOUTS.evaluate_start_to_close,
             heartbeat_timeout=TIMEOUTS.predict_heartbeat,
         )

@@ -22,6 +22,7 @@ class LegacyTrainingWorkflow(CheckpointedBertTrainingWorkflow):
 
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
+        """`CheckpointedBertTrainingWorkflow.run`, unchanged."""
         return await super().run(request)
 
 
@@ -31,6 +32,7 @@ class LegacyEvalWorkflow(BertEvalWorkflow):
 
     @workflow.run
     async def run(self, request: EvalRunInput) -> EvalResult:  # type: ignore[override]  # the old type took only this
+        """A run's model evaluated on one split, as `BertEvalWorkflow` does for an `EvalRunInput`."""
         return await self._evaluate_run(request)
 
 

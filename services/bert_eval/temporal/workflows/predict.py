@@ -20,6 +20,24 @@ class PredictWorkflow:
 
     @workflow.run
     async def run(self, request: PredictInput) -> PredictResult:
+        """Label `request.texts` with the final model of `request.run_id`.
+
+        Parameters
+        ----------
+        request : PredictInput
+            The run, the texts, and optionally the sequence length, batch size and device.
+
+        Returns
+        -------
+        PredictResult
+            One predicted label (classification: with its confidence; regression: the value) per text, in order.
+
+        Raises
+        ------
+        ActivityError
+            When the predict activity fails for good: the run has no final model (non-retryable), or its
+            retries are spent.
+        """
         return await workflow.execute_activity_method(
             EvalActivities.predict,
             request,

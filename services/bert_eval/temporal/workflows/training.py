@@ -31,19 +31,45 @@ class CheckpointedBertTrainingWorkflow:
 
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
+        """Fine-tune one run: take its snapshot if the request carries none, then the fine-tune activity on
+        the training queue (resumed from checkpoints across worker losses).
+
+        Parameters
+        ----------
+        request : TrainingInput
+            The run, its snapshot (or None: taken here, on `eval_task_queue`), the snapshot id it must match,
+            the heartbeat timeout, and `stop_at_step` for a search rung.
+
+        Returns
+        -------
+        TrainingResult
+            The training summary and the snapshot it trained on.
+
+        Raises
+        ------
+        ApplicationError
+            Non-retryable (`INVALID_INPUT`) when the snapshot taken is not the pinned one; a fine-tune that
+            keeps failing the same way fails the workflow after a bounded number of tries.
+        """
         run = request.run
         snapshot = request.snapshot
         if snapshot is None:
             self._progress = TrainingProgress(run_id=run.id, phase="snapshot")
-            snapshot = await snapshot_of(run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue)
+            snapshot = await snapshot_of(
+                run, heartbeat_timeout_s=request.heartbeat_timeout_s, task_queue=request.eval_task_queue
+            )
         pinned = request.expected_snapshot_id
         if pinned is not None and snapshot.snapshot_id != pinned:
-            raise ApplicationError(snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True)
+            raise ApplicationError(
+                snapshot_mismatch(run.id, pinned, snapshot.snapshot_id), type=INVALID_INPUT, non_retryable=True
+            )
         self._progress = TrainingProgress(run_id=run.id, phase="loading")
         summary: TrainingSummary = await activity_of_run(
             run.id,
             TrainingActivities.fine_tune,
-            FineTuneInput(experiment_id=request.experiment_id, run=run, snapshot=snapshot, stop_at_step=request.stop_at_step),
+            FineTuneInput(
+                experiment_id=request.experiment_id, run=run, snapshot=snapshot, stop_at_step=request.stop_at_step
+            ),
             start_to_close=TIMEOUTS.fine_tune_start_to_close,
             # A killed worker stops heartbeating: its attempt times out and another worker resumes.
             heartbeat_timeout=timedelta(seconds=request.heartbeat_timeout_s),
