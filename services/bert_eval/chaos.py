@@ -69,6 +69,8 @@ DEFAULT_SELECTOR = "app.kubernetes.io/component=training-worker"
 def release_selector(selector: str, release: str | None) -> str:
     """The selector narrowed to one Helm release's pods (its app.kubernetes.io/instance label)."""
     return f"{selector},app.kubernetes.io/instance={release}" if release else selector
+
+
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Connecting, listing and describing together; past this the kill goes ahead without Temporal's view.
 TEMPORAL_LOOKUP_TIMEOUT_S = 15.0
@@ -323,8 +325,12 @@ def _preempt_local(worker: LocalWorker, reason: str, grace_s: float) -> Kill | N
         log.warning("training worker exited before it could be preempted", pid=worker.pid)
         return None
     log.info(
-        "preempted training worker process", pid=worker.pid, grace_s=grace_s, exited_after_s=round(exited_after_s, 2),
-        sigkilled=sigkilled, reason=reason,
+        "preempted training worker process",
+        pid=worker.pid,
+        grace_s=grace_s,
+        exited_after_s=round(exited_after_s, 2),
+        sigkilled=sigkilled,
+        reason=reason,
     )
     return Kill(kind="process", name=str(worker.pid), reason=reason, exited_after_s=exited_after_s, sigkilled=sigkilled)
 
@@ -333,7 +339,9 @@ def _kill_one_local(
     busy: set[WorkerIdentity], *, prefer_busy: bool, rng: random.Random, grace_s: float | None = None
 ) -> Kill | None:
     hostname = socket.gethostname()
-    choice = choose_local_target(find_local_training_workers(), busy, hostname=hostname, prefer_busy=prefer_busy, rng=rng)
+    choice = choose_local_target(
+        find_local_training_workers(), busy, hostname=hostname, prefer_busy=prefer_busy, rng=rng
+    )
     if choice is None:
         log.warning("no local training worker process found (looked for `bert-eval worker training`)")
         return None
@@ -416,7 +424,12 @@ def _kill_one_pod(
         log.warning("training worker pod vanished before it could be deleted", pod=pod.name, namespace=namespace)
         return None
     log.info(
-        "deleted training worker pod", pod=pod.name, namespace=namespace, phase=pod.phase, grace_s=grace_s, reason=reason
+        "deleted training worker pod",
+        pod=pod.name,
+        namespace=namespace,
+        phase=pod.phase,
+        grace_s=grace_s,
+        reason=reason,
     )
     return Kill(kind="pod", name=f"{namespace}/{pod.name}", reason=reason)
 
@@ -514,7 +527,9 @@ def kill(
     namespace: Annotated[
         str | None, typer.Option(help="k8s: namespace of the pods (default: this pod's namespace, else `default`)")
     ] = None,
-    selector: Annotated[str, typer.Option(help="k8s, podman: label selector of training worker pods")] = DEFAULT_SELECTOR,
+    selector: Annotated[
+        str, typer.Option(help="k8s, podman: label selector of training worker pods")
+    ] = DEFAULT_SELECTOR,
     release: Annotated[
         str | None, typer.Option(help="k8s, podman: only pods of this Helm release (app.kubernetes.io/instance)")
     ] = None,
@@ -529,8 +544,12 @@ def kill(
 
     telemetry.configure_logging(fmt=get_settings().log_format)
     kills = kill_training_workers(
-        target=target, namespace=namespace, selector=release_selector(selector, release),
-        times=times, every_s=every, prefer_busy=prefer_busy,
+        target=target,
+        namespace=namespace,
+        selector=release_selector(selector, release),
+        times=times,
+        every_s=every,
+        prefer_busy=prefer_busy,
     )
     for done in kills:
         typer.echo(f"killed {done.kind} {done.name}: {done.reason}")
@@ -562,7 +581,10 @@ def preempt(
 
     telemetry.configure_logging(fmt=get_settings().log_format)
     kills = kill_training_workers(
-        target=target, namespace=namespace, selector=release_selector(selector, release), prefer_busy=prefer_busy,
+        target=target,
+        namespace=namespace,
+        selector=release_selector(selector, release),
+        prefer_busy=prefer_busy,
         grace_s=grace,
     )
     for done in kills:

@@ -32,7 +32,13 @@ from bert_eval.core.records import ExperimentSummary, TrainingProgress
 from bert_eval.experiment import ExperimentFileError, load_experiment
 from bert_eval.report import report_command
 from bert_eval.search import leaderboard
-from bert_eval.settings import TemporalSettings, apply_offline_mode, describe_settings_error, get_settings, get_temporal_settings
+from bert_eval.settings import (
+    TemporalSettings,
+    apply_offline_mode,
+    describe_settings_error,
+    get_settings,
+    get_temporal_settings,
+)
 from bert_eval.spec import Experiment, normalize_id
 from bert_eval.temporal.payloads import CoordinatorStatus, ExperimentResult, RunResult, SearchOutcome
 
@@ -245,8 +251,11 @@ async def _submit(
         raise _fail(str(exc)) from None
     print(f"experiment {experiment.id}: workflow {handle.id}")
     if experiment.search is not None:
-        print(f"  search: {experiment.search.trials} trials of {experiment.runs[0].id}, {experiment.search.sampler} sampler, "
-              f"scheduler {experiment.search.scheduler.type}")
+        print(
+            f"  search: {experiment.search.trials} trials of {experiment.runs[0].id}, "
+            f"{experiment.search.sampler} sampler, "
+            f"scheduler {experiment.search.scheduler.type}"
+        )
         for flag in submission_flags(experiment.search, experiment.runs[0]):
             console.print(f"[yellow]warning:[/yellow] {escape(flag.message)}", soft_wrap=True)
     for spec in () if experiment.search is not None else experiment.runs:
@@ -315,7 +324,13 @@ def _status_table(status: CoordinatorStatus, progress: dict[str, TrainingProgres
     return table
 
 
-_SHORT_PARAMS = {"learning_rate": "lr", "warmup_ratio": "warmup", "weight_decay": "wd", "batch_size": "bs", "max_seq_length": "seq"}
+_SHORT_PARAMS = {
+    "learning_rate": "lr",
+    "warmup_ratio": "warmup",
+    "weight_decay": "wd",
+    "batch_size": "bs",
+    "max_seq_length": "seq",
+}
 
 
 def _leaderboard(search: SearchOutcome, progress: dict[str, TrainingProgress] | None = None) -> Table:
@@ -356,7 +371,9 @@ def _print_results(result: ExperimentResult) -> None:
         if best is not None and best.metrics:
             metrics = ", ".join(f"{k}={v:.4f}" for k, v in best.metrics.items())
             objective = f"{result.search.metric} {best.objective:.4f}" if best.objective is not None else ""
-            Console().print(f"best trial {best.trial} ({best.run_id}): {objective} on the search slice; {metrics} on the eval split")
+            Console().print(
+                f"best trial {best.trial} ({best.run_id}): {objective} on the search slice; {metrics} on the eval split"
+            )
         return
     table = _table(
         f"experiment {result.experiment_id}: results", "run [config]", "status / training", "metrics / error (95% CI)"
@@ -409,7 +426,15 @@ def _print_config_comparison(result: ExperimentResult, runs_dir: Path) -> None:
     ranked = sorted(configs, key=lambda c: c.mean, reverse=higher_is_better(configs[0].metric))
     best, second = ranked[0], ranked[1]
     try:
-        found = compare(runs_dir, best.runs, second.runs, split=summary.split, metric=best.metric, a_name=best.config, b_name=second.config)
+        found = compare(
+            runs_dir,
+            best.runs,
+            second.runs,
+            split=summary.split,
+            metric=best.metric,
+            a_name=best.config,
+            b_name=second.config,
+        )
     except ValueError as exc:
         console.print(f"[yellow]no comparison:[/yellow] {escape(str(exc))}", soft_wrap=True)
         return
@@ -526,7 +551,9 @@ def wait_command(
     experiment_id: Annotated[str, typer.Argument(help="experiment id (experiment_id in its YAML)")],
     until: Annotated[
         WaitFor,
-        typer.Option(help="started: the experiment exists; checkpoint: a run saved a checkpoint; done: every run ended"),
+        typer.Option(
+            help="started: the experiment exists; checkpoint: a run saved a checkpoint; done: every run ended"
+        ),
     ] = WaitFor.done,
     timeout: Annotated[float, typer.Option(min=1, help="seconds before giving up (exit 1)")] = 3600.0,
 ) -> None:
@@ -617,7 +644,9 @@ _CONTROL_CHARACTERS = {chr(c) for c in range(32) if chr(c) not in "\t\n\r"} | {"
 @app.command()
 def predict(
     run_id: Annotated[str, typer.Argument(help="a trained run's id")],
-    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to label (sentence pairs: 'first<TAB>second')")] = None,
+    texts: Annotated[
+        Optional[list[str]], typer.Argument(help="texts to label (sentence pairs: 'first<TAB>second')")
+    ] = None,
     file: Annotated[
         Optional[Path],
         typer.Option(
@@ -759,7 +788,9 @@ def demo(
     ] = None,
     port: Annotated[int, typer.Option(help="gRPC port")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Web UI port")] = 8233,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results here")] = Path("bert_runs/demo-results.json"),
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results here")] = Path(
+        "bert_runs/demo-results.json"
+    ),
 ) -> None:
     """`up` + the default experiment: fine-tune MiniLM on an SST-2 subset and evaluate it."""
     settings = get_settings()
@@ -790,19 +821,38 @@ def demo(
 
 @app.command("compare")
 def compare_command(
-    a: Annotated[str, typer.Argument(metavar="A", help="a run id, or a configuration: [NAME=]RUN,RUN,... (one run per seed)")],
-    b: Annotated[str, typer.Argument(metavar="B", help="the run or configuration to compare A with, written the same way")],
-    split: Annotated[str, typer.Option("--split", help="the evaluation split both sides were evaluated on")] = "validation",
-    metric: Annotated[Optional[str], typer.Option("--metric", help="the metric to compare on; default: accuracy, or pearson for regression")] = None,
+    a: Annotated[
+        str, typer.Argument(metavar="A", help="a run id, or a configuration: [NAME=]RUN,RUN,... (one run per seed)")
+    ],
+    b: Annotated[
+        str, typer.Argument(metavar="B", help="the run or configuration to compare A with, written the same way")
+    ],
+    split: Annotated[
+        str, typer.Option("--split", help="the evaluation split both sides were evaluated on")
+    ] = "validation",
+    metric: Annotated[
+        Optional[str],
+        typer.Option("--metric", help="the metric to compare on; default: accuracy, or pearson for regression"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the whole comparison record as JSON")] = False,
-    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
+    runs_dir: Annotated[
+        Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")
+    ] = None,
 ) -> None:
     """Is A better than B? Confidence intervals and a paired test, from the runs' kept predictions."""
     from bert_eval.compare import compare, parse_side
 
     try:
         (a_name, a_runs), (b_name, b_runs) = parse_side(a), parse_side(b)
-        found = compare(runs_dir or get_settings().runs_dir, a_runs, b_runs, split=split, metric=metric, a_name=a_name, b_name=b_name)
+        found = compare(
+            runs_dir or get_settings().runs_dir,
+            a_runs,
+            b_runs,
+            split=split,
+            metric=metric,
+            a_name=a_name,
+            b_name=b_name,
+        )
     except ValueError as exc:  # InvalidInputError and pydantic's ValidationError (bad settings) included
         raise _fail(" ".join(str(exc).split())) from None
     print(json.dumps(found.to_json(), indent=2) if as_json else found.sentence)
@@ -820,10 +870,14 @@ def plan_command(
         Optional[float], typer.Option("--std", help="the seed standard deviation, instead of measuring CONFIG's")
     ] = None,
     power: Annotated[float, typer.Option("--power", help="the chance of detecting the gap")] = 0.8,
-    split: Annotated[str, typer.Option("--split", help="the evaluation split the runs were evaluated on")] = "validation",
+    split: Annotated[
+        str, typer.Option("--split", help="the evaluation split the runs were evaluated on")
+    ] = "validation",
     metric: Annotated[Optional[str], typer.Option("--metric", help="the metric; default: accuracy, or pearson")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
-    runs_dir: Annotated[Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")] = None,
+    runs_dir: Annotated[
+        Optional[Path], typer.Option("--runs-dir", help="the runs directory; default: BERT_EVAL_RUNS_DIR")
+    ] = None,
 ) -> None:
     """How many seeds per configuration a comparison needs to detect --gap with 80% power (Welch's test)."""
     import dataclasses
@@ -860,6 +914,8 @@ def plan_command(
     if plan.std_upper is not None:
         upper = f"{plan.seeds_at_upper} seeds" if plan.seeds_at_upper else "more than 100 seeds"
         print(f"the std from {observed} seeds is uncertain: at its 80% upper bound ({plan.std_upper:.4g}), {upper}")
+
+
 @app.command("export")
 def export_command(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="a finished run's id")],

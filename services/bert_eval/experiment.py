@@ -57,8 +57,11 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(AliasEvent):
             event = self.get_event()
             raise yaml.composer.ComposerError(
-                None, None, f"alias *{str(event.anchor)[:30]} found: aliases are not allowed; write the values out "
-                "(shared settings go under defaults:)", event.start_mark,
+                None,
+                None,
+                f"alias *{str(event.anchor)[:30]} found: aliases are not allowed; write the values out "
+                "(shared settings go under defaults:)",
+                event.start_mark,
             )
         self._depth += 1
         try:
@@ -81,9 +84,9 @@ class _StrictLoader(yaml.SafeLoader):
                     continue
                 if first is not key_node:
                     raise yaml.constructor.ConstructorError(
-                        None, None,
-                        f"key {short(key, 40)} is given twice (first on line {first.start_mark.line + 1}); "
-                        "keep one",
+                        None,
+                        None,
+                        f"key {short(key, 40)} is given twice (first on line {first.start_mark.line + 1}); keep one",
                         key_node.start_mark,
                     )
         return super().construct_mapping(node, deep=deep)
@@ -185,13 +188,15 @@ def parse_experiment(document: Any, *, source: str = "experiment") -> Experiment
     try:
         experiment_id = document.get("experiment_id")
         # `register:` is read under its own name, so an error in it names `register.…`.
-        return Experiment.model_validate({
-            "experiment_id": experiment_id,
-            "runs": tuple(specs),
-            "search": search,
-            "tracking": document.get("tracking"),
-            "register": document.get("register"),
-        }).canonical()
+        return Experiment.model_validate(
+            {
+                "experiment_id": experiment_id,
+                "runs": tuple(specs),
+                "search": search,
+                "tracking": document.get("tracking"),
+                "register": document.get("register"),
+            }
+        ).canonical()
     except ValidationError as exc:
         raise ExperimentFileError(f"{source}: {describe_validation_error(exc)}") from None
     except ValueError as exc:
@@ -209,7 +214,9 @@ def _search(section: Any, specs: list[RunSpec], *, source: str) -> SearchSpec | 
         problem = describe_validation_error(exc).removeprefix("value: ").replace("space: ", "space.", 1)
         raise ExperimentFileError(f"{source}: search.{problem}") from None
     if len(specs) != 1:
-        raise ExperimentFileError(f"{source}: search: needs exactly one run, the trials' template (got {len(specs)}); drop grid: and seeds:")
+        raise ExperimentFileError(
+            f"{source}: search: needs exactly one run, the trials' template (got {len(specs)}); drop grid: and seeds:"
+        )
     template = specs[0].with_canonical_id()
     try:
         check_search(search, template, task=template.dataset.task, train_rows=template.train.max_train_samples)

@@ -109,9 +109,18 @@ _FINGERPRINT_V1_FIELDS: dict[str, Any] = {
     "model": None,
     "dataset": {"name", "path", "config", "text_columns", "label_column", "task", "train_split"},
     "train": {
-        "epochs", "batch_size", "learning_rate", "weight_decay", "warmup_ratio", "max_seq_length",
-        "max_train_samples", "seed", "checkpoint_every_steps", "checkpoint_every_seconds",
-        "keep_checkpoints", "logging_steps",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "weight_decay",
+        "warmup_ratio",
+        "max_seq_length",
+        "max_train_samples",
+        "seed",
+        "checkpoint_every_steps",
+        "checkpoint_every_seconds",
+        "keep_checkpoints",
+        "logging_steps",
     },
     "eval": {"split", "max_eval_samples", "batch_size"},
 }
@@ -217,8 +226,20 @@ class DatasetSpec(_Strict):
 
 # transformers' integrations (`report_to` of TrainingArguments) a run may report to.
 REPORT_TO_INTEGRATIONS = (
-    "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow", "mlflow", "neptune",
-    "swanlab", "tensorboard", "trackio", "wandb",
+    "azure_ml",
+    "clearml",
+    "codecarbon",
+    "comet_ml",
+    "dagshub",
+    "dvclive",
+    "flyte",
+    "kubeflow",
+    "mlflow",
+    "neptune",
+    "swanlab",
+    "tensorboard",
+    "trackio",
+    "wandb",
 )
 
 

@@ -122,7 +122,6 @@ class RunAttributesProcessor(SpanProcessor):
                 span.set_attribute(key, str(value))
 
 
-
 @contextlib.contextmanager
 def run_baggage(**values: str | None) -> Iterator[None]:
     """Spans (and Temporal calls) started in this scope carry these run identifiers. Deterministic."""

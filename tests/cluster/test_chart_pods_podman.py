@@ -84,7 +84,9 @@ TRAIN = {
 TINY_TRAIN = {**TRAIN, "max_seq_length": 32, "max_train_samples": 32, "checkpoint_every_steps": 2}
 
 
-def experiment(experiment_id: str, run_id: str, train: dict[str, Any] = TRAIN, eval_samples: int = 128) -> dict[str, Any]:
+def experiment(
+    experiment_id: str, run_id: str, train: dict[str, Any] = TRAIN, eval_samples: int = 128
+) -> dict[str, Any]:
     run = {
         "run_id": run_id,
         "model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -123,7 +125,9 @@ def render_chart(values: dict[str, Any], release: str = RELEASE) -> list[dict[st
 
 def _component(objects: list[dict[str, Any]], kind: str, component: str) -> list[dict[str, Any]]:
     return [
-        o for o in objects if o["kind"] == kind and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        o
+        for o in objects
+        if o["kind"] == kind and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
     ]
 
 
@@ -158,8 +162,14 @@ class Stack:
 
     def pod(self, component: str) -> str:
         names = self.podman.out(
-            "pod", "ps", "--filter", f"label=app.kubernetes.io/component={component}",
-            "--filter", f"label=app.kubernetes.io/instance={self.release}", "--format", "{{.Name}}",
+            "pod",
+            "ps",
+            "--filter",
+            f"label=app.kubernetes.io/component={component}",
+            "--filter",
+            f"label=app.kubernetes.io/instance={self.release}",
+            "--format",
+            "{{.Name}}",
         ).split()
         assert len(names) == 1, f"expected one {component} pod of release {self.release}, found {names}"
         return names[0]
@@ -188,7 +198,9 @@ def _remove_everything(podman: Podman, files: list[Path], pod_labels: list[str],
         if path.exists():
             podman("kube", "down", str(path), check=False)
     for label in pod_labels:
-        for name in podman("pod", "ps", "--filter", f"label={label}", "--format", "{{.Name}}", check=False).stdout.split():
+        for name in podman(
+            "pod", "ps", "--filter", f"label={label}", "--format", "{{.Name}}", check=False
+        ).stdout.split():
             podman("pod", "rm", "--force", "--time", "0", name, check=False)
     for volume in volumes:
         podman("volume", "rm", "--force", volume, check=False)
@@ -257,7 +269,9 @@ def _podman_ready(podman: Podman, workload: dict[str, Any], aliases: list[dict[s
     pod_spec = workload["spec"]["template"]["spec"]
     for container in pod_spec["containers"] + pod_spec.get("initContainers", []):
         local = f"localhost/{container['image']}"
-        assert podman("image", "exists", local, check=False).returncode == 0, f"image {local} is missing; run `make images-local`"
+        assert podman("image", "exists", local, check=False).returncode == 0, (
+            f"image {local} is missing; run `make images-local`"
+        )
         container["image"] = local
         for port in container.get("ports", []):
             port.setdefault("hostPort", free_port())
@@ -305,10 +319,19 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         port = _named_port(container, service_port["targetPort"])
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             assert _named_port(container, container[probe]["httpGet"]["port"]) == port
-        probe_ports[component] = (port, container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"])
+        probe_ports[component] = (
+            port,
+            container["livenessProbe"]["httpGet"]["path"],
+            container["readinessProbe"]["httpGet"]["path"],
+        )
 
     # podman keeps a played ConfigMap as a volume of the same name.
-    volumes = [DATA_CLAIM, runs_pvc["metadata"]["name"], experiment_cm["metadata"]["name"], *(p["metadata"]["name"] for p in temporal_pvcs)]
+    volumes = [
+        DATA_CLAIM,
+        runs_pvc["metadata"]["name"],
+        experiment_cm["metadata"]["name"],
+        *(p["metadata"]["name"] for p in temporal_pvcs),
+    ]
     files = {name: tmp_path / f"{name}.yaml" for name in ("temporal", "workers", "training", "starter", "reference")}
     labels = [f"app.kubernetes.io/instance={RELEASE}"]
     _remove_everything(podman, [], labels, volumes)  # leftovers of an interrupted earlier run
@@ -340,7 +363,12 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         ips = {component: stack.pod_ip(component) for component in worker_containers}
         for component, (port, _health, ready) in probe_ports.items():
             container = stack.container(component, worker_containers[component]["name"])
-            _wait_http_ok(f"http://{ips[component]}:{port}{ready}", POD_READY_TIMEOUT_S, component, lambda c=container: stack.logs(c))
+            _wait_http_ok(
+                f"http://{ips[component]}:{port}{ready}",
+                POD_READY_TIMEOUT_S,
+                component,
+                lambda c=container: stack.logs(c),
+            )
         MEASURED["pods ready (Temporal, training, eval; from first kube play)"] = f"{time.monotonic() - t0:.0f} s"
 
         # From inside the containers: the pod's securityContext took effect.
@@ -351,7 +379,9 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
             assert write.returncode != 0 and "Read-only file system" in write.stderr, write
             port, health, _ = probe_ports[component]
             for path in (health, endpoint["path"]):
-                probe = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}{path}', timeout=5).status)"
+                probe = (
+                    f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}{path}', timeout=5).status)"
+                )
                 assert stack.exec(container, "python", "-c", probe).stdout.strip() == "200", (component, path)
             # As Prometheus would scrape it: from outside the pod, on the pod IP.
             status, body = _http_get(f"http://{ips[component]}:{port}{endpoint['path']}")
@@ -361,14 +391,18 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         stack.play(_dump(files["starter"], experiment_cm, starter_pod))
         training_container = stack.container("training-worker", worker_containers["training-worker"]["name"])
         [killed_run] = [run["run_id"] for run in KILLED["runs"]]
-        _, checkpoint_step = _first_checkpoint(runs_dir, [killed_run], RUN_TIMEOUT_S, lambda: stack.logs(training_container))
+        _, checkpoint_step = _first_checkpoint(
+            runs_dir, [killed_run], RUN_TIMEOUT_S, lambda: stack.logs(training_container)
+        )
 
         # The kill, through the chaos command's podman target; Temporal names the busy pod.
         killed_at_wall = time.time()
         chaos = subprocess.run(
             [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "podman"],
             env={**podman.env, "TEMPORAL_ADDRESS": f"{temporal_ip}:{grpc_port}", "BERT_EVAL_LOG_FORMAT": "console"},
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert chaos.returncode == 0, chaos.stdout + chaos.stderr
         assert f"podman/{stack.pod('training-worker')}" in chaos.stdout
@@ -382,10 +416,13 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         killed = _finished(stack, starter_pod, runs_dir, KILLED)
         assert killed["training"]["resumes"] >= 1
         assert killed["training"]["resumed_from_steps"][0] >= checkpoint_step > 0  # from a checkpoint, not step 0
-        events = [json.loads(line) for line in (runs_dir / "runs" / killed_run / "events.jsonl").read_text().splitlines()]
+        events = [
+            json.loads(line) for line in (runs_dir / "runs" / killed_run / "events.jsonl").read_text().splitlines()
+        ]
         resume = next(e for e in events if e["event"] == "resume")
         MEASURED["kill -> resumed step (heartbeat timeout 30 s included)"] = (
-            f"{resume['time'] - killed_at_wall:.0f} s (killed after checkpoint-{checkpoint_step}, resumed from step {resume.get('from_step')})"
+            f"{resume['time'] - killed_at_wall:.0f} s (killed after checkpoint-{checkpoint_step}, "
+            f"resumed from step {resume.get('from_step')})"
         )
 
         # The same spec again, never interrupted, through the starter of a second render.
@@ -406,7 +443,9 @@ def test_chart_pods_run_a_killed_training_to_the_same_result(podman: Podman, dat
         MEASURED["metrics (killed run = uninterrupted run)"] = json.dumps(killed["metrics"], sort_keys=True)
     finally:
         _remove_everything(podman, list(files.values()), labels, volumes)
-        leftovers = podman.out("pod", "ps", "--filter", f"label=app.kubernetes.io/instance={RELEASE}", "--format", "{{.Name}}")
+        leftovers = podman.out(
+            "pod", "ps", "--filter", f"label=app.kubernetes.io/instance={RELEASE}", "--format", "{{.Name}}"
+        )
         assert not leftovers, f"pods left behind: {leftovers}"
         remaining = set(podman.out("volume", "ls", "--format", "{{.Name}}").split())
         assert not remaining & set(volumes), f"volumes left behind: {remaining & set(volumes)}"
@@ -428,19 +467,36 @@ def _finished(stack: Stack, starter_pod: dict[str, Any], runs_dir: Path, submitt
 GKE_DRIVER_DIR = "/usr/local/nvidia/lib64"
 
 
-def test_training_image_searches_the_gke_driver_directory_and_names_it_without_a_gpu(podman: Podman, tmp_path: Path) -> None:
+def test_training_image_searches_the_gke_driver_directory_and_names_it_without_a_gpu(
+    podman: Podman, tmp_path: Path
+) -> None:
     # The training image (built even where a profile trains on the eval image) with GKE's driver mount,
     # here empty: a node whose driver is missing, or a pod that got no GPU.
     driver_dir = tmp_path / "nvidia-lib64"
     driver_dir.mkdir()
-    run = ["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "-v", f"{driver_dir}:{GKE_DRIVER_DIR}:ro"]
-    env = dict(item.split("=", 1) for item in json.loads(podman.out("image", "inspect", TRAINING_IMAGE, "--format", "{{json .Config.Env}}")))
+    run = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        f"{driver_dir}:{GKE_DRIVER_DIR}:ro",
+    ]
+    env = dict(
+        item.split("=", 1)
+        for item in json.loads(podman.out("image", "inspect", TRAINING_IMAGE, "--format", "{{json .Config.Env}}"))
+    )
     library_path = env.get("LD_LIBRARY_PATH", "")
     assert GKE_DRIVER_DIR in library_path.split(":"), f"{TRAINING_IMAGE} has LD_LIBRARY_PATH={library_path!r}"
 
     # The dynamic loader, asked for the driver library as torch asks for it, looks in the mounted directory.
     load = "import ctypes\ntry:\n    ctypes.CDLL('libcuda.so.1')\nexcept OSError as exc:\n    print(exc)"
-    loader = podman(*run, "-e", "LD_DEBUG=libs", "--entrypoint", "python", TRAINING_IMAGE, "-c", load, check=False, timeout=120)
+    loader = podman(
+        *run, "-e", "LD_DEBUG=libs", "--entrypoint", "python", TRAINING_IMAGE, "-c", load, check=False, timeout=120
+    )
     assert loader.returncode == 0, loader
     assert f"trying file={GKE_DRIVER_DIR}/libcuda.so.1" in loader.stderr, loader.stderr[-3000:]
 
@@ -486,7 +542,9 @@ def _workflow_trace(address: str, experiment_id: str) -> dict[str, dict[str, Any
                     attributes = event.activity_task_started_event_attributes
                     seen["workers"].setdefault(scheduled[attributes.scheduled_event_id], set()).add(attributes.identity)
                 elif event.HasField("workflow_task_completed_event_attributes"):
-                    seen["workers"].setdefault("workflow tasks", set()).add(event.workflow_task_completed_event_attributes.identity)
+                    seen["workers"].setdefault("workflow tasks", set()).add(
+                        event.workflow_task_completed_event_attributes.identity
+                    )
         return found
 
     return asyncio.run(trace())
@@ -497,18 +555,30 @@ def _host(identity: str) -> str:
     return identity.partition("@")[2].split(".")[0]
 
 
-def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(podman: Podman, data_dir: Path, tmp_path: Path) -> None:
+def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(
+    podman: Podman, data_dir: Path, tmp_path: Path
+) -> None:
     started = time.monotonic()
-    submitted = {team: experiment(f"{team}-sst2", f"{team}-minilm", train=TINY_TRAIN, eval_samples=32) for team in TEAMS}
+    submitted = {
+        team: experiment(f"{team}-sst2", f"{team}-minilm", train=TINY_TRAIN, eval_samples=32) for team in TEAMS
+    }
     objects = {"team-a": render_chart(_values(submitted["team-a"], {"taskQueuePrefix": "team-a"}), release="team-a")}
     temporal = _one(objects["team-a"], "Deployment", "temporal")
     temporal_pvcs = _component(objects["team-a"], "PersistentVolumeClaim", "temporal")
-    temporal_address = _env(_one(objects["team-a"], "Deployment", "training-worker")["spec"]["template"]["spec"]["containers"][0], "TEMPORAL_ADDRESS")
+    temporal_address = _env(
+        _one(objects["team-a"], "Deployment", "training-worker")["spec"]["template"]["spec"]["containers"][0],
+        "TEMPORAL_ADDRESS",
+    )
     objects["team-b"] = render_chart(
-        _values(submitted["team-b"], {"taskQueuePrefix": "team-b", "temporal": {"mode": "external", "address": temporal_address}}),
+        _values(
+            submitted["team-b"],
+            {"taskQueuePrefix": "team-b", "temporal": {"mode": "external", "address": temporal_address}},
+        ),
         release="team-b",
     )
-    assert not _component(objects["team-b"], "Deployment", "temporal"), "team-b must use team-a's Temporal, not run its own"
+    assert not _component(objects["team-b"], "Deployment", "temporal"), (
+        "team-b must use team-a's Temporal, not run its own"
+    )
 
     releases: dict[str, dict[str, Any]] = {}
     for team in TEAMS:
@@ -523,14 +593,23 @@ def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(podm
         }
     runs_claims = {team: r["runs_pvc"]["metadata"]["name"] for team, r in releases.items()}
     assert len(set(runs_claims.values())) == 2, runs_claims
-    volumes = [DATA_CLAIM, *runs_claims.values(), *(r["config_map"]["metadata"]["name"] for r in releases.values()),
-               *(p["metadata"]["name"] for p in temporal_pvcs)]
-    files = {name: tmp_path / f"{name}.yaml" for name in ("temporal", *(f"{t}-{part}" for t in TEAMS for part in ("workers", "starter")))}
+    volumes = [
+        DATA_CLAIM,
+        *runs_claims.values(),
+        *(r["config_map"]["metadata"]["name"] for r in releases.values()),
+        *(p["metadata"]["name"] for p in temporal_pvcs),
+    ]
+    files = {
+        name: tmp_path / f"{name}.yaml"
+        for name in ("temporal", *(f"{t}-{part}" for t in TEAMS for part in ("workers", "starter")))
+    }
     labels = [f"app.kubernetes.io/instance={team}" for team in TEAMS]
     _remove_everything(podman, [], labels, volumes)
     try:
         podman("volume", "create", DATA_CLAIM)
-        shutil.copytree(data_dir / "glue" / "sst2", releases["team-a"]["stack"].volume_path(DATA_CLAIM) / "glue" / "sst2")
+        shutil.copytree(
+            data_dir / "glue" / "sst2", releases["team-a"]["stack"].volume_path(DATA_CLAIM) / "glue" / "sst2"
+        )
 
         t0 = time.monotonic()
         _podman_ready(podman, temporal, None)
@@ -543,17 +622,27 @@ def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(podm
 
         for team, release in releases.items():
             for workload in (release["training"], release["eval"]):
-                assert _env(workload["spec"]["template"]["spec"]["containers"][0], "BERT_EVAL_TASK_QUEUE_PREFIX") == team
+                assert (
+                    _env(workload["spec"]["template"]["spec"]["containers"][0], "BERT_EVAL_TASK_QUEUE_PREFIX") == team
+                )
                 _podman_ready(podman, workload, aliases)
             _podman_ready(podman, {"spec": {"template": release["starter"]}}, aliases)
-            release["stack"].play(_dump(files[f"{team}-workers"], release["runs_pvc"], release["eval"], release["training"]))
+            release["stack"].play(
+                _dump(files[f"{team}-workers"], release["runs_pvc"], release["eval"], release["training"])
+            )
         for team, release in releases.items():
             stack = release["stack"]
             for component in ("training-worker", "eval-worker"):
-                container = release["training" if component == "training-worker" else "eval"]["spec"]["template"]["spec"]["containers"][0]
+                container = release["training" if component == "training-worker" else "eval"]["spec"]["template"][
+                    "spec"
+                ]["containers"][0]
                 port = _named_port(container, container["readinessProbe"]["httpGet"]["port"])
-                _wait_http_ok(f"http://{stack.pod_ip(component)}:{port}{container['readinessProbe']['httpGet']['path']}",
-                              POD_READY_TIMEOUT_S, f"{team} {component}", functools.partial(stack.logs, stack.container(component, container["name"])))
+                _wait_http_ok(
+                    f"http://{stack.pod_ip(component)}:{port}{container['readinessProbe']['httpGet']['path']}",
+                    POD_READY_TIMEOUT_S,
+                    f"{team} {component}",
+                    functools.partial(stack.logs, stack.container(component, container["name"])),
+                )
         MEASURED["two releases: pods ready (Temporal + 2 x training, eval)"] = f"{time.monotonic() - t0:.0f} s"
 
         t1 = time.monotonic()
@@ -563,7 +652,9 @@ def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(podm
         for team, release in releases.items():
             release["runs_dir"] = release["stack"].volume_path(runs_claims[team])
             records[team] = _finished(release["stack"], release["starter"], release["runs_dir"], submitted[team])
-        MEASURED["two releases: both tiny experiments, submitted together -> completed"] = f"{time.monotonic() - t1:.0f} s"
+        MEASURED["two releases: both tiny experiments, submitted together -> completed"] = (
+            f"{time.monotonic() - t1:.0f} s"
+        )
 
         for team, release in releases.items():
             [other] = [t for t in TEAMS if t != team]
@@ -577,7 +668,9 @@ def test_two_releases_on_one_temporal_keep_to_their_own_workers_and_volumes(podm
             queues = {f"{team}-bert-training-task-queue", f"{team}-bert-eval-task-queue"}
             pods = {"training": release["stack"].pod("training-worker"), "eval": release["stack"].pod("eval-worker")}
             trace = _workflow_trace(f"{temporal_ip}:{grpc_port}", submitted[team]["experiment_id"])
-            assert len(trace) == 3, f"expected the coordinator, training and eval workflows of {team}, found {sorted(trace)}"
+            assert len(trace) == 3, (
+                f"expected the coordinator, training and eval workflows of {team}, found {sorted(trace)}"
+            )
             for workflow_id, seen in trace.items():
                 assert {seen["task_queue"], *seen["activity_queues"]} <= queues, (team, workflow_id, seen)
                 hosts = {_host(identity) for identities in seen["workers"].values() for identity in identities}

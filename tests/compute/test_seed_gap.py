@@ -19,6 +19,8 @@ def test_a_real_gap_between_configurations_is_found(tmp_path: Path, data_dir: Pa
     it started, so that side trains on 96 rows (its accuracy is its seed's initial head either way)."""
     learns = seed_accuracies(tmp_path, data_dir, "lr-3e-4", range(6), max_train_samples=320, learning_rate=3e-4)
     frozen = seed_accuracies(tmp_path, data_dir, "lr-1e-8", range(6), learning_rate=1e-8)
-    compared = compare_configs(summarize_seeds("lr-3e-4", learns, "accuracy"), summarize_seeds("lr-1e-8", frozen, "accuracy"))
+    compared = compare_configs(
+        summarize_seeds("lr-3e-4", learns, "accuracy"), summarize_seeds("lr-1e-8", frozen, "accuracy")
+    )
     assert compared.significant, compared.sentence
     assert compared.sentence.startswith("lr-3e-4 is better than lr-1e-8 on accuracy"), compared.sentence

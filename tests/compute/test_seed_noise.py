@@ -38,8 +38,9 @@ def test_seed_noise_names_false_winners_that_compare_does_not(
     with capsys.disabled():
         spread = f"{min(values):.3f}-{max(values):.3f}"
         print(
-            f"\nA/A over {SETS} seed sets ({PER_SIDE} seeds a side, pool of {POOL} runs, accuracy {spread}): single-seed "
-            f"comparisons named a winner (>= 1 point) in {single_seed_winners}/{SETS}, compare in {compare_winners}/{SETS}"
+            f"\nA/A over {SETS} seed sets ({PER_SIDE} seeds a side, pool of {POOL} runs, accuracy {spread}): "
+            f"single-seed comparisons named a winner (>= 1 point) in {single_seed_winners}/{SETS}, "
+            f"compare in {compare_winners}/{SETS}"
         )
     assert compare_winners <= 0.05 * SETS
     assert single_seed_winners > compare_winners

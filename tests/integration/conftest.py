@@ -51,7 +51,9 @@ def stack(shared_server: str, tmp_path: Path, data_dir: Path, request: pytest.Fi
 
 
 @pytest.fixture(scope="module")
-def served(shared_server: str, tmp_path_factory: pytest.TempPathFactory, data_dir: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+def served(
+    shared_server: str, tmp_path_factory: pytest.TempPathFactory, data_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     """For a module's tests that leave the workers alone: one namespace, runs dir, training worker and
     eval worker, started once for the module. Its tests use distinct run and experiment ids."""
     label = request.module.__name__.rsplit(".", 1)[-1]

@@ -169,7 +169,11 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
         assert run.status == "failed", run_id
         assert f"run {run_id}" in run.error and cause in run.error, (run_id, run.error)
         # The coordinator reads spec records and takes the snapshots; the training workflow fine-tunes.
-        workflow_id = coordinator_workflow_id("bad-inputs") if where in ("coordinator", "snapshot") else training_workflow_id(run_id)
+        workflow_id = (
+            coordinator_workflow_id("bad-inputs")
+            if where in ("coordinator", "snapshot")
+            else training_workflow_id(run_id)
+        )
         attempts, seconds[run_id] = asyncio.run(_final_attempts(served, workflow_id))
         # Every activity start was attempt 1 (no Temporal retry), and the workflow did not run the
         # activity again as a deterministic failure (it would say so in the error).
@@ -180,9 +184,15 @@ def test_bad_inputs_through_the_workers_fail_at_once_naming_run_and_cause(
     assert {p: after.get(p) for p in before} == before
     assert list(outside.iterdir()) == []
     with capsys.disabled():
-        print(f"\nbad-input matrix: {len(expected)} runs failed in {total_s:.1f} s in total (submission to result), all at attempt 1")
+        print(
+            f"\nbad-input matrix: {len(expected)} runs failed in {total_s:.1f} s in total "
+            f"(submission to result), all at attempt 1"
+        )
         for run_id, (_cause, where) in expected.items():
-            print(f"  {run_id:15s} failing {where:11s} activity failed {seconds[run_id]:5.1f} s after scheduling  {outcomes[run_id].error[:130]}")
+            print(
+                f"  {run_id:15s} failing {where:11s} activity failed {seconds[run_id]:5.1f} s after scheduling  "
+                f"{outcomes[run_id].error[:130]}"
+            )
     assert total_s < 120  # generous (load); measured 18-24 s for all nine together on a shared 2-core machine
 
 

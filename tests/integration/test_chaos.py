@@ -64,8 +64,12 @@ def test_only_started_activities_make_a_worker_busy() -> None:
     pending = [
         PendingActivityInfo(state=PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, last_worker_identity="11@pod-a"),
         # Retrying after its worker died: still names the dead worker.
-        PendingActivityInfo(state=PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED, last_worker_identity="12@pod-b"),
-        PendingActivityInfo(state=PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, last_worker_identity="custom-id"),
+        PendingActivityInfo(
+            state=PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED, last_worker_identity="12@pod-b"
+        ),
+        PendingActivityInfo(
+            state=PendingActivityState.PENDING_ACTIVITY_STATE_STARTED, last_worker_identity="custom-id"
+        ),
     ]
     assert busy_identities(pending) == {WorkerIdentity(11, "pod-a")}
 
@@ -89,18 +93,25 @@ def test_training_worker_command_lines(argv: list[str], expected: bool) -> None:
 
 
 def test_local_choice_prefers_the_worker_holding_an_activity_on_this_host() -> None:
-    workers = [LocalWorker(100, ("bert-eval", "worker", "training")), LocalWorker(200, ("bert-eval", "worker", "training"))]
+    workers = [
+        LocalWorker(100, ("bert-eval", "worker", "training")),
+        LocalWorker(200, ("bert-eval", "worker", "training")),
+    ]
     for seed in range(5):
         chosen, reason = choose_local_target(
             workers, {WorkerIdentity(200, "laptop")}, hostname="laptop", rng=random.Random(seed)
         )
         assert chosen.pid == 200 and "running training activity" in reason
     # The same pid on another machine says nothing about local processes.
-    chosen, reason = choose_local_target(workers, {WorkerIdentity(200, "other")}, hostname="laptop", rng=random.Random(0))
+    chosen, reason = choose_local_target(
+        workers, {WorkerIdentity(200, "other")}, hostname="laptop", rng=random.Random(0)
+    )
     assert "no local worker is known" in reason
     # --any ignores Temporal's view.
     picks = {
-        choose_local_target(workers, {WorkerIdentity(200, "laptop")}, hostname="laptop", prefer_busy=False, rng=random.Random(s))[0].pid
+        choose_local_target(
+            workers, {WorkerIdentity(200, "laptop")}, hostname="laptop", prefer_busy=False, rng=random.Random(s)
+        )[0].pid
         for s in range(20)
     }
     assert picks == {100, 200}
@@ -153,7 +164,8 @@ class FakeCoreV1Api:
         items = [
             p
             for p in self.pods
-            if p.metadata.namespace == namespace and self._matches(kwargs.get("label_selector"), p.metadata.labels or {})
+            if p.metadata.namespace == namespace
+            and self._matches(kwargs.get("label_selector"), p.metadata.labels or {})
         ]
         return k8s.V1PodList(items=items)
 
@@ -167,7 +179,14 @@ class FakeCoreV1Api:
         raise ApiException(status=404, reason="Not Found")
 
 
-def pod(name: str, labels: dict[str, str], *, phase: str = "Running", namespace: str = "bert-eval", terminating: bool = False) -> k8s.V1Pod:
+def pod(
+    name: str,
+    labels: dict[str, str],
+    *,
+    phase: str = "Running",
+    namespace: str = "bert-eval",
+    terminating: bool = False,
+) -> k8s.V1Pod:
     return k8s.V1Pod(
         metadata=k8s.V1ObjectMeta(
             name=name,
@@ -274,7 +293,9 @@ def test_cli_preempt_k8s_deletes_the_busy_pod_with_the_grace_period(monkeypatch:
     api = FakeCoreV1Api([pod("w-idle", TRAINING), pod("w-busy", TRAINING)])
     monkeypatch.setattr(chaos, "kubernetes_core_api", lambda: api)
     monkeypatch.setattr(chaos, "lookup_busy_identities", lambda: {WorkerIdentity(3, "w-busy")})
-    result = CliRunner().invoke(app, ["chaos", "preempt", "--grace", "15", "--target", "k8s", "--namespace", "bert-eval"])
+    result = CliRunner().invoke(
+        app, ["chaos", "preempt", "--grace", "15", "--target", "k8s", "--namespace", "bert-eval"]
+    )
     assert result.exit_code == 0, result.output
     assert "preempted pod bert-eval/w-busy (grace 15s)" in result.output
     # The kubelet sends SIGTERM, then SIGKILL after 15 s: what a drain's eviction does.
@@ -303,7 +324,11 @@ def processes(tmp_path: Path) -> Iterator[dict[str, subprocess.Popen]]:
         "worker-a": [python, str(bin_dir / "bert-eval"), "worker", "training"],
         "worker-b": [python, str(bin_dir / "bert-eval"), "worker", "training"],
         # `exec -a` sets argv[0] to bert-eval, as a console script launched by name would.
-        "worker-exec-a": ["bash", "-c", f'exec -a bert-eval {python} -c "import time; time.sleep(120)" worker training'],
+        "worker-exec-a": [
+            "bash",
+            "-c",
+            f'exec -a bert-eval {python} -c "import time; time.sleep(120)" worker training',
+        ],
         "eval-worker": [python, str(bin_dir / "bert-eval"), "worker", "eval"],
         "other-tool": [python, str(bin_dir / "other-tool"), "worker", "training"],
         "shell": ["sh", "-c", "sleep 120; : bert-eval worker training"],
@@ -346,7 +371,9 @@ def test_local_any_choice_stays_within_training_workers(processes: dict[str, sub
     workers = [w for w in chaos.find_local_training_workers() if w.pid in ours]
     allowed = {processes[n].pid for n in ("worker-a", "worker-b", "worker-exec-a")}
     for seed in range(10):
-        chosen, reason = choose_local_target(workers, set(), hostname=socket.gethostname(), prefer_busy=False, rng=random.Random(seed))
+        chosen, reason = choose_local_target(
+            workers, set(), hostname=socket.gethostname(), prefer_busy=False, rng=random.Random(seed)
+        )
         assert chosen.pid in allowed and reason.startswith("--any")
 
 
@@ -386,13 +413,18 @@ def test_podman_target_kills_the_busy_pod(fake_podman: Path) -> None:
 
 def test_podman_target_filters_on_every_selector_term(fake_podman: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kills = kill_training_workers(
-        target=Target.podman, selector="app.kubernetes.io/component=nothing-here,tier=x",
-        busy_lookup=set, rng=random.Random(0),
+        target=Target.podman,
+        selector="app.kubernetes.io/component=nothing-here,tier=x",
+        busy_lookup=set,
+        rng=random.Random(0),
     )
     # The fake lists pods whatever the filter; what matters is that every selector term became a filter.
     calls = [json.loads(line) for line in fake_podman.read_text().splitlines()]
     assert {"--filter=label=app.kubernetes.io/component=nothing-here", "--filter=label=tier=x"} <= set(calls[0])
-    assert [k.name for k in kills] in (["podman/bert-eval-training-worker-pod-0"], ["podman/bert-eval-training-worker-pod-1"])
+    assert [k.name for k in kills] in (
+        ["podman/bert-eval-training-worker-pod-0"],
+        ["podman/bert-eval-training-worker-pod-1"],
+    )
 
 
 # --------------------------------------------------------------------------- real workers, real server
@@ -403,7 +435,9 @@ def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack:
     # Started with subprocess: `chaos kill --target local` finds workers by their command line, so they
     # cannot be paced; 750 steps keep training going while the chaos command starts, even on a loaded machine.
     spec = tiny_run(tiny_model_dir, "chaotic", **{**LONG, "max_train_samples": 6000})
-    busy, idle, background = run_on_two_training_workers(stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5, spec=spec, fork=False)
+    busy, idle, background = run_on_two_training_workers(
+        stack, tiny_model_dir, "chaotic", heartbeat_timeout_s=5, spec=spec, fork=False
+    )
 
     chaos = subprocess.run(
         [sys.executable, "-m", "bert_eval", "chaos", "kill", "--target", "local"],
@@ -420,7 +454,6 @@ def test_chaos_kill_targets_the_busy_training_worker_and_training_resumes(stack:
     [run] = background.result(timeout_s=300).runs
     assert run.status == "completed", run.error
     assert run.training.resumes >= 1 and run.training.resumed_from_steps[0] > 0
-
 
 
 def test_release_option_limits_the_kill_to_that_releases_pods(fake_podman: Path) -> None:

@@ -24,7 +24,10 @@ def _compare(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_compare_reads_eval_only_runs_through_their_cells(stack: Stack, tiny_model_dir: Path) -> None:
     stack.start_workers("training", "eval")
-    trained = [tiny_run(tiny_model_dir, "base", eval_samples=64), tiny_run(tiny_model_dir, "other", eval_samples=64, seed=7)]
+    trained = [
+        tiny_run(tiny_model_dir, "base", eval_samples=64),
+        tiny_run(tiny_model_dir, "other", eval_samples=64, seed=7),
+    ]
     evaluated = [
         {"run_id": f"{run_id}-eval", "model": {"run": run_id}, "dataset": "glue/sst2", "train": None,
          "eval": {"split": "validation", "max_eval_samples": 64}}
@@ -37,7 +40,8 @@ def test_compare_reads_eval_only_runs_through_their_cells(stack: Stack, tiny_mod
     # Eval-only against eval-only, and against a trained run: the same numbers as the trained runs' comparison
     # (the same models on the same rows).
     done = {
-        pair: _compare(stack, *pair) for pair in (("base", "other"), ("base-eval", "other-eval"), ("base-eval", "other"))
+        pair: _compare(stack, *pair)
+        for pair in (("base", "other"), ("base-eval", "other-eval"), ("base-eval", "other"))
     }
     for pair, reply in done.items():
         assert reply.returncode == 0, (pair, reply.stderr)

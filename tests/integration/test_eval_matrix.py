@@ -31,7 +31,10 @@ def test_matrix_cells_are_evaluated_once_and_extended_with_only_the_new_ones(
     first = _other_dataset(data_dir, tmp_path / "first", slice(200, 260))
     second = _other_dataset(data_dir, tmp_path / "second", slice(300, 340))
     trained = tiny_run(tiny_model_dir, "base", max_train_samples=64)
-    trained["eval"] = [{"split": "validation", "max_eval_samples": 64}, {"dataset": {"path": str(first)}, "split": "validation"}]
+    trained["eval"] = [
+        {"split": "validation", "max_eval_samples": 64},
+        {"dataset": {"path": str(first)}, "split": "validation"},
+    ]
     # An eval-only run of the trained run's model, on the same other dataset: the same cell.
     again = {"run_id": "base-again", "model": {"run": "base"}, "dataset": {"path": str(first)}, "train": None}
     experiment = {"experiment_id": "matrix", "runs": [trained, again]}
@@ -53,7 +56,10 @@ def test_matrix_cells_are_evaluated_once_and_extended_with_only_the_new_ones(
     assert all(m.low is not None and m.low <= m.value <= m.high for m in matrix.values())
     report = subprocess.run(
         [sys.executable, "-m", "bert_eval", "report", "matrix", "--out", str(tmp_path / "report")],
-        env=stack.env(), capture_output=True, text=True, timeout=300,
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "report" / "report.html").read_text()
@@ -71,10 +77,18 @@ def test_matrix_cells_are_evaluated_once_and_extended_with_only_the_new_ones(
 
 def test_an_eval_only_run_of_an_unknown_run_is_refused_before_submission(stack: Stack, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(json.dumps({"runs": [{"run_id": "orphan", "model": {"run": "never-trained"}, "dataset": "glue/sst2", "train": None}]}))
+    path.write_text(
+        json.dumps(
+            {"runs": [{"run_id": "orphan", "model": {"run": "never-trained"}, "dataset": "glue/sst2", "train": None}]}
+        )
+    )
     (stack.runs_dir / "runs").mkdir(exist_ok=True)
     done = subprocess.run(
-        [sys.executable, "-m", "bert_eval", "run", str(path)], env=stack.env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bert_eval", "run", str(path)],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2, done.stderr
     assert "run_id 'orphan'" in done.stderr and "run never-trained: no such run" in done.stderr
@@ -92,11 +106,21 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
     from bert_eval.spec import DatasetSpec, EvalRequest
 
     _, eval_worker = stack.start_workers("training", "eval")
-    assert stack.run_experiment({"experiment_id": "trained", "runs": [tiny_run(tiny_model_dir, "base", max_train_samples=64)]}).runs[0].status == "completed"
+    assert (
+        stack.run_experiment(
+            {"experiment_id": "trained", "runs": [tiny_run(tiny_model_dir, "base", max_train_samples=64)]}
+        )
+        .runs[0]
+        .status
+        == "completed"
+    )
     datasets = [_other_dataset(data_dir, tmp_path / f"set-{i}", slice(150 * i, 150 * (i + 1))) for i in range(5)]
     matrix = {
         "experiment_id": "matrix-under-fire",
-        "runs": [{"run_id": "cells", "model": {"run": "base"}, "dataset": {"path": str(d)}, "train": None} for d in datasets[:1]],
+        "runs": [
+            {"run_id": "cells", "model": {"run": "base"}, "dataset": {"path": str(d)}, "train": None}
+            for d in datasets[:1]
+        ],
     }
     matrix["runs"][0]["eval"] = [{"dataset": {"path": str(d)}, "split": "validation"} for d in datasets]
     # The killed worker's evaluation is retried once its heartbeat is missed: within 5 s, not the default 30.
@@ -118,18 +142,27 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
     assert len(published) == 5  # no cell missing
     # None computed twice: each cell's computation is logged once across both eval workers.
     logs = "".join(w.log_file.read_text() for w in stack.workers if w.kind == "eval")
-    assert sorted(name for name in published if logs.count(f'"cell": "{name}"') and '"evaluation cell done"' in logs) == published
+    assert (
+        sorted(name for name in published if logs.count(f'"cell": "{name}"') and '"evaluation cell done"' in logs)
+        == published
+    )
     for name in published:
-        done_lines = [line for line in logs.splitlines() if '"evaluation cell done"' in line and f'"cell": "{name}"' in line]
+        done_lines = [
+            line for line in logs.splitlines() if '"evaluation cell done"' in line and f'"cell": "{name}"' in line
+        ]
         assert len(done_lines) == 1, (name, done_lines)
     # Identical numbers: each cell against the same model evaluated undisturbed, in-process, elsewhere.
     fresh = tmp_path / "fresh-runs"
     model = describe_model("run:base", runs_dir=stack.runs_dir, models_dir=None)
     for dataset, cell in zip(datasets, cells, strict=True):
         snapshot = create_snapshot(
-            SnapshotInput.for_model(run_id="check", dataset=DatasetSpec(path=str(dataset)), model=model, eval_split="validation"),
+            SnapshotInput.for_model(
+                run_id="check", dataset=DatasetSpec(path=str(dataset)), model=model, eval_split="validation"
+            ),
             runs_dir=fresh,
             data_dir=data_dir,
         )
-        undisturbed = evaluate_cell(run_id="check", model=model, snapshot=snapshot, request=EvalRequest(), runs_dir=fresh)
+        undisturbed = evaluate_cell(
+            run_id="check", model=model, snapshot=snapshot, request=EvalRequest(), runs_dir=fresh
+        )
         assert undisturbed.metrics == cell.metrics

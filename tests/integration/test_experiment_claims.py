@@ -117,7 +117,10 @@ def test_kept_predictions_that_are_gone_or_altered_are_evaluated_again(
         f"{altered} did not match the digest its evaluation recorded (altered)",
     ]
     assert f"repaired: run kept-a: {missing} were missing; evaluated again" in done.stdout
-    assert f"repaired: run kept-b: {altered} did not match the digest its evaluation recorded (altered); evaluated again" in done.stdout
+    assert (
+        f"repaired: run kept-b: {altered} did not match the digest its evaluation recorded (altered); evaluated again"
+        in done.stdout
+    )
     assert compare(stack.runs_dir, ["kept-a"], ["kept-b"]).sentence  # readable again
     # A third submission finds the repaired files: reused, nothing to say.
     third = stack.run_experiment(experiment)

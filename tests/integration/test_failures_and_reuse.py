@@ -19,7 +19,9 @@ from bert_eval.temporal.history import activity_attempts
 pytestmark = pytest.mark.integration
 
 
-def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(served: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(
+    served: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     no_label = tmp_path / "no-label"
     no_label.mkdir()
     (no_label / "train.tsv").write_text("sentence\ttarget\na\t0\nb\t1\n")
@@ -47,7 +49,9 @@ def test_failed_runs_do_not_fail_their_siblings_and_fail_fast(served: Stack, tin
     from bert_eval.core.storage.layout import RunLayout
     from bert_eval.core.storage.rundir import trained_summary
 
-    with pytest.raises(ValueError, match=r"run bad-model: training has not finished .*: it failed \(attempt 1: .*does not exist"):
+    with pytest.raises(
+        ValueError, match=r"run bad-model: training has not finished .*: it failed \(attempt 1: .*does not exist"
+    ):
         trained_summary(RunLayout(served.runs_dir, "bad-model"))
 
 
@@ -78,13 +82,17 @@ def test_resubmitting_a_finished_experiment_reuses_results(served: Stack, tiny_m
     assert model_file.stat().st_mtime_ns == mtime  # nothing was trained or written again
 
 
-def test_cli_rejects_bad_input_before_submitting_and_writes_json(served: Stack, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_rejects_bad_input_before_submitting_and_writes_json(
+    served: Stack, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     env = served.env()
     existing = sorted(served.runs_dir.rglob("*"))
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"runs": [{**tiny_run(tiny_model_dir, "x"), "run_id": "../escape"}]}))
     started = time.monotonic()
-    rejected = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(bad)], env=env, capture_output=True, text=True)
+    rejected = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(bad)], env=env, capture_output=True, text=True
+    )
     assert rejected.returncode == 2 and "invalid run_id '../escape'" in rejected.stderr
     assert time.monotonic() - started < 30
     assert sorted(served.runs_dir.rglob("*")) == existing  # nothing written
@@ -93,7 +101,11 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(served: Stack, 
     good.write_text(yaml.safe_dump({"experiment_id": "cli", "runs": [tiny_run(tiny_model_dir, "cli-run")]}))
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bert_eval", "run", str(good), "--json", str(out)], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "bert_eval", "run", str(good), "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     [record] = json.loads(out.read_text())
@@ -104,17 +116,27 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(served: Stack, 
 
     # Same run id, different hyperparameters: refused before submission, existing files untouched.
     changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump({"experiment_id": "cli2", "runs": [tiny_run(tiny_model_dir, "cli-run", learning_rate=1e-4)]}))
-    refused = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(changed)], env=env, capture_output=True, text=True)
+    changed.write_text(
+        yaml.safe_dump({"experiment_id": "cli2", "runs": [tiny_run(tiny_model_dir, "cli-run", learning_rate=1e-4)]})
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(changed)], env=env, capture_output=True, text=True
+    )
     assert refused.returncode == 2 and "already holds results of a run with a different" in refused.stderr
 
-    status = subprocess.run([sys.executable, "-m", "bert_eval", "status", "cli-run"], env=env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "status", "cli-run"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert status.returncode == 0, status.stderr
     assert "train-cli-run" in status.stdout and "eval-cli-run-validation" in status.stdout
 
     # --no-wait prints the ids and returns; `status <experiment>` shows the runs.
     queued = subprocess.run(
-        [sys.executable, "-m", "bert_eval", "run", str(good), "--no-wait"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bert_eval", "run", str(good), "--no-wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert queued.returncode == 0, queued.stderr
     assert "experiment cli: workflow experiment-cli" in queued.stdout and "run cli-run" in queued.stdout
@@ -123,7 +145,9 @@ def test_cli_rejects_bad_input_before_submitting_and_writes_json(served: Stack, 
     )
     assert experiment_status.returncode == 0, experiment_status.stderr
     assert "cli-run" in experiment_status.stdout
-    unknown = subprocess.run([sys.executable, "-m", "bert_eval", "status", "nope"], env=env, capture_output=True, text=True, timeout=60)
+    unknown = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "status", "nope"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert unknown.returncode == 1 and "no experiment or run 'nope'" in unknown.stderr
 
 

@@ -35,7 +35,11 @@ pytestmark = pytest.mark.integration
 LONG = dict(max_train_samples=960, batch_size=8, checkpoint_every_steps=10, learning_rate=5e-4)
 STEPS = 120
 # What an attempt logs once it is stopping or done: past these it publishes nothing more.
-ATTEMPT_ENDED = {"stop requested; checkpoint saved, stopping", "fine-tune cancelled; checkpoint saved", "fine-tune finished"}
+ATTEMPT_ENDED = {
+    "stop requested; checkpoint saved, stopping",
+    "fine-tune cancelled; checkpoint saved",
+    "fine-tune finished",
+}
 
 
 def _store(stack: Stack, run_id: str) -> CheckpointStore:
@@ -45,7 +49,7 @@ def _store(stack: Stack, run_id: str) -> CheckpointStore:
 def _wait(condition, what: str, timeout_s: float = 240.0, every_s: float = 0.05):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (value := condition()):
+        if value := condition():
             return value
         time.sleep(every_s)
     raise TimeoutError(f"{what}: not within {timeout_s}s")
@@ -57,7 +61,11 @@ def _kill_while_saving(worker: WorkerProcess, store: CheckpointStore) -> tuple[i
     _wait(store.latest_complete, "first checkpoint")
     tries = 0
     while worker.process.poll() is None:
-        staging = _wait(lambda: [p for p in store.directory.glob(".staging-*") if any(p.iterdir())], "a checkpoint being written", every_s=0.002)
+        staging = _wait(
+            lambda: [p for p in store.directory.glob(".staging-*") if any(p.iterdir())],
+            "a checkpoint being written",
+            every_s=0.002,
+        )
         os.kill(worker.pid, signal.SIGSTOP)
         tries += 1
         if any(p.exists() for p in staging):  # frozen mid-save: the kill lands inside the write
@@ -107,13 +115,18 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     _, first = stack.start_workers("eval", "training")
 
     # 3. SIGKILL while a checkpoint is being written.
-    killed_run = stack.run_in_background({"experiment_id": "kill-mid-save", "runs": [tiny_run(tiny_model_dir, "mid-save", **LONG)]}, heartbeat_timeout_s=5)
+    killed_run = stack.run_in_background(
+        {"experiment_id": "kill-mid-save", "runs": [tiny_run(tiny_model_dir, "mid-save", **LONG)]},
+        heartbeat_timeout_s=5,
+    )
     previous_step, tries = _kill_while_saving(first, _store(stack, "mid-save"))
     second = stack.start_worker("training", wait=False)
     [mid_save] = killed_run.result(timeout_s=400).runs
     assert mid_save.status == "completed", mid_save.error
     assert mid_save.training.steps == STEPS and mid_save.training.resumed_from_steps[0] == previous_step
-    events = [json.loads(line) for line in (stack.runs_dir / "runs" / "mid-save" / "events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line) for line in (stack.runs_dir / "runs" / "mid-save" / "events.jsonl").read_text().splitlines()
+    ]
     resume = next(e for e in events if e["event"] == "resume")
     for checkpoint in _store(stack, "mid-save").directory.glob("checkpoint-*"):
         assert (checkpoint / CHECKPOINT_MANIFEST).is_file()  # no torn checkpoint under a real name
@@ -121,12 +134,18 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     # 4. A stale attempt beside the new one: freeze the busy worker past the heartbeat timeout, let a
     # second worker take the run over, then let the frozen one continue.
     third = stack.start_worker("training")
-    stale_run = stack.run_in_background({"experiment_id": "stale", "runs": [tiny_run(tiny_model_dir, "stale", **LONG)]}, heartbeat_timeout_s=4)
+    stale_run = stack.run_in_background(
+        {"experiment_id": "stale", "runs": [tiny_run(tiny_model_dir, "stale", **LONG)]}, heartbeat_timeout_s=4
+    )
     _wait(_store(stack, "stale").latest_complete, "first checkpoint of the stale run")
     busy, frozen_attempt = _freeze_current_attempt(stack, "stale", (second, third))
     idle = third if busy is second else second
     attempt_file = RunLayout(stack.runs_dir, "stale").attempt_file
-    _wait(lambda: json.loads(attempt_file.read_text())["attempt"] > frozen_attempt, "a later attempt claimed the run", timeout_s=120)
+    _wait(
+        lambda: json.loads(attempt_file.read_text())["attempt"] > frozen_attempt,
+        "a later attempt claimed the run",
+        timeout_s=120,
+    )
     os.kill(busy.pid, signal.SIGCONT)  # the stale attempt runs on beside the new one
     refused = f"run stale: attempt {frozen_attempt} may not publish"
     refusal = _wait(lambda: refused in busy.log_file.read_text(), "the stale attempt's refusal", timeout_s=180)
@@ -137,15 +156,19 @@ def test_kill_mid_checkpoint_and_stale_attempt_keep_results_identical(
     refused_lines = [line for line in busy.log_file.read_text().splitlines() if "may not publish" in line]
 
     # The same spec, never interrupted: the same numbers.
-    [straight] = stack.run_experiment({"experiment_id": "straight", "runs": [tiny_run(tiny_model_dir, "straight", **LONG)]}).runs
+    [straight] = stack.run_experiment(
+        {"experiment_id": "straight", "runs": [tiny_run(tiny_model_dir, "straight", **LONG)]}
+    ).runs
     assert straight.status == "completed" and straight.training.resumes == 0
     assert mid_save.metrics == straight.metrics and mid_save.training.final_loss == straight.training.final_loss
     assert stale.metrics == straight.metrics and stale.training.final_loss == straight.training.final_loss
     with capsys.disabled():
         print(
-            f"\nfault 3 (kill mid-checkpoint, {tries} freeze(s) to land inside a save): resumed from step {previous_step}, "
+            f"\nfault 3 (kill mid-checkpoint, {tries} freeze(s) to land inside a save): "
+            f"resumed from step {previous_step}, "
             f"steps lost {resume['steps_lost']}, recovery {resume['recovery_seconds']} s, metrics identical"
-            f"\nfault 4 (stale attempt): {len(refused_lines)} write(s) refused: {refused_lines[0][:220]}; metrics identical"
+            f"\nfault 4 (stale attempt): {len(refused_lines)} write(s) refused: {refused_lines[0][:220]}; "
+            f"metrics identical"
         )
 
 

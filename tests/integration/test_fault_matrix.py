@@ -52,7 +52,9 @@ def _assert_same_as_reference(result_run, reference: ExperimentResult) -> None:
     assert result_run.training.steps == straight.training.steps
 
 
-def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(stack: Stack, tiny_model_dir: Path, reference: ExperimentResult) -> None:
+def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(
+    stack: Stack, tiny_model_dir: Path, reference: ExperimentResult
+) -> None:
     """Fault 2: SIGTERM on the busy training worker."""
     busy, idle, background = run_on_two_training_workers(
         stack, tiny_model_dir, "drained", heartbeat_timeout_s=30, spec=_spec(tiny_model_dir, "drained")
@@ -62,7 +64,9 @@ def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(stack: Stack, tiny_
     [run] = background.result(timeout_s=300).runs
     # The terminated attempt's last checkpoint, from the run's journal: by the time the old process has
     # exited, the next attempt may already have published newer ones.
-    events = [json.loads(line) for line in (stack.runs_dir / "runs" / "drained" / "events.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line) for line in (stack.runs_dir / "runs" / "drained" / "events.jsonl").read_text().splitlines()
+    ]
     second_attempt = next(i for i, e in enumerate(events) if e["event"] == "attempt" and e.get("attempt") == 2)
     step_at_shutdown = [e["step"] for e in events[:second_attempt] if e["event"] == "checkpoint"][-1]
     _assert_same_as_reference(run, reference)
@@ -76,7 +80,9 @@ def test_sigterm_saves_a_final_checkpoint_and_loses_no_steps(stack: Stack, tiny_
     )
 
 
-def test_eval_worker_killed_mid_evaluation_gives_the_same_numbers(stack: Stack, tiny_model_dir: Path, reference: ExperimentResult) -> None:
+def test_eval_worker_killed_mid_evaluation_gives_the_same_numbers(
+    stack: Stack, tiny_model_dir: Path, reference: ExperimentResult
+) -> None:
     """Fault 5: SIGKILL the eval worker while it evaluates; a new one evaluates again, same metrics."""
     eval_worker, _ = stack.start_workers("eval", "training")
     background = stack.run_in_background(
@@ -93,19 +99,26 @@ def test_eval_worker_killed_mid_evaluation_gives_the_same_numbers(stack: Stack, 
     _assert_same_as_reference(run, reference)
     attempts = asyncio.run(_attempts(stack, "eval-eval-killed-validation", "evaluate_model"))
     assert attempts[-1] >= 2, attempts
-    print(f"\nfault 5 (eval worker SIGKILL): evaluate attempts {attempts}, {time.monotonic() - killed_at:.1f}s from kill to result")
+    print(
+        f"\nfault 5 (eval worker SIGKILL): evaluate attempts {attempts}, "
+        f"{time.monotonic() - killed_at:.1f}s from kill to result"
+    )
 
 
 async def _attempts(stack: Stack, workflow_id: str, activity_type: str) -> list[int]:
     return await activity_attempts(await stack.client(), workflow_id, activity_type)
 
 
-def test_temporal_server_killed_and_restarted_mid_experiment(tmp_path: Path, data_dir: Path, tiny_model_dir: Path, reference: ExperimentResult) -> None:
+def test_temporal_server_killed_and_restarted_mid_experiment(
+    tmp_path: Path, data_dir: Path, tiny_model_dir: Path, reference: ExperimentResult
+) -> None:
     """Fault 6: SIGKILL the server mid-training, restart it on its state file: the experiment completes."""
     stack = Stack.start(tmp_path, data_dir, db_file=tmp_path / "temporal.db")
     try:
         stack.start_workers("eval", "training")
-        experiment = parse_experiment({"experiment_id": "server-killed", "runs": [_spec(tiny_model_dir, "server-killed")]})
+        experiment = parse_experiment(
+            {"experiment_id": "server-killed", "runs": [_spec(tiny_model_dir, "server-killed")]}
+        )
 
         async def submit() -> None:
             await start_experiment(await stack.client(), experiment, stack.settings(heartbeat_timeout_s=5))
@@ -119,7 +132,11 @@ def test_temporal_server_killed_and_restarted_mid_experiment(tmp_path: Path, dat
         result = asyncio.run(result_across_outages(stack, "experiment-server-killed", timeout_s=400))
         [run] = result.runs
         _assert_same_as_reference(run, reference)
-        print(f"\nfault 6 (server SIGKILL + restart): experiment completed {time.monotonic() - down_at:.1f}s after the kill, resumes {run.training.resumes}")
+        print(
+            f"\nfault 6 (server SIGKILL + restart): "
+            f"experiment completed {time.monotonic() - down_at:.1f}s after the kill, "
+            f"resumes {run.training.resumes}"
+        )
     finally:
         stack.close()
 
@@ -142,7 +159,9 @@ def _newest_checkpoint(stack: Stack, run_id: str) -> int:
     return latest.step if latest is not None else 0
 
 
-def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack, tiny_model_dir: Path, reference: ExperimentResult) -> None:
+def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(
+    stack: Stack, tiny_model_dir: Path, reference: ExperimentResult
+) -> None:
     """Fault 7: a 4-run experiment; the busy training worker is SIGKILLed 20 times: every other kill at
     a random moment (loading, training, saving), the others right after a run wrote a checkpoint it
     had not been killed at before, mid-training, so those runs must resume from that checkpoint."""
@@ -198,9 +217,15 @@ def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack
         assert any(from_step >= step for from_step in resumed_from[run_id]), (run_id, step, resumed_from[run_id])
     resumes = {run.run_id: run.training.resumes for run in result.runs}
     lost = [e["steps_lost"] for run_id in run_ids for e in _resume_events(stack.runs_dir, run_id)]
-    recovery = [e["recovery_seconds"] for run_id in run_ids for e in _resume_events(stack.runs_dir, run_id) if e["recovery_seconds"] >= 0]
+    recovery = [
+        e["recovery_seconds"]
+        for run_id in run_ids
+        for e in _resume_events(stack.runs_dir, run_id)
+        if e["recovery_seconds"] >= 0
+    ]
     print(
-        f"\nfault 7 (soak): {kills} kills (10 right after a checkpoint), 4/4 completed in {time.monotonic() - started:.0f}s, "
+        f"\nfault 7 (soak): {kills} kills (10 right after a checkpoint), "
+        f"4/4 completed in {time.monotonic() - started:.0f}s, "
         f"resumes {resumes}, resumed from checkpoints {resumed_from}, "
         f"steps lost max {max(lost, default=0)} total {sum(lost)}, recovery max {max(recovery, default=0):.1f}s"
     )
@@ -209,7 +234,9 @@ def test_soak_four_runs_survive_twenty_kills_with_identical_metrics(stack: Stack
 def test_two_submissions_of_one_run_at_the_same_moment_have_one_writer(served: Stack, tiny_model_dir: Path) -> None:
     """Fault 9: two experiments with the same run id, submitted concurrently: one trains, one is told."""
     run = tiny_run(tiny_model_dir, "contested")
-    experiments = [parse_experiment({"experiment_id": name, "runs": [run]}) for name in ("first-submitter", "second-submitter")]
+    experiments = [
+        parse_experiment({"experiment_id": name, "runs": [run]}) for name in ("first-submitter", "second-submitter")
+    ]
 
     async def both() -> list[ExperimentResult]:
         client = await served.client()
@@ -226,6 +253,8 @@ def test_two_submissions_of_one_run_at_the_same_moment_have_one_writer(served: S
     assert all("already being processed by another submission" in error for _, error in refused)
     starts = asyncio.run(_attempts(served, training_workflow_id("contested"), "fine_tune"))
     assert starts == [1]
-    journal = [json.loads(line) for line in (served.runs_dir / "runs" / "contested" / "events.jsonl").read_text().splitlines()]
+    journal = [
+        json.loads(line) for line in (served.runs_dir / "runs" / "contested" / "events.jsonl").read_text().splitlines()
+    ]
     assert [e["attempt"] for e in journal if e["event"] == "attempt"] == [1]  # one writer, once
     print(f"\nfault 9 (concurrent submissions): outcomes {[o[0] for o in outcomes]}, fine_tune attempts {starts}")

@@ -195,8 +195,14 @@ def test_a_search_logs_its_trials_under_the_experiment_and_registers_its_winner(
     client = MlflowClient(tracking_uri=mlflow_server.uri, registry_uri=mlflow_server.uri)
     stack.start_workers("training", "eval")
     template = tiny_run(
-        tiny_model_dir, "template", max_train_samples=200, batch_size=16, epochs=1, checkpoint_every_steps=None,
-        checkpoint_every_seconds=None, eval_samples=64,
+        tiny_model_dir,
+        "template",
+        max_train_samples=200,
+        batch_size=16,
+        epochs=1,
+        checkpoint_every_steps=None,
+        checkpoint_every_seconds=None,
+        eval_samples=64,
     )
     template.pop("run_id")
     experiment = {

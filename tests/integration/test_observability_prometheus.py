@@ -2,12 +2,12 @@
 
 Stack: Temporal dev server, a training and an eval worker process, and the Prometheus server binary
 scraping both workers' metrics ports every second. The experiment has two tiny runs, one run with a
-missing dataset and one with a missing model (real activity and workflow failures); the training worker is SIGKILLed once the longer run has a
-checkpoint, and a new training worker resumes it. Then a three-trial ASHA search runs (the search
-dashboard's data). At the end the Temporal server is stopped (a real outage: the workers' polls fail).
-Then every variable, target and annotation query of every dashboard is sent to Prometheus the way
-Grafana sends it (instant targets at the end, the rest as range queries over the test); no data fails
-the test, naming the dashboard, the panel and the expression.
+missing dataset and one with a missing model (real activity and workflow failures); the training worker
+is SIGKILLed once the longer run has a checkpoint, and a new training worker resumes it. Then a
+three-trial ASHA search runs (the search dashboard's data). At the end the Temporal server is stopped
+(a real outage: the workers' polls fail). Then every variable, target and annotation query of every
+dashboard is sent to Prometheus the way Grafana sends it (instant targets at the end, the rest as range
+queries over the test); no data fails the test, naming the dashboard, the panel and the expression.
 """
 
 from __future__ import annotations
@@ -136,7 +136,9 @@ class Prometheus:
         # The labels a cluster's scrape adds to every worker series (the chart's ServiceMonitor / pod labels),
         # which the dashboards filter on: one release's series only.
         labels = {"namespace": NAMESPACE, "app_kubernetes_io_instance": RELEASE}
-        staging.write_text(json.dumps([{"targets": [f"127.0.0.1:{w.metrics_port}" for w in workers], "labels": labels}]))
+        staging.write_text(
+            json.dumps([{"targets": [f"127.0.0.1:{w.metrics_port}" for w in workers], "labels": labels}])
+        )
         os.replace(staging, target)  # file_sd must never read a half-written file
 
     def targets(self) -> list[dict[str, Any]]:
@@ -155,7 +157,9 @@ class Prometheus:
             if wanted <= fresh:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus did not scrape {sorted(wanted - fresh)} after {after}: {self.targets()}")
+                raise TimeoutError(
+                    f"prometheus did not scrape {sorted(wanted - fresh)} after {after}: {self.targets()}"
+                )
             time.sleep(0.25)
 
     def query(self, expr: str, at: float) -> list[dict[str, Any]]:
@@ -163,7 +167,9 @@ class Prometheus:
         return _get(f"{self.url}/api/v1/query?{params}")["data"]["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
-        params = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
+        params = urllib.parse.urlencode(
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
+        )
         return _get(f"{self.url}/api/v1/query_range?{params}")["data"]["result"]
 
     def label_values(self, label: str, metric: str, start: float, end: float) -> list[str]:
@@ -204,7 +210,12 @@ def prometheus(prometheus_binary: Path, tmp_path: Path) -> Iterator[Prometheus]:
 
 def _dashboards() -> dict[str, dict[str, Any]]:
     files = sorted(DASHBOARDS.glob("*.json"))
-    assert {f.name for f in files} >= {"bert-eval-overview.json", "bert-eval-training.json", "bert-eval-workers.json", "bert-eval-search.json"}
+    assert {f.name for f in files} >= {
+        "bert-eval-overview.json",
+        "bert-eval-training.json",
+        "bert-eval-workers.json",
+        "bert-eval-search.json",
+    }
     return {f.name: json.loads(f.read_text()) for f in files}
 
 
@@ -231,16 +242,24 @@ def test_dashboards_are_grafana_models_on_a_prometheus_variable() -> None:
         assert model.get("schemaVersion", 0) >= 39, name
         assert model.get("uid") and model.get("title"), name
         variables = {v["name"]: v for v in model["templating"]["list"]}
-        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus", name
+        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus", (
+            name
+        )
         run_id = variables["run_id"]
         # One release's runs: the namespace and release constants the chart fills in when it renders the dashboard.
         assert (variables["namespace"]["type"], variables["release"]["type"]) == ("constant", "constant"), name
         if name == "bert-eval-search.json":
             experiment_id = variables["experiment_id"]
-            assert _variable_query(experiment_id) == _EXPERIMENT_QUERY and experiment_id["multi"] and experiment_id["includeAll"]
+            assert (
+                _variable_query(experiment_id) == _EXPERIMENT_QUERY
+                and experiment_id["multi"]
+                and experiment_id["includeAll"]
+            )
             assert _variable_query(run_id) == _TRIAL_QUERY
             exprs = [t["expr"] for p in _panels(model) for t in p.get("targets", [])]
-            assert exprs and all('experiment_id=~"$experiment_id"' in e for e in exprs), "every search panel filters on the search"
+            assert exprs and all('experiment_id=~"$experiment_id"' in e for e in exprs), (
+                "every search panel filters on the search"
+            )
         else:
             assert _variable_query(run_id) == _RUN_QUERY, name
         assert run_id["multi"] and run_id["includeAll"], name
@@ -255,7 +274,10 @@ def test_dashboards_are_grafana_models_on_a_prometheus_variable() -> None:
                 assert target["datasource"]["uid"] == "${datasource}" and target["expr"].strip(), (name, panel["title"])
         for annotation in model["annotations"]["list"]:
             if not annotation.get("builtIn"):
-                assert annotation["datasource"]["uid"] == "${datasource}" and annotation["expr"], (name, annotation["name"])
+                assert annotation["datasource"]["uid"] == "${datasource}" and annotation["expr"], (
+                    name,
+                    annotation["name"],
+                )
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
@@ -272,7 +294,8 @@ def _substitute(expr: str, values: dict[str, str]) -> str:
 
 
 def _grafana_regex_escape(value: str) -> str:
-    """Grafana's escaping of a value it puts into a PromQL regex string: a doubled backslash before each metacharacter."""
+    """Grafana's escaping of a value it puts into a PromQL regex string: a doubled backslash before each
+    metacharacter."""
     return re.sub(r"([.*+?^${}()|\[\]\\])", r"\\\\\1", value)
 
 
@@ -345,7 +368,12 @@ def _sample(prom: Prometheus, expr: str, at: float) -> list[str]:
 def _search(model_dir: Path) -> dict[str, Any]:
     """Three trials of 6 steps (96 training rows, 24 held out), rungs at 2 and 6: one promoted, two stopped."""
     template = tiny_run(
-        model_dir, "template", max_train_samples=120, checkpoint_every_steps=None, checkpoint_every_seconds=None, eval_samples=32
+        model_dir,
+        "template",
+        max_train_samples=120,
+        checkpoint_every_steps=None,
+        checkpoint_every_seconds=None,
+        eval_samples=32,
     )
     template.pop("run_id")
     return {
@@ -383,7 +411,9 @@ async def _wait_until_resumable(stack: Stack, run_id: str, timeout_s: float = 18
     while True:
         assert time.monotonic() < deadline, f"run {run_id} published no checkpoint within {timeout_s:.0f} s"
         assert not layout.summary_file.exists(), f"run {run_id} finished before the kill; raise its max_train_samples"
-        if CheckpointStore(layout.checkpoints).latest_complete() is not None and await _heartbeat_recorded(client, run_id):
+        if CheckpointStore(layout.checkpoints).latest_complete() is not None and await _heartbeat_recorded(
+            client, run_id
+        ):
             return
         await asyncio.sleep(0.05)
 
@@ -430,7 +460,9 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
         # Failed on the worker about to be killed: its count must be scraped first, or it leaves with it.
         prometheus.wait_scraped([training], after=time.time())
     training.kill()
-    assert not RunLayout(stack.runs_dir, resumed).summary_file.exists(), f"run {resumed} finished before the kill landed"
+    assert not RunLayout(stack.runs_dir, resumed).summary_file.exists(), (
+        f"run {resumed} finished before the kill landed"
+    )
     replacement = stack.start_worker("training", wait=False, **WORKER_ENV)
     prometheus.set_targets("training", [replacement])
     result = background.result(timeout_s=300)
@@ -456,7 +488,9 @@ def test_every_dashboard_panel_shows_data_from_a_real_experiment(
     prometheus.wait_scraped([replacement, evaluator], after=max(now, finished) + 2 * SCRAPE_S)
     end = time.time()
 
-    problems = [p for name, model in dashboards.items() for p in _check_dashboard(name, model, prometheus, started, end)]
+    problems = [
+        p for name, model in dashboards.items() for p in _check_dashboard(name, model, prometheus, started, end)
+    ]
 
     # The resume figures come from the worker that resumed (the killed one took its metrics with it).
     new_instance = f"127.0.0.1:{replacement.metrics_port}"

@@ -49,5 +49,7 @@ def test_experiment_trains_and_evaluates_every_run(served: Stack, tiny_model_dir
 async def _queries(stack: Stack):
     client = await stack.client()
     status = await client.get_workflow_handle(coordinator_workflow_id("two-runs")).query(CoordinatorWorkflow.status)
-    progress = await client.get_workflow_handle(training_workflow_id("tiny-a")).query(CheckpointedBertTrainingWorkflow.progress)
+    progress = await client.get_workflow_handle(training_workflow_id("tiny-a")).query(
+        CheckpointedBertTrainingWorkflow.progress
+    )
     return status, progress

@@ -50,7 +50,9 @@ def _reference_config(model_dir: Path, run_id: str | None) -> dict:
     }
 
 
-def _temporal_execute(stack: Stack, workflow_id: str, payload: dict, workflow_type: str = "CoordinatorWorkflow") -> dict:
+def _temporal_execute(
+    stack: Stack, workflow_id: str, payload: dict, workflow_type: str = "CoordinatorWorkflow"
+) -> dict:
     """`temporal workflow execute --type CoordinatorWorkflow ...`, as a reference client's operator would run it."""
     command = [
         str(find_temporal_binary()),
@@ -87,7 +89,11 @@ def test_reference_client_gets_bert_eval_results_and_predictions_match_the_evalu
     assert first["run_id"] == "ref-run"  # canonical: lower-cased
     assert second["run_id"].startswith("run-")  # derived from the config's content
     for result in results:
-        assert (result["dataset_name"], result["dataset_config_name"], result["split"]) == ("glue", "sst2", "validation")
+        assert (result["dataset_name"], result["dataset_config_name"], result["split"]) == (
+            "glue",
+            "sst2",
+            "validation",
+        )
         assert result["num_examples"] == EVAL_ROWS
         assert 0.0 <= result["accuracy"] <= 1.0
         assert result["accuracy"] == result["metrics"]["accuracy"]
@@ -169,5 +175,7 @@ def test_invalid_reference_input_fails_the_workflow_with_the_field_named(served:
     assert reply["status"] == "FAILED", reply
     message = json.dumps(reply)
     assert "1 of 1 runs failed: " in message
-    assert "run pinned-run: dataset_snapshot pins snapshot 0123456789abcdef, but the run's data selection gives" in message
+    assert (
+        "run pinned-run: dataset_snapshot pins snapshot 0123456789abcdef, but the run's data selection gives" in message
+    )
     assert not (served.runs_dir / "runs" / "pinned-run" / "checkpoints").exists()

@@ -115,7 +115,13 @@ def experiment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, d
 
     for run_id in ("tiny-a", "tiny-b"):
         layout = RunLayout(runs_dir, run_id)
-        evaluate(run_id=run_id, model_dir=layout.model_dir, snapshot=snapshot, request=specs[run_id].primary_eval, runs_dir=runs_dir)
+        evaluate(
+            run_id=run_id,
+            model_dir=layout.model_dir,
+            snapshot=snapshot,
+            request=specs[run_id].primary_eval,
+            runs_dir=runs_dir,
+        )
     atomic_write_json(experiment_file(runs_dir, EXPERIMENT), {"experiment_id": EXPERIMENT, "run_ids": list(specs)})
     return runs_dir
 
@@ -142,7 +148,7 @@ def test_report_has_a_curve_per_trained_run_and_the_metrics_table(experiment: Pa
     assert page.count("<img") == 4
     for run_id, data in embedded:
         assert base64.b64decode(data) == (report.parent / f"loss-{run_id}.png").read_bytes()
-    assert "src=\"http" not in page and "<link" not in page and "<script" not in page  # self-contained
+    assert 'src="http' not in page and "<link" not in page and "<script" not in page  # self-contained
 
     rows = _Rows()
     rows.feed(page)

@@ -27,10 +27,18 @@ from bert_eval.temporal.submit import start_experiment
 pytestmark = pytest.mark.integration
 
 
-def search_experiment(model_dir: Path, experiment_id: str, *, trials: int = 6, concurrent: int = 2, **search: object) -> dict:
+def search_experiment(
+    model_dir: Path, experiment_id: str, *, trials: int = 6, concurrent: int = 2, **search: object
+) -> dict:
     """A tiny-BERT template on 200 SST-2 rows (40 held out): 20 steps, rungs at 3, 9 and 20 steps."""
     template = tiny_run(
-        model_dir, "template", max_train_samples=200, batch_size=16, epochs=2, checkpoint_every_steps=None, checkpoint_every_seconds=None,
+        model_dir,
+        "template",
+        max_train_samples=200,
+        batch_size=16,
+        epochs=2,
+        checkpoint_every_steps=None,
+        checkpoint_every_seconds=None,
         eval_samples=64,
     )
     template.pop("run_id")
@@ -38,7 +46,10 @@ def search_experiment(model_dir: Path, experiment_id: str, *, trials: int = 6, c
         "experiment_id": experiment_id,
         "defaults": template,
         "search": {
-            "space": {"train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]}, "train.warmup_ratio": {"uniform": [0.0, 0.2]}},
+            "space": {
+                "train.learning_rate": {"loguniform": [1.0e-4, 3.0e-3]},
+                "train.warmup_ratio": {"uniform": [0.0, 0.2]},
+            },
             "sampler": "tpe",
             "trials": trials,
             "max_concurrent": concurrent,
@@ -50,7 +61,9 @@ def search_experiment(model_dir: Path, experiment_id: str, *, trials: int = 6, c
     }
 
 
-def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and_is_reused(served: Stack, tiny_model_dir: Path) -> None:
+def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and_is_reused(
+    served: Stack, tiny_model_dir: Path
+) -> None:
     result = served.run_experiment(search_experiment(tiny_model_dir, "asha-basic"))
     search = result.search
     assert search is not None and search.finished and search.rungs == [3, 9, 20]
@@ -77,7 +90,10 @@ def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and
         run_dir = served.runs_dir / "runs" / trial.run_id
         # Each rung trained once (fine_tune calls), the next resuming from the previous rung's checkpoint.
         assert RunLayout(served.runs_dir, trial.run_id).journal.fine_tune_calls() == trial.rung + 1
-        assert sorted(int(p.stem.split("-")[1]) for p in (run_dir / "rungs").glob("step-*.json")) == search.rungs[: trial.rung + 1]
+        assert (
+            sorted(int(p.stem.split("-")[1]) for p in (run_dir / "rungs").glob("step-*.json"))
+            == search.rungs[: trial.rung + 1]
+        )
         if trial.state is TrialState.stopped:
             assert [p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")] == [f"checkpoint-{trial.steps}"]
         spec = RunSpec.model_validate(json.loads((run_dir / "spec.json").read_text())["spec"])
@@ -90,7 +106,11 @@ def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and
     shown = subprocess.run([sys.executable, "-m", "bert_eval", "status", "asha-basic"], env=served.env(COLUMNS="200"),
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert shown.returncode == 0, shown.stderr
-    assert "search asha-basic: 6 trials" in shown.stdout and f"{best.trial} *" in shown.stdout and "stopped" in shown.stdout
+    assert (
+        "search asha-basic: 6 trials" in shown.stdout
+        and f"{best.trial} *" in shown.stdout
+        and "stopped" in shown.stdout
+    )
     records = _json_records(result)
     assert [r["trial"] for r in records] == list(range(6)) and sum(r["best"] for r in records) == 1
     assert {"params", "rung", "state", "objective", "metrics"} <= set(records[0])
@@ -98,7 +118,9 @@ def test_an_asha_search_promotes_the_top_third_resumes_from_rung_checkpoints_and
     # Resubmitted: the same trials and decisions, nothing trained again.
     again = served.run_experiment(search_experiment(tiny_model_dir, "asha-basic"))
     assert again.search is not None
-    assert [t.model_dump(exclude={"train_seconds"}) for t in again.search.trials] == [t.model_dump(exclude={"train_seconds"}) for t in trials]
+    assert [t.model_dump(exclude={"train_seconds"}) for t in again.search.trials] == [
+        t.model_dump(exclude={"train_seconds"}) for t in trials
+    ]
     assert again.search.promotions == search.promotions and again.search.best == search.best
     assert all(t.train_seconds == 0 for t in again.search.trials)
     assert all(RunLayout(served.runs_dir, t.run_id).journal.fine_tune_calls() == t.rung + 1 for t in trials)
@@ -111,16 +133,33 @@ def test_a_search_the_data_cannot_support_is_refused_by_the_coordinator(served: 
     too_long = SearchSpec.model_validate({**document["search"], "scheduler": {"type": "asha", "min_steps": 500}})
     with pytest.raises(WorkflowFailureError) as refused:
         served.run_experiment(Experiment(experiment_id="asha-too-long", runs=(template,), search=too_long))
-    assert "search.scheduler.min_steps: 500 is not below the shortest trial's budget of 20 steps (160 training rows)" in root_cause(refused.value)
+    assert (
+        "search.scheduler.min_steps: 500 is not below the shortest trial's budget of 20 steps (160 training rows)"
+        in root_cause(refused.value)
+    )
     assert not (served.runs_dir / "runs" / "asha-too-long-t0000").exists()  # refused before any trial
     many_rows = template.model_copy(update={"train": template.train.model_copy(update={"max_train_samples": 30})})
     with pytest.raises(WorkflowFailureError) as refused:
-        served.run_experiment(Experiment(experiment_id="asha-few-rows", runs=(many_rows,), search=SearchSpec.model_validate(document["search"])))
+        served.run_experiment(
+            Experiment(
+                experiment_id="asha-few-rows", runs=(many_rows,), search=SearchSpec.model_validate(document["search"])
+            )
+        )
     assert "30 selected rows: too few to hold out a search slice" in root_cause(refused.value)
-    regression = template.model_copy(update={"dataset": template.dataset.model_copy(update={"task": TaskType.regression})})
+    regression = template.model_copy(
+        update={"dataset": template.dataset.model_copy(update={"task": TaskType.regression})}
+    )
     with pytest.raises(WorkflowFailureError) as refused:
-        served.run_experiment(Experiment(experiment_id="asha-regression", runs=(regression,), search=SearchSpec.model_validate(document["search"])))
-    assert "search.objective.metric: regression runs report pearson, spearman, mse, not 'accuracy'" in root_cause(refused.value)
+        served.run_experiment(
+            Experiment(
+                experiment_id="asha-regression",
+                runs=(regression,),
+                search=SearchSpec.model_validate(document["search"]),
+            )
+        )
+    assert "search.objective.metric: regression runs report pearson, spearman, mse, not 'accuracy'" in root_cause(
+        refused.value
+    )
 
 
 async def history_lengths(stack: Stack, workflow_id: str) -> list[int]:
@@ -134,9 +173,10 @@ async def history_lengths(stack: Stack, workflow_id: str) -> list[int]:
 def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_undisturbed_one(
     served: Stack, tmp_path: Path, data_dir: Path, tiny_model_dir: Path
 ) -> None:
-    """12 trials, ASHA: undisturbed on the module's workers; then again, on a server of its own, with the coordinator continuing as new
-    every ~200 events, while the eval worker (which hosts the coordinator) and the training worker are each
-    SIGKILLed 3 times and the Temporal server is killed and restarted on its database once."""
+    """12 trials, ASHA: undisturbed on the module's workers; then again, on a server of its own, with the
+    coordinator continuing as new every ~200 events, while the eval worker (which hosts the coordinator)
+    and the training worker are each SIGKILLed 3 times and the Temporal server is killed and restarted
+    on its database once."""
     document = search_experiment(tiny_model_dir, "asha-durable", trials=12, concurrent=3)
     started = time.monotonic()
     calm = served.run_experiment(document, heartbeat_timeout_s=5)
@@ -181,11 +221,18 @@ def test_a_search_survives_kills_and_a_server_restart_with_the_decisions_of_an_u
     # (rungs, samples that no longer wait, retries after kills) ends it, within twice the limit.
     assert len(lengths) == storm.search.continued + 1 and max(lengths) <= 2 * 200, lengths
     same = {"train_seconds"}
-    assert [t.model_dump(exclude=same) for t in storm.search.trials] == [t.model_dump(exclude=same) for t in calm.search.trials]
+    assert [t.model_dump(exclude=same) for t in storm.search.trials] == [
+        t.model_dump(exclude=same) for t in calm.search.trials
+    ]
     assert storm.search.promotions == calm.search.promotions and storm.search.best == calm.search.best
     for trial in storm.search.trials:  # none lost, none trained twice: one fine_tune per rung it reached
-        calls = [RunLayout(runs_dir, trial.run_id).journal.fine_tune_calls() for runs_dir in (stack.runs_dir, served.runs_dir)]
+        calls = [
+            RunLayout(runs_dir, trial.run_id).journal.fine_tune_calls()
+            for runs_dir in (stack.runs_dir, served.runs_dir)
+        ]
         assert calls == [trial.rung + 1] * 2
     total = time.monotonic() - started
-    print(f"\nsearch durability: undisturbed {calm_s:.0f}s; kills (target, rungs measured, s) {done}; all {total:.0f}s; "
-          f"continued as new {storm.search.continued} times (histories {lengths}), best {storm.search.best}")
+    print(
+        f"\nsearch durability: undisturbed {calm_s:.0f}s; kills (target, rungs measured, s) {done}; all {total:.0f}s; "
+        f"continued as new {storm.search.continued} times (histories {lengths}), best {storm.search.best}"
+    )

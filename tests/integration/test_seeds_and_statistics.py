@@ -25,9 +25,14 @@ def _config(model_dir: Path, name: str, learning_rate: float) -> dict:
     return {**run, "seeds": 3}
 
 
-def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(stack: Stack, tiny_model_dir: Path) -> None:
+def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(
+    stack: Stack, tiny_model_dir: Path
+) -> None:
     stack.start_workers("training", "eval")
-    experiment = {"experiment_id": "seeded", "runs": [_config(tiny_model_dir, "slow", 1e-5), _config(tiny_model_dir, "fast", 3e-3)]}
+    experiment = {
+        "experiment_id": "seeded",
+        "runs": [_config(tiny_model_dir, "slow", 1e-5), _config(tiny_model_dir, "fast", 3e-3)],
+    }
     result = stack.run_experiment(experiment)
 
     assert [(r.run_id, r.config, r.status) for r in result.runs] == [
@@ -39,7 +44,9 @@ def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(s
     for run in result.runs:
         interval = by_run[run.run_id]
         assert interval.metric == "accuracy" and interval.value == pytest.approx(run.metrics["accuracy"])
-        assert interval.low is not None and interval.high is not None and interval.low <= interval.value <= interval.high
+        assert (
+            interval.low is not None and interval.high is not None and interval.low <= interval.value <= interval.high
+        )
     configs = {c.config: c for c in summary.configs}
     assert set(configs) == {"slow", "fast"}
     for name, config in configs.items():
@@ -49,9 +56,14 @@ def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(s
         assert (config.min, config.max) == (pytest.approx(values.min()), pytest.approx(values.max()))
         if values.std() > 0:  # the t-interval of the mean, computed independently
             half = stats.t.ppf(0.975, df=2) * values.std(ddof=1) / np.sqrt(3)
-            assert (config.low, config.high) == (pytest.approx(values.mean() - half), pytest.approx(values.mean() + half))
+            assert (config.low, config.high) == (
+                pytest.approx(values.mean() - half),
+                pytest.approx(values.mean() + half),
+            )
     # Exactly one best configuration; the other is marked by a Welch t-test against it (3 seeds each).
-    assert sorted(c.mark for c in configs.values())[0] == "best" and [c.mark for c in configs.values()].count("best") == 1
+    assert (
+        sorted(c.mark for c in configs.values())[0] == "best" and [c.mark for c in configs.values()].count("best") == 1
+    )
     other = next(c for c in configs.values() if c.mark != "best")
     assert other.mark in ("not significantly worse", "significantly worse") and other.p_value is not None
 
@@ -61,7 +73,10 @@ def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(s
     env = stack.env()
     report = subprocess.run(
         [sys.executable, "-m", "bert_eval", "report", "seeded", "--out", str(stack.runs_dir.parent / "report")],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert report.returncode == 0, report.stderr
     page = (stack.runs_dir.parent / "report" / "report.html").read_text()
@@ -69,8 +84,19 @@ def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(s
 
     # compare: the two configurations, seed against seed, in one plain-language line.
     compared = subprocess.run(
-        [sys.executable, "-m", "bert_eval", "compare", "slow=slow-s7,slow-s8,slow-s9", "fast=fast-s7,fast-s8,fast-s9", "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bert_eval",
+            "compare",
+            "slow=slow-s7,slow-s8,slow-s9",
+            "fast=fast-s7,fast-s8,fast-s9",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert compared.returncode == 0, compared.stderr
     record = json.loads(compared.stdout)
@@ -83,10 +109,16 @@ def test_seeds_expand_into_replicates_with_intervals_per_run_and_configuration(s
 
 
 def test_bad_seeds_are_refused_before_anything_is_submitted(tmp_path: Path, tiny_model_dir: Path) -> None:
-    for seeds, expected in ((0, "seeds must be from 1 to 100, got 0"), (101, "seeds must be from 1 to 100, got 101"), ([3, 3], "lists a seed twice")):
+    for seeds, expected in (
+        (0, "seeds must be from 1 to 100, got 0"),
+        (101, "seeds must be from 1 to 100, got 101"),
+        ([3, 3], "lists a seed twice"),
+    ):
         path = tmp_path / "bad.yaml"
         path.write_text(json.dumps({"runs": [{**tiny_run(tiny_model_dir, "bad"), "seeds": seeds}]}))
-        done = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(path)], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "bert_eval", "run", str(path)], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 2, done.stderr
         assert "runs[0] (run_id 'bad')" in done.stderr and expected in done.stderr
         assert done.stderr.count("\n") == 1

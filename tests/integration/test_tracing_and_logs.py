@@ -29,16 +29,24 @@ def _interrupt_at_step(spec, runs_dir: Path, data_dir: Path, step: int) -> None:
     snapshot = create_snapshot(SnapshotInput.for_run(spec), runs_dir=runs_dir, data_dir=data_dir)
     seen: list[int] = []
     with pytest.raises(TrainingInterrupted):
-        fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=lambda p: seen.append(p.step),
-                  should_stop=lambda: bool(seen) and seen[-1] >= step)
+        fine_tune(
+            FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir),
+            on_progress=lambda p: seen.append(p.step),
+            should_stop=lambda: bool(seen) and seen[-1] >= step,
+        )
 
 
-def test_one_experiment_is_one_trace_with_run_ids(shared_server: str, tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_one_experiment_is_one_trace_with_run_ids(
+    shared_server: str, tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     exporter = InMemorySpanExporter()
     telemetry.configure_tracing("bert-eval-test", exporter=exporter)
     runs_dir = tmp_path / "bert_runs"
     experiment = parse_experiment(
-        {"experiment_id": "traced", "runs": [tiny_run(tiny_model_dir, "resumed-run"), tiny_run(tiny_model_dir, "fresh-run", seed=8)]}
+        {
+            "experiment_id": "traced",
+            "runs": [tiny_run(tiny_model_dir, "resumed-run"), tiny_run(tiny_model_dir, "fresh-run", seed=8)],
+        }
     )
     _interrupt_at_step(experiment.runs[0], runs_dir, data_dir, step=4)
     exporter.clear()
@@ -97,7 +105,11 @@ def test_worker_log_lines_are_json_with_run_id(served: Stack, tiny_model_dir: Pa
     tagged = [line for line in lines if line.get("run_id") == "logged-run"]
     assert any(line["event"] == "checkpoint saved" for line in tagged)
     started = next(line for line in tagged if line["event"] == "fine-tune started")
-    assert started["experiment_id"] == "logged" and started["workflow_id"] == "train-logged-run" and started["attempt"] == 1
+    assert (
+        started["experiment_id"] == "logged"
+        and started["workflow_id"] == "train-logged-run"
+        and started["attempt"] == 1
+    )
     # Library progress bars and chatter stay out of worker logs: every line is a JSON object.
     raw = [line for line in training.log_file.read_text().splitlines() if line.strip()]
     assert all(line.startswith("{") for line in raw), [line for line in raw if not line.startswith("{")][:3]

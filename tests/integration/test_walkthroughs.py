@@ -40,7 +40,13 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
     ], "the README walkthrough changed: update this test with it"
     port = free_port()
     # The walkthrough's environment: no BERT_EVAL_METRICS_PORT, so all three workers want 9464.
-    stack = Stack(address=f"127.0.0.1:{port}", runs_dir=tmp_path / "bert_runs", data_dir=data_dir, log_dir=tmp_path / "logs", server=None)
+    stack = Stack(
+        address=f"127.0.0.1:{port}",
+        runs_dir=tmp_path / "bert_runs",
+        data_dir=data_dir,
+        log_dir=tmp_path / "logs",
+        server=None,
+    )
     stack.log_dir.mkdir()
     env = stack.env()
     env.pop("BERT_EVAL_METRICS_PORT", None)
@@ -60,7 +66,10 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
         if args[0] == "run":
             args = ["run", str(experiment), "--json", str(tmp_path / "results.json")]
         return subprocess.Popen(
-            [sys.executable, "-m", "bert_eval", *args], env=env, stdout=open(tmp_path / "logs" / log, "wb"), stderr=subprocess.STDOUT
+            [sys.executable, "-m", "bert_eval", *args],
+            env=env,
+            stdout=open(tmp_path / "logs" / log, "wb"),
+            stderr=subprocess.STDOUT,
         )
 
     processes = []
@@ -73,7 +82,11 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
         processes.append(run)
         wait_for_checkpoint(stack.runs_dir, "walk", timeout_s=300)
         chaos = subprocess.run(
-            [sys.executable, "-m", "bert_eval", *shlex.split(commands[5])[1:]], env=env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "bert_eval", *shlex.split(commands[5])[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert chaos.returncode == 0, chaos.stdout + chaos.stderr
         assert run.wait(timeout=400) == 0, (tmp_path / "logs" / "run.log").read_text()[-3000:]
@@ -84,7 +97,10 @@ def test_readme_durability_walkthrough_runs_as_written(tmp_path: Path, data_dir:
         logs = [(tmp_path / "logs" / f"worker-{i}.log").read_text() for i in range(3)]
         moved = [log for log in logs if "metrics port 9464 is in use" in log]
         assert len(moved) >= 2, "every worker after the first should have moved off the taken port"
-        print(f"\nwalkthrough: chaos said {chaos.stdout.strip()!r}; {len(moved)} workers moved off port 9464; resumes {record['training']['resumes']}")
+        print(
+            f"\nwalkthrough: chaos said {chaos.stdout.strip()!r}; {len(moved)} workers moved off port 9464; "
+            f"resumes {record['training']['resumes']}"
+        )
     finally:
         for process in reversed(processes):
             stop_process(process, timeout_s=20)

@@ -62,7 +62,9 @@ def test_forked_workers_are_processes_of_their_own(stack: Stack) -> None:
     assert isinstance(first.process, ForkedProcess) and isinstance(second.process, ForkedProcess)
     assert first.pid != second.pid and first.metrics_port != second.metrics_port
     for worker in (first, second):  # its settings come from its own environment
-        [starting] = [json.loads(line) for line in worker.log_file.read_text().splitlines() if '"worker starting"' in line]
+        [starting] = [
+            json.loads(line) for line in worker.log_file.read_text().splitlines() if '"worker starting"' in line
+        ]
         assert starting["runs_dir"] == str(stack.runs_dir) and starting["metrics_port"] == worker.metrics_port
     seeds = {_hash_seed(worker.pid) for worker in (first, second)}
     assert len(seeds) == 2, "both workers came from one template"
@@ -78,9 +80,15 @@ def _hash_seed(pid: int) -> bytes:
     return seed
 
 
-def test_the_local_stack_returns_once_a_worker_polls_each_queue(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_local_stack_returns_once_a_worker_polls_each_queue(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`bert-eval up` / `demo`: server and both workers, and only then the submission (no "no worker polls")."""
-    for name, value in {"BERT_EVAL_RUNS_DIR": str(tmp_path / "bert_runs"), "BERT_EVAL_DATA_DIR": str(data_dir), "BERT_EVAL_FORCE_CPU": "true"}.items():
+    for name, value in {
+        "BERT_EVAL_RUNS_DIR": str(tmp_path / "bert_runs"),
+        "BERT_EVAL_DATA_DIR": str(data_dir),
+        "BERT_EVAL_FORCE_CPU": "true",
+    }.items():
         monkeypatch.setenv(name, value)
     ports = {"training": free_port(), "eval": free_port()}
     stack = LocalStack(port=free_port(), ui_port=None, db_file=None, log_dir=tmp_path / "logs", metrics_ports=ports)
@@ -98,11 +106,15 @@ def test_the_local_stack_returns_once_a_worker_polls_each_queue(tmp_path: Path, 
 
 def test_the_local_stack_names_a_worker_that_exits_before_polling(tmp_path: Path) -> None:
     stack = LocalStack(
-        port=free_port(), ui_port=None, db_file=None, log_dir=tmp_path / "logs", metrics_ports={"training": free_port()},
+        port=free_port(), ui_port=None, db_file=None, log_dir=tmp_path / "logs",
+        metrics_ports={"training": free_port()},
         worker_command=(sys.executable, "-c", "import sys; print('cannot start: no GPU'); sys.exit(3)"),
     )  # fmt: skip
     try:
-        with pytest.raises(DevServerError, match=r"the training worker exited with 3 \(log .*training-worker.log\): cannot start: no GPU"):
+        with pytest.raises(
+            DevServerError,
+            match=r"the training worker exited with 3 \(log .*training-worker.log\): cannot start: no GPU",
+        ):
             stack.start().wait_until_polled(timeout_s=60)
     finally:
         stack.stop()

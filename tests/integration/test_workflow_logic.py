@@ -24,7 +24,14 @@ from temporalio.worker import Worker
 
 from bert_eval.core.data.snapshot import SnapshotInput
 from bert_eval.core.errors import DeterministicFailure, InvalidInputError, TransientError
-from bert_eval.core.records import DatasetSchema, EvalResult, ExperimentSummary, SnapshotResult, TrainingProgress, TrainingSummary
+from bert_eval.core.records import (
+    DatasetSchema,
+    EvalResult,
+    ExperimentSummary,
+    SnapshotResult,
+    TrainingProgress,
+    TrainingSummary,
+)
 from bert_eval.experiment import parse_experiment
 from bert_eval.settings import TemporalSettings
 from bert_eval.spec import Experiment, RunSpec, TaskType
@@ -37,22 +44,41 @@ from bert_eval.temporal.workflows import BertEvalWorkflow, CheckpointedBertTrain
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = DatasetSchema(text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("0", "1"))
+SCHEMA = DatasetSchema(
+    text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("0", "1")
+)
 
 
 def _snapshot(run_id: str) -> SnapshotResult:
-    return SnapshotResult(snapshot_id=f"snap-{run_id}", path=f"/snapshots/{run_id}", dataset_schema=SCHEMA, splits={"train": 8, "validation": 4})
+    return SnapshotResult(
+        snapshot_id=f"snap-{run_id}",
+        path=f"/snapshots/{run_id}",
+        dataset_schema=SCHEMA,
+        splits={"train": 8, "validation": 4},
+    )
 
 
 def _summary(run_id: str) -> TrainingSummary:
     return TrainingSummary(
-        run_id=run_id, model="tiny", final_loss=0.5, steps=10, epochs=1.0, checkpoints_saved=2, resumes=0,
-        wall_time_s=1.0, train_samples=8, dataset_schema=SCHEMA, model_dir=f"/runs/{run_id}/model", snapshot_id=f"snap-{run_id}",
+        run_id=run_id,
+        model="tiny",
+        final_loss=0.5,
+        steps=10,
+        epochs=1.0,
+        checkpoints_saved=2,
+        resumes=0,
+        wall_time_s=1.0,
+        train_samples=8,
+        dataset_schema=SCHEMA,
+        model_dir=f"/runs/{run_id}/model",
+        snapshot_id=f"snap-{run_id}",
     )
 
 
 def _evaluation(run_id: str) -> EvalResult:
-    return EvalResult(run_id=run_id, split="validation", examples=4, metrics={"accuracy": 0.75}, duration_s=0.1, path="/x")
+    return EvalResult(
+        run_id=run_id, split="validation", examples=4, metrics={"accuracy": 0.75}, duration_s=0.1, path="/x"
+    )
 
 
 class Mocks:
@@ -93,7 +119,11 @@ class Mocks:
                 if (behave := self.fine_tune_behaviour.get(run_id)) is not None:
                     behave(self.calls[(ACTIVITY.fine_tune, run_id)])
                 while self.block_training and not self.release.is_set():
-                    activity.heartbeat(TrainingProgress(run_id=run_id, phase="training", step=7, total_steps=10).model_dump(mode="json"))
+                    activity.heartbeat(
+                        TrainingProgress(run_id=run_id, phase="training", step=7, total_steps=10).model_dump(
+                            mode="json"
+                        )
+                    )
                     await asyncio.sleep(0.2)
             return _summary(run_id)
 
@@ -102,7 +132,9 @@ class Mocks:
             self.calls[(ACTIVITY.summarize_experiment, request.experiment_id)] += 1
             return ExperimentSummary(split="validation", notes=[f"{len(request.runs)} completed runs"])
 
-        return [record_experiment, find_existing_run, snapshot_dataset, evaluate_model, summarize_experiment], [fine_tune]
+        return [record_experiment, find_existing_run, snapshot_dataset, evaluate_model, summarize_experiment], [
+            fine_tune
+        ]
 
 
 @asynccontextmanager
@@ -112,8 +144,15 @@ async def workers(shared_server: str, mocks: Mocks) -> AsyncIterator[tuple[Clien
     eval_queue, training_queue = f"eval-{uuid.uuid4()}", f"train-{uuid.uuid4()}"
     eval_activities, training_activities = mocks.activities()
     async with (
-        Worker(client, task_queue=eval_queue, workflows=[CoordinatorWorkflow, BertEvalWorkflow], activities=eval_activities),
-        Worker(client, task_queue=training_queue, workflows=[CheckpointedBertTrainingWorkflow], activities=training_activities),
+        Worker(
+            client, task_queue=eval_queue, workflows=[CoordinatorWorkflow, BertEvalWorkflow], activities=eval_activities
+        ),
+        Worker(
+            client,
+            task_queue=training_queue,
+            workflows=[CheckpointedBertTrainingWorkflow],
+            activities=training_activities,
+        ),
     ):
         yield client, eval_queue, training_queue
 
@@ -183,7 +222,10 @@ def test_each_error_kind_gets_its_retry_rule_and_failures_stay_isolated(shared_s
     by_id = {r.run_id: r for r in result.runs}
     assert by_id[good].status == "completed" and by_id[good].metrics == {"accuracy": 0.75}
     # Bad input: once, and the run's record carries the root cause, not the wrapping layers.
-    assert by_id[bad].status == "failed" and by_id[bad].error == f"InvalidInput: run {bad}: label column 'label' has missing values"
+    assert (
+        by_id[bad].status == "failed"
+        and by_id[bad].error == f"InvalidInput: run {bad}: label column 'label' has missing values"
+    )
     assert mocks.calls[(ACTIVITY.fine_tune, bad)] == 1
     # Transient: retried with backoff until it succeeded.
     assert by_id[flaky].status == "completed" and mocks.calls[(ACTIVITY.fine_tune, flaky)] == 3
@@ -230,7 +272,10 @@ def test_a_payload_that_does_not_parse_fails_the_workflow_with_its_cause(shared_
         async with workers(shared_server, Mocks()) as (client, eval_queue, _):
             started = time.monotonic()
             handle = await client.start_workflow(
-                WORKFLOW.coordinator, {"experiments": "not what the coordinator takes"}, id=f"bad-{uuid.uuid4()}", task_queue=eval_queue
+                WORKFLOW.coordinator,
+                {"experiments": "not what the coordinator takes"},
+                id=f"bad-{uuid.uuid4()}",
+                task_queue=eval_queue,
             )
             with pytest.raises(WorkflowFailureError) as failure:
                 await asyncio.wait_for(handle.result(), timeout=60)
@@ -265,7 +310,9 @@ def test_missing_workers_are_named_per_task_queue(shared_server: str) -> None:
         async with workers(shared_server, Mocks()) as (client, eval_queue, training_queue):
             # A worker counts once its first poll has reached the server (a moment after it starts).
             deadline = time.monotonic() + 30
-            while (served := await missing_workers(client, (eval_queue, training_queue))) and time.monotonic() < deadline:
+            while (
+                served := await missing_workers(client, (eval_queue, training_queue))
+            ) and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
         return nobody, served
 
@@ -280,7 +327,12 @@ def test_cli_says_within_seconds_that_no_worker_polls(shared_server: str, tmp_pa
     spec = tmp_path / "experiment.yaml"
     spec.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
     namespace = create_namespace(shared_server, "unserved")
-    env = {**os.environ, "TEMPORAL_ADDRESS": shared_server, "TEMPORAL_NAMESPACE": namespace, "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": shared_server,
+        "TEMPORAL_NAMESPACE": namespace,
+        "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs"),
+    }
     cli = [sys.executable, "-m", "bert_eval"]
 
     queued = subprocess.run([*cli, "run", str(spec), "--no-wait"], env=env, capture_output=True, text=True, timeout=120)
@@ -295,7 +347,9 @@ def test_cli_says_within_seconds_that_no_worker_polls(shared_server: str, tmp_pa
     assert coordinator_workflow_id(experiment.id) in status.stdout
     print(f"\nstatus without workers answered in {time.monotonic() - started:.1f}s (process start included)")
 
-    waiting = subprocess.Popen([*cli, "run", str(spec)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiting = subprocess.Popen(
+        [*cli, "run", str(spec)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         seen = ""
         for line in waiting.stderr:
@@ -319,7 +373,9 @@ def test_cli_rejects_a_corrupt_spec_record_with_exit_2(tmp_path: Path) -> None:
     spec = tmp_path / "experiment.yaml"
     spec.write_text(yaml.safe_dump(experiment.model_dump(mode="json", exclude_none=True)))
     env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1", "BERT_EVAL_RUNS_DIR": str(tmp_path / "runs")}
-    rejected = subprocess.run([sys.executable, "-m", "bert_eval", "run", str(spec)], env=env, capture_output=True, text=True, timeout=120)
+    rejected = subprocess.run(
+        [sys.executable, "-m", "bert_eval", "run", str(spec)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert rejected.returncode == 2, rejected.stderr
     message = " ".join(rejected.stderr.split())
     assert f"run {run_id}:" in message and "spec.json cannot be read" in message and "Nothing was submitted" in message

@@ -58,7 +58,9 @@ def render(helm_chart: Any):
     """render(values) -> Rendered, with the release/namespace the manifests assume."""
     cache: dict[str, Rendered] = {}
 
-    def _render(values: dict[str, Any], *, name: str = RELEASE, namespace: str = NAMESPACE, cluster_crds: bool = True) -> Rendered:
+    def _render(
+        values: dict[str, Any], *, name: str = RELEASE, namespace: str = NAMESPACE, cluster_crds: bool = True
+    ) -> Rendered:
         """cluster_crds: render as for a cluster that serves KEDA's and the Prometheus Operator's APIs
         (what `helm install` finds there); False: a cluster without them."""
         key = json.dumps([values, name, namespace, cluster_crds], sort_keys=True)

@@ -30,7 +30,12 @@ from support.k8s import (
 profile_names = pytest.mark.parametrize("profile", list(PROFILES))
 # Pods the chart runs that are not bert-eval processes (no Temporal client, no bert-eval env).
 NOT_BERT_EVAL_PROCESSES = {"temporal", "otel-collector", "jaeger"}
-STANDARD_LABELS = ("helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by")
+STANDARD_LABELS = (
+    "helm.sh/chart",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+)
 
 
 def validate_k8s(obj: dict[str, Any]) -> None:
@@ -88,7 +93,9 @@ def _runs_mount(workload: dict[str, Any], container_name: str) -> tuple[str, str
 
 
 @profile_names
-def test_workers_and_starter_share_one_runs_claim_at_one_path(profile: str, rendered_profiles: dict[str, Rendered]) -> None:
+def test_workers_and_starter_share_one_runs_claim_at_one_path(
+    profile: str, rendered_profiles: dict[str, Rendered]
+) -> None:
     rendered = rendered_profiles[profile]
     mounts = {"training": _runs_mount(rendered.workload("training-worker"), "training-worker")}
     mounts["eval"] = _runs_mount(rendered.workload("eval-worker"), "eval-worker")
@@ -112,9 +119,9 @@ def test_kind_runs_claim_binds_to_the_directory_kind_mounts_on_every_node(
 ) -> None:
     rendered = rendered_profiles["examples/kind"]
     (pv,) = rendered.by_kind("PersistentVolume")
-    claim_name = rendered.workload("training-worker")["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"][
-        "claimName"
-    ]
+    claim_name = rendered.workload("training-worker")["spec"]["template"]["spec"]["volumes"][0][
+        "persistentVolumeClaim"
+    ]["claimName"]
     pvc = rendered.get("PersistentVolumeClaim", claim_name)
     assert pv["spec"]["claimRef"] == {"namespace": NAMESPACE, "name": claim_name}
     assert pv["spec"]["storageClassName"] == pvc["spec"]["storageClassName"]
@@ -187,7 +194,9 @@ def test_kind_training_lands_on_the_tainted_gpu_pool_node_without_gpus(
     assert not schedulable(temporal, gpu_nodes[0])
 
 
-def test_kind_port_mappings_match_the_nodeports(rendered_profiles: dict[str, Rendered], kind_config: dict[str, Any]) -> None:
+def test_kind_port_mappings_match_the_nodeports(
+    rendered_profiles: dict[str, Rendered], kind_config: dict[str, Any]
+) -> None:
     (control_plane,) = [n for n in kind_config["nodes"] if n["role"] == "control-plane"]
     mapped = {m["containerPort"]: m["hostPort"] for m in control_plane["extraPortMappings"]}
     service = rendered_profiles["examples/kind"].get("Service", f"{RELEASE}-temporal")
@@ -222,14 +231,17 @@ def test_worker_probes_target_the_health_endpoints_on_the_metrics_port(
         assert container["args"] == ["worker", component.removesuffix("-worker")]
 
 
-def test_training_gets_time_for_a_final_checkpoint_and_a_disruption_budget(rendered_profiles: dict[str, Rendered]) -> None:
+def test_training_gets_time_for_a_final_checkpoint_and_a_disruption_budget(
+    rendered_profiles: dict[str, Rendered],
+) -> None:
     rendered = rendered_profiles["defaults"]
     training = rendered.workload("training-worker")
     assert training["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 120
     (pdb,) = rendered.component("PodDisruptionBudget", "training-worker")
     assert labels_match(pdb["spec"]["selector"]["matchLabels"], training["spec"]["template"]["metadata"]["labels"])
     assert not labels_match(
-        pdb["spec"]["selector"]["matchLabels"], rendered.workload("eval-worker")["spec"]["template"]["metadata"]["labels"]
+        pdb["spec"]["selector"]["matchLabels"],
+        rendered.workload("eval-worker")["spec"]["template"]["metadata"]["labels"],
     )
     assert pdb["spec"]["maxUnavailable"] == 1
     (min_available,) = rendered_profiles["ci/none"].component("PodDisruptionBudget", "training-worker")
@@ -239,7 +251,9 @@ def test_training_gets_time_for_a_final_checkpoint_and_a_disruption_budget(rende
     assert eval_pdb["spec"]["maxUnavailable"] == 1
     eval_labels = rendered.workload("eval-worker")["spec"]["template"]["metadata"]["labels"]
     assert labels_match(eval_pdb["spec"]["selector"]["matchLabels"], eval_labels)
-    assert not labels_match(eval_pdb["spec"]["selector"]["matchLabels"], training["spec"]["template"]["metadata"]["labels"])
+    assert not labels_match(
+        eval_pdb["spec"]["selector"]["matchLabels"], training["spec"]["template"]["metadata"]["labels"]
+    )
 
 
 # --------------------------------------------------------------------------- Temporal
@@ -325,7 +339,9 @@ def expected_otlp_endpoint(rendered: Rendered) -> str | None:
 
 
 @profile_names
-def test_every_bert_eval_pod_gets_the_process_contract_env(profile: str, rendered_profiles: dict[str, Rendered]) -> None:
+def test_every_bert_eval_pod_gets_the_process_contract_env(
+    profile: str, rendered_profiles: dict[str, Rendered]
+) -> None:
     rendered = rendered_profiles[profile]
     otel = expected_otlp_endpoint(rendered)
     for owner, template in rendered.pod_templates():
@@ -335,7 +351,13 @@ def test_every_bert_eval_pod_gets_the_process_contract_env(profile: str, rendere
             names = [e["name"] for e in container.get("env", [])]
             assert len(names) == len(set(names)), f"{owner['metadata']['name']}: duplicate env {names}"
             env = env_of(container)
-            for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_TLS", "BERT_EVAL_RUNS_DIR", "OTEL_SERVICE_NAME"):
+            for name in (
+                "TEMPORAL_ADDRESS",
+                "TEMPORAL_NAMESPACE",
+                "TEMPORAL_TLS",
+                "BERT_EVAL_RUNS_DIR",
+                "OTEL_SERVICE_NAME",
+            ):
                 assert name in env, f"{owner['metadata']['name']}: {name}"
             assert env["BERT_EVAL_LOG_FORMAT"]["value"] == "json"
             if "TEMPORAL_API_KEY" in env:
@@ -370,7 +392,11 @@ def test_eval_autoscaling_mode(profile: str, rendered_profiles: dict[str, Render
     elif mode == "hpa":
         assert len(hpas) == 1 and not scaled
         (hpa,) = hpas
-        assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment["metadata"]["name"],
+        }
         assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
         assert "replicas" not in deployment["spec"]
     else:
@@ -394,7 +420,9 @@ def check_scaled_object(rendered: Rendered, scaled: dict[str, Any]) -> None:
     metadata = trigger["metadata"]
     for each in spec["triggers"]:
         assert all(isinstance(v, str) for v in each["metadata"].values()), "KEDA trigger metadata is map[string]string"
-    prefix = env_of(rendered.workload("eval-worker")["spec"]["template"]["spec"]["containers"][0]).get("BERT_EVAL_TASK_QUEUE_PREFIX")
+    prefix = env_of(rendered.workload("eval-worker")["spec"]["template"]["spec"]["containers"][0]).get(
+        "BERT_EVAL_TASK_QUEUE_PREFIX"
+    )
     assert metadata["taskQueue"] == (f"{prefix['value']}-" if prefix else "") + EVAL_TASK_QUEUE
     assert "activity" in metadata["queueTypes"].split(",")
     assert int(metadata["targetQueueSize"]) >= 1 and int(metadata["activationTargetQueueSize"]) >= 0
@@ -435,7 +463,9 @@ def _monitoring_enabled(rendered: Rendered) -> bool:
 
 
 @profile_names
-def test_scrape_object_selects_the_worker_pods_and_a_real_port(profile: str, rendered_profiles: dict[str, Rendered]) -> None:
+def test_scrape_object_selects_the_worker_pods_and_a_real_port(
+    profile: str, rendered_profiles: dict[str, Rendered]
+) -> None:
     rendered = rendered_profiles[profile]
     monitors = rendered.by_kind("ServiceMonitor") + rendered.by_kind("PodMonitor")
     if not _monitoring_enabled(rendered):
@@ -463,7 +493,9 @@ def test_scrape_object_selects_the_worker_pods_and_a_real_port(profile: str, ren
             container_ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
             assert all(service_ports[p]["targetPort"] in container_ports for p in endpoint_ports)
         temporal = rendered.component("Deployment", "temporal")
-        assert not any(labels_match(service["spec"]["selector"], t["spec"]["template"]["metadata"]["labels"]) for t in temporal)
+        assert not any(
+            labels_match(service["spec"]["selector"], t["spec"]["template"]["metadata"]["labels"]) for t in temporal
+        )
     else:
         endpoint_ports = [e["port"] for e in spec["podMetricsEndpoints"]]
         assert endpoint_ports
@@ -548,7 +580,11 @@ def test_worker_network_policy(profile: str, rendered_profiles: dict[str, Render
         assert not policies
         return
     worker_templates = [rendered.workload(c)["spec"]["template"] for c in ("training-worker", "eval-worker")]
-    (policy,) = [p for p in policies if all(labels_match(p["spec"]["podSelector"]["matchLabels"], t["metadata"]["labels"]) for t in worker_templates)]
+    (policy,) = [
+        p
+        for p in policies
+        if all(labels_match(p["spec"]["podSelector"]["matchLabels"], t["metadata"]["labels"]) for t in worker_templates)
+    ]
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     (ingress,) = policy["spec"]["ingress"]
     assert [p["port"] for p in ingress["ports"]] == ["metrics"]
@@ -583,7 +619,12 @@ def test_chart_starter_job_submits_the_experiment_configmap(rendered_profiles: d
 def test_starter_job_name_follows_the_experiment(render) -> None:
     # Jobs are immutable: the same experiment keeps its Job across `helm upgrade`, another gets a new one.
     base = {"starter": {"enabled": True}}
-    changed = {"starter": {"enabled": True, "experiment": {"experiment_id": "other", "runs": [{"run_id": "r", "model": "m", "dataset": "d"}]}}}
+    changed = {
+        "starter": {
+            "enabled": True,
+            "experiment": {"experiment_id": "other", "runs": [{"run_id": "r", "model": "m", "dataset": "d"}]},
+        }
+    }
     first = render(base).workload("starter")["metadata"]["name"]
     assert render(base).workload("starter")["metadata"]["name"] == first
     assert render(changed).workload("starter")["metadata"]["name"] != first
@@ -609,12 +650,19 @@ INVALID = [
     # The official Temporal chart is no dependency any more: its old switch is refused, not ignored.
     ({"temporal": {"chart": {"enabled": True}}}, "additional properties 'enabled' not allowed"),
     (
-        {"temporal": {"mode": "external", "address": "t:7233", "tls": {"enabled": True}}, "autoscaling": {"mode": "keda"}},
+        {
+            "temporal": {"mode": "external", "address": "t:7233", "tls": {"enabled": True}},
+            "autoscaling": {"mode": "keda"},
+        },
         "autoscaling.mode=keda with server-only TLS",
     ),
     (
         {
-            "temporal": {"mode": "external", "address": "t:7233", "tls": {"enabled": True, "existingSecret": "ca-only", "certKey": ""}},
+            "temporal": {
+                "mode": "external",
+                "address": "t:7233",
+                "tls": {"enabled": True, "existingSecret": "ca-only", "certKey": ""},
+            },
             "autoscaling": {"mode": "keda"},
         },
         "autoscaling.mode=keda with server-only TLS",
@@ -631,8 +679,14 @@ INVALID = [
         },
         "ignores the CA when it authenticates with an API key",
     ),
-    ({"training": {"terminationGracePeriodSeconds": 20}}, "training.terminationGracePeriodSeconds=20 must exceed training.shutdownMarginSeconds=30"),
-    ({"eval": {"shutdownMarginSeconds": 60}}, "eval.terminationGracePeriodSeconds=60 must exceed eval.shutdownMarginSeconds=60"),
+    (
+        {"training": {"terminationGracePeriodSeconds": 20}},
+        "training.terminationGracePeriodSeconds=20 must exceed training.shutdownMarginSeconds=30",
+    ),
+    (
+        {"eval": {"shutdownMarginSeconds": 60}},
+        "eval.terminationGracePeriodSeconds=60 must exceed eval.shutdownMarginSeconds=60",
+    ),
     ({"otel": {"endpoint": "otel-collector.observability:4317"}}, "/otel/endpoint"),
     ({"training": {"topologySpreadConstraints": [{"maxSkew": 1}]}}, "/training/topologySpreadConstraints/0"),
     ({"starter": {"podLabels": {"team": 7}}}, "/starter/podLabels/team"),

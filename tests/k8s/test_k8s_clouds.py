@@ -19,7 +19,12 @@ MTLS_CLOUD = {
         "mode": "external",
         "address": "bert-eval.a1b2c.tmprl.cloud:7233",
         "namespace": "bert-eval.a1b2c",
-        "tls": {"enabled": True, "existingSecret": "temporal-mtls", "caKey": "", "serverName": "bert-eval.a1b2c.tmprl.cloud"},
+        "tls": {
+            "enabled": True,
+            "existingSecret": "temporal-mtls",
+            "caKey": "",
+            "serverName": "bert-eval.a1b2c.tmprl.cloud",
+        },
     },
     "autoscaling": {"mode": "keda"},
 }
@@ -126,8 +131,11 @@ def test_official_chart_recipe_uses_the_1_0_layout() -> None:
 
 
 def _two_releases(render) -> tuple[Rendered, Rendered]:
-    shared = {"temporal": {"mode": "external", "address": "temporal-frontend.temporal.svc:7233"},
-              "autoscaling": {"mode": "keda"}, "monitoring": {"enabled": True}}
+    shared = {
+        "temporal": {"mode": "external", "address": "temporal-frontend.temporal.svc:7233"},
+        "autoscaling": {"mode": "keda"},
+        "monitoring": {"enabled": True},
+    }
     team_a = render({**shared, "taskQueuePrefix": "team-a"}, name="team-a")
     team_b = render({**shared, "taskQueuePrefix": "team-b", "starter": {"enabled": True}}, name="team-b")
     return team_a, team_b
@@ -142,8 +150,12 @@ def test_two_releases_poll_their_own_queues_and_mount_their_own_volumes(render) 
         assert {_value(c, "BERT_EVAL_TASK_QUEUE_PREFIX") for c in pods} == {prefix}
         [scaled] = rendered.component("ScaledObject", "eval-worker")
         assert scaled["spec"]["triggers"][0]["metadata"]["taskQueue"] == f"{prefix}-bert-eval-task-queue"
-        claims = {v["persistentVolumeClaim"]["claimName"] for w in ("training-worker", "eval-worker")
-                  for v in rendered.workload(w)["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+        claims = {
+            v["persistentVolumeClaim"]["claimName"]
+            for w in ("training-worker", "eval-worker")
+            for v in rendered.workload(w)["spec"]["template"]["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        }
         assert claims == {f"{prefix}-bert-eval-runs"}
         assert f"{prefix}-bert-training-task-queue" in rendered.notes
         assert f"--release {prefix}" in rendered.notes
@@ -169,7 +181,10 @@ def test_two_releases_get_their_own_dashboards(render) -> None:
 
 
 def test_keda_task_queue_that_is_not_the_workers_is_refused(render) -> None:
-    message = _fails(render, {"taskQueuePrefix": "team-a", "autoscaling": {"mode": "keda", "keda": {"taskQueue": "bert-eval-task-queue"}}})
+    message = _fails(
+        render,
+        {"taskQueuePrefix": "team-a", "autoscaling": {"mode": "keda", "keda": {"taskQueue": "bert-eval-task-queue"}}},
+    )
     assert "team-a-bert-eval-task-queue" in message
 
 
@@ -185,7 +200,13 @@ def test_hostpath_pv_keeps_like_its_claim_and_the_collector_rolls_with_its_confi
     rendered = rendered_profiles["examples/kind"]
     [pv] = rendered.by_kind("PersistentVolume")
     [pvc] = rendered.component("PersistentVolumeClaim", "runs-storage")
-    assert pv["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" == pvc["metadata"]["annotations"]["helm.sh/resource-policy"]
+    assert (
+        pv["metadata"]["annotations"]["helm.sh/resource-policy"]
+        == "keep"
+        == pvc["metadata"]["annotations"]["helm.sh/resource-policy"]
+    )
     checksum = rendered.workload("otel-collector")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     moved = render({**rendered.values, "fullnameOverride": "other"})  # another Jaeger address in the config
-    assert moved.workload("otel-collector")["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
+    assert (
+        moved.workload("otel-collector")["spec"]["template"]["metadata"]["annotations"]["checksum/config"] != checksum
+    )

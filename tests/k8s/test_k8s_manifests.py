@@ -27,7 +27,9 @@ Manifests = dict[str, list[dict[str, Any]]]
 
 
 def _one(manifests: Manifests, kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [o for docs in manifests.values() for o in docs if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    found = [
+        o for docs in manifests.values() for o in docs if o["kind"] == kind and name in (None, o["metadata"]["name"])
+    ]
     assert len(found) == 1, f"{kind} {name}: {len(found)} found"
     return found[0]
 
@@ -70,18 +72,24 @@ def test_every_manifest_container_is_hardened(manifest_objects: Manifests) -> No
 
 
 def test_chaos_role_may_only_read_and_delete_pods_in_its_namespace(manifest_objects: Manifests) -> None:
-    assert not [o for docs in manifest_objects.values() for o in docs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert not [
+        o for docs in manifest_objects.values() for o in docs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")
+    ]
     role = _one(manifest_objects, "Role")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]}]
     binding = _one(manifest_objects, "RoleBinding")
     account = _one(manifest_objects, "ServiceAccount")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": account["metadata"]["namespace"]}
     ]
     for kind in ("Job", "CronJob"):
         owner = _one(manifest_objects, kind, "bert-eval-chaos")
-        (_, template), = pod_templates([owner])
+        ((_, template),) = pod_templates([owner])
         assert template["spec"]["serviceAccountName"] == account["metadata"]["name"]
         assert template["spec"]["automountServiceAccountToken"] is True  # it calls the Kubernetes API
 
@@ -90,7 +98,7 @@ def test_chaos_role_may_only_read_and_delete_pods_in_its_namespace(manifest_obje
 def test_chaos_runs_a_real_chaos_kill_against_the_charts_training_pods(
     kind: str, manifest_objects: Manifests, rendered_profiles: dict[str, Rendered]
 ) -> None:
-    (_, template), = pod_templates([_one(manifest_objects, kind, "bert-eval-chaos")])
+    ((_, template),) = pod_templates([_one(manifest_objects, kind, "bert-eval-chaos")])
     (container,) = template["spec"]["containers"]
     command, params = parse_bert_eval_command(container["args"])
     assert command == ["chaos", "kill"]
@@ -104,7 +112,9 @@ def test_chaos_runs_a_real_chaos_kill_against_the_charts_training_pods(
         for other in ("eval-worker", "temporal"):
             assert not labels_match(selector, rendered.workload(other)["spec"]["template"]["metadata"]["labels"])
     # It asks the same Temporal as the workers which training worker is busy.
-    worker_env = env_of(rendered_profiles["examples/kind"].workload("training-worker")["spec"]["template"]["spec"]["containers"][0])
+    worker_env = env_of(
+        rendered_profiles["examples/kind"].workload("training-worker")["spec"]["template"]["spec"]["containers"][0]
+    )
     env = env_of(container)
     assert env["TEMPORAL_ADDRESS"]["value"] == worker_env["TEMPORAL_ADDRESS"]["value"]
     assert env["TEMPORAL_NAMESPACE"]["value"] == worker_env["TEMPORAL_NAMESPACE"]["value"]
@@ -182,7 +192,19 @@ def test_kind_config_has_a_gpu_pool_worker_and_a_cpu_worker(kind_config: dict[st
         assert not Path(mount["hostPath"]).is_absolute(), "relative to the repository root (make kind-up's cwd)"
 
 
-MAKE_TARGETS = ["kind-up", "images", "kind-images", "kind-load", "deploy", "experiment", "chaos", "demo-k8s", "ui", "kind-down", "chart-lint"]
+MAKE_TARGETS = [
+    "kind-up",
+    "images",
+    "kind-images",
+    "kind-load",
+    "deploy",
+    "experiment",
+    "chaos",
+    "demo-k8s",
+    "ui",
+    "kind-down",
+    "chart-lint",
+]
 
 
 def test_makefile_kubernetes_section() -> None:
@@ -195,10 +217,19 @@ def test_makefile_kubernetes_section() -> None:
         assert variable in section
     for chart in ("prometheus-community/kube-prometheus-stack", "kedacore/keda", "$(CHART)"):
         assert "upgrade --install" in section and chart in section
-    for manifest in ("manifests/namespace.yaml", "manifests/starter-job.yaml", "manifests/chaos-job.yaml", "manifests/chaos-rbac.yaml"):
+    for manifest in (
+        "manifests/namespace.yaml",
+        "manifests/starter-job.yaml",
+        "manifests/chaos-job.yaml",
+        "manifests/chaos-rbac.yaml",
+    ):
         assert manifest in section
         assert (REPO / manifest).is_file()
-    assert "kind-config.yaml" in section and "services/Dockerfile.training" in section and "services/Dockerfile.eval" in section
+    assert (
+        "kind-config.yaml" in section
+        and "services/Dockerfile.training" in section
+        and "services/Dockerfile.eval" in section
+    )
 
 
 def _stages(dockerfile: str) -> list[str]:
@@ -233,7 +264,9 @@ def test_dockerfiles_are_multi_stage_pinned_and_non_root(name: str) -> None:
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
-    patterns = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")}
+    patterns = {
+        line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")
+    }
     assert {".venv", ".git", "bert_runs", "**/__pycache__", ".pytest_cache"} <= patterns
     assert not {"services", "pyproject.toml", "README.md"} & patterns
 

@@ -46,7 +46,10 @@ def _sections(text: str) -> dict[str, str]:
 
 def _blocks(text: str) -> list[str]:
     """The bash code blocks (list-item indentation removed)."""
-    return [re.sub(r"^ {0,4}", "", body, flags=re.MULTILINE) for body in re.findall(r"^ *```bash\n(.*?)^ *```", text, flags=re.MULTILINE | re.DOTALL)]
+    return [
+        re.sub(r"^ {0,4}", "", body, flags=re.MULTILINE)
+        for body in re.findall(r"^ *```bash\n(.*?)^ *```", text, flags=re.MULTILINE | re.DOTALL)
+    ]
 
 
 def _commands(script: str) -> list[list[str]]:
@@ -111,7 +114,9 @@ class HelmCommand:
             elif arg.startswith("--") and "=" in arg and arg.split("=", 1)[0] in HELM_VALUE_OPTIONS:
                 self.options.append(tuple(arg.split("=", 1)))  # type: ignore[arg-type]
             elif arg.startswith("-"):
-                assert arg in HELM_FLAGS, f"`{' '.join(argv)}`: option {arg} is not one this test knows; add it to HELM_FLAGS"
+                assert arg in HELM_FLAGS, (
+                    f"`{' '.join(argv)}`: option {arg} is not one this test knows; add it to HELM_FLAGS"
+                )
                 self.flags.add(arg)
             else:
                 self.positional.append(arg)
@@ -160,7 +165,10 @@ def _kind_deploy_script() -> str:
 
 def _scripts() -> list[tuple[str, list[list[list[str]]]]]:
     """(where, its scripts' commands in order) for each README section and for `make deploy`."""
-    sections = [(f"README '{title}'", [_commands(block) for block in _blocks(body)]) for title, body in _sections(README.read_text()).items()]
+    sections = [
+        (f"README '{title}'", [_commands(block) for block in _blocks(body)])
+        for title, body in _sections(README.read_text()).items()
+    ]
     return [*sections, ("make deploy", [_commands(_kind_deploy_script())])]
 
 
@@ -211,7 +219,13 @@ def _secrets_created(commands: list[list[str]]) -> dict[str, set[str]]:
 
 
 def test_readme_names_an_install_command_for_kind_gke_and_eks() -> None:
-    profiles = [f for _where, commands in _install_scripts() for c in commands if (h := _bert_eval_helm(c)) for f in h.values_files]
+    profiles = [
+        f
+        for _where, commands in _install_scripts()
+        for c in commands
+        if (h := _bert_eval_helm(c))
+        for f in h.values_files
+    ]
     for profile in ("values-kind.yaml", "values-gke.yaml", "values-eks.yaml"):
         path = f"{CHART_PATH}/examples/{profile}"
         assert path in profiles, f"no install command with -f {path} in the chart README or `make deploy`"
@@ -222,19 +236,24 @@ def test_readme_names_an_install_command_for_kind_gke_and_eks() -> None:
 def test_every_helm_command_on_the_chart_renders_and_validates(render, helm_chart) -> None:
     rendered = []
     for where, scripts in _scripts():
-        installed: dict[str, list[dict[str, Any]]] = {}  # release -> the values each earlier install of the section used
+        installed: dict[
+            str, list[dict[str, Any]]
+        ] = {}  # release -> the values each earlier install of the section used
         for command in (c for commands in scripts for c in commands):
             helm = _bert_eval_helm(command)
             if helm is None:
                 continue
             shown = " ".join(command)
             assert (helm.release, helm.namespace) == (RELEASE, NAMESPACE), (
-                f"{where}: `{shown}` installs {helm.release} in {helm.namespace}; manifests/ assume {RELEASE} in {NAMESPACE}"
+                f"{where}: `{shown}` installs {helm.release} in {helm.namespace}; "
+                f"manifests/ assume {RELEASE} in {NAMESPACE}"
             )
             for path in helm.values_files:
                 assert (REPO / path).is_file(), f"{where}: `{shown}` reads {path}, which does not exist"
             if helm.flags & {"--reuse-values", "--reset-then-reuse-values"}:
-                assert helm.release in installed, f"{where}: `{shown}` reuses the values of a release no earlier command installed"
+                assert helm.release in installed, (
+                    f"{where}: `{shown}` reuses the values of a release no earlier command installed"
+                )
                 bases = installed[helm.release]
             else:
                 bases = [{}]
@@ -267,12 +286,16 @@ def test_every_file_the_readme_names_exists() -> None:
     for path in paths:
         # Relative to the repository root (where the commands run) or to the chart (`examples/...`).
         matches = [m for base in (REPO, CHART_SRC) for m in base.glob(path.removeprefix("./"))]
-        assert matches, f"the chart README names {path}, which exists neither under the repository root nor under {CHART_PATH}"
+        assert matches, (
+            f"the chart README names {path}, which exists neither under the repository root nor under {CHART_PATH}"
+        )
 
 
 def test_first_installs_create_the_namespace_and_the_secrets_before_helm_install(render) -> None:
     namespace_manifest = str((MANIFESTS / "namespace.yaml").relative_to(REPO))
-    (namespace,) = [d for d in yaml.safe_load_all((MANIFESTS / "namespace.yaml").read_text()) if d and d["kind"] == "Namespace"]
+    (namespace,) = [
+        d for d in yaml.safe_load_all((MANIFESTS / "namespace.yaml").read_text()) if d and d["kind"] == "Namespace"
+    ]
     assert namespace["metadata"]["name"] == NAMESPACE
     checked = set()
     for where, commands in _install_scripts():
@@ -283,12 +306,15 @@ def test_first_installs_create_the_namespace_and_the_secrets_before_helm_install
             before = commands[:index]
             applies_namespace = any(c[:1] == ["kubectl"] and "apply" in c and namespace_manifest in c for c in before)
             assert applies_namespace or "--create-namespace" in helm.flags, (
-                f"{where}: `{' '.join(command)}` runs before `kubectl apply -f {namespace_manifest}` (namespace {NAMESPACE}, restricted)"
+                f"{where}: `{' '.join(command)}` runs before `kubectl apply -f {namespace_manifest}` "
+                f"(namespace {NAMESPACE}, restricted)"
             )
             rendered = render(helm.values({}), name=helm.release, namespace=helm.namespace)
             created = _secrets_created(before)
             for name, key in sorted(_secrets_read(rendered.objects), key=str):
-                assert name in created, f"{where}: the release reads Secret {name}, which no command before `{' '.join(command)}` creates"
+                assert name in created, (
+                    f"{where}: the release reads Secret {name}, which no command before `{' '.join(command)}` creates"
+                )
                 assert key is None or key in created[name], f"{where}: Secret {name} is created without key {key}"
             checked.add(tuple(helm.values_files))
     assert (f"{CHART_PATH}/examples/values-eks.yaml",) in checked  # the profile that reads a Secret
@@ -306,9 +332,13 @@ def test_temporal_cloud_search_attributes_are_added_to_the_namespace_the_release
             rendered = render(helm.values({}), name=helm.release, namespace=helm.namespace)
             training = rendered.workload("training-worker")["spec"]["template"]["spec"]["containers"][0]
             temporal_namespace = next(e["value"] for e in training["env"] if e["name"] == "TEMPORAL_NAMESPACE")
-            assert command[command.index("--namespace") + 1] == temporal_namespace, f"{where}: tcld adds them to another namespace"
+            assert command[command.index("--namespace") + 1] == temporal_namespace, (
+                f"{where}: tcld adds them to another namespace"
+            )
             added = {command[i + 1].split("=")[0] for i, arg in enumerate(command[:-1]) if arg == "--search-attribute"}
-            assert added == set(SEARCH_ATTRIBUTE_NAMES), f"{where}: tcld adds {added}, the workers set {SEARCH_ATTRIBUTE_NAMES}"
+            assert added == set(SEARCH_ATTRIBUTE_NAMES), (
+                f"{where}: tcld adds {added}, the workers set {SEARCH_ATTRIBUTE_NAMES}"
+            )
             found += 1
     assert found, "no tcld command next to the Temporal Cloud (EKS) install"
 

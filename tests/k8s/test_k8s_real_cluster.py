@@ -158,7 +158,11 @@ def test_graceful_shutdown_env_leaves_a_margin_before_sigkill(render, rendered_p
 
 def test_keda_with_a_client_certificate_gets_tls_material_it_uses(render) -> None:
     values = {
-        "temporal": {"mode": "external", "address": "temporal.example.internal:7233", "tls": {"enabled": True, "existingSecret": "mtls"}},
+        "temporal": {
+            "mode": "external",
+            "address": "temporal.example.internal:7233",
+            "tls": {"enabled": True, "existingSecret": "mtls"},
+        },
         "autoscaling": {"mode": "keda"},
     }
     (auth,) = render(values).by_kind("TriggerAuthentication")
@@ -169,7 +173,9 @@ def test_keda_with_a_client_certificate_gets_tls_material_it_uses(render) -> Non
 # --------------------------------------------------------------------------- traces on kind
 
 
-def test_kind_profile_ships_a_collector_and_jaeger_and_points_every_pod_at_them(rendered_profiles: dict[str, Rendered]) -> None:
+def test_kind_profile_ships_a_collector_and_jaeger_and_points_every_pod_at_them(
+    rendered_profiles: dict[str, Rendered],
+) -> None:
     rendered = rendered_profiles["examples/kind"]
     collector_service = rendered.get("Service", f"{RELEASE}-otel-collector")
     jaeger_service = rendered.get("Service", f"{RELEASE}-jaeger")
@@ -216,7 +222,9 @@ def test_an_explicit_otlp_endpoint_wins_over_the_in_chart_collector(render) -> N
 # --------------------------------------------------------------------------- kind: the CPU image
 
 
-def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(rendered_profiles: dict[str, Rendered]) -> None:
+def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(
+    rendered_profiles: dict[str, Rendered],
+) -> None:
     rendered = rendered_profiles["examples/kind"]
     training_image = _pod(rendered, "training-worker")["spec"]["containers"][0]["image"]
     eval_image = _pod(rendered, "eval-worker")["spec"]["containers"][0]["image"]
@@ -225,7 +233,10 @@ def test_kind_runs_training_on_the_cpu_image_and_never_loads_the_cuda_one(render
     # For the nodes' platform, and loaded through an archive (Docker 29's containerd image store
     # breaks `kind load docker-image`).
     assert commands == [
-        "docker build --platform linux/amd64 -f services/Dockerfile.eval --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm \\",
+        (
+            "docker build --platform linux/amd64 -f services/Dockerfile.eval "
+            "--build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm \\"
+        ),
         "--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t bert-eval-eval:dev .",
         "mkdir -p .kind",
         "docker save --platform linux/amd64 -o .kind/eval-image.tar bert-eval-eval:dev",
@@ -275,7 +286,9 @@ def test_official_chart_recipe_configures_a_datastore_and_the_default_namespace(
     persistence = recipe["server"]["config"]["persistence"]
     for store in (persistence["defaultStore"], persistence["visibilityStore"]):
         sql = persistence["datastores"][store]["sql"]
-        assert sql["pluginName"] == "postgres12" and sql["connectAddr"] and sql["existingSecret"] and "password" not in sql
+        assert (
+            sql["pluginName"] == "postgres12" and sql["connectAddr"] and sql["existingSecret"] and "password" not in sql
+        )
     namespaces = recipe["server"]["config"]["namespaces"]
     assert namespaces["create"] is True
     values = yaml.safe_load((CHART_SRC / "values.yaml").read_text())

@@ -39,7 +39,13 @@ def record(prefix: str) -> list[Path]:
         (root / "runs").mkdir()
         port = free_port()
         server = start_dev_server(port=port, ui_port=None, db_file=None, log_file=root / "logs" / "temporal.log")
-        stack = Stack(address=f"127.0.0.1:{port}", runs_dir=root / "runs", data_dir=SHARED_DATA, log_dir=root / "logs", server=server)
+        stack = Stack(
+            address=f"127.0.0.1:{port}",
+            runs_dir=root / "runs",
+            data_dir=SHARED_DATA,
+            log_dir=root / "logs",
+            server=server,
+        )
         try:
             stack.start_worker("eval")
             stack.start_worker("training")
@@ -48,7 +54,13 @@ def record(prefix: str) -> list[Path]:
             again = stack.run_experiment({"experiment_id": f"{prefix}-again", "runs": runs[:1]})
             assert [r.status for r in first.runs] == ["completed", "failed"], first
             assert again.runs[0].reused, again
-            ids = [f"experiment-{prefix}-first", "train-good", "eval-good-validation", "train-bad-model", f"experiment-{prefix}-again"]
+            ids = [
+                f"experiment-{prefix}-first",
+                "train-good",
+                "eval-good-validation",
+                "train-bad-model",
+                f"experiment-{prefix}-again",
+            ]
             written = asyncio.run(_write(stack, prefix, ids))
             search = search_experiment(model, f"{prefix}-search", trials=8, concurrent=2)
             outcome = stack.run_experiment(parse_experiment(search), search_history_limit=200).search

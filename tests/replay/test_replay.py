@@ -17,16 +17,30 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from bert_eval import telemetry
-from bert_eval.temporal.workflows import LEGACY_WORKFLOWS, BertEvalWorkflow, CheckpointedBertTrainingWorkflow, CoordinatorWorkflow
+from bert_eval.temporal.workflows import (
+    LEGACY_WORKFLOWS,
+    BertEvalWorkflow,
+    CheckpointedBertTrainingWorkflow,
+    CoordinatorWorkflow,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDED = sorted(HISTORIES.glob("*.json"))
 
 
 def test_histories_are_recorded_for_every_workflow_type() -> None:
-    types = {json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"] for path in RECORDED}
+    types = {
+        json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
+        for path in RECORDED
+    }
     # Before and after the children took the reference design's type names (docs/versioning.md).
-    assert {"CoordinatorWorkflow", "TrainingWorkflow", "EvalWorkflow", "CheckpointedBertTrainingWorkflow", "BertEvalWorkflow"} <= types
+    assert {
+        "CoordinatorWorkflow",
+        "TrainingWorkflow",
+        "EvalWorkflow",
+        "CheckpointedBertTrainingWorkflow",
+        "BertEvalWorkflow",
+    } <= types
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[path.stem for path in RECORDED])

@@ -58,5 +58,7 @@ def regression_dataset(data_dir: Path, out: Path, *, rows: int = 80) -> Path:
 def evaluated_run(spec: RunSpec, model_dir: Path, runs_dir: Path, data_dir: Path) -> tuple[EvalResult, SnapshotResult]:
     """Snapshot the spec's rows and evaluate `model_dir` on them as run `spec.id`."""
     snapshot = core_snapshot(spec, runs_dir, data_dir)
-    result = evaluate(run_id=spec.id, model_dir=model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
+    result = evaluate(
+        run_id=spec.id, model_dir=model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
+    )
     return result, snapshot

@@ -80,7 +80,9 @@ def create_namespace(address: str, label: str) -> str:
     async def register() -> None:
         client = await connect(TemporalSettings(address=address))
         retention = Duration(seconds=24 * 3600)
-        await client.workflow_service.register_namespace(RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=retention))
+        await client.workflow_service.register_namespace(
+            RegisterNamespaceRequest(namespace=name, workflow_execution_retention_period=retention)
+        )
         await ensure_search_attributes(await connect(TemporalSettings(address=address, namespace=name)))
 
     asyncio.run(register())
@@ -184,7 +186,9 @@ class Stack:
     def start_server(self) -> None:
         """Start the server (again) on this stack's port and state file."""
         port = int(self.address.rsplit(":", 1)[1])
-        self.server = start_dev_server(port=port, ui_port=None, db_file=self.db_file, log_file=self.log_dir / "temporal.log")
+        self.server = start_dev_server(
+            port=port, ui_port=None, db_file=self.db_file, log_file=self.log_dir / "temporal.log"
+        )
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -203,7 +207,9 @@ class Stack:
         env.update(overrides)
         return env
 
-    def start_worker(self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, fork: bool = True, **env: str) -> WorkerProcess:
+    def start_worker(
+        self, kind: str, *, wait: bool = True, step_pace_s: float = 0.0, fork: bool = True, **env: str
+    ) -> WorkerProcess:
         """A real worker process; `step_pace_s` > 0 makes each training step last at least that long
         (benchmarks/paced_worker.py), so a kill "mid-training" lands mid-training on any machine. Under pytest it is
         forked from a template that has imported the worker's modules (support/worker_forks.py) unless
@@ -220,7 +226,9 @@ class Stack:
         if fork and WORKER_FORKS is not None:
             process = WORKER_FORKS.start(argv, worker_env, log_file)
         else:
-            process = subprocess.Popen([sys.executable, *argv], env=worker_env, stdout=open(log_file, "wb"), stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, *argv], env=worker_env, stdout=open(log_file, "wb"), stderr=subprocess.STDOUT
+            )
         worker = WorkerProcess(kind, process, port, log_file)
         self.workers.append(worker)
         if wait:
@@ -249,14 +257,21 @@ class Stack:
         return await connect(self.temporal_settings())
 
     def run_experiment(
-        self, experiment: dict[str, Any] | Experiment, *, heartbeat_timeout_s: float = 30.0, timeout_s: float = 600.0, **settings: Any
+        self,
+        experiment: dict[str, Any] | Experiment,
+        *,
+        heartbeat_timeout_s: float = 30.0,
+        timeout_s: float = 600.0,
+        **settings: Any,
     ) -> ExperimentResult:
         """Submit (with these submission settings) and wait for the result."""
         parsed = experiment if isinstance(experiment, Experiment) else parse_experiment(experiment)
 
         async def go() -> ExperimentResult:
             client = await self.client()
-            handle = await start_experiment(client, parsed, self.settings(heartbeat_timeout_s=heartbeat_timeout_s, **settings))
+            handle = await start_experiment(
+                client, parsed, self.settings(heartbeat_timeout_s=heartbeat_timeout_s, **settings)
+            )
             return await asyncio.wait_for(handle.result(), timeout=timeout_s)
 
         return asyncio.run(go())
@@ -273,7 +288,13 @@ class Stack:
 
 
 def run_on_two_training_workers(
-    stack: Stack, model_dir: Path, run_id: str, *, heartbeat_timeout_s: float, spec: dict[str, Any] | None = None, fork: bool = True
+    stack: Stack,
+    model_dir: Path,
+    run_id: str,
+    *,
+    heartbeat_timeout_s: float,
+    spec: dict[str, Any] | None = None,
+    fork: bool = True,
 ) -> tuple[WorkerProcess, WorkerProcess, BackgroundRun]:
     """An eval worker and two training workers; a long run submitted and past its first checkpoint.
     Returns (the training worker that holds it, the idle one, the running experiment)."""
@@ -291,7 +312,8 @@ async def result_across_outages(stack: Stack, workflow_id: str, *, timeout_s: fl
         try:
             client = await stack.client()
             return await asyncio.wait_for(
-                client.get_workflow_handle(workflow_id, result_type=ExperimentResult).result(), timeout=deadline - time.monotonic()
+                client.get_workflow_handle(workflow_id, result_type=ExperimentResult).result(),
+                timeout=deadline - time.monotonic(),
             )
         except (RPCError, RuntimeError) as exc:  # server still coming back
             if isinstance(exc, WorkflowFailureError) or time.monotonic() > deadline:

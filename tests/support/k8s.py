@@ -89,7 +89,9 @@ class Rendered:
 
     def component(self, kind: str, component: str) -> list[dict[str, Any]]:
         return [
-            o for o in self.by_kind(kind) if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+            o
+            for o in self.by_kind(kind)
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
         ]
 
     def workload(self, component: str) -> dict[str, Any] | None:
@@ -124,8 +126,6 @@ def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def parse_docs(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
-
-
 
 
 def parse_bert_eval_command(args: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -174,7 +174,9 @@ def assert_hardened(owner: str, pod_spec: dict[str, Any]) -> None:
         assert "/tmp" in writable, f"{where}: no writable /tmp on a read-only root filesystem"
         for name in ("HF_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR", "HOME"):
             if value := env_of(c).get(name, {}).get("value"):
-                assert any(value == m or value.startswith(m.rstrip("/") + "/") for m in writable), f"{where}: {name}={value}"
+                assert any(value == m or value.startswith(m.rstrip("/") + "/") for m in writable), (
+                    f"{where}: {name}={value}"
+                )
 
 
 def make_dry_run(*targets: str) -> list[str]:
@@ -184,6 +186,12 @@ def make_dry_run(*targets: str) -> list[str]:
     # Under `make test-fast` the parent's MAKEFLAGS/MAKELEVEL would leak in (and print directories).
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
     done = subprocess.run(
-        ["make", "-n", "--no-print-directory", *targets], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", "--no-print-directory", *targets],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]

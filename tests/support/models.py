@@ -26,10 +26,22 @@ def finished_run(runs_dir: Path, run_id: str, model_dir: Path) -> RunLayout:
     layout = RunLayout(runs_dir, run_id)
     layout.root.mkdir(parents=True)
     shutil.copytree(model_dir, layout.model_dir)
-    schema = DatasetSchema(text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("0", "1"))
+    schema = DatasetSchema(
+        text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("0", "1")
+    )
     summary = TrainingSummary(
-        run_id=run_id, model=str(model_dir), final_loss=0.5, steps=1, epochs=1.0, checkpoints_saved=1, resumes=0,
-        wall_time_s=1.0, train_samples=1, dataset_schema=schema, model_dir=str(layout.model_dir), snapshot_id="0" * 16,
+        run_id=run_id,
+        model=str(model_dir),
+        final_loss=0.5,
+        steps=1,
+        epochs=1.0,
+        checkpoints_saved=1,
+        resumes=0,
+        wall_time_s=1.0,
+        train_samples=1,
+        dataset_schema=schema,
+        model_dir=str(layout.model_dir),
+        snapshot_id="0" * 16,
     )
     layout.summary_file.write_text(json.dumps({"fingerprint": "f" * 16, "summary": summary.model_dump(mode="json")}))
     return layout

@@ -35,7 +35,12 @@ LONG = dict(max_train_samples=2000, batch_size=8, checkpoint_every_steps=20, lea
 
 
 def tiny_run(
-    model_dir: Path, run_id: str, *, base: dict[str, object] = TINY_TRAIN, eval_samples: int | None = 128, **train: object
+    model_dir: Path,
+    run_id: str,
+    *,
+    base: dict[str, object] = TINY_TRAIN,
+    eval_samples: int | None = 128,
+    **train: object,
 ) -> dict:
     """A run spec as a user writes it: `base` hyperparameters with `train` overrides, evaluated on
     `eval_samples` validation rows (None: all of them)."""

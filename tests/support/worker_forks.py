@@ -130,13 +130,17 @@ class Template:
 
     def __init__(self, hash_seed: int) -> None:
         env = dict(os.environ, PYTHONHASHSEED=str(hash_seed), PYTHONUNBUFFERED="1")
-        self._process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=os.getcwd())
+        self._process = subprocess.Popen(
+            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=os.getcwd()
+        )
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self._started: list[int | str] = []
         self.returncodes: dict[int, int] = {}
         assert self._process.stdout is not None
-        first = json.loads(self._process.stdout.readline() or b'{"error": "the worker template exited while importing"}')
+        first = json.loads(
+            self._process.stdout.readline() or b'{"error": "the worker template exited while importing"}'
+        )
         if "ready" not in first:
             raise RuntimeError(first["error"])
         threading.Thread(target=self._read, daemon=True).start()

@@ -47,7 +47,13 @@ def test_a_checkpoint_of_the_previous_release_resumes_with_its_data_order(
         # The same run, stopped at step 7 by the upgrade; its checkpoint carries no batching marker.
         seen: list[int] = []
         with pytest.raises(TrainingInterrupted):
-            _train(spec, tmp_path / "upgraded", data_dir, on_progress=lambda p: seen.append(p.step), should_stop=lambda: bool(seen) and seen[-1] >= 7)
+            _train(
+                spec,
+                tmp_path / "upgraded",
+                data_dir,
+                on_progress=lambda p: seen.append(p.step),
+                should_stop=lambda: bool(seen) and seen[-1] >= 7,
+            )
     checkpoints = CheckpointStore(RunLayout(tmp_path / "upgraded", spec.id).checkpoints)
     for checkpoint in checkpoints.complete():
         manifest = checkpoint.manifest()

@@ -37,7 +37,9 @@ model = bench.Bench(bench.QUICK, work, work, tokenizer_dir=tokenizer_dir)._rando
     "probe-bert", hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
 )
 result["model_files"] = sorted(p.name for p in model.iterdir())
-result["main_rc"] = bench.main(["--device", "cpu", "--quick", "--only", "coordinator", "--out", str(out), "--tokenizer", str(tokenizer_dir)])
+result["main_rc"] = bench.main(
+    ["--device", "cpu", "--quick", "--only", "coordinator", "--out", str(out), "--tokenizer", str(tokenizer_dir)]
+)
 print(json.dumps(result))
 """
 
@@ -51,11 +53,27 @@ def test_bench_runs_without_optional_packages_and_says_what_it_skips(tmp_path: P
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         (tokenizer_dir / name).write_bytes((source / name).read_bytes())
     out = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "services"), "HF_HOME": str(tmp_path / "hf-home")}  # an empty hub cache
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "services"),
+        "HF_HOME": str(tmp_path / "hf-home"),
+    }  # an empty hub cache
 
     completed = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO / "benchmarks" / "bench.py"), str(tokenizer_dir), str(tmp_path), str(out)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        [
+            sys.executable,
+            "-c",
+            PROBE,
+            str(REPO / "benchmarks" / "bench.py"),
+            str(tokenizer_dir),
+            str(tmp_path),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -67,14 +85,20 @@ def test_bench_runs_without_optional_packages_and_says_what_it_skips(tmp_path: P
     assert result["main_rc"] == 0
     report = json.loads(out.read_text())
     assert report["rows"] == []
-    assert report["skipped"]["coordinator"].startswith("temporalio is not installed. The coordinator, recovery and 4-run rows")
+    assert report["skipped"]["coordinator"].startswith(
+        "temporalio is not installed. The coordinator, recovery and 4-run rows"
+    )
     assert "skipping coordinator: temporalio is not installed" in completed.stdout
 
 
 def test_bench_refuses_a_tokenizer_directory_without_tokenizer_files(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--tokenizer", str(tmp_path)],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "services")}, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "services")},
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 2
     assert f"--tokenizer {tmp_path}: no tokenizer_config.json there" in completed.stderr

@@ -51,10 +51,6 @@ def _covers(low: float | None, high: float | None, truth: float) -> bool:
     return (low is None or low <= truth) and (high is None or truth <= high)
 
 
-
-
-
-
 # --------------------------------------------------------------------------- two runs on the same rows
 
 

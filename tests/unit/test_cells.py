@@ -65,7 +65,9 @@ def test_a_cell_is_evaluated_once_then_reused_by_any_run(
     written = cell.eval_file.stat().st_mtime_ns
 
     # Another run, another batch size: the same model on the same rows is not evaluated again.
-    again = evaluate_cell(run_id="second", model=model, snapshot=snapshot, request=EvalRequest(batch_size=7), runs_dir=runs_dir)
+    again = evaluate_cell(
+        run_id="second", model=model, snapshot=snapshot, request=EvalRequest(batch_size=7), runs_dir=runs_dir
+    )
     assert again.reused and again.run_id == "second" and inferences == ["first"]
     assert again.metrics == first.metrics and again.predictions_sha256 == first.predictions_sha256
     # Each run that was evaluated as the cell is recorded in it (an eval-only run's only trace: `compare` reads it).
@@ -85,15 +87,28 @@ def test_a_cell_has_the_numbers_of_the_runs_own_evaluation(
     assert cell.metrics == run.metrics and cell.examples == run.examples
     # The run's own result file is as it always was: no cell fields in it.
     record = json.loads(RunLayout(runs_dir, "owner").eval_file("validation").read_text())
-    assert set(record) == {"run_id", "split", "examples", "metrics", "duration_s", "path", "predictions_path", "predictions_sha256"}
+    assert set(record) == {
+        "run_id",
+        "split",
+        "examples",
+        "metrics",
+        "duration_s",
+        "path",
+        "predictions_path",
+        "predictions_sha256",
+    }
 
 
 def test_an_eval_only_snapshot_of_the_same_rows_gives_the_same_numbers(
     tiny_model_dir: Path, runs_dir: Path, data_dir: Path, model: ModelInfo, snapshot: SnapshotResult
 ) -> None:
-    trained_on = evaluate(run_id="owner", model_dir=model.path, snapshot=snapshot, request=EvalRequest(), runs_dir=runs_dir)
+    trained_on = evaluate(
+        run_id="owner", model_dir=model.path, snapshot=snapshot, request=EvalRequest(), runs_dir=runs_dir
+    )
     as_given = create_snapshot(
-        SnapshotInput.for_model(run_id="judge", dataset=DatasetSpec(name="glue/sst2"), model=model, max_eval_samples=64),
+        SnapshotInput.for_model(
+            run_id="judge", dataset=DatasetSpec(name="glue/sst2"), model=model, max_eval_samples=64
+        ),
         runs_dir=runs_dir,
         data_dir=data_dir,
     )
@@ -134,14 +149,22 @@ def test_a_snapshot_labelled_for_other_classes_is_refused(
         evaluate_cell(run_id="owner", model=info, snapshot=snapshot, request=EvalRequest(), runs_dir=runs_dir)
 
 
-def test_cell_paths_cannot_leave_the_runs_directory(tmp_path: Path, runs_dir: Path, model: ModelInfo, snapshot: SnapshotResult) -> None:
-    for digest, snapshot_id, split in (("../../etc/x12345", "0" * 16, "validation"), ("0" * 16, "0" * 16, "a/b"), ("0" * 16, "0" * 15, "test")):
+def test_cell_paths_cannot_leave_the_runs_directory(
+    tmp_path: Path, runs_dir: Path, model: ModelInfo, snapshot: SnapshotResult
+) -> None:
+    for digest, snapshot_id, split in (
+        ("../../etc/x12345", "0" * 16, "validation"),
+        ("0" * 16, "0" * 16, "a/b"),
+        ("0" * 16, "0" * 15, "test"),
+    ):
         with pytest.raises(ValueError, match="evaluation cell: "):
             CellLayout(runs_dir, digest, snapshot_id, split)
 
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, runs_dir / "evals")
-    with pytest.raises(InvalidInputError, match=r"run owner: evaluation cell \w+-\w+-validation: .*evals is a symbolic link"):
+    with pytest.raises(
+        InvalidInputError, match=r"run owner: evaluation cell \w+-\w+-validation: .*evals is a symbolic link"
+    ):
         evaluate_cell(run_id="owner", model=model, snapshot=snapshot, request=EvalRequest(), runs_dir=runs_dir)
     assert list(outside.iterdir()) == []

@@ -62,7 +62,9 @@ def test_manifest_is_written_last_inside_the_published_directory(tmp_path: Path)
     assert (path / CHECKPOINT_MANIFEST).is_file() and path.name == "checkpoint-7"
 
 
-def test_a_prune_killed_mid_delete_leaves_nothing_that_looks_like_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_prune_killed_mid_delete_leaves_nothing_that_looks_like_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker SIGKILLed while pruning must not leave a `checkpoint-N` with its manifest and files partly
     gone: the directory leaves the checkpoint names in one rename before its files go, and the next prune
     removes the rest (also debris from older releases' in-place delete)."""

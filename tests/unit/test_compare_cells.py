@@ -18,7 +18,9 @@ from bert_eval.core.storage.layout import CellLayout
 def _record(runs_dir: Path, digest: str, run_id: str, dataset: str | None, split: str = "validation") -> CellLayout:
     cell = CellLayout(runs_dir, digest * 16, "b" * 16, split)
     cell.run_file(run_id).parent.mkdir(parents=True, exist_ok=True)
-    cell.run_file(run_id).write_text(json.dumps({"run_id": run_id, "split": split, "cell": cell.name, "dataset": dataset}))
+    cell.run_file(run_id).write_text(
+        json.dumps({"run_id": run_id, "split": split, "cell": cell.name, "dataset": dataset})
+    )
     return cell
 
 
@@ -34,7 +36,9 @@ def test_the_cell_on_the_runs_own_dataset_is_the_runs_evaluation(tmp_path: Path)
 
 def test_a_run_id_recorded_in_two_cells_is_refused_naming_them(tmp_path: Path) -> None:
     first, second = _record(tmp_path, "1", "ev", None), _record(tmp_path, "2", "ev", None)
-    with pytest.raises(InvalidInputError, match=r"run ev was evaluated on 'validation' as 2 different cells") as refused:
+    with pytest.raises(
+        InvalidInputError, match=r"run ev was evaluated on 'validation' as 2 different cells"
+    ) as refused:
         _cell_of(tmp_path, "ev", "validation")
     assert first.name in str(refused.value) and second.name in str(refused.value)
 

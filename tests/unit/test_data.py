@@ -103,7 +103,9 @@ def _labels_file(tmp_path: Path, suffix: str, labels: list[str]) -> DatasetSpec:
         (["0", "1", "positive", "0"], r"labels mix kinds \(number e.g. '0', word e.g. 'positive'\)"),
     ],
 )
-def test_missing_nan_and_mixed_labels_never_become_classes(tmp_path: Path, suffix: str, labels: list[str], cause: str) -> None:
+def test_missing_nan_and_mixed_labels_never_become_classes(
+    tmp_path: Path, suffix: str, labels: list[str], cause: str
+) -> None:
     spec = _labels_file(tmp_path, suffix, labels)
     with pytest.raises(InvalidInputError, match=rf"split 'train', label column 'label': {cause}"):
         infer_schema(load_splits(spec, ["train"], data_dir=None)["train"], spec)

@@ -141,11 +141,11 @@ def test_the_checker_finds_an_undocumented_function_method_and_class(tmp_path: P
     module.write_text(
         '"""A module."""\n'
         "def run(x):\n    return x\n"
-        'def _helper():\n    return 1\n'
+        "def _helper():\n    return 1\n"
         'class Store:\n    """A store."""\n'
         "    def __init__(self):\n        pass\n"
         "    def latest(self):\n        return None\n"
-        '    def _scan(self):\n        return None\n'
+        "    def _scan(self):\n        return None\n"
         "class Plain:\n    pass\n"
         'async def fetch():\n    """Fetch."""\n',
         encoding="utf-8",

@@ -37,6 +37,9 @@ def test_each_error_is_classified_by_what_a_retry_can_do(error: BaseException, k
 def test_volume_errors_name_the_run_the_path_and_the_fix() -> None:
     full = classify_os_error(OSError(errno.ENOSPC, "No space left on device", "/runs/r/checkpoints"), "r")
     assert isinstance(full, DeterministicFailure)
-    assert str(full) == "run r: No space left on device (/runs/r/checkpoints): the volume is full; free space or grow the volume, then resubmit"
+    assert (
+        str(full) == "run r: No space left on device (/runs/r/checkpoints): the volume is full; "
+        "free space or grow the volume, then resubmit"
+    )
     outage = classify_os_error(OSError(errno.ESTALE, "Stale file handle", "/runs/r"), "r")
     assert isinstance(outage, TransientError) and "retrying with backoff" in str(outage)

@@ -24,7 +24,9 @@ def _model(*labels: str) -> ModelInfo:
 def _dataset(root: Path, labels: list[object], *, split: str = "validation") -> DatasetSpec:
     """A local dataset with only the `split` file (no training split)."""
     root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"sentence": [f"text {i}" for i in range(len(labels))], "label": labels}).to_csv(root / f"{split}.csv", index=False)
+    pd.DataFrame({"sentence": [f"text {i}" for i in range(len(labels))], "label": labels}).to_csv(
+        root / f"{split}.csv", index=False
+    )
     return DatasetSpec(path=str(root))
 
 
@@ -60,17 +62,24 @@ def test_data_labels_the_model_lacks_are_refused_with_both_label_sets(tmp_path: 
 
 def test_only_the_selected_rows_labels_must_be_the_models(tmp_path: Path, runs_dir: Path) -> None:
     dataset = _dataset(tmp_path / "tail", ["neg", "pos", "neutral"])
-    snapshot = create_snapshot(_eval_only(dataset, _model("neg", "pos"), max_eval_samples=2), runs_dir=runs_dir, data_dir=None)
+    snapshot = create_snapshot(
+        _eval_only(dataset, _model("neg", "pos"), max_eval_samples=2), runs_dir=runs_dir, data_dir=None
+    )
     assert snapshot.splits == {"validation": 2} and read_split(snapshot, "validation")[LABEL] == [0, 1]
 
 
 def test_a_task_mismatch_between_model_and_data_is_refused(tmp_path: Path, runs_dir: Path) -> None:
     classes = _dataset(tmp_path / "classes", [0, 1, 1])
-    refusal = r"run judge: the model is a regression model but split 'validation' .* holds classification labels \(inferred .* set dataset.task"
+    refusal = (
+        r"run judge: the model is a regression model but split 'validation' .* holds classification labels "
+        r"\(inferred .* set dataset.task"
+    )
     with pytest.raises(InvalidInputError, match=refusal):
         create_snapshot(_eval_only(classes, _model()), runs_dir=runs_dir, data_dir=None)
     scores = _dataset(tmp_path / "scores", [0.5, 1.25, 3.0])
-    with pytest.raises(InvalidInputError, match=r"run judge: the model is a classification model but .* holds regression labels"):
+    with pytest.raises(
+        InvalidInputError, match=r"run judge: the model is a classification model but .* holds regression labels"
+    ):
         create_snapshot(_eval_only(scores, _model("0", "1")), runs_dir=runs_dir, data_dir=None)
 
     snapshot = create_snapshot(_eval_only(scores, _model()), runs_dir=runs_dir, data_dir=None)
@@ -78,7 +87,10 @@ def test_a_task_mismatch_between_model_and_data_is_refused(tmp_path: Path, runs_
     assert read_split(snapshot, "validation")[LABEL] == [0.5, 1.25, 3.0]
     # Integer scores are regression data once the dataset says so.
     told = classes.model_copy(update={"task": TaskType.regression})
-    assert create_snapshot(_eval_only(told, _model()), runs_dir=runs_dir, data_dir=None).dataset_schema.task is TaskType.regression
+    assert (
+        create_snapshot(_eval_only(told, _model()), runs_dir=runs_dir, data_dir=None).dataset_schema.task
+        is TaskType.regression
+    )
 
 
 def test_a_missing_split_or_column_fails_on_one_line_naming_it(tmp_path: Path, runs_dir: Path) -> None:
@@ -89,17 +101,25 @@ def test_a_missing_split_or_column_fails_on_one_line_naming_it(tmp_path: Path, r
     assert "no 'test' split" in str(missing_split.value) and "\n" not in str(missing_split.value)
 
     renamed = dataset.model_copy(update={"text_columns": ("review",)})
-    with pytest.raises(InvalidInputError, match=r"run judge: .* text column\(s\) \['review'\] not in split 'validation' .* check dataset.text_columns"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"run judge: .* text column\(s\) \['review'\] not in split 'validation' .* check dataset.text_columns",
+    ):
         create_snapshot(_eval_only(renamed, _model("0", "1")), runs_dir=runs_dir, data_dir=None)
     relabelled = dataset.model_copy(update={"label_column": "stars"})
-    with pytest.raises(InvalidInputError, match=r"run judge: .* no label column in split 'validation' \(given 'stars'.*set dataset.label_column"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"run judge: .* no label column in split 'validation' \(given 'stars'.*set dataset.label_column",
+    ):
         create_snapshot(_eval_only(relabelled, _model("0", "1")), runs_dir=runs_dir, data_dir=None)
 
 
 def test_a_training_run_names_a_missing_eval_split_before_training(tmp_path: Path, runs_dir: Path) -> None:
     dataset = _dataset(tmp_path / "train-only", ["0", "1"], split="train")
     request = SnapshotInput(run_id="trainee", dataset=dataset, eval_split="validation")
-    with pytest.raises(InvalidInputError, match=r"^run trainee: evaluation split 'validation': dataset .* no 'validation' split"):
+    with pytest.raises(
+        InvalidInputError, match=r"^run trainee: evaluation split 'validation': dataset .* no 'validation' split"
+    ):
         create_snapshot(request, runs_dir=runs_dir, data_dir=None)
 
 
@@ -110,12 +130,17 @@ def test_eval_only_snapshots_are_shared_by_runs_and_keyed_by_the_models_classes(
     again = create_snapshot(other_run, runs_dir=runs_dir, data_dir=None)
     assert again.snapshot_id == first.snapshot_id and again.reused
     wider = create_snapshot(_eval_only(dataset, _model("0", "1", "2")), runs_dir=runs_dir, data_dir=None)
-    assert wider.snapshot_id != first.snapshot_id and read_split(wider, "validation")[LABEL] == read_split(first, "validation")[LABEL]
+    assert (
+        wider.snapshot_id != first.snapshot_id
+        and read_split(wider, "validation")[LABEL] == read_split(first, "validation")[LABEL]
+    )
 
 
 def test_snapshot_ids_of_training_runs_are_unchanged(runs_dir: Path, data_dir: Path) -> None:
     # Run directories and evaluation cells refer to snapshots by id: the ids of existing selections are fixed.
-    request = SnapshotInput(run_id="r", dataset=DatasetSpec(name="glue/sst2"), max_train_samples=200, max_eval_samples=50, seed=1)
+    request = SnapshotInput(
+        run_id="r", dataset=DatasetSpec(name="glue/sst2"), max_train_samples=200, max_eval_samples=50, seed=1
+    )
     assert create_snapshot(request, runs_dir=runs_dir, data_dir=data_dir).snapshot_id == "374c9521ff190cb1"
     first_n = request.model_copy(update={"shuffle_before_select": False})
     assert create_snapshot(first_n, runs_dir=runs_dir, data_dir=data_dir).snapshot_id == "d53d9a73b2651721"

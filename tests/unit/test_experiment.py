@@ -81,7 +81,12 @@ def test_grid_expands_hyperparameter_lists_into_named_runs() -> None:
     assert len(experiment.runs) == 4
     ids = [r.id for r in experiment.runs]
     assert len(set(ids)) == 4 and all(i.startswith("base-learning-rate-") for i in ids)
-    assert {(r.train.learning_rate, r.train.seed) for r in experiment.runs} == {(1e-5, 1), (1e-5, 2), (3e-5, 1), (3e-5, 2)}
+    assert {(r.train.learning_rate, r.train.seed) for r in experiment.runs} == {
+        (1e-5, 1),
+        (1e-5, 2),
+        (3e-5, 1),
+        (3e-5, 2),
+    }
 
 
 def test_invalid_yaml_is_reported_with_the_file(tmp_path) -> None:

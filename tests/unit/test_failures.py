@@ -10,8 +10,13 @@ from bert_eval.temporal.failures import root_cause
 
 def _activity_error(cause: BaseException) -> ActivityError:
     error = ActivityError(
-        "Activity task failed", scheduled_event_id=1, started_event_id=2, identity="w", activity_type="predict",
-        activity_id="1", retry_state=RetryState.NON_RETRYABLE_FAILURE,
+        "Activity task failed",
+        scheduled_event_id=1,
+        started_event_id=2,
+        identity="w",
+        activity_type="predict",
+        activity_id="1",
+        retry_state=RetryState.NON_RETRYABLE_FAILURE,
     )
     error.__cause__ = cause
     return error

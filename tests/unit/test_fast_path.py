@@ -26,7 +26,9 @@ from bert_eval.spec import EvalRequest, RunSpec, TrainHyperparameters
 
 def _spec(model_dir: Path, run_id: str = "fast-run", **train: object) -> RunSpec:
     """160 rows (10 steps), no step checkpoints unless asked, 96 evaluation rows."""
-    return core_spec(model_dir, run_id, eval_samples=96, **{"max_train_samples": 160, "checkpoint_every_steps": None, **train})
+    return core_spec(
+        model_dir, run_id, eval_samples=96, **{"max_train_samples": 160, "checkpoint_every_steps": None, **train}
+    )
 
 
 _snapshot = core_snapshot
@@ -36,16 +38,37 @@ def test_fast_path_features_are_chosen_per_device_and_each_can_be_turned_off(tmp
     defaults = TrainHyperparameters()
     cpu = device_plan(defaults, "cpu", bf16_supported=True)
     cuda = device_plan(defaults, "cuda", bf16_supported=True)
-    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory, cpu.padding) == (False, True, 0, False, "longest")
-    assert (cuda.bf16, cuda.fused_optimizer, cuda.dataloader_workers, cuda.pin_memory, cuda.padding) == (True, True, 2, True, "multiple-of-8")
+    assert (cpu.bf16, cpu.fused_optimizer, cpu.dataloader_workers, cpu.pin_memory, cpu.padding) == (
+        False,
+        True,
+        0,
+        False,
+        "longest",
+    )
+    assert (cuda.bf16, cuda.fused_optimizer, cuda.dataloader_workers, cuda.pin_memory, cuda.padding) == (
+        True,
+        True,
+        2,
+        True,
+        "multiple-of-8",
+    )
     assert not device_plan(defaults, "cuda", bf16_supported=False).bf16
 
     off = TrainHyperparameters(
-        bf16=False, fused_optimizer=False, dataloader_workers=0, dynamic_padding=False, group_by_length=False, torch_compile=False
+        bf16=False,
+        fused_optimizer=False,
+        dataloader_workers=0,
+        dynamic_padding=False,
+        group_by_length=False,
+        torch_compile=False,
     )
     plan = device_plan(off, "cuda", bf16_supported=True)
     assert (plan.bf16, plan.fused_optimizer, plan.dataloader_workers, plan.padding, plan.group_by_length) == (
-        False, False, 0, "max_length", False
+        False,
+        False,
+        0,
+        "max_length",
+        False,
     )
     # (CUDA TrainingArguments cannot be built without a GPU; `make bench-gpu` runs that path.)
     args = training_arguments(defaults, cpu, output_dir=tmp_path)
@@ -77,7 +100,9 @@ def test_length_grouped_batches_depend_only_on_seed_and_epoch_and_pad_less() -> 
     assert padded_tokens(first) < 0.8 * padded_tokens(shuffled)
 
 
-def test_dynamic_padding_pads_to_the_longest_row_rounded_to_8_on_cuda_and_can_pad_to_max_length(tiny_model_dir: Path) -> None:
+def test_dynamic_padding_pads_to_the_longest_row_rounded_to_8_on_cuda_and_can_pad_to_max_length(
+    tiny_model_dir: Path,
+) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
@@ -170,7 +195,14 @@ def test_a_split_cached_concurrently_by_another_worker_is_kept_and_no_staging_is
 
 def _host_state(step: int) -> HostState:
     return HostState(
-        step=step, weights={"w": torch.ones(3)}, optimizer={"state": {}}, scheduler={}, rng={}, trainer_state="{}", config="{}", copy_seconds=0.0
+        step=step,
+        weights={"w": torch.ones(3)},
+        optimizer={"state": {}},
+        scheduler={},
+        rng={},
+        trainer_state="{}",
+        config="{}",
+        copy_seconds=0.0,
     )
 
 
@@ -215,23 +247,38 @@ def test_history_keeps_every_step_while_the_loss_is_read_once_per_logging_window
 ) -> None:
     spec = _spec(tiny_model_dir, logging_steps=4, checkpoint_every_steps=6)
     recorder = _Recorder()
-    summary = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir), observer=recorder)
+    summary = fine_tune(
+        FineTuneRequest(run=spec, snapshot=_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir), observer=recorder
+    )
     history = json.loads((runs_dir / "runs" / spec.id / "training-history.json").read_text())["log_history"]
     losses = [entry for entry in history if "loss" in entry]
     assert [entry["step"] for entry in losses] == list(range(1, summary.steps + 1))
     # Windows end at multiples of logging_steps, at checkpoints (6) and at the end (10).
     assert [w.step for w in recorder.windows] == [4, 6, 8, 10]
     assert summary.final_loss == pytest.approx(sum(e["loss"] for e in losses[-4:]) / 4, abs=1e-6)
-    assert [c.step for c in recorder.checkpoints] == [6] and recorder.checkpoints[0].blocked_seconds <= recorder.checkpoints[0].seconds
+    assert [c.step for c in recorder.checkpoints] == [6] and recorder.checkpoints[
+        0
+    ].blocked_seconds <= recorder.checkpoints[0].seconds
     assert recorder.phases == ["loading", "training", "saving", "completed"]
     # The core wrote no Prometheus series of its own: that is the activity layer's job.
-    assert prometheus_client.REGISTRY.get_sample_value("bert_eval_training_step", {"run_id": spec.id, "model": spec.model}) is None
+    assert (
+        prometheus_client.REGISTRY.get_sample_value("bert_eval_training_step", {"run_id": spec.id, "model": spec.model})
+        is None
+    )
 
 
-def test_the_common_recipe_path_trains_the_same_number_of_steps(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_the_common_recipe_path_trains_the_same_number_of_steps(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _spec(
-        tiny_model_dir, run_id="recipe", dynamic_padding=False, group_by_length=False, cache_tokenization=False,
-        background_checkpoints=False, checkpoint_every_steps=5, logging_steps=1,
+        tiny_model_dir,
+        run_id="recipe",
+        dynamic_padding=False,
+        group_by_length=False,
+        cache_tokenization=False,
+        background_checkpoints=False,
+        checkpoint_every_steps=5,
+        logging_steps=1,
     )
     summary = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, runs_dir, data_dir), runs_dir=runs_dir))
     assert summary.steps == 10 and summary.checkpoints_saved == 2
@@ -244,7 +291,13 @@ def test_evaluation_numbers_do_not_depend_on_sorting_batching_or_padding(
     spec = _spec(tiny_model_dir, run_id="eval-run")
     snapshot = _snapshot(spec, runs_dir, data_dir)
     summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
-    fast = evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=EvalRequest(max_eval_samples=96), runs_dir=runs_dir)
+    fast = evaluate(
+        run_id=spec.id,
+        model_dir=summary.model_dir,
+        snapshot=snapshot,
+        request=EvalRequest(max_eval_samples=96),
+        runs_dir=runs_dir,
+    )
     plain = evaluate(
         run_id=spec.id,
         model_dir=summary.model_dir,

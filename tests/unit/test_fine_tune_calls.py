@@ -22,7 +22,9 @@ from bert_eval.core.storage.layout import RunLayout
         ([(3, 1), (3, 2), (3, 1)], 2),
     ],
 )
-def test_calls_are_counted_per_training_target(tmp_path: Path, attempts: list[tuple[int | None, int]], calls: int) -> None:
+def test_calls_are_counted_per_training_target(
+    tmp_path: Path, attempts: list[tuple[int | None, int]], calls: int
+) -> None:
     layout = RunLayout(tmp_path, "run-a")
     layout.root.mkdir(parents=True)
     journal = RunJournal(layout.journal_file)

@@ -26,11 +26,29 @@ RECORD_OF_THAT_RELEASE = {
     "spec": {
         "run_id": "pinned",
         "model": "sentence-transformers/all-MiniLM-L6-v2",
-        "dataset": {"name": "glue/sst2", "path": None, "config": None, "text_columns": None, "label_column": None,
-                    "task": None, "train_split": "train"},
-        "train": {"epochs": 2.0, "batch_size": 16, "learning_rate": 5e-05, "weight_decay": 0.0, "warmup_ratio": 0.0,
-                  "max_seq_length": 128, "max_train_samples": None, "seed": 42, "checkpoint_every_steps": 50,
-                  "checkpoint_every_seconds": 300.0, "keep_checkpoints": 2, "logging_steps": 10},
+        "dataset": {
+            "name": "glue/sst2",
+            "path": None,
+            "config": None,
+            "text_columns": None,
+            "label_column": None,
+            "task": None,
+            "train_split": "train",
+        },
+        "train": {
+            "epochs": 2.0,
+            "batch_size": 16,
+            "learning_rate": 5e-05,
+            "weight_decay": 0.0,
+            "warmup_ratio": 0.0,
+            "max_seq_length": 128,
+            "max_train_samples": None,
+            "seed": 42,
+            "checkpoint_every_steps": 50,
+            "checkpoint_every_seconds": 300.0,
+            "keep_checkpoints": 2,
+            "logging_steps": 10,
+        },
         "eval": {"split": "validation", "max_eval_samples": 128, "batch_size": 64},
     },
 }
@@ -39,7 +57,10 @@ RECORD_OF_THAT_RELEASE = {
 def test_fingerprint_is_pinned() -> None:
     assert RunSpec.model_validate(SPEC).fingerprint() == PINNED
     # Derived run ids come from it too: a spec without run_id keeps its id.
-    assert RunSpec.model_validate({k: v for k, v in SPEC.items() if k != "run_id"}).with_canonical_id().id == "run-51e28764b9"
+    assert (
+        RunSpec.model_validate({k: v for k, v in SPEC.items() if k != "run_id"}).with_canonical_id().id
+        == "run-51e28764b9"
+    )
 
 
 def test_a_spec_json_written_by_the_previous_release_still_matches(tmp_path: Path) -> None:
@@ -67,7 +88,10 @@ def test_adding_an_optional_field_with_a_default_keeps_every_fingerprint() -> No
     assert "label_smoothing" in tomorrow.train.model_dump()
     assert tomorrow.fingerprint() == today.fingerprint() == PINNED
     # Setting the new field (or any existing one) away from its default is a different run.
-    assert _NextReleaseRunSpec.model_validate({**SPEC, "train": {**SPEC["train"], "label_smoothing": 0.1}}).fingerprint() != PINNED
+    assert (
+        _NextReleaseRunSpec.model_validate({**SPEC, "train": {**SPEC["train"], "label_smoothing": 0.1}}).fingerprint()
+        != PINNED
+    )
     assert _NextReleaseRunSpec.model_validate({**SPEC, "compile_model": True}).fingerprint() != PINNED
     assert RunSpec.model_validate({**SPEC, "train": {**SPEC["train"], "seed": 43}}).fingerprint() != PINNED
 

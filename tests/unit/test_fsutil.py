@@ -38,7 +38,9 @@ def test_an_existing_target_is_kept_unless_replacing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging, no replaced copy left
 
 
-def test_a_failed_publish_removes_staging_and_leaves_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_publish_removes_staging_and_leaves_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     publish_dir(_staged(tmp_path, "a", "one"), tmp_path / "model")
 
     def full_disk(path: str | os.PathLike, *args: object) -> None:

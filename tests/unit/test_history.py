@@ -36,9 +36,15 @@ def _retried(document: dict[str, Any], activity_type: str) -> dict[str, Any]:
     """`document` with a second start (attempt 2) of its first `activity_type` activity appended."""
     events = document["events"]
     scheduled = next(
-        e for e in events if e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name") == activity_type
+        e
+        for e in events
+        if e.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name") == activity_type
     )
-    started = next(e for e in events if e.get("activityTaskStartedEventAttributes", {}).get("scheduledEventId") == scheduled["eventId"])
+    started = next(
+        e
+        for e in events
+        if e.get("activityTaskStartedEventAttributes", {}).get("scheduledEventId") == scheduled["eventId"]
+    )
     again = json.loads(json.dumps(started))
     again["eventId"] = str(int(events[-1]["eventId"]) + 1)
     again["activityTaskStartedEventAttributes"]["attempt"] = 2

@@ -218,7 +218,8 @@ def test_a_file_over_the_size_cap_is_refused_before_parsing(runs_dir: Path, tmp_
 
 # Each of these exhausted memory or time on a loader without limits.
 BOMBS = {
-    "alias bomb in seeds": "a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "alias bomb in seeds": "a: &a [1,1,1,1,1,1,1,1,1]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
     "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
     f"runs:\n  - {RUN}    seeds: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n",
     "grid of 8^6 deep copies": f"runs:\n  - {RUN}    eval: {{split: {'v' * 60}}}\ngrid:\n"

@@ -27,7 +27,8 @@ def _sst2_with_class_names(data_dir: Path, out: Path) -> Path:
         with open(data_dir / "glue" / "sst2" / f"{split}.tsv", newline="") as handle:
             records = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:rows]
         splits[split] = datasets.Dataset.from_dict(
-            {"sentence": [r["sentence"] for r in records], "label": [int(r["label"]) for r in records]}, features=features
+            {"sentence": [r["sentence"] for r in records], "label": [int(r["label"]) for r in records]},
+            features=features,
         )
     datasets.DatasetDict(splits).save_to_disk(str(out))
     return out
@@ -50,7 +51,9 @@ def test_predictions_use_class_names_and_agree_with_evaluation(
     config = json.loads((Path(summary.model_dir) / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
 
-    evaluation = evaluate(run_id="named", model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
+    evaluation = evaluate(
+        run_id="named", model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
+    )
     rows = read_split(snapshot, "validation")
     result = predict(run_id="named", texts=rows["text"], runs_dir=runs_dir, batch_size=16)
     assert set(result.predicted_labels) <= {"negative", "positive"}

@@ -18,7 +18,8 @@ def test_import_contracts_are_kept() -> None:
 
 def test_importing_the_core_registers_no_metrics_and_loads_no_temporal() -> None:
     probe = (
-        "import sys, bert_eval.core.training.finetuning, bert_eval.core.evaluation.batched, bert_eval.core.evaluation.inference, bert_eval.core.data.snapshot\n"
+        "import sys, bert_eval.core.training.finetuning, bert_eval.core.evaluation.batched, "
+        "bert_eval.core.evaluation.inference, bert_eval.core.data.snapshot\n"
         "leaked = sorted(m for m in ('prometheus_client', 'temporalio', 'bert_eval.temporal') if m in sys.modules)\n"
         "print(','.join(leaked))\n"
     )

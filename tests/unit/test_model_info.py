@@ -12,7 +12,13 @@ from support.evaluation import saved_head_model
 from support.models import finished_run, with_label_names
 
 from bert_eval.core.errors import InvalidInputError
-from bert_eval.core.modeling import describe_model, load_trained, model_digest, resolve_reference_model_path, run_model_source
+from bert_eval.core.modeling import (
+    describe_model,
+    load_trained,
+    model_digest,
+    resolve_reference_model_path,
+    run_model_source,
+)
 from bert_eval.core.records import DatasetSchema
 from bert_eval.spec import TaskType
 
@@ -59,19 +65,27 @@ def test_a_local_classifier_is_described_from_its_config(tmp_path: Path, runs_di
     assert describe_model(str(named), runs_dir=runs_dir, models_dir=None).label_names == ("negative", "positive")
 
 
-def test_a_regressor_is_described_as_regression(tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_a_regressor_is_described_as_regression(
+    tmp_path: Path, runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     regressor = saved_head_model(tiny_model_dir, tmp_path / "regressor", data_dir, seed=1, num_labels=1)
     info = describe_model(str(regressor), runs_dir=runs_dir, models_dir=None)
     assert info.task is TaskType.regression and info.label_names == () and info.num_labels == 1
 
 
-def test_models_without_a_classification_head_or_files_are_refused(runs_dir: Path, tiny_model_dir: Path, models_dir: Path) -> None:
+def test_models_without_a_classification_head_or_files_are_refused(
+    runs_dir: Path, tiny_model_dir: Path, models_dir: Path
+) -> None:
     # A bare encoder (and the bundled sentence-embedding model) would get a random head on every load.
-    with pytest.raises(InvalidInputError, match=r"has no trained sequence-classification head \(architectures \['BertModel'\]\)"):
+    with pytest.raises(
+        InvalidInputError, match=r"has no trained sequence-classification head \(architectures \['BertModel'\]\)"
+    ):
         describe_model(str(tiny_model_dir), runs_dir=runs_dir, models_dir=None)
     with pytest.raises(InvalidInputError, match="no trained sequence-classification head"):
         describe_model("sentence-transformers/all-MiniLM-L6-v2", runs_dir=runs_dir, models_dir=None)
-    with pytest.raises(InvalidInputError, match=rf"model 'org/absent' is not a run .* in the models mirror {models_dir}"):
+    with pytest.raises(
+        InvalidInputError, match=rf"model 'org/absent' is not a run .* in the models mirror {models_dir}"
+    ):
         describe_model("org/absent", runs_dir=runs_dir, models_dir=models_dir)
     with pytest.raises(InvalidInputError, match="none is configured: BERT_EVAL_MODELS_DIR"):
         describe_model("org/absent", runs_dir=runs_dir, models_dir=None)
@@ -87,7 +101,11 @@ def test_a_run_reference_is_its_finished_model(runs_dir: Path, classifier: Path)
     layout = finished_run(runs_dir, "trained", classifier)
     info = describe_model(run_model_source("trained"), runs_dir=runs_dir, models_dir=None)
     assert run_model_source("trained") == "run:trained"
-    assert info.run_id == "trained" and info.path == str(layout.model_dir.resolve()) and info.digest == model_digest(classifier)
+    assert (
+        info.run_id == "trained"
+        and info.path == str(layout.model_dir.resolve())
+        and info.digest == model_digest(classifier)
+    )
     # The run's model directory given as a path is the same run's model.
     assert describe_model(str(layout.model_dir), runs_dir=runs_dir, models_dir=None) == info
 
@@ -103,8 +121,13 @@ def test_run_references_that_cannot_be_evaluated_say_why(runs_dir: Path) -> None
 
 
 def test_loading_a_model_for_other_labels_names_the_run_and_the_model(runs_dir: Path, classifier: Path) -> None:
-    three = DatasetSchema(text_columns=("text",), label_column="label", task=TaskType.classification, label_names=("a", "b", "c"))
-    with pytest.raises(InvalidInputError, match=rf"run r1: the model at {classifier} has 2 outputs but the data has 3 \(classes \['a', 'b', 'c'\]\)"):
+    three = DatasetSchema(
+        text_columns=("text",), label_column="label", task=TaskType.classification, label_names=("a", "b", "c")
+    )
+    with pytest.raises(
+        InvalidInputError,
+        match=rf"run r1: the model at {classifier} has 2 outputs but the data has 3 \(classes \['a', 'b', 'c'\]\)",
+    ):
         load_trained(classifier, three, run_id="r1")
     with pytest.raises(InvalidInputError, match=r"run r1: no trained model at"):
         load_trained(runs_dir / "nothing", three, run_id="r1")
@@ -112,23 +135,40 @@ def test_loading_a_model_for_other_labels_names_the_run_and_the_model(runs_dir: 
 
 @pytest.mark.parametrize(
     "shape",
-    ["{id}", "./bert_runs/{id}", "bert_runs/{id}", "bert_runs/{id}/", "/anywhere/bert_runs/{id}", "{runs}/{id}", "{runs}/runs/{id}", "{runs}/runs/{id}/model"],
+    [
+        "{id}",
+        "./bert_runs/{id}",
+        "bert_runs/{id}",
+        "bert_runs/{id}/",
+        "/anywhere/bert_runs/{id}",
+        "{runs}/{id}",
+        "{runs}/runs/{id}",
+        "{runs}/runs/{id}/model",
+    ],
 )
 def test_reference_model_paths_that_name_a_run(runs_dir: Path, classifier: Path, models_dir: Path, shape: str) -> None:
     layout = finished_run(runs_dir, "ref-run", classifier)
     model_path = shape.format(id="ref-run", runs=runs_dir)
-    assert resolve_reference_model_path(model_path, runs_dir=runs_dir, models_dir=models_dir) == str(layout.model_dir.resolve())
+    assert resolve_reference_model_path(model_path, runs_dir=runs_dir, models_dir=models_dir) == str(
+        layout.model_dir.resolve()
+    )
 
 
 def test_reference_model_paths_use_the_runs_directory_name_too(tmp_path: Path, classifier: Path) -> None:
     volume = tmp_path / "volume"
     layout = finished_run(volume, "ref-run", classifier)
-    assert resolve_reference_model_path("volume/ref-run", runs_dir=volume, models_dir=None) == str(layout.model_dir.resolve())
+    assert resolve_reference_model_path("volume/ref-run", runs_dir=volume, models_dir=None) == str(
+        layout.model_dir.resolve()
+    )
 
 
-def test_reference_model_paths_inside_the_roots_are_accepted(runs_dir: Path, classifier: Path, models_dir: Path) -> None:
+def test_reference_model_paths_inside_the_roots_are_accepted(
+    runs_dir: Path, classifier: Path, models_dir: Path
+) -> None:
     mirrored = shutil.copytree(classifier, models_dir / "org" / "classifier")
-    assert resolve_reference_model_path(str(mirrored), runs_dir=runs_dir, models_dir=models_dir) == str(mirrored.resolve())
+    assert resolve_reference_model_path(str(mirrored), runs_dir=runs_dir, models_dir=models_dir) == str(
+        mirrored.resolve()
+    )
     inside = shutil.copytree(classifier, runs_dir / "exported" / "classifier")
     assert resolve_reference_model_path(str(inside), runs_dir=runs_dir, models_dir=None) == str(inside.resolve())
 
@@ -141,7 +181,9 @@ def test_reference_model_paths_of_unfinished_runs_are_refused(runs_dir: Path, mo
         resolve_reference_model_path("nobody", runs_dir=runs_dir, models_dir=models_dir)
 
 
-def test_reference_model_paths_outside_both_roots_are_refused(tmp_path: Path, runs_dir: Path, classifier: Path, models_dir: Path) -> None:
+def test_reference_model_paths_outside_both_roots_are_refused(
+    tmp_path: Path, runs_dir: Path, classifier: Path, models_dir: Path
+) -> None:
     outside = shutil.copytree(classifier, tmp_path / "elsewhere" / "model")
     allowed = rf"outside the runs directory {runs_dir.resolve()} or the models mirror {models_dir.resolve()}"
     for model_path in (
@@ -151,15 +193,22 @@ def test_reference_model_paths_outside_both_roots_are_refused(tmp_path: Path, ru
     ):
         with pytest.raises(InvalidInputError, match=rf"resolves to {outside.resolve()}, {allowed}; give a run id"):
             resolve_reference_model_path(model_path, runs_dir=runs_dir, models_dir=models_dir)
-    with pytest.raises(InvalidInputError, match=r"outside the runs directory .* \(no models mirror is configured: BERT_EVAL_MODELS_DIR\)"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"outside the runs directory .* \(no models mirror is configured: BERT_EVAL_MODELS_DIR\)",
+    ):
         resolve_reference_model_path(str(outside), runs_dir=runs_dir, models_dir=None)
-    with pytest.raises(InvalidInputError, match=r"model_path 'bert_runs/\.\.' names a run in the runs directory, but invalid run_id"):
+    with pytest.raises(
+        InvalidInputError, match=r"model_path 'bert_runs/\.\.' names a run in the runs directory, but invalid run_id"
+    ):
         resolve_reference_model_path("bert_runs/..", runs_dir=runs_dir, models_dir=models_dir)
     with pytest.raises(InvalidInputError, match="model_path is empty"):
         resolve_reference_model_path("  ", runs_dir=runs_dir, models_dir=models_dir)
 
 
-def test_symbolic_links_out_of_the_roots_are_refused(tmp_path: Path, runs_dir: Path, classifier: Path, models_dir: Path) -> None:
+def test_symbolic_links_out_of_the_roots_are_refused(
+    tmp_path: Path, runs_dir: Path, classifier: Path, models_dir: Path
+) -> None:
     outside = shutil.copytree(classifier, tmp_path / "elsewhere" / "model")
     os.symlink(outside, models_dir / "linked")
     with pytest.raises(InvalidInputError, match=rf"resolves to {outside.resolve()}, outside"):

@@ -43,7 +43,13 @@ def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_othe
     spec = core_spec(tiny_model_dir, "evaluated")
     snapshot = core_snapshot(spec, runs_dir, data_dir)
     requests = [
-        EvalRunInput(experiment_id="threads", run_id=f"evaluated-{i}", model_dir=str(model_dir), snapshot=snapshot, request=spec.primary_eval)
+        EvalRunInput(
+            experiment_id="threads",
+            run_id=f"evaluated-{i}",
+            model_dir=str(model_dir),
+            snapshot=snapshot,
+            request=spec.primary_eval,
+        )
         for i in range(3)
     ]
     other_spec = core_spec(tiny_model_dir, "snapshotted", max_train_samples=64)
@@ -63,4 +69,3 @@ def test_an_eval_worker_runs_evaluations_one_at_a_time_on_one_thread_beside_othe
     assert len({thread for thread, _, _ in ran}) == 1 and ran[0][0].startswith("bert-eval-model")
     spans = sorted((started, ended) for _, started, ended in ran)
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
-

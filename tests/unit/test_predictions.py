@@ -96,7 +96,9 @@ def test_replaced_or_missing_predictions_are_refused_with_the_fix(
     first, second = RunLayout(runs_dir, "first"), RunLayout(runs_dir, "second")
 
     first.predictions_file("validation").write_bytes(second.predictions_file("validation").read_bytes())
-    with pytest.raises(InvalidInputError, match="run first: predictions-validation.parquet does not match .* evaluate first"):
+    with pytest.raises(
+        InvalidInputError, match="run first: predictions-validation.parquet does not match .* evaluate first"
+    ):
         load_predictions(first, "validation")
 
     second.predictions_file("validation").unlink()
@@ -110,5 +112,7 @@ def test_replaced_or_missing_predictions_are_refused_with_the_fix(
     with pytest.raises(InvalidInputError, match="before per-example predictions were kept; evaluate second"):
         load_predictions(second, "validation")
 
-    with pytest.raises(InvalidInputError, match=r"run first has no evaluation of split 'test' \(it has eval-validation.json\)"):
+    with pytest.raises(
+        InvalidInputError, match=r"run first has no evaluation of split 'test' \(it has eval-validation.json\)"
+    ):
         load_predictions(first, "test")

@@ -47,8 +47,14 @@ def test_config_maps_onto_the_same_run_as_the_equivalent_experiment_file() -> No
                 {
                     "model": "sentence-transformers/all-MiniLM-L6-v2",
                     "dataset": "glue/sst2",
-                    "train": {"epochs": 1, "batch_size": 32, "learning_rate": 5e-5, "max_seq_length": 128,
-                              "max_train_samples": 4000, "seed": 42},
+                    "train": {
+                        "epochs": 1,
+                        "batch_size": 32,
+                        "learning_rate": 5e-5,
+                        "max_seq_length": 128,
+                        "max_train_samples": 4000,
+                        "seed": 42,
+                    },
                     "eval": {"split": "validation", "max_eval_samples": None, "batch_size": 64},
                 }
             ]
@@ -75,8 +81,13 @@ def test_every_field_lands_where_bert_eval_reads_it() -> None:
                     fine_tune_config__shuffle_before_select=False,
                     fine_tune_config__use_gpu=False,
                     fine_tune_config__max_eval_samples=200,
-                    evaluation_config={"dataset_config_name": "stsb", "max_eval_samples": 200, "split": "validation",
-                                       "batch_size": 8, "use_gpu": False},
+                    evaluation_config={
+                        "dataset_config_name": "stsb",
+                        "max_eval_samples": 200,
+                        "split": "validation",
+                        "batch_size": 8,
+                        "use_gpu": False,
+                    },
                 )
             ]
         }
@@ -89,7 +100,12 @@ def test_every_field_lands_where_bert_eval_reads_it() -> None:
     assert (spec.train.epochs, spec.train.batch_size, spec.train.max_train_samples) == (1, 32, 4000)
     assert spec.train.shuffle_before_select is False and spec.train.use_gpu is False
     evaluation = spec.primary_eval
-    assert (evaluation.split, evaluation.max_eval_samples, evaluation.batch_size, evaluation.use_gpu) == ("validation", 200, 8, False)
+    assert (evaluation.split, evaluation.max_eval_samples, evaluation.batch_size, evaluation.use_gpu) == (
+        "validation",
+        200,
+        8,
+        False,
+    )
 
 
 def test_run_id_is_derived_from_content_when_absent_and_reference_defaults_apply() -> None:
@@ -114,10 +130,19 @@ def test_placement_and_new_knobs_at_default_leave_the_fingerprint_unchanged() ->
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        (_config(fine_tune_config__learning_rte=1e-5), "configs.0.fine_tune_config.learning_rte: Extra inputs are not permitted"),
+        (
+            _config(fine_tune_config__learning_rte=1e-5),
+            "configs.0.fine_tune_config.learning_rte: Extra inputs are not permitted",
+        ),
         (_config(colour="red"), "configs.0.colour: Extra inputs are not permitted"),
-        (_config(run_id="a", fine_tune_config__run_id="b"), "configs[0]: contradictory run ids (run_id='a', fine_tune_config.run_id='b')"),
-        (_config(fine_tune_config__run_id="a", evaluation_config={"run_id": "b", "max_eval_samples": None}), "contradictory run ids"),
+        (
+            _config(run_id="a", fine_tune_config__run_id="b"),
+            "configs[0]: contradictory run ids (run_id='a', fine_tune_config.run_id='b')",
+        ),
+        (
+            _config(fine_tune_config__run_id="a", evaluation_config={"run_id": "b", "max_eval_samples": None}),
+            "contradictory run ids",
+        ),
         (_config(run_id="../etc"), "configs[0]: run_id: invalid run_id '../etc'"),
         (
             _config(evaluation_config={"max_seq_length": 256, "max_eval_samples": None}),
@@ -131,11 +156,20 @@ def test_placement_and_new_knobs_at_default_leave_the_fingerprint_unchanged() ->
             _config(evaluation_config={"max_eval_samples": 100}),
             "fine_tune_config.max_eval_samples (None) differs from evaluation_config.max_eval_samples (100)",
         ),
-        (_config(evaluation_config={"model_path": "/tmp/m", "max_eval_samples": None}), "evaluation_config.model_path is set"),
+        (
+            _config(evaluation_config={"model_path": "/tmp/m", "max_eval_samples": None}),
+            "evaluation_config.model_path is set",
+        ),
         (_config(fine_tune_config__text_pair_field="sentence2"), "text_pair_field is set without text_field"),
         (_config(fine_tune_config__task_type="ranking"), "configs.0.fine_tune_config.task_type"),
-        (_config(dataset_snapshot={"snapshot_id": "glue_sst2_abc"}), "dataset_snapshot.snapshot_id 'glue_sst2_abc' is not a bert-eval snapshot id"),
-        (_config(dataset_snapshot={"snapshot_id": "0123456789abcdef", "dataset_name": "imdb"}), "dataset_snapshot is of dataset 'imdb'"),
+        (
+            _config(dataset_snapshot={"snapshot_id": "glue_sst2_abc"}),
+            "dataset_snapshot.snapshot_id 'glue_sst2_abc' is not a bert-eval snapshot id",
+        ),
+        (
+            _config(dataset_snapshot={"snapshot_id": "0123456789abcdef", "dataset_name": "imdb"}),
+            "dataset_snapshot is of dataset 'imdb'",
+        ),
     ],
 )
 def test_unknown_and_contradictory_fields_are_refused_naming_the_config_and_field(config: dict, expected: str) -> None:
@@ -170,12 +204,24 @@ def test_reference_input_is_told_apart_from_bert_eval_input() -> None:
 
 def test_result_has_the_reference_fields_and_accuracy_only_for_classification() -> None:
     (run,) = parse_reference_input({"configs": [_config(run_id="r1")]})
-    evaluation = EvalResult(run_id="r1", split="validation", examples=872,
-                            metrics={"accuracy": 0.81, "f1": 0.8, "mcc": 0.6}, duration_s=1.0, path="x")
+    evaluation = EvalResult(
+        run_id="r1",
+        split="validation",
+        examples=872,
+        metrics={"accuracy": 0.81, "f1": 0.8, "mcc": 0.6},
+        duration_s=1.0,
+        path="x",
+    )
     result = reference_result(run, evaluation, reused=True).model_dump()
-    assert {k: result[k] for k in ("run_id", "dataset_name", "dataset_config_name", "split", "num_examples", "accuracy")} == {
-        "run_id": "r1", "dataset_name": "glue", "dataset_config_name": "sst2", "split": "validation",
-        "num_examples": 872, "accuracy": 0.81,
+    assert {
+        k: result[k] for k in ("run_id", "dataset_name", "dataset_config_name", "split", "num_examples", "accuracy")
+    } == {
+        "run_id": "r1",
+        "dataset_name": "glue",
+        "dataset_config_name": "sst2",
+        "split": "validation",
+        "num_examples": 872,
+        "accuracy": 0.81,
     }
     regression = evaluation.model_copy(update={"metrics": {"pearson": 0.5, "spearman": 0.4, "mse": 1.2}})
     scored = reference_result(run, regression, reused=False)
@@ -183,8 +229,12 @@ def test_result_has_the_reference_fields_and_accuracy_only_for_classification() 
 
 
 def test_shuffle_before_select_false_trains_on_the_first_rows(runs_dir: Path, data_dir: Path) -> None:
-    config = _config(fine_tune_config__shuffle_before_select=False, fine_tune_config__max_train_samples=50,
-                     fine_tune_config__max_eval_samples=20, evaluation_config={"max_eval_samples": 20})
+    config = _config(
+        fine_tune_config__shuffle_before_select=False,
+        fine_tune_config__max_train_samples=50,
+        fine_tune_config__max_eval_samples=20,
+        evaluation_config={"max_eval_samples": 20},
+    )
     (first_n,) = parse_reference_input({"configs": [config]})
     config["fine_tune_config"]["shuffle_before_select"] = True
     (shuffled,) = parse_reference_input({"configs": [config]})

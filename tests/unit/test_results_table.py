@@ -12,11 +12,25 @@ from bert_eval.temporal.payloads import ExperimentResult, RunResult
 
 def test_the_class_set_is_printed_with_the_results(capsys: pytest.CaptureFixture[str]) -> None:
     summary = TrainingSummary(
-        run_id="r1", model="m", final_loss=0.5, steps=10, epochs=1.0, checkpoints_saved=1, resumes=0, wall_time_s=1.0,
-        train_samples=100, model_dir="/x", snapshot_id="s",
-        dataset_schema=DatasetSchema(text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("neg", "pos")),
+        run_id="r1",
+        model="m",
+        final_loss=0.5,
+        steps=10,
+        epochs=1.0,
+        checkpoints_saved=1,
+        resumes=0,
+        wall_time_s=1.0,
+        train_samples=100,
+        model_dir="/x",
+        snapshot_id="s",
+        dataset_schema=DatasetSchema(
+            text_columns=("sentence",), label_column="label", task=TaskType.classification, label_names=("neg", "pos")
+        ),
     )
-    result = ExperimentResult(experiment_id="e", runs=[RunResult(run_id="r1", status="completed", training=summary, metrics={"accuracy": 0.9})])
+    result = ExperimentResult(
+        experiment_id="e",
+        runs=[RunResult(run_id="r1", status="completed", training=summary, metrics={"accuracy": 0.9})],
+    )
     _print_results(result)
     out = capsys.readouterr().out
     assert "classes" in out and "neg,pos" in out

@@ -52,11 +52,15 @@ def test_a_symlinked_run_directory_is_refused_and_nothing_lands_outside(
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert time.monotonic() - started < 5
     with pytest.raises(InvalidInputError, match="is a symbolic link"):
-        evaluate(run_id=spec.id, model_dir=tiny_model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
+        evaluate(
+            run_id=spec.id, model_dir=tiny_model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
+        )
     assert list(outside.iterdir()) == []
 
 
-def test_a_symlinked_file_inside_the_run_directory_is_refused(tmp_path: Path, runs_dir: Path, tiny_model_dir: Path) -> None:
+def test_a_symlinked_file_inside_the_run_directory_is_refused(
+    tmp_path: Path, runs_dir: Path, tiny_model_dir: Path
+) -> None:
     spec = _spec(tiny_model_dir)
     layout = RunLayout(runs_dir, spec.id)
     layout.root.mkdir(parents=True)
@@ -68,7 +72,9 @@ def test_a_symlinked_file_inside_the_run_directory_is_refused(tmp_path: Path, ru
     assert target.read_text() == "precious"
 
 
-def test_a_corrupt_spec_json_is_a_clear_error_and_stays_untouched(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_a_corrupt_spec_json_is_a_clear_error_and_stays_untouched(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _spec(tiny_model_dir)
     snapshot = _snapshot(spec, runs_dir, data_dir)
     layout = RunLayout(runs_dir, spec.id)
@@ -76,16 +82,23 @@ def test_a_corrupt_spec_json_is_a_clear_error_and_stays_untouched(runs_dir: Path
     layout.spec_file.write_text('{"fingerprint": "abc", "spec": {')
     before = _files(layout.root)
     assert "cannot be read" in (run_dir_conflict(layout, spec) or "")
-    with pytest.raises(InvalidInputError, match=rf"run {spec.id}: its record .*spec.json cannot be read .*left untouched"):
+    with pytest.raises(
+        InvalidInputError, match=rf"run {spec.id}: its record .*spec.json cannot be read .*left untouched"
+    ):
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert _files(layout.root) == before
 
 
-def test_sequence_length_above_the_model_positions_fails_before_training(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_sequence_length_above_the_model_positions_fails_before_training(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _spec(tiny_model_dir, max_seq_length=256)  # the tiny model has 128 positions
     snapshot = _snapshot(spec, runs_dir, data_dir)
     started = time.monotonic()
-    with pytest.raises(InvalidInputError, match=r"run safe-run: train.max_seq_length 256 exceeds .*max_position_embeddings 128.*128 or less"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"run safe-run: train.max_seq_length 256 exceeds .*max_position_embeddings 128.*128 or less",
+    ):
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert time.monotonic() - started < 5
     assert CheckpointStore(RunLayout(runs_dir, spec.id).checkpoints).latest_complete() is None
@@ -107,7 +120,10 @@ def test_a_superseded_attempt_can_neither_publish_nor_prune(runs_dir: Path, capl
     new.claim()
     new_store = CheckpointStore(layout.checkpoints, keep=3, guard=new.publishing)
     _fake_checkpoints(new_store, [10, 15])
-    with caplog.at_level(logging.WARNING), pytest.raises(StaleAttemptError, match=r"run fenced: attempt 1 may not publish checkpoint-20: attempt 2"):
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(StaleAttemptError, match=r"run fenced: attempt 1 may not publish checkpoint-20: attempt 2"),
+    ):
         _fake_checkpoints(old_store, [20])
     with pytest.raises(StaleAttemptError, match="attempt 1 may not prune checkpoints"):
         old_store.prune()
@@ -120,7 +136,9 @@ def test_a_superseded_attempt_can_neither_publish_nor_prune(runs_dir: Path, capl
     assert new.is_current() and not old.is_current()
 
 
-def test_a_stale_attempt_beside_a_newer_one_writes_nothing(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_a_stale_attempt_beside_a_newer_one_writes_nothing(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _spec(tiny_model_dir)  # 12 steps, checkpoints at 5 and 10
     snapshot = _snapshot(spec, runs_dir, data_dir)
     layout = RunLayout(runs_dir, spec.id)
@@ -135,7 +153,9 @@ def test_a_stale_attempt_beside_a_newer_one_writes_nothing(runs_dir: Path, tiny_
             usurped[0].claim()
 
     with pytest.raises(StaleAttemptError, match=r"attempt 1 may not publish checkpoint-10"):
-        fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, attempt=1), on_progress=newer_attempt_starts)
+        fine_tune(
+            FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, attempt=1), on_progress=newer_attempt_starts
+        )
     assert [c.step for c in CheckpointStore(layout.checkpoints).complete()] == [5]
     assert not layout.model_dir.exists() and not layout.summary_file.exists()
     assert not list(layout.checkpoints.glob(".staging-*"))
@@ -165,8 +185,11 @@ def test_a_checkpoint_that_cannot_be_written_leaves_the_previous_one_intact(
     spec = _spec(tiny_model_dir)
     snapshot = _snapshot(spec, runs_dir, data_dir)
     _fail_second_flush(monkeypatch, code)
-    with pytest.raises(OSError, match=rf"run safe-run: cannot write the checkpoint of step 10 .*{os.strerror(code)}; "
-                       r"the previous checkpoint \(step 5\) is intact and no partial checkpoint was left") as failure:
+    with pytest.raises(
+        OSError,
+        match=rf"run safe-run: cannot write the checkpoint of step 10 .*{os.strerror(code)}; "
+        r"the previous checkpoint \(step 5\) is intact and no partial checkpoint was left",
+    ) as failure:
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert failure.value.errno == code
     monkeypatch.undo()
@@ -182,7 +205,9 @@ def small_volume(tmp_path: Path):
     """A real 20 MiB tmpfs (room for one tiny-model checkpoint, not two); skipped where mounting is not allowed."""
     mount = tmp_path / "volume"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected-error test covers this path")
     try:
@@ -191,11 +216,16 @@ def small_volume(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_really_full_volume_during_a_checkpoint(small_volume: Path, tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_a_really_full_volume_during_a_checkpoint(
+    small_volume: Path, tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _spec(tiny_model_dir, keep_checkpoints=3)
     runs_dir = small_volume / "bert_runs"
     snapshot = _snapshot(spec, runs_dir, data_dir)
-    expected = r"run safe-run: cannot write the checkpoint of step 10 .*No space left on device; the previous checkpoint \(step 5\) is intact"
+    expected = (
+        r"run safe-run: cannot write the checkpoint of step 10 .*No space left on device; "
+        r"the previous checkpoint \(step 5\) is intact"
+    )
     with pytest.raises(OSError, match=expected) as failure:
         fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     assert failure.value.errno == errno.ENOSPC

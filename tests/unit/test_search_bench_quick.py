@@ -37,7 +37,9 @@ def test_the_benchmark_search_has_the_rungs_and_slice_its_sizes_say(bench) -> No
     assert search.max_concurrent == 1 and search.trials == 12
 
 
-def test_the_optuna_baseline_trains_each_trial_rung_by_rung_at_bert_evals_rungs(bench, tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_the_optuna_baseline_trains_each_trial_rung_by_rung_at_bert_evals_rungs(
+    bench, tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     document = bench.search_document(bench.SEARCH_QUICK, str(tiny_model_dir), "optuna-probe")
     document["search"]["trials"] = 2
     study = bench.optuna_search(document, runs_dir=tmp_path, data_dir=data_dir)
@@ -70,11 +72,28 @@ def test_a_killed_trial_counts_all_its_training_and_a_killed_attempt_only_its_ow
 def test_optuna_losses_count_trials_left_running_and_params_sampled_again(bench) -> None:
     study = optuna.create_study(study_name="lost")
     distributions = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    for params, state in (({"x": 0.1}, "COMPLETE"), ({"x": 0.2}, "RUNNING"), ({"x": 0.1}, "COMPLETE"), ({"x": 0.3}, "PRUNED")):
+    for params, state in (
+        ({"x": 0.1}, "COMPLETE"),
+        ({"x": 0.2}, "RUNNING"),
+        ({"x": 0.1}, "COMPLETE"),
+        ({"x": 0.3}, "PRUNED"),
+    ):
         trial_state = optuna.trial.TrialState[state]
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, state=trial_state, value=0.5 if state == "COMPLETE" else None))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                state=trial_state,
+                value=0.5 if state == "COMPLETE" else None,
+            )
+        )
     losses = bench.optuna_losses(study, None, Path("/nonexistent"), wanted=3)
-    assert (losses["trials_lost"], losses["lost_trials"], losses["trials_repeated"], losses["replacement_trials"]) == (1, [1], 1, 1)
+    assert (losses["trials_lost"], losses["lost_trials"], losses["trials_repeated"], losses["replacement_trials"]) == (
+        1,
+        [1],
+        1,
+        1,
+    )
 
 
 def test_the_replay_records_every_rung_and_replays_the_ladder_on_it(
@@ -84,8 +103,15 @@ def test_the_replay_records_every_rung_and_replays_the_ladder_on_it(
     and Optuna's pruner replay over subsets, and the replay of every trial in order is what the ladder decides."""
     replay = sys.modules.get("search_replay") or __import__("search_replay")
     sizes = replay.ReplaySizes(
-        trials=4, subset=3, replicates=6, train_rows=64, slice_rows=40, batch_size=16, min_steps=1,
-        reduction_factor=2, epochs=1,
+        trials=4,
+        subset=3,
+        replicates=6,
+        train_rows=64,
+        slice_rows=40,
+        batch_size=16,
+        min_steps=1,
+        reduction_factor=2,
+        epochs=1,
     )
     document = replay.replay_document(sizes, str(tiny_model_dir), "replay-probe")
     document["defaults"]["eval"]["max_eval_samples"] = 32

@@ -25,7 +25,9 @@ def _trial(model_dir: Path, run_id: str = "trial", **train: object):
     return spec.model_copy(update={"holdout": Holdout(fraction=0.25, seed=7)})
 
 
-def test_the_search_slice_is_carved_from_the_training_rows(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_the_search_slice_is_carved_from_the_training_rows(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _trial(tiny_model_dir)
     plain = core_snapshot(spec.model_copy(update={"holdout": None}), runs_dir, data_dir)
     snapshot = core_snapshot(spec, runs_dir, data_dir)
@@ -52,7 +54,9 @@ def test_a_trial_paused_at_a_rung_and_resumed_equals_one_trained_straight_throug
 ) -> None:
     spec = _trial(tiny_model_dir)
     straight_dir, rungs_dir = tmp_path / "straight", tmp_path / "rungs"
-    straight = fine_tune(FineTuneRequest(run=spec, snapshot=core_snapshot(spec, straight_dir, data_dir), runs_dir=straight_dir))
+    straight = fine_tune(
+        FineTuneRequest(run=spec, snapshot=core_snapshot(spec, straight_dir, data_dir), runs_dir=straight_dir)
+    )
 
     snapshot = core_snapshot(spec, rungs_dir, data_dir)
     paused = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=rungs_dir, stop_at_step=4))
@@ -79,8 +83,15 @@ def test_a_trial_paused_at_a_rung_and_resumed_equals_one_trained_straight_throug
     b = load_file(str(Path(finished.model_dir) / "model.safetensors"))
     assert all((a[k] == b[k]).all() for k in a)
     # The same rung of the straight run's weights measures the same: evaluation depends on the weights alone.
-    final = evaluate_rung(spec, straight.steps, model_dir=straight.model_dir, snapshot=snapshot, runs_dir=tmp_path / "other")
-    assert final.metrics == evaluate_rung(spec, finished.steps, model_dir=finished.model_dir, snapshot=snapshot, runs_dir=rungs_dir).metrics
+    final = evaluate_rung(
+        spec, straight.steps, model_dir=straight.model_dir, snapshot=snapshot, runs_dir=tmp_path / "other"
+    )
+    assert (
+        final.metrics
+        == evaluate_rung(
+            spec, finished.steps, model_dir=finished.model_dir, snapshot=snapshot, runs_dir=rungs_dir
+        ).metrics
+    )
 
 
 def test_a_stopped_trial_keeps_only_its_last_checkpoint(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
@@ -93,7 +104,9 @@ def test_a_stopped_trial_keeps_only_its_last_checkpoint(runs_dir: Path, tiny_mod
     assert [p.name for p in checkpoints.glob("checkpoint-*")] == ["checkpoint-6"]
 
 
-def _run_ladder(objectives: dict[tuple[int, int], float], arrival_seed: int | None, *, trials: int = 9, concurrent: int = 3) -> Ladder:
+def _run_ladder(
+    objectives: dict[tuple[int, int], float], arrival_seed: int | None, *, trials: int = 9, concurrent: int = 3
+) -> Ladder:
     """Drive a ladder with rungs (1, 3, 9): results arrive in trial order, or shuffled among those in flight."""
     ladder = Ladder(trials_wanted=trials, max_concurrent=concurrent, reduction_factor=3, maximize=True)
     rng = random.Random(arrival_seed)
@@ -139,4 +152,6 @@ def test_a_larger_ladder_reports_the_same_promotions_whatever_the_arrival_order(
     for seed in range(50):
         shuffled = _run_ladder(objectives, seed, trials=27, concurrent=4)
         assert shuffled.promotions == baseline.promotions, seed
-        assert [(t.objectives, t.state) for t in shuffled.trials] == [(t.objectives, t.state) for t in baseline.trials], seed
+        assert [(t.objectives, t.state) for t in shuffled.trials] == [
+            (t.objectives, t.state) for t in baseline.trials
+        ], seed

@@ -119,11 +119,17 @@ def test_the_leaderboard_and_the_json_records_carry_the_flags() -> None:
     from bert_eval.temporal.payloads import ExperimentResult, SearchOutcome, SearchTrial
 
     flags = search_flags(
-        metric="mcc", maximize=True, slice_rows=1000, objectives=[[0.0], [0.0]], classes=[[1], [1]], constant=0.0, best=None
+        metric="mcc",
+        maximize=True,
+        slice_rows=1000,
+        objectives=[[0.0], [0.0]],
+        classes=[[1], [1]],
+        constant=0.0,
+        best=None,
     )
     trials = [
-        SearchTrial(trial=i, run_id=f"s-t{i}", params={"train.learning_rate": 1e-3}, rung=0, steps=4, state=TrialState.stopped,
-                    objective=0.0, objectives=[0.0], predicted_classes=1)
+        SearchTrial(trial=i, run_id=f"s-t{i}", params={"train.learning_rate": 1e-3}, rung=0, steps=4,
+                    state=TrialState.stopped, objective=0.0, objectives=[0.0], predicted_classes=1)
         for i in range(2)
     ]  # fmt: skip
     outcome = SearchOutcome(experiment_id="s", metric="mcc", maximize=True, rungs=[4], trials=trials, flags=flags)

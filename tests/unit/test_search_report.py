@@ -86,7 +86,14 @@ def _write_search(runs_dir: Path) -> None:
     winner = RunLayout(runs_dir, WINNER)
     history = [{"step": step, "loss": 0.7 - 0.01 * step} for step in range(1, 21)]
     atomic_write_json(winner.history_file, {"log_history": history})
-    evaluation = {"run_id": WINNER, "split": "validation", "examples": 872, "metrics": FINAL, "duration_s": 2.0, "path": "x"}
+    evaluation = {
+        "run_id": WINNER,
+        "split": "validation",
+        "examples": 872,
+        "metrics": FINAL,
+        "duration_s": 2.0,
+        "path": "x",
+    }
     atomic_write_json(winner.eval_file("validation"), evaluation)
 
 
@@ -154,7 +161,9 @@ def test_leaderboard_ranks_trials_by_rung_then_objective_and_marks_the_winner(pa
     params = ["batch_size", "learning_rate", "warmup_ratio"]  # as the record holds them (atomic_write_json sorts keys)
     assert board.headers[:9] == ["rank", "trial", "run", *params, "rung (steps)", METRIC, f"{METRIC} per rung (steps)"]
     winner_class, _ = board.rows[WINNER]
-    assert "winner" in winner_class.split() and all("winner" not in c.split() for r, (c, _) in board.rows.items() if r != WINNER)
+    assert "winner" in winner_class.split() and all(
+        "winner" not in c.split() for r, (c, _) in board.rows.items() if r != WINNER
+    )
     assert board.cell(WINNER, "trial") == "★ 1"
     assert board.cell(WINNER, "rung (steps)") == "2 (20)"
     assert board.cell(WINNER, METRIC) == "0.8000"
@@ -197,13 +206,19 @@ def test_a_search_reports_its_trials_not_the_template_run(page: tuple[Path, str]
     assert states[_trial_id(4)] == "failed: fine_tune: CUDA out of memory at step 2"
     # The trials' loss curves share one chart (per-run charts only on request); the template run, never
     # trained, is not mentioned.
-    assert sorted(p.name for p in report.parent.glob("*.png")) == ["params-vs-objective.png", "rung-ladder.png", "trial-curves.png"]
+    assert sorted(p.name for p in report.parent.glob("*.png")) == [
+        "params-vs-objective.png",
+        "rung-ladder.png",
+        "trial-curves.png",
+    ]
     assert 'id="row-template"' not in html and "No loss history for: asha-report-t0000" in html
 
 
 def test_an_unreadable_search_record_leaves_a_plain_report(runs_dir: Path, tmp_path: Path) -> None:
     _write_search(runs_dir)
-    experiment_file(runs_dir, SEARCH).with_name(f"{SEARCH}.search.json").write_text(json.dumps({"experiment_id": SEARCH}))
+    experiment_file(runs_dir, SEARCH).with_name(f"{SEARCH}.search.json").write_text(
+        json.dumps({"experiment_id": SEARCH})
+    )
     html = write_report(runs_dir, SEARCH, tmp_path / "out").read_text()
     assert "asha-report.search.json unreadable (ValidationError)" in html
     assert '<table class="leaderboard">' not in html and 'id="row-template"' in html

@@ -34,12 +34,16 @@ def test_negative_graceful_shutdown_is_refused(monkeypatch: pytest.MonkeyPatch) 
         Settings()
 
 
-@pytest.mark.parametrize("endpoint", ["http://otel-collector.observability:4317", "https://collector.example.com", "http://10.0.0.7:4317/"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://otel-collector.observability:4317", "https://collector.example.com", "http://10.0.0.7:4317/"]
+)
 def test_otlp_endpoints_with_a_scheme_are_accepted(endpoint: str) -> None:
     assert telemetry.check_otlp_endpoint(endpoint) == endpoint
 
 
-@pytest.mark.parametrize("endpoint", ["otel-collector.observability:4317", "localhost:4317", "grpc://collector:4317", "http://"])
+@pytest.mark.parametrize(
+    "endpoint", ["otel-collector.observability:4317", "localhost:4317", "grpc://collector:4317", "http://"]
+)
 def test_otlp_endpoints_without_scheme_or_host_are_refused_with_the_fix(endpoint: str) -> None:
     with pytest.raises(ValueError) as caught:
         telemetry.check_otlp_endpoint(endpoint, source="OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -5,7 +5,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bert_eval.core.data.snapshot import LABEL, TEXT, SnapshotInput, create_snapshot, eval_table, open_snapshot, read_split
+from bert_eval.core.data.snapshot import (
+    LABEL,
+    TEXT,
+    SnapshotInput,
+    create_snapshot,
+    eval_table,
+    open_snapshot,
+    read_split,
+)
 from bert_eval.core.errors import InvalidInputError
 from bert_eval.spec import DatasetSpec
 
@@ -48,12 +56,16 @@ def test_eval_labels_unseen_in_training_are_rejected(tmp_path: Path, runs_dir: P
 
 
 def test_evaluating_on_train_never_replaces_the_training_rows(runs_dir: Path, data_dir: Path) -> None:
-    snapshot = create_snapshot(_request(eval_split="train", max_train_samples=200, max_eval_samples=50), runs_dir=runs_dir, data_dir=data_dir)
+    snapshot = create_snapshot(
+        _request(eval_split="train", max_train_samples=200, max_eval_samples=50), runs_dir=runs_dir, data_dir=data_dir
+    )
     # Training keeps its own 200-row selection; the evaluation table is the train split read on its own.
     assert snapshot.splits == {"train": 200, eval_table("train"): 50}
     training, evaluation = read_split(snapshot, "train"), read_split(snapshot, eval_table("train"))
     assert len(training) == 200 and len(evaluation) == 50
-    whole = create_snapshot(_request(eval_split="train", max_train_samples=200, max_eval_samples=None), runs_dir=runs_dir, data_dir=data_dir)
+    whole = create_snapshot(
+        _request(eval_split="train", max_train_samples=200, max_eval_samples=None), runs_dir=runs_dir, data_dir=data_dir
+    )
     assert whole.splits == {"train": 200, eval_table("train"): 67349}
     assert eval_table("validation") == "validation"
 
@@ -65,13 +77,17 @@ def test_rows_changed_after_the_snapshot_are_refused_where_they_are_read(runs_di
     frame.loc[0, LABEL] = 1 - frame.loc[0, LABEL]  # one label flipped: still a valid parquet file
     frame.to_parquet(file)
     assert len(read_split(snapshot, "train", run_id="r")) == 200  # untouched tables still read
-    with pytest.raises(InvalidInputError, match=r"run r: snapshot \w+: validation.parquet changed after the snapshot was taken"):
+    with pytest.raises(
+        InvalidInputError, match=r"run r: snapshot \w+: validation.parquet changed after the snapshot was taken"
+    ):
         read_split(snapshot, "validation", run_id="r")
 
 
 @pytest.mark.parametrize("bad", ["", "NaN", "positive"])
 def test_bad_labels_in_the_eval_split_name_the_run(tmp_path: Path, runs_dir: Path, bad: str) -> None:
-    pd.DataFrame({"sentence": ["a", "b", "c"], "label": [0, 1, 0]}).to_csv(tmp_path / "train.tsv", sep="\t", index=False)
+    pd.DataFrame({"sentence": ["a", "b", "c"], "label": [0, 1, 0]}).to_csv(
+        tmp_path / "train.tsv", sep="\t", index=False
+    )
     (tmp_path / "validation.tsv").write_text(f"sentence\tlabel\nc\t1\nd\t{bad}\n")
     request = _request(dataset=DatasetSpec(path=str(tmp_path)), max_train_samples=None, max_eval_samples=None)
     with pytest.raises(InvalidInputError, match=r"run r: split 'validation'"):

@@ -25,7 +25,9 @@ def test_a_prefix_names_both_queues(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("prefix", ["Team-A", "team_a", "-a", "a-", "a.b", "x" * 41])
-def test_a_prefix_that_is_no_dns_label_is_refused_with_the_variable_named(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+def test_a_prefix_that_is_no_dns_label_is_refused_with_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> None:
     monkeypatch.setenv("BERT_EVAL_TASK_QUEUE_PREFIX", prefix)
     with pytest.raises(ValidationError) as raised:
         Settings()
@@ -52,7 +54,9 @@ class _Operator:
         self.added: list[str] = []
 
     async def list_search_attributes(self, request):
-        return SimpleNamespace(custom_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in self.existing})
+        return SimpleNamespace(
+            custom_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in self.existing}
+        )
 
     async def add_search_attributes(self, request):
         if self.add_error is not None:
@@ -69,8 +73,14 @@ def test_missing_search_attributes_that_cannot_be_added_name_the_commands() -> N
     assert "\n" not in message
     assert raised.value.missing == ["BertExperimentId"]
     assert "lacks the search attribute(s) BertExperimentId " in message and "PERMISSION_DENIED" in message
-    assert "temporal operator search-attribute create --name BertExperimentId --type Keyword --namespace ml.a1b2c" in message
-    assert "tcld namespace search-attributes add --namespace ml.a1b2c --search-attribute BertExperimentId=Keyword" in message
+    assert (
+        "temporal operator search-attribute create --name BertExperimentId --type Keyword --namespace ml.a1b2c"
+        in message
+    )
+    assert (
+        "tcld namespace search-attributes add --namespace ml.a1b2c --search-attribute BertExperimentId=Keyword"
+        in message
+    )
     assert "--name BertRunId" not in message  # present already
 
 

@@ -153,7 +153,9 @@ def finished_run(
     spec = core_spec(tiny_model_dir, "finished", epochs=1)
     snapshot = core_snapshot(spec, runs_dir, data_dir)
     summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
-    evaluate(run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir)
+    evaluate(
+        run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
+    )
     return runs_dir, spec
 
 

@@ -27,10 +27,14 @@ def _weights(summary) -> dict:
     return load_file(str(Path(summary.model_dir) / "model.safetensors"))
 
 
-def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_interrupted_then_resumed_run_equals_uninterrupted(
+    tmp_path: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     spec = _spec(tiny_model_dir)
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
-    straight = fine_tune(FineTuneRequest(run=spec, snapshot=_snapshot(spec, straight_dir, data_dir), runs_dir=straight_dir))
+    straight = fine_tune(
+        FineTuneRequest(run=spec, snapshot=_snapshot(spec, straight_dir, data_dir), runs_dir=straight_dir)
+    )
 
     snapshot = _snapshot(spec, resumed_dir, data_dir)
     seen = []
@@ -47,11 +51,28 @@ def test_interrupted_then_resumed_run_equals_uninterrupted(tmp_path: Path, tiny_
     assert resumed.final_loss == straight.final_loss
     a, b = _weights(straight), _weights(resumed)
     assert all((a[k] == b[k]).all() for k in a)
-    eval_a = evaluate(run_id=spec.id, model_dir=straight.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=straight_dir)
-    eval_b = evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=resumed_dir)
+    eval_a = evaluate(
+        run_id=spec.id,
+        model_dir=straight.model_dir,
+        snapshot=snapshot,
+        request=spec.primary_eval,
+        runs_dir=straight_dir,
+    )
+    eval_b = evaluate(
+        run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=resumed_dir
+    )
     assert eval_a.metrics == eval_b.metrics
     # Re-running evaluation gives the same numbers.
-    assert evaluate(run_id=spec.id, model_dir=resumed.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=resumed_dir).metrics == eval_b.metrics
+    assert (
+        evaluate(
+            run_id=spec.id,
+            model_dir=resumed.model_dir,
+            snapshot=snapshot,
+            request=spec.primary_eval,
+            runs_dir=resumed_dir,
+        ).metrics
+        == eval_b.metrics
+    )
 
 
 def test_completed_training_is_not_redone(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
@@ -59,7 +80,9 @@ def test_completed_training_is_not_redone(runs_dir: Path, tiny_model_dir: Path, 
     snapshot = _snapshot(spec, runs_dir, data_dir)
     first = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir))
     steps = []
-    again = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=lambda p: steps.append(p.step))
+    again = fine_tune(
+        FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=lambda p: steps.append(p.step)
+    )
     assert again == first.model_copy(update={"call_seconds": 0.0}) and steps == []
     assert first.call_seconds is not None and first.call_seconds > 0
 
@@ -99,21 +122,28 @@ def test_time_based_checkpoints_bound_lost_work_between_step_checkpoints(
 ) -> None:
     import time
 
-    spec = _spec(tiny_model_dir, epochs=1, checkpoint_every_steps=1000, checkpoint_every_seconds=0.3, keep_checkpoints=100)
+    spec = _spec(
+        tiny_model_dir, epochs=1, checkpoint_every_steps=1000, checkpoint_every_seconds=0.3, keep_checkpoints=100
+    )
     snapshot = _snapshot(spec, runs_dir, data_dir)
 
     def slow_step(progress) -> None:
         time.sleep(0.05)  # ~50 ms a step: a save is due every ~6 steps
 
     summary = fine_tune(FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir), on_progress=slow_step)
-    steps = [json.loads(line)["step"] for line in (runs_dir / "runs" / spec.id / "events.jsonl").read_text().splitlines()
-             if json.loads(line)["event"] == "checkpoint"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (runs_dir / "runs" / spec.id / "events.jsonl").read_text().splitlines()
+        if json.loads(line)["event"] == "checkpoint"
+    ]
     # None of these is a multiple of checkpoint_every_steps: all came from the time limit.
     assert len(steps) >= 2 and all(0 < s < summary.steps for s in steps[:-1])
     assert summary.checkpoints_saved == len(steps)
 
 
-def test_a_run_that_failed_on_bad_input_can_be_resubmitted_fixed(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_a_run_that_failed_on_bad_input_can_be_resubmitted_fixed(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     good = _spec(tiny_model_dir, epochs=1)
     snapshot = _snapshot(good, runs_dir, data_dir)
     broken = good.model_copy(update={"model": str(runs_dir / "no-such-model")})
@@ -123,7 +153,9 @@ def test_a_run_that_failed_on_bad_input_can_be_resubmitted_fixed(runs_dir: Path,
     assert fine_tune(FineTuneRequest(run=good, snapshot=snapshot, runs_dir=runs_dir)).steps == 12
 
 
-def test_the_trained_model_records_its_training_sequence_length(runs_dir: Path, tiny_model_dir: Path, data_dir: Path) -> None:
+def test_the_trained_model_records_its_training_sequence_length(
+    runs_dir: Path, tiny_model_dir: Path, data_dir: Path
+) -> None:
     from transformers import AutoTokenizer
 
     spec = _spec(tiny_model_dir, epochs=1, max_seq_length=32)

@@ -44,7 +44,9 @@ def test_a_run_whose_training_failed_is_named_failed_with_its_cause(tmp_path: Pa
 
 
 def test_a_run_retried_after_a_failure_is_still_training(tmp_path: Path) -> None:
-    layout = _claimed(tmp_path, ("attempt", {"attempt": 1}), ("failed", {"attempt": 1, "error": "x"}), ("attempt", {"attempt": 2}))
+    layout = _claimed(
+        tmp_path, ("attempt", {"attempt": 1}), ("failed", {"attempt": 1, "error": "x"}), ("attempt", {"attempt": 2})
+    )
     message = _refusal(layout)
     assert message.endswith("it is still training (attempt 2); wait for it (`bert-eval status base`)")
     assert "failed" not in message
@@ -54,8 +56,14 @@ def test_a_run_retried_after_a_failure_is_still_training(tmp_path: Path) -> None
     ("events", "expected"),
     [
         ((), ": it has not started (no attempt is recorded)"),
-        ((("attempt", {"attempt": 1}), ("paused", {"step": 40, "attempt": 1})), ": it paused at step 40 (a search trial that was not promoted)"),
-        ((("attempt", {"attempt": 1}), ("completed", {"step": 80})), ": it completed but its final model or summary is missing"),
+        (
+            (("attempt", {"attempt": 1}), ("paused", {"step": 40, "attempt": 1})),
+            ": it paused at step 40 (a search trial that was not promoted)",
+        ),
+        (
+            (("attempt", {"attempt": 1}), ("completed", {"step": 80})),
+            ": it completed but its final model or summary is missing",
+        ),
     ],
 )
 def test_a_run_without_a_final_model_says_which_state_it_is_in(
@@ -68,7 +76,9 @@ def test_a_failure_is_journalled_only_in_the_runs_own_directory(tmp_path: Path) 
     other = RUN.model_copy(update={"model": "another-model"})
     layout = _claimed(tmp_path)
     record_failed_training(layout, other, attempt=1, error="not this spec's directory")
-    record_failed_training(RunLayout(tmp_path, "absent"), RUN.model_copy(update={"run_id": "absent"}), attempt=1, error="e")
+    record_failed_training(
+        RunLayout(tmp_path, "absent"), RUN.model_copy(update={"run_id": "absent"}), attempt=1, error="e"
+    )
     assert not layout.journal_file.exists() and not RunLayout(tmp_path, "absent").root.exists()
     layout.journal_file.mkdir()  # unwritable journal: the failure is still reported by the caller, nothing raised
     record_failed_training(layout, RUN, attempt=1, error="e")
@@ -96,7 +106,9 @@ def test_compare_names_a_failed_run_as_failed(failed_run: Path) -> None:
 
 def test_evaluating_a_failed_runs_model_names_it_as_failed(failed_run: Path, tmp_path: Path) -> None:
     path = tmp_path / "experiment.yaml"
-    path.write_text(json.dumps({"runs": [{"run_id": "ev", "model": {"run": "base"}, "dataset": "glue/sst2", "train": None}]}))
+    path.write_text(
+        json.dumps({"runs": [{"run_id": "ev", "model": {"run": "base"}, "dataset": "glue/sst2", "train": None}]})
+    )
     result = CliRunner().invoke(app, ["run", str(path), "--no-wait"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "runs[0] (run_id 'ev'): model: run base: training has not finished" in result.stderr

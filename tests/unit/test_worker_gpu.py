@@ -27,7 +27,10 @@ def test_training_worker_requiring_gpu_exits_without_one() -> None:
     env.pop("BERT_EVAL_FORCE_CPU", None)
     done = subprocess.run(
         [sys.executable, "-m", "bert_eval", "worker", "training"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

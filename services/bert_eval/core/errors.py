@@ -77,8 +77,18 @@ def naming_run(run_id: str, message: str) -> str:
 _TRANSIENT_ERRNOS = frozenset(
     getattr(errno, name)
     for name in (
-        "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH",
-        "ENETDOWN", "EPIPE", "EAGAIN", "EIO", "ESTALE", "EBUSY",
+        "ECONNREFUSED",
+        "ECONNRESET",
+        "ECONNABORTED",
+        "ETIMEDOUT",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "EPIPE",
+        "EAGAIN",
+        "EIO",
+        "ESTALE",
+        "EBUSY",
     )
     if hasattr(errno, name)
 )
@@ -116,4 +126,3 @@ def classify(exc: BaseException) -> ErrorKind:
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return "transient"
     return "deterministic"
-

@@ -81,9 +81,7 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def load_for_classification(
-    name: str, schema: DatasetSchema
-) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def load_for_classification(name: str, schema: DatasetSchema) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer + sequence-classification model with a head sized for the schema's labels."""
     source = resolve_model(name)
     head: dict[str, Any]

@@ -87,9 +87,7 @@ class TrainingProgress(BaseModel):
     """What a running fine-tune reports (heartbeats, progress query)."""
 
     run_id: str
-    phase: Literal[
-        "pending", "snapshot", "loading", "training", "saving", "completed", "paused", "failed"
-    ] = "pending"
+    phase: Literal["pending", "snapshot", "loading", "training", "saving", "completed", "paused", "failed"] = "pending"
     step: int = 0
     total_steps: int = 0
     epoch: float = 0.0

@@ -117,7 +117,6 @@ def run_attributes(experiment_id: str, run_id: str) -> TypedSearchAttributes:
     )
 
 
-
 def snapshot_mismatch(run_id: str, pinned: str, actual: str) -> str:
     """The refusal when a run's data selection no longer gives the snapshot its input pinned."""
     return (

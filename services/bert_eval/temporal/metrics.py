@@ -43,7 +43,9 @@ class _TrainingMetrics:
         self.total_steps = Gauge("bert_eval_training_total_steps", "Planned optimizer steps", labels, registry=registry)
         self.epoch = Gauge("bert_eval_training_epoch", "Fractional epoch", labels, registry=registry)
         self.loss = Gauge("bert_eval_training_loss", "Training loss (last logging window)", labels, registry=registry)
-        self.learning_rate = Gauge("bert_eval_training_learning_rate", "Current learning rate", labels, registry=registry)
+        self.learning_rate = Gauge(
+            "bert_eval_training_learning_rate", "Current learning rate", labels, registry=registry
+        )
         self.samples_per_second = Gauge(
             "bert_eval_training_samples_per_second", "Training throughput in examples/s", labels, registry=registry
         )
@@ -67,7 +69,10 @@ class _TrainingMetrics:
             "bert_eval_checkpoints_written", "Checkpoints written by this worker", labels, registry=registry
         )
         self.resumes = Counter(
-            "bert_eval_training_resumes", "Times a run resumed from a checkpoint on this worker", labels, registry=registry
+            "bert_eval_training_resumes",
+            "Times a run resumed from a checkpoint on this worker",
+            labels,
+            registry=registry,
         )
         self.recovery_seconds = Gauge(
             "bert_eval_resume_recovery_seconds",
@@ -132,10 +137,17 @@ class _SearchMetrics:
 
 class _WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.up = Gauge("bert_eval_worker_up", "1 while the worker process runs", ("kind", "task_queue"), registry=registry)
-        self.gpu_present = Gauge("bert_eval_worker_gpu_present", "1 when a CUDA GPU is visible", ("kind",), registry=registry)
+        self.up = Gauge(
+            "bert_eval_worker_up", "1 while the worker process runs", ("kind", "task_queue"), registry=registry
+        )
+        self.gpu_present = Gauge(
+            "bert_eval_worker_gpu_present", "1 when a CUDA GPU is visible", ("kind",), registry=registry
+        )
         self.attempts_running = Gauge(
-            "bert_eval_worker_attempts_running", "Activity attempts this worker is running", ("kind", "task_queue"), registry=registry
+            "bert_eval_worker_attempts_running",
+            "Activity attempts this worker is running",
+            ("kind", "task_queue"),
+            registry=registry,
         )
         self.gpu_memory = Gauge(
             "bert_eval_worker_gpu_memory_bytes", "GPU memory allocated by this process", ("kind",), registry=registry
@@ -152,7 +164,6 @@ def set_phase(run_id: str, phase: str) -> None:
     """Exactly one phase series is 1 per run on this worker."""
     for known in ("loading", "training", "saving", "completed", "paused", "failed", "interrupted"):
         TRAINING.phase.labels(run_id=run_id, phase=known).set(1 if known == phase else 0)
-
 
 
 class PrometheusTrainingObserver(TrainingObserver):

@@ -69,8 +69,6 @@ class Payload(BaseModel):
         return value
 
 
-
-
 class SearchState(Payload):
     """Where a search stands: the data every trial trains on, and the ladder (trials, rungs, decisions)."""
 

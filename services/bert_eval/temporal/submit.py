@@ -253,7 +253,11 @@ def check_runs_dir(experiment: Experiment, runs_dir: Path, *, claim: Claim = "ne
         if conflict is not None:
             raise SubmissionError(f"{conflict} Nothing was submitted.")
         source = run.model.removeprefix(RUN_MODEL_PREFIX)
-        if run.model.startswith(RUN_MODEL_PREFIX) and source not in in_experiment and (Path(runs_dir) / "runs").is_dir():
+        if (
+            run.model.startswith(RUN_MODEL_PREFIX)
+            and source not in in_experiment
+            and (Path(runs_dir) / "runs").is_dir()
+        ):
             try:
                 trained_summary(RunLayout(runs_dir, source))
             except InvalidInputError as exc:
@@ -327,7 +331,9 @@ async def missing_workers(client: Client, queues: tuple[str, ...] | None = None)
         live = False
         for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
             reply = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind),
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+                ),
                 timeout=timedelta(seconds=10),
             )
             now = time.time()
@@ -422,7 +428,9 @@ async def wait_until_started(
     client: Client, experiment_id: str, *, interval_s: float = 2.0
 ) -> WorkflowHandle[object, ExperimentResult]:
     """The experiment's coordinator, once it exists (its starter may not have submitted it yet)."""
-    handle = client.get_workflow_handle(coordinator_workflow_id(experiment_id, prefix=_id_prefix()), result_type=ExperimentResult)
+    handle = client.get_workflow_handle(
+        coordinator_workflow_id(experiment_id, prefix=_id_prefix()), result_type=ExperimentResult
+    )
     while True:
         try:
             await handle.describe()
@@ -459,7 +467,9 @@ async def wait_for_checkpoint(
             if progress is not None and progress.last_checkpoint is not None:
                 return SavedCheckpoint(run.run_id, step=progress.last_checkpoint.step)
             if run.phase in (RunPhase.evaluating, RunPhase.completed):
-                training = client.get_workflow_handle(training_workflow_id(run.run_id, prefix=_id_prefix()), result_type=TrainingResult)
+                training = client.get_workflow_handle(
+                    training_workflow_id(run.run_id, prefix=_id_prefix()), result_type=TrainingResult
+                )
                 try:
                     summary = (await training.result(rpc_timeout=timedelta(seconds=10))).summary
                 except (RPCError, WorkflowFailureError):

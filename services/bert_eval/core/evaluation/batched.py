@@ -163,9 +163,7 @@ def infer(
         # The trained model's tokenizer records the training max_seq_length: truncate the same way.
         max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         # Digest-verified rows (also on a tokenization-cache hit).
-        split = tokenized_split(
-            snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id
-        )
+        split = tokenized_split(snapshot, eval_table(request.split), tokenizer, max_length=max_length, run_id=run_id)
         # Stable sort: equal lengths keep their order, so the batches (and the numbers) are reproducible.
         # The lengths as one Arrow column; `split[LENGTH]` would format row by row.
         lengths = split.with_format("arrow")[LENGTH].to_numpy()

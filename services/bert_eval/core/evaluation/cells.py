@@ -115,9 +115,7 @@ def evaluate_cell(
     if not _publish(cell, predictions, result):
         published = load_cell(cell, snapshot)
         if published is not None:  # another worker published the same cell first: theirs is as good
-            log.info(
-                "evaluation cell published concurrently; using the existing one", run_id=run_id, cell=cell.name
-            )
+            log.info("evaluation cell published concurrently; using the existing one", run_id=run_id, cell=cell.name)
             _record_run(cell, run_id, request)
             return published.model_copy(update={"run_id": run_id, "reused": True})
         raise InvalidInputError(

@@ -162,9 +162,7 @@ def load_predictions(layout: RunLayout, split: str) -> Predictions:
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"{run}: {eval_file} is unreadable ({exc}); {again}") from None
     if result.predictions_sha256 is None:
-        raise InvalidInputError(
-            f"{run} was evaluated on {split!r} before per-example predictions were kept; {again}"
-        )
+        raise InvalidInputError(f"{run} was evaluated on {split!r} before per-example predictions were kept; {again}")
     file = layout.predictions_file(split)
     try:
         data = file.read_bytes()

@@ -127,7 +127,11 @@ class Ladder(BaseModel):
         before it (what `can_sample` waits for)."""
         index = len(self.trials)
         return [
-            (t.params, t.objectives[0] if t.index <= index - self.max_concurrent else None, t.index <= index - self.max_concurrent)
+            (
+                t.params,
+                t.objectives[0] if t.index <= index - self.max_concurrent else None,
+                t.index <= index - self.max_concurrent,
+            )
             for t in self.trials
         ]
 
@@ -167,7 +171,9 @@ class Ladder(BaseModel):
         """When every trial is sampled and every result processed but no trial reached its full budget (too
         few trials for the top rungs' 1/η), the best trial of the highest rung goes on: a search always ends
         with a winner trained to its budget."""
-        idle = len(self.trials) == self.trials_wanted and all(p == len(o) for p, o in zip(self.processed, self.order, strict=True))
+        idle = len(self.trials) == self.trials_wanted and all(
+            p == len(o) for p, o in zip(self.processed, self.order, strict=True)
+        )
         if not idle or any(t.state is TrialState.completed for t in self.trials):
             return
         paused = [t for t in self.trials if t.state is TrialState.paused]
@@ -195,12 +201,16 @@ class Ladder(BaseModel):
     @property
     def unstarted(self) -> bool:
         """Trials still to sample, or promotions still to start."""
-        return len(self.trials) < self.trials_wanted or any(s < len(o) for s, o in zip(self.started, self.order, strict=True))
+        return len(self.trials) < self.trials_wanted or any(
+            s < len(o) for s, o in zip(self.started, self.order, strict=True)
+        )
 
     def finished(self) -> bool:
         self._promote_leader()
-        return not self.unstarted and not self.arrived and all(
-            p == len(o) for p, o in zip(self.processed, self.order, strict=True)
+        return (
+            not self.unstarted
+            and not self.arrived
+            and all(p == len(o) for p, o in zip(self.processed, self.order, strict=True))
         )
 
     # --- results ---

@@ -50,7 +50,9 @@ def suggest(
     its sampler may see. `history`: what searches started before `seen` existed pass instead, (params,
     rung-0 objective, known) per earlier trial; it is ignored when `seen` is given."""
     distributions = {path: optuna_distribution(d) for path, d in search.space.items()}
-    study = optuna.create_study(direction="maximize" if search.objective.maximize else "minimize", sampler=_sampler(search, index))
+    study = optuna.create_study(
+        direction="maximize" if search.objective.maximize else "minimize", sampler=_sampler(search, index)
+    )
     if seen is not None:
         for trial in seen:
             study.add_trial(_frozen(search, trial, distributions))
@@ -65,7 +67,14 @@ def suggest(
             state = TrialState.FAIL
         else:
             state = TrialState.COMPLETE
-        study.add_trial(create_trial(params=dict(params), distributions=distributions, state=state, value=value if state is TrialState.COMPLETE else None))
+        study.add_trial(
+            create_trial(
+                params=dict(params),
+                distributions=distributions,
+                state=state,
+                value=value if state is TrialState.COMPLETE else None,
+            )
+        )
     return _ask(study, search, distributions)
 
 
@@ -99,7 +108,9 @@ def _sampler(search: SearchSpec, index: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP_TRIALS)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler({path: list(d.choices or ()) for path, d in search.space.items()}, seed=search.seed)
+    return optuna.samplers.GridSampler(
+        {path: list(d.choices or ()) for path, d in search.space.items()}, seed=search.seed
+    )
 
 
 def optuna_distribution(d: Distribution) -> BaseDistribution:

@@ -6,7 +6,13 @@ from typing import TYPE_CHECKING
 from bert_eval.core._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from bert_eval.core.statistics.comparisons import compare_configs, compare_runs, mark_best, metric_interval, summarize_seeds
+    from bert_eval.core.statistics.comparisons import (
+        compare_configs,
+        compare_runs,
+        mark_best,
+        metric_interval,
+        summarize_seeds,
+    )
     from bert_eval.core.statistics.configs import config_interval, constant_prediction
     from bert_eval.core.statistics.power import SeedPlan, plan_seeds
     from bert_eval.core.statistics.summary import RunOutcome, summarize_runs

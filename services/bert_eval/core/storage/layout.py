@@ -151,8 +151,18 @@ class RunLayout:
         """Why this run's directory is not safe to use (a symlink, or resolving outside the runs
         directory), or None. Every writer checks it first, so no spec can make a worker write elsewhere."""
         expected = Path(self.runs_dir).resolve() / "runs" / self.run_id
-        for path in (self.root.parent, self.root, self.spec_file, self.checkpoints, self.model_dir,
-                     self.summary_file, self.history_file, self.journal_file, self.attempt_file, self.lock_file):
+        for path in (
+            self.root.parent,
+            self.root,
+            self.spec_file,
+            self.checkpoints,
+            self.model_dir,
+            self.summary_file,
+            self.history_file,
+            self.journal_file,
+            self.attempt_file,
+            self.lock_file,
+        ):
             if path.is_symlink():
                 return (
                     f"run {self.run_id}: {path} is a symbolic link (to {os.readlink(path)}); refusing to read or "

@@ -84,7 +84,10 @@ class BertEvalWorkflow:
             run_id,
             EvalActivities.snapshot_dataset,
             SnapshotInput.for_model(
-                run_id=run_id, dataset=wanted.dataset, model=model, eval_split=wanted.request.split,
+                run_id=run_id,
+                dataset=wanted.dataset,
+                model=model,
+                eval_split=wanted.request.split,
                 max_eval_samples=wanted.request.max_eval_samples,
             ),
             start_to_close=TIMEOUTS.snapshot_start_to_close,
