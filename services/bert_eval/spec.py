@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Literal, get_args
 
@@ -426,6 +426,15 @@ class RunSpec(_Strict):
     def evaluations(self) -> tuple[EvalRequest, ...]:
         """Every evaluation of the run, the primary one first."""
         return (self.primary_eval, *self.extra_evals)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> RunSpec:
+        """A copy with `update`'s fields replaced. Keys are field names (`primary_eval`, not the alias `eval`):
+        pydantic's copy does not validate, so an alias or a misspelt key would be set beside the field, unused;
+        here it raises TypeError naming the key."""
+        unknown = sorted(set(update or {}) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"RunSpec.model_copy: no field {', '.join(map(repr, unknown))} (give field names)")
+        return super().model_copy(update=update, deep=deep)
 
     @field_validator("run_id")
     @classmethod

@@ -33,7 +33,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, data_di
             claim_run_dir(RunLayout(runs_dir, spec.id), spec)  # records the spec, and so the seed
             model = saved_head_model(tiny_model_dir, root / spec.id, data_dir, seed=seed + head_offset)
             evaluated_run(spec, model, runs_dir, data_dir)
-    short = core_spec(tiny_model_dir, "short").model_copy(update={"eval": EvalRequest(max_eval_samples=32)})
+    short = core_spec(tiny_model_dir, "short").model_copy(update={"primary_eval": EvalRequest(max_eval_samples=32)})
     evaluated_run(short, saved_head_model(tiny_model_dir, root / "short", data_dir, seed=1), runs_dir, data_dir)
     return runs_dir
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bert_eval.spec import EvalRequest, RunSpec
@@ -52,3 +53,13 @@ def test_the_fingerprint_form_keys_the_primary_evaluation_eval_without_its_place
 def test_the_field_names_are_accepted_too() -> None:
     spec = RunSpec(model="m", dataset="glue/sst2", primary_eval=EvalRequest(split="test"))
     assert spec == RunSpec.model_validate({"model": "m", "dataset": "glue/sst2", "eval": {"split": "test"}})
+
+
+def test_a_copy_updated_under_an_alias_is_refused() -> None:
+    """pydantic's model_copy does not validate: `update={"eval": ...}` would leave the primary evaluation
+    unchanged and set an unused attribute beside it."""
+    spec = RunSpec.model_validate(DOCUMENT)
+    with pytest.raises(TypeError, match="no field 'eval'"):
+        spec.model_copy(update={"eval": EvalRequest(max_eval_samples=32)})
+    copied = spec.model_copy(update={"primary_eval": EvalRequest(max_eval_samples=32)})
+    assert copied.primary_eval.max_eval_samples == 32
