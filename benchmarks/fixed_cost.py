@@ -12,14 +12,17 @@ Each call is split into spans by wrapping core functions from the outside (no ho
 tokenizer load, tokenized rows, Trainer construction, checkpoint load (weights, optimizer, scheduler, RNG),
 the training steps, the checkpoint (host copy + write + fsync + publish), the evaluation's model load and
 inference; "other" is the call's time not in any span. The per-step time s is the median of the measured
-steps after a call's first; F = call - steps * s, per call, so F is measured, not fitted.
+steps after a call's first; F = call - steps * s, per call, so F is measured, not fitted. Under load s
+varies from step to step, so "outside steps" (the call less its measured step spans) is printed too: it
+does not depend on s, but counts what a call's first step pays beyond s as steps.
 
 `--against DIR` runs a second source tree (e.g. /work/main/services) as the baseline: the two run in
 alternating child processes (A/B/A/B), each child doing one unmeasured warm-up repetition and then `--reps`
 measured ones, so the ratios are taken under the same machine load.
 
     PYTHONPATH=services BERT_EVAL_DATA_DIR=/work/shared/data \\
-        python benchmarks/fixed_cost.py --against /work/main/services --rounds 2 --reps 3
+        python benchmarks/fixed_cost.py --against /work/main/services --rounds 2 --reps 3 --json out.json
+    python benchmarks/fixed_cost.py --summarize out.json   # the tables again, from the saved spans
 """
 
 from __future__ import annotations
@@ -262,6 +265,7 @@ def summarize(reps: list[dict[str, Any]]) -> dict[str, Any]:
             "steps": records[0]["steps"],
             "total": _stats([r["total"] for r in records]),
             "F": _stats(fixed),
+            "outside steps": _stats([r["total"] - r["parts"].get("steps", 0.0) for r in records]),
             "parts": {p: _stats(v) for p, v in parts.items()},
         }
     return {"step_s": s, "calls": calls}
@@ -278,7 +282,11 @@ def report(results: dict[str, dict[str, Any]], baseline: str | None) -> None:
         print(f"\n{call} ({results[names[0]]['calls'][call]['steps']} steps)")
         header = f"  {'part':<16}" + "".join(f"{n:>28}" for n in names) + ("   ratio" if baseline else "")
         print(header)
-        rows = [("total", lambda c: c["total"]), ("F", lambda c: c["F"])] + [
+        rows = [
+            ("total", lambda c: c["total"]),
+            ("F", lambda c: c["F"]),
+            ("outside steps", lambda c: c["outside steps"]),
+        ] + [
             (p, lambda c, p=p: c["parts"][p])
             for p in PARTS  # type: ignore[misc]
         ]
@@ -306,9 +314,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=600, help="training rows before the search holdout")
     parser.add_argument("--data-dir", default=os.environ.get("BERT_EVAL_DATA_DIR", "/work/shared/data"))
     parser.add_argument("--json", help="write the raw repetitions and the summary here")
+    parser.add_argument("--summarize", help="print the summary of a --json file written earlier, measuring nothing")
     args = parser.parse_args()
     if args.child:
         child(args)
+        return
+    if args.summarize:
+        raw = json.loads(Path(args.summarize).read_text())["raw"]
+        report({name: summarize(reps) for name, reps in raw.items()}, baseline="baseline" if len(raw) == 2 else None)
         return
     here = os.environ.get("PYTHONPATH") or str(Path(__file__).resolve().parents[1] / "services")
     trees = {"this tree": here} if not args.against else {"baseline": args.against, "this tree": here}
