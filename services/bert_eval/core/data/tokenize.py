@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -84,6 +85,7 @@ class BackendDigests:
         self.capacity = capacity
         self.hits = 0
         self._digests: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # evaluations run on several threads of one worker
 
     def __len__(self) -> int:
         return len(self._digests)
@@ -91,17 +93,19 @@ class BackendDigests:
     def digest(self, serialized: str) -> str:
         """The digest of the tokenizer serialized as `serialized` (`backend_tokenizer.to_str()`)."""
         key = hashlib.sha256(serialized.encode()).hexdigest()
-        if (found := self._digests.get(key)) is not None:
-            self._digests.move_to_end(key)
-            self.hits += 1
-            return found
+        with self._lock:
+            if (found := self._digests.get(key)) is not None:
+                self._digests.move_to_end(key)
+                self.hits += 1
+                return found
         content = json.loads(serialized)
         content.pop("truncation", None)
         content.pop("padding", None)
         found = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-        self._digests[key] = found
-        if len(self._digests) > self.capacity:
-            self._digests.popitem(last=False)
+        with self._lock:
+            self._digests[key] = found
+            if len(self._digests) > self.capacity:
+                self._digests.popitem(last=False)
         return found
 
 
