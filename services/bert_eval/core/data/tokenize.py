@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import datasets
@@ -24,7 +26,7 @@ from bert_eval.core.data.snapshot import LABEL, TEXT, TEXT_PAIR, read_split
 from bert_eval.core.records import SnapshotResult
 from bert_eval.core.storage.fsutil import discard_dir, publish_dir
 
-__all__ = ["LENGTH", "tokenization_key", "tokenize_split", "tokenized_split"]
+__all__ = ["LENGTH", "BackendDigests", "tokenization_key", "tokenize_split", "tokenized_split"]
 
 LENGTH = "length"
 _CACHE_DIR = "tokenized"
@@ -63,16 +65,51 @@ def tokenization_key(
     digest = hashlib.sha256(identity.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        # Vocabulary, normalizer, pre-tokenizer, post-processor; not the truncation/padding state that
-        # the last call left behind (it changes with every call's arguments, not with the tokenizer).
-        content = json.loads(backend.to_str())
-        content.pop("truncation", None)
-        content.pop("padding", None)
-        digest.update(json.dumps(content, sort_keys=True).encode())
+        digest.update(_BACKEND_DIGESTS.digest(backend.to_str()).encode())
     else:
         digest.update(repr(sorted(tokenizer.get_vocab().items())).encode())
     digest.update(repr(tokenizer.special_tokens_map).encode())
     return digest.hexdigest()[:16]
+
+
+class BackendDigests:
+    """The content digest of a serialized fast tokenizer, remembered by the sha256 of the serialization.
+
+    The digest covers the vocabulary, normalizer, pre-tokenizer and post-processor, not the truncation and
+    padding state the last call left behind (it changes with each call's arguments, not with the
+    tokenizer); computing it means parsing and re-sorting the whole vocabulary, so a worker remembers it
+    for the last `capacity` serializations it saw. A changed tokenizer serializes differently: a miss.
+    """
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self.hits = 0
+        self._digests: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()  # evaluations run on several threads of one worker
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def digest(self, serialized: str) -> str:
+        """The digest of the tokenizer serialized as `serialized` (`backend_tokenizer.to_str()`)."""
+        key = hashlib.sha256(serialized.encode()).hexdigest()
+        with self._lock:
+            if (found := self._digests.get(key)) is not None:
+                self._digests.move_to_end(key)
+                self.hits += 1
+                return found
+        content = json.loads(serialized)
+        content.pop("truncation", None)
+        content.pop("padding", None)
+        found = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            self._digests[key] = found
+            if len(self._digests) > self.capacity:
+                self._digests.popitem(last=False)
+        return found
+
+
+_BACKEND_DIGESTS = BackendDigests()
 
 
 def tokenized_split(

@@ -257,7 +257,8 @@ class CheckpointPolicy(TrainerCallback):
             or (self.every_seconds is not None and time.monotonic() - self._last_save >= self.every_seconds)
         )
         if due:
-            self.save(state)
+            # The training thread waits for a stop's or a rung's checkpoint before it goes on: no host copy.
+            self.save(state, copy=not (stop or pause))
         if stop:
             self.stop_requested = True
             self.writer.flush()  # the checkpoint is published before the attempt reports the stop
@@ -269,11 +270,12 @@ class CheckpointPolicy(TrainerCallback):
             control.should_training_stop = True
             log.info("reached the rung; checkpoint saved, pausing", run_id=self.run_id, step=state.global_step)
 
-    def save(self, state: TrainerState) -> None:
-        """Flush the step history, then hand a host copy of the training state to the background writer."""
+    def save(self, state: TrainerState, *, copy: bool = True) -> None:
+        """Flush the step history, then hand the training state to the background writer: a host copy, or
+        with `copy=False` (the caller flushes the writer before training goes on) the host tensors themselves."""
         assert self._trainer is not None
         self.history.flush(state)  # the checkpoint's log history must reach its step
-        self.writer.save(capture_host_state(self._trainer))
+        self.writer.save(capture_host_state(self._trainer, copy=copy))
         self._last_save = time.monotonic()
 
 

@@ -59,16 +59,29 @@ class SavedCheckpoint:
     bytes: int
 
 
-def _to_host(value: Any) -> Any:
+def _to_host(value: Any, *, copy: bool = True) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
+        return value.detach().to("cpu", copy=copy)
     if isinstance(value, dict):
-        return {key: _to_host(item) for key, item in value.items()}
+        return {key: _to_host(item, copy=copy) for key, item in value.items()}
     if isinstance(value, list):
-        return [_to_host(item) for item in value]
+        return [_to_host(item, copy=copy) for item in value]
     if isinstance(value, tuple):
-        return tuple(_to_host(item) for item in value)
+        return tuple(_to_host(item, copy=copy) for item in value)
     return value
+
+
+def _host_weights(state_dict: dict[str, torch.Tensor], *, copy: bool) -> dict[str, torch.Tensor]:
+    """Contiguous host tensors, one storage each (safetensors refuses tensors sharing memory, e.g. tied
+    weights): a tensor whose storage another one already uses is copied even with `copy=False`."""
+    weights, storages = {}, set()
+    for name, tensor in state_dict.items():
+        host = tensor.detach().to("cpu", copy=copy).contiguous()
+        if host.untyped_storage().data_ptr() in storages:
+            host = host.clone()
+        storages.add(host.untyped_storage().data_ptr())
+        weights[name] = host
+    return weights
 
 
 def _rng_states() -> dict[str, Any]:
@@ -83,14 +96,17 @@ def _rng_states() -> dict[str, Any]:
     return states
 
 
-def capture_host_state(trainer: Trainer) -> HostState:
-    """Copy a trainer's resumable state to host memory (training thread; between optimizer steps)."""
+def capture_host_state(trainer: Trainer, *, copy: bool = True) -> HostState:
+    """Copy a trainer's resumable state to host memory (training thread; between optimizer steps).
+
+    With `copy=False` tensors already in host memory are referenced, not copied: only for a save the
+    training thread waits for before it touches the model or the optimizer again (a stop, a rung)."""
     started = time.monotonic()
     model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
-    weights = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in model.state_dict().items()}
+    weights = _host_weights(model.state_dict(), copy=copy)
     assert trainer.optimizer is not None and trainer.lr_scheduler is not None, "called before the Trainer built them"
-    optimizer = _to_host(trainer.optimizer.state_dict())
-    scheduler = _to_host(trainer.lr_scheduler.state_dict())
+    optimizer = _to_host(trainer.optimizer.state_dict(), copy=copy)
+    scheduler = _to_host(trainer.lr_scheduler.state_dict(), copy=copy)
     trainer_state = json.dumps(dataclasses.asdict(trainer.state), indent=2, sort_keys=True) + "\n"
     return HostState(
         step=trainer.state.global_step,
