@@ -149,7 +149,13 @@ def setup(work: Path, data_dir: Path, *, batch_size: int, seq: int, rows: int) -
         "defaults": {
             "model": MINILM,
             "dataset": "glue/sst2",
-            "train": {"epochs": 1, "batch_size": batch_size, "max_seq_length": seq, "max_train_samples": rows, "seed": 1},
+            "train": {
+                "epochs": 1,
+                "batch_size": batch_size,
+                "max_seq_length": seq,
+                "max_train_samples": rows,
+                "seed": 1,
+            },
             "eval": {"split": "validation", "max_eval_samples": 64},
         },
         "search": {
@@ -167,7 +173,9 @@ def setup(work: Path, data_dir: Path, *, batch_size: int, seq: int, rows: int) -
     return spec, snapshot
 
 
-def one_repetition(spec: Any, snapshot: Any, spans: Spans, work: Path, steps: int, *, evaluate: bool = False) -> list[dict[str, Any]]:
+def one_repetition(
+    spec: Any, snapshot: Any, spans: Spans, work: Path, steps: int, *, evaluate: bool = False
+) -> list[dict[str, Any]]:
     """The measured calls of one repetition: first rungs (to 1 and to `steps`), resumes (+1, +steps), the
     rung evaluation; each in a fresh run directory so every call does its full work."""
     from bert_eval.core.search.rungs import evaluate_rung
@@ -182,7 +190,9 @@ def one_repetition(spec: Any, snapshot: Any, spans: Spans, work: Path, steps: in
         parts = dict(spans.totals)
         parts["steps"] = sum(spans.steps)
         if "eval_total" in parts:  # the evaluation's inference: its whole span less its loads
-            parts["eval_infer"] = parts.pop("eval_total") - parts.get("eval_model_load", 0.0) - parts.get("eval_data_load", 0.0)
+            parts["eval_infer"] = (
+                parts.pop("eval_total") - parts.get("eval_model_load", 0.0) - parts.get("eval_data_load", 0.0)
+            )
         parts["other"] = total - sum(parts.values())
         records.append({"call": label, "kind": kind, "steps": n_steps, "total": total, "parts": parts,
                         "step_times": list(spans.steps)})  # fmt: skip
@@ -195,7 +205,9 @@ def one_repetition(spec: Any, snapshot: Any, spans: Spans, work: Path, steps: in
         call(f"first rung to {first}", "train", first, partial(_train, spec, snapshot, runs_dir, first))
         summary = call(f"resume +{more}", "train", more, partial(_train, spec, snapshot, runs_dir, first + more))
         if first == steps or evaluate:
-            rung = partial(evaluate_rung, spec, first + more, model_dir=summary.model_dir, snapshot=snapshot, runs_dir=runs_dir)
+            rung = partial(
+                evaluate_rung, spec, first + more, model_dir=summary.model_dir, snapshot=snapshot, runs_dir=runs_dir
+            )
             call("rung evaluation", "eval", 0, rung)
     return records
 
@@ -331,7 +343,9 @@ def main() -> None:
         for name, source in trees.items():
             started = time.perf_counter()
             raw[name] += run_child(source, args)
-            print(f"round {round_ + 1}, {name}: {time.perf_counter() - started:.0f} s, load {os.getloadavg()}", flush=True)
+            print(
+                f"round {round_ + 1}, {name}: {time.perf_counter() - started:.0f} s, load {os.getloadavg()}", flush=True
+            )
     results = {name: summarize(reps) for name, reps in raw.items()}
     # Ratios read baseline / this tree: above 1 is faster.
     report(results, baseline="baseline" if args.against else None)

@@ -417,12 +417,6 @@ class RunSpec(_Strict):
         return self
 
     @property
-    def eval(self) -> EvalRequest:
-        """`primary_eval`, under its old Python name: read by core/data/snapshot.py and core/search/rungs.py
-        until they move to `primary_eval` (a separate change; new code reads `primary_eval`)."""
-        return self.primary_eval
-
-    @property
     def evaluations(self) -> tuple[EvalRequest, ...]:
         """Every evaluation of the run, the primary one first."""
         return (self.primary_eval, *self.extra_evals)

@@ -33,6 +33,7 @@ def test_a_reloaded_tokenizer_hits_and_a_changed_one_misses(
     assert tokenization_key(snapshot, "train", changed, max_length=32) != first
     assert (digests.hits, len(digests)) == (1, 3)
 
+
 def test_the_memory_keeps_only_the_most_recent_serializations() -> None:
     digests = BackendDigests(capacity=2)
     tokenizers = [f'{{"version": "1.0", "model": {{"vocab": {{"t{i}": 0}}}}}}' for i in range(3)]

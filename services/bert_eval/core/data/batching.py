@@ -106,9 +106,7 @@ class BatchingScheme:
 LEGACY_SCHEME = BatchingScheme(group_by_length=False, padding="longest")
 
 
-def padding_collator(
-    tokenizer: PreTrainedTokenizerBase, *, padding: str, max_length: int
-) -> DataCollatorWithPadding:
+def padding_collator(tokenizer: PreTrainedTokenizerBase, *, padding: str, max_length: int) -> DataCollatorWithPadding:
     """Pad each batch to its longest row ("longest"), rounded up to a multiple of 8 ("multiple-of-8"), or
     every row to max_length ("max_length")."""
     if padding == "longest":

@@ -142,9 +142,7 @@ def _load_from_hub(spec: DatasetSpec, splits: list[str], data_dir: Path | None) 
     try:
         return {split: datasets.load_dataset(name, config, split=split) for split in splits}
     except Exception as exc:  # the hub raises many types: connection, not found, bad config
-        mirror = (
-            f" and not in the local mirror {data_dir}" if data_dir else " (no local mirror BERT_EVAL_DATA_DIR set)"
-        )
+        mirror = f" and not in the local mirror {data_dir}" if data_dir else " (no local mirror BERT_EVAL_DATA_DIR set)"
         raise InvalidInputError(
             f"dataset {spec.label!r} could not be loaded from the hub{mirror}: {type(exc).__name__}: {exc}"
         ) from exc
@@ -187,9 +185,7 @@ def infer_schema(train: datasets.Dataset, spec: DatasetSpec) -> DatasetSchema:
     return DatasetSchema(text_columns=text_columns, label_column=label_column, task=task, label_names=label_names)
 
 
-def infer_columns(
-    rows: datasets.Dataset, spec: DatasetSpec, *, split: str
-) -> tuple[tuple[str, ...], str, TaskType]:
+def infer_columns(rows: datasets.Dataset, spec: DatasetSpec, *, split: str) -> tuple[tuple[str, ...], str, TaskType]:
     """(text column(s), label column, task) of the `split` rows, given in the spec or inferred (run_glue
     rules); every label is checked (present, one kind)."""
     columns = list(rows.column_names)
@@ -299,7 +295,5 @@ def _infer_text_columns(
         if c != label_column and c not in _IGNORED_COLUMNS and train.features[c].dtype in ("string", "large_string")
     ]
     if not candidates:
-        raise InvalidInputError(
-            f"dataset {spec.label!r}: no text column found in {columns}; set dataset.text_columns"
-        )
+        raise InvalidInputError(f"dataset {spec.label!r}: no text column found in {columns}; set dataset.text_columns")
     return tuple(candidates[:2])

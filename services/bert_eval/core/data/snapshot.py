@@ -135,8 +135,8 @@ class SnapshotInput(BaseModel):
             run_id=run.id,
             dataset=run.dataset,
             max_train_samples=run.train.max_train_samples,
-            eval_split=run.eval.split,
-            max_eval_samples=run.eval.max_eval_samples,
+            eval_split=run.primary_eval.split,
+            max_eval_samples=run.primary_eval.max_eval_samples,
             seed=run.train.seed,
             shuffle_before_select=run.train.shuffle_before_select,
             holdout=run.holdout,
@@ -190,9 +190,7 @@ def create_snapshot(request: SnapshotInput, *, runs_dir: Path, data_dir: Path | 
         except InvalidInputError as exc:
             # Keep the damaged copy for inspection; never delete data.
             aside = root / f".corrupt-{snapshot_id}-{int(time.time())}"
-            log.warning(
-                "snapshot %s failed verification (%s); moving it to %s and rebuilding", snapshot_id, exc, aside
-            )
+            log.warning("snapshot %s failed verification (%s); moving it to %s and rebuilding", snapshot_id, exc, aside)
             os.replace(target, aside)
 
     staging = root / f".tmp-{snapshot_id}-{uuid.uuid4().hex[:8]}"

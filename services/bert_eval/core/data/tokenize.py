@@ -36,9 +36,7 @@ _FORMAT = 1
 log = telemetry.get_logger(__name__)
 
 
-def tokenize_split(
-    split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *, max_length: int
-) -> datasets.Dataset:
+def tokenize_split(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> datasets.Dataset:
     """Tokenize a normalized table (text, optional text pair, label) without padding, truncating to
     `max_length`; the result holds the token columns, `labels` and each row's token count (`length`)."""
     has_pair = TEXT_PAIR in split.column_names

@@ -96,7 +96,7 @@ def evaluate_rung(
         run_id=run.id,
         model_dir=model_dir,
         snapshot=snapshot,
-        request=EvalRequest(split=SEARCH_TABLE, use_gpu=run.eval.use_gpu),
+        request=EvalRequest(split=SEARCH_TABLE, use_gpu=run.primary_eval.use_gpu),
         device=device,
         span_attributes={"step": str(step)},
         load=lambda: _load_checkpoint(model_dir, run, snapshot.dataset_schema, device),
@@ -156,7 +156,10 @@ def _load_checkpoint(
     tokenizer.model_max_length = run.train.max_seq_length
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).to(device).eval()
     if model.config.num_labels != schema.num_labels:
-        raise InvalidInputError(f"run {run.id}: the model at {model_dir} has {model.config.num_labels} outputs, the data {schema.num_labels}")
+        raise InvalidInputError(
+            f"run {run.id}: the model at {model_dir} has {model.config.num_labels} outputs, "
+            f"the data {schema.num_labels}"
+        )
     return tokenizer, model
 
 

@@ -251,8 +251,12 @@ def _plan(request: FineTuneRequest, layout: RunLayout, loaded: _Loaded, resume: 
     else:
         scheme = BatchingScheme.of_checkpoint(resume.latest.manifest())
         if not resume.latest.manifest().get(BATCHING_KEY):
-            log.info("checkpoint predates the batching marker; resuming with the earlier batching", run_id=run.id,
-                     step=resume.latest.step, **scheme.to_manifest())
+            log.info(
+                "checkpoint predates the batching marker; resuming with the earlier batching",
+                run_id=run.id,
+                step=resume.latest.step,
+                **scheme.to_manifest(),
+            )
     return _Plan(args=training_arguments(hp, device, output_dir=layout.checkpoints), scheme=scheme)
 
 
