@@ -77,6 +77,8 @@ TEMPORAL_LOOKUP_TIMEOUT_S = 15.0
 
 
 class Target(str, Enum):
+    """Where the chaos command looks for workers: local processes, Kubernetes pods, or podman pods."""
+
     local = "local"
     k8s = "k8s"
     podman = "podman"
@@ -95,12 +97,16 @@ class WorkerIdentity:
 
 @dataclass(frozen=True)
 class LocalWorker:
+    """A worker process on this machine: its pid and command line."""
+
     pid: int
     argv: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class PodCandidate:
+    """A worker pod that may be killed: its name and phase."""
+
     name: str
     phase: str
 
@@ -364,9 +370,11 @@ def _kill_one_local(
 class PodApi(Protocol):
     """The part of `kubernetes.client.CoreV1Api` the chaos command uses."""
 
-    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any: ...
+    def list_namespaced_pod(self, namespace: str, **kwargs: Any) -> Any:
+        """The pods of `namespace` (a `V1PodList`), filtered by `kwargs` (e.g. `label_selector`)."""
 
-    def delete_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> Any: ...
+    def delete_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        """Delete pod `name` (`grace_period_seconds=0` in `kwargs`: at once)."""
 
 
 def kubernetes_core_api() -> PodApi:

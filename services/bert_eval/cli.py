@@ -541,6 +541,8 @@ async def _status(identifier: str) -> None:
 
 
 class WaitFor(str, Enum):
+    """What `bert-eval wait` waits for: the run started, its first checkpoint, or its end."""
+
     started = "started"
     checkpoint = "checkpoint"
     done = "done"

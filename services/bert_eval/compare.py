@@ -53,6 +53,7 @@ class Comparison:
         return "\n".join([self.result.sentence, *(f"warning: {flag}" for flag in self.flags)])
 
     def to_json(self) -> dict[str, Any]:
+        """The comparison as JSON-ready data (`compare --json`): the statistics, the sentence and any flags."""
         from bert_eval.core.statistics.comparisons import RunComparison
 
         kind = "runs" if isinstance(self.result, RunComparison) else "configs"

@@ -5,7 +5,7 @@ such a class whose name does not start with ``_`` (dunders such as ``__init__`` 
 docstring states how to build it). Nested functions and private modules' internals are not counted.
 
 ``DOCUMENTED`` lists the modules (or whole packages, ending in ``/``) where every public definition must carry a
-docstring and every line fits in `MAX_LINE` characters; extend it as more of the package is documented.
+docstring and every line fits in `MAX_LINE` characters; it names the whole package.
 
 Run as a script for the count over the whole package (or any paths)::
 
@@ -26,33 +26,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "services" / "bert_eval"
 
-# Paths relative to PACKAGE; an entry ending in "/" covers every module under that folder.
-DOCUMENTED: tuple[str, ...] = (
-    "core/storage/",
-    "core/data/",
-    "core/training/",
-    "core/evaluation/",
-    "core/records.py",
-    "core/errors.py",
-    "core/modeling.py",
-    "temporal/payloads.py",
-    "temporal/names.py",
-    "temporal/calls.py",
-    "temporal/client.py",
-    "temporal/devserver.py",
-    "temporal/worker.py",
-    "temporal/failures.py",
-    "temporal/activities.py",
-    "temporal/search.py",
-    "temporal/history.py",
-    "temporal/workflows/",
-    "spec.py",
-    "search.py",
-    "settings.py",
-    "telemetry.py",
-    "reference_compat.py",
-)
-# The documented modules also keep their lines within this many characters (ruff allows more repo-wide).
+# Paths relative to PACKAGE; an entry ending in "/" covers every module under that folder. "./" is the whole
+# package: every public definition of bert_eval says what it does.
+DOCUMENTED: tuple[str, ...] = ("./",)
+# The documented modules also keep their lines within this many characters (as ruff's line length does).
 MAX_LINE = 120
 
 

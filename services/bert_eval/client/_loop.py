@@ -27,6 +27,7 @@ class LoopThread:
 
     @property
     def closed(self) -> bool:
+        """True once the loop is closed or its thread has ended: nothing more can run on it."""
         return self._loop.is_closed() or not self._thread.is_alive()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

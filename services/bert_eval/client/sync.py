@@ -134,10 +134,12 @@ class ExperimentHandle:
 
     @property
     def experiment_id(self) -> str:
+        """The experiment this handle follows."""
         return self.aio.experiment_id
 
     @property
     def workflow_id(self) -> str:
+        """The experiment's coordinator workflow id (for the Temporal UI or `temporal workflow`)."""
         return self.aio.workflow.id
 
     def status(self) -> ExperimentStatus:

@@ -174,16 +174,20 @@ class PrometheusTrainingObserver(TrainingObserver):
         self._labels = {"run_id": run_id, "model": model}
 
     def phase(self, phase: str) -> None:
+        """The run's current phase (loading, training, saving, paused, interrupted) as the phase gauge."""
         set_phase(self._run_id, phase)
 
     def started(self, total_steps: int, step: int) -> None:
+        """Training started (or resumed at `step`): the total steps gauge."""
         TRAINING.total_steps.labels(**self._labels).set(total_steps)
 
     def step(self, step: int, epoch: float) -> None:
+        """A step ended: the step and epoch gauges."""
         TRAINING.step.labels(**self._labels).set(step)
         TRAINING.epoch.labels(**self._labels).set(epoch)
 
     def logged(self, window: LogWindow) -> None:
+        """A logging window closed: loss, learning rate and throughput gauges."""
         metrics = TRAINING
         metrics.loss.labels(**self._labels).set(window.loss)
         metrics.learning_rate.labels(**self._labels).set(window.learning_rate)
@@ -191,12 +195,14 @@ class PrometheusTrainingObserver(TrainingObserver):
         metrics.tokens_per_second.labels(**self._labels).set(window.tokens_per_s)
 
     def checkpoint_saved(self, event: CheckpointEvent) -> None:
+        """A checkpoint was published: its seconds (histogram), bytes and the checkpoint count."""
         metrics = TRAINING
         metrics.checkpoint_seconds.labels(**self._labels).observe(event.seconds)
         metrics.checkpoint_bytes.labels(**self._labels).set(event.bytes)
         metrics.checkpoints.labels(**self._labels).inc()
 
     def resumed(self, event: ResumeEvent) -> None:
+        """The run resumed from a checkpoint: the resume count, recovery seconds and steps lost."""
         metrics = TRAINING
         metrics.resumes.labels(**self._labels).inc()
         if event.recovery_seconds is not None:
@@ -206,6 +212,7 @@ class PrometheusTrainingObserver(TrainingObserver):
 
 
 def record_eval_metrics(result: EvalResult) -> None:
+    """An evaluation's examples, throughput and duration, labelled by run and split."""
     labels = {"run_id": result.run_id, "split": result.split}
     EVAL.examples.labels(**labels).set(result.examples)
     EVAL.examples_per_second.labels(**labels).set(result.examples / max(result.duration_s, 1e-9))

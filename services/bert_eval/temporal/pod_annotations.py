@@ -58,13 +58,15 @@ class PodAnnotationSettings(BaseSettings):
 
     @property
     def enabled(self) -> bool:
+        """True when the pod is known (name and namespace) and at least one annotation is asked for."""
         return bool(self.name and self.namespace and (self.deletion_cost or self.do_not_disrupt))
 
 
 class PodPatchApi(Protocol):
     """The one call of `kubernetes.client.CoreV1Api` this module makes."""
 
-    def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any: ...
+    def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+        """Merge-patch pod `name` with `body` (here: its annotations)."""
 
 
 def kubernetes_pod_api() -> PodPatchApi:
@@ -123,6 +125,7 @@ class PodAnnotator:
 
     @property
     def running(self) -> int:
+        """How many activity attempts this worker is running now."""
         return self._running
 
     async def attempt_started(self) -> None:
@@ -181,6 +184,7 @@ class AttemptsInterceptor(Interceptor):
         self._annotator = annotator
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        """Wrap the worker's activity calls so each start and end updates the pod's annotations."""
         return _AttemptsInbound(next, self._annotator)
 
 

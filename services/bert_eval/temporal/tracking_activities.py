@@ -31,12 +31,16 @@ log = telemetry.get_logger(__name__)
 
 
 class TrackingInput(Payload):
+    """What `log_to_mlflow` logs: an experiment, to a tracking server and an MLflow experiment."""
+
     experiment_id: str
     uri: str | None = None  # None: this worker's MLFLOW_TRACKING_URI
     mlflow_experiment: str | None = None  # None: the bert-eval experiment id
 
 
 class TrackingResult(Payload):
+    """Where an experiment was logged: the MLflow experiment, the parent run and each run's MLflow run id."""
+
     uri: str
     mlflow_experiment_id: str
     parent_run_id: str
@@ -45,6 +49,8 @@ class TrackingResult(Payload):
 
 
 class RegisterInput(Payload):
+    """What `register_in_mlflow` registers: the experiment's winner, as model `name` with `alias`."""
+
     experiment_id: str
     uri: str
     runs: dict[str, str]  # bert-eval run id -> MLflow run id (from log_to_mlflow)
@@ -54,6 +60,8 @@ class RegisterInput(Payload):
 
 
 class RegisterResult(Payload):
+    """The registered model version, the run it came from and the alias it holds."""
+
     name: str
     version: str
     run_id: str
@@ -140,6 +148,7 @@ class TrackingActivities:
                 raise self._unavailable(request.experiment_id, request.uri, f"{type(exc).__name__}: {exc}") from None
 
     def all(self) -> list[Callable[..., Any]]:
+        """The activities to register on the eval worker."""
         return [self.log_to_mlflow, self.register_in_mlflow]
 
     def _uri(self, experiment_id: str, uri: str | None) -> str:

@@ -51,6 +51,7 @@ class LoggedExperiment:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
+        """The record written beside the experiment (`experiments/<id>.mlflow.json`)."""
         return {
             "uri": self.uri,
             "mlflow_experiment_id": self.mlflow_experiment_id,

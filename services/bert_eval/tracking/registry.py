@@ -37,6 +37,7 @@ class Registration:
     sentence: str
 
     def to_json(self) -> dict[str, Any]:
+        """The registration as JSON-ready data."""
         return asdict(self)
 
 

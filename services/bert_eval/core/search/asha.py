@@ -34,6 +34,8 @@ __all__ = ["Job", "Ladder", "SeenTrial", "Trial", "TrialState"]
 
 
 class TrialState(str, Enum):
+    """Where a trial is in the search."""
+
     running = "running"  # sampled, a rung in flight or queued
     paused = "paused"  # finished a rung below its budget; promoted only if it ranks in the top 1/η
     stopped = "stopped"  # the search ended without promoting it (its last rung's checkpoint is kept)
@@ -42,6 +44,8 @@ class TrialState(str, Enum):
 
 
 class Trial(BaseModel):
+    """One trial of a search: its sampled params, its rungs' steps, and what each rung processed measured."""
+
     index: int
     run_id: str
     params: dict[str, float | int]
@@ -61,6 +65,7 @@ class Trial(BaseModel):
 
     @property
     def objective(self) -> float | None:
+        """The objective at the highest rung processed (None: no rung yet, or that rung failed)."""
         return self.objectives[-1] if self.objectives else None
 
 
@@ -81,6 +86,11 @@ class Job(BaseModel):
 
 
 class Ladder(BaseModel):
+    """ASHA's decisions as plain data (Li et al. 2020, Algorithm 2): which trial to sample, which rung to
+    promote, when the search is finished. Results are processed in each rung's canonical order, whatever order
+    they arrive in, so the same results give the same promotions after any restart; the search workflow
+    keeps the ladder in its state and carries it through continue-as-new."""
+
     trials_wanted: int
     max_concurrent: int
     reduction_factor: int  # η; 0 without early stopping
@@ -151,6 +161,7 @@ class Ladder(BaseModel):
         ]
 
     def add_trial(self, run_id: str, params: dict[str, float | int], rungs: tuple[int, ...]) -> Job:
+        """Append a newly sampled trial and return its first job (rung 0)."""
         index = len(self.trials)
         self.trials.append(Trial(index=index, run_id=run_id, params=params, rungs=rungs))
         self.order[0].append(index)
@@ -206,6 +217,9 @@ class Ladder(BaseModel):
         )
 
     def finished(self) -> bool:
+        """True when no trial is left to sample, start or process. When everything is processed and no trial
+        reached its full budget, the best trial of the highest rung is promoted first, so this is False until
+        it has run."""
         self._promote_leader()
         return (
             not self.unstarted

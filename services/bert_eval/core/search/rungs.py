@@ -47,6 +47,9 @@ log = telemetry.get_logger(__name__)
 
 
 class RungResult(BaseModel):
+    """A trial's objective at one rung, measured on the search slice (`rungs/step-<N>.json`), with what the
+    flags read: the slice's loss, the classes predicted and what a constant prediction scores."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_id: str
@@ -63,6 +66,7 @@ class RungResult(BaseModel):
 
 
 def rung_file(layout: RunLayout, step: int) -> Path:
+    """Where a run's rung result at `step` is written."""
     return layout.root / "rungs" / f"step-{step}.json"
 
 
