@@ -20,6 +20,7 @@ install: $(PYTHON)
 # contracts between layers (pyproject.toml [tool.ruff], [tool.mypy], [tool.importlinter]).
 lint:
 	$(PYTHON) -m ruff check services tests benchmarks
+	$(PYTHON) -m ruff format --check services tests benchmarks
 	$(PYTHON) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 
