@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from support.worker_forks import ForkedProcess
 
 from bert_eval.settings import TemporalSettings
 from bert_eval.temporal.client import connect
-from bert_eval.temporal.devserver import DevServerError, LocalStack
+from bert_eval.temporal.devserver import DevServerError, LocalStack, wait_until_serving
 from bert_eval.temporal.submit import missing_workers
 
 pytestmark = pytest.mark.integration
@@ -118,3 +119,15 @@ def test_the_local_stack_names_a_worker_that_exits_before_polling(tmp_path: Path
             stack.start().wait_until_polled(timeout_s=60)
     finally:
         stack.stop()
+
+
+def test_a_port_that_listens_is_not_yet_a_server_that_serves() -> None:
+    """Between listening and serving, the dev server answers "Frontend is not healthy yet"; `start_dev_server`
+    waits for a served health check, not for the port. A listener that serves nothing never passes."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.1)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(DevServerError, match=rf"at 127\.0\.0\.1:{port} did not serve within 2s: "):
+            wait_until_serving(f"127.0.0.1:{port}", timeout_s=2)
+        assert time.monotonic() - started < 15  # one attempt is abandoned after 3 s, not the RPC's 30 s

@@ -33,6 +33,7 @@ __all__ = [
     "stop_processes",
     "wait_for_http",
     "wait_for_port",
+    "wait_until_serving",
 ]
 
 
@@ -92,6 +93,50 @@ def wait_for_port(host: str, port: int, *, timeout_s: float = 60.0, process: sub
     raise DevServerError(f"Temporal dev server did not listen on {host}:{port} within {timeout_s:.0f}s")
 
 
+def wait_until_serving(address: str, *, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Return once the server at `address` answers a health check. Between listening and serving, the dev
+    server refuses clients with "Frontend is not healthy yet"; a client that connects then fails.
+    DevServerError if `process` exits first or on timeout (naming the last answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process is not None and process.poll() is not None:
+            raise DevServerError(f"Temporal dev server exited with code {process.returncode} before serving")
+        answer = _health(address)
+        if answer is None:
+            return
+        if time.monotonic() > deadline:
+            raise DevServerError(f"Temporal dev server at {address} did not serve within {timeout_s:.0f}s: {answer}")
+        time.sleep(0.2)
+
+
+def _health(address: str, *, timeout_s: float = 3.0) -> str | None:
+    """None when the frontend at `address` serves clients, else why not. One attempt, in a thread with its own
+    event loop (so that callers inside a running loop can use it too); a peer that accepts connections but
+    never answers is abandoned to that daemon thread after `timeout_s`."""
+    import asyncio
+    import threading
+    from datetime import timedelta
+
+    from temporalio.service import ConnectConfig, RetryConfig, RPCError, ServiceClient
+
+    config = ConnectConfig(
+        target_host=address, connect_timeout=timedelta(seconds=timeout_s), retry_config=RetryConfig(max_retries=0)
+    )
+
+    async def check() -> str | None:
+        try:
+            client = await ServiceClient.connect(config)  # its GetSystemInfo fails until the frontend is healthy
+            return None if await client.check_health() else "the health check answered NOT_SERVING"
+        except (RuntimeError, RPCError) as error:
+            return str(error)
+
+    answers: list[str | None] = []
+    thread = threading.Thread(target=lambda: answers.append(asyncio.run(check())), name="temporal-health", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return answers[0] if answers else f"no answer within {timeout_s:.0f}s"
+
+
 def start_dev_server(
     *,
     port: int = 7233,
@@ -100,12 +145,14 @@ def start_dev_server(
     log_file: Path | None = None,
     new_session: bool = False,
 ) -> subprocess.Popen:
-    """Start the server and wait until its gRPC port accepts connections. `new_session` keeps a terminal's
-    Ctrl-C from reaching it, for a parent that stops it itself."""
+    """Start the server and wait until it serves clients (its port accepts connections and its frontend
+    answers a health check). `new_session` keeps a terminal's Ctrl-C from reaching it, for a parent that
+    stops it itself."""
     command = dev_server_command(port=port, ui_port=ui_port, db_file=db_file)
     process = _spawn(command, log_file, new_session=new_session)
     try:
         wait_for_port("127.0.0.1", port, process=process)
+        wait_until_serving(f"127.0.0.1:{port}", process=process)
     except DevServerError:
         process.kill()
         raise
