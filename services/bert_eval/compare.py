@@ -87,12 +87,13 @@ def compare(
         raise InvalidInputError(
             f"no runs under {runs_dir}: pass the runs directory the workers write to (--runs-dir or BERT_EVAL_RUNS_DIR)"
         )
+    sources = {run_id: _source(runs_dir, run_id, split) for ids in sides for run_id in ids}
     # Only now the statistics and the evaluation records (scipy, torch): a mistake above is refused at once.
     from bert_eval.core.statistics.comparisons import check_comparable, compare_configs, compare_runs, default_metric
     from bert_eval.core.statistics.configs import constant_prediction
 
     names = _names(sides, a_name, b_name)
-    predictions = [[_predictions(runs_dir, run_id, split) for run_id in ids] for ids in sides]
+    predictions = [[_predictions(runs_dir, run_id, split, sources[run_id]) for run_id in ids] for ids in sides]
     first = predictions[0][0]
     for run in (*predictions[0][1:], *predictions[1]):
         check_comparable(first, run)
@@ -195,25 +196,37 @@ def _recorded_metric(runs_dir: Path, run: Predictions, metric: str) -> float:
     return result.metrics[metric]
 
 
-def _predictions(runs_dir: Path, run_id: str, split: str) -> Predictions:
-    """The kept predictions of the run's evaluation of `split`: its run directory's, else (an eval-only run) its
-    cell's. InvalidInputError naming the run, and what to do, when there are none."""
+def _source(runs_dir: Path, run_id: str, split: str) -> CellLayout | None:
+    """Where the run's evaluation of `split` is kept: None for its run directory, else the evaluation cell that
+    records it (an eval-only run). Reads no evaluation (no scipy or torch import), so an unknown run is refused
+    at once. InvalidInputError naming the run, and what to do, when it has neither."""
+    layout = RunLayout(runs_dir, run_id)
+    if layout.eval_file(split).exists():
+        return None
+    if (cell := _cell_of(runs_dir, run_id, split)) is not None:
+        return cell
+    if not layout.root.is_dir():
+        raise InvalidInputError(
+            f"run {run_id} has no evaluation of split {split!r} under {runs_dir}: no run directory, and no "
+            "evaluation cell records it (an eval-only run is recorded in its cell when it finishes; one that "
+            "finished before that was recorded: resubmit its experiment, which reuses the cell); check the run "
+            "id and --split"
+        )
+    return None
+
+
+def _predictions(runs_dir: Path, run_id: str, split: str, cell: CellLayout | None) -> Predictions:
+    """The kept predictions of the run's evaluation of `split`, from its run directory or (an eval-only run)
+    `cell`, as `_source` found them. InvalidInputError naming the run, and what to do, when they cannot be
+    read."""
     from bert_eval.core.evaluation.predictions import load_predictions, predictions_of
     from bert_eval.core.storage.rundir import trained_summary
 
+    if cell is not None:
+        return dataclasses.replace(predictions_of(_cell_result(run_id, cell)), run_id=run_id)
     layout = RunLayout(runs_dir, run_id)
-    if not layout.eval_file(split).exists():
-        if (cell := _cell_of(runs_dir, run_id, split)) is not None:
-            return dataclasses.replace(predictions_of(_cell_result(run_id, cell)), run_id=run_id)
-        if not layout.root.is_dir():
-            raise InvalidInputError(
-                f"run {run_id} has no evaluation of split {split!r} under {runs_dir}: no run directory, and no "
-                "evaluation cell records it (an eval-only run is recorded in its cell when it finishes; one that "
-                "finished before that was recorded: resubmit its experiment, which reuses the cell); check the run "
-                "id and --split"
-            )
-        if not any(layout.root.glob("eval-*.json")):
-            trained_summary(layout)  # a run that failed, or is still training, says so
+    if not layout.eval_file(split).exists() and not any(layout.root.glob("eval-*.json")):
+        trained_summary(layout)  # a run that failed, or is still training, says so
     return load_predictions(layout, split)
 
 

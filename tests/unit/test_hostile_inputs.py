@@ -285,15 +285,24 @@ def test_the_loader_still_reads_the_packaged_experiments() -> None:
 # --------------------------------------------------------------------------- compare
 
 
-def test_compare_refuses_before_importing_the_ml_stack(tmp_path: Path) -> None:
-    """The comparison's argument checks run before scipy, torch and transformers are imported."""
+@pytest.mark.parametrize(
+    ("b", "expected"),
+    [
+        ("BASE-S1", "A and B are the same run(s) (base-s1)"),
+        ("other", "run base-s1 has no evaluation of split 'validation' under "),  # an unknown run
+    ],
+)
+def test_compare_refuses_before_importing_the_ml_stack(tmp_path: Path, b: str, expected: str) -> None:
+    """The comparison's argument checks, the runs' existence included, run before scipy, torch and transformers
+    are imported."""
+    (tmp_path / "runs" / "other").mkdir(parents=True)
     child = textwrap.dedent(
         """
         import sys, time
         from bert_eval.compare import compare
         started = time.monotonic()
         try:
-            compare(sys.argv[1], ["base-s1"], ["BASE-S1"])
+            compare(sys.argv[1], ["base-s1"], [sys.argv[2]])
             message = "accepted"
         except ValueError as exc:
             message = str(exc)
@@ -302,10 +311,10 @@ def test_compare_refuses_before_importing_the_ml_stack(tmp_path: Path) -> None:
         print(f"{elapsed:.3f}", ",".join(heavy) or "-", message, sep="|")
         """
     )
-    done = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", child, str(tmp_path), b], capture_output=True, text=True, timeout=120)
     elapsed, heavy, message = done.stdout.strip().splitlines()[-1].split("|", 2)
     assert heavy == "-" and float(elapsed) < 1.0, done.stdout
-    assert message.startswith("A and B are the same run(s) (base-s1)")
+    assert message.startswith(expected), message
 
 
 @pytest.mark.parametrize(
