@@ -140,17 +140,19 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
     assert [c.examples for c in cells] == [150] * 5
     published = sorted(p.name for p in evals.iterdir() if not p.name.startswith("."))
     assert len(published) == 5  # no cell missing
-    # None computed twice: each cell's computation is logged once across both eval workers.
-    logs = "".join(w.log_file.read_text() for w in stack.workers if w.kind == "eval")
-    assert (
-        sorted(name for name in published if logs.count(f'"cell": "{name}"') and '"evaluation cell done"' in logs)
-        == published
-    )
+    # None computed twice: a computed cell ends in one "evaluation cell done" line, and no worker computed a cell
+    # that another had published ("published concurrently"). A cell may have no "done" line: the killed worker
+    # published it and died before logging (seen under load); the retried evaluation then reused it.
+    killed = eval_worker.log_file.read_text()
+    replacement = "".join(w.log_file.read_text() for w in stack.workers if w.kind == "eval" and w is not eval_worker)
+
+    def lines(log: str, event: str, name: str) -> list[str]:
+        return [line for line in log.splitlines() if f'"event": "{event}"' in line and f'"cell": "{name}"' in line]
+
+    assert "published concurrently" not in killed + replacement
     for name in published:
-        done_lines = [
-            line for line in logs.splitlines() if '"evaluation cell done"' in line and f'"cell": "{name}"' in line
-        ]
-        assert len(done_lines) == 1, (name, done_lines)
+        done = lines(killed + replacement, "evaluation cell done", name)
+        assert len(done) == 1 or (not done and lines(replacement, "evaluation cell reused", name)), (name, done)
     # Identical numbers: each cell against the same model evaluated undisturbed, in-process, elsewhere.
     fresh = tmp_path / "fresh-runs"
     model = describe_model("run:base", runs_dir=stack.runs_dir, models_dir=None)
