@@ -68,6 +68,7 @@ from search_replay import (  # noqa: E402
     REPLAY_MINI,
     REPLAY_SMALL,
     ReplaySizes,
+    curves_from_record,
     fixed_cost,
     live_matches,
     record_curves,
@@ -620,12 +621,19 @@ def optuna_kill_survival(
     }
 
 
-def replay_rows(bench: Any, sizes: ReplaySizes, model: str, label: str, *, live: bool) -> Iterator[dict[str, Any]]:
-    """The ASHA-vs-full rows (search_replay.py): record, replay, and (`live`) one live ASHA search."""
+def replay_rows(
+    bench: Any, sizes: ReplaySizes, model: str, label: str, *, live: bool, recorded: dict[str, Any] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The ASHA-vs-full rows (search_replay.py): record, replay, and (`live`) one live ASHA search.
+    `recorded`: an earlier recording's raw figures (`search.replay`), its runs under the work directory's
+    search-replay-runs: replayed again without training."""
     document = replay_document(sizes, model, "search-replay")
     started = time.monotonic()
-    curves = record_curves(document, bench.fresh("search-replay-runs"), bench.data_dir)
-    record_s = time.monotonic() - started
+    if recorded is None:
+        curves = record_curves(document, bench.fresh("search-replay-runs"), bench.data_dir)
+        record_s = time.monotonic() - started
+    else:
+        curves, record_s = curves_from_record(bench.work / "search-replay-runs", recorded), recorded["record_s"]
     summary = replay(curves, sizes)
     fixed, per_step = fixed_cost(curves.calls)
     rungs = curves.trials[0].steps
@@ -641,7 +649,12 @@ def replay_rows(bench: Any, sizes: ReplaySizes, model: str, label: str, *, live:
         "validation": [t.validation for t in curves.trials],
         "calls": curves.calls,
     }
-    for side, name in (("asha", "ASHA (bert-eval's ladder)"), ("optuna", "Optuna SuccessiveHalvingPruner")):
+    sides = (
+        ("asha", "ASHA (bert-eval's ladder)"),
+        ("optuna", "Optuna SuccessiveHalvingPruner"),
+        ("noise", "ASHA also promoting trials within noise of the cut-off"),
+    )
+    for side, name in sides:
         s = summary[side]
         low, high = s["regret_ci_pt"]
         yield dict(
@@ -817,6 +830,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-live", action="store_true", help="replay: skip the live search")
     parser.add_argument("--model", choices=("minilm", "tiny"), default="minilm", help="replay: the model trained")
     parser.add_argument("--work", type=Path, help="replay: scratch directory")
+    parser.add_argument(
+        "--recorded", type=Path, help="replay: a saved replay output; replay its recording (under --work) again"
+    )
     args = parser.parse_args(argv)
     configure_logging(level=os.environ["BERT_EVAL_LOG_LEVEL"])
     if args.command == "replay":
@@ -847,7 +863,14 @@ def replay_main(args: argparse.Namespace) -> int:
     model, label = MINILM, "MiniLM-L6 (pretrained)"
     if args.model == "tiny":
         model, label = str(bench.tiny_model()), "tiny random BERT"
-    for fields in replay_rows(bench, sizes, model, label, live=not args.no_live):
+    recorded = None
+    if args.recorded is not None:
+        lines = args.recorded.read_text().splitlines()
+        recorded = next(json.loads(line) for line in reversed(lines) if line.startswith("{")).get("search.replay")
+        if recorded is None or args.work is None:
+            raise SystemExit("--recorded needs a raw line with search.replay, and --work holding its runs")
+    live = not args.no_live and recorded is None
+    for fields in replay_rows(bench, sizes, model, label, live=live, recorded=recorded):
         print(json.dumps(fields), flush=True)
     print(json.dumps(bench.raw, default=str), flush=True)
     return 0

@@ -11,7 +11,8 @@ the weights a straight-through trial has there, so one full search holds every n
    trials in random arrival orders, each with the slice's rows resampled (bootstrap): the regret is the full
    search's winner's validation accuracy (same subset, same resample) minus ASHA's winner's, with the
    training steps and seconds each spent. Optuna's `SuccessiveHalvingPruner` runs on the same curves, side by
-   side.
+   side, and so does a variant of the ladder that also promotes a trial whose slice accuracy is not
+   significantly below the rung's cut-off (McNemar, α = 0.05): whether keeping trials within noise pays.
 3. `fixed_cost` fits seconds = F + s * steps over the recorded training calls: F, the fixed cost of a call.
 4. `live_matches` compares a live bert-eval ASHA search of the same trials (same sampler, seed and rows)
    with the offline replay of all trials: the same promotions and winner, or the replay is not what runs.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +30,16 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.trial import TrialState as OptunaState
+from pydantic import PrivateAttr
 from scipy import stats
 from scipy.special import log_softmax
 
 from bert_eval.core.data.snapshot import SnapshotInput, create_snapshot
 from bert_eval.core.evaluation.batched import evaluate
-from bert_eval.core.search.asha import Ladder
+from bert_eval.core.search.asha import Ladder, TrialState
 from bert_eval.core.search.rungs import evaluate_rung, rung_file
 from bert_eval.core.search.sampling import suggest
+from bert_eval.core.statistics.mcnemar import paired_accuracy
 from bert_eval.core.storage.layout import RunLayout
 from bert_eval.core.training.finetuning import FineTuneRequest, fine_tune
 from bert_eval.experiment import parse_experiment
@@ -46,6 +50,7 @@ __all__ = [
     "REPLAY_MINI",
     "REPLAY_SMALL",
     "Curves",
+    "curves_from_record",
     "ReplaySizes",
     "fixed_cost",
     "live_matches",
@@ -214,6 +219,25 @@ def record_curves(document: dict[str, Any], runs_dir: Path, data_dir: Path) -> C
     return curves
 
 
+def curves_from_record(runs_dir: Path, record: dict[str, Any], experiment_id: str = "search-replay") -> Curves:
+    """The curves of an earlier recording, without training again: each rung's per-row slice outputs from the
+    runs directory `record_curves` wrote, the calls' seconds and the validation accuracies from its raw record
+    (`search.replay` in the benchmark's raw figures). Parameters are not kept (the replay does not use them)."""
+    curves, calls = Curves(), iter(record["calls"])
+    for index, validation in enumerate(record["validation"]):
+        layout = RunLayout(runs_dir, trial_id(experiment_id, index))
+        steps = sorted(int(path.stem.removeprefix("step-")) for path in rung_file(layout, 0).parent.glob("*.npz"))
+        curve = TrialCurve(params={}, steps=steps, seconds=[], correct=[], row_loss=[], validation=validation)
+        for step in steps:
+            rows = np.load(rung_file(layout, step).with_suffix(".npz"))
+            logits, labels = rows["logits"], rows["labels"].astype(int)
+            curve.seconds.append(float(next(calls)[1]))
+            curve.correct.append(np.argmax(logits, axis=-1) == labels)
+            curve.row_loss.append(-log_softmax(logits, axis=-1)[np.arange(len(labels)), labels])
+        curves.trials.append(curve)
+    return curves
+
+
 def fixed_cost(calls: list[tuple[int, float]]) -> tuple[float, float]:
     """(F, s): least-squares fit of seconds = F + s * steps over training calls."""
     steps = np.array([c[0] for c in calls], dtype=float)
@@ -230,9 +254,36 @@ class Replayed:
     promotions: list[str]
 
 
-def asha_on(curves: Curves, order: list[int], rows: np.ndarray, eta: int) -> Replayed:
-    """The search's ladder over the recorded trials `order` (arrival order), on the slice rows `rows`."""
-    ladder = Ladder(trials_wanted=len(order), max_concurrent=1, reduction_factor=eta, maximize=True, loss_ties=True)
+class WithinNoiseLadder(Ladder):
+    """The search's ladder, plus: a trial paused at a rung below the cut-off (the last of the rung's top 1/η so
+    far) is promoted too when its slice accuracy is not significantly below the cut-off's (McNemar's test on
+    the slice rows, α = 0.05; too few differing rows to test counts as not significant). Replayed only, to
+    measure whether keeping trials within noise pays; the product's ladder does not do it."""
+
+    _correct: Callable[[int, int], np.ndarray] = PrivateAttr()
+
+    def _promote(self, rung: int) -> None:
+        super()._promote(rung)
+        done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
+        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: self._rank(t, rung))
+        keep = len(done) // self.reduction_factor
+        if not keep:
+            return
+        cutoff = self._correct(ranked[keep - 1].index, rung)
+        for trial in ranked[keep:]:
+            if trial.state is TrialState.paused and trial.rung == rung:
+                p_value = paired_accuracy(self._correct(trial.index, rung), cutoff).p_value
+                if p_value is None or p_value >= 0.05:
+                    self._promote_to_next(trial, rung)
+
+
+def asha_on(curves: Curves, order: list[int], rows: np.ndarray, eta: int, *, within_noise: bool = False) -> Replayed:
+    """The search's ladder over the recorded trials `order` (arrival order), on the slice rows `rows`;
+    `within_noise`: the `WithinNoiseLadder` variant."""
+    kind = WithinNoiseLadder if within_noise else Ladder
+    ladder = kind(trials_wanted=len(order), max_concurrent=1, reduction_factor=eta, maximize=True, loss_ties=True)
+    if isinstance(ladder, WithinNoiseLadder):
+        ladder._correct = lambda trial, rung: curves.trials[order[trial]].correct[rung][rows]
     ladder.sampling_lag, ladder.free_samples = 2, len(order)
     while not ladder.finished():
         job = ladder.next_promotion()
@@ -306,30 +357,30 @@ def replay(curves: Curves, sizes: ReplaySizes, *, seed: int = 0) -> dict[str, An
     rows_rng = np.random.default_rng(seed)
     fixed, _ = fixed_cost(curves.calls)
     n_rows = len(curves.trials[0].correct[0])
-    keys = ("asha_regret", "optuna_regret", "asha_steps", "optuna_steps", "asha_s", "optuna_s", "full_s", "full_steps")
-    out: dict[str, list[float]] = {k: [] for k in (*keys, "oracle_gap")}
+    sides = ("asha", "optuna", "noise")
+    keys = [f"{side}_{figure}" for side in sides for figure in ("regret", "steps", "s")]
+    out: dict[str, list[float]] = {k: [] for k in (*keys, "full_s", "full_steps", "oracle_gap")}
     for _ in range(sizes.replicates):
         order = rng.sample(range(len(curves.trials)), sizes.subset)
         rows = rows_rng.integers(0, n_rows, size=n_rows)
         full = full_on(curves, order, rows)
-        asha, theirs = (
-            asha_on(curves, order, rows, sizes.reduction_factor),
-            optuna_on(curves, order, rows, sizes.reduction_factor),
-        )
+        replayed = {
+            "asha": asha_on(curves, order, rows, sizes.reduction_factor),
+            "optuna": optuna_on(curves, order, rows, sizes.reduction_factor),
+            "noise": asha_on(curves, order, rows, sizes.reduction_factor, within_noise=True),
+        }
         validation = {i: curves.trials[i].validation for i in order}
-        out["asha_regret"].append(100 * (validation[full] - validation[asha.winner]))
-        out["optuna_regret"].append(100 * (validation[full] - validation[theirs.winner]))
+        for side, found in replayed.items():
+            out[f"{side}_regret"].append(100 * (validation[full] - validation[found.winner]))
+            out[f"{side}_steps"].append(found.steps)
+            out[f"{side}_s"].append(found.seconds)
         out["oracle_gap"].append(100 * (max(validation.values()) - validation[full]))
-        out["asha_steps"].append(asha.steps)
-        out["optuna_steps"].append(theirs.steps)
         out["full_steps"].append(sum(curves.trials[i].steps[-1] for i in order))
-        out["asha_s"].append(asha.seconds)
-        out["optuna_s"].append(theirs.seconds)
         out["full_s"].append(
             sum(sum(curves.trials[i].seconds) - fixed * (len(curves.trials[i].steps) - 1) for i in order)
         )
     summary: dict[str, Any] = {"replicates": sizes.replicates, "subset": sizes.subset, "fixed_cost_s": fixed}
-    for side in ("asha", "optuna"):
+    for side in sides:
         regret = np.array(out[f"{side}_regret"])
         if np.ptp(regret) == 0:  # every replay the same: the bootstrap has nothing to resample
             low = high = float(regret[0])

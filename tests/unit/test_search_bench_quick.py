@@ -7,6 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -120,9 +121,42 @@ def test_the_replay_records_every_rung_and_replays_the_ladder_on_it(
     assert all(len(c) == 40 for t in curves.trials for c in t.correct)
     assert all(0 <= t.validation <= 1 for t in curves.trials)
     assert len(curves.calls) == 12 and all(seconds > 0 for _, seconds in curves.calls)
+    # The same curves read back from the runs directory and the raw figures, without training again.
+    record = {"calls": curves.calls, "validation": [t.validation for t in curves.trials]}
+    again = replay.curves_from_record(tmp_path, record, "replay-probe")
+    assert [t.steps for t in again.trials] == [t.steps for t in curves.trials]
+    assert again.calls == curves.calls
+    for old, new in zip(curves.trials, again.trials, strict=True):
+        assert all((a == b).all() for a, b in zip(old.correct, new.correct, strict=True))
+        assert all(np.allclose(a, b) for a, b in zip(old.row_loss, new.row_loss, strict=True))
     summary = replay.replay(curves, sizes)
-    for side in ("asha", "optuna"):
+    for side in ("asha", "optuna", "noise"):
         assert summary[side]["regret_ci_pt"][0] <= summary[side]["regret_mean_pt"] <= summary[side]["regret_ci_pt"][1]
         assert 0 < summary[side]["steps_ratio"] <= 1
     # η = 2 over 3 trials: at most two reach the full budget, so ASHA trains fewer steps than the full search.
     assert summary["asha"]["steps_ratio"] < 1
+
+
+def test_keeping_trials_within_noise_promotes_ties_and_cuts_clear_losers(bench) -> None:
+    """The replayed variant promotes a trial below the cut-off only when McNemar's test cannot tell it from the
+    cut-off on the slice: equal trials all reach the top rung, a trial wrong on every row stops at rung 0."""
+    replay = sys.modules.get("search_replay") or __import__("search_replay")
+    rows = 200
+
+    def trial(correct: np.ndarray) -> object:
+        return replay.TrialCurve(
+            params={}, steps=[1, 3, 9], seconds=[1.0, 1.0, 1.0], correct=[correct] * 3,
+            row_loss=[np.where(correct, 0.1, 2.0)] * 3, validation=float(correct.mean()),
+        )  # fmt: skip
+
+    right = np.arange(rows) % 2 == 0
+    equal = replay.Curves(trials=[trial(right) for _ in range(6)])
+    order, all_rows = list(range(6)), np.arange(rows)
+    within = replay.asha_on(equal, order, all_rows, 3, within_noise=True)
+    plain = replay.asha_on(equal, order, all_rows, 3)
+    assert within.steps == 6 * 9  # every trial within noise of the cut-off: all trained to the end
+    assert plain.steps < within.steps
+    mixed = replay.Curves(trials=[trial(right), trial(right), trial(right), trial(np.zeros(rows, dtype=bool))])
+    kept = replay.asha_on(mixed, [0, 1, 2, 3], all_rows, 3, within_noise=True)
+    assert "3:0->1" not in kept.promotions
+    assert {"1:0->1", "2:0->1"} <= set(kept.promotions)
