@@ -687,12 +687,13 @@ def _predict_texts(texts: list[str], file: Path | None) -> list[str]:
     PREDICT_MAX_FILE_BYTES). Raises ValueError, one line naming the file or text, the cause and the fix."""
     numbered = [(f"text {index + 1}", text) for index, text in enumerate(texts)]
     if file is not None:
+        from bert_eval.core.storage.fsutil import read_capped
+
         try:
-            with open(file, "rb") as handle:
-                raw = handle.read(PREDICT_MAX_FILE_BYTES + 1)
+            raw = read_capped(file, PREDICT_MAX_FILE_BYTES)
         except OSError as exc:
             raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
-        if len(raw) > PREDICT_MAX_FILE_BYTES:
+        if raw is None:
             raise ValueError(
                 f"{file}: larger than {PREDICT_MAX_FILE_BYTES // 1024} KiB, the limit for a --file; "
                 f"split it and call predict once per part"

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 from yaml.events import AliasEvent
 
+from bert_eval.core.storage.fsutil import read_capped
 from bert_eval.search import check_search
 from bert_eval.spec import Experiment, RunSpec, SearchSpec, TrainHyperparameters, normalize_id, short
 
@@ -100,11 +101,10 @@ def load_yaml_file(path: str | Path, *, what: str = "experiment file", max_bytes
     (line and column) and the cause."""
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(max_bytes + 1)
+        raw = read_capped(path, max_bytes)
     except OSError as exc:
         raise ExperimentFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
+    if raw is None:
         raise ExperimentFileError(
             f"{path}: larger than {max_bytes // 1024} KiB, the limit for an {what}; "
             "use grid: and seeds: rather than listing runs one by one"

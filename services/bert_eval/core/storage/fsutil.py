@@ -1,4 +1,5 @@
-"""Durable file writes: temp name, fsync, rename. Nothing is ever overwritten half-way.
+"""Durable file writes: temp name, fsync, rename. Nothing is ever overwritten half-way. And one bounded read
+for files a user gives.
 
 `publish_dir` is the one way a directory (checkpoint, snapshot, final model) is put into place:
 staging directory -> fsync of every file and directory in it -> rename -> fsync of the parent, so after
@@ -23,7 +24,16 @@ __all__ = [
     "fsync_dir",
     "fsync_tree",
     "publish_dir",
+    "read_capped",
 ]
+
+
+def read_capped(path: str | Path, limit: int) -> bytes | None:
+    """A file's bytes, or None when it holds more than `limit` bytes: only `limit` + 1 bytes are ever read, so a
+    huge (or endless) file costs nothing. Raises OSError as `open` does."""
+    with open(path, "rb") as handle:
+        raw = handle.read(limit + 1)
+    return None if len(raw) > limit else raw
 
 
 def fsync_dir(path: Path) -> None:
