@@ -165,6 +165,13 @@ class TrialCurve:
     row_loss: list[np.ndarray]  # per rung: per slice row, the log-loss
     validation: float  # the final model's validation accuracy
 
+    def add_rung_rows(self, layout: RunLayout, step: int) -> None:
+        """Append the rung's per-row results on the slice, read from the outputs the rung evaluation kept."""
+        rows = np.load(rung_file(layout, step).with_suffix(".npz"))
+        logits, labels = rows["logits"], rows["labels"].astype(int)
+        self.correct.append(np.argmax(logits, axis=-1) == labels)
+        self.row_loss.append(-log_softmax(logits, axis=-1)[np.arange(len(labels)), labels])
+
 
 @dataclass
 class Curves:
@@ -202,11 +209,8 @@ def record_curves(document: dict[str, Any], runs_dir: Path, data_dir: Path) -> C
                 FineTuneRequest(run=spec, snapshot=snapshot, runs_dir=runs_dir, stop_at_step=None if final else step)
             )
             rung = evaluate_rung(spec, step, model_dir=summary.model_dir, snapshot=snapshot, runs_dir=runs_dir)
-            rows = np.load(rung_file(RunLayout(runs_dir, spec.id), step).with_suffix(".npz"))
-            logits, labels = rows["logits"], rows["labels"].astype(int)
             curve.seconds.append(summary.call_seconds or 0.0)
-            curve.correct.append(np.argmax(logits, axis=-1) == labels)
-            curve.row_loss.append(-log_softmax(logits, axis=-1)[np.arange(len(labels)), labels])
+            curve.add_rung_rows(RunLayout(runs_dir, spec.id), step)
             curves.eval_seconds += rung.seconds
         result = evaluate(
             run_id=spec.id, model_dir=summary.model_dir, snapshot=snapshot, request=spec.primary_eval, runs_dir=runs_dir
@@ -229,11 +233,8 @@ def curves_from_record(runs_dir: Path, record: dict[str, Any], experiment_id: st
         steps = sorted(int(path.stem.removeprefix("step-")) for path in rung_file(layout, 0).parent.glob("*.npz"))
         curve = TrialCurve(params={}, steps=steps, seconds=[], correct=[], row_loss=[], validation=validation)
         for step in steps:
-            rows = np.load(rung_file(layout, step).with_suffix(".npz"))
-            logits, labels = rows["logits"], rows["labels"].astype(int)
             curve.seconds.append(float(next(calls)[1]))
-            curve.correct.append(np.argmax(logits, axis=-1) == labels)
-            curve.row_loss.append(-log_softmax(logits, axis=-1)[np.arange(len(labels)), labels])
+            curve.add_rung_rows(layout, step)
         curves.trials.append(curve)
     return curves
 
@@ -264,9 +265,7 @@ class WithinNoiseLadder(Ladder):
 
     def _promote(self, rung: int) -> None:
         super()._promote(rung)
-        done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
-        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: self._rank(t, rung))
-        keep = len(done) // self.reduction_factor
+        ranked, keep = self._ranked(rung)
         if not keep:
             return
         cutoff = self._correct(ranked[keep - 1].index, rung)

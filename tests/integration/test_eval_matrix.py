@@ -141,8 +141,8 @@ def test_a_killed_eval_worker_leaves_no_cell_missing_or_computed_twice(
     published = sorted(p.name for p in evals.iterdir() if not p.name.startswith("."))
     assert len(published) == 5  # no cell missing
     # None computed twice: a computed cell ends in one "evaluation cell done" line, and no worker computed a cell
-    # that another had published ("published concurrently"). A cell may have no "done" line: the killed worker
-    # published it and died before logging (seen under load); the retried evaluation then reused it.
+    # that another had published ("published concurrently"). A cell may have no "done" line when the killed
+    # worker published it and died before logging; the retried evaluation then reuses it.
     killed = eval_worker.log_file.read_text()
     replacement = "".join(w.log_file.read_text() for w in stack.workers if w.kind == "eval" and w is not eval_worker)
 

@@ -525,7 +525,9 @@ def test_dashboard_configmaps(profile: str, rendered_profiles: dict[str, Rendere
         (payload,) = config_map["data"].values()
         model = json.loads(payload)
         assert isinstance(model, dict) and model.get("title"), "a Grafana dashboard model has a title"
-        assert "__BERT_EVAL_" not in payload  # every placeholder filled for this release
+        assert (
+            "__BERT_EVAL_" not in payload
+        )  # the template replaced every __BERT_EVAL_*__ token with this release's value
         seen.add(model.get("uid"))
     # One per file, each a UID of this release (file name + hash of namespace/release, <= 40 characters).
     assert {uid.rsplit("-", 1)[0] for uid in seen} == {f.stem for f in files}

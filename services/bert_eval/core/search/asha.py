@@ -279,11 +279,17 @@ class Ladder(BaseModel):
         """Promote the rung's top floor(n/η) (`_rank`) that are paused there."""
         if not self.reduction_factor:
             return
-        done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
-        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: self._rank(t, rung))
-        for trial in ranked[: len(done) // self.reduction_factor]:
+        ranked, keep = self._ranked(rung)
+        for trial in ranked[:keep]:
             if trial.state is TrialState.paused and trial.rung == rung:
                 self._promote_to_next(trial, rung)
+
+    def _ranked(self, rung: int) -> tuple[list[Trial], int]:
+        """The rung's processed trials with an objective, best first (`_rank`), and how many of them the top
+        floor(n/η) of all processed results there holds."""
+        done = [self.trials[i] for i in self.order[rung][: self.processed[rung]]]
+        ranked = sorted((t for t in done if t.objectives[rung] is not None), key=lambda t: self._rank(t, rung))
+        return ranked, len(done) // self.reduction_factor
 
     def _key(self, value: float | None) -> float:
         assert value is not None
